@@ -1,0 +1,78 @@
+"""What a running step may tell the runner: metrics and params, through a tiny context API.
+
+The values are collected while the step runs and recorded with the step's outcome in one transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from mloop.errors import MloopError, ParameterError
+
+__all__ = ["StepContext", "log_metric", "log_metrics", "log_param", "log_params"]
+
+
+@dataclass
+class StepContext:
+    """Metrics and params logged by the step currently running in this thread."""
+
+    run_id: str
+    step: str
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+_CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", default=None)
+
+
+@contextmanager
+def step_context(run_id: str, step: str) -> Iterator[StepContext]:
+    ctx = StepContext(run_id, step)
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
+
+
+def _current(what: str) -> StepContext:
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise MloopError(f"mloop.{what}() was called outside a running step; use Workspace.start_run() instead")
+    return ctx
+
+
+def log_metric(key: str, value: float, step: int = 0) -> None:
+    """Record a metric of the running step (``step`` orders values of one key, e.g. epochs)."""
+    _current("log_metric").metrics.append((key, _number(key, value), int(step)))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int = 0) -> None:
+    """Record several metrics of the running step at once."""
+    ctx = _current("log_metrics")
+    ctx.metrics.extend((k, _number(k, v), int(step)) for k, v in metrics.items())
+
+
+def log_param(key: str, value: Any) -> None:
+    """Record a JSON-serialisable parameter the running step chose (e.g. a tuned hyperparameter)."""
+    _current("log_param").params[key] = value
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Record several parameters of the running step at once."""
+    _current("log_params").params.update(params)
+
+
+def _number(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"metric {key!r}: value {value!r} is not a number", field=key) from exc
+    if math.isnan(number):
+        raise ParameterError(f"metric {key!r}: value is NaN", field=key)
+    return number

@@ -1,0 +1,133 @@
+"""Code and data fingerprints: what makes up a cache key and a run's code version.
+
+A step's code hash covers its own source and, transitively, the functions, classes and simple
+constants of its own module that it refers to, so editing a helper invalidates the step. Docstrings,
+comments, formatting and decorators do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import subprocess
+import textwrap
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cache_key", "code_hash", "file_digest", "git_commit"]
+
+_CACHE_FORMAT = "mloop-cache-1"
+_SIMPLE = (int, float, str, bool, bytes, type(None))
+
+
+def _normalized_source(obj: Any) -> tuple[str, ast.AST | None]:
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        if code is None:
+            return repr(obj), None
+        return f"{code.co_code.hex()}|{code.co_consts!r}", None
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if node is tree.body[0]:
+                node.decorator_list = []
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False), tree
+
+
+def _referenced_names(tree: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def code_hash(fn: Callable[..., Any]) -> str:
+    """Hash of ``fn``'s normalized source plus the same-module helpers and constants it uses."""
+    module = getattr(fn, "__module__", None)
+    parts: list[str] = []
+    seen: set[int] = set()
+    queue: list[Any] = [fn]
+    while queue:
+        obj = queue.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        source, tree = _normalized_source(obj)
+        parts.append(source)
+        if tree is None:
+            continue
+        namespace: Mapping[str, Any] = getattr(obj, "__globals__", None) or vars(inspect.getmodule(obj) or types)
+        closure = inspect.getclosurevars(obj).nonlocals if inspect.isfunction(obj) else {}
+        for name in sorted(_referenced_names(tree)):
+            value = closure.get(name, namespace.get(name, _MISSING))
+            if value is _MISSING:
+                continue
+            target = getattr(value, "fn", value)  # a Step wraps its function
+            if (inspect.isfunction(target) or inspect.isclass(target)) and target.__module__ == module:
+                queue.append(target)
+            elif isinstance(value, _SIMPLE) or (
+                isinstance(value, tuple | frozenset) and all(isinstance(v, _SIMPLE) for v in value)
+            ):
+                parts.append(f"{name}={value!r}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+_MISSING = object()
+
+
+def cache_key(step_code: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+    """The key under which a step execution's outputs are reused: code, parameters, input digests."""
+    payload = json.dumps(
+        {"format": _CACHE_FORMAT, "code": step_code, "params": params, "inputs": inputs},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=repr,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """``(sha256, size)`` of a file's bytes, or of a directory's relative paths and file contents."""
+    if path.is_file():
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest(), path.stat().st_size
+    h = hashlib.sha256()
+    total = 0
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        sub, size = file_digest(child)
+        h.update(f"{child.relative_to(path).as_posix()}\0{sub}\n".encode())
+        total += size
+    return h.hexdigest(), total
+
+
+def git_commit(path: Path) -> str | None:
+    """The commit checked out around ``path``, with ``+dirty`` when that file has uncommitted changes."""
+    directory = path if path.is_dir() else path.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=False
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(path)],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    return f"{commit}+dirty" if dirty.stdout.strip() else commit

@@ -1,0 +1,114 @@
+"""Lineage: walk the artifact ⇄ step-run graph upstream (what made this) or downstream (what used this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mloop.entities import ArtifactRef, Run, StepRun, StepStatus
+from mloop.errors import NotFoundError
+from mloop.stores.base import MetadataStore
+
+__all__ = ["LineageGraph", "lineage"]
+
+Direction = Literal["upstream", "downstream"]
+
+
+@dataclass
+class LineageGraph:
+    """Artifacts, step runs (with their runs) and ``(from, to, name)`` edges in data-flow direction."""
+
+    root: str
+    direction: Direction
+    artifacts: dict[str, ArtifactRef] = field(default_factory=dict)
+    steps: dict[str, StepRun] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)
+    edges: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "direction": self.direction,
+            "artifacts": [
+                {"id": a.id, "type": a.type, "python_type": a.python_type, "digest": a.digest, "size": a.size,
+                 "uri": a.uri}
+                for a in self.artifacts.values()
+            ],  # fmt: skip
+            "steps": [
+                {"id": s.id, "name": s.name, "run_id": s.run_id, "status": s.status.value,
+                 "cached_from": s.cached_from}
+                for s in self.steps.values()
+            ],  # fmt: skip
+            "runs": [
+                {"id": r.id, "pipeline": r.pipeline, "code_commit": r.code_commit, "code_hash": r.code_hash,
+                 "trigger": r.trigger, "params": r.params}
+                for r in self.runs.values()
+            ],  # fmt: skip
+            "edges": [{"from": a, "to": b, "name": n} for a, b, n in self.edges],
+        }
+
+
+def lineage(store: MetadataStore, ref: str, direction: Direction = "upstream", max_depth: int = 100) -> LineageGraph:
+    """The lineage of an artifact (id or digest), a step run, or every output of a run.
+
+    Upstream follows each artifact to the execution that produced it (the original one, not cache
+    re-links) and on to its inputs; downstream follows artifacts to the step runs that read them.
+    """
+    graph = LineageGraph(root=ref, direction=direction)
+    frontier_artifacts: list[str] = []
+    frontier_steps: list[str] = []
+    try:
+        frontier_artifacts.append(store.get_artifact(ref).id)
+    except NotFoundError:
+        try:
+            frontier_steps.append(store.get_step(ref).id)
+        except NotFoundError:
+            steps = store.list_steps(store.get_run(ref).id)  # raises NotFoundError for an unknown id
+            frontier_steps.extend(s.id for s in steps)
+    seen_a: set[str] = set()
+    seen_s: set[str] = set()
+    for _ in range(max_depth):
+        if not frontier_artifacts and not frontier_steps:
+            break
+        next_a: list[str] = []
+        next_s: list[str] = []
+        for aid in frontier_artifacts:
+            if aid in seen_a:
+                continue
+            seen_a.add(aid)
+            graph.artifacts[aid] = store.get_artifact(aid)
+            kind = "output" if direction == "upstream" else "input"
+            events = store.events(artifact_ids=[aid], kind=kind)
+            if direction == "upstream":
+                events = _original_producers(store, events, graph)
+            for ev in events:
+                next_s.append(ev.step_run_id)
+                edge = (ev.step_run_id, aid, ev.name) if direction == "upstream" else (aid, ev.step_run_id, ev.name)
+                graph.edges.append(edge)
+        for sid in frontier_steps:
+            if sid in seen_s:
+                continue
+            seen_s.add(sid)
+            step = graph.steps.get(sid) or store.get_step(sid)
+            graph.steps[sid] = step
+            if step.run_id not in graph.runs:
+                graph.runs[step.run_id] = store.get_run(step.run_id)
+            kind = "input" if direction == "upstream" else "output"
+            for ev in store.events(step_run_ids=[sid], kind=kind):
+                next_a.append(ev.artifact_id)
+                edge = (ev.artifact_id, sid, ev.name) if direction == "upstream" else (sid, ev.artifact_id, ev.name)
+                if edge not in graph.edges:
+                    graph.edges.append(edge)
+        frontier_artifacts, frontier_steps = next_a, next_s
+    return graph
+
+
+def _original_producers(store: MetadataStore, events: list[Any], graph: LineageGraph) -> list[Any]:
+    """Keep the executions that really computed an artifact; cache re-links point back to them."""
+    original = []
+    for ev in events:
+        step = store.get_step(ev.step_run_id)
+        graph.steps.setdefault(step.id, step)
+        if step.status != StepStatus.CACHED:
+            original.append(ev)
+    return original[:1] or events[:1]

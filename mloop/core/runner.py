@@ -1,0 +1,387 @@
+"""The runner: cache lookup → Executor → record lineage.
+
+The driver (this module, in the caller's process) owns every metadata write; the work submitted to
+the ``concurrent.futures.Executor`` is :func:`execute_step`, a top-level function that loads inputs,
+calls the step and writes its outputs to the artifact store. Any Executor works: a thread pool in
+process, or ``dask.distributed.Client.get_executor()`` on a cluster sharing the artifact store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mloop.core import fingerprint
+from mloop.core.context import step_context
+from mloop.core.graph import Node, OutputRef, ParamRef
+from mloop.core.pipeline import Pipeline
+from mloop.core.serialize import deserialize, python_type_name, serialize
+from mloop.entities import ArtifactRef, Run, RunStatus, StepRun, StepStatus
+from mloop.errors import MloopError, ParameterError, StepFailedError
+from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact
+
+__all__ = ["RunResult", "Runner", "StepListener", "Stores", "execute_step"]
+
+log = logging.getLogger("mloop.runner")
+
+StepListener = Callable[[str, StepStatus], None]
+
+
+class Stores(Protocol):
+    """What the runner needs from a workspace."""
+
+    metadata: MetadataStore
+    artifacts: ArtifactStore
+    heartbeat_s: float
+
+    def executor(self) -> AbstractContextManager[Executor]: ...
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """Everything a worker needs to execute one step; picklable for remote executors."""
+
+    run_id: str
+    node: str
+    fn: Callable[..., Any]
+    outputs: tuple[str, ...]
+    params: dict[str, Any]
+    artifact_inputs: dict[str, ArtifactRef]
+    preloaded: dict[str, Any]
+    artifacts: ArtifactStore
+    keep_values: bool
+
+
+@dataclass
+class StepOutcome:
+    """What came back from a worker: new artifacts, logged values, or the error."""
+
+    outputs: dict[str, NewArtifact] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    stops_run: bool = False
+
+
+def execute_step(task: StepTask) -> StepOutcome:
+    """Load inputs, call the step function, store its outputs. Never raises: errors are returned."""
+    outcome = StepOutcome()
+    try:
+        kwargs = dict(task.params)
+        for arg, ref in task.artifact_inputs.items():
+            if arg in task.preloaded:
+                kwargs[arg] = task.preloaded[arg]
+            else:
+                kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest))
+        with step_context(task.run_id, task.node) as ctx:
+            result = task.fn(**kwargs)
+        outcome.metrics, outcome.params = ctx.metrics, ctx.params
+        for name, value in _split_outputs(task, result).items():
+            kind, data = serialize(value, what=f"step {task.node!r} output {name!r}")
+            digest, uri = task.artifacts.put(data)
+            outcome.outputs[name] = NewArtifact(digest, kind, python_type_name(value), len(data), uri)
+            if task.keep_values:
+                outcome.values[name] = value
+    except BaseException as exc:
+        outcome.error_type = type(exc).__name__
+        outcome.error_message = str(exc) or repr(exc)
+        outcome.error_traceback = traceback.format_exc()
+        outcome.stops_run = bool(getattr(exc, "stops_run", False))
+    return outcome
+
+
+def _split_outputs(task: StepTask, result: Any) -> dict[str, Any]:
+    if not task.outputs:
+        return {}
+    if len(task.outputs) == 1 and task.outputs == ("output",):
+        return {"output": result}
+    if not isinstance(result, tuple | list) or len(result) != len(task.outputs):
+        raise MloopError(
+            f"step {task.node!r} declares outputs {list(task.outputs)} but returned "
+            f"{type(result).__name__}{'' if not isinstance(result, tuple | list) else f' of {len(result)}'}",
+            field=task.node,
+        )
+    return dict(zip(task.outputs, result, strict=True))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its record, its step runs and its outputs by node and output name."""
+
+    run: Run
+    steps: list[StepRun]
+    outputs: dict[str, dict[str, ArtifactRef]]
+    artifacts: ArtifactStore
+
+    def step(self, name: str) -> StepRun:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def load(self, node: str, output: str = "output") -> Any:
+        """The value a node produced, read back (and verified) from the artifact store."""
+        ref = self.outputs[node][output]
+        return deserialize(ref.type, self.artifacts.get(ref.digest))
+
+
+@dataclass
+class _Prepared:
+    params: dict[str, Any]
+    key_params: dict[str, Any]
+    inputs: dict[str, ArtifactRef]
+
+
+class Runner:
+    """Runs a pipeline against a workspace's stores and executor."""
+
+    def __init__(self, stores: Stores, *, listener: StepListener | None = None) -> None:
+        self.stores = stores
+        self.metadata = stores.metadata
+        self.artifacts = stores.artifacts
+        self.listener = listener
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        params: Mapping[str, Any],
+        *,
+        cache: bool = True,
+        trigger: str = "manual",
+        resume: str | None = None,
+    ) -> RunResult:
+        """Execute ``pipeline``; raises StepFailedError (after recording) when a step fails."""
+        resumed_from = None
+        if resume is not None:
+            prior = self.metadata.get_run(resume)
+            if prior.pipeline != pipeline.name:
+                raise ParameterError(
+                    f"run {resume!r} is of pipeline {prior.pipeline!r}, not {pipeline.name!r}", field="resume"
+                )
+            params = {**prior.params, **params}
+            resumed_from = prior.id
+        bound = pipeline.bind(params)
+        graph = pipeline.graph
+        files = self._hash_files(pipeline, bound)
+        source = pipeline.source_path()
+        run = self.metadata.create_run(
+            pipeline.name,
+            params=bound,
+            trigger=trigger,
+            code_commit=fingerprint.git_commit(source) if source else None,
+            code_hash=pipeline.code_hash(),
+            resumed_from=resumed_from,
+        )
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(run.id, stop_beat), daemon=True)
+        beat.start()
+        try:
+            outputs, failure = self._execute(run, graph.order, graph.nodes, bound, files, cache)
+        except BaseException as exc:
+            self.metadata.finish_run(run.id, RunStatus.FAILED, error=f"interrupted: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            stop_beat.set()
+        if failure is None:
+            final = self.metadata.finish_run(run.id, RunStatus.SUCCEEDED)
+            return RunResult(final, self.metadata.list_steps(run.id), outputs, self.artifacts)
+        node, outcome = failure
+        status = RunStatus.STOPPED if outcome.stops_run else RunStatus.FAILED
+        message = f"step {node!r} {'stopped the run' if outcome.stops_run else 'failed'}: " + (
+            f"{outcome.error_type}: {outcome.error_message}"
+        )
+        self.metadata.finish_run(run.id, status, error=message)
+        raise StepFailedError(
+            f"run {run.id} {status.value}: {message}",
+            run_id=run.id,
+            step=node,
+            error_type=outcome.error_type or "Error",
+            error_message=outcome.error_message or "",
+        )
+
+    def _heartbeat(self, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.stores.heartbeat_s):
+            try:
+                self.metadata.heartbeat(run_id)
+            except MloopError as exc:  # a missed beat is not worth failing the run
+                log.warning("heartbeat for run %s failed: %s", run_id, exc)
+
+    def _hash_files(self, pipeline: Pipeline, bound: Mapping[str, Any]) -> dict[tuple[str, str], ArtifactRef]:
+        """Record every file input as an artifact (content digest) before the run starts."""
+        files: dict[tuple[str, str], ArtifactRef] = {}
+        for node in pipeline.graph.nodes.values():
+            for arg, src in node.inputs.items():
+                if not node.step.is_path_input(arg) or isinstance(src, OutputRef):
+                    continue
+                value = bound[src.name] if isinstance(src, ParamRef) else src.value
+                if value is None:
+                    continue
+                path = Path(value).expanduser().resolve()
+                if not path.exists():
+                    raise ParameterError(
+                        f"step {node.name!r} input {arg!r}: file {path} does not exist",
+                        field=src.name if isinstance(src, ParamRef) else arg,
+                    )
+                digest, size = fingerprint.file_digest(path)
+                kind = "file" if path.is_file() else "directory"
+                files[(node.name, arg)] = self.metadata.add_artifact(
+                    NewArtifact(digest, kind, "pathlib.Path", size, path.as_uri())
+                )
+        return files
+
+    def _prepare(
+        self,
+        node: Node,
+        bound: Mapping[str, Any],
+        files: Mapping[tuple[str, str], ArtifactRef],
+        results: Mapping[str, Mapping[str, ArtifactRef]],
+    ) -> _Prepared:
+        params: dict[str, Any] = {}
+        key_params: dict[str, Any] = {}
+        inputs: dict[str, ArtifactRef] = {}
+        for arg, src in node.inputs.items():
+            if isinstance(src, OutputRef):
+                inputs[arg] = results[src.node][src.output]
+                continue
+            value = bound[src.name] if isinstance(src, ParamRef) else src.value
+            if (node.name, arg) in files:
+                inputs[arg] = files[(node.name, arg)]
+                params[arg] = Path(value)
+            else:
+                params[arg] = key_params[arg] = value
+        return _Prepared(params, key_params, inputs)
+
+    def _execute(
+        self,
+        run: Run,
+        order: list[str],
+        nodes: Mapping[str, Node],
+        bound: Mapping[str, Any],
+        files: Mapping[tuple[str, str], ArtifactRef],
+        use_cache: bool,
+    ) -> tuple[dict[str, dict[str, ArtifactRef]], tuple[str, StepOutcome] | None]:
+        waiting = {name: set(nodes[name].upstream) for name in order}
+        consumers = {name: sum(name in nodes[c].upstream for c in order) for name in order}
+        ready = deque(name for name in order if not waiting[name])
+        results: dict[str, dict[str, ArtifactRef]] = {}
+        values: dict[str, dict[str, Any]] = {}
+        running: dict[Future[StepOutcome], tuple[str, StepRun]] = {}
+        failure: tuple[str, StepOutcome] | None = None
+
+        def done(name: str) -> None:
+            for child in order:
+                if name in waiting[child]:
+                    waiting[child].discard(name)
+                    if not waiting[child]:
+                        ready.append(child)
+            for parent in nodes[name].upstream:  # free in-memory values nobody will read again
+                consumers[parent] -= 1
+                if consumers[parent] == 0:
+                    values.pop(parent, None)
+
+        with self.stores.executor() as executor:
+            keep_values = isinstance(executor, ThreadPoolExecutor)
+            while ready or running:
+                while ready and failure is None:
+                    name = ready.popleft()
+                    node = nodes[name]
+                    prep = self._prepare(node, bound, files, results)
+                    digests = {arg: ref.digest for arg, ref in prep.inputs.items()}
+                    key = fingerprint.cache_key(node.step.code_hash, prep.key_params, digests)
+                    input_ids = {arg: ref.id for arg, ref in prep.inputs.items()}
+                    record_params = {k: str(v) if isinstance(v, Path) else v for k, v in prep.params.items()}
+                    hit = self._cache_hit(key, node) if use_cache else None
+                    if hit is not None:
+                        source, outs = hit
+                        self.metadata.record_cached_step(
+                            run.id,
+                            name,
+                            cache_key=key,
+                            params=record_params,
+                            inputs=input_ids,
+                            cached_from=source.cached_from or source.id,
+                            outputs={o: ref.id for o, ref in outs.items()},
+                        )
+                        results[name] = outs
+                        self._notify(name, StepStatus.CACHED)
+                        done(name)
+                        continue
+                    step_run = self.metadata.start_step(
+                        run.id, name, cache_key=key, params=record_params, inputs=input_ids
+                    )
+                    self._notify(name, StepStatus.RUNNING)
+                    preloaded = {
+                        arg: values[src.node][src.output]
+                        for arg, src in node.inputs.items()
+                        if isinstance(src, OutputRef) and src.output in values.get(src.node, {})
+                    }
+                    loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.params}
+                    task = StepTask(
+                        run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
+                        preloaded, self.artifacts, keep_values,
+                    )  # fmt: skip
+                    running[executor.submit(execute_step, task)] = (name, step_run)
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name, step_run = running.pop(future)
+                    outcome = _outcome_of(future)
+                    if outcome.error_type is not None:
+                        self.metadata.finish_step(
+                            step_run.id,
+                            StepStatus.FAILED,
+                            metrics=outcome.metrics,
+                            error_type=outcome.error_type,
+                            error_message=outcome.error_message,
+                        )
+                        log.error("step %s failed:\n%s", name, outcome.error_traceback)
+                        self._notify(name, StepStatus.FAILED)
+                        failure = failure or (name, outcome)
+                        continue
+                    results[name] = self.metadata.finish_step(
+                        step_run.id,
+                        StepStatus.SUCCEEDED,
+                        outputs=outcome.outputs,
+                        metrics=outcome.metrics,
+                        params=outcome.params,
+                    )
+                    if outcome.values:
+                        values[name] = outcome.values
+                    self._notify(name, StepStatus.SUCCEEDED)
+                    done(name)
+        return results, failure
+
+    def _cache_hit(self, key: str, node: Node) -> tuple[StepRun, dict[str, ArtifactRef]] | None:
+        hit = self.metadata.find_cached(key)
+        if hit is None:
+            return None
+        source, outs = hit
+        if set(outs) != set(node.step.outputs):
+            return None
+        if not all(self.artifacts.exists(ref.digest) for ref in outs.values()):
+            return None  # bytes were removed from the store: execute again
+        return source, outs
+
+    def _notify(self, name: str, status: StepStatus) -> None:
+        if self.listener is not None:
+            self.listener(name, status)
+
+
+def _outcome_of(future: Future[StepOutcome]) -> StepOutcome:
+    try:
+        return future.result()
+    except BaseException as exc:  # the executor itself failed (e.g. a remote worker died)
+        return StepOutcome(error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
+

@@ -1,0 +1,172 @@
+"""Values ⇄ bytes, chosen by type. The serializer's name is stored as the artifact's type.
+
+Built in: pandas DataFrame/Series → Parquet (pyarrow), numpy arrays → .npy (no pickle), JSON-able
+values → canonical JSON, scikit-learn estimators → joblib. Models use joblib (pickle) rather than
+skops: any estimator, custom transformers included, round-trips, and loading is fast; the risk of
+pickle (code runs on load) is contained because every read is verified against the content digest
+recorded in the metadata store before it is unpickled, so bytes swapped in the artifact store are
+refused. Only load model artifacts from a metadata store you trust.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mloop.errors import SerializationError
+
+__all__ = ["Serializer", "deserialize", "python_type_name", "serialize"]
+
+
+@dataclass(frozen=True, slots=True)
+class Serializer:
+    """How one family of values becomes bytes and back."""
+
+    name: str
+    accepts: Callable[[Any], bool]
+    dump: Callable[[Any], bytes]
+    load: Callable[[bytes], Any]
+
+
+def python_type_name(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    if depth > 100:
+        return False
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _dump_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _is_dataframe(value: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(value, pd.DataFrame)
+
+
+def _is_series(value: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(value, pd.Series)
+
+
+def _dump_parquet(df: Any) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)
+    table = pa.Table.from_pandas(df, preserve_index=True)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _load_parquet(data: bytes) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+def _dump_series(series: Any) -> bytes:
+    name = series.name if series.name is not None else "__series__"
+    return _dump_parquet(series.to_frame(name=str(name)))
+
+
+def _load_series(data: bytes) -> Any:
+    frame = _load_parquet(data)
+    series = frame.iloc[:, 0]
+    return series.rename(None) if series.name == "__series__" else series
+
+
+def _is_ndarray(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, np.ndarray) and not value.dtype.hasobject
+
+
+def _dump_npy(array: Any) -> bytes:
+    import numpy as np
+
+    sink = io.BytesIO()
+    np.save(sink, array, allow_pickle=False)
+    return sink.getvalue()
+
+
+def _load_npy(data: bytes) -> Any:
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _is_estimator(value: Any) -> bool:
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        return False
+    return isinstance(value, BaseEstimator)
+
+
+def _dump_joblib(model: Any) -> bytes:
+    import joblib
+
+    sink = io.BytesIO()
+    joblib.dump(model, sink)
+    return sink.getvalue()
+
+
+def _load_joblib(data: bytes) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(data))
+
+
+SERIALIZERS: tuple[Serializer, ...] = (
+    Serializer("json", _is_json, _dump_json, lambda b: json.loads(b)),
+    Serializer("parquet", _is_dataframe, _dump_parquet, _load_parquet),
+    Serializer("parquet-series", _is_series, _dump_series, _load_series),
+    Serializer("npy", _is_ndarray, _dump_npy, _load_npy),
+    Serializer("joblib", _is_estimator, _dump_joblib, _load_joblib),
+)
+_BY_NAME = {s.name: s for s in SERIALIZERS}
+
+
+def serialize(value: Any, *, what: str = "value") -> tuple[str, bytes]:
+    """``(serializer name, bytes)`` for ``value``; SerializationError names ``what`` when none fits."""
+    for serializer in SERIALIZERS:
+        if serializer.accepts(value):
+            return serializer.name, serializer.dump(value)
+    raise SerializationError(
+        f"{what}: no serializer for a value of type {python_type_name(value)} "
+        f"(supported: pandas DataFrame/Series, numpy arrays of numbers, JSON values with string keys and "
+        f"finite floats, scikit-learn estimators)",
+        field=what,
+    )
+
+
+def deserialize(type_name: str, data: bytes) -> Any:
+    """The value stored as ``data`` by the serializer named ``type_name``."""
+    serializer = _BY_NAME.get(type_name)
+    if serializer is None:
+        raise SerializationError(f"unknown artifact type {type_name!r}", field="type")
+    try:
+        return serializer.load(data)
+    except Exception as exc:
+        raise SerializationError(f"cannot read a {type_name} artifact: {exc}", field="type") from exc

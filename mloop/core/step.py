@@ -1,0 +1,86 @@
+"""``@step``: a plain typed Python function whose I/O, hashing and lineage the runner handles.
+
+Called outside a pipeline, a step is just its function (handy in unit tests). Called inside a
+``@pipeline`` body, it records a node in the graph and returns handles to its future outputs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from functools import cached_property, update_wrapper
+from pathlib import Path
+from typing import Any, overload
+
+from mloop.core import fingerprint
+from mloop.core.graph import current_builder
+from mloop.errors import PipelineDefinitionError
+
+__all__ = ["Step", "step"]
+
+
+class Step:
+    """A step: its function, its output names and the code hash that keys its cache."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, outputs: Sequence[str] | None = None):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.signature = inspect.signature(fn)
+        for param in self.signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise PipelineDefinitionError(
+                    f"step {self.name!r}: *args/**kwargs are not supported; name every input", field=param.name
+                )
+        if outputs is None:
+            returns = self.signature.return_annotation
+            outputs = () if returns in (None, "None") else ("output",)
+        self.outputs: tuple[str, ...] = tuple(outputs)
+        update_wrapper(self, fn)
+
+    @cached_property
+    def type_hints(self) -> dict[str, Any]:
+        try:
+            return typing.get_type_hints(self.fn)
+        except Exception:
+            return {}
+
+    @cached_property
+    def code_hash(self) -> str:
+        """Hash of this step's code and the same-module helpers it calls (docstrings excluded)."""
+        return fingerprint.code_hash(self.fn)
+
+    def is_path_input(self, name: str) -> bool:
+        """Inputs annotated as ``pathlib.Path`` are files: their bytes, not their names, key the cache."""
+        hint = self.type_hints.get(name)
+        return hint is Path or (typing.get_origin(hint) is typing.Union and Path in typing.get_args(hint))
+
+    def named(self, name: str) -> Step:
+        """The same step under another node name, to use it twice in one pipeline."""
+        return Step(self.fn, name=name, outputs=self.outputs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = current_builder()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return builder.add(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<step {self.name}>"
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step: ...
+@overload
+def step(*, name: str | None = None, outputs: Sequence[str] | None = None) -> Callable[[Callable[..., Any]], Step]: ...
+def step(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, outputs: Sequence[str] | None = None
+) -> Step | Callable[[Callable[..., Any]], Step]:
+    """Make ``fn`` a pipeline step.
+
+    ``outputs`` names the elements of a returned tuple (``@step(outputs=["train", "test"])``); without
+    it a step has one output named ``output``, or none when annotated ``-> None``.
+    """
+    if fn is not None:
+        return Step(fn, name=name, outputs=outputs)
+    return lambda f: Step(f, name=name, outputs=outputs)

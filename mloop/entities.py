@@ -1,0 +1,143 @@
+"""Frozen dataclasses the stores return. Never ORM rows, never mutable.
+
+Ids are ULID strings: opaque, unique, and sortable by creation time. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+__all__ = [
+    "ArtifactRef",
+    "Event",
+    "Metric",
+    "Run",
+    "RunStatus",
+    "StepRun",
+    "StepStatus",
+    "new_id",
+    "utcnow",
+]
+
+
+def new_id() -> str:
+    """A new opaque id, sortable by creation time."""
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (the only clock mloop stores)."""
+    return datetime.now(UTC)
+
+
+class RunStatus(enum.StrEnum):
+    """Lifecycle of a pipeline run. ``stopped`` means a gate (e.g. schema skew) halted it on purpose."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class StepStatus(enum.StrEnum):
+    """Outcome of one step execution; ``cached`` re-linked the outputs of an earlier execution."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution of a pipeline."""
+
+    id: str
+    pipeline: str
+    status: RunStatus
+    trigger: str
+    params: dict[str, Any]
+    code_commit: str | None
+    code_hash: str
+    created_at: datetime
+    ended_at: datetime | None = None
+    error: str | None = None
+    resumed_from: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time of the run, or None while it runs."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class StepRun:
+    """One execution (or cache hit) of one step inside a run."""
+
+    id: str
+    run_id: str
+    name: str
+    status: StepStatus
+    cache_key: str
+    started_at: datetime
+    params: dict[str, Any] = field(default_factory=dict)
+    ended_at: datetime | None = None
+    cached_from: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time of the step, or None while it runs."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """An immutable, content-addressed value in the artifact store.
+
+    ``type`` names the serializer (``parquet``, ``npy``, ``json``, ``joblib``, ``file``), ``digest`` is the
+    sha256 of the stored bytes and doubles as the key in the artifact store.
+    """
+
+    id: str
+    digest: str
+    type: str
+    python_type: str
+    size: int
+    uri: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An edge of the lineage graph: a step run read (``input``) or wrote (``output``) an artifact."""
+
+    step_run_id: str
+    artifact_id: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A measured value; ``step_run_id`` is None for run-level metrics."""
+
+    run_id: str
+    key: str
+    value: float
+    step: int
+    timestamp: datetime
+    step_run_id: str | None = None

@@ -1,0 +1,140 @@
+"""The one exception tree of mloop.
+
+Every error a user can cause or meet derives from :class:`MloopError`. Each class carries the HTTP
+status and the CLI exit code it maps to, so the shells (CLI, HTTP) never need their own tables.
+Messages name the field, the rule and the value given. Foreign errors (SQLAlchemy, fsspec, pandas…)
+are translated at the boundary where they happen, never leaked.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactCorruptedError",
+    "ArtifactNotFoundError",
+    "ConfigurationError",
+    "MetadataStoreError",
+    "MloopError",
+    "NotFoundError",
+    "ParameterError",
+    "PipelineDefinitionError",
+    "PipelineLoadError",
+    "SchemaVersionError",
+    "SerializationError",
+    "StepFailedError",
+    "StoreUnavailableError",
+]
+
+EXIT_USAGE = 2
+EXIT_CHECK_FAILED = 1
+
+
+class MloopError(Exception):
+    """Base of every mloop error.
+
+    ``field`` names the input at fault when there is one (a parameter, a column, a file).
+    ``stops_run``: raised inside a step, the run ends ``stopped`` (a gate held it) instead of ``failed``.
+    """
+
+    http_status: int = 400
+    exit_code: int = EXIT_USAGE
+    code: str = "mloop_error"
+    stops_run: bool = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON error body of the HTTP contract: ``{"error": {code, message, field}}``."""
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class ConfigurationError(MloopError):
+    """Settings or a workspace location that cannot be used."""
+
+    code = "configuration_error"
+
+
+class PipelineDefinitionError(MloopError):
+    """The pipeline graph is invalid: a cycle, an input nobody provides, a bad parameter default."""
+
+    code = "pipeline_definition_error"
+
+
+class PipelineLoadError(MloopError):
+    """A ``file.py:name`` reference that cannot be loaded (missing file, missing name, import error)."""
+
+    code = "pipeline_load_error"
+
+
+class ParameterError(MloopError):
+    """A run parameter that is unknown, of the wrong type, missing or not JSON-serialisable."""
+
+    code = "parameter_error"
+    http_status = 422
+
+
+class SerializationError(MloopError):
+    """A value no serializer handles, or bytes a serializer cannot read back."""
+
+    code = "serialization_error"
+
+
+class NotFoundError(MloopError):
+    """A run, step run, artifact or other entity that does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class ArtifactNotFoundError(NotFoundError):
+    """The metadata knows an artifact but its bytes are gone from the artifact store."""
+
+    code = "artifact_not_found"
+
+
+class ArtifactCorruptedError(MloopError):
+    """Bytes read back do not match the artifact's content digest (tampering or corruption)."""
+
+    code = "artifact_corrupted"
+    http_status = 409
+    exit_code = EXIT_CHECK_FAILED
+
+
+class StepFailedError(MloopError):
+    """A step raised; the run is marked failed with the step, exception type and message."""
+
+    code = "step_failed"
+    http_status = 500
+    exit_code = EXIT_CHECK_FAILED
+
+    def __init__(
+        self, message: str, *, run_id: str, step: str, error_type: str, error_message: str
+    ) -> None:
+        super().__init__(message, field=step)
+        self.run_id = run_id
+        self.step = step
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class MetadataStoreError(MloopError):
+    """The metadata store refused an operation (constraint, bad query)."""
+
+    code = "metadata_store_error"
+    http_status = 500
+
+
+class StoreUnavailableError(MloopError):
+    """A store URL that cannot be connected to (server down, bad credentials, unreachable path)."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+class SchemaVersionError(MloopError):
+    """The database was created by a newer mloop whose schema this version does not know."""
+
+    code = "schema_version_error"
+    http_status = 500

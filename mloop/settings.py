@@ -1,0 +1,58 @@
+"""Workspace settings: store URLs and the executor, read once at the edge and passed down.
+
+Sources, strongest first: explicit keyword arguments, ``MLOOP_*`` environment variables, the
+``[mloop]`` table of ``mloop.toml`` in the workspace's parent directory. Empty URLs mean "the embedded
+default inside the workspace directory" (SQLite file, local artifact folder).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mloop.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """What a workspace is made of. Every field can be set by ``MLOOP_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOOP_", extra="forbid")
+
+    metadata_url: str = Field("", description="SQLAlchemy URL; default sqlite:///<workspace>/mloop.db")
+    artifact_url: str = Field("", description="fsspec URL; default <workspace>/artifacts")
+    executor: str = Field("threads", description="'threads' (in-process) or 'dask://host:port'")
+    max_workers: int = Field(4, ge=1, le=256, description="parallel steps for the in-process executor")
+    stale_after_s: float = Field(
+        120.0, gt=0, description="a running run whose heartbeat is older than this is marked failed"
+    )
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a live run refreshes its heartbeat")
+
+
+def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from overrides, the environment and ``toml_dir/mloop.toml`` (in that order of strength)."""
+    file_values: dict[str, Any] = {}
+    if toml_dir is not None and (toml_dir / "mloop.toml").is_file():
+        path = toml_dir / "mloop.toml"
+        try:
+            file_values = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("mloop", {}))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    try:
+        env_only = Settings()
+        merged = {**file_values, **_explicit_env(env_only), **{k: v for k, v in overrides.items() if v is not None}}
+        return Settings.model_validate(merged) if merged else env_only
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise ConfigurationError(f"setting {name}: {err['msg']}", field=name) from exc
+
+
+def _explicit_env(settings: Settings) -> dict[str, Any]:
+    """The fields the environment set, so the TOML file only fills what the environment left alone."""
+    return {name: getattr(settings, name) for name in settings.model_fields_set}

@@ -1,0 +1,102 @@
+"""Content-addressed artifact store over fsspec: one class for local folders, memory://, s3://, …
+
+The policy lives here once, above every backend: the key is the sha256 of the bytes (identical content
+is stored once), writes are atomic (a crashed writer never leaves a half-written artifact under its
+final key), and every read is verified against the digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from mloop.errors import ArtifactCorruptedError, ArtifactNotFoundError, ConfigurationError, StoreUnavailableError
+
+__all__ = ["FsspecArtifactStore", "digest_bytes"]
+
+
+def digest_bytes(data: bytes) -> str:
+    """The content address of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class FsspecArtifactStore:
+    """Artifacts under ``url`` laid out as ``<root>/<d[:2]>/<d[2:]>``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self._fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise ConfigurationError(f"artifact URL {url!r}: {exc}", field="artifact_url") from exc
+        self._root = root.rstrip("/")
+        self._local = isinstance(self._fs, LocalFileSystem)
+        if self._local:
+            try:
+                Path(self._root).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(f"artifact store {url}: {exc.strerror}") from exc
+
+    def _path(self, digest: str) -> str:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ArtifactNotFoundError(f"{digest!r} is not an artifact digest", field="digest")
+        return f"{self._root}/{digest[:2]}/{digest[2:]}"
+
+    def uri(self, digest: str) -> str:
+        path = self._path(digest)
+        return path if self._local else self._fs.unstrip_protocol(path)
+
+    def put(self, data: bytes) -> tuple[str, str]:
+        """Store ``data`` once under its digest; return ``(digest, uri)``."""
+        digest = digest_bytes(data)
+        path = self._path(digest)
+        if self._fs.exists(path):
+            return digest, self.uri(digest)
+        if self._local:
+            _atomic_local_write(path, data)
+        else:
+            # Object stores make a single PUT visible all at once; nothing partial can be read.
+            self._fs.pipe_file(path, data)
+        return digest, self.uri(digest)
+
+    def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; raises if they are gone or do not match it."""
+        path = self._path(digest)
+        try:
+            data: bytes = self._fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(
+                f"artifact {digest[:12]}… is recorded but its bytes are missing from {self.url}", field="digest"
+            ) from exc
+        actual = digest_bytes(data)
+        if actual != digest:
+            raise ArtifactCorruptedError(
+                f"artifact {digest[:12]}… is corrupted: stored bytes hash to {actual[:12]}…, "
+                f"expected {digest[:12]}… ({self.uri(digest)})",
+                field="digest",
+            )
+        return data
+
+    def exists(self, digest: str) -> bool:
+        return bool(self._fs.exists(self._path(digest)))
+
+
+def _atomic_local_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+

@@ -1,0 +1,163 @@
+"""The narrow interfaces the rest of mloop programs against.
+
+One SQL implementation serves SQLite and PostgreSQL; one fsspec implementation serves every artifact
+backend. The Protocols exist so callers depend on the few methods they use, and so the contract
+tests in ``tests/contracts`` can hold every backend to the same behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun, StepStatus
+
+__all__ = [
+    "ArtifactStore",
+    "LineageStore",
+    "MetadataStore",
+    "MetricStore",
+    "NewArtifact",
+    "RunQuery",
+    "RunStore",
+    "StepStore",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewArtifact:
+    """An artifact about to be recorded: what the artifact store returned plus its type."""
+
+    digest: str
+    type: str
+    python_type: str
+    size: int
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """A filtered run search. Params compare by JSON encoding; a metric filter uses its latest value."""
+
+    pipeline: str | None = None
+    status: RunStatus | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Sequence[tuple[str, str, float]] = ()
+    limit: int = 100
+
+
+class RunStore(Protocol):
+    """Pipeline and tracking runs."""
+
+    def create_run(
+        self,
+        pipeline: str,
+        *,
+        params: Mapping[str, Any],
+        trigger: str,
+        code_commit: str | None,
+        code_hash: str,
+        resumed_from: str | None = None,
+    ) -> Run: ...
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run: ...
+
+    def heartbeat(self, run_id: str) -> None: ...
+
+    def get_run(self, run_id: str) -> Run: ...
+
+    def search_runs(self, query: RunQuery) -> list[Run]: ...
+
+    def fail_stale_runs(
+        self, *, host: str, is_alive: Callable[[int], bool], stale_after_s: float
+    ) -> list[str]: ...
+
+
+class StepStore(Protocol):
+    """Step executions and the cache index over them."""
+
+    def start_step(
+        self, run_id: str, name: str, *, cache_key: str, params: Mapping[str, Any], inputs: Mapping[str, str]
+    ) -> StepRun: ...
+
+    def finish_step(
+        self,
+        step_run_id: str,
+        status: StepStatus,
+        *,
+        outputs: Mapping[str, NewArtifact] | None = None,
+        metrics: Sequence[tuple[str, float, int]] = (),
+        params: Mapping[str, Any] | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, ArtifactRef]: ...
+
+    def record_cached_step(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        cache_key: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        cached_from: str,
+        outputs: Mapping[str, str],
+    ) -> StepRun: ...
+
+    def find_cached(self, cache_key: str) -> tuple[StepRun, dict[str, ArtifactRef]] | None: ...
+
+    def list_steps(self, run_id: str) -> list[StepRun]: ...
+
+    def get_step(self, step_run_id: str) -> StepRun: ...
+
+
+class LineageStore(Protocol):
+    """Artifacts and the input/output events that link them to step runs."""
+
+    def add_artifact(self, artifact: NewArtifact) -> ArtifactRef: ...
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRef: ...
+
+    def events(
+        self, *, step_run_ids: Sequence[str] = (), artifact_ids: Sequence[str] = (), kind: str | None = None
+    ) -> list[Event]: ...
+
+
+class MetricStore(Protocol):
+    """Metrics and params logged by steps or by tracking runs."""
+
+    def log_metrics(
+        self, run_id: str, metrics: Sequence[tuple[str, float, int]], *, step_run_id: str | None = None
+    ) -> None: ...
+
+    def log_params(self, run_id: str, params: Mapping[str, Any], *, step_run_id: str | None = None) -> None: ...
+
+    def get_metrics(self, run_id: str, key: str | None = None) -> list[Metric]: ...
+
+    def get_params(self, run_id: str) -> dict[str, Any]: ...
+
+
+class MetadataStore(RunStore, StepStore, LineageStore, MetricStore, Protocol):
+    """Everything the runner and the inspection commands need from the metadata store."""
+
+    def close(self) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed bytes: the key is the sha256 of the value, so identical content is stored once."""
+
+    url: str
+
+    def put(self, data: bytes) -> tuple[str, str]:
+        """Store bytes atomically; return ``(digest, uri)``."""
+        ...
+
+    def get(self, digest: str) -> bytes:
+        """The bytes under ``digest``, verified against it."""
+        ...
+
+    def exists(self, digest: str) -> bool: ...
+
+    def uri(self, digest: str) -> str: ...
+

@@ -1,0 +1,121 @@
+"""Connecting and upgrading: the only place where SQLite and PostgreSQL are treated differently.
+
+SQLite runs in WAL mode with a long busy timeout, and write transactions start with ``BEGIN IMMEDIATE``
+so concurrent writers queue on the lock instead of failing with "database is locked" when a read
+transaction tries to upgrade. PostgreSQL needs nothing special beyond an advisory lock around
+migrations so several processes opening a fresh database at once apply them once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError
+from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
+
+__all__ = ["WRITE", "connect", "upgrade"]
+
+# Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
+WRITE = "mloop_write"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 0x6D6C6F6F70  # "mloop"
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url`` with the schema upgraded to this version's head.
+
+    Raises StoreUnavailableError when the database cannot be reached and SchemaVersionError when it
+    was created by a newer mloop.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"metadata URL {url!r} is not a database URL", field="metadata_url") from exc
+    safe = parsed.render_as_string(hide_password=True)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(parsed)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        hint = " (install mloop[postgres])" if parsed.get_backend_name() == "postgresql" else ""
+        raise ConfigurationError(
+            f"metadata URL {safe}: no driver for {parsed.drivername}{hint}", field="metadata_url"
+        ) from exc
+    try:
+        upgrade(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreUnavailableError(f"cannot connect to metadata store {safe}: {reason}") from exc
+    return engine
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreUnavailableError(
+                f"cannot connect to metadata store {url}: directory {parent} does not exist"
+            )
+    engine = sa.create_engine(url, connect_args={"timeout": 60.0, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _current_revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to HEAD_REVISION with Alembic, once, even with concurrent openers."""
+    with engine.connect() as conn:
+        current = _current_revision(conn)
+    if current == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    if current is not None and current not in known:
+        raise SchemaVersionError(
+            f"the metadata database is at schema revision {current!r}, newer than this mloop knows "
+            f"(newest known: {HEAD_REVISION!r}); upgrade mloop to open it"
+        )
+    try:
+        with engine.execution_options(**{WRITE: True}).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except OperationalError:
+        raise
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreUnavailableError(f"could not upgrade the metadata schema: {reason}") from exc

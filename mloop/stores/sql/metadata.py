@@ -1,0 +1,548 @@
+"""The metadata store on SQLAlchemy Core: one implementation for SQLite and PostgreSQL.
+
+Each public method is one short transaction. Writes go through the WRITE engine (``BEGIN IMMEDIATE``
+on SQLite), reads through the plain one. Rows are turned into frozen entities before they leave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from mloop.entities import (
+    ArtifactRef,
+    Event,
+    Metric,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    new_id,
+    utcnow,
+)
+from mloop.errors import MetadataStoreError, NotFoundError, ParameterError, StoreUnavailableError
+from mloop.stores.base import NewArtifact, RunQuery
+from mloop.stores.sql import schema as t
+from mloop.stores.sql.engine import WRITE, connect
+
+__all__ = ["SqlMetadataStore"]
+
+_COMPARATORS: dict[str, Callable[[Any, float], Any]] = {
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    "=": lambda c, v: c == v,
+    "==": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class SqlMetadataStore:
+    """Runs, step runs, artifacts, lineage events, metrics and params in one SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(**{WRITE: True})
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlMetadataStore:
+        """Connect to ``url`` and upgrade its schema (see :func:`mloop.stores.sql.engine.connect`)."""
+        return cls(connect(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise MetadataStoreError(f"metadata store refused the write: {exc.orig}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError):
+                raise StoreUnavailableError(f"metadata store unavailable: {exc.orig}") from exc
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise StoreUnavailableError(f"metadata store unavailable: {exc.orig}") from exc
+
+    # runs ---------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        pipeline: str,
+        *,
+        params: Mapping[str, Any],
+        trigger: str,
+        code_commit: str | None,
+        code_hash: str,
+        resumed_from: str | None = None,
+    ) -> Run:
+        now = utcnow()
+        row = {
+            "id": new_id(),
+            "pipeline": pipeline,
+            "status": RunStatus.RUNNING.value,
+            "trigger": trigger,
+            "params": _dumps(dict(params)),
+            "code_commit": code_commit,
+            "code_hash": code_hash,
+            "created_at": now,
+            "heartbeat_at": now,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "resumed_from": resumed_from,
+        }
+        with self._write() as conn:
+            conn.execute(t.runs.insert(), row)
+            if params:
+                conn.execute(
+                    t.params.insert(),
+                    [{"run_id": row["id"], "key": k, "value": _dumps(v)} for k, v in params.items()],
+                )
+        return _run(row)
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
+        with self._write() as conn:
+            result = conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(status=status.value, ended_at=utcnow(), error=error)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"run {run_id!r} not found", field="run_id")
+        return self.get_run(run_id)
+
+    def heartbeat(self, run_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.RUNNING.value)
+                .values(heartbeat_at=utcnow())
+            )
+
+    def get_run(self, run_id: str) -> Run:
+        with self._read() as conn:
+            row = conn.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} not found", field="run_id")
+        return _run(row)
+
+    def search_runs(self, query: RunQuery) -> list[Run]:
+        """Runs matching every filter, newest first."""
+        stmt = sa.select(t.runs)
+        if query.pipeline is not None:
+            stmt = stmt.where(t.runs.c.pipeline == query.pipeline)
+        if query.status is not None:
+            stmt = stmt.where(t.runs.c.status == RunStatus(query.status).value)
+        for key, value in query.params.items():
+            stmt = stmt.where(
+                sa.exists().where(
+                    t.params.c.run_id == t.runs.c.id,
+                    t.params.c.step_run_id.is_(None),
+                    t.params.c.key == key,
+                    t.params.c.value == _dumps(value),
+                )
+            )
+        for key, op, value in query.metrics:
+            if op not in _COMPARATORS:
+                raise ParameterError(
+                    f"metric filter on {key!r}: operator {op!r} is not one of {sorted(_COMPARATORS)}",
+                    field="metrics",
+                )
+            m = t.metrics.alias("m")
+            latest = (
+                sa.select(sa.func.max(m.c.id))
+                .where(m.c.run_id == t.runs.c.id, m.c.key == key)
+                .scalar_subquery()
+            )
+            stmt = stmt.where(
+                sa.exists().where(
+                    t.metrics.c.id == latest, _COMPARATORS[op](t.metrics.c.value, float(value))
+                )
+            )
+        stmt = stmt.order_by(t.runs.c.created_at.desc(), t.runs.c.id.desc()).limit(query.limit)
+        with self._read() as conn:
+            return [_run(r) for r in conn.execute(stmt).mappings()]
+
+    def fail_stale_runs(
+        self, *, host: str, is_alive: Callable[[int], bool], stale_after_s: float
+    ) -> list[str]:
+        """Mark failed every running run whose process is gone (same host) or whose heartbeat expired."""
+        cutoff = utcnow() - timedelta(seconds=stale_after_s)
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.runs.c.id, t.runs.c.host, t.runs.c.pid, t.runs.c.heartbeat_at).where(
+                    t.runs.c.status == RunStatus.RUNNING.value
+                )
+            ).all()
+        stale: list[tuple[str, str]] = []
+        for run_id, run_host, pid, beat in rows:
+            if run_host == host and pid is not None and not is_alive(pid):
+                stale.append((run_id, f"process {pid} on {host} died while the run was running"))
+            elif beat < cutoff:
+                stale.append((run_id, f"no heartbeat since {beat} (stale after {stale_after_s:.0f}s)"))
+        if not stale:
+            return []
+        now = utcnow()
+        with self._write() as conn:
+            for run_id, reason in stale:
+                conn.execute(
+                    t.runs.update()
+                    .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.RUNNING.value)
+                    .values(status=RunStatus.FAILED.value, ended_at=now, error=reason)
+                )
+                conn.execute(
+                    t.step_runs.update()
+                    .where(t.step_runs.c.run_id == run_id, t.step_runs.c.status == StepStatus.RUNNING.value)
+                    .values(
+                        status=StepStatus.FAILED.value,
+                        ended_at=now,
+                        error_type="StaleRun",
+                        error_message=reason,
+                    )
+                )
+        return [run_id for run_id, _ in stale]
+
+    # steps --------------------------------------------------------------------------------------
+
+    def start_step(
+        self, run_id: str, name: str, *, cache_key: str, params: Mapping[str, Any], inputs: Mapping[str, str]
+    ) -> StepRun:
+        row = {
+            "id": new_id(),
+            "run_id": run_id,
+            "name": name,
+            "status": StepStatus.RUNNING.value,
+            "cache_key": cache_key,
+            "params": _dumps(dict(params)),
+            "started_at": utcnow(),
+        }
+        with self._write() as conn:
+            conn.execute(t.step_runs.insert(), row)
+            self._link(conn, row["id"], "input", inputs)
+        return _step(row)
+
+    def finish_step(
+        self,
+        step_run_id: str,
+        status: StepStatus,
+        *,
+        outputs: Mapping[str, NewArtifact] | None = None,
+        metrics: Sequence[tuple[str, float, int]] = (),
+        params: Mapping[str, Any] | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, ArtifactRef]:
+        """Close a step execution and, in one transaction, record its outputs, metrics and params.
+
+        Returns the recorded output artifacts by output name.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                t.step_runs.update()
+                .where(t.step_runs.c.id == step_run_id)
+                .values(
+                    status=StepStatus(status).value,
+                    ended_at=utcnow(),
+                    error_type=error_type,
+                    error_message=error_message,
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"step run {step_run_id!r} not found", field="step_run_id")
+            run_id = conn.execute(
+                sa.select(t.step_runs.c.run_id).where(t.step_runs.c.id == step_run_id)
+            ).scalar_one()
+            refs = {name: self._upsert_artifact(conn, art) for name, art in (outputs or {}).items()}
+            self._link(conn, step_run_id, "output", {name: ref.id for name, ref in refs.items()})
+            self._insert_metrics(conn, run_id, metrics, step_run_id)
+            self._insert_params(conn, run_id, params or {}, step_run_id)
+        return refs
+
+    def record_cached_step(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        cache_key: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        cached_from: str,
+        outputs: Mapping[str, str],
+    ) -> StepRun:
+        """A cache hit: a finished step run that re-links the outputs of ``cached_from``."""
+        now = utcnow()
+        row = {
+            "id": new_id(),
+            "run_id": run_id,
+            "name": name,
+            "status": StepStatus.CACHED.value,
+            "cache_key": cache_key,
+            "params": _dumps(dict(params)),
+            "started_at": now,
+            "ended_at": now,
+            "cached_from": cached_from,
+        }
+        with self._write() as conn:
+            conn.execute(t.step_runs.insert(), row)
+            self._link(conn, row["id"], "input", inputs)
+            self._link(conn, row["id"], "output", outputs)
+        return _step(row)
+
+    def find_cached(self, cache_key: str) -> tuple[StepRun, dict[str, ArtifactRef]] | None:
+        """The newest succeeded execution with this cache key, and its outputs by name."""
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    sa.select(t.step_runs)
+                    .where(
+                        t.step_runs.c.cache_key == cache_key,
+                        t.step_runs.c.status == StepStatus.SUCCEEDED.value,
+                    )
+                    .order_by(t.step_runs.c.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            outs = conn.execute(
+                sa.select(t.events.c.name, t.artifacts)
+                .join(t.artifacts, t.artifacts.c.id == t.events.c.artifact_id)
+                .where(t.events.c.step_run_id == row["id"], t.events.c.kind == "output")
+            ).mappings()
+            return _step(row), {o["name"]: _artifact(o) for o in outs}
+
+    def list_steps(self, run_id: str) -> list[StepRun]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.step_runs).where(t.step_runs.c.run_id == run_id).order_by(t.step_runs.c.id)
+            ).mappings()
+            return [_step(r) for r in rows]
+
+    def get_step(self, step_run_id: str) -> StepRun:
+        with self._read() as conn:
+            row = conn.execute(sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"step run {step_run_id!r} not found", field="step_run_id")
+        return _step(row)
+
+    # lineage ------------------------------------------------------------------------------------
+
+    def add_artifact(self, artifact: NewArtifact) -> ArtifactRef:
+        """Record an artifact; recording the same digest again returns the existing one."""
+        with self._write() as conn:
+            return self._upsert_artifact(conn, artifact)
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRef:
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    sa.select(t.artifacts).where(
+                        sa.or_(t.artifacts.c.id == artifact_id, t.artifacts.c.digest == artifact_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFoundError(f"artifact {artifact_id!r} not found", field="artifact_id")
+        return _artifact(row)
+
+    def events(
+        self, *, step_run_ids: Sequence[str] = (), artifact_ids: Sequence[str] = (), kind: str | None = None
+    ) -> list[Event]:
+        stmt = sa.select(t.events)
+        if step_run_ids:
+            stmt = stmt.where(t.events.c.step_run_id.in_(list(step_run_ids)))
+        if artifact_ids:
+            stmt = stmt.where(t.events.c.artifact_id.in_(list(artifact_ids)))
+        if kind is not None:
+            stmt = stmt.where(t.events.c.kind == kind)
+        with self._read() as conn:
+            return [Event(**r) for r in conn.execute(stmt.order_by(t.events.c.step_run_id)).mappings()]
+
+    # metrics & params ---------------------------------------------------------------------------
+
+    def log_metrics(
+        self, run_id: str, metrics: Sequence[tuple[str, float, int]], *, step_run_id: str | None = None
+    ) -> None:
+        with self._write() as conn:
+            self._insert_metrics(conn, run_id, metrics, step_run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any], *, step_run_id: str | None = None) -> None:
+        with self._write() as conn:
+            self._insert_params(conn, run_id, params, step_run_id)
+
+    def get_metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
+        stmt = sa.select(t.metrics).where(t.metrics.c.run_id == run_id)
+        if key is not None:
+            stmt = stmt.where(t.metrics.c.key == key)
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(t.metrics.c.id)).mappings()
+            return [
+                Metric(
+                    run_id=r["run_id"],
+                    key=r["key"],
+                    value=r["value"],
+                    step=r["step"],
+                    timestamp=r["timestamp"],
+                    step_run_id=r["step_run_id"],
+                )
+                for r in rows
+            ]
+
+    def get_params(self, run_id: str) -> dict[str, Any]:
+        """Params of a run: the run's own, then those steps logged (``step/key`` names)."""
+        stmt = (
+            sa.select(t.params.c.key, t.params.c.value, t.step_runs.c.name)
+            .outerjoin(t.step_runs, t.step_runs.c.id == t.params.c.step_run_id)
+            .where(t.params.c.run_id == run_id)
+            .order_by(t.params.c.id)
+        )
+        with self._read() as conn:
+            return {
+                (f"{step}/{key}" if step else key): json.loads(value)
+                for key, value, step in conn.execute(stmt)
+            }
+
+    # helpers ------------------------------------------------------------------------------------
+
+    def _upsert_artifact(self, conn: sa.Connection, artifact: NewArtifact) -> ArtifactRef:
+        values = {
+            "id": new_id(),
+            "digest": artifact.digest,
+            "type": artifact.type,
+            "python_type": artifact.python_type,
+            "size": artifact.size,
+            "uri": artifact.uri,
+            "created_at": utcnow(),
+        }
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(t.artifacts).values(values).on_conflict_do_nothing(index_elements=["digest"]))
+        row = (
+            conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == artifact.digest)).mappings().one()
+        )
+        return _artifact(row)
+
+    @staticmethod
+    def _link(conn: sa.Connection, step_run_id: str, kind: str, artifact_ids: Mapping[str, str]) -> None:
+        if artifact_ids:
+            conn.execute(
+                t.events.insert(),
+                [
+                    {"step_run_id": step_run_id, "artifact_id": aid, "kind": kind, "name": name}
+                    for name, aid in artifact_ids.items()
+                ],
+            )
+
+    @staticmethod
+    def _insert_metrics(
+        conn: sa.Connection, run_id: str, metrics: Sequence[tuple[str, float, int]], step_run_id: str | None
+    ) -> None:
+        if not metrics:
+            return
+        now = utcnow()
+        rows = []
+        for key, value, step in metrics:
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(f"metric {key!r}: value {value!r} is not a number", field=key) from exc
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "step_run_id": step_run_id,
+                    "key": key,
+                    "value": number,
+                    "step": int(step),
+                    "timestamp": now,
+                }
+            )
+        conn.execute(t.metrics.insert(), rows)
+
+    @staticmethod
+    def _insert_params(
+        conn: sa.Connection, run_id: str, params: Mapping[str, Any], step_run_id: str | None
+    ) -> None:
+        if not params:
+            return
+        rows = []
+        for key, value in params.items():
+            try:
+                encoded = _dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(
+                    f"param {key!r}: value of type {type(value).__name__} is not JSON-serialisable", field=key
+                ) from exc
+            rows.append({"run_id": run_id, "step_run_id": step_run_id, "key": key, "value": encoded})
+        conn.execute(t.params.insert(), rows)
+
+
+def _run(row: Mapping[str, Any]) -> Run:
+    return Run(
+        id=row["id"],
+        pipeline=row["pipeline"],
+        status=RunStatus(row["status"]),
+        trigger=row["trigger"],
+        params=json.loads(row["params"]),
+        code_commit=row["code_commit"],
+        code_hash=row["code_hash"],
+        created_at=row["created_at"],
+        ended_at=row.get("ended_at"),
+        error=row.get("error"),
+        resumed_from=row.get("resumed_from"),
+        host=row.get("host"),
+        pid=row.get("pid"),
+    )
+
+
+def _step(row: Mapping[str, Any]) -> StepRun:
+    return StepRun(
+        id=row["id"],
+        run_id=row["run_id"],
+        name=row["name"],
+        status=StepStatus(row["status"]),
+        cache_key=row["cache_key"],
+        params=json.loads(row["params"]),
+        started_at=row["started_at"],
+        ended_at=row.get("ended_at"),
+        cached_from=row.get("cached_from"),
+        error_type=row.get("error_type"),
+        error_message=row.get("error_message"),
+    )
+
+
+def _artifact(row: Mapping[str, Any]) -> ArtifactRef:
+    return ArtifactRef(
+        id=row["id"],
+        digest=row["digest"],
+        type=row["type"],
+        python_type=row["python_type"],
+        size=row["size"],
+        uri=row["uri"],
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,201 @@
+"""The workspace: where a team's state lives, and the one place that turns settings into stores.
+
+``Workspace.open()`` builds the metadata store, the artifact store and the executor factory from
+settings, and marks runs whose process died as failed. It holds no other state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mloop.core.lineage import Direction, LineageGraph, lineage
+from mloop.core.pipeline import Pipeline
+from mloop.core.runner import Runner, RunResult, StepListener
+from mloop.entities import Run, RunStatus
+from mloop.errors import ConfigurationError, MloopError
+from mloop.settings import Settings, load_settings
+from mloop.stores.artifacts import FsspecArtifactStore
+from mloop.stores.base import ArtifactStore, MetadataStore, RunQuery
+from mloop.stores.sql.metadata import SqlMetadataStore
+
+__all__ = ["TrackingRun", "Workspace", "find_workspace_dir"]
+
+WORKSPACE_DIRNAME = ".mloop"
+
+
+def find_workspace_dir(path: str | os.PathLike[str] | None = None, *, start: Path | None = None) -> Path:
+    """``path`` if given, else ``$MLOOP_WORKSPACE``, else ``.mloop`` found upward from ``start`` (or cwd),
+    else ``./.mloop`` (to be created)."""
+    if path is not None:
+        return Path(path).expanduser().resolve()
+    env = os.environ.get("MLOOP_WORKSPACE")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / WORKSPACE_DIRNAME
+        if candidate.is_dir():
+            return candidate
+    return here / WORKSPACE_DIRNAME
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Workspace:
+    """Stores and executor of one workspace. Use :meth:`open`; close it (or use ``with``) when done."""
+
+    def __init__(self, root: Path | None, settings: Settings, metadata: MetadataStore, artifacts: ArtifactStore):
+        self.root = root
+        self.settings = settings
+        self.metadata = metadata
+        self.artifacts = artifacts
+        self.heartbeat_s = settings.heartbeat_s
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
+        """Open (creating if needed) the workspace at ``path`` (see :func:`find_workspace_dir`).
+
+        ``overrides`` are settings fields (``metadata_url=…``, ``artifact_url=…``, ``max_workers=…``).
+        """
+        root = find_workspace_dir(path)
+        settings = load_settings(root.parent, **overrides)
+        if not settings.metadata_url or not settings.artifact_url:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot create workspace {root}: {exc.strerror}", field="workspace") from exc
+        metadata_url = settings.metadata_url or f"sqlite:///{root / 'mloop.db'}"
+        artifact_url = settings.artifact_url or str(root / "artifacts")
+        metadata = SqlMetadataStore.from_url(metadata_url)
+        try:
+            artifacts = FsspecArtifactStore(artifact_url)
+            metadata.fail_stale_runs(
+                host=socket.gethostname(), is_alive=_pid_alive, stale_after_s=settings.stale_after_s
+            )
+        except BaseException:
+            metadata.close()
+            raise
+        return cls(root, settings, metadata, artifacts)
+
+    def close(self) -> None:
+        self.metadata.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # running ------------------------------------------------------------------------------------
+
+    def executor(self) -> AbstractContextManager[Executor]:
+        """A fresh executor for one run, shut down when the run ends."""
+        spec = self.settings.executor
+        if spec == "threads":
+            return ThreadPoolExecutor(max_workers=self.settings.max_workers, thread_name_prefix="mloop-step")
+        if spec.startswith(("dask://", "tcp://")):
+            return _dask_executor(spec)
+        raise ConfigurationError(
+            f"executor {spec!r} is not one of 'threads', 'dask://host:port'", field="executor"
+        )
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        *,
+        cache: bool = True,
+        trigger: str = "manual",
+        resume: str | None = None,
+        listener: StepListener | None = None,
+        **params: Any,
+    ) -> RunResult:
+        """Run ``pipeline`` here. Raises StepFailedError after recording a failed step."""
+        runner = Runner(self, listener=listener)
+        return runner.run(pipeline, params, cache=cache, trigger=trigger, resume=resume)
+
+    # inspection ---------------------------------------------------------------------------------
+
+    def runs(self, query: RunQuery | None = None) -> list[Run]:
+        return self.metadata.search_runs(query or RunQuery())
+
+    def lineage(self, ref: str, direction: Direction = "upstream") -> LineageGraph:
+        return lineage(self.metadata, ref, direction)
+
+    # tracking -----------------------------------------------------------------------------------
+
+    def start_run(self, name: str, params: Mapping[str, Any] | None = None, *, trigger: str = "manual") -> TrackingRun:
+        """An experiment-tracking run outside any pipeline (level 0 notebooks and scripts)."""
+        run = self.metadata.create_run(
+            name, params=dict(params or {}), trigger=trigger, code_commit=None, code_hash=""
+        )
+        return TrackingRun(self.metadata, run)
+
+
+class TrackingRun:
+    """A run you log to directly; a context manager that ends it succeeded, or failed on exception."""
+
+    def __init__(self, metadata: MetadataStore, run: Run) -> None:
+        self.metadata = metadata
+        self.run = run
+        self.id = run.id
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.metadata.log_metrics(self.id, [(key, value, step)])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.metadata.log_metrics(self.id, [(k, v, step) for k, v in metrics.items()])
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.metadata.log_params(self.id, {key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.metadata.log_params(self.id, params)
+
+    def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> Run:
+        self.run = self.metadata.finish_run(self.id, status, error)
+        return self.run
+
+    def __enter__(self) -> TrackingRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.end()
+        else:
+            self.end(RunStatus.FAILED, f"{exc_type.__name__ if exc_type else 'Error'}: {exc}")
+
+
+@contextmanager
+def _dask_executor(spec: str) -> Iterator[Executor]:
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigurationError(
+            "executor 'dask://…' needs dask.distributed: pip install 'mloop[dask]'", field="executor"
+        ) from exc
+    address = spec.replace("dask://", "tcp://", 1)
+    try:
+        client = Client(address, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        raise MloopError(f"cannot connect to the Dask scheduler at {address}: {exc}", field="executor") from exc
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
