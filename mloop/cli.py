@@ -1,0 +1,353 @@
+"""The ``mloop`` command: parse → one library call → render (rich tables, or ``--json``).
+
+Errors become one ``error: …`` line on stderr with the exit code the error class carries
+(2 bad usage/input, 1 a failed check or step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from mloop.core.lineage import LineageGraph
+from mloop.core.loader import load_pipeline
+from mloop.core.runner import RunResult, StepListener
+from mloop.entities import RunStatus, StepStatus
+from mloop.errors import MloopError
+from mloop.stores.base import RunQuery
+from mloop.workspace import Workspace
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mloop",
+    help="MLOps levels 0-2: pipelines with caching and lineage, on SQLite or PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="Inspect artifacts.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(artifacts_app, name="artifacts")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace directory (default: $MLOOP_WORKSPACE or ./.mloop upward)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "cached": "cyan",
+    "running": "yellow",
+    "failed": "red",
+    "stopped": "magenta",
+    "skipped": "dim",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
+
+
+def _status(value: str) -> str:
+    return f"[{_STATUS_STYLE.get(value, 'white')}]{value}[/]"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+@contextmanager
+def _open(workspace: Path | None) -> Iterator[Workspace]:
+    ws = Workspace.open(workspace)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[StepListener | None]:
+    """A progress bar on stderr advanced by the runner's step events."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def listener(name: str, status: StepStatus) -> None:
+            if status == StepStatus.RUNNING:
+                progress.update(task, description=f"running [bold]{name}[/]")
+            else:
+                progress.update(task, advance=1, description=f"{name} {status.value}")
+
+        yield listener
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MloopError(f"--param {item!r}: expected key=value", field="param")
+        params[key.strip()] = value
+    return params
+
+
+def _steps_table(result: RunResult, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("step", "status", "duration", "cached from"):
+        table.add_column(col)
+    for s in result.steps:
+        table.add_row(s.name, _status(s.status.value), _duration(s.duration_s), s.cached_from or "")
+    return table
+
+
+@app.command()
+def run(
+    pipeline_ref: Annotated[str, typer.Argument(metavar="FILE.py:PIPELINE", help="The pipeline to run.")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (repeatable).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Execute every step.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Rerun RUN_ID's parameters from its failure.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline defined in a Python file."""
+    pipe = load_pipeline(pipeline_ref)
+    params = _parse_params(param or [])
+    with _open(workspace) as ws, _progress(len(pipe.graph.nodes), sys.stderr.isatty()) as listener:
+        result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
+    if as_json:
+        _print_json({"run": result.run, "steps": result.steps})
+        return
+    out.print(_steps_table(result, f"run {result.run.id} of {pipe.name}: {_status(result.run.status.value)}"))
+
+
+@runs_app.command("list")
+def runs_list(
+    pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    with _open(workspace) as ws:
+        runs = ws.runs(RunQuery(pipeline=pipeline, status=status, limit=limit))
+    if as_json:
+        _print_json(runs)
+        return
+    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    for col in ("run", "pipeline", "status", "trigger", "started", "duration", "code"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.id, r.pipeline, _status(r.status.value), r.trigger, f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+            _duration(r.duration_s), (r.code_commit or "")[:12] or r.code_hash[:12],
+        )  # fmt: skip
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one run: parameters, steps, metrics."""
+    with _open(workspace) as ws:
+        run_ = ws.metadata.get_run(run_id)
+        steps = ws.metadata.list_steps(run_id)
+        metrics = ws.metadata.get_metrics(run_id)
+        params = ws.metadata.get_params(run_id)
+    if as_json:
+        _print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics})
+        return
+    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {_status(run_.status.value)}")
+    out.print(f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC · {_duration(run_.duration_s)}")
+    out.print(f"code commit {run_.code_commit or '(not in a git repository)'} · code hash {run_.code_hash[:16]}")
+    if run_.resumed_from:
+        out.print(f"resumed from {run_.resumed_from}")
+    if run_.error:
+        out.print(f"[red]error:[/] {run_.error}")
+    table = Table(title="steps", title_justify="left")
+    for col in ("step", "status", "duration", "error"):
+        table.add_column(col)
+    for s in steps:
+        error = f"{s.error_type}: {s.error_message}" if s.error_type else ""
+        table.add_row(s.name, _status(s.status.value), _duration(s.duration_s), error)
+    out.print(table)
+    if params:
+        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    if metrics:
+        names = {s.id: s.name for s in steps}
+        mt = Table(title="metrics", title_justify="left")
+        for col in ("step", "key", "value", "index"):
+            mt.add_column(col)
+        for m in metrics:
+            mt.add_row(names.get(m.step_run_id or "", "-"), m.key, f"{m.value:.6g}", str(m.step))
+        out.print(mt)
+
+
+@artifacts_app.command("show")
+def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Show an artifact (by id or digest): type, size, digest, where it lives, who made and used it."""
+    with _open(workspace) as ws:
+        art = ws.metadata.get_artifact(artifact_id)
+        events = ws.metadata.events(artifact_ids=[art.id])
+        steps = {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
+    if as_json:
+        _print_json({"artifact": art, "events": events})
+        return
+    out.print(f"[bold]artifact {art.id}[/] ({art.type}, {art.python_type}, {art.size:,} bytes)")
+    out.print(f"digest sha256:{art.digest}")
+    out.print(f"uri {art.uri}")
+    table = Table(title="events", title_justify="left")
+    for col in ("kind", "as", "step", "run", "status"):
+        table.add_column(col)
+    for e in events:
+        s = steps[e.step_run_id]
+        table.add_row(e.kind, e.name, s.name, s.run_id, _status(s.status.value))
+    out.print(table)
+
+
+def lineage_tree(graph: LineageGraph) -> Tree:
+    """A rich tree of a lineage graph, rooted at what was asked for."""
+    labels: dict[str, str] = {}
+    for a in graph.artifacts.values():
+        labels[a.id] = f"[cyan]{a.type}[/] {a.id} [dim]sha256:{a.digest[:12]} {a.size:,} B[/]"
+        if a.type in ("file", "directory"):
+            labels[a.id] += f" [dim]{a.uri}[/]"
+    for s in graph.steps.values():
+        r = graph.runs.get(s.run_id)
+        code = f" code {(r.code_commit or r.code_hash)[:12]}" if r else ""
+        labels[s.id] = f"[bold]{s.name}[/] {_status(s.status.value)} [dim]run {s.run_id}{code}[/]"
+    children: dict[str, list[tuple[str, str]]] = {}
+    for src, dst, name in graph.edges:
+        parent, child = (dst, src) if graph.direction == "upstream" else (src, dst)
+        children.setdefault(parent, []).append((child, name))
+    def grow(branch: Tree, node: str, path: frozenset[str]) -> None:
+        for child, name in children.get(node, []):
+            sub = branch.add(f"[dim]{name}:[/] {labels.get(child, child)}")
+            if child not in path:
+                grow(sub, child, path | {child})
+
+    if graph.root in labels:
+        tree = Tree(labels[graph.root])
+        grow(tree, graph.root, frozenset({graph.root}))
+    else:  # a run id: the run's last steps are the roots
+        tree = Tree(f"[bold]run {graph.root}[/]")
+        consumed = {c for cs in children.values() for c, _ in cs}
+        for top in (s for s in graph.steps if s not in consumed):
+            grow(tree.add(labels[top]), top, frozenset({top}))
+    return tree
+
+
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(metavar="ID", help="An artifact id or digest, a step run id or a run id.")],
+    upstream: Annotated[
+        bool, typer.Option("--upstream/--downstream", help="What made it (default) or what used it.")
+    ] = True,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trace lineage: from a model back to its data and code, or from data forward to what used it."""
+    with _open(workspace) as ws:
+        graph = ws.lineage(ref, "upstream" if upstream else "downstream")
+    if as_json:
+        _print_json(graph.to_dict())
+        return
+    out.print(lineage_tree(graph))
+
+
+@app.command()
+def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Train and evaluate a model on the bundled rainfall data, rerun it from cache, show its lineage."""
+    from mloop.demo import rainfall_training, run_demo
+
+    with _open(workspace) as ws, _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener:
+        report = run_demo(ws, listener=listener)
+        root = ws.root
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(_steps_table(report.first, f"run {report.first.run.id}: {_duration(report.first_s)}"))
+    metrics = Table(title="hold-out evaluation", title_justify="left")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for key, value in report.metrics.items():
+        metrics.add_row(key, f"{value:.4f}" if key != "n_test" else f"{value:.0f}")
+    out.print(metrics)
+    cached = sum(s.status == StepStatus.CACHED for s in report.rerun.steps)
+    out.print(
+        f"rerun {report.rerun.run.id}: {cached}/{len(report.rerun.steps)} steps cached in "
+        f"{_duration(report.rerun_s)} (first run {_duration(report.first_s)})"
+    )
+    out.print("[bold]lineage of the trained model[/]")
+    out.print(lineage_tree(report.lineage))
+    out.print(f"workspace left at {root}; try: mloop runs list --workspace {root}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every error into one ``error: …`` line and an exit code."""
+    command: Callable[..., Any] = typer.main.get_command(app).main
+    try:
+        result = command(args=argv, prog_name="mloop", standalone_mode=False)
+    except MloopError as exc:
+        err.print(f"error: {exc.message}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        err.print("error: aborted", markup=False)
+        return 130
+    except Exception as exc:
+        # typer vendors click: its usage errors carry format_message() and exit_code (2)
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        message = exc.format_message()
+        if message:  # empty for "no arguments: help was shown"
+            err.print(f"error: {message}", markup=False, soft_wrap=True)
+        return int(exc.exit_code)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
