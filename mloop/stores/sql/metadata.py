@@ -171,17 +171,15 @@ class SqlMetadataStore:
                     f"metric filter on {key!r}: operator {op!r} is not one of {sorted(_COMPARATORS)}",
                     field="metrics",
                 )
-            m = t.metrics.alias("m")
             latest = (
-                sa.select(sa.func.max(m.c.id))
-                .where(m.c.run_id == t.runs.c.id, m.c.key == key)
+                sa.select(t.metrics.c.value)
+                .where(t.metrics.c.run_id == t.runs.c.id, t.metrics.c.key == key)
+                .order_by(t.metrics.c.id.desc())
+                .limit(1)
+                .correlate(t.runs)
                 .scalar_subquery()
             )
-            stmt = stmt.where(
-                sa.exists().where(
-                    t.metrics.c.id == latest, _COMPARATORS[op](t.metrics.c.value, float(value))
-                )
-            )
+            stmt = stmt.where(_COMPARATORS[op](latest, float(value)))
         stmt = stmt.order_by(t.runs.c.created_at.desc(), t.runs.c.id.desc()).limit(query.limit)
         with self._read() as conn:
             return [_run(r) for r in conn.execute(stmt).mappings()]

@@ -1,0 +1,202 @@
+"""Running pipelines: results, cache behaviour, failures and resume, parallel branches."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sample_pipelines as sp
+
+import mloop
+from mloop.core.loader import load_pipeline
+from mloop.errors import ArtifactCorruptedError, StepFailedError
+
+
+def statuses(result: mloop.RunResult) -> dict[str, str]:
+    return {s.name: s.status.value for s in result.steps}
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "numbers.txt"
+    path.write_text("1 2 3 4")
+    return path
+
+
+def test_run_records_results_metrics_and_lineage(any_workspace: mloop.Workspace, data_file: Path) -> None:
+    result = any_workspace.run(sp.numbers, path=str(data_file), factor=2.0)
+    assert result.run.status == mloop.RunStatus.SUCCEEDED
+    assert result.load("total") == 20.0
+    np.testing.assert_array_equal(result.load("as_array"), [1, 2, 3, 4])
+    assert set(statuses(result).values()) == {"succeeded"}
+    [metric] = any_workspace.metadata.get_metrics(result.run.id, "rows")
+    assert metric.value == 4 and metric.step_run_id == result.step("total").id
+    graph = any_workspace.lineage(result.outputs["total"]["output"].id)
+    assert {s.name for s in graph.steps.values()} == {"total", "scale", "read_numbers"}
+    [source] = [a for a in graph.artifacts.values() if a.type == "file"]
+    assert source.uri == data_file.resolve().as_uri()
+    down = any_workspace.lineage(source.id, "downstream")
+    assert {s.name for s in down.steps.values()} == {"read_numbers", "scale", "total", "as_array"}
+
+
+def test_second_identical_run_is_fully_cached(workspace: mloop.Workspace, data_file: Path) -> None:
+    first = workspace.run(sp.numbers, path=str(data_file))
+    second = workspace.run(sp.numbers, path=str(data_file))
+    assert set(statuses(second).values()) == {"cached"}
+    assert second.outputs == first.outputs  # re-linked, not copied
+    assert second.step("total").cached_from == first.step("total").id
+    third = workspace.run(sp.numbers, path=str(data_file))
+    assert third.step("total").cached_from == first.step("total").id  # points at the real execution
+
+
+def test_changing_a_parameter_reruns_only_the_affected_steps(workspace: mloop.Workspace, data_file: Path) -> None:
+    workspace.run(sp.numbers, path=str(data_file))
+    result = workspace.run(sp.numbers, path=str(data_file), factor=3.0)
+    assert statuses(result) == {
+        "read_numbers": "cached", "as_array": "cached", "scale": "succeeded", "total": "succeeded"
+    }  # fmt: skip
+    assert result.load("total") == 30.0
+
+
+def test_changing_input_file_bytes_reruns_its_descendants(workspace: mloop.Workspace, data_file: Path) -> None:
+    workspace.run(sp.numbers, path=str(data_file))
+    data_file.write_text("1 2 3 5")
+    result = workspace.run(sp.numbers, path=str(data_file))
+    assert set(statuses(result).values()) == {"succeeded"}
+    assert result.load("total") == 11.0
+    moved = data_file.with_name("copy.txt")
+    moved.write_bytes(data_file.read_bytes())
+    assert set(statuses(workspace.run(sp.numbers, path=str(moved))).values()) == {"cached"}  # same bytes
+
+
+def test_no_cache_executes_everything(workspace: mloop.Workspace, data_file: Path) -> None:
+    workspace.run(sp.numbers, path=str(data_file))
+    result = workspace.run(sp.numbers, path=str(data_file), cache=False)
+    assert set(statuses(result).values()) == {"succeeded"}
+
+
+MODULE = """
+import mloop
+
+def helper(x):
+    return x + {offset}
+
+@mloop.step
+def first(n: int) -> int:
+    \"\"\"{doc}\"\"\"
+    return helper(n)  # {comment}
+
+@mloop.step
+def second(n: int) -> int:
+    return n * {factor}
+
+@mloop.step
+def combine(a: int, b: int) -> int:
+    return a + b
+
+@mloop.pipeline
+def pipe(n: int = 1):
+    combine(first(n), second(n))
+"""
+
+
+def _load(tmp_path: Path, **fmt: object) -> mloop.Pipeline:
+    values = {"offset": 1, "factor": 2, "doc": "doc", "comment": "c"} | fmt
+    path = tmp_path / "user_pipeline.py"
+    path.write_text(textwrap.dedent(MODULE.format(**values)))
+    return load_pipeline(f"{path}:pipe")
+
+
+def test_code_changes_rerun_exactly_the_affected_steps(workspace: mloop.Workspace, tmp_path: Path) -> None:
+    workspace.run(_load(tmp_path))
+    docs_only = workspace.run(_load(tmp_path, doc="a much longer docstring", comment="another comment"))
+    assert set(statuses(docs_only).values()) == {"cached"}
+    step_changed = workspace.run(_load(tmp_path, factor=3))
+    assert statuses(step_changed) == {"first": "cached", "second": "succeeded", "combine": "succeeded"}
+    helper_changed = workspace.run(_load(tmp_path, factor=3, offset=10))
+    assert statuses(helper_changed) == {"first": "succeeded", "second": "cached", "combine": "succeeded"}
+    assert helper_changed.load("combine") == 11 + 3
+
+
+def test_failing_step_is_recorded_and_resume_continues(workspace: mloop.Workspace, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("yes")
+
+    @mloop.step
+    def prepare(n: int) -> int:
+        return n + 1
+
+    @mloop.step
+    def fragile(n: int, flag_path: str) -> int:
+        if Path(flag_path).read_text() == "yes":
+            raise ValueError("flaky upstream service")
+        return n * 10
+
+    @mloop.pipeline
+    def pipe(n: int = 1, flag_path: str = ""):
+        fragile(prepare(n), flag_path)
+
+    with pytest.raises(StepFailedError, match="step 'fragile' failed: ValueError: flaky upstream service") as info:
+        workspace.run(pipe, flag_path=str(flag))
+    failed = workspace.metadata.get_run(info.value.run_id)
+    assert failed.status == mloop.RunStatus.FAILED and "flaky upstream service" in (failed.error or "")
+    steps = {s.name: s for s in workspace.metadata.list_steps(failed.id)}
+    assert steps["fragile"].error_type == "ValueError"
+    assert steps["fragile"].error_message == "flaky upstream service"
+    assert steps["prepare"].status == mloop.StepStatus.SUCCEEDED
+
+    flag.write_text("no")
+    resumed = workspace.run(pipe, resume=failed.id)
+    assert resumed.run.resumed_from == failed.id and resumed.run.params == failed.params
+    assert statuses(resumed) == {"prepare": "cached", "fragile": "succeeded"}
+    assert resumed.load("fragile") == 20
+
+
+def test_parallel_branches_run_concurrently(workspace: mloop.Workspace) -> None:
+    started = time.perf_counter()
+    result = workspace.run(sp.two_branches)  # each branch waits on a 2-party barrier
+    assert set(statuses(result).values()) == {"succeeded"}
+    assert time.perf_counter() - started < 10
+
+
+def test_sequential_executor_cannot_pass_the_barrier(tmp_path: Path) -> None:
+    with mloop.Workspace.open(tmp_path / "one", max_workers=1) as ws, pytest.raises(StepFailedError):
+        ws.run(sp.two_branches, n=5)
+    sp.BARRIER.reset()
+
+
+def test_output_without_serializer_fails_the_step(workspace: mloop.Workspace) -> None:
+    @mloop.step
+    def make() -> object:
+        return object()
+
+    @mloop.pipeline
+    def pipe():
+        make()
+
+    with pytest.raises(StepFailedError, match="step 'make' output 'output': no serializer for a value of type builtins.object"):
+        workspace.run(pipe)
+
+
+def test_corrupted_artifact_is_refused_on_read(workspace: mloop.Workspace, data_file: Path) -> None:
+    result = workspace.run(sp.numbers, path=str(data_file))
+    ref = result.outputs["total"]["output"]
+    Path(ref.uri).write_bytes(b"123.0")
+    with pytest.raises(ArtifactCorruptedError, match="corrupted"):
+        result.load("total")
+
+
+def test_deleted_artifact_bytes_are_recomputed_not_reused(workspace: mloop.Workspace, data_file: Path) -> None:
+    first = workspace.run(sp.numbers, path=str(data_file), factor=2.0)
+    Path(first.outputs["scale"]["output"].uri).unlink()
+    again = workspace.run(sp.numbers, path=str(data_file), factor=2.0)
+    assert again.step("scale").status == mloop.StepStatus.SUCCEEDED
+    assert again.step("read_numbers").status == mloop.StepStatus.CACHED
+
+
+def test_log_metric_outside_a_step_is_an_error() -> None:
+    with pytest.raises(mloop.errors.MloopError, match="outside a running step"):
+        mloop.log_metric("x", 1.0)

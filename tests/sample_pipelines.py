@@ -1,0 +1,75 @@
+"""Pipelines the tests run (importable by spawned worker processes too)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import mloop
+
+BARRIER = threading.Barrier(2, timeout=10)
+
+
+@mloop.step
+def read_numbers(path: Path) -> pd.DataFrame:
+    return pd.DataFrame({"x": [float(v) for v in path.read_text().split()]})
+
+
+@mloop.step
+def scale(df: pd.DataFrame, factor: float = 1.0) -> pd.DataFrame:
+    return df * factor
+
+
+@mloop.step
+def total(df: pd.DataFrame) -> float:
+    mloop.log_metric("rows", len(df))
+    return float(df["x"].sum())
+
+
+@mloop.step
+def as_array(df: pd.DataFrame) -> np.ndarray:
+    return df["x"].to_numpy()
+
+
+@mloop.pipeline
+def numbers(path: Path, factor: float = 1.0):
+    df = read_numbers(path)
+    scaled = scale(df, factor=factor)
+    total(scaled)
+    as_array(df)
+
+
+@mloop.step
+def seed(n: int) -> int:
+    return n
+
+
+@mloop.step
+def square(n: int) -> int:
+    return n * n
+
+
+@mloop.step
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@mloop.pipeline
+def arithmetic(n: int = 3, tag: str = "x"):
+    a = seed(n)
+    add(square(a), seed.named("seed_b")(n))
+
+
+@mloop.step
+def wait_for_sibling(n: int) -> int:
+    BARRIER.wait()  # only passes if the other branch runs at the same time
+    return n
+
+
+@mloop.pipeline
+def two_branches(n: int = 1):
+    wait_for_sibling(n)
+    wait_for_sibling(2)

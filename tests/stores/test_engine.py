@@ -1,0 +1,61 @@
+"""Connecting and migrating the metadata database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError
+from mloop.stores.sql.engine import connect
+from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
+
+
+def test_new_database_is_migrated_to_head(metadata_url: str) -> None:
+    engine = connect(metadata_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == HEAD_REVISION
+        tables = set(sa.inspect(conn).get_table_names())
+    assert {"runs", "step_runs", "artifacts", "events", "metrics", "params"} <= tables
+    engine.dispose()
+    connect(metadata_url).dispose()  # reopening an up-to-date database is a no-op
+
+
+def test_database_from_a_newer_mloop_is_refused(metadata_url: str) -> None:
+    engine = connect(metadata_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="'9999', newer than this mloop knows"):
+        connect(metadata_url)
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    engine = connect(f"sqlite:///{tmp_path / 'm.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def test_unreachable_postgres_is_a_clear_error() -> None:
+    with pytest.raises(StoreUnavailableError, match="cannot connect to metadata store .*127.0.0.1:1"):
+        connect("postgresql+psycopg://nobody:secret@127.0.0.1:1/db")
+
+
+def test_password_is_not_echoed() -> None:
+    with pytest.raises(StoreUnavailableError) as info:
+        connect("postgresql+psycopg://nobody:hunter2@127.0.0.1:1/db")
+    assert "hunter2" not in str(info.value)
+
+
+def test_sqlite_in_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="does not exist"):
+        connect(f"sqlite:///{tmp_path / 'no' / 'such' / 'm.db'}")
+
+
+def test_garbage_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="not a database URL"):
+        connect("not a url")
+    with pytest.raises(ConfigurationError, match="no driver"):
+        connect("nosuchdb://x/y")
