@@ -49,7 +49,9 @@ err = Console(stderr=True, highlight=False)
 
 WorkspaceOpt = Annotated[
     Path | None,
-    typer.Option("--workspace", "-w", help="Workspace directory (default: $MLOOP_WORKSPACE or ./.mloop upward)."),
+    typer.Option(
+        "--workspace", "-w", help="Workspace directory (default: $MLOOP_WORKSPACE or ./.mloop upward)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -150,7 +152,9 @@ def run(
     pipeline_ref: Annotated[str, typer.Argument(metavar="FILE.py:PIPELINE", help="The pipeline to run.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Execute every step.")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", help="Rerun RUN_ID's parameters from its failure.")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Rerun RUN_ID's parameters from its failure.")
+    ] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -202,8 +206,13 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         _print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics})
         return
     out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {_status(run_.status.value)}")
-    out.print(f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC · {_duration(run_.duration_s)}")
-    out.print(f"code commit {run_.code_commit or '(not in a git repository)'} · code hash {run_.code_hash[:16]}")
+    out.print(
+        f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" · {_duration(run_.duration_s)}"
+    )
+    out.print(
+        f"code commit {run_.code_commit or '(not in a git repository)'} · code hash {run_.code_hash[:16]}"
+    )
     if run_.resumed_from:
         out.print(f"resumed from {run_.resumed_from}")
     if run_.error:
@@ -264,6 +273,7 @@ def lineage_tree(graph: LineageGraph) -> Tree:
     for src, dst, name in graph.edges:
         parent, child = (dst, src) if graph.direction == "upstream" else (src, dst)
         children.setdefault(parent, []).append((child, name))
+
     def grow(branch: Tree, node: str, path: frozenset[str]) -> None:
         for child, name in children.get(node, []):
             sub = branch.add(f"[dim]{name}:[/] {labels.get(child, child)}")
@@ -283,7 +293,9 @@ def lineage_tree(graph: LineageGraph) -> Tree:
 
 @app.command()
 def lineage(
-    ref: Annotated[str, typer.Argument(metavar="ID", help="An artifact id or digest, a step run id or a run id.")],
+    ref: Annotated[
+        str, typer.Argument(metavar="ID", help="An artifact id or digest, a step run id or a run id.")
+    ],
     upstream: Annotated[
         bool, typer.Option("--upstream/--downstream", help="What made it (default) or what used it.")
     ] = True,

@@ -84,7 +84,9 @@ def evaluate(model: SkPipeline, test: pd.DataFrame) -> dict:
 
 
 @pipeline
-def rainfall_training(data: Path, initial_fraction: float = 0.2, holdout_fraction: float = 0.2, C: float = 1.0):
+def rainfall_training(
+    data: Path, initial_fraction: float = 0.2, holdout_fraction: float = 0.2, C: float = 1.0
+) -> None:
     """Train and evaluate a rain classifier on the first part of the rainfall stream."""
     df = load_rainfall(data)
     train, test = split_time(df, initial_fraction=initial_fraction, holdout_fraction=holdout_fraction)
@@ -110,7 +112,8 @@ class DemoReport:
             "first_run_s": round(self.first_s, 4),
             "cached_rerun_s": round(self.rerun_s, 4),
             "steps": [
-                {"name": s.name, "status": s.status.value, "duration_s": s.duration_s} for s in self.first.steps
+                {"name": s.name, "status": s.status.value, "duration_s": s.duration_s}
+                for s in self.first.steps
             ],
             "rerun_steps": [{"name": s.name, "status": s.status.value} for s in self.rerun.steps],
             "metrics": self.metrics,

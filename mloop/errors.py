@@ -109,9 +109,7 @@ class StepFailedError(MloopError):
     http_status = 500
     exit_code = EXIT_CHECK_FAILED
 
-    def __init__(
-        self, message: str, *, run_id: str, step: str, error_type: str, error_message: str
-    ) -> None:
+    def __init__(self, message: str, *, run_id: str, step: str, error_type: str, error_message: str) -> None:
         super().__init__(message, field=step)
         self.run_id = run_id
         self.step = step

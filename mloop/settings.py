@@ -45,7 +45,11 @@ def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
     try:
         env_only = Settings()
-        merged = {**file_values, **_explicit_env(env_only), **{k: v for k, v in overrides.items() if v is not None}}
+        merged = {
+            **file_values,
+            **_explicit_env(env_only),
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
         return Settings.model_validate(merged) if merged else env_only
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -59,7 +59,9 @@ def _pid_alive(pid: int) -> bool:
 class Workspace:
     """Stores and executor of one workspace. Use :meth:`open`; close it (or use ``with``) when done."""
 
-    def __init__(self, root: Path | None, settings: Settings, metadata: MetadataStore, artifacts: ArtifactStore):
+    def __init__(
+        self, root: Path | None, settings: Settings, metadata: MetadataStore, artifacts: ArtifactStore
+    ):
         self.root = root
         self.settings = settings
         self.metadata = metadata
@@ -78,7 +80,9 @@ class Workspace:
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ConfigurationError(f"cannot create workspace {root}: {exc.strerror}", field="workspace") from exc
+                raise ConfigurationError(
+                    f"cannot create workspace {root}: {exc.strerror}", field="workspace"
+                ) from exc
         metadata_url = settings.metadata_url or f"sqlite:///{root / 'mloop.db'}"
         artifact_url = settings.artifact_url or str(root / "artifacts")
         metadata = SqlMetadataStore.from_url(metadata_url)
@@ -138,7 +142,9 @@ class Workspace:
 
     # tracking -----------------------------------------------------------------------------------
 
-    def start_run(self, name: str, params: Mapping[str, Any] | None = None, *, trigger: str = "manual") -> TrackingRun:
+    def start_run(
+        self, name: str, params: Mapping[str, Any] | None = None, *, trigger: str = "manual"
+    ) -> TrackingRun:
         """An experiment-tracking run outside any pipeline (level 0 notebooks and scripts)."""
         run = self.metadata.create_run(
             name, params=dict(params or {}), trigger=trigger, code_commit=None, code_hash=""
@@ -194,7 +200,9 @@ def _dask_executor(spec: str) -> Iterator[Executor]:
     try:
         client = Client(address, timeout=10)
     except (OSError, TimeoutError) as exc:
-        raise MloopError(f"cannot connect to the Dask scheduler at {address}: {exc}", field="executor") from exc
+        raise MloopError(
+            f"cannot connect to the Dask scheduler at {address}: {exc}", field="executor"
+        ) from exc
     try:
         yield client.get_executor()
     finally:

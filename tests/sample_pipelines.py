@@ -10,7 +10,7 @@ import pandas as pd
 
 import mloop
 
-BARRIER = threading.Barrier(2, timeout=10)
+BARRIER = threading.Barrier(2, timeout=4)
 
 
 @mloop.step
@@ -73,3 +73,18 @@ def wait_for_sibling(n: int) -> int:
 def two_branches(n: int = 1):
     wait_for_sibling(n)
     wait_for_sibling(2)
+
+
+def concurrent_worker(args: tuple[str, str, int, int]) -> list[str]:
+    """Run ``runs`` pipelines and one tracking run in a fresh process; return the run ids."""
+    root, metadata_url, worker, runs = args
+    ids = []
+    with mloop.Workspace.open(root, metadata_url=metadata_url or None) as ws:
+        for i in range(runs):
+            # half the values repeat across workers, so cache hits and new executions interleave
+            ids.append(ws.run(arithmetic, n=(worker * runs + i) % 7, tag=f"w{worker}").run.id)
+        with ws.start_run("tracking", {"worker": worker}) as tr:
+            for step in range(20):
+                tr.log_metric("loss", 1.0 / (step + 1), step=step)
+        ids.append(tr.id)
+    return ids

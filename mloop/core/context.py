@@ -43,7 +43,9 @@ def step_context(run_id: str, step: str) -> Iterator[StepContext]:
 def _current(what: str) -> StepContext:
     ctx = _CURRENT.get()
     if ctx is None:
-        raise MloopError(f"mloop.{what}() was called outside a running step; use Workspace.start_run() instead")
+        raise MloopError(
+            f"mloop.{what}() was called outside a running step; use Workspace.start_run() instead"
+        )
     return ctx
 
 

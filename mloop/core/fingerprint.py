@@ -38,9 +38,9 @@ def _normalized_source(obj: Any) -> tuple[str, ast.AST | None]:
             if node is tree.body[0]:
                 node.decorator_list = []
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                if isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
+            first = body[0] if body else None
+            if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
+                node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False), tree
 
 
@@ -63,7 +63,9 @@ def code_hash(fn: Callable[..., Any]) -> str:
         parts.append(source)
         if tree is None:
             continue
-        namespace: Mapping[str, Any] = getattr(obj, "__globals__", None) or vars(inspect.getmodule(obj) or types)
+        namespace: Mapping[str, Any] = getattr(obj, "__globals__", None) or vars(
+            inspect.getmodule(obj) or types
+        )
         closure = inspect.getclosurevars(obj).nonlocals if inspect.isfunction(obj) else {}
         for name in sorted(_referenced_names(tree)):
             value = closure.get(name, namespace.get(name, _MISSING))
@@ -115,7 +117,12 @@ def git_commit(path: Path) -> str | None:
     directory = path if path.is_dir() else path.parent
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         if head.returncode != 0:
             return None

@@ -85,7 +85,8 @@ class Graph:
                     producer = self.nodes.get(src.node)
                     if producer is None:
                         raise PipelineDefinitionError(
-                            f"step {node.name!r} input {arg!r} comes from unknown step {src.node!r}", field=arg
+                            f"step {node.name!r} input {arg!r} comes from unknown step {src.node!r}",
+                            field=arg,
                         )
                     if src.output not in producer.step.outputs:
                         raise PipelineDefinitionError(

@@ -30,25 +30,44 @@ class LineageGraph:
             "root": self.root,
             "direction": self.direction,
             "artifacts": [
-                {"id": a.id, "type": a.type, "python_type": a.python_type, "digest": a.digest, "size": a.size,
-                 "uri": a.uri}
+                {
+                    "id": a.id,
+                    "type": a.type,
+                    "python_type": a.python_type,
+                    "digest": a.digest,
+                    "size": a.size,
+                    "uri": a.uri,
+                }
                 for a in self.artifacts.values()
-            ],  # fmt: skip
+            ],
             "steps": [
-                {"id": s.id, "name": s.name, "run_id": s.run_id, "status": s.status.value,
-                 "cached_from": s.cached_from}
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "run_id": s.run_id,
+                    "status": s.status.value,
+                    "cached_from": s.cached_from,
+                }
                 for s in self.steps.values()
-            ],  # fmt: skip
+            ],
             "runs": [
-                {"id": r.id, "pipeline": r.pipeline, "code_commit": r.code_commit, "code_hash": r.code_hash,
-                 "trigger": r.trigger, "params": r.params}
+                {
+                    "id": r.id,
+                    "pipeline": r.pipeline,
+                    "code_commit": r.code_commit,
+                    "code_hash": r.code_hash,
+                    "trigger": r.trigger,
+                    "params": r.params,
+                }
                 for r in self.runs.values()
-            ],  # fmt: skip
+            ],
             "edges": [{"from": a, "to": b, "name": n} for a, b, n in self.edges],
         }
 
 
-def lineage(store: MetadataStore, ref: str, direction: Direction = "upstream", max_depth: int = 100) -> LineageGraph:
+def lineage(
+    store: MetadataStore, ref: str, direction: Direction = "upstream", max_depth: int = 100
+) -> LineageGraph:
     """The lineage of an artifact (id or digest), a step run, or every output of a run.
 
     Upstream follows each artifact to the execution that produced it (the original one, not cache
@@ -83,7 +102,11 @@ def lineage(store: MetadataStore, ref: str, direction: Direction = "upstream", m
                 events = _original_producers(store, events, graph)
             for ev in events:
                 next_s.append(ev.step_run_id)
-                edge = (ev.step_run_id, aid, ev.name) if direction == "upstream" else (aid, ev.step_run_id, ev.name)
+                edge = (
+                    (ev.step_run_id, aid, ev.name)
+                    if direction == "upstream"
+                    else (aid, ev.step_run_id, ev.name)
+                )
                 graph.edges.append(edge)
         for sid in frontier_steps:
             if sid in seen_s:
@@ -96,7 +119,11 @@ def lineage(store: MetadataStore, ref: str, direction: Direction = "upstream", m
             kind = "input" if direction == "upstream" else "output"
             for ev in store.events(step_run_ids=[sid], kind=kind):
                 next_a.append(ev.artifact_id)
-                edge = (ev.artifact_id, sid, ev.name) if direction == "upstream" else (sid, ev.artifact_id, ev.name)
+                edge = (
+                    (ev.artifact_id, sid, ev.name)
+                    if direction == "upstream"
+                    else (sid, ev.artifact_id, ev.name)
+                )
                 if edge not in graph.edges:
                     graph.edges.append(edge)
         frontier_artifacts, frontier_steps = next_a, next_s

@@ -32,7 +32,8 @@ class Pipeline:
         for p in self.signature.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
                 raise PipelineDefinitionError(
-                    f"pipeline {self.name!r}: parameter {p.name!r} must be a plain named parameter", field=p.name
+                    f"pipeline {self.name!r}: parameter {p.name!r} must be a plain named parameter",
+                    field=p.name,
                 )
             if p.default is not p.empty:
                 _json_default(self.name, p.name, p.default)
@@ -92,7 +93,8 @@ class Pipeline:
                 json.dumps(bound[name], allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise ParameterError(
-                    f"parameter {name!r}: value of type {type(bound[name]).__name__} is not JSON-serialisable",
+                    f"parameter {name!r}: value of type {type(bound[name]).__name__} "
+                    "is not JSON-serialisable",
                     field=name,
                 ) from exc
         return bound

@@ -189,7 +189,9 @@ class Runner:
         try:
             outputs, failure = self._execute(run, graph.order, graph.nodes, bound, files, cache)
         except BaseException as exc:
-            self.metadata.finish_run(run.id, RunStatus.FAILED, error=f"interrupted: {type(exc).__name__}: {exc}")
+            self.metadata.finish_run(
+                run.id, RunStatus.FAILED, error=f"interrupted: {type(exc).__name__}: {exc}"
+            )
             raise
         finally:
             stop_beat.set()
@@ -384,4 +386,3 @@ def _outcome_of(future: Future[StepOutcome]) -> StepOutcome:
         return future.result()
     except BaseException as exc:  # the executor itself failed (e.g. a remote worker died)
         return StepOutcome(error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
-

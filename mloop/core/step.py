@@ -23,14 +23,17 @@ __all__ = ["Step", "step"]
 class Step:
     """A step: its function, its output names and the code hash that keys its cache."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, outputs: Sequence[str] | None = None):
+    def __init__(
+        self, fn: Callable[..., Any], *, name: str | None = None, outputs: Sequence[str] | None = None
+    ):
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise PipelineDefinitionError(
-                    f"step {self.name!r}: *args/**kwargs are not supported; name every input", field=param.name
+                    f"step {self.name!r}: *args/**kwargs are not supported; name every input",
+                    field=param.name,
                 )
         if outputs is None:
             returns = self.signature.return_annotation
@@ -72,7 +75,9 @@ class Step:
 @overload
 def step(fn: Callable[..., Any], /) -> Step: ...
 @overload
-def step(*, name: str | None = None, outputs: Sequence[str] | None = None) -> Callable[[Callable[..., Any]], Step]: ...
+def step(
+    *, name: str | None = None, outputs: Sequence[str] | None = None
+) -> Callable[[Callable[..., Any]], Step]: ...
 def step(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, outputs: Sequence[str] | None = None
 ) -> Step | Callable[[Callable[..., Any]], Step]:

@@ -16,7 +16,12 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from mloop.errors import ArtifactCorruptedError, ArtifactNotFoundError, ConfigurationError, StoreUnavailableError
+from mloop.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    ConfigurationError,
+    StoreUnavailableError,
+)
 
 __all__ = ["FsspecArtifactStore", "digest_bytes"]
 
@@ -72,7 +77,8 @@ class FsspecArtifactStore:
             data: bytes = self._fs.cat_file(path)
         except FileNotFoundError as exc:
             raise ArtifactNotFoundError(
-                f"artifact {digest[:12]}… is recorded but its bytes are missing from {self.url}", field="digest"
+                f"artifact {digest[:12]}… is recorded but its bytes are missing from {self.url}",
+                field="digest",
             ) from exc
         actual = digest_bytes(data)
         if actual != digest:
@@ -99,4 +105,3 @@ def _atomic_local_write(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-

@@ -36,7 +36,12 @@ def test_run_lifecycle_roundtrips_every_field(store: SqlMetadataStore) -> None:
     got = store.get_run(run.id)
     assert got == done
     assert (got.pipeline, got.trigger, got.params, got.code_commit, got.code_hash, got.error) == (
-        "train", "schedule", {"C": 1.5, "name": "x"}, "abc123", "h1", "boom"
+        "train",
+        "schedule",
+        {"C": 1.5, "name": "x"},
+        "abc123",
+        "h1",
+        "boom",
     )
     assert got.status == RunStatus.FAILED and got.ended_at is not None and got.ended_at >= got.created_at
     assert got.created_at.utcoffset() is not None and got.created_at.utcoffset().total_seconds() == 0
@@ -58,7 +63,9 @@ def test_step_outputs_events_and_cache_lookup(store: SqlMetadataStore) -> None:
     source = store.add_artifact(_art(1))
     step = store.start_step(run_id, "train", cache_key="k1", params={"C": 1}, inputs={"data": source.id})
     assert store.find_cached("k1") is None  # running executions are not cache hits
-    outs = store.finish_step(step.id, StepStatus.SUCCEEDED, outputs={"model": _art(2)}, metrics=[("acc", 0.9, 0)])
+    outs = store.finish_step(
+        step.id, StepStatus.SUCCEEDED, outputs={"model": _art(2)}, metrics=[("acc", 0.9, 0)]
+    )
     hit = store.find_cached("k1")
     assert hit is not None
     assert hit[0].id == step.id and hit[1] == outs and outs["model"].digest == _art(2).digest
@@ -130,7 +137,7 @@ def test_stale_runs_are_failed_with_a_reason(store: SqlMetadataStore) -> None:
     dead_pid = store.get_run(dead).pid
     step = store.start_step(dead, "s", cache_key="k", params={}, inputs={})
     failed = store.fail_stale_runs(
-        host=store.get_run(dead).host or "", is_alive=lambda pid: False if pid == dead_pid else True,
+        host=store.get_run(dead).host or "", is_alive=lambda pid: pid != dead_pid,
         stale_after_s=3600,
     )  # fmt: skip
     # both runs come from this process (same pid); is_alive says it is dead

@@ -33,7 +33,9 @@ def test_input_nobody_provides_is_refused() -> None:
     def broken(n: int = 1):
         sp.add(sp.seed(n))  # b is missing
 
-    with pytest.raises(PipelineDefinitionError, match="step 'add' input 'b' is not provided by any step or parameter"):
+    with pytest.raises(
+        PipelineDefinitionError, match="step 'add' input 'b' is not provided by any step or parameter"
+    ):
         _ = broken.graph
 
 
@@ -57,7 +59,7 @@ def test_non_json_default_is_refused() -> None:
 def test_multiple_outputs_must_be_declared() -> None:
     @mloop.pipeline
     def broken(n: int = 1):
-        a, b = sp.seed(n)
+        _a, _b = sp.seed(n)
 
     with pytest.raises(PipelineDefinitionError, match="single artifact"):
         _ = broken.graph

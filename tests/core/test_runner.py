@@ -52,7 +52,9 @@ def test_second_identical_run_is_fully_cached(workspace: mloop.Workspace, data_f
     assert third.step("total").cached_from == first.step("total").id  # points at the real execution
 
 
-def test_changing_a_parameter_reruns_only_the_affected_steps(workspace: mloop.Workspace, data_file: Path) -> None:
+def test_changing_a_parameter_reruns_only_the_affected_steps(
+    workspace: mloop.Workspace, data_file: Path
+) -> None:
     workspace.run(sp.numbers, path=str(data_file))
     result = workspace.run(sp.numbers, path=str(data_file), factor=3.0)
     assert statuses(result) == {
@@ -61,7 +63,9 @@ def test_changing_a_parameter_reruns_only_the_affected_steps(workspace: mloop.Wo
     assert result.load("total") == 30.0
 
 
-def test_changing_input_file_bytes_reruns_its_descendants(workspace: mloop.Workspace, data_file: Path) -> None:
+def test_changing_input_file_bytes_reruns_its_descendants(
+    workspace: mloop.Workspace, data_file: Path
+) -> None:
     workspace.run(sp.numbers, path=str(data_file))
     data_file.write_text("1 2 3 5")
     result = workspace.run(sp.numbers, path=str(data_file))
@@ -139,7 +143,9 @@ def test_failing_step_is_recorded_and_resume_continues(workspace: mloop.Workspac
     def pipe(n: int = 1, flag_path: str = ""):
         fragile(prepare(n), flag_path)
 
-    with pytest.raises(StepFailedError, match="step 'fragile' failed: ValueError: flaky upstream service") as info:
+    with pytest.raises(
+        StepFailedError, match="step 'fragile' failed: ValueError: flaky upstream service"
+    ) as info:
         workspace.run(pipe, flag_path=str(flag))
     failed = workspace.metadata.get_run(info.value.run_id)
     assert failed.status == mloop.RunStatus.FAILED and "flaky upstream service" in (failed.error or "")
@@ -177,7 +183,10 @@ def test_output_without_serializer_fails_the_step(workspace: mloop.Workspace) ->
     def pipe():
         make()
 
-    with pytest.raises(StepFailedError, match="step 'make' output 'output': no serializer for a value of type builtins.object"):
+    with pytest.raises(
+        StepFailedError,
+        match=r"step 'make' output 'output': no serializer for a value of type builtins.object",
+    ):
         workspace.run(pipe)
 
 
@@ -189,7 +198,9 @@ def test_corrupted_artifact_is_refused_on_read(workspace: mloop.Workspace, data_
         result.load("total")
 
 
-def test_deleted_artifact_bytes_are_recomputed_not_reused(workspace: mloop.Workspace, data_file: Path) -> None:
+def test_deleted_artifact_bytes_are_recomputed_not_reused(
+    workspace: mloop.Workspace, data_file: Path
+) -> None:
     first = workspace.run(sp.numbers, path=str(data_file), factor=2.0)
     Path(first.outputs["scale"]["output"].uri).unlink()
     again = workspace.run(sp.numbers, path=str(data_file), factor=2.0)

@@ -39,7 +39,7 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
 
 
 def test_unreachable_postgres_is_a_clear_error() -> None:
-    with pytest.raises(StoreUnavailableError, match="cannot connect to metadata store .*127.0.0.1:1"):
+    with pytest.raises(StoreUnavailableError, match=r"cannot connect to metadata store .*127\.0\.0\.1:1"):
         connect("postgresql+psycopg://nobody:secret@127.0.0.1:1/db")
 
 

@@ -100,7 +100,7 @@ class SqlMetadataStore:
         resumed_from: str | None = None,
     ) -> Run:
         now = utcnow()
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "pipeline": pipeline,
             "status": RunStatus.RUNNING.value,
@@ -228,7 +228,7 @@ class SqlMetadataStore:
     def start_step(
         self, run_id: str, name: str, *, cache_key: str, params: Mapping[str, Any], inputs: Mapping[str, str]
     ) -> StepRun:
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "run_id": run_id,
             "name": name,
@@ -292,7 +292,7 @@ class SqlMetadataStore:
     ) -> StepRun:
         """A cache hit: a finished step run that re-links the outputs of ``cached_from``."""
         now = utcnow()
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "run_id": run_id,
             "name": name,
@@ -343,7 +343,9 @@ class SqlMetadataStore:
 
     def get_step(self, step_run_id: str) -> StepRun:
         with self._read() as conn:
-            row = conn.execute(sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)).mappings().first()
+            )
         if row is None:
             raise NotFoundError(f"step run {step_run_id!r} not found", field="step_run_id")
         return _step(row)
@@ -442,7 +444,9 @@ class SqlMetadataStore:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(insert(t.artifacts).values(values).on_conflict_do_nothing(index_elements=["digest"]))
         row = (
-            conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == artifact.digest)).mappings().one()
+            conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == artifact.digest))
+            .mappings()
+            .one()
         )
         return _artifact(row)
 
@@ -500,7 +504,7 @@ class SqlMetadataStore:
         conn.execute(t.params.insert(), rows)
 
 
-def _run(row: Mapping[str, Any]) -> Run:
+def _run(row: Mapping[Any, Any]) -> Run:
     return Run(
         id=row["id"],
         pipeline=row["pipeline"],
@@ -518,7 +522,7 @@ def _run(row: Mapping[str, Any]) -> Run:
     )
 
 
-def _step(row: Mapping[str, Any]) -> StepRun:
+def _step(row: Mapping[Any, Any]) -> StepRun:
     return StepRun(
         id=row["id"],
         run_id=row["run_id"],
@@ -534,7 +538,7 @@ def _step(row: Mapping[str, Any]) -> StepRun:
     )
 
 
-def _artifact(row: Mapping[str, Any]) -> ArtifactRef:
+def _artifact(row: Mapping[Any, Any]) -> ArtifactRef:
     return ArtifactRef(
         id=row["id"],
         digest=row["digest"],

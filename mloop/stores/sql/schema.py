@@ -1,4 +1,7 @@
-"""Tables of the metadata store (SQLAlchemy Core). Changes go through an Alembic migration, never create_all."""
+"""Tables of the metadata store (SQLAlchemy Core).
+
+Changes go through an Alembic migration, never ``create_all``.
+"""
 
 from __future__ import annotations
 

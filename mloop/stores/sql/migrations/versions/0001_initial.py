@@ -68,11 +68,15 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column(
-            "step_run_id", ID, sa.ForeignKey("step_runs.id", name="fk_events_step_run_id_step_runs"),
+            "step_run_id",
+            ID,
+            sa.ForeignKey("step_runs.id", name="fk_events_step_run_id_step_runs"),
             primary_key=True,
         ),
         sa.Column(
-            "artifact_id", ID, sa.ForeignKey("artifacts.id", name="fk_events_artifact_id_artifacts"),
+            "artifact_id",
+            ID,
+            sa.ForeignKey("artifacts.id", name="fk_events_artifact_id_artifacts"),
             primary_key=True,
         ),
         sa.Column("kind", sa.String(8), primary_key=True),

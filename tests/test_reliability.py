@@ -1,0 +1,86 @@
+"""Crash and concurrency behaviour with real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import sample_pipelines as sp
+
+import mloop
+
+
+def test_sigkilled_run_is_marked_failed_on_next_open(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    script = tmp_path / "slow.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import mloop
+
+        @mloop.step
+        def slow(n: int) -> int:
+            Path({str(marker)!r}).write_text("x")
+            time.sleep(60)
+            return n
+
+        @mloop.pipeline
+        def pipe(n: int = 1):
+            slow(n)
+
+        with mloop.Workspace.open(sys.argv[1]) as ws:
+            ws.run(pipe)
+    """)
+    )
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ws")])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "the child exited early"
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        [run] = ws.runs()
+        assert run.status == mloop.RunStatus.FAILED
+        assert f"process {proc.pid}" in (run.error or "") and "died" in (run.error or "")
+        [step] = ws.metadata.list_steps(run.id)
+        assert step.status == mloop.StepStatus.FAILED and step.error_type == "StaleRun"
+
+
+@pytest.mark.slow
+def test_eight_processes_share_one_workspace(tmp_path: Path, metadata_url: str) -> None:
+    workers, runs = 8, 5
+    root = str(tmp_path / "shared")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        results = pool.map(sp.concurrent_worker, [(root, metadata_url, w, runs) for w in range(workers)])
+    ids = [run_id for worker_ids in results for run_id in worker_ids]
+    assert len(set(ids)) == workers * (runs + 1)
+    with mloop.Workspace.open(root, metadata_url=metadata_url) as ws:
+        recorded = ws.runs(mloop.RunQuery(limit=1000))
+        assert {r.id for r in recorded} == set(ids)
+        assert all(r.status == mloop.RunStatus.SUCCEEDED for r in recorded)
+        for run in recorded:
+            if run.pipeline == "tracking":
+                assert len(ws.metadata.get_metrics(run.id, "loss")) == 20
+                continue
+            steps = ws.metadata.list_steps(run.id)
+            assert sorted(s.name for s in steps) == ["add", "seed", "seed_b", "square"]
+            n = run.params["n"]
+            events = ws.metadata.events(step_run_ids=[s.id for s in steps if s.name == "add"], kind="output")
+            [out] = events
+            art = ws.metadata.get_artifact(out.artifact_id)
+            assert ws.artifacts.get(art.digest) == str(n * n + n).encode()
