@@ -1,0 +1,199 @@
+"""The mloop command: output, --json, and one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mloop.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pipelines.py"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory with a pipeline file and a data file; the workspace lives inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    shutil.copy(SAMPLES, tmp_path / "pipes.py")
+    (tmp_path / "numbers.txt").write_text("1 2 3")
+    return tmp_path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_then_inspect_with_json(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(
+        capsys, "run", "pipes.py:numbers", "--param", "path=numbers.txt", "-p", "factor=2", "--json"
+    )
+    assert code == 0, err
+    payload = json.loads(out)
+    run_id = payload["run"]["id"]
+    assert payload["run"]["status"] == "succeeded" and payload["run"]["params"]["factor"] == 2.0
+    assert {s["name"]: s["status"] for s in payload["steps"]}["total"] == "succeeded"
+    assert (env / ".mloop" / "mloop.db").exists()  # created in the current directory
+
+    code, out, _ = run_cli(
+        capsys, "run", "pipes.py:numbers", "--param", "path=numbers.txt", "-p", "factor=2", "--json"
+    )
+    assert {s["status"] for s in json.loads(out)["steps"]} == {"cached"}
+    code, out, _ = run_cli(
+        capsys,
+        "run",
+        "pipes.py:numbers",
+        "--param",
+        "path=numbers.txt",
+        "-p",
+        "factor=2",
+        "--no-cache",
+        "--json",
+    )
+    assert {s["status"] for s in json.loads(out)["steps"]} == {"succeeded"}
+
+    code, out, _ = run_cli(capsys, "runs", "list", "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+    code, out, _ = run_cli(capsys, "runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["run"]["id"] == run_id and [m["key"] for m in shown["metrics"]] == ["rows"]
+    total = next(s for s in shown["steps"] if s["name"] == "total")
+    code, out, _ = run_cli(capsys, "lineage", total["id"], "--json")
+    graph = json.loads(out)
+    assert {s["name"] for s in graph["steps"]} == {"total", "scale", "read_numbers"}
+    file_artifact = next(a for a in graph["artifacts"] if a["type"] == "file")
+    code, out, _ = run_cli(capsys, "artifacts", "show", file_artifact["id"], "--json")
+    assert json.loads(out)["artifact"]["digest"] == file_artifact["digest"]
+    code, out, _ = run_cli(capsys, "lineage", file_artifact["id"], "--downstream", "--json")
+    assert {s["name"] for s in json.loads(out)["steps"]} >= {"read_numbers", "as_array", "total"}
+
+
+def test_human_output_renders(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt")
+    assert code == 0 and "succeeded" in out and "read_numbers" in out
+    run_id = json.loads(run_cli(capsys, "runs", "list", "--json")[1])[0]["id"]
+    for argv in (["runs", "list"], ["runs", "show", run_id], ["lineage", run_id]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0 and run_id[:8] in out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["run", "pipes.py:numbers", "-p", "path=numbers.txt", "-p", "factor=abc"],
+            2,
+            "parameter 'factor': expected float",
+        ),
+        (
+            ["run", "pipes.py:numbers", "-p", "path=numbers.txt", "-p", "nope=1"],
+            2,
+            "unknown parameter 'nope'",
+        ),
+        (["run", "pipes.py:numbers", "-p", "path"], 2, "--param 'path': expected key=value"),
+        (["run", "pipes.py:numbers"], 2, "missing parameter 'path'"),
+        (["run", "pipes.py:numbers", "-p", "path=absent.txt"], 2, "absent.txt does not exist"),
+        (["run", "pipes.py:nothing"], 2, "has no pipeline 'nothing'"),
+        (["run", "pipes.py:BARRIER"], 2, "is a Barrier, not a @pipeline"),
+        (["run", "missing.py:x"], 2, "pipeline file missing.py does not exist"),
+        (["run", "no-colon"], 2, "is not of the form"),
+        (["runs", "show", "01NOPE"], 2, "run '01NOPE' not found"),
+        (["artifacts", "show", "01NOPE"], 2, "artifact '01NOPE' not found"),
+        (["lineage", "01NOPE"], 2, "run '01NOPE' not found"),
+        (["runs", "list", "--status", "weird"], 2, "'weird' is not one of"),
+        (["runs", "list", "--bogus"], 2, "No such option: --bogus"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    got, out, err = run_cli(capsys, *argv)
+    assert got == code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in err and out == ""
+
+
+def test_failing_step_exits_1_and_is_recorded(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (env / "bad.py").write_text(
+        "import mloop\n\n@mloop.step\ndef boom(n: int) -> int:\n    raise RuntimeError('disk full')\n\n"
+        "@mloop.pipeline\ndef pipe(n: int = 1):\n    boom(n)\n"
+    )
+    code, _, err = run_cli(capsys, "run", "bad.py:pipe")
+    assert code == 1 and err.count("\n") == 1 and "step 'boom' failed: RuntimeError: disk full" in err
+    runs = json.loads(run_cli(capsys, "runs", "list", "--json")[1])
+    assert runs[0]["status"] == "failed"
+    code, _, err = run_cli(capsys, "run", "bad.py:pipe", "--resume", runs[0]["id"])
+    assert code == 1 and "disk full" in err
+
+
+def test_import_error_in_pipeline_file(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (env / "broken.py").write_text("import no_such_module_xyz\n")
+    code, _, err = run_cli(capsys, "run", "broken.py:pipe")
+    assert code == 2 and "importing broken.py failed: ModuleNotFoundError" in err
+
+
+def test_unreachable_metadata_store(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOOP_METADATA_URL", "postgresql+psycopg://x@127.0.0.1:1/none")
+    code, _, err = run_cli(capsys, "runs", "list")
+    assert code == 2 and err.startswith("error: cannot connect to metadata store") and err.count("\n") == 1
+
+
+def test_workspace_is_found_upward_and_by_option(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt")
+    (env / "sub" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(env / "sub" / "deeper")
+    assert len(json.loads(run_cli(capsys, "runs", "list", "--json")[1])) == 1
+    other = env / "elsewhere"
+    assert json.loads(run_cli(capsys, "runs", "list", "--workspace", str(other), "--json")[1]) == []
+    monkeypatch.setenv("MLOOP_WORKSPACE", str(env / ".mloop"))
+    monkeypatch.chdir(other)
+    assert len(json.loads(run_cli(capsys, "runs", "list", "--json")[1])) == 1
+
+
+@pytest.mark.slow
+def test_demo_through_the_installed_command(tmp_path: Path) -> None:
+    """The README's quick start: `mloop demo` leaves a workspace the other commands can read."""
+    exe = shutil.which("mloop") or f"{sys.executable} -m mloop.cli"
+    ws = tmp_path / "demo-ws"
+    env = {**os.environ, "COLUMNS": "120"}
+    done = subprocess.run(
+        [*exe.split(), "demo", "--workspace", str(ws), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert 0.7 < report["metrics"]["accuracy"] < 0.9
+    assert [s["status"] for s in report["rerun_steps"]] == ["cached"] * 4
+    kinds = {a["type"] for a in report["lineage"]["artifacts"]}
+    assert kinds == {"file", "parquet", "joblib"}
+    human = subprocess.run(
+        [*exe.split(), "demo", "--workspace", str(ws)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert (
+        human.returncode == 0
+        and "lineage of the trained model" in human.stdout
+        and "rainfall.csv.gz" in human.stdout
+    )
+    listed = subprocess.run(
+        [*exe.split(), "runs", "list", "--workspace", str(ws), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert len(json.loads(listed.stdout)) == 4
