@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -165,6 +165,10 @@ class TrackingRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         self.metadata.log_metrics(self.id, [(k, v, step) for k, v in metrics.items()])
+
+    def log_batch(self, metrics: Sequence[tuple[str, float, int]]) -> None:
+        """Many ``(key, value, step)`` points in one transaction (e.g. a whole training curve)."""
+        self.metadata.log_metrics(self.id, metrics)
 
     def log_param(self, key: str, value: Any) -> None:
         self.metadata.log_params(self.id, {key: value})

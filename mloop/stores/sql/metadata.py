@@ -58,6 +58,10 @@ class SqlMetadataStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(**{WRITE: True})
+        self._metric_insert = _DriverInsert(engine, t.metrics)
+        self._run_insert = _DriverInsert(engine, t.runs)
+        self._param_insert = _DriverInsert(engine, t.params)
+        self._search_statements: dict[tuple[Any, ...], sa.Select[Any]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SqlMetadataStore:
@@ -114,25 +118,28 @@ class SqlMetadataStore:
             "pid": os.getpid(),
             "resumed_from": resumed_from,
         }
-        with self._write() as conn:
-            conn.execute(t.runs.insert(), row)
-            if params:
-                conn.execute(
-                    t.params.insert(),
-                    [{"run_id": row["id"], "key": k, "value": _dumps(v)} for k, v in params.items()],
-                )
+        param_rows = [
+            {"run_id": row["id"], "step_run_id": None, "key": k, "value": _dumps(v)}
+            for k, v in params.items()
+        ]
+        self._driver_insert((self._run_insert, [dict(row)]), (self._param_insert, param_rows))
         return _run(row)
 
     def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
         with self._write() as conn:
-            result = conn.execute(
-                t.runs.update()
-                .where(t.runs.c.id == run_id)
-                .values(status=status.value, ended_at=utcnow(), error=error)
+            row = (
+                conn.execute(
+                    t.runs.update()
+                    .where(t.runs.c.id == run_id)
+                    .values(status=status.value, ended_at=utcnow(), error=error)
+                    .returning(*t.runs.c)
+                )
+                .mappings()
+                .first()
             )
-            if result.rowcount == 0:
-                raise NotFoundError(f"run {run_id!r} not found", field="run_id")
-        return self.get_run(run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} not found", field="run_id")
+        return _run(row)
 
     def heartbeat(self, run_id: str) -> None:
         with self._write() as conn:
@@ -151,38 +158,32 @@ class SqlMetadataStore:
 
     def search_runs(self, query: RunQuery) -> list[Run]:
         """Runs matching every filter, newest first."""
-        stmt = sa.select(t.runs)
-        if query.pipeline is not None:
-            stmt = stmt.where(t.runs.c.pipeline == query.pipeline)
-        if query.status is not None:
-            stmt = stmt.where(t.runs.c.status == RunStatus(query.status).value)
-        for key, value in query.params.items():
-            stmt = stmt.where(
-                sa.exists().where(
-                    t.params.c.run_id == t.runs.c.id,
-                    t.params.c.step_run_id.is_(None),
-                    t.params.c.key == key,
-                    t.params.c.value == _dumps(value),
-                )
-            )
-        for key, op, value in query.metrics:
+        for key, op, _ in query.metrics:
             if op not in _COMPARATORS:
                 raise ParameterError(
                     f"metric filter on {key!r}: operator {op!r} is not one of {sorted(_COMPARATORS)}",
                     field="metrics",
                 )
-            latest = (
-                sa.select(t.metrics.c.value)
-                .where(t.metrics.c.run_id == t.runs.c.id, t.metrics.c.key == key)
-                .order_by(t.metrics.c.id.desc())
-                .limit(1)
-                .correlate(t.runs)
-                .scalar_subquery()
-            )
-            stmt = stmt.where(_COMPARATORS[op](latest, float(value)))
-        stmt = stmt.order_by(t.runs.c.created_at.desc(), t.runs.c.id.desc()).limit(query.limit)
+        shape = (
+            query.pipeline is not None,
+            query.status is not None,
+            len(query.params),
+            tuple(op for _, op, _ in query.metrics),
+        )
+        stmt = self._search_statements.get(shape)
+        if stmt is None:
+            stmt = self._search_statements[shape] = _search_statement(*shape)
+        values: dict[str, Any] = {"limit": query.limit}
+        if query.pipeline is not None:
+            values["pipeline"] = query.pipeline
+        if query.status is not None:
+            values["status"] = RunStatus(query.status).value
+        for i, (key, value) in enumerate(query.params.items()):
+            values[f"pk{i}"], values[f"pv{i}"] = key, _dumps(value)
+        for i, (key, _, value) in enumerate(query.metrics):
+            values[f"mk{i}"], values[f"mv{i}"] = key, float(value)
         with self._read() as conn:
-            return [_run(r) for r in conn.execute(stmt).mappings()]
+            return [_run(r) for r in conn.execute(stmt, values).mappings()]
 
     def fail_stale_runs(
         self, *, host: str, is_alive: Callable[[int], bool], stale_after_s: float
@@ -258,7 +259,7 @@ class SqlMetadataStore:
         Returns the recorded output artifacts by output name.
         """
         with self._write() as conn:
-            result = conn.execute(
+            run_id = conn.execute(
                 t.step_runs.update()
                 .where(t.step_runs.c.id == step_run_id)
                 .values(
@@ -267,12 +268,10 @@ class SqlMetadataStore:
                     error_type=error_type,
                     error_message=error_message,
                 )
-            )
-            if result.rowcount == 0:
+                .returning(t.step_runs.c.run_id)
+            ).scalar()
+            if run_id is None:
                 raise NotFoundError(f"step run {step_run_id!r} not found", field="step_run_id")
-            run_id = conn.execute(
-                sa.select(t.step_runs.c.run_id).where(t.step_runs.c.id == step_run_id)
-            ).scalar_one()
             refs = {name: self._upsert_artifact(conn, art) for name, art in (outputs or {}).items()}
             self._link(conn, step_run_id, "output", {name: ref.id for name, ref in refs.items()})
             self._insert_metrics(conn, run_id, metrics, step_run_id)
@@ -390,8 +389,38 @@ class SqlMetadataStore:
     def log_metrics(
         self, run_id: str, metrics: Sequence[tuple[str, float, int]], *, step_run_id: str | None = None
     ) -> None:
-        with self._write() as conn:
-            self._insert_metrics(conn, run_id, metrics, step_run_id)
+        """Append metric points in one transaction.
+
+        This is the hottest write in mloop (training loops log per batch), so it skips SQLAlchemy's
+        per-statement machinery: one INSERT compiled per dialect at construction, executed with
+        ``executemany`` on the pooled driver connection, values passed through the columns' own bind
+        processors so rows are identical to those written by the Core path.
+        """
+        rows = _metric_rows(run_id, metrics, step_run_id)
+        if rows:
+            self._driver_insert((self._metric_insert, rows))
+
+    def _driver_insert(self, *batches: tuple[_DriverInsert, list[dict[str, Any]]]) -> None:
+        """Insert rows into several tables in one transaction on the driver connection."""
+        with self._writer.connect() as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None
+            cursor = dbapi_conn.cursor()
+            errors = _DriverInsert.errors_of(self.engine)
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")
+                for insert, rows in batches:
+                    if rows:
+                        cursor.executemany(insert.sql, [insert.params(row) for row in rows])
+                dbapi_conn.commit()
+            except errors[0] as exc:
+                dbapi_conn.rollback()
+                if isinstance(exc, errors[1]):
+                    raise MetadataStoreError(f"metadata store refused the write: {exc}") from exc
+                raise StoreUnavailableError(f"metadata store unavailable: {exc}") from exc
+            finally:
+                cursor.close()
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *, step_run_id: str | None = None) -> None:
         with self._write() as conn:
@@ -465,26 +494,9 @@ class SqlMetadataStore:
     def _insert_metrics(
         conn: sa.Connection, run_id: str, metrics: Sequence[tuple[str, float, int]], step_run_id: str | None
     ) -> None:
-        if not metrics:
-            return
-        now = utcnow()
-        rows = []
-        for key, value, step in metrics:
-            try:
-                number = float(value)
-            except (TypeError, ValueError) as exc:
-                raise ParameterError(f"metric {key!r}: value {value!r} is not a number", field=key) from exc
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "step_run_id": step_run_id,
-                    "key": key,
-                    "value": number,
-                    "step": int(step),
-                    "timestamp": now,
-                }
-            )
-        conn.execute(t.metrics.insert(), rows)
+        rows = _metric_rows(run_id, metrics, step_run_id)
+        if rows:
+            conn.execute(t.metrics.insert(), rows)
 
     @staticmethod
     def _insert_params(
@@ -502,6 +514,86 @@ class SqlMetadataStore:
                 ) from exc
             rows.append({"run_id": run_id, "step_run_id": step_run_id, "key": key, "value": encoded})
         conn.execute(t.params.insert(), rows)
+
+
+def _search_statement(
+    by_pipeline: bool, by_status: bool, n_params: int, metric_ops: tuple[str, ...]
+) -> sa.Select[Any]:
+    """The run search for one shape of query, with every value a bound parameter (built once)."""
+    stmt = sa.select(t.runs)
+    if by_pipeline:
+        stmt = stmt.where(t.runs.c.pipeline == sa.bindparam("pipeline"))
+    if by_status:
+        stmt = stmt.where(t.runs.c.status == sa.bindparam("status"))
+    for i in range(n_params):
+        # IN (not a correlated EXISTS) lets the planner start from the (key, value) index
+        stmt = stmt.where(
+            t.runs.c.id.in_(
+                sa.select(t.params.c.run_id).where(
+                    t.params.c.key == sa.bindparam(f"pk{i}"),
+                    t.params.c.value == sa.bindparam(f"pv{i}"),
+                    t.params.c.step_run_id.is_(None),
+                )
+            )
+        )
+    for i, op in enumerate(metric_ops):
+        latest = (
+            sa.select(t.metrics.c.value)
+            .where(t.metrics.c.run_id == t.runs.c.id, t.metrics.c.key == sa.bindparam(f"mk{i}"))
+            .order_by(t.metrics.c.id.desc())
+            .limit(1)
+            .correlate(t.runs)
+            .scalar_subquery()
+        )
+        stmt = stmt.where(_COMPARATORS[op](latest, sa.bindparam(f"mv{i}", type_=sa.Float)))
+    return stmt.order_by(t.runs.c.created_at.desc(), t.runs.c.id.desc()).limit(sa.bindparam("limit"))
+
+
+def _metric_rows(
+    run_id: str, metrics: Sequence[tuple[str, float, int]], step_run_id: str | None
+) -> list[dict[str, Any]]:
+    now = utcnow()
+    rows = []
+    for key, value, step in metrics:
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"metric {key!r}: value {value!r} is not a number", field=key) from exc
+        rows.append(
+            {"run_id": run_id, "step_run_id": step_run_id, "key": key, "value": number, "step": int(step),
+             "timestamp": now}
+        )  # fmt: skip
+    return rows
+
+
+class _DriverInsert:
+    """An INSERT into ``table`` compiled once for the engine's dialect, run on the driver directly.
+
+    Every column is named (primary keys too, unless autoincremented) and values pass through the
+    columns' bind processors, so rows equal those the Core path writes.
+    """
+
+    def __init__(self, engine: Engine, table: sa.Table) -> None:
+        dialect = engine.dialect
+        columns = [c.key for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+        compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+        self.columns = columns
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup or []) if compiled.positional else None
+        processors = {c.key: c.type.bind_processor(dialect) for c in table.columns if c.key in columns}
+        self.processors = {k: p for k, p in processors.items() if p is not None}
+
+    @staticmethod
+    def errors_of(engine: Engine) -> tuple[type[Exception], type[Exception]]:
+        """The driver's base error and integrity error classes."""
+        dbapi = engine.dialect.loaded_dbapi
+        return dbapi.Error, dbapi.IntegrityError
+
+    def params(self, row: dict[str, Any]) -> Any:
+        full = {k: row.get(k) for k in self.columns}  # absent columns are NULL
+        for key, process in self.processors.items():
+            full[key] = process(full[key])
+        return tuple(full[k] for k in self.order) if self.order is not None else full
 
 
 def _run(row: Mapping[Any, Any]) -> Run:
