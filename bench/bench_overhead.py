@@ -54,7 +54,9 @@ def main() -> None:
             for _ in range(N_STEPS):
                 value = inc.fn(value)
             plain.append((time.perf_counter() - t0) / N_STEPS)
-    table = Table(title=f"orchestration overhead per step ({N_STEPS}-step chain, SQLite, median of {args.repeats})")
+    table = Table(
+        title=f"orchestration overhead per step ({N_STEPS}-step chain, SQLite, median of {args.repeats})"
+    )
     for col in ("what", "ms / step", "goal", "meets goal"):
         table.add_column(col)
     plain_ms = statistics.median(plain) * 1000

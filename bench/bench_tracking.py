@@ -43,7 +43,9 @@ def bench_mloop(root: Path) -> dict[str, float]:
         out["single"] = timed(lambda: [run.log_metric("m", i * 0.001, step=i) for i in range(N_METRICS)])
     with ws.start_run("batched") as run:
         points = [("m", i * 0.001, i) for i in range(N_METRICS)]
-        out["batched"] = timed(lambda: [run.log_batch(points[i : i + BATCH]) for i in range(0, N_METRICS, BATCH)])
+        out["batched"] = timed(
+            lambda: [run.log_batch(points[i : i + BATCH]) for i in range(0, N_METRICS, BATCH)]
+        )
 
     def runs() -> None:
         for r in range(N_RUNS):
@@ -78,7 +80,10 @@ def bench_mlflow(root: Path) -> dict[str, float]:
     now = int(time.time() * 1000)
     points = [Metric("m", i * 0.001, now, i) for i in range(N_METRICS)]
     out["batched"] = timed(
-        lambda: [client.log_batch(run.info.run_id, metrics=points[i : i + BATCH]) for i in range(0, N_METRICS, BATCH)]
+        lambda: [
+            client.log_batch(run.info.run_id, metrics=points[i : i + BATCH])
+            for i in range(0, N_METRICS, BATCH)
+        ]
     )
 
     def runs() -> None:
@@ -96,7 +101,9 @@ def bench_mlflow(root: Path) -> dict[str, float]:
     flt = "params.p0 = 'v3' and metrics.m0 > 0.5 and attributes.run_name = 'sweep'"
     found = client.search_runs([exp], flt, max_results=1000)
     out["search_hits"] = len(found)
-    out["search"] = statistics.median(timed(lambda: client.search_runs([exp], flt, max_results=1000)) for _ in range(SEARCHES))
+    out["search"] = statistics.median(
+        timed(lambda: client.search_runs([exp], flt, max_results=1000)) for _ in range(SEARCHES)
+    )
     return out
 
 
@@ -108,17 +115,45 @@ def main() -> None:
         theirs = bench_mlflow(Path(b))
     assert ours["search_hits"] == theirs["search_hits"], (ours["search_hits"], theirs["search_hits"])
     rows = [
-        ("2,000 metrics, one call each", "metrics/s", N_METRICS / ours["single"], N_METRICS / theirs["single"], 50),
-        ("2,000 metrics, batches of 1,000", "metrics/s", N_METRICS / ours["batched"], N_METRICS / theirs["batched"], 10),
+        (
+            "2,000 metrics, one call each",
+            "metrics/s",
+            N_METRICS / ours["single"],
+            N_METRICS / theirs["single"],
+            50,
+        ),
+        (
+            "2,000 metrics, batches of 1,000",
+            "metrics/s",
+            N_METRICS / ours["batched"],
+            N_METRICS / theirs["batched"],
+            10,
+        ),
         ("200 runs × (5 params + 5 metrics)", "runs/s", N_RUNS / ours["runs"], N_RUNS / theirs["runs"], 20),
-        (f"filtered search ({int(ours['search_hits'])} hits of 200)", "searches/s", 1 / ours["search"], 1 / theirs["search"], 10),
+        (
+            f"filtered search ({int(ours['search_hits'])} hits of 200)",
+            "searches/s",
+            1 / ours["search"],
+            1 / theirs["search"],
+            10,
+        ),
     ]
-    table = Table(title=f"tracking throughput on SQLite: mloop {mloop.__version__} vs MLflow {mlflow.__version__}")
+    table = Table(
+        title=f"tracking throughput on SQLite: mloop {mloop.__version__} vs MLflow {mlflow.__version__}"
+    )
     for col in ("workload", "unit", "mloop", "MLflow", "ratio", "goal", "met"):
         table.add_column(col, justify="right" if col not in ("workload", "unit") else "left")
     for name, unit, ours_rate, their_rate, goal in rows:
         ratio = ours_rate / their_rate
-        table.add_row(name, unit, f"{ours_rate:,.0f}", f"{their_rate:,.1f}", f"{ratio:,.1f}×", f"≥ {goal}×", "yes" if ratio >= goal else "NO")
+        table.add_row(
+            name,
+            unit,
+            f"{ours_rate:,.0f}",
+            f"{their_rate:,.1f}",
+            f"{ratio:,.1f}×",
+            f"≥ {goal}×",
+            "yes" if ratio >= goal else "NO",
+        )
     Console(width=140).print(table)
 
 

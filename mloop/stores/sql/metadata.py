@@ -37,7 +37,7 @@ from mloop.stores.sql.engine import WRITE, connect
 
 __all__ = ["SqlMetadataStore"]
 
-_COMPARATORS: dict[str, Callable[[Any, float], Any]] = {
+_COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">": lambda c, v: c > v,
     ">=": lambda c, v: c >= v,
     "<": lambda c, v: c < v,
