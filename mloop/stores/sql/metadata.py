@@ -61,6 +61,8 @@ class SqlMetadataStore:
         self._metric_insert = _DriverInsert(engine, t.metrics)
         self._run_insert = _DriverInsert(engine, t.runs)
         self._param_insert = _DriverInsert(engine, t.params)
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._driver_errors = _DriverInsert.errors_of(engine)
         self._search_statements: dict[tuple[Any, ...], sa.Select[Any]] = {}
 
     @classmethod
@@ -126,17 +128,9 @@ class SqlMetadataStore:
         return _run(row)
 
     def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
+        values = {"b_id": run_id, "b_status": status.value, "b_ended": utcnow(), "b_error": error}
         with self._write() as conn:
-            row = (
-                conn.execute(
-                    t.runs.update()
-                    .where(t.runs.c.id == run_id)
-                    .values(status=status.value, ended_at=utcnow(), error=error)
-                    .returning(*t.runs.c)
-                )
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_FINISH_RUN, values).mappings().first()
         if row is None:
             raise NotFoundError(f"run {run_id!r} not found", field="run_id")
         return _run(row)
@@ -401,26 +395,25 @@ class SqlMetadataStore:
             self._driver_insert((self._metric_insert, rows))
 
     def _driver_insert(self, *batches: tuple[_DriverInsert, list[dict[str, Any]]]) -> None:
-        """Insert rows into several tables in one transaction on the driver connection."""
-        with self._writer.connect() as conn:
-            dbapi_conn = conn.connection.dbapi_connection
-            assert dbapi_conn is not None
-            cursor = dbapi_conn.cursor()
-            errors = _DriverInsert.errors_of(self.engine)
-            try:
-                if self.engine.dialect.name == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
-                for insert, rows in batches:
-                    if rows:
-                        cursor.executemany(insert.sql, [insert.params(row) for row in rows])
-                dbapi_conn.commit()
-            except errors[0] as exc:
-                dbapi_conn.rollback()
-                if isinstance(exc, errors[1]):
-                    raise MetadataStoreError(f"metadata store refused the write: {exc}") from exc
-                raise StoreUnavailableError(f"metadata store unavailable: {exc}") from exc
-            finally:
-                cursor.close()
+        """Insert rows into several tables in one transaction, on a pooled driver connection."""
+        dbapi_conn = self.engine.raw_connection()
+        cursor = dbapi_conn.cursor()
+        error, integrity_error = self._driver_errors
+        try:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            for insert, rows in batches:
+                if rows:
+                    cursor.executemany(insert.sql, [insert.params(row) for row in rows])
+            dbapi_conn.commit()
+        except error as exc:
+            dbapi_conn.rollback()
+            if isinstance(exc, integrity_error):
+                raise MetadataStoreError(f"metadata store refused the write: {exc}") from exc
+            raise StoreUnavailableError(f"metadata store unavailable: {exc}") from exc
+        finally:
+            cursor.close()
+            dbapi_conn.close()  # back to the pool
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *, step_run_id: str | None = None) -> None:
         with self._write() as conn:
@@ -514,6 +507,14 @@ class SqlMetadataStore:
                 ) from exc
             rows.append({"run_id": run_id, "step_run_id": step_run_id, "key": key, "value": encoded})
         conn.execute(t.params.insert(), rows)
+
+
+_FINISH_RUN = (
+    t.runs.update()
+    .where(t.runs.c.id == sa.bindparam("b_id"))
+    .values(status=sa.bindparam("b_status"), ended_at=sa.bindparam("b_ended"), error=sa.bindparam("b_error"))
+    .returning(*t.runs.c)
+)
 
 
 def _search_statement(
