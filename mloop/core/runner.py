@@ -8,10 +8,11 @@ process, or ``dask.distributed.Client.get_executor()`` on a cluster sharing the 
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
@@ -275,6 +276,12 @@ class Runner:
     ) -> tuple[dict[str, dict[str, ArtifactRef]], tuple[str, StepOutcome] | None]:
         waiting = {name: set(nodes[name].upstream) for name in order}
         consumers = {name: sum(name in nodes[c].upstream for c in order) for name in order}
+        handouts: Counter[tuple[str, str]] = Counter(
+            (src.node, src.output)
+            for n in order
+            for src in nodes[n].inputs.values()
+            if isinstance(src, OutputRef)
+        )
         ready = deque(name for name in order if not waiting[name])
         results: dict[str, dict[str, ArtifactRef]] = {}
         values: dict[str, dict[str, Any]] = {}
@@ -323,11 +330,14 @@ class Runner:
                         run.id, name, cache_key=key, params=record_params, inputs=input_ids
                     )
                     self._notify(name, StepStatus.RUNNING)
-                    preloaded = {
-                        arg: values[src.node][src.output]
-                        for arg, src in node.inputs.items()
-                        if isinstance(src, OutputRef) and src.output in values.get(src.node, {})
-                    }
+                    preloaded = {}
+                    for arg, src in node.inputs.items():
+                        if isinstance(src, OutputRef) and src.output in values.get(src.node, {}):
+                            handouts[(src.node, src.output)] -= 1
+                            value = values[src.node][src.output]
+                            # the last reader may have the object itself; earlier ones get private copies
+                            last = handouts[(src.node, src.output)] == 0
+                            preloaded[arg] = value if last else _private_copy(value)
                     loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.params}
                     task = StepTask(
                         run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
@@ -379,6 +389,14 @@ class Runner:
     def _notify(self, name: str, status: StepStatus) -> None:
         if self.listener is not None:
             self.listener(name, status)
+
+
+def _private_copy(value: Any) -> Any:
+    """A copy a step may mutate without other steps seeing it (cheap ``.copy()`` where one exists)."""
+    method = getattr(value, "copy", None)
+    if callable(method) and type(value).__module__.split(".")[0] in ("pandas", "numpy"):
+        return method()
+    return copy.deepcopy(value)
 
 
 def _outcome_of(future: Future[StepOutcome]) -> StepOutcome:

@@ -211,3 +211,30 @@ def test_deleted_artifact_bytes_are_recomputed_not_reused(
 def test_log_metric_outside_a_step_is_an_error() -> None:
     with pytest.raises(mloop.errors.MloopError, match="outside a running step"):
         mloop.log_metric("x", 1.0)
+
+
+def test_in_place_mutation_never_leaks_between_consumers(workspace: mloop.Workspace) -> None:
+    import pandas as pd
+
+    @mloop.step
+    def make() -> pd.DataFrame:
+        return pd.DataFrame({"x": [1.0, 2.0]})
+
+    @mloop.step
+    def vandal(df: pd.DataFrame) -> float:
+        df["x"] = 0.0  # mutates its input in place
+        return 0.0
+
+    @mloop.step
+    def reader(df: pd.DataFrame) -> float:
+        return float(df["x"].sum())
+
+    @mloop.pipeline
+    def pipe():
+        df = make()
+        vandal(df)
+        reader(df)
+
+    result = workspace.run(pipe, cache=False)
+    assert result.load("reader") == 3.0
+    assert result.load("make")["x"].tolist() == [1.0, 2.0]
