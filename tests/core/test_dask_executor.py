@@ -1,0 +1,41 @@
+"""The runner on a real dask.distributed cluster, selected by configuration only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sample_pipelines as sp
+
+import mloop
+
+distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (mloop[dask])")
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_pipeline_runs_on_dask_workers(tmp_path: Path, scheduler: str) -> None:
+    data = tmp_path / "numbers.txt"
+    data.write_text("1 2 3")
+    executor = scheduler.replace("tcp://", "dask://")
+    with mloop.Workspace.open(tmp_path / "ws", executor=executor) as ws:
+        result = ws.run(sp.numbers, path=str(data), factor=2.0)
+        assert result.load("total") == 12.0
+        assert {s.status for s in result.steps} == {mloop.StepStatus.SUCCEEDED}
+        again = ws.run(sp.numbers, path=str(data), factor=2.0)
+        assert {s.status for s in again.steps} == {mloop.StepStatus.CACHED}
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
+    with (
+        mloop.Workspace.open(tmp_path / "ws", executor="dask://127.0.0.1:1") as ws,
+        pytest.raises(mloop.errors.MloopError, match="cannot connect to the Dask scheduler"),
+    ):
+        ws.run(sp.arithmetic)
