@@ -191,7 +191,7 @@ class Runner:
             outputs, failure = self._execute(run, graph.order, graph.nodes, bound, files, cache)
         except BaseException as exc:
             self.metadata.finish_run(
-                run.id, RunStatus.FAILED, error=f"interrupted: {type(exc).__name__}: {exc}"
+                run.id, RunStatus.FAILED, error=f"run aborted: {type(exc).__name__}: {exc}"
             )
             raise
         finally:
