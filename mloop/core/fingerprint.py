@@ -115,26 +115,18 @@ def file_digest(path: Path) -> tuple[str, int]:
 def git_commit(path: Path) -> str | None:
     """The commit checked out around ``path``, with ``+dirty`` when that file has uncommitted changes."""
     directory = path if path.is_dir() else path.parent
+    commit = _git(directory, "rev-parse", "HEAD")
+    if not commit:
+        return None
+    return f"{commit}+dirty" if _git(directory, "status", "--porcelain", "--", str(path)) else commit
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """git's stripped output, or None when git is missing, fails or is not in a repository."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", str(path)],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        done = subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = head.stdout.strip()
-    return f"{commit}+dirty" if dirty.stdout.strip() else commit
+    return done.stdout.strip() if done.returncode == 0 else None

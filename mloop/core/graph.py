@@ -165,7 +165,7 @@ class GraphBuilder:
             elif isinstance(value, PurePath):
                 inputs[arg] = Constant(str(value))
             else:
-                _check_json(value, f"step {name!r} input {arg!r}")
+                require_json(value, f"step {name!r} input {arg!r}", arg)
                 inputs[arg] = Constant(value)
         self.nodes.append(Node(name, step, inputs))
         outs = tuple(OutputRef(name, o) for o in step.outputs)
@@ -174,12 +174,13 @@ class GraphBuilder:
         return outs[0] if len(outs) == 1 and step.outputs == ("output",) else outs
 
 
-def _check_json(value: Any, where: str) -> None:
+def require_json(value: Any, where: str, field: str | None = None) -> None:
+    """Refuse a pipeline parameter or constant that is not a JSON value."""
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PipelineDefinitionError(
             f"{where}: value of type {type(value).__name__} is not JSON-serialisable; pass data between "
             f"steps as step outputs, and only JSON values as parameters",
-            field=where,
+            field=field or where,
         ) from exc

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mloop.core import fingerprint
-from mloop.core.graph import Graph, GraphBuilder, ParamRef
+from mloop.core.graph import Graph, GraphBuilder, ParamRef, require_json
 from mloop.errors import ParameterError, PipelineDefinitionError
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Pipeline:
                     field=p.name,
                 )
             if p.default is not p.empty:
-                _json_default(self.name, p.name, p.default)
+                require_json(p.default, f"pipeline {self.name!r}: default of parameter {p.name!r}", p.name)
         self.__doc__ = fn.__doc__
 
     @cached_property
@@ -125,17 +125,6 @@ def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     if fn is not None:
         return Pipeline(fn, name=name)
     return lambda f: Pipeline(f, name=name)
-
-
-def _json_default(pipeline_name: str, param: str, value: Any) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise PipelineDefinitionError(
-            f"pipeline {pipeline_name!r}: default of parameter {param!r} ({type(value).__name__}) "
-            f"is not JSON-serialisable",
-            field=param,
-        ) from exc
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -67,3 +67,23 @@ def test_directory_digest_covers_names_and_contents(tmp_path: Path) -> None:
 def test_git_commit_outside_a_repository_is_none(tmp_path: Path) -> None:
     (tmp_path / "f.py").write_text("x = 1")
     assert git_commit(tmp_path / "f.py") is None
+
+
+def test_git_commit_and_dirty_flag(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "ci@example.invalid")
+    git("config", "user.name", "ci")
+    (tmp_path / "pipe.py").write_text("x = 1\n")
+    git("add", "pipe.py")
+    git("commit", "-qm", "init")
+    head = git("rev-parse", "HEAD")
+    assert git_commit(tmp_path / "pipe.py") == head
+    (tmp_path / "pipe.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "pipe.py") == f"{head}+dirty"
