@@ -45,12 +45,14 @@ class RunStatus(enum.StrEnum):
 
 
 class StepStatus(enum.StrEnum):
-    """Outcome of one step execution; ``cached`` re-linked the outputs of an earlier execution."""
+    """Outcome of one step execution; ``cached`` re-linked the outputs of an earlier execution,
+    ``stopped`` means the step was a gate that refused its input (its report is still recorded)."""
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     CACHED = "cached"
     FAILED = "failed"
+    STOPPED = "stopped"
     SKIPPED = "skipped"
 
 

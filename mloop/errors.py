@@ -12,12 +12,14 @@ __all__ = [
     "ArtifactCorruptedError",
     "ArtifactNotFoundError",
     "ConfigurationError",
+    "DataError",
     "MetadataStoreError",
     "MloopError",
     "NotFoundError",
     "ParameterError",
     "PipelineDefinitionError",
     "PipelineLoadError",
+    "SchemaSkewError",
     "SchemaVersionError",
     "SerializationError",
     "StepFailedError",
@@ -79,6 +81,30 @@ class SerializationError(MloopError):
     """A value no serializer handles, or bytes a serializer cannot read back."""
 
     code = "serialization_error"
+
+
+class DataError(MloopError):
+    """Input data that cannot be used: empty, unreadable, wrong encoding, zero rows where rows are needed."""
+
+    code = "data_error"
+    http_status = 422
+
+
+class SchemaSkewError(MloopError):
+    """Data does not match its schema. Raised in a step, it stops the run (status ``stopped``).
+
+    ``artifacts`` are recorded as the stopping step's outputs, so the anomaly report stays attached to
+    the run that was refused.
+    """
+
+    code = "schema_skew"
+    http_status = 422
+    exit_code = EXIT_CHECK_FAILED
+    stops_run = True
+
+    def __init__(self, message: str, *, artifacts: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.artifacts = artifacts or {}
 
 
 class NotFoundError(MloopError):

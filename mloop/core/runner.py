@@ -84,7 +84,7 @@ def execute_step(task: StepTask) -> StepOutcome:
             if arg in task.preloaded:
                 kwargs[arg] = task.preloaded[arg]
             else:
-                kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest))
+                kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest), ref.python_type)
         with step_context(task.run_id, task.node) as ctx:
             result = task.fn(**kwargs)
         outcome.metrics, outcome.params = ctx.metrics, ctx.params
@@ -99,7 +99,24 @@ def execute_step(task: StepTask) -> StepOutcome:
         outcome.error_message = str(exc) or repr(exc)
         outcome.error_traceback = traceback.format_exc()
         outcome.stops_run = bool(getattr(exc, "stops_run", False))
+        outcome.outputs = _store_attached(task, getattr(exc, "artifacts", None))
     return outcome
+
+
+def _store_attached(task: StepTask, attached: Any) -> dict[str, NewArtifact]:
+    """Artifacts an exception carries (e.g. the anomalies of a refused batch), kept with the failure."""
+    stored: dict[str, NewArtifact] = {}
+    if not isinstance(attached, dict):
+        return stored
+    for name, value in attached.items():
+        try:
+            kind, data = serialize(value, what=f"step {task.node!r} report {name!r}")
+            digest, uri = task.artifacts.put(data)
+        except MloopError as exc:
+            log.warning("could not keep %s of failed step %s: %s", name, task.node, exc)
+            continue
+        stored[str(name)] = NewArtifact(digest, kind, python_type_name(value), len(data), uri)
+    return stored
 
 
 def _split_outputs(task: StepTask, result: Any) -> dict[str, Any]:
@@ -134,7 +151,7 @@ class RunResult:
     def load(self, node: str, output: str = "output") -> Any:
         """The value a node produced, read back (and verified) from the artifact store."""
         ref = self.outputs[node][output]
-        return deserialize(ref.type, self.artifacts.get(ref.digest))
+        return deserialize(ref.type, self.artifacts.get(ref.digest), ref.python_type)
 
 
 @dataclass
@@ -353,13 +370,14 @@ class Runner:
                     if outcome.error_type is not None:
                         self.metadata.finish_step(
                             step_run.id,
-                            StepStatus.FAILED,
+                            StepStatus.STOPPED if outcome.stops_run else StepStatus.FAILED,
+                            outputs=outcome.outputs,
                             metrics=outcome.metrics,
                             error_type=outcome.error_type,
                             error_message=outcome.error_message,
                         )
                         log.error("step %s failed:\n%s", name, outcome.error_traceback)
-                        self._notify(name, StepStatus.FAILED)
+                        self._notify(name, StepStatus.STOPPED if outcome.stops_run else StepStatus.FAILED)
                         failure = failure or (name, outcome)
                         continue
                     results[name] = self.metadata.finish_step(

@@ -1,7 +1,9 @@
 """Values ⇄ bytes, chosen by type. The serializer's name is stored as the artifact's type.
 
 Built in: pandas DataFrame/Series → Parquet (pyarrow), numpy arrays → .npy (no pickle), JSON-able
-values → canonical JSON, scikit-learn estimators → joblib. Models use joblib (pickle) rather than
+values → canonical JSON, scikit-learn estimators → joblib, and mloop's own domain objects
+(statistics, schemas, anomaly and drift reports: any class with ``__mloop_artifact__``, ``to_bytes``
+and ``from_bytes``) → their own JSON. Models use joblib (pickle) rather than
 skops: any estimator, custom transformers included, round-trips, and loading is fast; the risk of
 pickle (code runs on load) is contained because every read is verified against the content digest
 recorded in the metadata store before it is unpickled, so bytes swapped in the artifact store are
@@ -10,6 +12,7 @@ refused. Only load model artifacts from a metadata store you trust.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import math
@@ -35,6 +38,25 @@ class Serializer:
 def python_type_name(value: Any) -> str:
     cls = type(value)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_mloop_object(value: Any) -> bool:
+    return isinstance(getattr(type(value), "__mloop_artifact__", None), str) and hasattr(value, "to_bytes")
+
+
+def _load_mloop_object(data: bytes, python_type: str | None) -> Any:
+    """Rebuild an mloop domain object (Statistics, Schema, …) by its recorded class.
+
+    Only classes inside the ``mloop`` package are imported, so an artifact record cannot make
+    mloop import arbitrary code.
+    """
+    module_name, _, class_name = (python_type or "").rpartition(".")
+    if not module_name.startswith("mloop.") or not class_name:
+        raise SerializationError(f"artifact of type 'mloop' names class {python_type!r}, not an mloop class")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if cls is None or not hasattr(cls, "from_bytes"):
+        raise SerializationError(f"class {python_type} cannot read an mloop artifact")
+    return cls.from_bytes(data)
 
 
 def _is_json(value: Any, depth: int = 0) -> bool:
@@ -139,6 +161,7 @@ def _load_joblib(data: bytes) -> Any:
 
 
 SERIALIZERS: tuple[Serializer, ...] = (
+    Serializer("mloop", _is_mloop_object, lambda v: v.to_bytes(), lambda b: b),
     Serializer("json", _is_json, _dump_json, lambda b: json.loads(b)),
     Serializer("parquet", _is_dataframe, _dump_parquet, _load_parquet),
     Serializer("parquet-series", _is_series, _dump_series, _load_series),
@@ -161,12 +184,17 @@ def serialize(value: Any, *, what: str = "value") -> tuple[str, bytes]:
     )
 
 
-def deserialize(type_name: str, data: bytes) -> Any:
-    """The value stored as ``data`` by the serializer named ``type_name``."""
+def deserialize(type_name: str, data: bytes, python_type: str | None = None) -> Any:
+    """The value stored as ``data`` by the serializer named ``type_name``.
+
+    ``python_type`` (recorded with every artifact) is needed for mloop domain objects.
+    """
     serializer = _BY_NAME.get(type_name)
     if serializer is None:
         raise SerializationError(f"unknown artifact type {type_name!r}", field="type")
     try:
+        if type_name == "mloop":
+            return _load_mloop_object(data, python_type)
         return serializer.load(data)
     except Exception as exc:
         raise SerializationError(f"cannot read a {type_name} artifact: {exc}", field="type") from exc

@@ -6,29 +6,33 @@ Errors become one ``error: …`` line on stderr with the exit code the error cla
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    duration,
+    err,
+    open_workspace,
+    out,
+    paint,
+    print_json,
+)
+from mloop.cli.data import data_app
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
 from mloop.entities import RunStatus, StepStatus
 from mloop.errors import MloopError
 from mloop.stores.base import RunQuery
-from mloop.workspace import Workspace
 
 __all__ = ["app", "main"]
 
@@ -43,63 +47,7 @@ runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="Inspect artifacts.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace", "-w", help="Workspace directory (default: $MLOOP_WORKSPACE or ./.mloop upward)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-_STATUS_STYLE = {
-    "succeeded": "green",
-    "cached": "cyan",
-    "running": "yellow",
-    "failed": "red",
-    "stopped": "magenta",
-    "skipped": "dim",
-}
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
-
-
-def _status(value: str) -> str:
-    return f"[{_STATUS_STYLE.get(value, 'white')}]{value}[/]"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-@contextmanager
-def _open(workspace: Path | None) -> Iterator[Workspace]:
-    ws = Workspace.open(workspace)
-    try:
-        yield ws
-    finally:
-        ws.close()
+app.add_typer(data_app, name="data")
 
 
 @contextmanager
@@ -143,7 +91,7 @@ def _steps_table(result: RunResult, title: str) -> Table:
     for col in ("step", "status", "duration", "cached from"):
         table.add_column(col)
     for s in result.steps:
-        table.add_row(s.name, _status(s.status.value), _duration(s.duration_s), s.cached_from or "")
+        table.add_row(s.name, paint(s.status.value), duration(s.duration_s), s.cached_from or "")
     return table
 
 
@@ -161,12 +109,12 @@ def run(
     """Run a pipeline defined in a Python file."""
     pipe = load_pipeline(pipeline_ref)
     params = _parse_params(param or [])
-    with _open(workspace) as ws, _progress(len(pipe.graph.nodes), sys.stderr.isatty()) as listener:
+    with open_workspace(workspace) as ws, _progress(len(pipe.graph.nodes), sys.stderr.isatty()) as listener:
         result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
     if as_json:
-        _print_json({"run": result.run, "steps": result.steps})
+        print_json({"run": result.run, "steps": result.steps})
         return
-    out.print(_steps_table(result, f"run {result.run.id} of {pipe.name}: {_status(result.run.status.value)}"))
+    out.print(_steps_table(result, f"run {result.run.id} of {pipe.name}: {paint(result.run.status.value)}"))
 
 
 @runs_app.command("list")
@@ -178,37 +126,42 @@ def runs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
-    with _open(workspace) as ws:
+    with open_workspace(workspace) as ws:
         runs = ws.runs(RunQuery(pipeline=pipeline, status=status, limit=limit))
     if as_json:
-        _print_json(runs)
+        print_json(runs)
         return
     table = Table(title=f"{len(runs)} run(s)", title_justify="left")
     for col in ("run", "pipeline", "status", "trigger", "started", "duration", "code"):
         table.add_column(col)
     for r in runs:
         table.add_row(
-            r.id, r.pipeline, _status(r.status.value), r.trigger, f"{r.created_at:%Y-%m-%d %H:%M:%S}",
-            _duration(r.duration_s), (r.code_commit or "")[:12] or r.code_hash[:12],
-        )  # fmt: skip
+            r.id,
+            r.pipeline,
+            paint(r.status.value),
+            r.trigger,
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+            duration(r.duration_s),
+            (r.code_commit or "")[:12] or r.code_hash[:12],
+        )
     out.print(table)
 
 
 @runs_app.command("show")
 def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: parameters, steps, metrics."""
-    with _open(workspace) as ws:
+    with open_workspace(workspace) as ws:
         run_ = ws.metadata.get_run(run_id)
         steps = ws.metadata.list_steps(run_id)
         metrics = ws.metadata.get_metrics(run_id)
         params = ws.metadata.get_params(run_id)
     if as_json:
-        _print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics})
+        print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics})
         return
-    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {_status(run_.status.value)}")
+    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
     out.print(
         f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
-        f" · {_duration(run_.duration_s)}"
+        f" · {duration(run_.duration_s)}"
     )
     out.print(
         f"code commit {run_.code_commit or '(not in a git repository)'} · code hash {run_.code_hash[:16]}"
@@ -222,7 +175,7 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         table.add_column(col)
     for s in steps:
         error = f"{s.error_type}: {s.error_message}" if s.error_type else ""
-        table.add_row(s.name, _status(s.status.value), _duration(s.duration_s), error)
+        table.add_row(s.name, paint(s.status.value), duration(s.duration_s), error)
     out.print(table)
     if params:
         out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
@@ -239,12 +192,12 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
 @artifacts_app.command("show")
 def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Show an artifact (by id or digest): type, size, digest, where it lives, who made and used it."""
-    with _open(workspace) as ws:
+    with open_workspace(workspace) as ws:
         art = ws.metadata.get_artifact(artifact_id)
         events = ws.metadata.events(artifact_ids=[art.id])
         steps = {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
     if as_json:
-        _print_json({"artifact": art, "events": events})
+        print_json({"artifact": art, "events": events})
         return
     out.print(f"[bold]artifact {art.id}[/] ({art.type}, {art.python_type}, {art.size:,} bytes)")
     out.print(f"digest sha256:{art.digest}")
@@ -254,7 +207,7 @@ def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: Js
         table.add_column(col)
     for e in events:
         s = steps[e.step_run_id]
-        table.add_row(e.kind, e.name, s.name, s.run_id, _status(s.status.value))
+        table.add_row(e.kind, e.name, s.name, s.run_id, paint(s.status.value))
     out.print(table)
 
 
@@ -268,7 +221,7 @@ def lineage_tree(graph: LineageGraph) -> Tree:
     for s in graph.steps.values():
         r = graph.runs.get(s.run_id)
         code = f" code {(r.code_commit or r.code_hash)[:12]}" if r else ""
-        labels[s.id] = f"[bold]{s.name}[/] {_status(s.status.value)} [dim]run {s.run_id}{code}[/]"
+        labels[s.id] = f"[bold]{s.name}[/] {paint(s.status.value)} [dim]run {s.run_id}{code}[/]"
     children: dict[str, list[tuple[str, str]]] = {}
     for src, dst, name in graph.edges:
         parent, child = (dst, src) if graph.direction == "upstream" else (src, dst)
@@ -303,10 +256,10 @@ def lineage(
     as_json: JsonOpt = False,
 ) -> None:
     """Trace lineage: from a model back to its data and code, or from data forward to what used it."""
-    with _open(workspace) as ws:
+    with open_workspace(workspace) as ws:
         graph = ws.lineage(ref, "upstream" if upstream else "downstream")
     if as_json:
-        _print_json(graph.to_dict())
+        print_json(graph.to_dict())
         return
     out.print(lineage_tree(graph))
 
@@ -316,13 +269,16 @@ def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Train and evaluate a model on the bundled rainfall data, rerun it from cache, show its lineage."""
     from mloop.demo import rainfall_training, run_demo
 
-    with _open(workspace) as ws, _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener:
+    with (
+        open_workspace(workspace) as ws,
+        _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener,
+    ):
         report = run_demo(ws, listener=listener)
         root = ws.root
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
-    out.print(_steps_table(report.first, f"run {report.first.run.id}: {_duration(report.first_s)}"))
+    out.print(_steps_table(report.first, f"run {report.first.run.id}: {duration(report.first_s)}"))
     metrics = Table(title="hold-out evaluation", title_justify="left")
     metrics.add_column("metric")
     metrics.add_column("value", justify="right")
@@ -332,7 +288,7 @@ def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     cached = sum(s.status == StepStatus.CACHED for s in report.rerun.steps)
     out.print(
         f"rerun {report.rerun.run.id}: {cached}/{len(report.rerun.steps)} steps cached in "
-        f"{_duration(report.rerun_s)} (first run {_duration(report.first_s)})"
+        f"{duration(report.rerun_s)} (first run {duration(report.first_s)})"
     )
     out.print("[bold]lineage of the trained model[/]")
     out.print(lineage_tree(report.lineage))

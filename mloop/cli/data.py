@@ -1,0 +1,270 @@
+"""``mloop data …``: statistics, schemas, validation and drift from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mloop.cli.common import JsonOpt, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
+from mloop.errors import DataError, NotFoundError, ParameterError
+
+data_app = typer.Typer(help="Data validation: statistics, schemas, anomalies, drift.", no_args_is_help=True)
+schema_app = typer.Typer(help="Schemas: infer one from data.", no_args_is_help=True)
+data_app.add_typer(schema_app, name="schema")
+
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV files.")]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
+
+
+def _write_html(path: Path, content: str) -> None:
+    try:
+        path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}", field="html") from exc
+    err.print(f"report written to {path}", markup=False)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@data_app.command("stats")
+def stats_command(
+    file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file.")],
+    html: HtmlOpt = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Store the statistics as an artifact in the workspace.")
+    ] = False,
+    encoding: EncodingOpt = "utf-8",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-column statistics in one pass (exact counts; quantiles and large distinct counts approximate)."""
+    from mloop.validation.report import statistics_html
+    from mloop.validation.stats import Statistics, compute_statistics
+
+    artifact_id = None
+    if save:
+        from mloop.validation.steps import data_statistics
+
+        with open_workspace(workspace) as ws:
+            result = ws.run(data_statistics, path=str(file))
+            ref = result.outputs["file_statistics"]["output"]
+            stats: Statistics = result.load("file_statistics")
+            artifact_id = ref.id
+    else:
+        with byte_progress(f"reading {file.name}") as progress:
+            stats = compute_statistics(file, encoding=encoding, progress=progress).with_source(str(file))
+    if html is not None:
+        _write_html(html, statistics_html(stats))
+    if as_json:
+        print_json({"artifact_id": artifact_id, **stats.to_dict()} if save else stats.to_dict())
+        return
+    table = Table(title=f"{stats.source}: {stats.rows:,} rows", title_justify="left")
+    for col in ("column", "type", "missing", "distinct", "min", "mean", "std", "max", "top values"):
+        table.add_column(
+            col, justify="right" if col in ("missing", "distinct", "min", "mean", "std", "max") else "left"
+        )
+    for c in stats.columns.values():
+        d = c.to_dict()
+        distinct = _fmt(c.distinct) + ("" if c.distinct_exact else "~")
+        top = ", ".join(f"{k} ({v:,})" for k, v in c.top(3)) if c.kind == "categorical" else ""
+        table.add_row(
+            c.name,
+            c.dtype,
+            _fmt(c.missing),
+            distinct,
+            _fmt(d.get("min")),
+            _fmt(d.get("mean")),
+            _fmt(d.get("std")),
+            _fmt(d.get("max")),
+            top,
+        )
+    out.print(table)
+    if artifact_id:
+        out.print(f"saved as artifact {artifact_id} (use it as REFERENCE in `mloop data drift`)")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema JSON.")],
+    encoding: EncodingOpt = "utf-8",
+) -> None:
+    """Infer a schema (types, nullability, domains, vocabularies, tolerances) to review and edit."""
+    from mloop.validation.schema import infer_schema
+    from mloop.validation.stats import compute_statistics
+
+    with byte_progress(f"reading {file.name}") as progress:
+        schema = infer_schema(compute_statistics(file, encoding=encoding, progress=progress))
+    try:
+        output.write_text(schema.to_json(), encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write {output}: {exc.strerror}", field="output") from exc
+    out.print(f"schema for {len(schema.columns)} columns written to {output}")
+
+
+@data_app.command("validate")
+def validate_command(
+    file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file.")],
+    schema: Annotated[
+        Path, typer.Option("--schema", "-s", help="Schema JSON (from `mloop data schema infer`).")
+    ],
+    encoding: EncodingOpt = "utf-8",
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a file against a schema. Exit 1 and list every anomaly when it does not conform."""
+    from mloop.validation.schema import Schema, validate
+
+    rules = Schema.load(schema)
+    with byte_progress(f"validating {file.name}") as progress:
+        anomalies = validate(file, rules, encoding=encoding, progress=progress)
+    if as_json:
+        print_json(anomalies.to_dict())
+    elif anomalies.ok:
+        out.print(f"[green]ok[/]: {file} ({anomalies.rows:,} rows) conforms to {schema}")
+    else:
+        table = Table(title=f"{len(anomalies.items)} anomalies in {file}", title_justify="left")
+        for col in ("column", "anomaly", "expected", "found", "examples"):
+            table.add_column(col)
+        for a in anomalies.items:
+            table.add_row(
+                a.column, f"[red]{a.kind}[/]", a.expected, a.found, ", ".join(map(repr, a.examples))
+            )
+        out.print(table)
+    if not anomalies.ok:
+        raise typer.Exit(1)
+
+
+def _parse_overrides(items: list[str], what: str, cast: type) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        column, sep, value = item.rpartition("=")
+        if not sep or not column:
+            raise ParameterError(f"--{what} {item!r}: expected COLUMN={what.upper()}", field=what)
+        try:
+            parsed[column] = cast(value)
+        except ValueError as exc:
+            raise ParameterError(
+                f"--{what} {item!r}: {value!r} is not a {cast.__name__}", field=what
+            ) from exc
+    return parsed
+
+
+def _load_side(ref: str, what: str, workspace: Path | None) -> Any:
+    """A data file, a statistics JSON file (``mloop data stats --json``), or a statistics artifact id."""
+    from mloop.validation.stats import Statistics
+
+    path = Path(ref)
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise DataError(f"{what} {path} is not a statistics JSON file: {exc}", field=what) from exc
+            return Statistics.from_dict(doc).with_source(str(path))
+        return path
+    if path.suffix or "/" in ref:
+        raise DataError(f"{what} {ref}: no such file", field=what)
+    with open_workspace(workspace) as ws:
+        try:
+            art = ws.metadata.get_artifact(ref)
+        except NotFoundError as exc:
+            raise DataError(f"{what} {ref!r} is neither a file nor an artifact id", field=what) from exc
+        if not art.python_type.endswith(".Statistics"):
+            raise DataError(f"{what} artifact {ref} is a {art.python_type}, not statistics", field=what)
+        from mloop.core.serialize import deserialize
+
+        stats: Statistics = deserialize(art.type, ws.artifacts.get(art.digest), art.python_type)
+        return stats
+
+
+@data_app.command("drift")
+def drift_command(
+    reference: Annotated[str, typer.Argument(help="Data file, statistics JSON, or statistics artifact id.")],
+    current: Annotated[str, typer.Argument(help="Data file, statistics JSON, or statistics artifact id.")],
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="COLUMN=ks|wasserstein|chi2|jensenshannon|psi")
+    ] = None,
+    threshold: Annotated[list[str] | None, typer.Option("--threshold", help="COLUMN=VALUE")] = None,
+    share: Annotated[
+        float,
+        typer.Option("--share-threshold", help="Share of drifted features that makes the dataset drift."),
+    ] = 0.5,
+    html: HtmlOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-feature drift tests and a dataset verdict. Exit 1 when the dataset drifted."""
+    from mloop.validation.drift import detect_drift
+    from mloop.validation.report import drift_html
+
+    ref = _load_side(reference, "reference", workspace)
+    cur = _load_side(current, "current", workspace)
+    with byte_progress("reading data") as progress:
+        report = detect_drift(
+            ref,
+            cur,
+            methods=_parse_overrides(method or [], "method", str),
+            thresholds=_parse_overrides(threshold or [], "threshold", float),
+            share_threshold=share,
+            encoding=encoding,
+            progress=progress,
+        )
+    if html is not None:
+        _write_html(html, drift_html(report))
+    if as_json:
+        print_json(_report_json(report))
+    else:
+        _print_drift(report)
+    if report.dataset_drift:
+        raise typer.Exit(1)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    d = report.to_dict()
+    for f in d["features"]:  # distributions are for the HTML report
+        f.pop("reference", None)
+        f.pop("current", None)
+    return d
+
+
+def _print_drift(report: Any) -> None:
+    table = Table(
+        title=f"drift: {report.current_source} ({report.current_rows:,} rows) vs "
+        f"{report.reference_source} ({report.reference_rows:,} rows)",
+        title_justify="left",
+    )
+    for col in ("feature", "type", "method", "statistic", "p-value", "threshold", "PSI", "drift"):
+        table.add_column(col, justify="left" if col in ("feature", "type", "method", "drift") else "right")
+    for f in report.features:
+        table.add_row(
+            f.column,
+            f.kind,
+            f.method + ("" if f.exact else "*"),
+            f"{f.statistic:.4g}",
+            "-" if f.p_value is None else f"{f.p_value:.3g}",
+            f"{f.threshold:g}",
+            f"{f.psi:.3f}",
+            "[red]drifted[/]" if f.drifted else "[green]ok[/]",
+        )
+    out.print(table)
+    if report.only_in_reference or report.only_in_current:
+        out.print(
+            f"[yellow]columns on one side only[/]: missing from current {report.only_in_reference or '-'}, "
+            f"new in current {report.only_in_current or '-'}"
+        )
+    verdict = "[red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
+    out.print(
+        f"{verdict}: {len(report.drifted_features)} of {len(report.features)} features drifted "
+        f"({report.drift_share:.0%}; threshold {report.share_threshold:.0%}). * = from quantile sketches"
+    )

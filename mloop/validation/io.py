@@ -1,0 +1,241 @@
+"""Data in, as Arrow record batches: CSV (optionally gzipped), Parquet, pandas DataFrames, Arrow tables.
+
+Files are streamed batch by batch, so statistics and validation work on files larger than memory.
+Every reading problem becomes a :class:`~mloop.errors.DataError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mloop.errors import DataError
+
+__all__ = ["Progress", "Source", "describe", "read_batches", "read_table", "scan"]
+
+Source = Any  # str | os.PathLike | pandas.DataFrame | pyarrow.Table
+Progress = Callable[[int, int], None]  # (done, total) in bytes for CSV, rows for Parquet
+
+_CSV_BLOCK = 32 << 20
+_PARQUET_BATCH = 131_072
+_COLUMN_ERROR = re.compile(r"In CSV column #(\d+)")
+
+
+class _TypeChangedMidStream(Exception):
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+
+def describe(source: Source) -> str:
+    """How a source is named in messages and reports."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_batches(
+    source: Source,
+    *,
+    encoding: str = "utf-8",
+    progress: Progress | None = None,
+    _strings: frozenset[str] = frozenset(),
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``source``; column types are inferred from the data."""
+    if isinstance(source, pa.Table):
+        yield from source.to_batches(max_chunksize=_PARQUET_BATCH)
+        return
+    if not isinstance(source, str | os.PathLike):
+        yield from _from_pandas(source).to_batches(max_chunksize=_PARQUET_BATCH)
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file", field="path")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty", field="path")
+    if _is_parquet(path):
+        yield from _parquet_batches(path, progress)
+    else:
+        yield from _csv_batches(path, encoding, progress, _strings)
+
+
+def scan(
+    source: Source, consume: Callable[[pa.RecordBatch], None], reset: Callable[[], None], **kw: Any
+) -> None:
+    """Feed every batch to ``consume``; if a CSV column turns out mixed-type mid-file, start again
+    with that column read as text (``reset`` clears what was consumed)."""
+    strings: set[str] = set()
+    while True:
+        try:
+            for batch in read_batches(source, _strings=frozenset(strings), **kw):
+                consume(batch)
+            return
+        except _TypeChangedMidStream as exc:
+            names = _csv_header(Path(source), kw.get("encoding", "utf-8"))
+            strings.add(names[exc.column])
+            reset()
+
+
+def read_table(source: Source, *, encoding: str = "utf-8", progress: Progress | None = None) -> pa.Table:
+    """The whole source as one Arrow table (for data that fits in memory)."""
+    batches: list[pa.RecordBatch] = []
+    schema: list[pa.Schema] = []
+
+    def consume(batch: pa.RecordBatch) -> None:
+        batches.append(batch)
+        schema[:] = [batch.schema]
+
+    scan(source, consume, batches.clear, encoding=encoding, progress=progress)
+    if not batches:
+        return _empty_table(source, encoding)
+    return pa.Table.from_batches(batches, schema=schema[0])
+
+
+def _empty_table(source: Source, encoding: str) -> pa.Table:
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, str | os.PathLike) and not _is_parquet(Path(source)):
+        names = _csv_header(Path(source), encoding)
+        return pa.table({name: pa.array([], pa.null()) for name in names})
+    if isinstance(source, str | os.PathLike):
+        return pq.read_table(source)
+    return _from_pandas(source)
+
+
+def _from_pandas(df: Any) -> pa.Table:
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - pandas is a dependency
+        raise DataError("reading DataFrames needs pandas") from exc
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"cannot read data from a {type(df).__name__}: "
+            "pass a file path, a pandas DataFrame or an Arrow table",
+            field="data",
+        )
+    df = df.rename(columns=str)
+    if df.columns.duplicated().any():
+        dup = df.columns[df.columns.duplicated()][0]
+        raise DataError(f"column {dup!r} appears twice", field=dup)
+    columns = {}
+    for name in df.columns:
+        try:
+            columns[name] = pa.array(df[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # a mixed-type object column: keep it, as text, so validation can report the mix
+            col = df[name]
+            columns[name] = pa.array(
+                col.where(col.isna(), col.astype(str)), from_pandas=True, type=pa.string()
+            )
+    return pa.table(columns)
+
+
+def _parquet_batches(path: Path, progress: Progress | None) -> Iterator[pa.RecordBatch]:
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})", field="path") from exc
+    total = file.metadata.num_rows
+    done = 0
+    for batch in file.iter_batches(batch_size=_PARQUET_BATCH):
+        done += batch.num_rows
+        if progress:
+            progress(done, total)
+        yield batch
+
+
+class _CountingReader:
+    """A file object that reports how many bytes were read (for the progress bar)."""
+
+    def __init__(self, path: Path, progress: Progress) -> None:
+        self._fh = path.open("rb")
+        self._total = path.stat().st_size
+        self._progress = progress
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._progress(self._fh.tell(), self._total)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._fh.close()
+        self.closed = True
+
+
+def _csv_input(path: Path, progress: Progress | None) -> Any:
+    if progress is None:
+        return str(path)
+    stream: Any = pa.PythonFile(_CountingReader(path, progress), mode="r")
+    if path.suffix.lower() in (".gz", ".gzip"):
+        stream = pa.CompressedInputStream(stream, "gzip")
+    return stream
+
+
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    options = pacsv.ReadOptions(encoding=encoding, block_size=1 << 20)
+    try:
+        with pacsv.open_csv(str(path), read_options=options) as reader:
+            return list(reader.schema.names)
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, encoding, exc) from exc
+
+
+def _csv_error(path: Path, encoding: str, exc: Exception) -> DataError:
+    message = str(exc).strip().splitlines()[0]
+    if "Empty CSV file" in message:
+        return DataError(f"{path}: the file is empty", field="path")
+    if "UTF8" in message or "UTF-8" in message or "decode" in message.lower():
+        return DataError(
+            f"{path}: not valid {encoding} text ({message}); "
+            "pass the file's encoding, e.g. --encoding latin-1",
+            field="encoding",
+        )
+    return DataError(f"{path}: cannot parse CSV ({message})", field="path")
+
+
+def _csv_batches(
+    path: Path, encoding: str, progress: Progress | None, strings: frozenset[str]
+) -> Iterator[pa.RecordBatch]:
+    read_options = pacsv.ReadOptions(encoding=encoding, block_size=_CSV_BLOCK)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in strings}, strings_can_be_null=True, check_utf8=True
+    )
+    try:
+        reader = pacsv.open_csv(
+            _csv_input(path, progress), read_options=read_options, convert_options=convert
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError, LookupError) as exc:
+        if isinstance(exc, LookupError):
+            raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from exc
+        raise _csv_error(path, encoding, exc) from exc
+    with reader:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                column = _COLUMN_ERROR.search(str(exc))
+                if column and "conversion error" in str(exc).lower():
+                    raise _TypeChangedMidStream(int(column.group(1))) from exc
+                raise _csv_error(path, encoding, exc) from exc
+            except UnicodeDecodeError as exc:
+                raise _csv_error(path, encoding, exc) from exc
+            yield batch
