@@ -1,4 +1,9 @@
-"""mloop: MLOps levels 0-2 in one tool. This module is the whole public API; everything else is private."""
+"""mloop: MLOps levels 0-2 in one tool. This module is the whole public API; everything else is private.
+
+Data-validation names load on first use (they pull in scipy), so ``import mloop`` and the CLI stay fast.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from mloop.core.context import log_metric, log_metrics, log_param, log_params
 from mloop.core.lineage import LineageGraph
@@ -9,11 +14,46 @@ from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun, 
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
 
+if TYPE_CHECKING:
+    from mloop import steps
+    from mloop.validation.drift import DriftReport, FeatureDrift, detect_drift, training_serving_skew
+    from mloop.validation.schema import Anomalies, Anomaly, Schema, infer_schema, validate
+    from mloop.validation.stats import Statistics, compute_statistics
+
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Anomalies": "mloop.validation.schema",
+    "Anomaly": "mloop.validation.schema",
+    "DriftReport": "mloop.validation.drift",
+    "FeatureDrift": "mloop.validation.drift",
+    "Schema": "mloop.validation.schema",
+    "Statistics": "mloop.validation.stats",
+    "compute_statistics": "mloop.validation.stats",
+    "detect_drift": "mloop.validation.drift",
+    "infer_schema": "mloop.validation.schema",
+    "training_serving_skew": "mloop.validation.drift",
+    "validate": "mloop.validation.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "steps":
+        return importlib.import_module("mloop.steps")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mloop' has no attribute {name!r}")
+
+
 __all__ = [
+    "Anomalies",
+    "Anomaly",
     "ArtifactRef",
+    "DriftReport",
     "Event",
+    "FeatureDrift",
     "LineageGraph",
     "Metric",
     "Pipeline",
@@ -21,16 +61,24 @@ __all__ = [
     "RunQuery",
     "RunResult",
     "RunStatus",
+    "Schema",
+    "Statistics",
     "Step",
     "StepRun",
     "StepStatus",
     "TrackingRun",
     "Workspace",
     "__version__",
+    "compute_statistics",
+    "detect_drift",
+    "infer_schema",
     "log_metric",
     "log_metrics",
     "log_param",
     "log_params",
     "pipeline",
     "step",
+    "steps",
+    "training_serving_skew",
+    "validate",
 ]

@@ -4,13 +4,55 @@ import mloop
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(mloop.__all__) == sorted([
-        "ArtifactRef", "Event", "LineageGraph", "Metric", "Pipeline", "Run", "RunQuery", "RunResult",
-        "RunStatus", "Step", "StepRun", "StepStatus", "TrackingRun", "Workspace", "__version__",
-        "log_metric", "log_metrics", "log_param", "log_params", "pipeline", "step",
-    ])  # fmt: skip
+    expected = [
+        "Anomalies",
+        "Anomaly",
+        "ArtifactRef",
+        "DriftReport",
+        "Event",
+        "FeatureDrift",
+        "LineageGraph",
+        "Metric",
+        "Pipeline",
+        "Run",
+        "RunQuery",
+        "RunResult",
+        "RunStatus",
+        "Schema",
+        "Statistics",
+        "Step",
+        "StepRun",
+        "StepStatus",
+        "TrackingRun",
+        "Workspace",
+        "__version__",
+        "compute_statistics",
+        "detect_drift",
+        "infer_schema",
+        "log_metric",
+        "log_metrics",
+        "log_param",
+        "log_params",
+        "pipeline",
+        "step",
+        "steps",
+        "training_serving_skew",
+        "validate",
+    ]
+    assert sorted(mloop.__all__) == sorted(expected)
     for name in mloop.__all__:
         assert hasattr(mloop, name), name
+
+
+def test_validation_names_load_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mloop; assert 'scipy' not in sys.modules; "
+        "mloop.detect_drift; assert 'scipy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_error_maps_to_a_status_and_exit_code() -> None:

@@ -306,7 +306,7 @@ def _cdf(col: ColumnStats, points: np.ndarray) -> np.ndarray:
         s = np.sort(col.sample)
         return np.searchsorted(s, points, side="right") / len(s)
     assert col.sketch is not None
-    return np.asarray(col.sketch.get_cdf(points.tolist(), inclusive=True)[:-1])
+    return np.asarray(col.sketch.get_cdf(points.tolist())[:-1])
 
 
 def _numeric_psi(r: ColumnStats, c: ColumnStats) -> float:

@@ -226,6 +226,15 @@ def _csv_batches(
             raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from exc
         raise _csv_error(path, encoding, exc) from exc
     with reader:
+        binary = [
+            f.name for f in reader.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+        ]
+        if binary:  # pyarrow infers text it cannot decode as raw bytes instead of failing
+            raise DataError(
+                f"{path}: column {binary[0]!r} is not valid {encoding} text; "
+                "pass the file's encoding, e.g. --encoding latin-1",
+                field="encoding",
+            )
         while True:
             try:
                 batch = reader.read_next_batch()
