@@ -119,7 +119,7 @@ def test_columns_on_one_side_only_are_reported() -> None:
 
 
 def test_zero_row_reference_is_refused() -> None:
-    with pytest.raises(DataError, match="reference data .* has zero rows"):
+    with pytest.raises(DataError, match=r"reference data .* has zero rows"):
         detect_drift(pd.DataFrame({"a": pd.Series([], dtype=float)}), pd.DataFrame({"a": [1.0]}))
 
 

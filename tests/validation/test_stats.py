@@ -170,7 +170,7 @@ def test_all_null_column(tmp_path: Path) -> None:
 
 def test_non_utf8_csv(tmp_path: Path) -> None:
     (tmp_path / "l.csv").write_bytes("city\nZ\xfcrich\n".encode("latin-1"))
-    with pytest.raises(DataError, match="not valid utf-8 text; .*--encoding latin-1"):
+    with pytest.raises(DataError, match=r"not valid utf-8 text; .*--encoding latin-1"):
         compute_statistics(tmp_path / "l.csv")
     s = compute_statistics(tmp_path / "l.csv", encoding="latin-1")
     assert s["city"].top() == [("Zürich", 1)]
