@@ -1,7 +1,9 @@
-"""``mloop demo``: a real training pipeline on the bundled rainfall data, run twice to show the cache.
+"""``mloop demo``: a real training pipeline on the bundled rainfall data.
 
-load → split (time-ordered) → train (scikit-learn) → evaluate, with metrics recorded and the lineage of
-the trained model traced back to the data file's digest and the code version.
+load → split (time-ordered) → validate against the versioned schema → statistics → drift check →
+train (scikit-learn) → evaluate; run twice to show the cache, the model's lineage traced back to the
+data file's digest and the code version, and then one incoming batch with a dropped column refused
+by the schema gate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from mloop.core.lineage import LineageGraph
 from mloop.core.pipeline import pipeline
 from mloop.core.runner import RunResult, StepListener
 from mloop.core.step import step
+from mloop.errors import StepFailedError
+from mloop.validation.schema import Anomalies
+from mloop.validation.steps import check_drift, statistics, validate_schema
 from mloop.workspace import Workspace
 
 __all__ = ["DemoReport", "dataset_path", "rainfall_training", "run_demo"]
@@ -30,9 +35,9 @@ __all__ = ["DemoReport", "dataset_path", "rainfall_training", "run_demo"]
 TARGET = "rain"
 
 
-def dataset_path() -> Path:
-    """The bundled rainfall CSV (see ``mloop/datasets/README.md`` for provenance and licence)."""
-    return Path(str(resources.files("mloop.datasets").joinpath("rainfall.csv.gz")))
+def dataset_path(name: str = "rainfall.csv.gz") -> Path:
+    """A bundled file: the rainfall CSV (see ``mloop/datasets/README.md``) or its schema."""
+    return Path(str(resources.files("mloop.datasets").joinpath(name)))
 
 
 def _snake(name: str) -> str:
@@ -85,18 +90,22 @@ def evaluate(model: SkPipeline, test: pd.DataFrame) -> dict:
 
 @pipeline
 def rainfall_training(
-    data: Path, initial_fraction: float = 0.2, holdout_fraction: float = 0.2, C: float = 1.0
+    data: Path, schema: Path, initial_fraction: float = 0.2, holdout_fraction: float = 0.2, C: float = 1.0
 ) -> None:
-    """Train and evaluate a rain classifier on the first part of the rainfall stream."""
+    """Validate, then train and evaluate a rain classifier on the first part of the rainfall stream."""
     df = load_rainfall(data)
     train, test = split_time(df, initial_fraction=initial_fraction, holdout_fraction=holdout_fraction)
+    validate_schema(train, schema)
+    validate_schema.named("validate_holdout")(test, schema)
+    reference = statistics(train)
+    check_drift(reference, test)
     model = train_model(train, C=C)
     evaluate(model, test)
 
 
 @dataclass
 class DemoReport:
-    """What the demo did: both runs, their timings, the evaluation and the model's lineage."""
+    """What the demo did: both runs, their timings, the evaluation, the model's lineage, the refusal."""
 
     first: RunResult
     first_s: float
@@ -104,6 +113,10 @@ class DemoReport:
     rerun_s: float
     metrics: dict[str, float]
     lineage: LineageGraph
+    drifted_features: list[str]
+    refused_run: str
+    refused_batch: Path
+    anomalies: Anomalies
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,18 +132,65 @@ class DemoReport:
             "metrics": self.metrics,
             "model_artifact": self.first.outputs["train_model"]["output"].id,
             "lineage": self.lineage.to_dict(),
+            "drifted_features": self.drifted_features,
+            "refused": {
+                "run_id": self.refused_run,
+                "batch": str(self.refused_batch),
+                "anomalies": self.anomalies.to_dict()["anomalies"],
+            },
         }
 
 
 def run_demo(workspace: Workspace, *, listener: StepListener | None = None) -> DemoReport:
-    """Run the demo pipeline, then rerun it unchanged (every step cached), and trace the model."""
-    data = dataset_path()
+    """Run the demo pipeline, rerun it unchanged (every step cached), trace the model, and feed the
+    pipeline one incoming batch that lost a column: the schema gate stops that run."""
+    data, schema = str(dataset_path()), str(dataset_path("rainfall.schema.json"))
     started = time.perf_counter()
-    first = workspace.run(rainfall_training, data=str(data), cache=False, listener=listener)
+    first = workspace.run(rainfall_training, data=data, schema=schema, cache=False, listener=listener)
     first_s = time.perf_counter() - started
     started = time.perf_counter()
-    rerun = workspace.run(rainfall_training, data=str(data), listener=listener)
+    rerun = workspace.run(rainfall_training, data=data, schema=schema, listener=listener)
     rerun_s = time.perf_counter() - started
-    metrics = first.load("evaluate")
     model = first.outputs["train_model"]["output"]
-    return DemoReport(first, first_s, rerun, rerun_s, metrics, workspace.lineage(model.id, "upstream"))
+    lineage = workspace.lineage(model.id, "upstream")
+    batch = _batch_without_a_column(workspace, Path(data))
+    try:
+        workspace.run(rainfall_training, data=str(batch), schema=schema, listener=listener)
+        raise AssertionError("the schema gate let a batch with a missing column through")
+    except StepFailedError as refused:
+        anomalies = _anomalies_of(workspace, refused.run_id)
+        refused_run = refused.run_id
+    drift = first.load("check_drift")
+    return DemoReport(
+        first,
+        first_s,
+        rerun,
+        rerun_s,
+        first.load("evaluate"),
+        lineage,
+        drift.drifted_features,
+        refused_run,
+        batch,
+        anomalies,
+    )
+
+
+def _batch_without_a_column(workspace: Workspace, data: Path) -> Path:
+    """An incoming batch whose producer silently stopped sending ``visibility``."""
+    folder = (workspace.root or Path.cwd()) / "incoming"
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = folder / "rainfall-batch-without-visibility.csv"
+    pd.read_csv(data, index_col=0).drop(columns=["visibility"]).to_csv(batch)
+    return batch
+
+
+def _anomalies_of(workspace: Workspace, run_id: str) -> Anomalies:
+    from mloop.core.serialize import deserialize
+
+    for step_run in workspace.metadata.list_steps(run_id):
+        for event in workspace.metadata.events(step_run_ids=[step_run.id], kind="output"):
+            if event.name == "anomalies":
+                art = workspace.metadata.get_artifact(event.artifact_id)
+                found: Anomalies = deserialize(art.type, workspace.artifacts.get(art.digest), art.python_type)
+                return found
+    raise LookupError(f"run {run_id} recorded no anomalies")

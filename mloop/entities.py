@@ -97,6 +97,7 @@ class StepRun:
     cached_from: str | None = None
     error_type: str | None = None
     error_message: str | None = None
+    error_traceback: str | None = None
 
     @property
     def duration_s(self) -> float | None:

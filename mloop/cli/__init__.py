@@ -26,7 +26,7 @@ from mloop.cli.common import (
     paint,
     print_json,
 )
-from mloop.cli.data import data_app
+from mloop.cli.data import anomalies_table, data_app
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
@@ -53,7 +53,7 @@ app.add_typer(data_app, name="data")
 @contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[StepListener | None]:
     """A progress bar on stderr advanced by the runner's step events."""
-    if not enabled:
+    if not enabled or not err.is_terminal:
         yield None
         return
     with Progress(
@@ -109,7 +109,7 @@ def run(
     """Run a pipeline defined in a Python file."""
     pipe = load_pipeline(pipeline_ref)
     params = _parse_params(param or [])
-    with open_workspace(workspace) as ws, _progress(len(pipe.graph.nodes), sys.stderr.isatty()) as listener:
+    with open_workspace(workspace) as ws, _progress(len(pipe.graph.nodes), True) as listener:
         result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
     if as_json:
         print_json({"run": result.run, "steps": result.steps})
@@ -155,8 +155,22 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         steps = ws.metadata.list_steps(run_id)
         metrics = ws.metadata.get_metrics(run_id)
         params = ws.metadata.get_params(run_id)
+        events = ws.metadata.events(step_run_ids=[s.id for s in steps], kind="output")
+        artifacts = {e.artifact_id: ws.metadata.get_artifact(e.artifact_id) for e in events}
+        anomalies = [_load(ws, artifacts[e.artifact_id]) for e in events if e.name == "anomalies"]
+    names = {s.id: s.name for s in steps}
+    outputs = [
+        {
+            "step": names[e.step_run_id],
+            "output": e.name,
+            "artifact_id": e.artifact_id,
+            "type": artifacts[e.artifact_id].type,
+            "python_type": artifacts[e.artifact_id].python_type,
+        }
+        for e in events
+    ]
     if as_json:
-        print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics})
+        print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics, "outputs": outputs})
         return
     out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
     out.print(
@@ -179,14 +193,31 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
     out.print(table)
     if params:
         out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    if outputs:
+        at = Table(title="artifacts", title_justify="left")
+        for col in ("step", "output", "type", "artifact"):
+            at.add_column(col)
+        for o in outputs:
+            at.add_row(
+                o["step"], o["output"], o["python_type"].rpartition(".")[2] or o["type"], o["artifact_id"]
+            )
+        out.print(at)
+    for found in anomalies:
+        if not found.ok:
+            out.print(anomalies_table(found))
     if metrics:
-        names = {s.id: s.name for s in steps}
         mt = Table(title="metrics", title_justify="left")
         for col in ("step", "key", "value", "index"):
             mt.add_column(col)
         for m in metrics:
             mt.add_row(names.get(m.step_run_id or "", "-"), m.key, f"{m.value:.6g}", str(m.step))
         out.print(mt)
+
+
+def _load(ws: Any, art: Any) -> Any:
+    from mloop.core.serialize import deserialize
+
+    return deserialize(art.type, ws.artifacts.get(art.digest), art.python_type)
 
 
 @artifacts_app.command("show")
@@ -271,7 +302,7 @@ def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 
     with (
         open_workspace(workspace) as ws,
-        _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener,
+        _progress(len(rainfall_training.graph.nodes) * 3, not as_json) as listener,
     ):
         report = run_demo(ws, listener=listener)
         root = ws.root
@@ -290,9 +321,16 @@ def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
         f"rerun {report.rerun.run.id}: {cached}/{len(report.rerun.steps)} steps cached in "
         f"{duration(report.rerun_s)} (first run {duration(report.first_s)})"
     )
+    drifted = ", ".join(report.drifted_features) or "none"
+    out.print(f"schema: training and hold-out data conform · drift vs training data: {drifted}")
     out.print("[bold]lineage of the trained model[/]")
     out.print(lineage_tree(report.lineage))
-    out.print(f"workspace left at {root}; try: mloop runs list --workspace {root}")
+    out.print(
+        f"[bold]incoming batch {report.refused_batch.name}[/] → run {report.refused_run} "
+        f"{paint('stopped')} by the schema gate:"
+    )
+    out.print(anomalies_table(report.anomalies))
+    out.print(f"workspace left at {root}; try: mloop runs show {report.refused_run} --workspace {root}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,16 +132,20 @@ def validate_command(
     elif anomalies.ok:
         out.print(f"[green]ok[/]: {file} ({anomalies.rows:,} rows) conforms to {schema}")
     else:
-        table = Table(title=f"{len(anomalies.items)} anomalies in {file}", title_justify="left")
-        for col in ("column", "anomaly", "expected", "found", "examples"):
-            table.add_column(col)
-        for a in anomalies.items:
-            table.add_row(
-                a.column, f"[red]{a.kind}[/]", a.expected, a.found, ", ".join(map(repr, a.examples))
-            )
-        out.print(table)
+        out.print(anomalies_table(anomalies))
     if not anomalies.ok:
         raise typer.Exit(1)
+
+
+def anomalies_table(anomalies: Any) -> Table:
+    """The anomalies of a validation, one row each (also used by ``runs show`` and the demo)."""
+    table = Table(title=f"{len(anomalies.items)} anomalies in {anomalies.source}", title_justify="left")
+    for col in ("column", "anomaly", "expected", "found", "examples"):
+        table.add_column(col)
+    for a in anomalies.items:
+        examples = ", ".join(map(repr, a.examples))
+        table.add_row(a.column or "(unnamed)", f"[red]{a.kind}[/]", a.expected, a.found, examples)
+    return table
 
 
 def _parse_overrides(items: list[str], what: str, cast: type) -> dict[str, Any]:

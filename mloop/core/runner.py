@@ -375,8 +375,10 @@ class Runner:
                             metrics=outcome.metrics,
                             error_type=outcome.error_type,
                             error_message=outcome.error_message,
+                            error_traceback=outcome.error_traceback,
                         )
-                        log.error("step %s failed:\n%s", name, outcome.error_traceback)
+                        # the traceback is in the step record (`mloop runs show --json`); logs stay short
+                        log.info("step %s: %s: %s", name, outcome.error_type, outcome.error_message)
                         self._notify(name, StepStatus.STOPPED if outcome.stops_run else StepStatus.FAILED)
                         failure = failure or (name, outcome)
                         continue

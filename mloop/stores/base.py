@@ -91,6 +91,7 @@ class StepStore(Protocol):
         params: Mapping[str, Any] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
+        error_traceback: str | None = None,
     ) -> dict[str, ArtifactRef]: ...
 
     def record_cached_step(

@@ -179,21 +179,31 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert 0.7 < report["metrics"]["accuracy"] < 0.9
-    assert [s["status"] for s in report["rerun_steps"]] == ["cached"] * 4
+    assert [s["status"] for s in report["rerun_steps"]] == ["cached"] * 8
+    assert "temperature" not in report["drifted_features"]  # wind and pressure do vary between periods
+    [anomaly] = report["refused"]["anomalies"]
+    assert (anomaly["column"], anomaly["kind"]) == ("visibility", "missing_column")
     kinds = {a["type"] for a in report["lineage"]["artifacts"]}
     assert kinds == {"file", "parquet", "joblib"}
     human = subprocess.run(
         [*exe.split(), "demo", "--workspace", str(ws)], capture_output=True, text=True, env=env, timeout=300
     )
-    assert (
-        human.returncode == 0
-        and "lineage of the trained model" in human.stdout
-        and "rainfall.csv.gz" in human.stdout
-    )
+    assert human.returncode == 0 and "lineage of the trained model" in human.stdout
+    assert "rainfall.csv.gz" in human.stdout and "stopped by the schema gate" in human.stdout
+    assert human.stderr == ""
     listed = subprocess.run(
         [*exe.split(), "runs", "list", "--workspace", str(ws), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert len(json.loads(listed.stdout)) == 4
+    runs = json.loads(listed.stdout)
+    assert len(runs) == 6 and [r["status"] for r in runs].count("stopped") == 2
+    shown = subprocess.run(
+        [*exe.split(), "runs", "show", runs[0]["id"], "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "missing_column" in shown.stdout and "Anomalies" in shown.stdout

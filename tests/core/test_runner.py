@@ -152,6 +152,7 @@ def test_failing_step_is_recorded_and_resume_continues(workspace: mloop.Workspac
     steps = {s.name: s for s in workspace.metadata.list_steps(failed.id)}
     assert steps["fragile"].error_type == "ValueError"
     assert steps["fragile"].error_message == "flaky upstream service"
+    assert "raise ValueError" in (steps["fragile"].error_traceback or "")
     assert steps["prepare"].status == mloop.StepStatus.SUCCEEDED
 
     flag.write_text("no")

@@ -247,6 +247,7 @@ class SqlMetadataStore:
         params: Mapping[str, Any] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
+        error_traceback: str | None = None,
     ) -> dict[str, ArtifactRef]:
         """Close a step execution and, in one transaction, record its outputs, metrics and params.
 
@@ -261,6 +262,7 @@ class SqlMetadataStore:
                     ended_at=utcnow(),
                     error_type=error_type,
                     error_message=error_message,
+                    error_traceback=error_traceback,
                 )
                 .returning(t.step_runs.c.run_id)
             ).scalar()
@@ -628,6 +630,7 @@ def _step(row: Mapping[Any, Any]) -> StepRun:
         cached_from=row.get("cached_from"),
         error_type=row.get("error_type"),
         error_message=row.get("error_message"),
+        error_traceback=row.get("error_traceback"),
     )
 
 

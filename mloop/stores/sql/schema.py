@@ -97,6 +97,7 @@ step_runs = sa.Table(
     sa.Column("cached_from", ID),
     sa.Column("error_type", sa.String(200)),
     sa.Column("error_message", sa.Text),
+    sa.Column("error_traceback", sa.Text),
     sa.Index(None, "run_id"),
     sa.Index(None, "cache_key", "status"),
 )

@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("cached_from", ID),
         sa.Column("error_type", sa.String(200)),
         sa.Column("error_message", sa.Text),
+        sa.Column("error_traceback", sa.Text),
     )
     op.create_index("ix_step_runs_run_id", "step_runs", ["run_id"])
     op.create_index("ix_step_runs_cache_key_status", "step_runs", ["cache_key", "status"])
