@@ -1,0 +1,116 @@
+"""`mloop data …` end to end: output, --json, --html, --save, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mloop.cli import main
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame(
+        {"x": rng.normal(size=3000), "y": rng.normal(size=3000), "k": rng.choice(list("abc"), 3000)}
+    )
+    ref.to_csv("ref.csv", index=False)
+    cur = ref.assign(x=ref["x"] + 1.0, k=rng.choice(list("abc"), 3000, p=[0.8, 0.1, 0.1]))
+    cur.to_csv("cur.csv", index=False)
+    ref.drop(columns=["y"]).assign(z=1).to_csv("broken.csv", index=False)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_stats_json_and_html(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "data", "stats", "ref.csv", "--json", "--html", "stats.html")
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["rows"] == 3000 and [c["name"] for c in stats["columns"]] == ["x", "y", "k"]
+    html = (data / "stats.html").read_text()
+    assert "<svg" in html and "3,000 rows" in html
+    code, out, _ = run(capsys, "data", "stats", "ref.csv")
+    assert code == 0 and "3,000 rows" in out
+
+
+def test_schema_infer_then_validate(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "data", "schema", "infer", "ref.csv", "-o", "schema.json")
+    assert code == 0 and json.loads((data / "schema.json").read_text())["mloop_schema_version"] == 1
+    code, out, _ = run(capsys, "data", "validate", "ref.csv", "--schema", "schema.json")
+    assert code == 0 and "conforms" in out
+    code, out, _ = run(capsys, "data", "validate", "broken.csv", "--schema", "schema.json", "--json")
+    assert code == 1
+    found = {(a["column"], a["kind"]) for a in json.loads(out)["anomalies"]}
+    assert found == {("y", "missing_column"), ("z", "unexpected_column")}
+    code, out, _ = run(capsys, "data", "validate", "broken.csv", "--schema", "schema.json")
+    assert code == 1 and "missing_column" in out and "unexpected_column" in out
+
+
+def test_drift_between_files_json_and_html(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "data", "drift", "ref.csv", "ref.csv", "--json")
+    assert code == 0 and json.loads(out)["drifted_features"] == []
+    code, out, _ = run(capsys, "data", "drift", "ref.csv", "cur.csv", "--json", "--html", "drift.html")
+    report = json.loads(out)
+    assert code == 1 and report["dataset_drift"] and sorted(report["drifted_features"]) == ["k", "x"]
+    html = (data / "drift.html").read_text()
+    assert "Dataset drift detected" in html and html.index(">x<") < html.index(">y<")  # drifted first
+    code, out, _ = run(
+        capsys, "data", "drift", "ref.csv", "cur.csv", "--method", "x=psi", "--threshold", "x=5", "--json"
+    )
+    x = next(f for f in json.loads(out)["features"] if f["column"] == "x")
+    assert x["method"] == "psi" and not x["drifted"]
+
+
+def test_drift_against_saved_statistics(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "data", "stats", "ref.csv", "--save", "--json")
+    assert code == 0, err
+    artifact = json.loads(out)["artifact_id"]
+    code, out, _ = run(capsys, "data", "drift", artifact, "cur.csv", "--json")
+    assert code == 1 and sorted(json.loads(out)["drifted_features"]) == ["k", "x"]
+    run(capsys, "data", "stats", "ref.csv", "--json")
+    (data / "ref-stats.json").write_text(run(capsys, "data", "stats", "ref.csv", "--json")[1])
+    code, out, _ = run(capsys, "data", "drift", "ref-stats.json", "cur.csv", "--json")
+    assert code == 1 and sorted(json.loads(out)["drifted_features"]) == ["k", "x"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "stats", "missing.csv"], "missing.csv: no such file"),
+        (["data", "stats", "empty.csv"], "empty.csv: the file is empty"),
+        (["data", "stats", "latin.csv"], "not valid utf-8 text"),
+        (["data", "validate", "ref.csv", "--schema", "nope.json"], "schema file nope.json does not exist"),
+        (["data", "validate", "ref.csv", "--schema", "bad-schema.json"], "schema version 9 is not supported"),
+        (["data", "drift", "header.csv", "ref.csv"], "the reference data (header.csv) has zero rows"),
+        (
+            ["data", "drift", "ref.csv", "nothing-here"],
+            "current 'nothing-here' is neither a file nor an artifact id",
+        ),
+        (["data", "drift", "ref.csv", "cur.csv", "--method", "x=magic"], "must be one of"),
+        (["data", "drift", "ref.csv", "cur.csv", "--threshold", "x"], "expected COLUMN=THRESHOLD"),
+        (["data", "drift", "ref.csv", "cur.csv", "--threshold", "x=high"], "'high' is not a float"),
+        (["data", "drift", "ref.csv", "cur.csv", "--method", "k=ks"], "holds categories; ks needs numbers"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    data: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (data / "empty.csv").write_text("")
+    (data / "header.csv").write_text("x,y,k\n")
+    (data / "latin.csv").write_bytes("k\n\xe9t\xe9\n".encode("latin-1"))
+    (data / "bad-schema.json").write_text('{"mloop_schema_version": 9, "columns": {}}')
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
