@@ -163,7 +163,7 @@ def detect_drift(
         if r.count == 0 or c.count == 0:
             skipped[name] = "no values on the " + ("reference" if r.count == 0 else "current") + " side"
             continue
-        method = (methods or {}).get(name) or _default_method(r, ref.rows)
+        method = (methods or {}).get(name) or _default_method(r, c, ref.rows)
         threshold = float((thresholds or {}).get(name, DEFAULT_THRESHOLDS[method]))
         features.append(_compare(name, r, c, method, threshold))
     features.sort(key=lambda f: (not f.drifted, -f.score))
@@ -195,16 +195,31 @@ def _is_categorical(col: ColumnStats) -> bool:
     return col.kind == "categorical" or (col.counts is not None and len(col.counts) <= CATEGORICAL_DISTINCT)
 
 
-def _default_method(ref: ColumnStats, rows: int) -> str:
+def _default_method(ref: ColumnStats, cur: ColumnStats, rows: int) -> str:
     small = rows <= SMALL_REFERENCE
-    if _is_categorical(ref):
+    countable = cur.kind == "categorical" or cur.counts is not None
+    if ref.kind == "categorical" or (_is_categorical(ref) and countable):
         return "chi2" if small else "jensenshannon"
     return "ks" if small else "wasserstein"
 
 
+def _as_categories(name: str, r: ColumnStats, c: ColumnStats, method: str) -> bool:
+    """Whether to compare value frequencies (True) or numeric distributions (False)."""
+    numeric = r.kind == "numeric" and c.kind == "numeric"
+    countable = all(col.kind == "categorical" or col.counts is not None for col in (r, c))
+    if method in ("ks", "wasserstein"):
+        if not numeric:
+            raise ParameterError(f"column {name!r} holds categories; {method} needs numbers", field=name)
+        return False
+    if method == "chi2":
+        if not countable:
+            raise ParameterError(f"column {name!r} holds numbers; chi2 needs categories", field=name)
+        return True
+    return not numeric or (_is_categorical(r) and countable)
+
+
 def _compare(name: str, r: ColumnStats, c: ColumnStats, method: str, threshold: float) -> FeatureDrift:
-    categorical = _is_categorical(r) or method in ("chi2", "jensenshannon") or c.kind == "categorical"
-    if categorical:
+    if _as_categories(name, r, c, method):
         keys, p, q, exact = _category_counts(r, c)
         ref_dist = {"categories": [str(k) for k in keys], "proportions": (p / p.sum()).tolist()}
         cur_dist = {"categories": [str(k) for k in keys], "proportions": (q / q.sum()).tolist()}
@@ -219,16 +234,10 @@ def _compare(name: str, r: ColumnStats, c: ColumnStats, method: str, threshold: 
                 statistic, p_value = float(res.statistic), float(res.pvalue)
         elif method == "jensenshannon":
             statistic, p_value = _js(p / p.sum(), q / q.sum()), None
-        elif method == "psi":
-            statistic, p_value = psi, None
         else:
-            raise ParameterError(f"column {name!r} holds categories; {method} needs numbers", field=name)
+            statistic, p_value = psi, None
         kind = "categorical"
     else:
-        if r.kind != "numeric" or c.kind != "numeric":
-            raise ParameterError(
-                f"column {name!r} is not numeric on both sides; {method} needs numbers", field=name
-            )
         exact = r.sample is not None and c.sample is not None
         edges = _edges(r, c)
         p_hist, q_hist = _hist(r, edges), _hist(c, edges)
@@ -252,10 +261,8 @@ def _compare(name: str, r: ColumnStats, c: ColumnStats, method: str, threshold: 
             statistic, p_value = (w / std if std > 0 else (0.0 if w == 0 else math.inf)), None
         elif method == "psi":
             statistic, p_value = psi, None
-        elif method == "jensenshannon":
-            statistic, p_value = _js(np.maximum(p_hist, _EPS), np.maximum(q_hist, _EPS)), None
         else:
-            raise ParameterError(f"column {name!r} holds numbers; chi2 needs categories", field=name)
+            statistic, p_value = _js(p_hist, q_hist), None
         kind = "numeric"
     drifted = (
         (p_value < threshold) if method in P_VALUE_METHODS and p_value is not None else statistic >= threshold

@@ -24,7 +24,8 @@ Source = Any  # str | os.PathLike | pandas.DataFrame | pyarrow.Table
 Progress = Callable[[int, int], None]  # (done, total) in bytes for CSV, rows for Parquet
 
 _CSV_BLOCK = 32 << 20
-_PARQUET_BATCH = 131_072
+_PARQUET_BATCH = 32_768  # rows per batch: per-column intermediates scale with it
+_PARQUET_PASS_BYTES = 16 << 20
 _COLUMN_ERROR = re.compile(r"In CSV column #(\d+)")
 
 
@@ -51,7 +52,11 @@ def read_batches(
     progress: Progress | None = None,
     _strings: frozenset[str] = frozenset(),
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``source``; column types are inferred from the data."""
+    """Record batches of ``source``; column types are inferred from the data.
+
+    Consumers must accept batches that hold only some of the columns (wide Parquet files are read a
+    group of columns at a time); every row of every column is delivered exactly once.
+    """
     if isinstance(source, pa.Table):
         yield from source.to_batches(max_chunksize=_PARQUET_BATCH)
         return
@@ -88,6 +93,8 @@ def scan(
 
 def read_table(source: Source, *, encoding: str = "utf-8", progress: Progress | None = None) -> pa.Table:
     """The whole source as one Arrow table (for data that fits in memory)."""
+    if isinstance(source, str | os.PathLike) and Path(source).is_file() and _is_parquet(Path(source)):
+        return pq.read_table(source)
     batches: list[pa.RecordBatch] = []
     schema: list[pa.Schema] = []
 
@@ -141,17 +148,32 @@ def _from_pandas(df: Any) -> pa.Table:
 
 
 def _parquet_batches(path: Path, progress: Progress | None) -> Iterator[pa.RecordBatch]:
+    """Batches of a Parquet file, a group of columns at a time.
+
+    A Parquet reader holds a whole row group's column chunks in memory; reading a few columns per
+    pass (as many as fit in ``_PARQUET_PASS_BYTES``, from the file's metadata) keeps memory bounded
+    however wide the file is. Batches therefore may hold only some of the columns.
+    """
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})", field="path") from exc
-    total = file.metadata.num_rows
-    done = 0
-    for batch in file.iter_batches(batch_size=_PARQUET_BATCH):
-        done += batch.num_rows
-        if progress:
-            progress(done, total)
-        yield batch
+    meta = file.metadata
+    names = file.schema_arrow.names
+    widest = 1
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        chunk = max((group.column(j).total_uncompressed_size for j in range(group.num_columns)), default=1)
+        widest = max(widest, chunk)
+    per_pass = max(1, _PARQUET_PASS_BYTES // widest)
+    passes = [names[i : i + per_pass] for i in range(0, len(names), per_pass)] or [names]
+    total, done = meta.num_rows * len(passes), 0
+    for columns in passes:
+        for batch in file.iter_batches(batch_size=_PARQUET_BATCH, columns=columns):
+            done += batch.num_rows
+            if progress:
+                progress(done, total)
+            yield batch
 
 
 class _CountingReader:

@@ -411,30 +411,27 @@ def validate(
     if not isinstance(schema, Schema):
         schema = Schema.from_dict(dict(schema))
     checks: dict[str, _ColumnCheck] = {}
-    seen: list[str] = []
-    rows = [0]
+    seen: dict[str, int] = {}  # column → rows seen (batches may hold only some columns)
 
     def consume(batch: pa.RecordBatch) -> None:
-        if not seen:
-            seen.extend(batch.schema.names)
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
+            seen[name] = seen.get(name, 0) + batch.num_rows
             rule = schema.columns.get(name)
             if rule is not None:
                 checks.setdefault(name, _ColumnCheck(name, rule)).update(array)
-        rows[0] += batch.num_rows
 
     def reset() -> None:
         checks.clear()
         seen.clear()
-        rows[0] = 0
 
     scan(source, consume, reset, encoding=encoding, progress=progress)
     if not seen:
         from mloop.validation.io import read_table
 
-        seen.extend(read_table(source, encoding=encoding).schema.names)
+        seen.update(dict.fromkeys(read_table(source, encoding=encoding).schema.names, 0))
+    rows = max(seen.values(), default=0)
     items: list[Anomaly] = []
-    if rows[0] == 0:
+    if rows == 0:
         items.append(Anomaly("*", "empty_data", "at least one row", "0 rows"))
     for name, rule in schema.columns.items():
         if name not in seen:
@@ -451,5 +448,5 @@ def validate(
                     )
                 )
     for check in checks.values():
-        items.extend(check.anomalies(rows[0]))
-    return Anomalies(items, rows[0], describe(source))
+        items.extend(check.anomalies(rows))
+    return Anomalies(items, rows, describe(source))

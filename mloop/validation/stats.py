@@ -409,22 +409,16 @@ class Statistics:
     source: str = ""
 
     def update(self, batch: pa.RecordBatch) -> None:
-        """Add one batch of rows."""
+        """Add one batch: some rows of some or all columns (see ``io.read_batches``)."""
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
             dtype = _dtype_of(array.type)
             col = self.columns.get(name)
             if col is None:
-                col = self.columns[name] = ColumnStats(name, dtype, missing=self.rows)
+                col = self.columns[name] = ColumnStats(name, dtype)
             elif col.dtype != dtype and dtype != "null":
-                if col.dtype == "null":
-                    col.dtype = dtype
-                else:
-                    col.dtype = _merge_dtype(col.dtype, dtype, name)
+                col.dtype = dtype if col.dtype == "null" else _merge_dtype(col.dtype, dtype, name)
             col.update(array)
-        for name, col in self.columns.items():
-            if name not in batch.schema.names:
-                col.missing += batch.num_rows
-        self.rows += batch.num_rows
+            self.rows = max(self.rows, col.rows)
 
     def merge(self, other: Statistics) -> Statistics:
         """Statistics of the union of both datasets' rows; a column absent on one side counts as missing."""

@@ -146,3 +146,18 @@ def test_report_roundtrips_through_bytes() -> None:
         pd.DataFrame({"x": rng.normal(size=300)}), pd.DataFrame({"x": rng.normal(size=300)})
     )
     assert DriftReport.from_bytes(report.to_bytes()).to_dict() == report.to_dict()
+
+
+def test_method_overrides_on_numbers_and_small_domains() -> None:
+    rng = np.random.default_rng(7)
+    ref = pd.DataFrame({"x": rng.normal(size=500), "label": rng.integers(0, 2, 500)})
+    cur = pd.DataFrame(
+        {"x": rng.normal(1, 1, size=500), "label": rng.normal(size=500)}
+    )  # label now continuous
+    report = by_column(detect_drift(ref, cur, methods={"x": "jensenshannon"}))
+    assert report["x"].kind == "numeric" and 0 < report["x"].statistic < 1 and report["x"].drifted
+    assert report["label"].kind == "numeric" and report["label"].drifted  # compared as numbers, not counts
+    small = by_column(detect_drift(ref, ref.assign(label=1 - ref["label"]), methods={"label": "ks"}))
+    assert small["label"].method == "ks" and small["label"].kind == "numeric"
+    with pytest.raises(ParameterError, match="holds numbers; chi2 needs categories"):
+        detect_drift(ref, cur, methods={"x": "chi2"})

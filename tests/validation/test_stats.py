@@ -186,3 +186,29 @@ def test_missing_file_and_unsupported_source(tmp_path: Path) -> None:
         compute_statistics(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="cannot read data from a list"):
         compute_statistics([1, 2, 3])
+
+
+def test_wide_parquet_is_read_a_group_of_columns_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mloop.validation.io as io
+    from mloop.validation.schema import infer_schema, validate
+
+    df = frame(5, 3000)
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), tmp_path / "w.parquet", row_group_size=1000
+    )
+    whole = compute_statistics(tmp_path / "w.parquet")
+    monkeypatch.setattr(io, "_PARQUET_PASS_BYTES", 1)  # one column per pass
+    passes = []
+    monkeypatch.setattr(io, "_PARQUET_BATCH", 500)
+    by_column = compute_statistics(tmp_path / "w.parquet", progress=lambda d, t: passes.append((d, t)))
+    assert exact_fields(by_column) == exact_fields(whole) and by_column.rows == 3000
+    assert passes[-1] == (4 * 3000, 4 * 3000)
+    schema = infer_schema(whole)
+    assert validate(tmp_path / "w.parquet", schema).ok
+    broken = df.drop(columns=["k"])
+    pq.write_table(pa.Table.from_pandas(broken, preserve_index=False), tmp_path / "b.parquet")
+    assert [(a.column, a.kind) for a in validate(tmp_path / "b.parquet", schema).items] == [
+        ("k", "missing_column")
+    ]
