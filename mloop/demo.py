@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -26,6 +25,7 @@ from mloop.core.pipeline import pipeline
 from mloop.core.runner import RunResult, StepListener
 from mloop.core.step import step
 from mloop.errors import StepFailedError
+from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.schema import Anomalies
 from mloop.validation.steps import check_drift, statistics, validate_schema
 from mloop.workspace import Workspace
@@ -71,28 +71,17 @@ def train_model(train: pd.DataFrame, C: float = 1.0) -> SkPipeline:
     return model
 
 
-@step
-def evaluate(model: SkPipeline, test: pd.DataFrame) -> dict:
-    """Hold-out accuracy, F1, ROC-AUC and log loss, logged as metrics and returned as an artifact."""
-    x, y = test.drop(columns=[TARGET]), test[TARGET]
-    proba = model.predict_proba(x)[:, 1]
-    predicted = (proba >= 0.5).astype(int)
-    metrics = {
-        "accuracy": float(accuracy_score(y, predicted)),
-        "f1": float(f1_score(y, predicted)),
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "log_loss": float(log_loss(y, proba)),
-        "n_test": float(len(test)),
-    }
-    log_metrics(metrics)
-    return metrics
-
-
 @pipeline
 def rainfall_training(
-    data: Path, schema: Path, initial_fraction: float = 0.2, holdout_fraction: float = 0.2, C: float = 1.0
+    data: Path,
+    schema: Path,
+    initial_fraction: float = 0.2,
+    holdout_fraction: float = 0.2,
+    C: float = 1.0,
+    model_name: str = "rainfall",
 ) -> None:
-    """Validate, then train and evaluate a rain classifier on the first part of the rainfall stream."""
+    """Validate data, train a rain classifier on the first part of the stream, validate the model
+    against production and the serving environment, and register it."""
     df = load_rainfall(data)
     train, test = split_time(df, initial_fraction=initial_fraction, holdout_fraction=holdout_fraction)
     validate_schema(train, schema)
@@ -100,7 +89,10 @@ def rainfall_training(
     reference = statistics(train)
     check_drift(reference, test)
     model = train_model(train, C=C)
-    evaluate(model, test)
+    evaluation = evaluate_model(model, test, TARGET, ["rain", "temperature:-5,-0.5,0.5,5"])
+    verdict = validate_model(evaluation, test, model_name, {"minimum": {"accuracy": 0.7, "roc_auc": 0.75}})
+    infra = infra_check(model, test, TARGET)
+    register_model(model, model_name, evaluation, verdict, infra, reference)
 
 
 @dataclass
@@ -112,6 +104,7 @@ class DemoReport:
     rerun: RunResult
     rerun_s: float
     metrics: dict[str, float]
+    registered: dict[str, Any]
     lineage: LineageGraph
     drifted_features: list[str]
     refused_run: str
@@ -130,6 +123,7 @@ class DemoReport:
             ],
             "rerun_steps": [{"name": s.name, "status": s.status.value} for s in self.rerun.steps],
             "metrics": self.metrics,
+            "registered": self.registered,
             "model_artifact": self.first.outputs["train_model"]["output"].id,
             "lineage": self.lineage.to_dict(),
             "drifted_features": self.drifted_features,
@@ -166,7 +160,8 @@ def run_demo(workspace: Workspace, *, listener: StepListener | None = None) -> D
         first_s,
         rerun,
         rerun_s,
-        first.load("evaluate"),
+        first.load("evaluate_model").metrics,
+        first.load("register_model"),
         lineage,
         drift.drifted_features,
         refused_run,

@@ -13,9 +13,13 @@ from typing import Any
 from ulid import ULID
 
 __all__ = [
+    "AliasEvent",
     "ArtifactRef",
     "Event",
     "Metric",
+    "Model",
+    "ModelStatus",
+    "ModelVersion",
     "Run",
     "RunStatus",
     "StepRun",
@@ -144,3 +148,53 @@ class Metric:
     step: int
     timestamp: datetime
     step_run_id: str | None = None
+
+
+class ModelStatus(enum.StrEnum):
+    """``rejected`` versions failed model validation: kept for audit, never given an alias automatically."""
+
+    REGISTERED = "registered"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A registered model: its artifact, signature (input schema, output, training statistics),
+    metrics, tags and lineage (the run that produced it)."""
+
+    name: str
+    version: int
+    id: str
+    status: ModelStatus
+    artifact_id: str
+    run_id: str | None
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    tags: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent:
+    """One move of an alias: ``promote`` (set), ``rollback`` or ``remove``; who, when and why."""
+
+    name: str
+    alias: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    at: datetime
+    who: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A registered model name, its newest version and where its aliases point."""
+
+    name: str
+    created_at: datetime
+    last_version: int
+    aliases: dict[str, int] = field(default_factory=dict)

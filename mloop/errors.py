@@ -12,6 +12,7 @@ __all__ = [
     "ArtifactCorruptedError",
     "ArtifactNotFoundError",
     "ConfigurationError",
+    "ConflictError",
     "DataError",
     "MetadataStoreError",
     "MloopError",
@@ -105,6 +106,13 @@ class SchemaSkewError(MloopError):
     def __init__(self, message: str, *, artifacts: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.artifacts = artifacts or {}
+
+
+class ConflictError(MloopError):
+    """The request contradicts the current state (e.g. promoting a rejected model without --force)."""
+
+    code = "conflict"
+    http_status = 409
 
 
 class NotFoundError(MloopError):

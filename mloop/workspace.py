@@ -18,14 +18,16 @@ from typing import Any
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
-from mloop.entities import Run, RunStatus
-from mloop.errors import ConfigurationError, MloopError
+from mloop.core.serialize import deserialize, python_type_name, serialize
+from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus
+from mloop.errors import ConfigurationError, MloopError, ParameterError
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
-from mloop.stores.base import ArtifactStore, MetadataStore, RunQuery
+from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
 from mloop.stores.sql.metadata import SqlMetadataStore
+from mloop.stores.sql.registry import SqlModelRegistry
 
-__all__ = ["TrackingRun", "Workspace", "find_workspace_dir"]
+__all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
 
 WORKSPACE_DIRNAME = ".mloop"
 
@@ -44,6 +46,35 @@ def find_workspace_dir(path: str | os.PathLike[str] | None = None, *, start: Pat
         if candidate.is_dir():
             return candidate
     return here / WORKSPACE_DIRNAME
+
+
+def current_user() -> str:
+    """Who is acting, for the registry's history: ``$MLOOP_USER``, else the login name."""
+    import getpass
+
+    try:
+        return os.environ.get("MLOOP_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """``NAME``, ``NAME@ALIAS`` or ``NAME:VERSION`` → (name, version, alias)."""
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        if not name or not alias:
+            raise ParameterError(f"model reference {ref!r}: expected NAME@ALIAS", field="model")
+        return name, None, alias
+    if ":" in ref:
+        name, _, version = ref.rpartition(":")
+        if not name or not version.isdigit() or int(version) < 1:
+            raise ParameterError(
+                f"model reference {ref!r}: expected NAME:VERSION with VERSION ≥ 1", field="model"
+            )
+        return name, int(version), None
+    if not ref:
+        raise ParameterError("model reference is empty", field="model")
+    return ref, None, None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,6 +98,7 @@ class Workspace:
         self.metadata = metadata
         self.artifacts = artifacts
         self.heartbeat_s = settings.heartbeat_s
+        self.registry = SqlModelRegistry(metadata.engine) if isinstance(metadata, SqlMetadataStore) else None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
@@ -139,6 +171,76 @@ class Workspace:
 
     def lineage(self, ref: str, direction: Direction = "upstream") -> LineageGraph:
         return lineage(self.metadata, ref, direction)
+
+    # models -------------------------------------------------------------------------------------
+
+    def model_registry(self) -> SqlModelRegistry:
+        if self.registry is None:
+            raise ConfigurationError(
+                "this workspace's metadata store has no model registry", field="metadata_url"
+            )
+        return self.registry
+
+    def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
+        """Store a value as a content-addressed artifact (the same bytes are stored once)."""
+        if isinstance(value, ArtifactRef):
+            return value
+        kind, data = serialize(value, what=what)
+        digest, uri = self.artifacts.put(data)
+        return self.metadata.add_artifact(NewArtifact(digest, kind, python_type_name(value), len(data), uri))
+
+    def load_artifact(self, artifact_id: str) -> Any:
+        """An artifact's value, read back and verified against its digest."""
+        art = self.metadata.get_artifact(artifact_id)
+        return deserialize(art.type, self.artifacts.get(art.digest), art.python_type)
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        signature: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        status: ModelStatus = ModelStatus.REGISTERED,
+    ) -> ModelVersion:
+        """Register ``model`` (a value or an already stored artifact) as the next version of ``name``."""
+        artifact = self.store_artifact(model, what=f"model {name!r}")
+        return self.model_registry().register(
+            name,
+            artifact_id=artifact.id,
+            run_id=run_id,
+            signature=signature or {},
+            metrics=metrics or {},
+            tags=tags or {},
+            status=status,
+            who=current_user(),
+        )
+
+    def model_version(self, ref: str) -> ModelVersion:
+        """The version a reference names: ``NAME`` (newest registered), ``NAME@ALIAS`` or ``NAME:VERSION``."""
+        name, version, alias = parse_model_ref(ref)
+        return self.model_registry().get(name, version=version, alias=alias)
+
+    def load_model(self, ref: str) -> Any:
+        """The model a reference names, loaded from its digest-verified artifact."""
+        return self.load_artifact(self.model_version(ref).artifact_id)
+
+    def promote(
+        self, name: str, version: int, alias: str = "production", *, reason: str = "", force: bool = False
+    ) -> AliasEvent:
+        """Move ``alias`` to ``version``; recorded with who, when and why."""
+        return self.model_registry().set_alias(
+            name, alias, version, who=current_user(), reason=reason, force=force
+        )
+
+    def rollback(self, name: str, alias: str = "production", *, reason: str = "") -> AliasEvent:
+        """Give ``alias`` back to its previous holder."""
+        return self.model_registry().rollback(name, alias, who=current_user(), reason=reason)
+
+    def remove_alias(self, name: str, alias: str, *, reason: str = "") -> AliasEvent:
+        return self.model_registry().remove_alias(name, alias, who=current_user(), reason=reason)
 
     # tracking -----------------------------------------------------------------------------------
 

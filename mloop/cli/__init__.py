@@ -6,6 +6,7 @@ Errors become one ``error: …`` line on stderr with the exit code the error cla
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.data import anomalies_table, data_app
+from mloop.cli.models import models_app
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
@@ -48,6 +50,7 @@ artifacts_app = typer.Typer(help="Inspect artifacts.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 
 @contextmanager
@@ -344,10 +347,21 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("error: aborted", markup=False)
         return 130
+    except KeyboardInterrupt:
+        err.print("error: interrupted", markup=False)
+        return 130
     except Exception as exc:
         # typer vendors click: its usage errors carry format_message() and exit_code (2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            if os.environ.get("MLOOP_DEBUG"):
+                raise
+            err.print(
+                f"error: unexpected {type(exc).__name__}: {exc} "
+                "(a bug in mloop; MLOOP_DEBUG=1 shows the traceback)",
+                markup=False,
+                soft_wrap=True,
+            )
+            return 1
         message = exc.format_message()
         if message:  # empty for "no arguments: help was shown"
             err.print(f"error: {message}", markup=False, soft_wrap=True)

@@ -14,7 +14,16 @@ from typing import Any
 
 from mloop.errors import MloopError, ParameterError
 
-__all__ = ["StepContext", "log_metric", "log_metrics", "log_param", "log_params"]
+__all__ = [
+    "StepContext",
+    "current_input_artifact",
+    "current_run_id",
+    "current_workspace",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+]
 
 
 @dataclass
@@ -23,6 +32,8 @@ class StepContext:
 
     run_id: str
     step: str
+    workspace: Any = None
+    inputs: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -31,8 +42,10 @@ _CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", defa
 
 
 @contextmanager
-def step_context(run_id: str, step: str) -> Iterator[StepContext]:
-    ctx = StepContext(run_id, step)
+def step_context(
+    run_id: str, step: str, workspace: Any = None, inputs: dict[str, Any] | None = None
+) -> Iterator[StepContext]:
+    ctx = StepContext(run_id, step, workspace, dict(inputs or {}))
     token = _CURRENT.set(ctx)
     try:
         yield ctx
@@ -47,6 +60,26 @@ def _current(what: str) -> StepContext:
             f"mloop.{what}() was called outside a running step; use Workspace.start_run() instead"
         )
     return ctx
+
+
+def current_run_id() -> str:
+    """The id of the run the current step belongs to."""
+    return _current("current_run_id").run_id
+
+
+def current_input_artifact(name: str) -> Any:
+    """The stored artifact (ArtifactRef) an input of the current step was read from, if any."""
+    return _current("current_input_artifact").inputs.get(name)
+
+
+def current_workspace() -> Any:
+    """The workspace running the current step, for steps that use the registry (in-process only)."""
+    ctx = _current("current_workspace")
+    if ctx.workspace is None:
+        raise MloopError(
+            f"step {ctx.step!r} needs the workspace (model registry); run it with the in-process executor"
+        )
+    return ctx.workspace
 
 
 def log_metric(key: str, value: float, step: int = 0) -> None:

@@ -59,6 +59,7 @@ class StepTask:
     preloaded: dict[str, Any]
     artifacts: ArtifactStore
     keep_values: bool
+    workspace: Any = None
 
 
 @dataclass
@@ -85,7 +86,7 @@ def execute_step(task: StepTask) -> StepOutcome:
                 kwargs[arg] = task.preloaded[arg]
             else:
                 kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest), ref.python_type)
-        with step_context(task.run_id, task.node) as ctx:
+        with step_context(task.run_id, task.node, task.workspace, task.artifact_inputs) as ctx:
             result = task.fn(**kwargs)
         outcome.metrics, outcome.params = ctx.metrics, ctx.params
         for name, value in _split_outputs(task, result).items():
@@ -324,10 +325,16 @@ class Runner:
                     node = nodes[name]
                     prep = self._prepare(node, bound, files, results)
                     digests = {arg: ref.digest for arg, ref in prep.inputs.items()}
-                    key = fingerprint.cache_key(node.step.code_hash, prep.key_params, digests)
+                    key_params = prep.key_params
+                    if node.step.external is not None:
+                        key_params = {
+                            **key_params,
+                            "__external__": node.step.external(self.stores, prep.params),
+                        }
+                    key = fingerprint.cache_key(node.step.code_hash, key_params, digests)
                     input_ids = {arg: ref.id for arg, ref in prep.inputs.items()}
                     record_params = {k: str(v) if isinstance(v, Path) else v for k, v in prep.params.items()}
-                    hit = self._cache_hit(key, node) if use_cache else None
+                    hit = self._cache_hit(key, node) if use_cache and node.step.cache else None
                     if hit is not None:
                         source, outs = hit
                         self.metadata.record_cached_step(
@@ -358,7 +365,7 @@ class Runner:
                     loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.params}
                     task = StepTask(
                         run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
-                        preloaded, self.artifacts, keep_values,
+                        preloaded, self.artifacts, keep_values, self.stores if keep_values else None,
                     )  # fmt: skip
                     running[executor.submit(execute_step, task)] = (name, step_run)
                 if not running:
@@ -416,7 +423,13 @@ def _private_copy(value: Any) -> Any:
     method = getattr(value, "copy", None)
     if callable(method) and type(value).__module__.split(".")[0] in ("pandas", "numpy"):
         return method()
-    return copy.deepcopy(value)
+    if hasattr(type(value), "__mloop_artifact__"):
+        return type(value).from_bytes(value.to_bytes())
+    try:
+        return copy.deepcopy(value)
+    except (TypeError, copy.Error):
+        kind, data = serialize(value, what="step input")
+        return deserialize(kind, data, python_type_name(value))
 
 
 def _outcome_of(future: Future[StepOutcome]) -> StepOutcome:

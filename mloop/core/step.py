@@ -24,10 +24,18 @@ class Step:
     """A step: its function, its output names and the code hash that keys its cache."""
 
     def __init__(
-        self, fn: Callable[..., Any], *, name: str | None = None, outputs: Sequence[str] | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        outputs: Sequence[str] | None = None,
+        cache: bool = True,
+        external: Callable[[Any, dict[str, Any]], str] | None = None,
     ):
         self.fn = fn
         self.name = name or fn.__name__
+        self.cache = cache
+        self.external = external
         self.signature = inspect.signature(fn)
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -60,7 +68,7 @@ class Step:
 
     def named(self, name: str) -> Step:
         """The same step under another node name, to use it twice in one pipeline."""
-        return Step(self.fn, name=name, outputs=self.outputs)
+        return Step(self.fn, name=name, outputs=self.outputs, cache=self.cache, external=self.external)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         builder = current_builder()
@@ -76,16 +84,29 @@ class Step:
 def step(fn: Callable[..., Any], /) -> Step: ...
 @overload
 def step(
-    *, name: str | None = None, outputs: Sequence[str] | None = None
+    *,
+    name: str | None = None,
+    outputs: Sequence[str] | None = None,
+    cache: bool = True,
+    external: Callable[[Any, dict[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 def step(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, outputs: Sequence[str] | None = None
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    outputs: Sequence[str] | None = None,
+    cache: bool = True,
+    external: Callable[[Any, dict[str, Any]], str] | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make ``fn`` a pipeline step.
 
     ``outputs`` names the elements of a returned tuple (``@step(outputs=["train", "test"])``); without
-    it a step has one output named ``output``, or none when annotated ``-> None``.
+    it a step has one output named ``output``, or none when annotated ``-> None``. A step whose result
+    depends on state outside its inputs declares it: ``external(workspace, params) -> str`` describes
+    that state and becomes part of the cache key (e.g. which version is in production now), or
+    ``cache=False`` never reuses a result.
     """
     if fn is not None:
-        return Step(fn, name=name, outputs=outputs)
-    return lambda f: Step(f, name=name, outputs=outputs)
+        return Step(fn, name=name, outputs=outputs, cache=cache, external=external)
+    return lambda f: Step(f, name=name, outputs=outputs, cache=cache, external=external)

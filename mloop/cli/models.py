@@ -1,0 +1,261 @@
+"""``mloop models …``: the registry, evaluation and comparison from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.errors import DataError
+
+models_app = typer.Typer(
+    help="Model registry: versions, aliases, promotion, rollback, evaluation.", no_args_is_help=True
+)
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
+SliceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--slice", help="COLUMN, COLUMN=v1,v2 or COLUMN:edge1,edge2,… (repeatable)"),
+]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@models_app.command("list")
+def list_models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Registered models with their newest version and aliases."""
+    with open_workspace(workspace) as ws:
+        models = ws.model_registry().models()
+    if as_json:
+        print_json(models)
+        return
+    table = Table(title=f"{len(models)} model(s)", title_justify="left")
+    for col in ("model", "versions", "aliases"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(
+            m.name, str(m.last_version), ", ".join(f"{a}→v{v}" for a, v in sorted(m.aliases.items()))
+        )
+    out.print(table)
+
+
+@models_app.command("versions")
+def versions(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Every version of a model: status, aliases, headline metrics, the run that made it."""
+    with open_workspace(workspace) as ws:
+        found = ws.model_registry().versions(name)
+    if as_json:
+        print_json(found)
+        return
+    table = Table(title=f"{name}: {len(found)} version(s)", title_justify="left")
+    for col in ("version", "status", "aliases", "metrics", "run", "created", "by"):
+        table.add_column(col)
+    for v in found:
+        metrics = ", ".join(f"{k}={_fmt(x)}" for k, x in list(v.metrics.items())[:3])
+        status = f"[red]{v.status.value}[/]" if v.status.value == "rejected" else v.status.value
+        table.add_row(
+            str(v.version),
+            status,
+            ", ".join(v.aliases),
+            metrics,
+            v.run_id or "-",
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.created_by,
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One version: signature, metrics, tags, lineage."""
+    with open_workspace(workspace) as ws:
+        v = ws.model_version(ref)
+        run = ws.metadata.get_run(v.run_id) if v.run_id else None
+    if as_json:
+        print_json({"version": v, "run": run})
+        return
+    out.print(f"[bold]{v.name} v{v.version}[/] ({v.status.value}) aliases: {', '.join(v.aliases) or '-'}")
+    out.print(f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}")
+    if run is not None:
+        out.print(f"made by run {run.id} of {run.pipeline} · code {run.code_commit or run.code_hash[:12]}")
+    out.print("metrics: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.metrics.items()))
+    inputs = v.signature.get("inputs", {}).get("columns", {})
+    if inputs:
+        out.print("inputs: " + ", ".join(f"{n}:{c.get('type')}" for n, c in inputs.items()))
+    if v.signature.get("output"):
+        out.print(f"output: {v.signature['output']}")
+    if v.tags:
+        out.print(f"tags: {v.tags}")
+
+
+@models_app.command("promote")
+def promote(
+    name: str,
+    version: int,
+    alias: Annotated[str, typer.Option("--alias", help="Alias to move.")] = "production",
+    reason: ReasonOpt = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a rejected version (needs --reason).")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias at a version; the move is recorded."""
+    with open_workspace(workspace) as ws:
+        event = ws.promote(name, version, alias, reason=reason, force=force)
+    if as_json:
+        print_json(event)
+        return
+    before = f"v{event.from_version}" if event.from_version is not None else "nobody"
+    out.print(f"{name}@{alias}: {before} → v{event.to_version}")
+
+
+@models_app.command("rollback")
+def rollback(
+    name: str,
+    alias: Annotated[str, typer.Option("--alias", help="Alias to roll back.")] = "production",
+    reason: ReasonOpt = "",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give an alias back to its previous holder, in one call."""
+    with open_workspace(workspace) as ws:
+        event = ws.rollback(name, alias, reason=reason)
+    if as_json:
+        print_json(event)
+        return
+    out.print(f"{name}@{alias}: v{event.from_version} → v{event.to_version} (rolled back)")
+
+
+@models_app.command("history")
+def history(
+    name: str,
+    alias: Annotated[str | None, typer.Option("--alias", help="Only this alias.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every alias move: when, who, from, to, why."""
+    with open_workspace(workspace) as ws:
+        events = ws.model_registry().history(name, alias)
+    if as_json:
+        print_json(events)
+        return
+    table = Table(title=f"{name}: {len(events)} alias move(s)", title_justify="left")
+    for col in ("when", "alias", "action", "from", "to", "who", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.alias,
+            e.action,
+            _v(e.from_version),
+            _v(e.to_version),
+            e.who,
+            e.reason,
+        )
+    out.print(table)
+
+
+def _v(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _read(path: Path) -> Any:
+    from mloop.validation.io import read_table
+
+    return read_table(path).to_pandas()
+
+
+def _label_of(version: Any, label: str | None) -> str:
+    label = label or version.signature.get("output", {}).get("label")
+    if not label:
+        raise DataError(
+            f"{version.name} v{version.version} records no label column; pass --label", field="label"
+        )
+    return str(label)
+
+
+@models_app.command("evaluate")
+def evaluate_command(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet with the label column.")],
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label column (default: from the signature).")
+    ] = None,
+    slices: SliceOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Metrics of a registered model on a dataset, overall and per slice."""
+    from mloop.validation.model import evaluate
+
+    frame = _read(data)
+    with open_workspace(workspace) as ws:
+        version = ws.model_version(ref)
+        model = ws.load_artifact(version.artifact_id)
+    inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
+    evaluation = evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
+    if as_json:
+        print_json({"model": version.name, "version": version.version, **evaluation.to_dict()})
+        return
+    _print_evaluations(
+        {f"v{version.version}": evaluation}, f"{version.name} on {data} ({evaluation.rows:,} rows)"
+    )
+
+
+@models_app.command("compare")
+def compare(
+    name: str,
+    v1: int,
+    v2: int,
+    data: Annotated[Path, typer.Option("--data", help="CSV or Parquet with the label column.")],
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label column (default: from the signature).")
+    ] = None,
+    slices: SliceOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Two versions side by side on the same data."""
+    from mloop.validation.model import evaluate
+
+    frame = _read(data)
+    results = {}
+    with open_workspace(workspace) as ws:
+        for number in (v1, v2):
+            version = ws.model_version(f"{name}:{number}")
+            inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
+            model = ws.load_artifact(version.artifact_id)
+            results[f"v{number}"] = evaluate(
+                model, frame, _label_of(version, label), slices=slices or [], inputs=inputs
+            )
+    if as_json:
+        print_json({key: e.to_dict() for key, e in results.items()})
+        return
+    _print_evaluations(results, f"{name}: v{v1} vs v{v2} on {data}")
+
+
+def _print_evaluations(results: dict[str, Any], title: str) -> None:
+    first = next(iter(results.values()))
+    table = Table(title=title, title_justify="left")
+    table.add_column("segment")
+    table.add_column("metric")
+    for key in results:
+        table.add_column(key, justify="right")
+    for metric in first.metrics:
+        table.add_row("all", metric, *(_fmt(r.metrics.get(metric)) for r in results.values()))
+    for segment in first.slices:
+        for metric in ("rows", first.primary):
+            table.add_row(
+                segment, metric, *(_fmt(r.slices.get(segment, {}).get(metric)) for r in results.values())
+            )
+    out.print(table)

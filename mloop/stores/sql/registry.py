@@ -1,0 +1,294 @@
+"""The model registry on SQLAlchemy Core (same database and engine as the metadata store).
+
+Versions are numbered per model from a counter row locked inside the write transaction (SQLite:
+``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE``), so concurrent registrations get unique,
+gap-free numbers. An alias move and its history event are written in one transaction, so an alias
+always has exactly one holder and every move is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, new_id, utcnow
+from mloop.errors import ConflictError, NotFoundError, ParameterError
+from mloop.stores.sql import schema as t
+from mloop.stores.sql.engine import WRITE
+
+__all__ = ["SqlModelRegistry"]
+
+PROMOTE, ROLLBACK, REMOVE = "promote", "rollback", "remove"
+
+
+def _dumps(value: Any) -> str:
+    # key order is kept: a signature's input columns are in the model's order
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def _check_name(what: str, value: str) -> None:
+    if not value or len(value) > 100 or not all(ch.isalnum() or ch in "-_." for ch in value):
+        raise ParameterError(
+            f"{what} {value!r} must be 1-100 letters, digits, '-', '_' or '.'", field=what.replace(" ", "_")
+        )
+
+
+class SqlModelRegistry:
+    """Model names, versions, aliases and alias history."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(**{WRITE: True})
+
+    @contextmanager
+    def _model_locked(self, name: str, *, create: bool) -> Iterator[tuple[sa.Connection, int]]:
+        """A write transaction holding the model's counter row; yields (connection, last version)."""
+        with self._writer.begin() as conn:
+            if create:
+                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                conn.execute(
+                    insert(t.models)
+                    .values(name=name, created_at=utcnow(), last_version=0)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+            query = sa.select(t.models.c.last_version).where(t.models.c.name == name)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            last = conn.execute(query).scalar()
+            if last is None:
+                raise NotFoundError(f"model {name!r} not found", field="name")
+            yield conn, int(last)
+
+    def register(
+        self,
+        name: str,
+        *,
+        artifact_id: str,
+        run_id: str | None,
+        signature: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        status: ModelStatus,
+        who: str,
+    ) -> ModelVersion:
+        """The next version of ``name`` (created on first registration)."""
+        _check_name("model name", name)
+        with self._model_locked(name, create=True) as (conn, last):
+            version = last + 1
+            row = {
+                "id": new_id(),
+                "name": name,
+                "version": version,
+                "status": ModelStatus(status).value,
+                "artifact_id": artifact_id,
+                "run_id": run_id,
+                "signature": _dumps(dict(signature)),
+                "metrics": _dumps(dict(metrics)),
+                "tags": _dumps(dict(tags)),
+                "created_at": utcnow(),
+                "created_by": who,
+            }
+            conn.execute(t.model_versions.insert(), row)
+            conn.execute(t.models.update().where(t.models.c.name == name).values(last_version=version))
+        return _version(row, ())
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, who: str, reason: str, force: bool = False
+    ) -> AliasEvent:
+        """Point ``alias`` at ``version`` (a rejected version only with ``force`` and a reason)."""
+        _check_name("alias", alias)
+        with self._model_locked(name, create=False) as (conn, last):
+            status = conn.execute(
+                sa.select(t.model_versions.c.status).where(
+                    t.model_versions.c.name == name, t.model_versions.c.version == version
+                )
+            ).scalar()
+            if status is None:
+                raise NotFoundError(_no_version(name, version, last), field="version")
+            if status == ModelStatus.REJECTED and not force:
+                raise ConflictError(
+                    f"{name} version {version} was rejected by model validation; "
+                    "promote it only with --force and a --reason",
+                    field="version",
+                )
+            if force and not reason.strip():
+                raise ParameterError("forcing a promotion needs a reason", field="reason")
+            return self._move(conn, name, alias, version, PROMOTE, who, reason)
+
+    def remove_alias(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent:
+        """Take ``alias`` off its holder (e.g. a rolled-back canary)."""
+        with self._model_locked(name, create=False) as (conn, _):
+            if self._holder(conn, name, alias) is None:
+                raise NotFoundError(_no_alias(conn, name, alias), field="alias")
+            return self._move(conn, name, alias, None, REMOVE, who, reason)
+
+    def rollback(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent:
+        """Give ``alias`` back to the holder it had before its current one (undoes moves in LIFO order)."""
+        with self._model_locked(name, create=False) as (conn, _):
+            stack = self._holder_stack(conn, name, alias)
+            if not stack:
+                raise NotFoundError(_no_alias(conn, name, alias), field="alias")
+            if len(stack) < 2:
+                raise ConflictError(
+                    f"alias {alias!r} of model {name!r} has no earlier holder to roll back to", field="alias"
+                )
+            return self._move(conn, name, alias, stack[-2], ROLLBACK, who, reason)
+
+    def _holder(self, conn: sa.Connection, name: str, alias: str) -> int | None:
+        value = conn.execute(
+            sa.select(t.aliases.c.version).where(t.aliases.c.name == name, t.aliases.c.alias == alias)
+        ).scalar()
+        return None if value is None else int(value)
+
+    def _holder_stack(self, conn: sa.Connection, name: str, alias: str) -> list[int | None]:
+        """Replay the alias's history: promotions and removals push a holder, rollbacks pop one."""
+        stack: list[int | None] = []
+        events = conn.execute(
+            sa.select(t.alias_events.c.action, t.alias_events.c.to_version)
+            .where(t.alias_events.c.name == name, t.alias_events.c.alias == alias)
+            .order_by(t.alias_events.c.id)
+        )
+        for action, to_version in events:
+            if action == ROLLBACK:
+                stack.pop()
+            else:
+                stack.append(to_version)
+        return stack
+
+    def _move(
+        self,
+        conn: sa.Connection,
+        name: str,
+        alias: str,
+        version: int | None,
+        action: str,
+        who: str,
+        reason: str,
+    ) -> AliasEvent:
+        current = self._holder(conn, name, alias)
+        now = utcnow()
+        if version is None:
+            conn.execute(t.aliases.delete().where(t.aliases.c.name == name, t.aliases.c.alias == alias))
+        elif current is None:
+            conn.execute(t.aliases.insert().values(name=name, alias=alias, version=version, updated_at=now))
+        else:
+            conn.execute(
+                t.aliases.update()
+                .where(t.aliases.c.name == name, t.aliases.c.alias == alias)
+                .values(version=version, updated_at=now)
+            )
+        event: dict[str, Any] = {
+            "name": name,
+            "alias": alias,
+            "action": action,
+            "from_version": current,
+            "to_version": version,
+            "at": now,
+            "who": who,
+            "reason": reason,
+        }
+        conn.execute(t.alias_events.insert(), event)
+        return AliasEvent(**event)
+
+    # reading ------------------------------------------------------------------------------------
+
+    def get(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
+        """A version by number or alias (the newest registered one when neither is given)."""
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(t.models.c.last_version).where(t.models.c.name == name)).scalar()
+            if last is None:
+                raise NotFoundError(f"model {name!r} not found", field="name")
+            if alias is not None:
+                version = self._holder(conn, name, alias)
+                if version is None:
+                    raise NotFoundError(_no_alias(conn, name, alias), field="alias")
+            query = sa.select(t.model_versions).where(t.model_versions.c.name == name)
+            if version is None:
+                query = query.where(t.model_versions.c.status == ModelStatus.REGISTERED.value)
+                query = query.order_by(t.model_versions.c.version.desc()).limit(1)
+            else:
+                query = query.where(t.model_versions.c.version == version)
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                raise NotFoundError(_no_version(name, version, int(last)), field="version")
+            return _version(row, self._aliases_of(conn, name).get(row["version"], ()))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
+                raise NotFoundError(f"model {name!r} not found", field="name")
+            by_version = self._aliases_of(conn, name)
+            rows = conn.execute(
+                sa.select(t.model_versions)
+                .where(t.model_versions.c.name == name)
+                .order_by(t.model_versions.c.version)
+            ).mappings()
+            return [_version(r, by_version.get(r["version"], ())) for r in rows]
+
+    def models(self) -> list[Model]:
+        with self.engine.connect() as conn:
+            aliases: dict[str, dict[str, int]] = {}
+            for name, alias, version in conn.execute(
+                sa.select(t.aliases.c.name, t.aliases.c.alias, t.aliases.c.version)
+            ):
+                aliases.setdefault(name, {})[alias] = version
+            rows = conn.execute(sa.select(t.models).order_by(t.models.c.name)).mappings()
+            return [
+                Model(r["name"], r["created_at"], r["last_version"], aliases.get(r["name"], {})) for r in rows
+            ]
+
+    def history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Every alias move of ``name`` (or of one alias), oldest first."""
+        query = sa.select(t.alias_events).where(t.alias_events.c.name == name)
+        if alias is not None:
+            query = query.where(t.alias_events.c.alias == alias)
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
+                raise NotFoundError(f"model {name!r} not found", field="name")
+            rows = conn.execute(query.order_by(t.alias_events.c.id)).mappings()
+            return [AliasEvent(**{k: r[k] for k in AliasEvent.__dataclass_fields__}) for r in rows]
+
+    def _aliases_of(self, conn: sa.Connection, name: str) -> dict[int, tuple[str, ...]]:
+        found: dict[int, list[str]] = {}
+        rows = conn.execute(
+            sa.select(t.aliases.c.alias, t.aliases.c.version)
+            .where(t.aliases.c.name == name)
+            .order_by(t.aliases.c.alias)
+        )
+        for alias, version in rows:
+            found.setdefault(version, []).append(alias)
+        return {v: tuple(a) for v, a in found.items()}
+
+
+def _no_version(name: str, version: int | None, last: int) -> str:
+    known = f"versions 1-{last}" if last else "no versions yet"
+    what = f"version {version}" if version is not None else "registered (non-rejected) version"
+    return f"model {name!r} has no {what} ({known})"
+
+
+def _no_alias(conn: sa.Connection, name: str, alias: str) -> str:
+    known = sorted(conn.execute(sa.select(t.aliases.c.alias).where(t.aliases.c.name == name)).scalars())
+    return f"model {name!r} has no alias {alias!r} (aliases: {', '.join(known) or 'none'})"
+
+
+def _version(row: Mapping[Any, Any], aliases: tuple[str, ...]) -> ModelVersion:
+    return ModelVersion(
+        name=row["name"],
+        version=int(row["version"]),
+        id=row["id"],
+        status=ModelStatus(row["status"]),
+        artifact_id=row["artifact_id"],
+        run_id=row["run_id"],
+        signature=json.loads(row["signature"]),
+        metrics=json.loads(row["metrics"]),
+        tags=json.loads(row["tags"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        aliases=aliases,
+    )

@@ -1,0 +1,131 @@
+"""Infrastructure check: does the model load and answer fast enough where it will be served?
+
+The artifact is loaded in a fresh Python process that imports only what unpickling and prediction
+need (joblib, pandas and the model's own libraries; not mloop), so a model that depends on something
+only the training process had fails here rather than in production. It measures cold load time
+(interpreter start to model in memory) and single-row prediction latency (p50/p99).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+__all__ = ["InfraReport", "infra_check"]
+
+_CHILD = r"""
+import hashlib, json, sys, time
+t0 = time.perf_counter()
+import io, joblib, pandas as pd
+path, digest, rows_path, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+data = open(path, "rb").read()
+if hashlib.sha256(data).hexdigest() != digest:
+    raise SystemExit("artifact digest mismatch: refusing to load it")
+model = joblib.load(io.BytesIO(data))
+load_s = time.perf_counter() - t0
+rows = pd.read_json(rows_path, orient="split")
+batch = model.predict(rows)
+assert len(batch) == len(rows), "predict returned a different number of rows"
+latencies = []
+for i in range(repeats):
+    row = rows.iloc[[i % len(rows)]]
+    start = time.perf_counter()
+    model.predict(row)
+    latencies.append((time.perf_counter() - start) * 1000)
+latencies.sort()
+p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+print(json.dumps({"cold_load_s": load_s, "p50_ms": p(0.5), "p99_ms": p(0.99), "rows": len(rows)}))
+"""
+
+
+@dataclass
+class InfraReport:
+    """Whether the model loads and meets its latency budget in a fresh serving process."""
+
+    __mloop_artifact__: ClassVar[str] = "infra_report"
+
+    passed: bool
+    cold_load_s: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    budget_p99_ms: float
+    budget_load_s: float
+    error: str | None = None
+    overhead_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict()).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> InfraReport:
+        return cls(**json.loads(data))
+
+
+def infra_check(
+    model_bytes: bytes,
+    digest: str,
+    sample: pd.DataFrame,
+    *,
+    budget_p99_ms: float = 50.0,
+    budget_load_s: float = 10.0,
+    repeats: int = 200,
+    timeout_s: float = 120.0,
+) -> InfraReport:
+    """Load and exercise a serialized model (joblib bytes) in a fresh process on ``sample`` input rows."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mloop-infra-") as tmp:
+        model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.json"
+        model_path.write_bytes(model_bytes)
+        sample.head(100).to_json(rows_path, orient="split", index=False)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", _CHILD, str(model_path), digest, str(rows_path), str(repeats)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=tmp,
+            )
+        except subprocess.TimeoutExpired:
+            return InfraReport(
+                False, None, None, None, budget_p99_ms, budget_load_s, f"no answer within {timeout_s:g} s"
+            )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return InfraReport(
+            False,
+            None,
+            None,
+            None,
+            budget_p99_ms,
+            budget_load_s,
+            lines[-1] if lines else f"exit code {done.returncode}",
+            wall,
+        )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    problems = []
+    if result["p99_ms"] > budget_p99_ms:
+        problems.append(f"single-row p99 {result['p99_ms']:.2f} ms exceeds the {budget_p99_ms:g} ms budget")
+    if result["cold_load_s"] > budget_load_s:
+        problems.append(f"cold load {result['cold_load_s']:.2f} s exceeds the {budget_load_s:g} s budget")
+    return InfraReport(
+        not problems,
+        result["cold_load_s"],
+        result["p50_ms"],
+        result["p99_ms"],
+        budget_p99_ms,
+        budget_load_s,
+        "; ".join(problems) or None,
+        wall - result["cold_load_s"],
+    )

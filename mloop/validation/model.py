@@ -1,0 +1,420 @@
+"""Model evaluation and the model-validation gate: only a better model ships.
+
+:func:`evaluate` scores a model overall and per slice, with sanity checks (finite predictions,
+probabilities in [0, 1], convergence). :func:`judge` compares a candidate's evaluation with the
+production model's on the same data against thresholds and returns a :class:`Verdict`.
+
+Any scikit-learn-compatible estimator works. Other frameworks need only ``predict(X)`` (and
+``predict_proba(X)`` with ``classes_`` for probabilities) on a pandas DataFrame of the input columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from mloop.errors import DataError, ParameterError
+
+__all__ = ["Check", "Evaluation", "SliceSpec", "Thresholds", "Verdict", "evaluate", "judge"]
+
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape", "calibration_error"})
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """A segment to score separately: every value of ``column`` (or the listed ``values``), or the
+    ranges between consecutive ``bins``. Parse ``"city"``, ``"city=paris,rome"`` or ``"age:0,30,60"``."""
+
+    column: str
+    values: tuple[Any, ...] | None = None
+    bins: tuple[float, ...] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any] | SliceSpec) -> SliceSpec:
+        if isinstance(spec, SliceSpec):
+            return spec
+        if isinstance(spec, Mapping):
+            bins = spec.get("bins")
+            values = spec.get("values")
+            return cls(
+                str(spec["column"]),
+                tuple(values) if values else None,
+                tuple(map(float, bins)) if bins else None,
+            )
+        if ":" in spec:
+            column, _, edges = spec.partition(":")
+            try:
+                bins = tuple(float(b) for b in edges.split(","))
+            except ValueError as exc:
+                raise ParameterError(
+                    f"slice {spec!r}: bins must be numbers, e.g. age:0,30,60", field="slices"
+                ) from exc
+            if len(bins) < 2 or list(bins) != sorted(bins):
+                raise ParameterError(
+                    f"slice {spec!r}: give at least two increasing bin edges", field="slices"
+                )
+            return cls(column, None, bins)
+        if "=" in spec:
+            column, _, values = spec.partition("=")
+            return cls(column, tuple(v for v in values.split(",") if v), None)
+        return cls(spec)
+
+    def masks(self, data: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.column not in data.columns:
+            raise DataError(
+                f"slice column {self.column!r} is not in the evaluation data (columns: {list(data.columns)})",
+                field="slices",
+            )
+        col = data[self.column]
+        if self.bins is not None:
+            out = {}
+            for lo, hi in zip(self.bins[:-1], self.bins[1:], strict=True):
+                out[f"{self.column} in [{lo:g}, {hi:g})"] = ((col >= lo) & (col < hi)).to_numpy()
+            return out
+        values = self.values if self.values is not None else tuple(col.value_counts().index[:20])
+        text = col.astype(str)
+        return {f"{self.column}={v}": (text == str(v)).to_numpy() for v in values}
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one model on one dataset, overall and per slice, with sanity findings."""
+
+    __mloop_artifact__: ClassVar[str] = "evaluation"
+
+    task: str
+    label: str
+    rows: int
+    metrics: dict[str, float]
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    sanity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        return "accuracy" if self.task == "classification" else "rmse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), allow_nan=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Evaluation:
+        return cls(**json.loads(data))
+
+
+def _feature_frame(model: Any, data: pd.DataFrame, label: str, inputs: Sequence[str] | None) -> pd.DataFrame:
+    if label not in data.columns:
+        raise DataError(
+            f"evaluation data has no label column {label!r} (columns: {list(data.columns)})", field="label"
+        )
+    if inputs and getattr(model, "feature_names_in_", None) is None:
+        missing = [c for c in inputs if c not in data.columns]
+        if missing:
+            raise DataError(
+                f"evaluation data does not match the model's signature: missing input columns {missing}",
+                field=missing[0],
+            )
+        return data[list(inputs)]
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        missing = [c for c in names if c not in data.columns]
+        if missing:
+            raise DataError(
+                f"evaluation data lacks the model's input columns {missing}", field=str(missing[0])
+            )
+        return data[list(names)]
+    return data.drop(columns=[label])
+
+
+def _converged(model: Any) -> bool | None:
+    """False when an iterative estimator stopped at its iteration cap; None when it does not say."""
+    parts = [step for _, step in getattr(model, "steps", [])] or [model]
+    verdicts = []
+    for part in parts:
+        n_iter, max_iter = getattr(part, "n_iter_", None), getattr(part, "max_iter", None)
+        if n_iter is not None and isinstance(max_iter, int | float):
+            verdicts.append(bool(np.all(np.asarray(n_iter) < max_iter)))
+    return all(verdicts) if verdicts else None
+
+
+def evaluate(
+    model: Any,
+    data: pd.DataFrame,
+    label: str,
+    *,
+    slices: Sequence[str | Mapping[str, Any] | SliceSpec] = (),
+    task: str | None = None,
+    inputs: Sequence[str] | None = None,
+) -> Evaluation:
+    """Score ``model`` on ``data`` (labels in column ``label``), overall and for each slice."""
+    if len(data) == 0:
+        raise DataError("evaluation data has zero rows", field="data")
+    x = _feature_frame(model, data, label, inputs)
+    y = data[label].to_numpy()
+    specs = [SliceSpec.parse(s) for s in slices]
+    masks = {name: mask for spec in specs for name, mask in spec.masks(data).items()}
+    if task is None:
+        task = (
+            "classification"
+            if hasattr(model, "predict_proba") or hasattr(model, "classes_")
+            else "regression"
+        )
+    try:
+        predicted = np.asarray(model.predict(x))
+        proba = (
+            np.asarray(model.predict_proba(x), dtype=float)
+            if task == "classification" and hasattr(model, "predict_proba")
+            else None
+        )
+    except Exception as exc:
+        raise DataError(
+            f"the model could not predict on the evaluation data: {type(exc).__name__}: {exc}"
+        ) from exc
+    sanity = _sanity(model, predicted, proba, task)
+    classes = list(getattr(model, "classes_", [])) or sorted(set(y.tolist()))
+    score = _classification_metrics if task == "classification" else _regression_metrics
+    metrics = score(y, predicted, proba, classes)
+    per_slice = {}
+    for name, mask in masks.items():
+        if mask.sum() == 0:
+            per_slice[name] = {"rows": 0.0}
+            continue
+        sub_proba = proba[mask] if proba is not None else None
+        per_slice[name] = {"rows": float(mask.sum()), **score(y[mask], predicted[mask], sub_proba, classes)}
+    calibration = _calibration(y, proba, classes) if proba is not None and len(classes) == 2 else []
+    if calibration:
+        metrics["calibration_error"] = float(
+            sum(b["count"] * abs(b["mean_predicted"] - b["fraction_positive"]) for b in calibration) / len(y)
+        )
+    return Evaluation(task, label, len(data), metrics, per_slice, calibration, sanity)
+
+
+def _sanity(model: Any, predicted: np.ndarray, proba: np.ndarray | None, task: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"converged": _converged(model)}
+    if task == "regression" or np.issubdtype(predicted.dtype, np.number):
+        numeric = predicted.astype(float) if np.issubdtype(predicted.dtype, np.number) else None
+        out["non_finite_predictions"] = int((~np.isfinite(numeric)).sum()) if numeric is not None else 0
+    if proba is not None:
+        out["non_finite_probabilities"] = int((~np.isfinite(proba)).sum())
+        out["probabilities_out_of_range"] = int(((proba < 0) | (proba > 1)).sum())
+        out["probability_rows_not_summing_to_1"] = int((np.abs(proba.sum(axis=1) - 1) > 1e-6).sum())
+    return out
+
+
+def _classification_metrics(
+    y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | None, classes: list
+) -> dict[str, float]:
+    from sklearn import metrics as skm
+
+    binary = len(classes) == 2
+    average = "binary" if binary else "macro"
+    kw = {"pos_label": classes[1]} if binary else {}
+    out = {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "precision": float(skm.precision_score(y, predicted, average=average, zero_division=0, **kw)),
+        "recall": float(skm.recall_score(y, predicted, average=average, zero_division=0, **kw)),
+        "f1": float(skm.f1_score(y, predicted, average=average, zero_division=0, **kw)),
+    }
+    if proba is not None and np.isfinite(proba).all():
+        present = set(np.unique(y).tolist())
+        if len(present) > 1:
+            if binary:
+                out["roc_auc"] = float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+                out["brier"] = float(skm.brier_score_loss(y == classes[1], proba[:, 1]))
+            elif present == set(classes):
+                out["roc_auc"] = float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+        out["log_loss"] = float(skm.log_loss(y, np.clip(proba, 1e-15, 1), labels=classes))
+    return out
+
+
+def _regression_metrics(
+    y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | None, classes: list
+) -> dict[str, float]:
+    from sklearn import metrics as skm
+
+    y, p = y.astype(float), predicted.astype(float)
+    if not np.isfinite(p).all():
+        return {"mae": math.inf, "rmse": math.inf, "r2": -math.inf, "mape": math.inf}
+    nonzero = y != 0
+    return {
+        "mae": float(skm.mean_absolute_error(y, p)),
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, p))),
+        "r2": float(skm.r2_score(y, p)) if len(y) > 1 else math.nan,
+        "mape": float(np.mean(np.abs((y[nonzero] - p[nonzero]) / y[nonzero]))) if nonzero.any() else math.nan,
+    }
+
+
+def _calibration(y: np.ndarray, proba: np.ndarray, classes: list, bins: int = 10) -> list[dict[str, float]]:
+    positive = proba[:, 1]
+    hits = (y == classes[1]).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(positive, edges) - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            out.append(
+                {
+                    "lower": float(edges[b]),
+                    "upper": float(edges[b + 1]),
+                    "count": float(mask.sum()),
+                    "mean_predicted": float(positive[mask].mean()),
+                    "fraction_positive": float(hits[mask].mean()),
+                }
+            )
+    return out
+
+
+@dataclass
+class Thresholds:
+    """What a candidate must satisfy. Metric names are those of :class:`Evaluation`.
+
+    ``minimum``/``maximum``: absolute bounds (``{"accuracy": 0.8}``, ``{"log_loss": 0.5}``).
+    ``max_degradation``: how much worse than production a metric may be (absolute units, direction
+    aware: 0.01 = no worse than -1 pp of accuracy, or +0.01 of RMSE). ``min_improvement``: how much
+    better than production it must be. ``slice_max_degradation``: the most any slice's primary metric
+    may fall behind production's on the same slice.
+    """
+
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+    max_degradation: dict[str, float] = field(default_factory=lambda: {"__primary__": 0.01})
+    min_improvement: dict[str, float] = field(default_factory=dict)
+    slice_max_degradation: float | None = 0.05
+    min_slice_rows: int = 30
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | Thresholds | None) -> Thresholds:
+        if spec is None:
+            return cls()
+        if isinstance(spec, Thresholds):
+            return spec
+        known = set(cls.__dataclass_fields__)
+        unknown = set(spec) - known
+        if unknown:
+            raise ParameterError(
+                f"unknown threshold setting {sorted(unknown)[0]!r} (known: {sorted(known)})",
+                field="thresholds",
+            )
+        return cls(**dict(spec))
+
+
+@dataclass
+class Check:
+    """One check of the gate and its numbers."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    """The gate's decision: blessed or not, with every check."""
+
+    __mloop_artifact__: ClassVar[str] = "verdict"
+
+    blessed: bool
+    checks: list[Check]
+    candidate: dict[str, float]
+    baseline: dict[str, float] | None = None
+    baseline_version: int | None = None
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), allow_nan=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Verdict:
+        d = json.loads(data)
+        d["checks"] = [Check(**c) for c in d["checks"]]
+        return cls(**d)
+
+
+def _worse(metric: str, candidate: float, baseline: float) -> float:
+    """How much worse the candidate is (positive = worse), in the metric's own units."""
+    return candidate - baseline if metric in LOWER_IS_BETTER else baseline - candidate
+
+
+def judge(
+    candidate: Evaluation,
+    baseline: Evaluation | None = None,
+    thresholds: Mapping[str, Any] | Thresholds | None = None,
+    *,
+    baseline_version: int | None = None,
+) -> Verdict:
+    """Bless ``candidate`` only if every check passes (``baseline`` = production on the same data)."""
+    rules = Thresholds.parse(thresholds)
+    c = candidate.metrics
+    checks: list[Check] = []
+    for key, value in candidate.sanity.items():
+        bad = value is False or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+        checks.append(Check(f"sanity:{key}", not bad, f"{key} = {value}"))
+    for metric, bound in rules.minimum.items():
+        value = c.get(metric, math.nan)
+        checks.append(Check(f"minimum:{metric}", value >= bound, f"{metric} {value:.4g} ≥ {bound:g}"))
+    for metric, bound in rules.maximum.items():
+        value = c.get(metric, math.nan)
+        checks.append(Check(f"maximum:{metric}", value <= bound, f"{metric} {value:.4g} ≤ {bound:g}"))
+    if baseline is not None:
+        b = baseline.metrics
+        for metric, allowed in rules.max_degradation.items():
+            metric = candidate.primary if metric == "__primary__" else metric
+            if metric in c and metric in b:
+                worse = _worse(metric, c[metric], b[metric])
+                checks.append(
+                    Check(
+                        f"vs_production:{metric}",
+                        worse <= allowed,
+                        f"{metric} {c[metric]:.4g} vs production {b[metric]:.4g} "
+                        f"(worse by {worse:+.4g}, allowed {allowed:g})",
+                    )
+                )
+        for metric, needed in rules.min_improvement.items():
+            if metric in c and metric in b:
+                better = -_worse(metric, c[metric], b[metric])
+                checks.append(
+                    Check(
+                        f"improvement:{metric}",
+                        better >= needed,
+                        f"{metric} improves by {better:+.4g}, needs {needed:g}",
+                    )
+                )
+        if rules.slice_max_degradation is not None:
+            primary = candidate.primary
+            for name, metrics in candidate.slices.items():
+                base = baseline.slices.get(name)
+                if (
+                    not base
+                    or primary not in metrics
+                    or primary not in base
+                    or metrics["rows"] < rules.min_slice_rows
+                ):
+                    continue
+                worse = _worse(primary, metrics[primary], base[primary])
+                checks.append(
+                    Check(
+                        f"slice:{name}",
+                        worse <= rules.slice_max_degradation,
+                        f"{primary} {metrics[primary]:.4g} vs production {base[primary]:.4g} "
+                        f"on {int(metrics['rows'])} rows (worse by {worse:+.4g}, "
+                        f"allowed {rules.slice_max_degradation:g})",
+                    )
+                )
+    blessed = all(check.passed for check in checks)
+    return Verdict(blessed, checks, dict(c), dict(baseline.metrics) if baseline else None, baseline_version)

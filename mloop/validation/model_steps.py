@@ -1,0 +1,179 @@
+"""Built-in model steps: evaluate → validate_model → infra_check → register_model.
+
+``validate_model`` and ``register_model`` consult the workspace's registry (the current production
+model, the next version number), so they run with the in-process executor; ``validate_model`` is never
+served from cache because production may have moved since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import pandas as pd
+
+from mloop.core.context import current_input_artifact, current_run_id, current_workspace, log_metrics
+from mloop.core.serialize import serialize
+from mloop.core.step import step
+from mloop.entities import ModelStatus
+from mloop.errors import NotFoundError
+from mloop.validation.infra import InfraReport
+from mloop.validation.infra import infra_check as _infra_check
+from mloop.validation.model import Evaluation, Verdict, evaluate, judge
+from mloop.validation.schema import infer_schema
+from mloop.validation.stats import Statistics
+
+__all__ = ["evaluate_model", "infra_check", "register_model", "validate_model"]
+
+
+def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+@step
+def evaluate_model(model: Any, data: pd.DataFrame, label: str, slices: list | None = None) -> Evaluation:
+    """Metrics overall and per slice (e.g. ``["city", "age:0,30,60,120"]``), logged as ``eval_*``."""
+    evaluation = evaluate(model, data, label, slices=slices or [])
+    log_metrics(_finite(evaluation.metrics, "eval_"))
+    return evaluation
+
+
+def _holder(workspace: Any, params: dict[str, Any]) -> str:
+    """Which version holds the alias now: part of validate_model's cache key."""
+    ref = f"{params['model_name']}@{params.get('alias', 'production')}"
+    try:
+        return f"{ref}={workspace.model_version(ref).id}"
+    except NotFoundError:
+        return f"{ref}=none"
+
+
+@step(external=_holder)
+def validate_model(
+    evaluation: Evaluation,
+    data: pd.DataFrame,
+    model_name: str,
+    thresholds: dict | None = None,
+    slices: list | None = None,
+    alias: str = "production",
+) -> Verdict:
+    """The gate: candidate vs the model holding ``alias`` on the same data (absolute checks only when
+    there is none yet)."""
+    ws = current_workspace()
+    try:
+        current = ws.model_version(f"{model_name}@{alias}")
+    except NotFoundError:
+        verdict = judge(evaluation, None, thresholds)
+    else:
+        baseline = evaluate(
+            ws.load_artifact(current.artifact_id), data, evaluation.label, slices=slices or []
+        )
+        verdict = judge(evaluation, baseline, thresholds, baseline_version=current.version)
+    log_metrics({"blessed": float(verdict.blessed), "failed_checks": float(len(verdict.failed))})
+    return verdict
+
+
+@step
+def infra_check(
+    model: Any,
+    sample: pd.DataFrame,
+    label: str = "",
+    budget_p99_ms: float = 50.0,
+    budget_load_s: float = 10.0,
+) -> InfraReport:
+    """Load the model in a fresh serving process and measure cold load and single-row latency."""
+    _, data = serialize(model, what="model")
+    rows = sample.drop(columns=[label]) if label in sample.columns else sample
+    report = _infra_check(
+        data, hashlib.sha256(data).hexdigest(), rows, budget_p99_ms=budget_p99_ms, budget_load_s=budget_load_s
+    )
+    log_metrics(
+        {
+            k: v
+            for k, v in (
+                ("cold_load_s", report.cold_load_s),
+                ("p50_ms", report.p50_ms),
+                ("p99_ms", report.p99_ms),
+            )
+            if v is not None
+        }
+    )
+    return report
+
+
+@step
+def register_model(
+    model: Any,
+    model_name: str,
+    evaluation: Evaluation,
+    verdict: Verdict,
+    infra: InfraReport,
+    training: Statistics,
+    first_alias: str = "production",
+) -> dict:
+    """Register the model with its signature; ``rejected`` unless blessed and infra-checked. The first
+    registered version takes ``first_alias``; later ones wait for a rollout or a promotion."""
+    ws = current_workspace()
+    label = evaluation.label
+    inputs = Statistics(
+        {k: v for k, v in training.columns.items() if k != label}, training.rows, training.source
+    )
+    status = ModelStatus.REGISTERED if verdict.blessed and infra.passed else ModelStatus.REJECTED
+    classes = getattr(model, "classes_", None)
+    signature = {
+        "inputs": infer_schema(inputs).to_dict(),
+        "output": {
+            "task": evaluation.task,
+            "label": label,
+            "classes": classes.tolist() if classes is not None else None,
+        },
+        "training_statistics": ws.store_artifact(training).id,
+    }
+    reasons = [c.detail for c in verdict.failed] + ([infra.error] if infra.error else [])
+    artifact = current_input_artifact("model") or ws.store_artifact(model)  # the exact bytes training wrote
+    same = _already_registered(ws, model_name, artifact.digest)
+    if same is not None:  # the same bytes are already a version: registering is idempotent
+        return {
+            "name": model_name,
+            "version": same.version,
+            "status": same.status.value,
+            "alias": None,
+            "reasons": reasons,
+        }
+    version = ws.register_model(
+        model_name,
+        artifact,
+        signature=signature,
+        metrics=evaluation.metrics,
+        run_id=current_run_id(),
+        status=status,
+        tags={"blessed": verdict.blessed, "infra_passed": infra.passed, "rejected_because": reasons},
+    )
+    alias = None
+    if status == ModelStatus.REGISTERED and first_alias:
+        try:
+            ws.model_version(f"{model_name}@{first_alias}")
+        except NotFoundError:
+            ws.promote(model_name, version.version, first_alias, reason="first validated version")
+            alias = first_alias
+    log_metrics(
+        {"registered_version": float(version.version), "rejected": float(status == ModelStatus.REJECTED)}
+    )
+    return {
+        "name": model_name,
+        "version": version.version,
+        "status": status.value,
+        "alias": alias,
+        "reasons": reasons,
+    }
+
+
+def _already_registered(ws: Any, name: str, digest: str) -> Any:
+    try:
+        versions = ws.registry.versions(name)
+    except NotFoundError:
+        return None
+    for v in versions:
+        if ws.metadata.get_artifact(v.artifact_id).digest == digest:
+            return v
+    return None
