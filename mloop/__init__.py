@@ -10,13 +10,27 @@ from mloop.core.lineage import LineageGraph
 from mloop.core.pipeline import Pipeline, pipeline
 from mloop.core.runner import RunResult
 from mloop.core.step import Step, step
-from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun, StepStatus
+from mloop.entities import (
+    AliasEvent,
+    ArtifactRef,
+    Event,
+    Metric,
+    Model,
+    ModelStatus,
+    ModelVersion,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+)
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
 
 if TYPE_CHECKING:
     from mloop import steps
     from mloop.validation.drift import DriftReport, FeatureDrift, detect_drift, training_serving_skew
+    from mloop.validation.infra import InfraReport
+    from mloop.validation.model import Evaluation, Thresholds, Verdict, evaluate, judge
     from mloop.validation.schema import Anomalies, Anomaly, Schema, infer_schema, validate
     from mloop.validation.stats import Statistics, compute_statistics
 
@@ -26,6 +40,12 @@ _LAZY = {
     "Anomalies": "mloop.validation.schema",
     "Anomaly": "mloop.validation.schema",
     "DriftReport": "mloop.validation.drift",
+    "Evaluation": "mloop.validation.model",
+    "InfraReport": "mloop.validation.infra",
+    "Thresholds": "mloop.validation.model",
+    "Verdict": "mloop.validation.model",
+    "evaluate": "mloop.validation.model",
+    "judge": "mloop.validation.model",
     "FeatureDrift": "mloop.validation.drift",
     "Schema": "mloop.validation.schema",
     "Statistics": "mloop.validation.stats",
@@ -48,14 +68,20 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AliasEvent",
     "Anomalies",
     "Anomaly",
     "ArtifactRef",
     "DriftReport",
+    "Evaluation",
     "Event",
     "FeatureDrift",
+    "InfraReport",
     "LineageGraph",
     "Metric",
+    "Model",
+    "ModelStatus",
+    "ModelVersion",
     "Pipeline",
     "Run",
     "RunQuery",
@@ -66,12 +92,16 @@ __all__ = [
     "Step",
     "StepRun",
     "StepStatus",
+    "Thresholds",
     "TrackingRun",
+    "Verdict",
     "Workspace",
     "__version__",
     "compute_statistics",
     "detect_drift",
+    "evaluate",
     "infer_schema",
+    "judge",
     "log_metric",
     "log_metrics",
     "log_param",

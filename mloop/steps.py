@@ -10,6 +10,7 @@ def training(data: Path, schema: Path):
     ...
 """
 
+from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.steps import (
     check_drift,
     data_statistics,
@@ -22,8 +23,12 @@ from mloop.validation.steps import (
 __all__ = [
     "check_drift",
     "data_statistics",
+    "evaluate_model",
     "file_statistics",
     "infer_schema",
+    "infra_check",
+    "register_model",
     "statistics",
+    "validate_model",
     "validate_schema",
 ]

@@ -88,3 +88,21 @@ def concurrent_worker(args: tuple[str, str, int, int]) -> list[str]:
                 tr.log_metric("loss", 1.0 / (step + 1), step=step)
         ids.append(tr.id)
     return ids
+
+
+def registry_worker(args: tuple[str, str, int, int]) -> list[int]:
+    """Register ``n`` versions of one shared model and move its aliases, from a fresh process."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    root, metadata_url, worker, n = args
+    numbers = []
+    with mloop.Workspace.open(root, metadata_url=metadata_url or None) as ws:
+        for i in range(n):
+            model = LogisticRegression(C=1.0 + worker * 100 + i).fit(
+                np.array([[0.0], [1.0]]), np.array([0, 1])
+            )
+            version = ws.register_model("shared", model, tags={"worker": worker})
+            numbers.append(version.version)
+            ws.promote("shared", version.version, "production" if i % 2 else "canary", reason=f"w{worker}")
+    return numbers

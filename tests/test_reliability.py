@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -84,3 +85,27 @@ def test_eight_processes_share_one_workspace(tmp_path: Path, metadata_url: str) 
             [out] = events
             art = ws.metadata.get_artifact(out.artifact_id)
             assert ws.artifacts.get(art.digest) == str(n * n + n).encode()
+
+
+@pytest.mark.slow
+def test_eight_processes_register_and_move_aliases(tmp_path: Path, metadata_url: str) -> None:
+    workers, per_worker = 8, 6
+    root = str(tmp_path / "shared")
+    mloop.Workspace.open(root, metadata_url=metadata_url).close()  # schema first: the race is the registry's
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        results = pool.map(sp.registry_worker, [(root, metadata_url, w, per_worker) for w in range(workers)])
+    numbers = sorted(n for worker in results for n in worker)
+    assert numbers == list(range(1, workers * per_worker + 1))  # unique and gap-free
+    with mloop.Workspace.open(root, metadata_url=metadata_url) as ws:
+        registry = ws.model_registry()
+        versions = registry.versions("shared")
+        assert [v.version for v in versions] == numbers
+        history = registry.history("shared")
+        assert len(history) == workers * per_worker  # every move recorded
+        for alias in ("production", "canary"):
+            moves = [e for e in history if e.alias == alias]
+            # each move starts from the holder the previous move left: one holder at every moment
+            assert all(a.to_version == b.from_version for a, b in itertools.pairwise(moves))
+            assert moves[0].from_version is None
+            assert registry.get("shared", alias=alias).version == moves[-1].to_version

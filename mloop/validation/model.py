@@ -215,6 +215,8 @@ def _classification_metrics(
 ) -> dict[str, float]:
     from sklearn import metrics as skm
 
+    if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
+        return {"accuracy": float(np.mean(predicted == y))}  # the sanity checks reject such a model
     binary = len(classes) == 2
     average = "binary" if binary else "macro"
     kw = {"pos_label": classes[1]} if binary else {}
@@ -224,7 +226,7 @@ def _classification_metrics(
         "recall": float(skm.recall_score(y, predicted, average=average, zero_division=0, **kw)),
         "f1": float(skm.f1_score(y, predicted, average=average, zero_division=0, **kw)),
     }
-    if proba is not None and np.isfinite(proba).all():
+    if proba is not None and np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all():
         present = set(np.unique(y).tolist())
         if len(present) > 1:
             if binary:

@@ -83,7 +83,11 @@ def infra_check(
 ) -> InfraReport:
     """Load the model in a fresh serving process and measure cold load and single-row latency."""
     _, data = serialize(model, what="model")
-    rows = sample.drop(columns=[label]) if label in sample.columns else sample
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        rows = sample[list(names)]  # exactly what the model takes, as the service will send it
+    else:
+        rows = sample.drop(columns=[label]) if label in sample.columns else sample
     report = _infra_check(
         data, hashlib.sha256(data).hexdigest(), rows, budget_p99_ms=budget_p99_ms, budget_load_s=budget_load_s
     )

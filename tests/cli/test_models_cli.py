@@ -1,0 +1,117 @@
+"""`mloop models …` over a workspace with real registered models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import mloop
+from mloop.cli import main
+
+
+@pytest.fixture
+def ws_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOOP_USER", "tester")
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {"a": rng.normal(size=400), "b": rng.normal(size=400), "g": rng.choice(["x", "y"], 400)}
+    )
+    df["y"] = (df["a"] + df["b"] > 0).astype(int)
+    df.to_csv("eval.csv", index=False)
+    with mloop.Workspace.open(tmp_path / ".mloop") as ws:
+        sig = {"output": {"label": "y"}}
+        ws.register_model(
+            "m", LogisticRegression().fit(df[["a"]], df["y"]), signature=sig, metrics={"accuracy": 0.7}
+        )
+        ws.register_model("m", LogisticRegression().fit(df[["a", "b"]], df["y"]), signature=sig)
+        ws.register_model(
+            "m",
+            LogisticRegression().fit(df[["b"]], df["y"]),
+            signature=sig,
+            status=mloop.ModelStatus.REJECTED,
+        )
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_promote_history_rollback(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "models", "promote", "m", "1", "--reason", "first")[0] == 0
+    code, out, _ = run(capsys, "models", "promote", "m", "2", "--reason", "better", "--json")
+    event = json.loads(out)
+    assert (event["from_version"], event["to_version"], event["who"]) == (1, 2, "tester")
+    code, out, _ = run(capsys, "models", "list", "--json")
+    assert json.loads(out)[0]["aliases"] == {"production": 2}
+    code, out, _ = run(capsys, "models", "rollback", "m", "--reason", "v2 misbehaves")
+    assert code == 0 and "v2 → v1" in out
+    code, out, _ = run(capsys, "models", "history", "m", "--json")
+    assert [(e["action"], e["to_version"], e["reason"]) for e in json.loads(out)] == [
+        ("promote", 1, "first"),
+        ("promote", 2, "better"),
+        ("rollback", 1, "v2 misbehaves"),
+    ]
+    code, out, _ = run(capsys, "models", "show", "m@production", "--json")
+    assert json.loads(out)["version"]["version"] == 1
+    for argv in (
+        ["models", "list"],
+        ["models", "versions", "m"],
+        ["models", "show", "m:2"],
+        ["models", "history", "m"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 0 and out, err
+
+
+def test_rejected_needs_force(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "models", "promote", "m", "3")
+    assert code == 2 and "rejected by model validation" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "models", "promote", "m", "3", "--force")
+    assert code == 2 and "needs a reason" in err
+    assert run(capsys, "models", "promote", "m", "3", "--force", "--reason", "manual audit")[0] == 0
+
+
+def test_evaluate_and_compare(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "models", "evaluate", "m:2", "eval.csv", "--slice", "g", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (
+        result["version"] == 2
+        and result["metrics"]["accuracy"] > 0.9
+        and set(result["slices"]) == {"g=x", "g=y"}
+    )
+    code, out, _ = run(capsys, "models", "compare", "m", "1", "2", "--data", "eval.csv", "--json")
+    both = json.loads(out)
+    assert both["v2"]["metrics"]["accuracy"] > both["v1"]["metrics"]["accuracy"]
+    code, out, _ = run(capsys, "models", "compare", "m", "1", "2", "--data", "eval.csv", "--slice", "g")
+    assert code == 0 and "g=x" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "show", "nope"], "model 'nope' not found"),
+        (["models", "show", "m:9"], "has no version 9"),
+        (["models", "show", "m@staging"], "no alias 'staging'"),
+        (["models", "promote", "m", "9"], "has no version 9"),
+        (["models", "rollback", "m"], "no alias 'production'"),
+        (["models", "evaluate", "m:1", "eval.csv", "--label", "target"], "no label column 'target'"),
+        (["models", "evaluate", "m:1", "eval.csv", "--slice", "town"], "slice column 'town'"),
+        (["models", "evaluate", "m:1", "missing.csv"], "missing.csv: no such file"),
+        (["models", "show", "m:zero"], "expected NAME:VERSION"),
+    ],
+)
+def test_bad_input(ws_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
