@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -33,7 +32,7 @@ from mloop.entities import (
 from mloop.errors import MetadataStoreError, NotFoundError, ParameterError, StoreUnavailableError
 from mloop.stores.base import NewArtifact, RunQuery
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, connect
+from mloop.stores.sql.engine import WRITE, connect, insert_ignoring_conflicts
 
 __all__ = ["SqlMetadataStore"]
 
@@ -465,8 +464,11 @@ class SqlMetadataStore:
             "uri": artifact.uri,
             "created_at": utcnow(),
         }
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        conn.execute(insert(t.artifacts).values(values).on_conflict_do_nothing(index_elements=["digest"]))
+        conn.execute(
+            insert_ignoring_conflicts(conn.dialect.name, t.artifacts)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
         row = (
             conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == artifact.digest))
             .mappings()

@@ -14,17 +14,38 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, new_id, utcnow
 from mloop.errors import ConflictError, NotFoundError, ParameterError
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE
+from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts
 
 __all__ = ["SqlModelRegistry"]
 
 PROMOTE, ROLLBACK, REMOVE = "promote", "rollback", "remove"
+
+# Statements built once: building them per call cost more than running them (hot paths: register,
+# alias moves).
+_B = sa.bindparam
+_LAST = sa.select(t.models.c.last_version).where(t.models.c.name == _B("n"))
+_LAST_LOCKED = _LAST.with_for_update()
+_BUMP = (
+    t.models.update()
+    .where(t.models.c.name == _B("n"))
+    .values(last_version=t.models.c.last_version + 1)
+    .returning(t.models.c.last_version)
+)
+_STATUS = sa.select(t.model_versions.c.status).where(
+    t.model_versions.c.name == _B("n"), t.model_versions.c.version == _B("v")
+)
+_HOLDER = sa.select(t.aliases.c.version).where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
+_SET_HOLDER = (
+    t.aliases.update()
+    .where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
+    .values(version=_B("v"), updated_at=_B("at"))
+)
+_DROP_HOLDER = t.aliases.delete().where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
 
 
 def _dumps(value: Any) -> str:
@@ -45,22 +66,20 @@ class SqlModelRegistry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(**{WRITE: True})
+        self._ensure_model = (
+            insert_ignoring_conflicts(engine.dialect.name, t.models)
+            .values(name=_B("n"), created_at=_B("at"), last_version=0)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        self._last = _LAST_LOCKED if engine.dialect.name == "postgresql" else _LAST
 
     @contextmanager
     def _model_locked(self, name: str, *, create: bool) -> Iterator[tuple[sa.Connection, int]]:
         """A write transaction holding the model's counter row; yields (connection, last version)."""
         with self._writer.begin() as conn:
             if create:
-                insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                conn.execute(
-                    insert(t.models)
-                    .values(name=name, created_at=utcnow(), last_version=0)
-                    .on_conflict_do_nothing(index_elements=["name"])
-                )
-            query = sa.select(t.models.c.last_version).where(t.models.c.name == name)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            last = conn.execute(query).scalar()
+                conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
+            last = conn.execute(self._last, {"n": name}).scalar()
             if last is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
             yield conn, int(last)
@@ -79,8 +98,9 @@ class SqlModelRegistry:
     ) -> ModelVersion:
         """The next version of ``name`` (created on first registration)."""
         _check_name("model name", name)
-        with self._model_locked(name, create=True) as (conn, last):
-            version = last + 1
+        with self._writer.begin() as conn:
+            conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
+            version = int(conn.execute(_BUMP, {"n": name}).scalar_one())  # atomic; row-locked until commit
             row = {
                 "id": new_id(),
                 "name": name,
@@ -95,7 +115,6 @@ class SqlModelRegistry:
                 "created_by": who,
             }
             conn.execute(t.model_versions.insert(), row)
-            conn.execute(t.models.update().where(t.models.c.name == name).values(last_version=version))
         return _version(row, ())
 
     def set_alias(
@@ -104,11 +123,7 @@ class SqlModelRegistry:
         """Point ``alias`` at ``version`` (a rejected version only with ``force`` and a reason)."""
         _check_name("alias", alias)
         with self._model_locked(name, create=False) as (conn, last):
-            status = conn.execute(
-                sa.select(t.model_versions.c.status).where(
-                    t.model_versions.c.name == name, t.model_versions.c.version == version
-                )
-            ).scalar()
+            status = conn.execute(_STATUS, {"n": name, "v": version}).scalar()
             if status is None:
                 raise NotFoundError(_no_version(name, version, last), field="version")
             if status == ModelStatus.REJECTED and not force:
@@ -141,9 +156,7 @@ class SqlModelRegistry:
             return self._move(conn, name, alias, stack[-2], ROLLBACK, who, reason)
 
     def _holder(self, conn: sa.Connection, name: str, alias: str) -> int | None:
-        value = conn.execute(
-            sa.select(t.aliases.c.version).where(t.aliases.c.name == name, t.aliases.c.alias == alias)
-        ).scalar()
+        value = conn.execute(_HOLDER, {"n": name, "a": alias}).scalar()
         return None if value is None else int(value)
 
     def _holder_stack(self, conn: sa.Connection, name: str, alias: str) -> list[int | None]:
@@ -174,15 +187,13 @@ class SqlModelRegistry:
         current = self._holder(conn, name, alias)
         now = utcnow()
         if version is None:
-            conn.execute(t.aliases.delete().where(t.aliases.c.name == name, t.aliases.c.alias == alias))
+            conn.execute(_DROP_HOLDER, {"n": name, "a": alias})
         elif current is None:
-            conn.execute(t.aliases.insert().values(name=name, alias=alias, version=version, updated_at=now))
-        else:
             conn.execute(
-                t.aliases.update()
-                .where(t.aliases.c.name == name, t.aliases.c.alias == alias)
-                .values(version=version, updated_at=now)
+                t.aliases.insert(), {"name": name, "alias": alias, "version": version, "updated_at": now}
             )
+        else:
+            conn.execute(_SET_HOLDER, {"n": name, "a": alias, "v": version, "at": now})
         event: dict[str, Any] = {
             "name": name,
             "alias": alias,
