@@ -1,0 +1,165 @@
+"""A loaded model version and the checks every request's rows pass before it predicts.
+
+Rows are validated against the version's signature (the training schema): missing or extra columns,
+wrong types and nulls where not allowed are refused with the row and column named; out-of-domain
+values (outside the training range, unseen categories) are refused or accepted and counted, by
+configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mloop.entities import ModelVersion
+from mloop.errors import MloopError
+
+__all__ = ["InputError", "LoadedModel", "Predictor"]
+
+
+class InputError(MloopError):
+    """A request whose rows do not match the model's signature (HTTP 422)."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+_NUMERIC = ("int", "float")
+
+
+@dataclass
+class LoadedModel:
+    """A model version in memory, with what validation needs from its signature."""
+
+    version: ModelVersion
+    model: Any
+    columns: list[str]
+    rules: dict[str, dict[str, Any]]
+    classes: list[Any] | None
+
+    @classmethod
+    def from_version(cls, version: ModelVersion, model: Any) -> LoadedModel:
+        inputs = version.signature.get("inputs", {}).get("columns", {})
+        names = getattr(model, "feature_names_in_", None)
+        columns = [str(c) for c in names] if names is not None else list(inputs)
+        if not columns:
+            raise MloopError(f"{version.name} v{version.version} has no input signature and no feature names")
+        classes = getattr(model, "classes_", None)
+        return cls(version, model, columns, {c: inputs.get(c, {"type": "any"}) for c in columns},
+                   classes.tolist() if classes is not None else None)  # fmt: skip
+
+    def sample_row(self) -> dict[str, Any]:
+        """A plausible row (domain midpoints, first known category) for smoke predictions."""
+        row: dict[str, Any] = {}
+        for column, rule in self.rules.items():
+            kind = rule.get("type", "any")
+            if kind in _NUMERIC:
+                lo, hi = rule.get("min"), rule.get("max")
+                value = (lo + hi) / 2 if lo is not None and hi is not None else 0.0
+                row[column] = int(value) if kind == "int" else float(value)
+            elif kind == "bool":
+                row[column] = False
+            else:
+                vocab = rule.get("vocabulary") or ["x"]
+                row[column] = vocab[0]
+        return row
+
+
+@dataclass
+class Validation:
+    """Counts of out-of-domain values accepted, by column."""
+
+    out_of_domain: Counter[str] = field(default_factory=Counter)
+
+
+class Predictor:
+    """Validates rows and predicts with one loaded model version."""
+
+    def __init__(self, loaded: LoadedModel, *, out_of_domain: str = "count") -> None:
+        if out_of_domain not in ("count", "reject"):
+            raise MloopError(f"out_of_domain must be 'count' or 'reject', got {out_of_domain!r}")
+        self.loaded = loaded
+        self.out_of_domain = out_of_domain
+        self._vocab = {c: frozenset(r["vocabulary"]) for c, r in loaded.rules.items() if r.get("vocabulary")}
+
+    def validate(self, rows: Sequence[Mapping[str, Any]]) -> Validation:
+        """Raise InputError naming the row and column of the first problem; count accepted oddities."""
+        columns = self.loaded.columns
+        expected = set(columns)
+        found = Validation()
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise InputError(f"row {i}: expected an object of column → value", field=f"instances[{i}]")
+            if row.keys() != expected:
+                missing = [c for c in columns if c not in row]
+                if missing:
+                    raise InputError(f"row {i}: missing column {missing[0]!r}", field=missing[0])
+                extra = sorted(k for k in row if k not in expected)
+                raise InputError(
+                    f"row {i}: unexpected column {extra[0]!r} (the model takes {columns})", field=extra[0]
+                )
+            for column in columns:
+                self._check(i, column, row[column], found)
+        return found
+
+    def _check(self, i: int, column: str, value: Any, found: Validation) -> None:
+        rule = self.loaded.rules[column]
+        kind = rule.get("type", "any")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if not rule.get("nullable", False) and kind != "any":
+                raise InputError(
+                    f"row {i}: column {column!r} is null, which the model does not accept", field=column
+                )
+            return
+        if kind in _NUMERIC:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(
+                    f"row {i}: column {column!r}: expected a number, got {value!r}", field=column
+                )
+            if kind == "int" and isinstance(value, float) and not value.is_integer():
+                raise InputError(
+                    f"row {i}: column {column!r}: expected an integer, got {value!r}", field=column
+                )
+            if not math.isfinite(value):
+                raise InputError(
+                    f"row {i}: column {column!r}: {value!r} is not a finite number", field=column
+                )
+            lo, hi = rule.get("min"), rule.get("max")
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                self._out_of_domain(i, column, f"{value!r} is outside the training range [{lo}, {hi}]", found)
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise InputError(
+                    f"row {i}: column {column!r}: expected true or false, got {value!r}", field=column
+                )
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise InputError(
+                    f"row {i}: column {column!r}: expected a string, got {value!r}", field=column
+                )
+            vocab = self._vocab.get(column)
+            if vocab is not None and value not in vocab:
+                self._out_of_domain(i, column, f"{value!r} was never seen in training", found)
+
+    def _out_of_domain(self, i: int, column: str, what: str, found: Validation) -> None:
+        if self.out_of_domain == "reject":
+            raise InputError(f"row {i}: column {column!r}: {what}", field=column)
+        found.out_of_domain[column] += 1
+
+    def frame(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame.from_records(rows, columns=self.loaded.columns)
+
+    def predict(self, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (JSON-ready) and class probabilities when the model gives them."""
+        model = self.loaded.model
+        predicted = np.asarray(model.predict(frame))
+        proba = None
+        if self.loaded.classes is not None and hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(frame), dtype=float).round(6).tolist()
+        return predicted.tolist(), proba

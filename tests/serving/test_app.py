@@ -1,0 +1,148 @@
+"""The prediction service over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from serving_helpers import fit, register, training_data
+
+import mloop
+from mloop.serving.log import read_log
+
+COLS = ["a", "b"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    with mloop.Workspace.open(tmp_path / "ws") as workspace:
+        df = training_data()
+        v = register(workspace, fit(df, COLS), df, COLS)
+        workspace.promote("clf", v.version)
+        yield workspace
+
+
+def rows(n: int = 3, seed: int = 5) -> list[dict]:
+    return training_data(seed, n)[COLS].to_dict("records")
+
+
+def test_predictions_equal_in_process_predict(ws, serve) -> None:
+    served = serve(ws)
+    sample = rows(50)
+    body = served.client.post("/predict", json={"instances": sample}).json()
+    expected = ws.load_model("clf@production").predict(pd.DataFrame(sample))
+    assert body["predictions"] == expected.tolist() and body["version"] == 1 and body["model"] == "clf"
+    assert len(set(body["prediction_ids"])) == 50 and len(body["probabilities"][0]) == 2
+    split = {"dataframe_split": {"columns": COLS, "data": [[r["a"], r["b"]] for r in sample]}}
+    assert served.client.post("/predict", json=split).json()["predictions"] == expected.tolist()
+    records = served.client.post("/predict", json={"dataframe_records": sample}).json()
+    assert records["predictions"] == expected.tolist()
+
+
+def test_open_inference_protocol(ws, serve) -> None:
+    served = serve(ws)
+    c = served.client
+    assert c.get("/v2/health/live").json() == {"live": True}
+    assert c.get("/v2/health/ready").json() == {"ready": True}
+    meta = c.get("/v2/models/clf").json()
+    assert (
+        meta["name"] == "clf"
+        and [i["name"] for i in meta["inputs"]] == COLS
+        and meta["production"]["version"] == 1
+    )
+    sample = rows(4)
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {"name": col, "shape": [4], "datatype": "FP64", "data": [r[col] for r in sample]} for col in COLS
+        ],
+    }
+    out = c.post("/v2/models/clf/infer", json=body).json()
+    assert out["model_name"] == "clf" and out["model_version"] == "1" and out["id"] == "req-1"
+    assert out["outputs"][0]["data"] == ws.load_model("clf:1").predict(pd.DataFrame(sample)).tolist()
+    assert out["outputs"][1]["shape"] == [4, 2] and len(out["parameters"]["prediction_ids"]) == 4
+    assert c.get("/v2/models/other").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        ({"instances": [{"a": 1.0}]}, "b", "row 0: missing column 'b'"),
+        ({"instances": [{"a": 1.0, "b": 2.0, "c": 3}]}, "c", "unexpected column 'c'"),
+        ({"instances": [{"a": "x", "b": 2.0}]}, "a", "expected a number, got 'x'"),
+        ({"instances": [{"a": None, "b": 2.0}]}, "a", "is null"),
+        ({"instances": [{"a": True, "b": 2.0}]}, "a", "expected a number, got True"),
+        ({"instances": []}, "instances", "no rows"),
+        ({"instances": "nope"}, "instances", "must be a JSON array"),
+        ({"rows": []}, "body", "expected 'instances'"),
+        ({"dataframe_split": {"columns": ["a", "b"], "data": [[1.0]]}}, "data[0]", "must list 2 values"),
+        ([1, 2], "body", "must be a JSON object"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(ws, serve, payload: object, field: str, message: str) -> None:
+    served = serve(ws)
+    response = served.client.post("/predict", json=payload)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == field and message in error["message"], error
+
+
+def test_not_json_and_too_many_rows(ws, serve) -> None:
+    served = serve(ws, max_batch_rows=10)
+    assert (
+        served.client.post("/predict", content=b"{nope").json()["error"]["message"]
+        == "the body is not valid JSON"
+    )
+    response = served.client.post("/predict", json={"instances": rows(11)})
+    assert response.status_code == 422 and "exceed the limit of 10" in response.json()["error"]["message"]
+
+
+def test_out_of_domain_counted_or_rejected(ws, serve) -> None:
+    served = serve(ws)
+    far = [{"a": 1e6, "b": 0.0}]
+    assert served.client.post("/predict", json={"instances": far}).status_code == 200
+    assert (
+        'mloop_out_of_domain_values_total{column="a",model="clf"} 1.0' in served.client.get("/metrics").text
+    )
+    strict = serve(ws, out_of_domain="reject")
+    response = strict.client.post("/predict", json={"instances": far})
+    assert response.status_code == 422 and "outside the training range" in response.json()["error"]["message"]
+
+
+def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
+    served = serve(ws)
+    body = served.client.post("/predict", json={"instances": rows(5)}).json()
+    ids = body["prediction_ids"]
+    ok = served.client.post(
+        "/feedback", json={"feedback": [{"prediction_id": i, "label": 1} for i in ids[:3]]}
+    )
+    assert ok.json() == {"accepted": 3}
+    unknown = served.client.post("/feedback", json={"prediction_id": "nope", "label": 1})
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "prediction_id"
+    wrong = served.client.post("/feedback", json={"prediction_id": ids[3], "label": "rain"})
+    assert wrong.status_code == 422 and "not one of the model's classes" in wrong.json()["error"]["message"]
+    deadline = time.monotonic() + 10
+    while (
+        read_log(tmp_path / "log", "clf").num_rows < 5
+        or read_log(tmp_path / "log", "clf", "feedback").num_rows < 3
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    logged = read_log(tmp_path / "log", "clf").to_pandas()
+    assert sorted(logged["prediction_id"]) == sorted(ids) and set(logged["version"]) == {1}
+    assert {"input.a", "input.b", "prediction", "latency_ms", "role"} <= set(logged.columns)
+    labels = read_log(tmp_path / "log", "clf", "feedback").to_pandas()
+    assert sorted(labels["prediction_id"]) == sorted(ids[:3])
+
+
+def test_metrics_are_prometheus_text(ws, serve) -> None:
+    served = serve(ws)
+    served.client.post("/predict", json={"instances": rows(2)})
+    served.client.post("/predict", json={"instances": [{"a": 1}]})
+    text = served.client.get("/metrics").text
+    assert 'mloop_requests_total{model="clf",status="200",version="1"} 1.0' in text
+    assert 'mloop_validation_failures_total{model="clf"} 1.0' in text
+    assert 'mloop_alias_version{alias="production",model="clf"} 1.0' in text
+    assert "mloop_request_latency_seconds_bucket" in text
