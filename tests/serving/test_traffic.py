@@ -1,0 +1,134 @@
+"""Following the registry under load, canary fractions, stickiness, shadow traffic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from serving_helpers import fit, register, training_data
+from sklearn.dummy import DummyClassifier
+
+import mloop
+from mloop.serving.log import read_log
+
+COLS = ["a", "b"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    with mloop.Workspace.open(tmp_path / "ws") as workspace:
+        df = training_data()
+        v1 = register(workspace, fit(df, COLS), df, COLS)
+        workspace.promote("clf", v1.version)
+        # v2 predicts the constant 1: easy to tell apart from v1
+        register(workspace, DummyClassifier(strategy="constant", constant=1).fit(df[COLS], df["y"]), df, COLS)
+        yield workspace
+
+
+ROW = {"a": -3.0, "b": -3.0}  # v1 says 0 here, v2 says 1
+
+
+def test_alias_move_under_load_drops_nothing(ws, serve) -> None:
+    served = serve(ws)
+    statuses: Counter[int] = Counter()
+    versions: list[int] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        import httpx
+
+        with httpx.Client(base_url=served.url, timeout=30) as c:
+            for _ in range(n):
+                r = c.post("/predict", json={"instances": [ROW]})
+                with lock:
+                    statuses[r.status_code] += 1
+                    if r.status_code == 200:
+                        versions.append(r.json()["version"])
+
+    threads = [threading.Thread(target=client, args=(250,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    ws.promote("clf", 2, reason="swap under load")
+    for t in threads:
+        t.join()
+    assert statuses == {200: 2000}  # zero non-2xx while the model changed underneath
+    assert versions[0] == 1 and 2 in versions
+    deadline = time.monotonic() + 10
+    while served.client.post("/predict", json={"instances": [ROW]}).json()["version"] != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert served.client.post("/predict", json={"instances": [ROW]}).json()["predictions"] == [1]
+
+
+def test_a_version_that_fails_to_load_is_not_swapped_in(ws, serve) -> None:
+    served = serve(ws)
+    bad = ws.register_model(
+        "clf", Exploding.__new__(Exploding) if False else _pickled_exploding(), signature={}
+    )
+    ws.promote("clf", bad.version, reason="bad build")
+    deadline = time.monotonic() + 10
+    while served.service.slots.last_error is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    body = served.client.post("/predict", json={"instances": [ROW]})
+    assert body.status_code == 200 and body.json()["version"] == 1
+    meta = served.client.get("/v2/models/clf").json()
+    assert "failed to load" in meta["last_error"] and meta["production"]["version"] == 1
+    assert 'outcome="failed"' in served.client.get("/metrics").text
+
+
+def _broken_model() -> object:
+    """A model that loads but fails its smoke prediction (a module-level name, so it pickles)."""
+    from sklearn.base import BaseEstimator
+
+    class Broken(BaseEstimator):
+        classes_ = [0, 1]
+        feature_names_in_ = ["a", "b"]
+
+        def predict(self, x: object) -> list:
+            raise RuntimeError("broken build")
+
+    Broken.__module__ = __name__
+    Broken.__qualname__ = "BrokenModel"
+    globals()["BrokenModel"] = Broken
+    return Broken()
+
+
+def test_canary_fraction_and_stickiness(ws, serve) -> None:
+    ws.promote("clf", 2, alias="canary", reason="try v2")
+    served = serve(ws, canary_fraction=0.2)
+    n = 3000
+    versions = Counter(
+        served.client.post("/predict", json={"instances": [ROW]}).json()["version"] for _ in range(n)
+    )
+    share = versions[2] / n
+    assert abs(share - 0.2) < 4 * (0.2 * 0.8 / n) ** 0.5  # within four standard errors
+    for key in ("alice", "bob", "carol", "dave"):
+        seen = {
+            served.client.post("/predict", json={"instances": [ROW]}, headers={"x-request-key": key}).json()[
+                "version"
+            ]
+            for _ in range(30)
+        }
+        assert len(seen) == 1  # one caller always sees one model
+
+
+def test_shadow_is_logged_never_returned(ws, serve, tmp_path: Path) -> None:
+    ws.promote("clf", 2, alias="shadow", reason="shadow v2")
+    served = serve(ws, shadow_alias="shadow")
+    answers = [served.client.post("/predict", json={"instances": [ROW]}).json() for _ in range(40)]
+    assert {a["version"] for a in answers} == {1} and {a["predictions"][0] for a in answers} == {0}
+    deadline = time.monotonic() + 10
+    while True:
+        log = read_log(tmp_path / "log", "clf").to_pandas()
+        if (log["role"] == "shadow").sum() >= 40:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    shadow = log[log["role"] == "shadow"]
+    assert set(shadow["version"]) == {2} and set(shadow["prediction"]) == {1}
+    assert set(shadow["prediction_id"]) == set(log[log["role"] == "production"]["prediction_id"])
