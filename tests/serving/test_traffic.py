@@ -66,9 +66,7 @@ def test_alias_move_under_load_drops_nothing(ws, serve) -> None:
 
 def test_a_version_that_fails_to_load_is_not_swapped_in(ws, serve) -> None:
     served = serve(ws)
-    bad = ws.register_model(
-        "clf", Exploding.__new__(Exploding) if False else _pickled_exploding(), signature={}
-    )
+    bad = ws.register_model("clf", _broken_model(), signature={})
     ws.promote("clf", bad.version, reason="bad build")
     deadline = time.monotonic() + 10
     while served.service.slots.last_error is None:
