@@ -29,6 +29,7 @@ from mloop.cli.common import (
 )
 from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.models import models_app
+from mloop.cli.serve import serve
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
@@ -51,6 +52,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.command("serve")(serve)
 
 
 @contextmanager

@@ -259,3 +259,21 @@ def _print_evaluations(results: dict[str, Any], title: str) -> None:
                 segment, metric, *(_fmt(r.slices.get(segment, {}).get(metric)) for r in results.values())
             )
     out.print(table)
+
+
+@models_app.command("skew")
+def skew(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training–serving skew: the version's training statistics vs the inputs it was served."""
+    from mloop.cli.data import _print_drift, _report_json
+    from mloop.serving.skew import serving_skew
+
+    with open_workspace(workspace) as ws:
+        report = serving_skew(ws, ref)
+    if as_json:
+        print_json(_report_json(report))
+    else:
+        _print_drift(report)

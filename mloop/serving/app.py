@@ -433,8 +433,12 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.exception_handler(MloopError)
     async def mloop_error(request: Request, exc: MloopError) -> JSONResponse:
-        status = exc.http_status if exc.http_status < 500 else 503
-        return _error(status, exc.code, exc.message, exc.field)
+        return _error(exc.http_status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s", request.url.path)
+        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -542,3 +546,17 @@ def _tensor_type(values: list[Any]) -> str:
     if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return "FP64"
     return "BYTES"
+
+
+def app_from_env() -> FastAPI:
+    """The app ``mloop serve`` starts in each uvicorn worker (configuration via the environment)."""
+    import json
+    import os
+
+    config = ServeConfig(**json.loads(os.environ["MLOOP_SERVE_CONFIG"]))
+    log_root = os.environ.get("MLOOP_SERVE_LOG_ROOT")
+    return create_app(
+        Workspace.open(os.environ.get("MLOOP_WORKSPACE")),
+        config,
+        log_root=Path(log_root) if log_root else None,
+    )

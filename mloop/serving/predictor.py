@@ -126,7 +126,11 @@ class Predictor:
                 raise InputError(
                     f"row {i}: column {column!r}: expected an integer, got {value!r}", field=column
                 )
-            if not math.isfinite(value):
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
                 raise InputError(
                     f"row {i}: column {column!r}: {value!r} is not a finite number", field=column
                 )

@@ -74,6 +74,7 @@ def test_open_inference_protocol(ws, serve) -> None:
         ({"instances": [{"a": "x", "b": 2.0}]}, "a", "expected a number, got 'x'"),
         ({"instances": [{"a": None, "b": 2.0}]}, "a", "is null"),
         ({"instances": [{"a": True, "b": 2.0}]}, "a", "expected a number, got True"),
+        ({"instances": [{"a": 10**400, "b": 2.0}]}, "a", "is not a finite number"),
         ({"instances": []}, "instances", "no rows"),
         ({"instances": "nope"}, "instances", "must be a JSON array"),
         ({"rows": []}, "body", "expected 'instances'"),

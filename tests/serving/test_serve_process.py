@@ -1,0 +1,141 @@
+"""`mloop serve` as a real process: start-up, SIGTERM flush, SIGKILL loss bound, skew from its log."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_helpers import fit, register, training_data
+
+import mloop
+from mloop.serving.log import read_log
+
+COLS = ["a", "b"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ws_dir(tmp_path: Path) -> Path:
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        df = training_data()
+        ws.promote("clf", register(ws, fit(df, COLS), df, COLS).version)
+    return tmp_path / "ws"
+
+
+def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    exe = shutil.which("mloop") or f"{sys.executable} -m mloop.cli"
+    proc = subprocess.Popen(
+        [*exe.split(), "serve", "clf", "--port", str(port), "--workspace", str(ws_dir), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.1)
+
+
+def rows(n: int) -> list[dict]:
+    return training_data(9, n)[COLS].to_dict("records")
+
+
+def test_sigterm_flushes_every_prediction(ws_dir: Path) -> None:
+    proc, url = start(ws_dir, "--flush-interval", "60")  # nothing is flushed until shutdown
+    try:
+        with httpx.Client(base_url=url) as c:
+            answered = sum(
+                len(c.post("/predict", json={"instances": rows(3)}).json()["prediction_ids"])
+                for _ in range(100)
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert read_log(ws_dir / "prediction-log", "clf").num_rows == answered == 300
+
+
+def test_sigkill_loses_at_most_one_flush_interval(ws_dir: Path) -> None:
+    interval = 0.5
+    proc, url = start(ws_dir, "--flush-interval", str(interval))
+    answered, started = 0, time.monotonic()
+    try:
+        with httpx.Client(base_url=url) as c:
+            while time.monotonic() - started < 2.5:
+                answered += len(c.post("/predict", json={"instances": [rows(1)[0]]}).json()["prediction_ids"])
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    rate = answered / (time.monotonic() - started)
+    logged = read_log(ws_dir / "prediction-log", "clf").num_rows
+    lost = answered - logged
+    assert 0 <= lost <= rate * interval * 1.5 + 5, (answered, logged, rate)
+
+
+def test_serving_skew_from_the_log(ws_dir: Path) -> None:
+    proc, url = start(ws_dir)
+    try:
+        with httpx.Client(base_url=url) as c:
+            shifted = [{"a": r["a"] + 2.0, "b": r["b"]} for r in rows(400)]
+            c.post("/predict", json={"instances": shifted})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    # training statistics recorded with the version: register them as a signature would
+    with mloop.Workspace.open(ws_dir) as ws:
+        df = training_data()
+        stats = ws.store_artifact(mloop.compute_statistics(df[COLS]))
+        version = ws.register_model("skewed", fit(df, COLS), signature={"training_statistics": stats.id})
+        from mloop.serving.skew import logged_input_statistics
+
+        serving = logged_input_statistics(ws_dir / "prediction-log", "clf")
+        report = mloop.training_serving_skew(ws.load_artifact(stats.id), serving)
+        assert report.kind == "skew" and report.drifted_features == ["a"] and version.version == 1
+    out = subprocess.run(
+        [
+            *(shutil.which("mloop") or "mloop").split(),
+            "models",
+            "skew",
+            "clf@production",
+            "--workspace",
+            str(ws_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "has no training statistics" in out.stderr
+
+
+def test_serving_an_unknown_alias_fails_fast(ws_dir: Path) -> None:
+    exe = shutil.which("mloop") or "mloop"
+    done = subprocess.run(
+        [exe, "serve", "clf", "--alias", "canary", "--workspace", str(ws_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == "error: model 'clf' has no alias 'canary' (aliases: production)"
+    )
