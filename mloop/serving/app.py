@@ -222,8 +222,7 @@ class ModelService:
             raise
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
-        frame = predictor.frame(rows)
-        predictions, probabilities = predictor.predict(frame)
+        predictions, probabilities = predictor.predict_rows(rows)
         latency = time.perf_counter() - started
         version = predictor.loaded.version
         ids = [new_id() for _ in rows]
@@ -250,7 +249,7 @@ class ModelService:
         try:
             shadow.validate(rows)
             started = time.perf_counter()
-            predictions, probabilities = shadow.predict(shadow.frame(rows))
+            predictions, probabilities = shadow.predict_rows(rows)
             self._record(
                 rows,
                 ids,

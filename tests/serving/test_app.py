@@ -147,3 +147,34 @@ def test_metrics_are_prometheus_text(ws, serve) -> None:
     assert 'mloop_validation_failures_total{model="clf"} 1.0' in text
     assert 'mloop_alias_version{alias="production",model="clf"} 1.0' in text
     assert "mloop_request_latency_seconds_bucket" in text
+
+
+def test_fast_path_is_used_only_when_equivalent(ws) -> None:
+    from mloop.serving.predictor import LoadedModel, Predictor
+
+    version = ws.model_version("clf@production")
+    fast = Predictor(LoadedModel.from_version(version, ws.load_model("clf@production")))
+    assert fast.numpy_path and fast.proba_decides
+    sample = rows(20)
+    assert fast.predict_rows(sample) == fast.predict(fast.frame(sample))
+
+    from serving_helpers import training_data as data
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    df = data()
+    by_name = make_pipeline(
+        ColumnTransformer([("city", OneHotEncoder(), ["city"])], remainder="passthrough"),
+        LogisticRegression(),
+    ).fit(df[["a", "city"]], df["y"])
+    mixed = ws.register_model(
+        "mixed",
+        by_name,
+        signature={"inputs": mloop.infer_schema(mloop.compute_statistics(df[["a", "city"]])).to_dict()},
+    )
+    slow = Predictor(LoadedModel.from_version(mixed, by_name))
+    assert not slow.numpy_path  # text columns: the DataFrame path
+    some = df[["a", "city"]].head(10).to_dict("records")
+    assert slow.predict_rows(some)[0] == by_name.predict(df[["a", "city"]].head(10)).tolist()
