@@ -222,13 +222,14 @@ class ModelService:
             raise
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
-        predictions, probabilities = predictor.predict_rows(rows)
+        predictions, probabilities = predictor.predict_rows(rows, checked)
         latency = time.perf_counter() - started
         version = predictor.loaded.version
-        ids = [new_id() for _ in rows]
+        request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
+        ids = [f"{request_id}-{i}" for i in range(len(rows))]
         self.metrics.rows.labels(self.config.model, str(version.version), role).inc(len(rows))
         self._remember(ids)
-        self._record(rows, ids, predictions, probabilities, version.version, role, latency, key)
+        self._record(checked.columns, ids, predictions, probabilities, version.version, role, latency, key)
         shadow = self.slots.shadow
         if shadow is not None:
             self._shadow_pool.submit(self._shadow_predict, shadow, rows, ids, key)
@@ -247,11 +248,11 @@ class ModelService:
         self, shadow: Predictor, rows: list[dict[str, Any]], ids: list[str], key: str | None
     ) -> None:
         try:
-            shadow.validate(rows)
+            checked = shadow.validate(rows)
             started = time.perf_counter()
-            predictions, probabilities = shadow.predict_rows(rows)
+            predictions, probabilities = shadow.predict_rows(rows, checked)
             self._record(
-                rows,
+                checked.columns,
                 ids,
                 predictions,
                 probabilities,
@@ -265,7 +266,7 @@ class ModelService:
 
     def _record(
         self,
-        rows: list[dict[str, Any]],
+        columns: dict[str, list[Any]],
         ids: list[str],
         predictions: list[Any],
         probabilities: list[list[float]] | None,
@@ -276,24 +277,20 @@ class ModelService:
     ) -> None:
         if self.log is None:
             return
-        now = utcnow()
-        per_row = latency / len(rows)
-        records = []
-        for i, row in enumerate(rows):
-            record = {
-                "prediction_id": ids[i],
-                "ts": now,
-                "model": self.config.model,
-                "version": version,
-                "role": role,
-                "latency_ms": per_row * 1000,
-                "request_key": key,
-                "prediction": encode(predictions[i]),
-                "probability": max(probabilities[i]) if probabilities else None,
-            }
-            record.update({f"input.{k}": encode(v) for k, v in row.items()})
-            records.append(record)
-        self.log.append(records)
+        n = len(ids)
+        chunk: dict[str, list[Any]] = {
+            "prediction_id": ids,
+            "ts": [utcnow()] * n,
+            "model": [self.config.model] * n,
+            "version": [version] * n,
+            "role": [role] * n,
+            "latency_ms": [latency * 1000 / n] * n,
+            "request_key": [key] * n,
+            "prediction": [encode(p) for p in predictions],
+            "probability": [max(p) for p in probabilities] if probabilities else [None] * n,
+        }
+        chunk.update({f"input.{name}": values for name, values in columns.items()})
+        self.log.append(chunk)
         self.metrics.dropped.labels(self.config.model).set(self.log.dropped)
 
     def _remember(self, ids: list[str]) -> None:
@@ -325,8 +322,8 @@ class ModelService:
             if classes is None and (isinstance(label, bool) or not isinstance(label, int | float)):
                 raise InputError(f"feedback[{i}]: label {label!r} is not a number", field="label")
             records.append({"prediction_id": pid, "label": encode(label), "ts": utcnow()})
-        if self.log is not None:
-            self.log.feedback(records)
+        if self.log is not None and records:
+            self.log.feedback({key: [r[key] for r in records] for key in ("prediction_id", "label", "ts")})
         return len(records)
 
     def describe(self) -> dict[str, Any]:
@@ -480,7 +477,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         return service.describe()
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> dict[str, Any]:
+    async def infer(name: str, request: Request) -> Response:
         _check_name(name)
         body = await body_of(request)
         key = request.headers.get("x-request-key")
@@ -504,19 +501,22 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
                 }
             )
         request_id = body.get("id") if isinstance(body, dict) else None
-        return {
-            "model_name": config.model,
-            "model_version": str(result["version"]),
-            "id": request_id or new_id(),
-            "outputs": outputs,
-            "parameters": {"prediction_ids": result["prediction_ids"]},
-        }
+        return JSONResponse(
+            {
+                "model_name": config.model,
+                "model_version": str(result["version"]),
+                "id": request_id or new_id(),
+                "outputs": outputs,
+                "parameters": {"prediction_ids": result["prediction_ids"]},
+            }
+        )
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> Response:
         body = await body_of(request)
         key = request.headers.get("x-request-key") or (body.get("key") if isinstance(body, dict) else None)
-        return timed(lambda: service.predict(_rows_from(body), key))
+        # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
+        return JSONResponse(timed(lambda: service.predict(_rows_from(body), key)))
 
     @app.post("/feedback")
     async def feedback(request: Request) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """The prediction log: what was asked, what was answered, by which version — off the request path.
 
-Requests append to an in-memory buffer (O(1), bounded: past ``max_buffered`` records new ones are
-dropped and counted, never blocking a request). A background thread writes the buffer every
-``flush_interval_s`` as a Parquet segment (temp file + rename, so readers never see half a segment).
-``close()`` flushes everything: a clean shutdown (SIGTERM) loses nothing; a crash (SIGKILL) loses at
-most what arrived in the last flush interval. Delayed labels (``/feedback``) are segments too.
+Each request appends one columnar chunk to an in-memory buffer: O(1) and bounded (past
+``max_buffered`` rows, new chunks are dropped and counted, never blocking a request). A background
+thread writes the buffer every ``flush_interval_s`` as a Parquet segment (temp file + rename, so
+readers never see half a segment). ``close()`` flushes everything: a clean shutdown (SIGTERM) loses
+nothing; a crash (SIGKILL) loses at most what arrived in the last flush interval. Delayed labels
+(``/feedback``) are segments too.
 
-Layout: ``<root>/<model>/predictions/<segment>.parquet`` and ``<root>/<model>/feedback/<segment>.parquet``.
+Layout: ``<root>/<model>/predictions/*.parquet`` and ``<root>/<model>/feedback/*.parquet``.
 """
 
 from __future__ import annotations
@@ -25,34 +26,41 @@ from mloop.entities import new_id
 __all__ = ["PredictionLog", "read_log"]
 
 
+Chunk = dict[str, list[Any]]  # one request's records, column by column
+
+
 class _Buffer:
-    """Records waiting to be written; bounded, never blocks the caller."""
+    """Chunks waiting to be written; bounded by rows, never blocks the caller."""
 
     def __init__(self, folder: Path, limit: int) -> None:
         self.folder = folder
         self.limit = limit
-        self.records: list[dict[str, Any]] = []
+        self.chunks: list[Chunk] = []
+        self.rows = 0
         self.dropped = 0
 
-    def add(self, records: list[dict[str, Any]]) -> None:
-        room = max(self.limit - len(self.records), 0)
-        if room < len(records):
-            self.dropped += len(records) - room
-            records = records[:room]
-        self.records.extend(records)
+    def add(self, chunk: Chunk) -> None:
+        n = len(next(iter(chunk.values()), []))
+        if self.rows + n > self.limit:
+            self.dropped += n
+            return
+        self.chunks.append(chunk)
+        self.rows += n
 
-    def take(self) -> list[dict[str, Any]]:
-        taken, self.records = self.records, []
-        return taken
+    def take(self) -> tuple[list[Chunk], int]:
+        taken, rows = self.chunks, self.rows
+        self.chunks, self.rows = [], 0
+        return taken, rows
 
 
-def _write_segment(folder: Path, records: list[dict[str, Any]]) -> None:
-    if not records:
+def _write_segment(folder: Path, chunks: list[Chunk]) -> None:
+    if not chunks:
         return
     folder.mkdir(parents=True, exist_ok=True)
+    table = pa.concat_tables([pa.table(c) for c in chunks], promote_options="permissive")
     name = f"{new_id()}.parquet"
     tmp = folder / f".{name}.tmp"
-    pq.write_table(pa.Table.from_pylist(records), tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, folder / name)  # readers see whole segments or none
 
 
@@ -73,13 +81,14 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="mloop-prediction-log", daemon=True)
         self._thread.start()
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, chunk: Chunk) -> None:
+        """One request's predictions, as columns of equal length."""
         with self._lock:
-            self._predictions.add(records)
+            self._predictions.add(chunk)
 
-    def feedback(self, records: list[dict[str, Any]]) -> None:
+    def feedback(self, chunk: Chunk) -> None:
         with self._lock:
-            self._feedback.add(records)
+            self._feedback.add(chunk)
 
     @property
     def dropped(self) -> int:
@@ -88,11 +97,11 @@ class PredictionLog:
     def flush(self) -> int:
         """Write what is buffered now; returns the number of prediction records written."""
         with self._lock:
-            predictions, labels = self._predictions.take(), self._feedback.take()
+            (predictions, rows), (labels, _) = self._predictions.take(), self._feedback.take()
         _write_segment(self._predictions.folder, predictions)
         _write_segment(self._feedback.folder, labels)
-        self.written += len(predictions)
-        return len(predictions)
+        self.written += rows
+        return rows
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):

@@ -1,0 +1,265 @@
+"""Serving: `mloop serve` vs `mlflow models serve`, same scikit-learn model, same machine, loopback.
+
+Single-row requests at concurrency 1 and 16 (requests/s, p50, p99), a 1,000-row batch, start-up time
+to the first answer, and mloop's overhead ratio (HTTP p50 / in-process predict). mloop runs with input
+validation and the prediction log on. Each load phase is bounded in time (``--seconds``).
+Goals (issue 6): >= 5x MLflow's requests/s at concurrency 1 and 16; single-row p99 <= 10 ms at
+concurrency 1 and <= 60 ms at 16; HTTP p50 <= 3x in-process predict; first answer <= 1.5 s.
+
+    bench/.venv-mlflow/bin/pip install -e '.[serve]'
+    bench/.venv-mlflow/bin/python bench/bench_serving.py [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def wait_first_answer(
+    port: int, path: str, body: bytes, started: float, proc: subprocess.Popen, timeout: float = 120
+) -> float:
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            status, _ = post(conn, path, body)
+            conn.close()
+            if status == 200:
+                return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError("no answer before the timeout")
+
+
+def load(port: int, path: str, body: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            status, _ = post(conn, path, body)
+            latencies[i].append(time.perf_counter() - start)
+            if status != 200:
+                errors[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    flat = sorted(x for per in latencies for x in per)
+    return {
+        "rps": len(flat) / elapsed,
+        "p50": flat[len(flat) // 2] * 1000,
+        "p99": flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000,
+        "errors": float(sum(errors)),
+    }
+
+
+def batch_latency(port: int, path: str, body: bytes, n: int = 20) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        status, _ = post(conn, path, body)
+        assert status == 200
+        samples.append(time.perf_counter() - start)
+    conn.close()
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    import logging
+    import warnings
+
+    import mlflow
+    from rich.console import Console
+    from rich.table import Table
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import mloop
+    from mloop.demo import dataset_path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    df = pd.read_csv(dataset_path(), index_col=0).iloc[:3632]
+    df.columns = [c.strip().replace("-", " ").replace(" ", "_") for c in df.columns]
+    x, y = df.drop(columns=["rain"]), df["rain"]
+    model = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))]).fit(x, y)
+    row = {k: float(v) for k, v in x.iloc[7].items()}
+    batch = [{k: float(v) for k, v in r.items()} for r in x.iloc[:1000].to_dict("records")]
+    frame = pd.DataFrame([row])
+    samples = []
+    for _ in range(2000):
+        start = time.perf_counter()
+        model.predict(frame)
+        samples.append(time.perf_counter() - start)
+    in_process = statistics.median(samples) * 1000
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with mloop.Workspace.open(root / "ws") as ws:
+            signature = {
+                "inputs": mloop.infer_schema(mloop.compute_statistics(x)).to_dict(),
+                "output": {"task": "classification", "label": "rain", "classes": [0, 1]},
+            }
+            ws.promote("rainfall", ws.register_model("rainfall", model, signature=signature).version)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.create_experiment("bench", artifact_location=str(root / "mlruns"))
+        with mlflow.start_run(experiment_id=experiment):
+            info = mlflow.sklearn.log_model(model, name="model", input_example=x.iloc[:2])
+        servers = {
+            "mloop": (
+                [str(BIN / "mloop"), "serve", "rainfall", "--workspace", str(root / "ws")],
+                "/predict",
+                lambda rows: {"instances": rows},
+            ),
+            "MLflow": (
+                [
+                    str(BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    info.model_uri,
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                ],
+                "/invocations",
+                lambda rows: {"dataframe_records": rows},
+            ),
+        }
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for name, (command, path, wrap) in servers.items():
+            port = free_port()
+            flag = ["--port", str(port)] if name == "mloop" else ["-p", str(port)]
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [*command, *flag], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            try:
+                one = json.dumps(wrap([row])).encode()
+                first = wait_first_answer(port, path, one, started, proc)
+                load(port, path, one, 4, 1.0)  # warm-up
+                c1 = load(port, path, one, 1, args.seconds)
+                c16 = load(port, path, one, 16, args.seconds)
+                b = batch_latency(port, path, json.dumps(wrap(batch)).encode())
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            results[name] = {"first": first, "c1": c1, "c16": c16, "batch": b}  # type: ignore[dict-item]
+
+    ours, theirs = results["mloop"], results["MLflow"]
+    table = Table(
+        title=f"serving one scikit-learn model: mloop vs MLflow {mlflow.__version__} ({args.seconds:g} s per load phase)"
+    )
+    for col in ("measure", "mloop", "MLflow", "ratio", "goal", "met"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+
+    def row_(measure: str, a: float, b: float, unit: str, ratio: float, goal: str, met: bool | None) -> None:
+        table.add_row(
+            measure,
+            f"{a:,.1f} {unit}",
+            f"{b:,.1f} {unit}",
+            f"{ratio:.1f}x",
+            goal,
+            "" if met is None else ("yes" if met else "NO"),
+        )
+
+    for c, goal_p99 in (("c1", 10.0), ("c16", 60.0)):
+        conc = c[1:]
+        o, t = ours[c], theirs[c]  # type: ignore[index]
+        row_(
+            f"requests/s, concurrency {conc}",
+            o["rps"],
+            t["rps"],
+            "",
+            o["rps"] / t["rps"],
+            ">= 5x",
+            o["rps"] >= 5 * t["rps"],
+        )
+        row_(f"p50, concurrency {conc}", o["p50"], t["p50"], "ms", t["p50"] / o["p50"], "", None)
+        row_(
+            f"p99, concurrency {conc}",
+            o["p99"],
+            t["p99"],
+            "ms",
+            t["p99"] / o["p99"],
+            f"<= {goal_p99:g} ms",
+            o["p99"] <= goal_p99,
+        )
+        assert o["errors"] == 0 and t["errors"] == 0, (o, t)
+    row_(
+        "1,000-row batch, median",
+        ours["batch"],
+        theirs["batch"],
+        "ms",
+        theirs["batch"] / ours["batch"],
+        "",
+        None,
+    )  # type: ignore[operator]
+    row_(
+        "start-up to first answer",
+        ours["first"],
+        theirs["first"],
+        "s",
+        theirs["first"] / ours["first"],
+        "<= 1.5 s",
+        ours["first"] <= 1.5,
+    )  # type: ignore[operator]
+    Console(width=150).print(table)
+    p50 = ours["c1"]["p50"]  # type: ignore[index]
+    print(
+        f"mloop overhead: HTTP p50 {p50:.2f} ms / in-process model.predict on a one-row DataFrame "
+        f"{in_process:.2f} ms = {p50 / in_process:.2f}x (goal <= 3x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
