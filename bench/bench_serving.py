@@ -26,7 +26,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 BIN = Path(sys.executable).parent
@@ -175,7 +174,11 @@ def main() -> None:
                 lambda rows: {"dataframe_records": rows},
             ),
         }
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         for name, (command, path, wrap) in servers.items():
             port = free_port()
             flag = ["--port", str(port)] if name == "mloop" else ["-p", str(port)]
@@ -197,7 +200,8 @@ def main() -> None:
 
     ours, theirs = results["mloop"], results["MLflow"]
     table = Table(
-        title=f"serving one scikit-learn model: mloop vs MLflow {mlflow.__version__} ({args.seconds:g} s per load phase)"
+        title=f"serving one scikit-learn model: mloop vs MLflow {mlflow.__version__} "
+        f"({args.seconds:g} s per load phase)"
     )
     for col in ("measure", "mloop", "MLflow", "ratio", "goal", "met"):
         table.add_column(col, justify="left" if col == "measure" else "right")

@@ -139,3 +139,16 @@ def test_serving_an_unknown_alias_fails_fast(ws_dir: Path) -> None:
         done.returncode == 2
         and done.stderr.strip() == "error: model 'clf' has no alias 'canary' (aliases: production)"
     )
+
+
+def test_several_workers_serve_and_all_flush(ws_dir: Path) -> None:
+    proc, url = start(ws_dir, "--workers", "2", "--flush-interval", "60")
+    try:
+        with httpx.Client(base_url=url) as c:
+            assert c.get("/docs").status_code == 200 and "/predict" in c.get("/openapi.json").json()["paths"]
+            answered = [c.post("/predict", json={"instances": rows(2)}).json() for _ in range(60)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert all(a["version"] == 1 for a in answered)
+    assert read_log(ws_dir / "prediction-log", "clf").num_rows == 120  # every worker flushed on shutdown
