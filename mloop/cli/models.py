@@ -196,14 +196,10 @@ def evaluate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Metrics of a registered model on a dataset, overall and per slice."""
-    from mloop.validation.model import evaluate
 
     frame = _read(data)
     with open_workspace(workspace) as ws:
-        version = ws.model_version(ref)
-        model = ws.load_artifact(version.artifact_id)
-    inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
-    evaluation = evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
+        version, evaluation = _evaluate_version(ws, ref, frame, label, slices)
     if as_json:
         print_json({"model": version.name, "version": version.version, **evaluation.to_dict()})
         return
@@ -226,22 +222,26 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Two versions side by side on the same data."""
-    from mloop.validation.model import evaluate
 
     frame = _read(data)
-    results = {}
     with open_workspace(workspace) as ws:
-        for number in (v1, v2):
-            version = ws.model_version(f"{name}:{number}")
-            inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
-            model = ws.load_artifact(version.artifact_id)
-            results[f"v{number}"] = evaluate(
-                model, frame, _label_of(version, label), slices=slices or [], inputs=inputs
-            )
+        results = {f"v{n}": _evaluate_version(ws, f"{name}:{n}", frame, label, slices)[1] for n in (v1, v2)}
     if as_json:
         print_json({key: e.to_dict() for key, e in results.items()})
         return
     _print_evaluations(results, f"{name}: v{v1} vs v{v2} on {data}")
+
+
+def _evaluate_version(
+    ws: Any, ref: str, frame: Any, label: str | None, slices: list[str] | None
+) -> tuple[Any, Any]:
+    """A registered version scored on ``frame`` with its own signature's inputs and label."""
+    from mloop.validation.model import evaluate
+
+    version = ws.model_version(ref)
+    inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
+    model = ws.load_artifact(version.artifact_id)
+    return version, evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
 
 
 def _print_evaluations(results: dict[str, Any], title: str) -> None:

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from mloop.cli import main
+from cli_helpers import run as run_cli
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pipelines.py"
 
@@ -24,12 +23,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(SAMPLES, tmp_path / "pipes.py")
     (tmp_path / "numbers.txt").write_text("1 2 3")
     return tmp_path
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_run_then_inspect_with_json(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

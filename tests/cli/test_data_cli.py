@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from mloop.cli import main
+from cli_helpers import run
 
 
 @pytest.fixture
@@ -25,12 +24,6 @@ def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cur.to_csv("cur.csv", index=False)
     ref.drop(columns=["y"]).assign(z=1).to_csv("broken.csv", index=False)
     return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_stats_json_and_html(data: Path, capsys: pytest.CaptureFixture[str]) -> None:

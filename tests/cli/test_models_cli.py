@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import run
 from sklearn.linear_model import LogisticRegression
 
 import mloop
-from mloop.cli import main
 
 
 @pytest.fixture
@@ -38,12 +38,6 @@ def ws_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             status=mloop.ModelStatus.REJECTED,
         )
     return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_promote_history_rollback(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
