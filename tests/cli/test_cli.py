@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cli_helpers import run as run_cli
+from commands import mloop_command
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pipelines.py"
 
@@ -159,11 +159,11 @@ def test_workspace_is_found_upward_and_by_option(
 @pytest.mark.slow
 def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     """The README's quick start: `mloop demo` leaves a workspace the other commands can read."""
-    exe = shutil.which("mloop") or f"{sys.executable} -m mloop.cli"
+    exe = mloop_command()
     ws = tmp_path / "demo-ws"
     env = {**os.environ, "COLUMNS": "120"}
     done = subprocess.run(
-        [*exe.split(), "demo", "--workspace", str(ws), "--json"],
+        [*exe, "demo", "--workspace", str(ws), "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -188,13 +188,13 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     kinds = {a["type"] for a in report["lineage"]["artifacts"]}
     assert kinds == {"file", "parquet", "joblib"}
     human = subprocess.run(
-        [*exe.split(), "demo", "--workspace", str(ws)], capture_output=True, text=True, env=env, timeout=300
+        [*exe, "demo", "--workspace", str(ws)], capture_output=True, text=True, env=env, timeout=300
     )
     assert human.returncode == 0 and "lineage of the trained model" in human.stdout
     assert "rainfall.csv.gz" in human.stdout and "stopped by the schema gate" in human.stdout
     assert human.stderr == ""
     listed = subprocess.run(
-        [*exe.split(), "runs", "list", "--workspace", str(ws), "--json"],
+        [*exe, "runs", "list", "--workspace", str(ws), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -202,7 +202,7 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     runs = json.loads(listed.stdout)
     assert len(runs) == 6 and [r["status"] for r in runs].count("stopped") == 2
     shown = subprocess.run(
-        [*exe.split(), "runs", "show", runs[0]["id"], "--workspace", str(ws)],
+        [*exe, "runs", "show", runs[0]["id"], "--workspace", str(ws)],
         capture_output=True,
         text=True,
         env=env,

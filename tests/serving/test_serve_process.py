@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from commands import mloop_command
 from serving_helpers import fit, register, training_data
 
 import mloop
@@ -36,9 +35,9 @@ def ws_dir(tmp_path: Path) -> Path:
 
 def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    exe = shutil.which("mloop") or f"{sys.executable} -m mloop.cli"
+    exe = mloop_command()
     proc = subprocess.Popen(
-        [*exe.split(), "serve", "clf", "--port", str(port), "--workspace", str(ws_dir), *extra],
+        [*exe, "serve", "clf", "--port", str(port), "--workspace", str(ws_dir), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -112,7 +111,7 @@ def test_serving_skew_from_the_log(ws_dir: Path) -> None:
         assert report.kind == "skew" and report.drifted_features == ["a"] and version.version == 1
     out = subprocess.run(
         [
-            *(shutil.which("mloop") or "mloop").split(),
+            *mloop_command(),
             "models",
             "skew",
             "clf@production",
@@ -128,9 +127,9 @@ def test_serving_skew_from_the_log(ws_dir: Path) -> None:
 
 
 def test_serving_an_unknown_alias_fails_fast(ws_dir: Path) -> None:
-    exe = shutil.which("mloop") or "mloop"
+    exe = mloop_command()
     done = subprocess.run(
-        [exe, "serve", "clf", "--alias", "canary", "--workspace", str(ws_dir)],
+        [*exe, "serve", "clf", "--alias", "canary", "--workspace", str(ws_dir)],
         capture_output=True,
         text=True,
         timeout=60,
