@@ -178,3 +178,17 @@ def test_fast_path_is_used_only_when_equivalent(ws) -> None:
     assert not slow.numpy_path  # text columns: the DataFrame path
     some = df[["a", "city"]].head(10).to_dict("records")
     assert slow.predict_rows(some)[0] == by_name.predict(df[["a", "city"]].head(10)).tolist()
+
+
+def test_sklearn_checks_stay_on_unless_validation_proved_the_values(ws) -> None:
+    from mloop.serving.predictor import LoadedModel, Predictor
+
+    version = ws.model_version("clf@production")
+    loaded = LoadedModel.from_version(version, ws.load_model("clf@production"))
+    loaded.rules["a"] = {**loaded.rules["a"], "nullable": True}  # the schema allows a null here…
+    predictor = Predictor(loaded)
+    sample = [{"a": None, "b": 0.5}]
+    checked = predictor.validate(sample)
+    assert "a" not in checked.arrays  # …so the bulk numeric path did not vouch for column a
+    with pytest.raises(ValueError, match="NaN"):  # scikit-learn still refuses it: no silent NaN answer
+        predictor.predict_rows(sample, checked)
