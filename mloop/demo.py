@@ -180,12 +180,9 @@ def _batch_without_a_column(workspace: Workspace, data: Path) -> Path:
 
 
 def _anomalies_of(workspace: Workspace, run_id: str) -> Anomalies:
-    from mloop.core.serialize import deserialize
-
     for step_run in workspace.metadata.list_steps(run_id):
         for event in workspace.metadata.events(step_run_ids=[step_run.id], kind="output"):
             if event.name == "anomalies":
-                art = workspace.metadata.get_artifact(event.artifact_id)
-                found: Anomalies = deserialize(art.type, workspace.artifacts.get(art.digest), art.python_type)
+                found: Anomalies = workspace.load_artifact(event.artifact_id)
                 return found
     raise LookupError(f"run {run_id} recorded no anomalies")

@@ -162,7 +162,7 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         params = ws.metadata.get_params(run_id)
         events = ws.metadata.events(step_run_ids=[s.id for s in steps], kind="output")
         artifacts = {e.artifact_id: ws.metadata.get_artifact(e.artifact_id) for e in events}
-        anomalies = [_load(ws, artifacts[e.artifact_id]) for e in events if e.name == "anomalies"]
+        anomalies = [ws.load_artifact(e.artifact_id) for e in events if e.name == "anomalies"]
     names = {s.id: s.name for s in steps}
     outputs = [
         {
@@ -217,12 +217,6 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         for m in metrics:
             mt.add_row(names.get(m.step_run_id or "", "-"), m.key, f"{m.value:.6g}", str(m.step))
         out.print(mt)
-
-
-def _load(ws: Any, art: Any) -> Any:
-    from mloop.core.serialize import deserialize
-
-    return deserialize(art.type, ws.artifacts.get(art.digest), art.python_type)
 
 
 @artifacts_app.command("show")

@@ -185,9 +185,7 @@ def _load_side(ref: str, what: str, workspace: Path | None) -> Any:
             raise DataError(f"{what} {ref!r} is neither a file nor an artifact id", field=what) from exc
         if not art.python_type.endswith(".Statistics"):
             raise DataError(f"{what} artifact {ref} is a {art.python_type}, not statistics", field=what)
-        from mloop.core.serialize import deserialize
-
-        stats: Statistics = deserialize(art.type, ws.artifacts.get(art.digest), art.python_type)
+        stats: Statistics = ws.load_artifact(art.id)
         return stats
 
 
