@@ -24,6 +24,9 @@ __all__ = [
     "RunStatus",
     "StepRun",
     "StepStatus",
+    "TriggerEvent",
+    "TriggerState",
+    "id_floor",
     "new_id",
     "utcnow",
 ]
@@ -32,6 +35,11 @@ __all__ = [
 def new_id() -> str:
     """A new opaque id, sortable by creation time."""
     return str(ULID())
+
+
+def id_floor(at: datetime) -> str:
+    """The smallest id created at or after ``at``: compare ids with it to select by creation time."""
+    return str(ULID.from_datetime(at))[:10] + "0" * 16
 
 
 def utcnow() -> datetime:
@@ -198,3 +206,36 @@ class Model:
     created_at: datetime
     last_version: int
     aliases: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerEvent:
+    """One firing of a trigger: the evidence, the run it started and how that ended.
+
+    ``status``: ``pending`` (claimed, no run yet), ``running``, ``succeeded``, ``failed``, ``stopped``
+    (a gate refused the data), ``suppressed`` (cool-down: recorded, not run).
+    """
+
+    id: str
+    trigger: str
+    event_key: str
+    kind: str
+    pipeline: str
+    fired_at: datetime
+    evidence: dict[str, Any]
+    status: str
+    attempts: int
+    run_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerState:
+    """A trigger's last evaluation, last firing, next due time and watermark (what it already saw)."""
+
+    trigger: str
+    evaluated_at: datetime | None
+    fired_at: datetime | None
+    next_due_at: datetime | None
+    last_result: str
+    watermark: dict[str, Any]

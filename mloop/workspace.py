@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -26,6 +26,7 @@ from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.registry import SqlModelRegistry
+from mloop.stores.sql.triggers import SqlTriggerStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
 
@@ -98,7 +99,9 @@ class Workspace:
         self.metadata = metadata
         self.artifacts = artifacts
         self.heartbeat_s = settings.heartbeat_s
-        self.registry = SqlModelRegistry(metadata.engine) if isinstance(metadata, SqlMetadataStore) else None
+        sql = metadata if isinstance(metadata, SqlMetadataStore) else None
+        self.registry = SqlModelRegistry(sql.engine) if sql else None
+        self.triggers = SqlTriggerStore(sql.engine) if sql else None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
@@ -158,10 +161,11 @@ class Workspace:
         trigger: str = "manual",
         resume: str | None = None,
         listener: StepListener | None = None,
+        on_start: Callable[[Run], None] | None = None,
         **params: Any,
     ) -> RunResult:
         """Run ``pipeline`` here. Raises StepFailedError after recording a failed step."""
-        runner = Runner(self, listener=listener)
+        runner = Runner(self, listener=listener, on_start=on_start)
         return runner.run(pipeline, params, cache=cache, trigger=trigger, resume=resume)
 
     # inspection ---------------------------------------------------------------------------------
@@ -180,6 +184,13 @@ class Workspace:
                 "this workspace's metadata store has no model registry", field="metadata_url"
             )
         return self.registry
+
+    def trigger_store(self) -> SqlTriggerStore:
+        if self.triggers is None:
+            raise ConfigurationError(
+                "this workspace's metadata store keeps no trigger state", field="metadata_url"
+            )
+        return self.triggers
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""

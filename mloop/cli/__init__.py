@@ -113,7 +113,7 @@ def run(
 ) -> None:
     """Run a pipeline defined in a Python file."""
     pipe = load_pipeline(pipeline_ref)
-    params = _parse_params(param or [])
+    params: dict[str, Any] = dict(_parse_params(param or []))
     with open_workspace(workspace) as ws, _progress(len(pipe.graph.nodes), True) as listener:
         result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
     if as_json:

@@ -269,7 +269,7 @@ def skew(
 ) -> None:
     """Training–serving skew: the version's training statistics vs the inputs it was served."""
     from mloop.cli.data import _print_drift, _report_json
-    from mloop.serving.skew import serving_skew
+    from mloop.monitoring.skew import serving_skew
 
     with open_workspace(workspace) as ws:
         report = serving_skew(ws, ref)

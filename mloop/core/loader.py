@@ -1,4 +1,4 @@
-"""Load a pipeline from a ``path/to/file.py:name`` reference (what ``mloop run`` takes)."""
+"""Load a pipeline from a ``path/to/file.py:name`` or ``package.module:name`` reference."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def load_pipeline(ref: str) -> Pipeline:
     if not sep or not file_part or not name:
         raise PipelineLoadError(f"{ref!r} is not of the form path/to/file.py:pipeline_name", field="pipeline")
     path = Path(file_part).expanduser().resolve()
+    if not path.is_file() and not file_part.endswith(".py") and "/" not in file_part:
+        return _from_module(ref, file_part, name)
     if not path.is_file():
         raise PipelineLoadError(f"pipeline file {file_part} does not exist", field="pipeline")
     directory = str(path.parent)
@@ -46,4 +48,18 @@ def load_pipeline(ref: str) -> Pipeline:
         raise PipelineLoadError(
             f"{file_part}:{name} is a {type(obj).__name__}, not a @pipeline", field="pipeline"
         )
+    return obj
+
+
+def _from_module(ref: str, module_name: str, name: str) -> Pipeline:
+    """``package.module:name``: a pipeline shipped in an installed package (e.g. mloop's own)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PipelineLoadError(
+            f"{ref!r}: neither a file nor an importable module ({exc})", field="pipeline"
+        ) from exc
+    obj = getattr(module, name, None)
+    if not isinstance(obj, Pipeline):
+        raise PipelineLoadError(f"{module_name} has no @pipeline named {name!r}", field="pipeline")
     return obj

@@ -165,11 +165,18 @@ class _Prepared:
 class Runner:
     """Runs a pipeline against a workspace's stores and executor."""
 
-    def __init__(self, stores: Stores, *, listener: StepListener | None = None) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        listener: StepListener | None = None,
+        on_start: Callable[[Run], None] | None = None,
+    ) -> None:
         self.stores = stores
         self.metadata = stores.metadata
         self.artifacts = stores.artifacts
         self.listener = listener
+        self.on_start = on_start  # told the run's id before any step runs (e.g. to link a trigger event)
 
     def run(
         self,
@@ -202,6 +209,8 @@ class Runner:
             code_hash=pipeline.code_hash(),
             resumed_from=resumed_from,
         )
+        if self.on_start is not None:
+            self.on_start(run)
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(run.id, stop_beat), daemon=True)
         beat.start()

@@ -38,7 +38,7 @@ from prometheus_client import (
 
 from mloop.entities import new_id, utcnow
 from mloop.errors import MloopError, NotFoundError
-from mloop.serving.log import PredictionLog, encode
+from mloop.monitoring.log import PredictionLog, encode
 from mloop.serving.predictor import InputError, LoadedModel, Predictor
 from mloop.workspace import Workspace
 
@@ -288,6 +288,10 @@ class ModelService:
             "request_key": [key] * n,
             "prediction": [encode(p) for p in predictions],
             "probability": [max(p) for p in probabilities] if probabilities else [None] * n,
+            # binary models: P(second class), what ROC-AUC needs when the labels arrive
+            "score": [p[1] for p in probabilities]
+            if probabilities and len(probabilities[0]) == 2
+            else [None] * n,
         }
         chunk.update({f"input.{name}": values for name, values in columns.items()})
         self.log.append(chunk)

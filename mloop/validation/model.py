@@ -210,6 +210,14 @@ def _sanity(model: Any, predicted: np.ndarray, proba: np.ndarray | None, task: s
     return out
 
 
+def score_predictions(
+    task: str, y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | None, classes: list
+) -> dict[str, float]:
+    """The metrics :func:`evaluate` reports, from predictions already made (e.g. a prediction log)."""
+    score = _classification_metrics if task == "classification" else _regression_metrics
+    return score(y, predicted, proba, classes)
+
+
 def _classification_metrics(
     y: np.ndarray, predicted: np.ndarray, proba: np.ndarray | None, classes: list
 ) -> dict[str, float]:

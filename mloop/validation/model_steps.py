@@ -151,7 +151,12 @@ def register_model(
         metrics=evaluation.metrics,
         run_id=current_run_id(),
         status=status,
-        tags={"blessed": verdict.blessed, "infra_passed": infra.passed, "rejected_because": reasons},
+        tags={
+            "blessed": verdict.blessed,
+            "infra_passed": infra.passed,
+            "rejected_because": reasons,
+            "evaluated_rows": evaluation.rows,  # how sure the metrics are: monitoring's noise allowance
+        },
     )
     alias = None
     if status == ModelStatus.REGISTERED and first_alias:

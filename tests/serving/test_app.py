@@ -10,7 +10,7 @@ import pytest
 from serving_helpers import fit, register, training_data
 
 import mloop
-from mloop.serving.log import read_log
+from mloop.monitoring.log import read_log
 
 COLS = ["a", "b"]
 

@@ -14,7 +14,7 @@ from commands import mloop_command
 from serving_helpers import fit, register, training_data
 
 import mloop
-from mloop.serving.log import read_log
+from mloop.monitoring.log import read_log
 
 COLS = ["a", "b"]
 
@@ -104,7 +104,7 @@ def test_serving_skew_from_the_log(ws_dir: Path) -> None:
         df = training_data()
         stats = ws.store_artifact(mloop.compute_statistics(df[COLS]))
         version = ws.register_model("skewed", fit(df, COLS), signature={"training_statistics": stats.id})
-        from mloop.serving.skew import logged_input_statistics
+        from mloop.monitoring.skew import logged_input_statistics
 
         serving = logged_input_statistics(ws_dir / "prediction-log", "clf")
         report = mloop.training_serving_skew(ws.load_artifact(stats.id), serving)

@@ -12,7 +12,7 @@ from serving_helpers import fit, register, training_data
 from sklearn.dummy import DummyClassifier
 
 import mloop
-from mloop.serving.log import read_log
+from mloop.monitoring.log import read_log
 
 COLS = ["a", "b"]
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -197,4 +197,32 @@ alias_events = sa.Table(
     sa.Column("who", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Index(None, "name", "alias", "id"),
+)
+
+trigger_events = sa.Table(
+    "trigger_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trigger", sa.String(200), nullable=False),
+    sa.Column("event_key", sa.String(500), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("pipeline", sa.String(500), nullable=False),
+    sa.Column("fired_at", UTCDateTime, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("run_id", ID),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("trigger", "event_key"),
+)
+
+trigger_state = sa.Table(
+    "trigger_state",
+    metadata,
+    sa.Column("trigger", sa.String(200), primary_key=True),
+    sa.Column("evaluated_at", UTCDateTime),
+    sa.Column("fired_at", UTCDateTime),
+    sa.Column("next_due_at", UTCDateTime),
+    sa.Column("last_result", sa.Text, nullable=False),
+    sa.Column("watermark", sa.Text, nullable=False),
 )

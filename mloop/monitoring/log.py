@@ -18,12 +18,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.entities import new_id
 
-__all__ = ["PredictionLog", "read_log"]
+__all__ = ["PredictionLog", "labelled_predictions", "log_root", "read_log"]
 
 
 Chunk = dict[str, list[Any]]  # one request's records, column by column
@@ -115,14 +116,48 @@ class PredictionLog:
         self.flush()
 
 
-def read_log(root: Path, model: str, kind: str = "predictions") -> pa.Table:
-    """Every flushed segment of a model's log (``predictions`` or ``feedback``) as one table."""
+def log_root(workspace_root: Path | None) -> Path:
+    """Where a workspace's services write their prediction logs by default."""
+    return (workspace_root or Path.cwd()) / "prediction-log"
+
+
+def read_log(
+    root: Path, model: str, kind: str = "predictions", *, since_segment: str | None = None
+) -> pa.Table:
+    """Every flushed segment of a model's log (``predictions`` or ``feedback``) as one table.
+
+    Segment names are ULIDs, so ``since_segment`` (a ULID, e.g. ``ulid_at(t)``) reads only the
+    segments written after it: monitoring and rollout read what is new, not the whole history.
+    """
     folder = Path(root) / model / kind
     files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if since_segment is not None:
+        files = [f for f in files if f.stem >= since_segment]
     if not files:
         return pa.table({})
     tables = [pq.read_table(f) for f in files]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def labelled_predictions(
+    root: Path, model: str, *, since_segment: str | None = None, include_shadow: bool = False
+) -> pd.DataFrame:
+    """Logged predictions in arrival order, with a ``label`` column (None until feedback arrived).
+
+    The latest label wins when one prediction id got several. Feedback segments are read whole
+    (labels arrive late, after the predictions they belong to).
+    """
+    predictions = read_log(root, model, since_segment=since_segment).to_pandas()
+    if predictions.empty:
+        return predictions
+    if not include_shadow:
+        predictions = predictions[predictions["role"] != "shadow"]
+    feedback = read_log(root, model, "feedback").to_pandas()
+    if feedback.empty:
+        return predictions.assign(label=None)
+    labels = feedback.drop_duplicates("prediction_id", keep="last").set_index("prediction_id")["label"]
+    out = predictions.assign(label=predictions["prediction_id"].map(labels))
+    return out.reset_index(drop=True)
 
 
 def encode(value: Any) -> Any:

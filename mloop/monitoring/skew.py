@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mloop.errors import DataError
-from mloop.serving.log import read_log
+from mloop.monitoring.log import read_log
 from mloop.validation.drift import DriftReport, training_serving_skew
 from mloop.validation.stats import Statistics, compute_statistics
 from mloop.workspace import Workspace

@@ -1,0 +1,208 @@
+"""``monitor(workspace, model)``: the prediction log and its delayed labels, measured window by window
+against the training statistics of the version that served each window, and recorded.
+
+Each call is one ``monitor/<model>`` run in the metadata store: one step whose input is the served
+model's artifact and whose output is the :class:`MonitorReport`, with the per-window metrics logged
+(step = window index). So the lineage of a model version leads to every verdict made about it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from mloop.core.serialize import python_type_name, serialize
+from mloop.entities import ModelVersion, RunStatus, StepStatus, utcnow
+from mloop.errors import DataError, NotFoundError
+from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.windows import WindowResult, parse_window, score_window, split_windows
+from mloop.stores.base import NewArtifact
+from mloop.validation.stats import Statistics
+from mloop.workspace import Workspace
+
+__all__ = ["MonitorReport", "ServedVersion", "monitor", "served_versions"]
+
+
+@dataclass
+class MonitorReport:
+    """Every window of a model's log, measured; what triggers and rollouts read."""
+
+    __mloop_artifact__: ClassVar[str] = "monitor_report"
+
+    model: str
+    window: str
+    windows: list[WindowResult]
+    generated_at: str
+    run_id: str | None = None
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> list[WindowResult]:
+        return [w for w in self.windows if w.complete]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), default=str).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MonitorReport:
+        d = json.loads(data)
+        d["windows"] = [WindowResult(**w) for w in d["windows"]]
+        return cls(**d)
+
+
+@dataclass
+class ServedVersion:
+    """What monitoring needs to know about one served version."""
+
+    version: ModelVersion
+    reference: Statistics | None
+    task: str
+    label: str
+    classes: list[Any] | None
+
+
+def served_versions(workspace: Workspace, model: str, versions: list[int]) -> dict[int, ServedVersion]:
+    """Signature and training statistics of each version that answered requests."""
+    out: dict[int, ServedVersion] = {}
+    for number in versions:
+        try:
+            v = workspace.model_version(f"{model}:{number}")
+        except NotFoundError:
+            continue
+        output = v.signature.get("output", {})
+        stats_id = v.signature.get("training_statistics")
+        reference = workspace.load_artifact(stats_id) if stats_id else None
+        out[number] = ServedVersion(
+            v,
+            reference,
+            output.get("task", "classification"),
+            output.get("label", "label"),
+            output.get("classes"),
+        )
+    return out
+
+
+def _window_text(window: int | timedelta) -> str:
+    return f"{window} rows" if isinstance(window, int) else str(window)
+
+
+def measure(
+    workspace: Workspace,
+    model: str,
+    frame: pd.DataFrame,
+    window: int | timedelta,
+    *,
+    slices: list[str] | None = None,
+    share_threshold: float = 0.5,
+) -> list[WindowResult]:
+    """Score every window of ``frame`` (a labelled log) against its serving version's statistics."""
+    info = served_versions(workspace, model, sorted({int(v) for v in frame["version"].unique()}))
+    if not info:
+        raise NotFoundError(
+            f"none of the versions in {model!r}'s prediction log is registered", field="model"
+        )
+    results = []
+    for i, (lo, hi, complete) in enumerate(split_windows(frame, window)):
+        part = frame.iloc[lo:hi]
+        main = info.get(int(part["version"].mode().iloc[0])) or next(iter(info.values()))
+        results.append(
+            score_window(
+                part,
+                reference=main.reference,
+                task=main.task,
+                label=main.label,
+                classes=main.classes,
+                slices=slices,
+                index=i,
+                complete=complete,
+                share_threshold=share_threshold,
+            )
+        )
+    return results
+
+
+def monitor(
+    workspace: Workspace,
+    model: str,
+    *,
+    window: str | int | timedelta = 1000,
+    log_dir: Path | None = None,
+    slices: list[str] | None = None,
+    share_threshold: float = 0.5,
+    store: bool = True,
+) -> MonitorReport:
+    """Measure ``model``'s prediction log window by window and (``store``) record the result."""
+    size = parse_window(window)
+    root = log_dir or log_root(workspace.root)
+    frame = labelled_predictions(root, model)
+    if frame.empty:
+        raise DataError(f"model {model!r} has no logged predictions under {root}", field="model")
+    windows = measure(workspace, model, frame, size, slices=slices, share_threshold=share_threshold)
+    history = workspace.model_registry().history(model)
+    report = MonitorReport(
+        model,
+        _window_text(size),
+        windows,
+        utcnow().isoformat(),
+        deployments=[
+            {
+                "at": e.at.isoformat(),
+                "alias": e.alias,
+                "action": e.action,
+                "version": e.to_version,
+                "reason": e.reason,
+            }
+            for e in history
+        ],
+    )
+    if store:
+        report.run_id = _record(workspace, model, report, int(frame["version"].iloc[-1]))
+    return report
+
+
+def _record(workspace: Workspace, model: str, report: MonitorReport, version: int) -> str:
+    meta = workspace.metadata
+    served = workspace.model_version(f"{model}:{version}")
+    run = meta.create_run(
+        f"monitor/{model}",
+        params={"model": model, "window": report.window, "version": version},
+        trigger="monitor",
+        code_commit=None,
+        code_hash="",
+    )
+    step = meta.start_step(
+        run.id,
+        "monitor",
+        cache_key="",
+        params={"window": report.window},
+        inputs={"model": served.artifact_id},
+    )
+    kind, data = serialize(report, what="monitor report")
+    digest, uri = workspace.artifacts.put(data)
+    metrics = [
+        (f"{key}", float(value), w.index)
+        for w in report.windows
+        for key, value in {
+            **w.metrics,
+            "rows": w.rows,
+            "labelled": w.labelled,
+            "drift_share": w.drift_share,
+        }.items()
+        if isinstance(value, int | float) and value == value
+    ]
+    meta.finish_step(
+        step.id,
+        StepStatus.SUCCEEDED,
+        outputs={"report": NewArtifact(digest, kind, python_type_name(report), len(data), uri)},
+        metrics=metrics,
+    )
+    meta.finish_run(run.id, RunStatus.SUCCEEDED)
+    return run.id

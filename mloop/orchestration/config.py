@@ -1,0 +1,202 @@
+"""The loop's configuration: triggers per deployed pipeline and rollout policies per model.
+
+Declared in ``mloop.toml`` beside the workspace (``[[triggers]]`` and ``[[rollout]]`` tables) or built
+in Python. Everything is checked when loaded, so a bad cron expression, an unknown metric or a
+watched path that does not exist is one clear error at start-up, not a silent trigger that never fires.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mloop.errors import ConfigurationError
+from mloop.monitoring.windows import parse_window
+from mloop.validation.model import LOWER_IS_BETTER
+
+__all__ = ["LoopConfig", "RolloutPolicy", "TriggerSpec", "load_loop_config", "parse_duration"]
+
+KINDS = ("manual", "schedule", "new_data", "drift", "degradation")
+METRICS = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2", *LOWER_IS_BETTER})
+
+
+def parse_duration(spec: str | float | int, field: str = "duration") -> timedelta:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` or a number of seconds."""
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        if spec < 0:
+            raise ConfigurationError(f"{field} must not be negative, got {spec}", field=field)
+        return timedelta(seconds=spec)
+    if str(spec).strip() in ("0", "0s", ""):
+        return timedelta(0)
+    try:
+        value = parse_window(str(spec))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{field} {spec!r} is not a duration like 90s, 15m, 1h, 7d", field=field
+        ) from exc
+    if not isinstance(value, timedelta):
+        value = timedelta(seconds=value)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriggerSpec(_Strict):
+    """One trigger: when it fires, which pipeline it starts and with which parameters."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["manual", "schedule", "new_data", "drift", "degradation"]
+    pipeline: str = Field(min_length=3, description="file.py:name or package.module:name")
+    params: dict[str, Any] = Field(default_factory=dict)
+    cooldown: str = "0s"
+    # schedule
+    cron: str | None = None
+    # new_data
+    path: str | None = None
+    pattern: str = "*"
+    table: str | None = None
+    column: str | None = None
+    url: str | None = None
+    param: str | None = Field(None, description="pipeline parameter that receives the new files")
+    # drift / degradation
+    model: str | None = None
+    window: str | int = 1000
+    share: float = Field(0.5, gt=0, le=1)
+    metric: str = "accuracy"
+    threshold: float | None = None
+    margin: float = Field(0.02, ge=0)
+    z: float = Field(2.0, ge=0)
+    windows: int = Field(1, ge=1)
+    min_labelled: int = Field(100, ge=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"{value!r} is not a valid cron expression (minute hour day month weekday)")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r} (known: {', '.join(sorted(METRICS))})")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | int) -> str | int:
+        parse_window(value)
+        return value
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        parse_duration(value, "cooldown")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> TriggerSpec:
+        need = {"schedule": ["cron"], "drift": ["model"], "degradation": ["model"]}.get(self.kind, [])
+        for name in need:
+            if getattr(self, name) is None:
+                raise ValueError(f"a {self.kind} trigger needs {name!r}")
+        if self.kind == "new_data":
+            if (self.path is None) == (self.table is None):
+                raise ValueError(
+                    "a new_data trigger needs either 'path' (files) or 'table' + 'column' (rows)"
+                )
+            if self.table is not None and (self.column is None or self.url is None):
+                raise ValueError("a new_data trigger on a table needs 'url' (SQLAlchemy) and 'column'")
+        return self
+
+    @property
+    def cooldown_td(self) -> timedelta:
+        return parse_duration(self.cooldown, "cooldown")
+
+
+class RolloutPolicy(_Strict):
+    """How a newly validated version of ``model`` reaches production.
+
+    ``auto``: it becomes ``canary`` (the service sends it ``canary_fraction`` of traffic); once
+    ``min_labelled`` canary predictions have labels (or ``budget`` has passed), its live ``metric`` is
+    compared with production's over the same period: promoted, or rolled back with the reason.
+    ``manual``: nothing moves until someone runs ``mloop models promote``.
+    """
+
+    model: str = Field(min_length=1)
+    mode: Literal["auto", "manual"] = "auto"
+    canary_fraction: float = Field(0.2, gt=0, le=1)
+    metric: str = "accuracy"
+    min_labelled: int = Field(200, ge=1)
+    min_labelled_at_budget: int = Field(30, ge=1)
+    budget: str = "1h"
+    max_degradation: float = Field(0.01, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        return TriggerSpec._metric(value)
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        parse_duration(value, "budget")
+        return value
+
+    @property
+    def budget_td(self) -> timedelta:
+        return parse_duration(self.budget, "budget")
+
+
+class LoopConfig(_Strict):
+    """Every trigger and rollout policy of a workspace."""
+
+    triggers: list[TriggerSpec] = Field(default_factory=list)
+    rollout: list[RolloutPolicy] = Field(default_factory=list)
+    tick_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> LoopConfig:
+        names = [t.name for t in self.triggers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"trigger names must be unique; repeated: {sorted(dup)}")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], source: str = "configuration") -> LoopConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigurationError(f"{source}: {where}: {message}", field=where) from exc
+
+    def policy(self, model: str) -> RolloutPolicy | None:
+        return next((p for p in self.rollout if p.model == model), None)
+
+
+def load_loop_config(directory: Path) -> LoopConfig:
+    """``[[triggers]]``, ``[[rollout]]`` and ``[scheduler]`` of ``directory/mloop.toml`` (empty if absent)."""
+    path = directory / "mloop.toml"
+    if not path.is_file():
+        return LoopConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    section = {"triggers": data.get("triggers", []), "rollout": data.get("rollout", [])}
+    if "scheduler" in data:
+        section.update(data["scheduler"])
+    return LoopConfig.parse(section, str(path))

@@ -1,0 +1,175 @@
+"""The built-in retraining pipeline the loop (and ``mloop backtest``) deploys when a user has none.
+
+``retrain``: training rows (a file, or the labelled prediction log from the trigger's ``since`` on)
+→ time-ordered split → schema gate against production's signature (schema skew stops the run) →
+statistics → drift check → fit the default model → evaluate → validate against production on the
+same recent rows → infrastructure check → register (the first version becomes production; later
+ones wait for the rollout policy).
+
+The default model handles what a user's table usually holds: numeric and string/categorical
+columns, missing values, and binary, multiclass or string labels (histogram gradient boosting,
+which needs no scaling and treats missing values natively).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mloop.core.context import current_workspace, log_metrics, log_params
+from mloop.core.pipeline import pipeline
+from mloop.core.step import step
+from mloop.errors import DataError, NotFoundError
+from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.windows import INPUT_PREFIX
+from mloop.orchestration.triggers import window_frame
+from mloop.validation.io import read_table
+from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
+from mloop.validation.schema import Schema
+from mloop.validation.schema import infer_schema as _infer_schema
+from mloop.validation.stats import compute_statistics
+from mloop.validation.steps import check_drift, statistics, validate_schema
+
+__all__ = ["default_model", "describe_default_model", "infer_task", "retrain", "training_rows"]
+
+
+def infer_task(y: pd.Series) -> str:
+    """``classification`` for strings, booleans and integers with few values; else ``regression``."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    values = y.dropna()
+    integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    return "classification" if integral and values.nunique() <= 50 else "regression"
+
+
+def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
+    """An unfitted scikit-learn pipeline for ``features``: categorical columns ordinal-encoded
+    (unknown and missing → NaN, rare levels grouped), then histogram gradient boosting."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    numeric = [c for c in features.columns if c not in categorical]
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+        max_categories=250,
+    )
+    columns = ColumnTransformer(
+        [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
+        verbose_feature_names_out=False,
+    )
+    mask = [False] * len(numeric) + [True] * len(categorical)
+    estimator = (
+        HistGradientBoostingClassifier(categorical_features=mask, random_state=seed)
+        if task == "classification"
+        else HistGradientBoostingRegressor(categorical_features=mask, random_state=seed)
+    )
+    return Pipeline([("columns", columns), ("model", estimator)])
+
+
+def describe_default_model(features: pd.DataFrame, task: str) -> str:
+    categorical = sum(not pd.api.types.is_numeric_dtype(features[c]) for c in features.columns)
+    kind = "HistGradientBoostingClassifier" if task == "classification" else "HistGradientBoostingRegressor"
+    return (
+        f"{kind} on {features.shape[1]} columns ({features.shape[1] - categorical} numeric, "
+        f"{categorical} categorical, ordinal-encoded; missing values handled natively)"
+    )
+
+
+@step
+def training_rows(
+    data: str, model_name: str, target: str, since: str = "", max_rows: int = 0
+) -> pd.DataFrame:
+    """The rows to train on: a CSV/Parquet file, or (``data = "log"``) the labelled prediction log of
+    ``model_name`` from ``since`` on; at most the newest ``max_rows`` (0 = all)."""
+    if data == "log":
+        ws = current_workspace()
+        frame = window_frame(labelled_predictions(log_root(ws.root), model_name), since or None)
+        frame = frame[frame["label"].notna()]
+        inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
+        rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+        rows[target] = frame["label"].to_numpy()
+        rows = rows.reset_index(drop=True)
+    else:
+        rows = read_table(Path(data)).to_pandas()
+    if max_rows and len(rows) > max_rows:
+        rows = rows.iloc[-max_rows:].reset_index(drop=True)
+    if len(rows) < 20:
+        raise DataError(f"only {len(rows)} labelled rows to train on (need at least 20)", field="data")
+    log_params({"training_source": data, "since": since, "rows": len(rows)})
+    return rows
+
+
+@step(outputs=["train", "test"])
+def split_recent(rows: pd.DataFrame, holdout_fraction: float = 0.2) -> tuple:
+    """Train on the older rows, hold out the newest ``holdout_fraction`` (time order is kept)."""
+    cut = int(len(rows) * (1 - holdout_fraction))
+    return rows.iloc[:cut], rows.iloc[cut:]
+
+
+def _production_holder(workspace: Any, params: dict[str, Any]) -> str:
+    try:
+        return workspace.model_version(f"{params['model_name']}@production").id
+    except NotFoundError:
+        return "none"
+
+
+@step(external=_production_holder)
+def production_schema(rows: pd.DataFrame, model_name: str, target: str) -> Schema:
+    """The input schema production was trained on (its signature); the data's own for a first model."""
+    ws = current_workspace()
+    try:
+        version = ws.model_version(f"{model_name}@production")
+    except NotFoundError:
+        return _infer_schema(compute_statistics(rows.drop(columns=[target])))
+    return Schema.from_dict(version.signature["inputs"])
+
+
+@step
+def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The input columns (what the schema gate checks)."""
+    if target not in rows.columns:
+        raise DataError(f"no target column {target!r} (columns: {list(rows.columns)})", field="target")
+    return rows.drop(columns=[target])
+
+
+@step
+def fit_default_model(train: pd.DataFrame, target: str, seed: int = 0) -> Any:
+    """Fit :func:`default_model` (task inferred from the target column)."""
+    features, y = train.drop(columns=[target]), train[target]
+    task = infer_task(y)
+    model = default_model(features, task, seed=seed).fit(features, y)
+    log_params({"model": describe_default_model(features, task), "task": task, "n_train": len(train)})
+    log_metrics({"n_iter": float(model.named_steps["model"].n_iter_)})
+    return model
+
+
+@pipeline
+def retrain(
+    model_name: str,
+    target: str,
+    data: str = "log",
+    since: str = "",
+    max_rows: int = 0,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+) -> None:
+    """Train the default model on recent labelled rows, validate it against production, register it."""
+    rows = training_rows(data, model_name, target, since=since, max_rows=max_rows)
+    schema = production_schema(rows, model_name, target)
+    validate_schema(features_of(rows, target), schema)
+    train, test = split_recent(rows, holdout_fraction=holdout_fraction)
+    reference = statistics(train)
+    check_drift(reference, test)
+    model = fit_default_model(train, target, seed=seed)
+    evaluation = evaluate_model(model, test, target)
+    verdict = validate_model(evaluation, test, model_name)
+    infra = infra_check(model, test, target)
+    register_model(model, model_name, evaluation, verdict, infra, reference)

@@ -1,0 +1,169 @@
+"""Automatic rollout: a newly validated version becomes ``canary``; its live metrics decide.
+
+One call to :func:`advance` moves a model's rollout at most one step and says what it did and why:
+
+1. no canary, and a registered (validated) version newer than production that never was canary
+   → it becomes ``canary`` (the service routes ``canary_fraction`` of traffic to it);
+2. a canary with at least ``min_labelled`` labelled predictions since it started, or past its time
+   budget with at least ``min_labelled_at_budget`` → its metric is compared with production's on the
+   traffic of the same period: promoted (the previous production stays in the alias history for
+   ``mloop models rollback``), or rolled back (canary alias removed), the numbers in the reason;
+3. past the budget without enough labels → rolled back: no evidence, no promotion.
+
+Rejected versions (failed validation or the infrastructure check) are never considered, so they
+never receive traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mloop.entities import ModelStatus, ModelVersion, id_floor
+from mloop.errors import NotFoundError
+from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.monitor import served_versions
+from mloop.monitoring.windows import degradation
+from mloop.orchestration.config import RolloutPolicy
+from mloop.validation.model import LOWER_IS_BETTER, score_predictions
+from mloop.workspace import Workspace
+
+__all__ = ["RolloutDecision", "advance"]
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """What one rollout step did (``action``: ``canary``, ``promote``, ``rollback``, ``wait``, ``none``)."""
+
+    model: str
+    action: str
+    version: int | None
+    reason: str
+    evidence: dict[str, Any] | None = None
+
+
+def _alias(workspace: Workspace, model: str, alias: str) -> ModelVersion | None:
+    try:
+        return workspace.model_version(f"{model}@{alias}")
+    except NotFoundError:
+        return None
+
+
+def _next_candidate(workspace: Workspace, model: str, production: ModelVersion) -> ModelVersion | None:
+    history = workspace.model_registry().history(model)
+    tried = {e.to_version for e in history if e.alias in ("canary", "production")}
+    for v in sorted(workspace.model_registry().versions(model), key=lambda v: -v.version):
+        if v.version <= production.version:
+            return None
+        if v.status == ModelStatus.REGISTERED and v.version not in tried:
+            return v
+    return None
+
+
+def _canary_started(workspace: Workspace, model: str, version: int) -> datetime:
+    moves = [e for e in workspace.model_registry().history(model, "canary") if e.to_version == version]
+    return moves[-1].at
+
+
+def advance(
+    workspace: Workspace, policy: RolloutPolicy, now: datetime, *, log_dir: Path | None = None
+) -> RolloutDecision:
+    """Take the next rollout step for ``policy.model`` (see the module docstring)."""
+    model = policy.model
+    production = _alias(workspace, model, "production")
+    if production is None:
+        return RolloutDecision(model, "none", None, "no production version yet")
+    canary = _alias(workspace, model, "canary")
+    if canary is None:
+        candidate = _next_candidate(workspace, model, production)
+        if candidate is None:
+            return RolloutDecision(
+                model, "none", None, f"v{production.version} serves; no new validated version"
+            )
+        if policy.mode == "manual":
+            return RolloutDecision(
+                model,
+                "wait",
+                candidate.version,
+                f"v{candidate.version} validated; manual mode waits for a promotion",
+            )
+        reason = f"validated v{candidate.version} goes to canary at {policy.canary_fraction:.0%} of traffic"
+        workspace.promote(model, candidate.version, "canary", reason=reason)
+        return RolloutDecision(model, "canary", candidate.version, reason)
+    return _judge_canary(workspace, policy, production, canary, now, log_dir or log_root(workspace.root))
+
+
+def _live(frame: pd.DataFrame, version: int, task: str, classes: list[Any] | None) -> dict[str, float]:
+    part = frame[(frame["version"] == version) & frame["label"].notna()]
+    if part.empty:
+        return {"rows": 0.0}
+    y, predicted = part["label"].to_numpy(), part["prediction"].to_numpy()
+    proba = None
+    if classes and len(classes) == 2 and part["score"].notna().all():
+        s = part["score"].to_numpy(dtype=float)
+        proba = pd.DataFrame({"a": 1 - s, "b": s}).to_numpy()
+    if task == "regression":
+        y, predicted = y.astype(float), predicted.astype(float)
+    classes = classes or sorted(pd.unique(part["label"]).tolist(), key=str)
+    return {"rows": float(len(part)), **score_predictions(task, y, predicted, proba, classes)}
+
+
+def _judge_canary(
+    workspace: Workspace,
+    policy: RolloutPolicy,
+    production: ModelVersion,
+    canary: ModelVersion,
+    now: datetime,
+    root: Path,
+) -> RolloutDecision:
+    model = policy.model
+    started = _canary_started(workspace, model, canary.version)
+    frame = labelled_predictions(root, model, since_segment=id_floor(started))
+    if not frame.empty:
+        frame = frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(started)]
+    info = served_versions(workspace, model, [canary.version])[canary.version]
+    if frame.empty:
+        live_c, live_p = {"rows": 0.0}, {"rows": 0.0}
+    else:
+        live_c = _live(frame, canary.version, info.task, info.classes)
+        live_p = _live(frame, production.version, info.task, info.classes)
+    labelled = int(live_c["rows"])
+    over_budget = now - started >= policy.budget_td
+    evidence = {"since": started.isoformat(), "canary": live_c, "production": live_p}
+    if labelled < policy.min_labelled and not over_budget:
+        return RolloutDecision(
+            model,
+            "wait",
+            canary.version,
+            f"v{canary.version}: {labelled}/{policy.min_labelled} labelled canary predictions",
+            evidence,
+        )
+    if labelled < policy.min_labelled_at_budget or policy.metric not in live_c or policy.metric not in live_p:
+        reason = (
+            f"canary v{canary.version} rolled back: budget {policy.budget} passed with only {labelled} "
+            "labelled predictions (no evidence, no promotion)"
+        )
+        workspace.remove_alias(model, "canary", reason=reason)
+        return RolloutDecision(model, "rollback", canary.version, reason, evidence)
+    c, p = live_c[policy.metric], live_p[policy.metric]
+    verdict = degradation(
+        policy.metric, c, labelled, p, int(live_p["rows"]), margin=policy.max_degradation, z=0.0
+    )
+    direction = "lower" if policy.metric in LOWER_IS_BETTER else "higher"
+    numbers = (
+        f"{policy.metric} {c:.4f} on {labelled} labelled canary predictions vs production "
+        f"v{production.version} {p:.4f} on {int(live_p['rows'])} "
+        f"({direction} is better, allowed {policy.max_degradation:g} worse)"
+    )
+    if verdict.degraded:
+        reason = f"canary v{canary.version} rolled back: {numbers}"
+        workspace.remove_alias(model, "canary", reason=reason)
+        return RolloutDecision(model, "rollback", canary.version, reason, evidence)
+    reason = f"canary v{canary.version} promoted: {numbers}"
+    workspace.promote(model, canary.version, "production", reason=reason)
+    workspace.remove_alias(model, "canary", reason=f"v{canary.version} is production now")
+    return RolloutDecision(model, "promote", canary.version, reason, evidence)

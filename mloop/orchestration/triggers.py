@@ -1,0 +1,331 @@
+"""Evaluating triggers: each kind looks at the world and says whether an event happened, with the
+evidence, an idempotency key and parameters for the run.
+
+The key names the event, not the evaluation: ``schedule/2026-12-02T03:00:00+00:00``,
+``drift/rainfall/1000/7`` (window 7 of 1,000 rows), a digest of the new files' names. The scheduler
+claims keys in the metadata store, so an event starts one run however often it is seen.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mloop.entities import TriggerState
+from mloop.errors import ConfigurationError, NotFoundError
+from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.monitor import measure, served_versions
+from mloop.monitoring.windows import WindowResult, degradation, parse_window
+from mloop.orchestration.config import TriggerSpec
+from mloop.workspace import Workspace
+
+__all__ = ["Firing", "TriggerCheck", "check_trigger", "validate_trigger"]
+
+
+@dataclass
+class Firing:
+    """An event: its key, why it fired, and parameters it adds to the pipeline run."""
+
+    key: str
+    evidence: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TriggerCheck:
+    """One evaluation of one trigger."""
+
+    result: str
+    fired: Firing | None = None
+    watermark: dict[str, Any] | None = None
+    next_due: datetime | None = None
+
+
+def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
+    """Check what only the running system can: the pipeline loads, the watched path exists."""
+    from mloop.core.loader import load_pipeline
+
+    load_pipeline(spec.pipeline)
+    if spec.kind == "new_data" and spec.path is not None and not _exists(spec.path):
+        raise ConfigurationError(
+            f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"
+        )
+    if spec.kind in ("drift", "degradation") and spec.model is not None:
+        workspace.model_registry().get(spec.model)  # NotFoundError names the model
+
+
+def _exists(path: str) -> bool:
+    if "://" not in path:
+        return Path(path).expanduser().exists()
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    return bool(fs.exists(root))
+
+
+def check_trigger(
+    spec: TriggerSpec,
+    workspace: Workspace,
+    state: TriggerState,
+    now: datetime,
+    *,
+    log_dir: Path | None = None,
+    monitor_cache: dict[tuple[str, str], Any] | None = None,
+) -> TriggerCheck:
+    """Evaluate ``spec`` now, given what it saw before (``state``)."""
+    if spec.kind == "manual":
+        return TriggerCheck("manual: fires only on request")
+    if spec.kind == "schedule":
+        return _schedule(spec, state, now)
+    if spec.kind == "new_data":
+        return _new_files(spec, state) if spec.path is not None else _new_rows(spec, state)
+    cache = monitor_cache if monitor_cache is not None else {}
+    return _monitored(spec, workspace, state, log_dir or log_root(workspace.root), cache)
+
+
+def _schedule(spec: TriggerSpec, state: TriggerState, now: datetime) -> TriggerCheck:
+    from croniter import croniter
+
+    assert spec.cron is not None
+    due = state.next_due_at
+    following = croniter(spec.cron, now).get_next(datetime)
+    if due is None:
+        return TriggerCheck(f"next run at {following.isoformat()}", next_due=following)
+    if now < due:
+        return TriggerCheck(f"next run at {due.isoformat()}", next_due=due)
+    firing = Firing(f"schedule/{due.isoformat()}", {"cron": spec.cron, "due": due.isoformat()})
+    return TriggerCheck(f"due at {due.isoformat()}", firing, next_due=following)
+
+
+def _list_files(spec: TriggerSpec) -> dict[str, list[Any]]:
+    assert spec.path is not None
+    if "://" not in spec.path:
+        root = Path(spec.path).expanduser()
+        if not root.exists():
+            raise ConfigurationError(
+                f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"
+            )
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        return {
+            str(p): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in files
+            if fnmatch.fnmatch(p.name, spec.pattern) and not p.name.startswith(".")
+        }
+    import fsspec
+
+    fs, root_path = fsspec.core.url_to_fs(spec.path)
+    found = fs.find(root_path, detail=True)
+    protocol = spec.path.split("://", 1)[0]
+    return {
+        f"{protocol}://{name}": [info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")]
+        for name, info in found.items()
+        if fnmatch.fnmatch(name.rsplit("/", 1)[-1], spec.pattern)
+    }
+
+
+def _new_files(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
+    seen: dict[str, list[Any]] = state.watermark.get("files", {})
+    listed = _list_files(spec)
+    new = sorted(name for name, sig in listed.items() if seen.get(name) != sig)
+    watermark = {"files": listed}
+    if not new:
+        return TriggerCheck(f"no new files under {spec.path} ({len(listed)} seen)", watermark=watermark)
+    digest = hashlib.sha256("\n".join(f"{n}:{listed[n]}" for n in new).encode()).hexdigest()[:24]
+    params = {spec.param: new if len(new) > 1 else new[0]} if spec.param else {}
+    evidence = {"path": spec.path, "new_files": new[:1000], "count": len(new)}
+    return TriggerCheck(
+        f"{len(new)} new file(s) under {spec.path}", Firing(f"files/{digest}", evidence, params), watermark
+    )
+
+
+def _new_rows(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
+    import sqlalchemy as sa
+
+    assert spec.url and spec.table and spec.column
+    engine = sa.create_engine(spec.url)
+    try:
+        table = sa.Table(spec.table, sa.MetaData(), autoload_with=engine)
+        if spec.column not in table.c:
+            raise ConfigurationError(
+                f"trigger {spec.name!r}: table {spec.table} has no column {spec.column!r}", field="column"
+            )
+        col = table.c[spec.column]
+        last = state.watermark.get("value")
+        query = sa.select(sa.func.max(col), sa.func.count()).select_from(table)
+        if last is not None:
+            query = query.where(col > last)
+        with engine.connect() as conn:
+            newest, count = conn.execute(query).one()
+    except sa.exc.NoSuchTableError as exc:
+        raise ConfigurationError(
+            f"trigger {spec.name!r}: no table {spec.table!r} at {spec.url}", field="table"
+        ) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigurationError(
+            f"trigger {spec.name!r}: cannot read {spec.table}: {exc}", field="table"
+        ) from exc
+    finally:
+        engine.dispose()
+    if not count:
+        return TriggerCheck(f"no rows in {spec.table} past {spec.column} = {last}")
+    newest = newest.isoformat() if hasattr(newest, "isoformat") else newest
+    evidence = {"table": spec.table, "column": spec.column, "after": last, "until": newest, "rows": count}
+    params = {spec.param: {"after": last, "until": newest}} if spec.param else {}
+    firing = Firing(f"rows/{spec.table}/{last}/{newest}", evidence, params)
+    return TriggerCheck(f"{count} new row(s) in {spec.table}", firing, {"value": newest})
+
+
+def _windows(
+    workspace: Workspace, model: str, window: str | int, root: Path, cache: dict[tuple[str, str], Any]
+) -> list[WindowResult]:
+    key = (model, str(window))
+    if key not in cache:
+        frame = labelled_predictions(root, model)
+        cache[key] = [] if frame.empty else measure(workspace, model, frame, parse_window(window))
+    windows: list[WindowResult] = cache[key]
+    return windows
+
+
+def _monitored(
+    spec: TriggerSpec,
+    workspace: Workspace,
+    state: TriggerState,
+    root: Path,
+    cache: dict[tuple[str, str], Any],
+) -> TriggerCheck:
+    """``drift`` and ``degradation``: judged on complete windows served by the production version."""
+    model = spec.model
+    assert model is not None
+    try:
+        production = workspace.model_version(f"{model}@production")
+    except NotFoundError:
+        return TriggerCheck(f"{model} has no production version yet")
+    try:
+        canary = workspace.model_version(f"{model}@canary")
+        return TriggerCheck(f"waiting: {model} v{canary.version} is in canary rollout")
+    except NotFoundError:
+        pass
+    windows = _windows(workspace, model, spec.window, root, cache)
+    last = state.watermark.get("index", -1) if state.watermark.get("window") == str(spec.window) else -1
+    # windows before production took over say nothing about it (the previous version served them)
+    since = _held_since(workspace, model, production.version)
+    fresh = [
+        w
+        for w in windows
+        if w.complete
+        and w.index > last
+        and w.versions.get(str(production.version), 0) == w.rows
+        and (since is None or pd.Timestamp(w.start) >= pd.Timestamp(since))
+    ]
+    if spec.kind == "drift":
+        return _drift(spec, model, production.version, windows, fresh, last)
+    return _degradation(spec, workspace, model, production.version, fresh, state, last)
+
+
+def _held_since(workspace: Workspace, model: str, version: int) -> str | None:
+    moves = [e for e in workspace.model_registry().history(model, "production") if e.to_version == version]
+    return moves[-1].at.isoformat() if moves else None
+
+
+def _drift(
+    spec: TriggerSpec,
+    model: str,
+    version: int,
+    windows: list[WindowResult],
+    fresh: list[WindowResult],
+    last: int,
+) -> TriggerCheck:
+    done = max([w.index for w in windows if w.complete], default=last)
+    watermark = {"window": str(spec.window), "index": max(done, last)}
+    drifted = [w for w in fresh if w.drift_share >= spec.share]
+    if not drifted:
+        shares = ", ".join(f"{w.drift_share:.2f}" for w in fresh[-3:]) or "no new complete window"
+        return TriggerCheck(f"no dataset drift ({shares})", watermark=watermark)
+    w = drifted[0]
+    evidence = {
+        "model": model,
+        "version": version,
+        "window": {k: getattr(w, k) for k in ("index", "start", "end", "rows", "drift_share", "drifted")},
+        "feature_scores": w.feature_scores,
+        "share_threshold": spec.share,
+    }
+    result = f"drift in window {w.index}: {len(w.drifted)} feature(s) drifted (share {w.drift_share:.2f})"
+    firing = Firing(f"drift/{model}/{spec.window}/{w.index}", evidence, {"since": w.start})
+    return TriggerCheck(result, firing, watermark)
+
+
+def _degradation(
+    spec: TriggerSpec,
+    workspace: Workspace,
+    model: str,
+    version: int,
+    fresh: list[WindowResult],
+    state: TriggerState,
+    last: int,
+) -> TriggerCheck:
+    info = served_versions(workspace, model, [version])[version]
+    baseline = info.version.metrics.get(spec.metric)
+    if baseline is None and spec.threshold is None:
+        raise ConfigurationError(
+            f"trigger {spec.name!r}: {model} v{version} has no {spec.metric!r} metric to compare with "
+            "(set 'threshold' or choose another metric)",
+            field="metric",
+        )
+    baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
+    streak = (
+        list(state.watermark.get("streak", [])) if state.watermark.get("window") == str(spec.window) else []
+    )
+    judged_to = last
+    for w in fresh:
+        if w.labelled < max(spec.min_labelled, w.rows // 2) or spec.metric not in w.metrics:
+            break  # labels are late: wait for them rather than judge on a few
+        judged_to = w.index
+        verdict = degradation(
+            spec.metric,
+            w.metrics[spec.metric],
+            w.labelled,
+            baseline if baseline is not None else float(spec.threshold or 0),
+            baseline_rows,
+            margin=spec.margin,
+            z=spec.z,
+            threshold=spec.threshold,
+        )
+        if not verdict.degraded:
+            streak = []
+            continue
+        streak.append({"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit})
+        if len(streak) >= spec.windows:
+            evidence = {
+                "model": model,
+                "version": version,
+                "metric": spec.metric,
+                "baseline": verdict.baseline,
+                "limit": verdict.limit,
+                "windows": streak,
+                "detail": verdict.detail,
+            }
+            watermark = {"window": str(spec.window), "index": w.index, "streak": []}
+            firing = Firing(
+                f"degradation/{model}/{spec.window}/{w.index}", evidence, {"since": streak[0]["start"]}
+            )
+            return TriggerCheck(f"degraded: {verdict.detail}", firing, watermark)
+    watermark = {"window": str(spec.window), "index": judged_to, "streak": streak}
+    text = (
+        f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
+    )
+    if judged_to == last:
+        text = "no new labelled window to judge"
+    return TriggerCheck(text, watermark=watermark)
+
+
+def window_frame(frame: pd.DataFrame, since: str | None) -> pd.DataFrame:
+    """Rows of a labelled log from ``since`` (an ISO timestamp) on."""
+    if since is None or frame.empty:
+        return frame
+    return frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(since)]
