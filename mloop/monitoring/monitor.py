@@ -102,8 +102,11 @@ def measure(
     *,
     slices: list[str] | None = None,
     share_threshold: float = 0.5,
+    after: int = -1,
+    complete_only: bool = False,
 ) -> list[WindowResult]:
-    """Score every window of ``frame`` (a labelled log) against its serving version's statistics."""
+    """Score the windows of ``frame`` (a labelled log) against their serving version's statistics;
+    only those numbered above ``after`` (and only complete ones if ``complete_only``)."""
     info = served_versions(workspace, model, sorted({int(v) for v in frame["version"].unique()}))
     if not info:
         raise NotFoundError(
@@ -111,6 +114,8 @@ def measure(
         )
     results = []
     for i, (lo, hi, complete) in enumerate(split_windows(frame, window)):
+        if i <= after or (complete_only and not complete):
+            continue
         part = frame.iloc[lo:hi]
         main = info.get(int(part["version"].mode().iloc[0])) or next(iter(info.values()))
         results.append(

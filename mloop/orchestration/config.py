@@ -141,6 +141,7 @@ class RolloutPolicy(_Strict):
     min_labelled_at_budget: int = Field(30, ge=1)
     budget: str = "1h"
     max_degradation: float = Field(0.01, ge=0)
+    z: float = Field(2.0, ge=0, description="noise allowance: standard errors a canary may trail by")
 
     @field_validator("metric")
     @classmethod

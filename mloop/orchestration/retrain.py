@@ -13,16 +13,18 @@ which needs no scaling and treats missing values natively).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mloop.core.context import current_workspace, log_metrics, log_params
+from mloop.core.context import current_workspace, log_params
 from mloop.core.pipeline import pipeline
 from mloop.core.step import step
-from mloop.errors import DataError, NotFoundError
+from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.monitoring.log import labelled_predictions, log_root
 from mloop.monitoring.windows import INPUT_PREFIX
 from mloop.orchestration.triggers import window_frame
@@ -83,6 +85,20 @@ def describe_default_model(features: pd.DataFrame, task: str) -> str:
     )
 
 
+def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
+    """``"auto"`` → :func:`default_model`; ``"module:function"`` → that factory(features, task)."""
+    if estimator == "auto":
+        return default_model
+    module, _, name = estimator.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ParameterError(
+            f"estimator {estimator!r} is not 'auto' or an importable module:function", field="estimator"
+        ) from exc
+    return factory
+
+
 @step
 def training_rows(
     data: str, model_name: str, target: str, since: str = "", max_rows: int = 0
@@ -123,13 +139,19 @@ def _production_holder(workspace: Any, params: dict[str, Any]) -> str:
 
 @step(external=_production_holder)
 def production_schema(rows: pd.DataFrame, model_name: str, target: str) -> Schema:
-    """The input schema production was trained on (its signature); the data's own for a first model."""
+    """The structure production was trained on (its signature's columns, types and nulls); the data's
+    own for a first model. Value ranges and vocabularies are left out: new values are what a retrain
+    is for, and the drift check reports them."""
     ws = current_workspace()
     try:
         version = ws.model_version(f"{model_name}@production")
     except NotFoundError:
         return _infer_schema(compute_statistics(rows.drop(columns=[target])))
-    return Schema.from_dict(version.signature["inputs"])
+    schema = Schema.from_dict(version.signature["inputs"])
+    for column in schema.columns.values():
+        column.min = column.max = None
+        column.vocabulary = None
+    return schema
 
 
 @step
@@ -141,13 +163,13 @@ def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 @step
-def fit_default_model(train: pd.DataFrame, target: str, seed: int = 0) -> Any:
-    """Fit :func:`default_model` (task inferred from the target column)."""
+def fit_model(train: pd.DataFrame, target: str, estimator: str = "auto") -> Any:
+    """Fit the estimator ``estimator`` names (task inferred from the target column)."""
     features, y = train.drop(columns=[target]), train[target]
     task = infer_task(y)
-    model = default_model(features, task, seed=seed).fit(features, y)
-    log_params({"model": describe_default_model(features, task), "task": task, "n_train": len(train)})
-    log_metrics({"n_iter": float(model.named_steps["model"].n_iter_)})
+    model = estimator_factory(estimator)(features, task).fit(features, y)
+    described = describe_default_model(features, task) if estimator == "auto" else estimator
+    log_params({"model": described, "task": task, "n_train": len(train)})
     return model
 
 
@@ -159,7 +181,7 @@ def retrain(
     since: str = "",
     max_rows: int = 0,
     holdout_fraction: float = 0.2,
-    seed: int = 0,
+    estimator: str = "auto",
 ) -> None:
     """Train the default model on recent labelled rows, validate it against production, register it."""
     rows = training_rows(data, model_name, target, since=since, max_rows=max_rows)
@@ -168,7 +190,7 @@ def retrain(
     train, test = split_recent(rows, holdout_fraction=holdout_fraction)
     reference = statistics(train)
     check_drift(reference, test)
-    model = fit_default_model(train, target, seed=seed)
+    model = fit_model(train, target, estimator=estimator)
     evaluation = evaluate_model(model, test, target)
     verdict = validate_model(evaluation, test, model_name)
     infra = infra_check(model, test, target)

@@ -131,27 +131,29 @@ def _judge_canary(
     else:
         live_c = _live(frame, canary.version, info.task, info.classes)
         live_p = _live(frame, production.version, info.task, info.classes)
-    labelled = int(live_c["rows"])
+    labelled, baseline_rows = int(live_c["rows"]), int(live_p["rows"])
     over_budget = now - started >= policy.budget_td
     evidence = {"since": started.isoformat(), "canary": live_c, "production": live_p}
-    if labelled < policy.min_labelled and not over_budget:
+    if min(labelled, baseline_rows) < policy.min_labelled and not over_budget:
         return RolloutDecision(
             model,
             "wait",
             canary.version,
-            f"v{canary.version}: {labelled}/{policy.min_labelled} labelled canary predictions",
+            f"v{canary.version}: {labelled} labelled canary and {baseline_rows} production predictions "
+            f"of {policy.min_labelled} needed",
             evidence,
         )
-    if labelled < policy.min_labelled_at_budget or policy.metric not in live_c or policy.metric not in live_p:
+    enough = min(labelled, baseline_rows) >= policy.min_labelled_at_budget
+    if not enough or policy.metric not in live_c or policy.metric not in live_p:
         reason = (
-            f"canary v{canary.version} rolled back: budget {policy.budget} passed with only {labelled} "
-            "labelled predictions (no evidence, no promotion)"
+            f"canary v{canary.version} rolled back: budget {policy.budget} passed with {labelled} labelled "
+            f"canary and {baseline_rows} production predictions (no evidence, no promotion)"
         )
         workspace.remove_alias(model, "canary", reason=reason)
         return RolloutDecision(model, "rollback", canary.version, reason, evidence)
     c, p = live_c[policy.metric], live_p[policy.metric]
     verdict = degradation(
-        policy.metric, c, labelled, p, int(live_p["rows"]), margin=policy.max_degradation, z=0.0
+        policy.metric, c, labelled, p, int(live_p["rows"]), margin=policy.max_degradation, z=policy.z
     )
     direction = "lower" if policy.metric in LOWER_IS_BETTER else "higher"
     numbers = (

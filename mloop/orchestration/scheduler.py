@@ -10,6 +10,7 @@ A failing run is recorded as failed and the scheduler carries on.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -82,7 +83,8 @@ class Scheduler:
         report = TickReport(self.clock())
         for event in self.recover():
             self._run(event, report)
-        cache: dict[tuple[str, str], Any] = {}
+        cache: dict[Any, Any] = {}
+        started: dict[tuple[str, str], str] = {}  # (pipeline, params) → trigger that ran it this pass
         for spec in self.config.triggers:
             if self._stop.is_set():
                 break
@@ -105,16 +107,22 @@ class Scheduler:
             if check.fired is None:
                 continue
             cooling = state.fired_at is not None and now - state.fired_at < spec.cooldown_td
+            target = (spec.pipeline, json.dumps(spec.params, sort_keys=True, default=str))
+            evidence = {**check.fired.evidence, "params": check.fired.params}
+            if target in started:  # two triggers saw one event: one run serves both
+                evidence["coalesced_with"] = started[target]
+            skip = cooling or target in started
             claimed = self.store.claim(
                 spec.name,
                 check.fired.key,
                 kind=spec.kind,
                 pipeline=spec.pipeline,
-                evidence={**check.fired.evidence, "params": check.fired.params},
-                status="suppressed" if cooling else "pending",
+                evidence=evidence,
+                status="suppressed" if skip else "pending",
             )
-            if claimed is None or cooling:
-                continue  # already handled, or inside the cool-down (recorded, not run)
+            if claimed is None or skip:
+                continue  # already handled, inside the cool-down, or coalesced (recorded, not run)
+            started[target] = spec.name
             self.store.save_state(spec.name, fired_at=now)
             report.events.append(claimed)
             self._run(claimed, report)
@@ -191,6 +199,11 @@ class Scheduler:
             self.store.update(event.id, status=status)
             report.runs.append((exc.run_id, status))
             log.warning("run %s for trigger %s %s: %s", exc.run_id, spec.name, status, exc.message)
+            return
+        except MloopError as exc:  # e.g. a parameter the pipeline does not take: said, not traced
+            self.store.update(event.id, status="failed")
+            report.errors[event.trigger] = exc.message
+            log.error("trigger %s: the run could not start: %s", spec.name, exc.message)
             return
         except Exception as exc:  # a broken pipeline must not stop the daemon
             self.store.update(event.id, status="failed")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from mloop.entities import TriggerState
+from mloop.entities import TriggerState, id_floor
 from mloop.errors import ConfigurationError, NotFoundError
 from mloop.monitoring.log import labelled_predictions, log_root
 from mloop.monitoring.monitor import measure, served_versions
@@ -76,7 +76,7 @@ def check_trigger(
     now: datetime,
     *,
     log_dir: Path | None = None,
-    monitor_cache: dict[tuple[str, str], Any] | None = None,
+    monitor_cache: dict[Any, Any] | None = None,
 ) -> TriggerCheck:
     """Evaluate ``spec`` now, given what it saw before (``state``)."""
     if spec.kind == "manual":
@@ -85,7 +85,7 @@ def check_trigger(
         return _schedule(spec, state, now)
     if spec.kind == "new_data":
         return _new_files(spec, state) if spec.path is not None else _new_rows(spec, state)
-    cache = monitor_cache if monitor_cache is not None else {}
+    cache: dict[Any, Any] = monitor_cache if monitor_cache is not None else {}
     return _monitored(spec, workspace, state, log_dir or log_root(workspace.root), cache)
 
 
@@ -181,25 +181,16 @@ def _new_rows(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
     return TriggerCheck(f"{count} new row(s) in {spec.table}", firing, {"value": newest})
 
 
-def _windows(
-    workspace: Workspace, model: str, window: str | int, root: Path, cache: dict[tuple[str, str], Any]
-) -> list[WindowResult]:
-    key = (model, str(window))
-    if key not in cache:
-        frame = labelled_predictions(root, model)
-        cache[key] = [] if frame.empty else measure(workspace, model, frame, parse_window(window))
-    windows: list[WindowResult] = cache[key]
-    return windows
-
-
 def _monitored(
     spec: TriggerSpec,
     workspace: Workspace,
     state: TriggerState,
     root: Path,
-    cache: dict[tuple[str, str], Any],
+    cache: dict[tuple[str, str, int, int], Any],
 ) -> TriggerCheck:
-    """``drift`` and ``degradation``: judged on complete windows served by the production version."""
+    """``drift`` and ``degradation`` judge the production version on its own traffic: windows of
+    ``spec.window`` over the rows it answered since it took the alias (canary and shadow rows, and
+    rows older versions answered, say nothing about it)."""
     model = spec.model
     assert model is not None
     try:
@@ -211,42 +202,43 @@ def _monitored(
         return TriggerCheck(f"waiting: {model} v{canary.version} is in canary rollout")
     except NotFoundError:
         pass
-    windows = _windows(workspace, model, spec.window, root, cache)
-    last = state.watermark.get("index", -1) if state.watermark.get("window") == str(spec.window) else -1
-    # windows before production took over say nothing about it (the previous version served them)
-    since = _held_since(workspace, model, production.version)
-    fresh = [
-        w
-        for w in windows
-        if w.complete
-        and w.index > last
-        and w.versions.get(str(production.version), 0) == w.rows
-        and (since is None or pd.Timestamp(w.start) >= pd.Timestamp(since))
-    ]
+    version = production.version
+    mark = state.watermark
+    same = mark.get("window") == str(spec.window) and mark.get("version") == version
+    last = int(mark.get("index", -1)) if same else -1
+    key = (model, str(spec.window), version, last)
+    if key not in cache:
+        since = _held_since(workspace, model, version)
+        frame = labelled_predictions(root, model, since_segment=id_floor(since) if since else None)
+        if not frame.empty:
+            frame = frame[frame["version"] == version]
+            frame = window_frame(frame, since.isoformat() if since else None).reset_index(drop=True)
+        size = parse_window(spec.window)
+        cache[key] = (
+            [] if frame.empty else measure(workspace, model, frame, size, after=last, complete_only=True)
+        )
+    fresh: list[WindowResult] = cache[key]
     if spec.kind == "drift":
-        return _drift(spec, model, production.version, windows, fresh, last)
-    return _degradation(spec, workspace, model, production.version, fresh, state, last)
+        return _drift(spec, model, version, fresh, last)
+    streak = list(mark.get("streak", [])) if same else []
+    return _degradation(spec, workspace, model, version, fresh, streak, last)
 
 
-def _held_since(workspace: Workspace, model: str, version: int) -> str | None:
+def _held_since(workspace: Workspace, model: str, version: int) -> datetime | None:
     moves = [e for e in workspace.model_registry().history(model, "production") if e.to_version == version]
-    return moves[-1].at.isoformat() if moves else None
+    return moves[-1].at if moves else None
 
 
-def _drift(
-    spec: TriggerSpec,
-    model: str,
-    version: int,
-    windows: list[WindowResult],
-    fresh: list[WindowResult],
-    last: int,
-) -> TriggerCheck:
-    done = max([w.index for w in windows if w.complete], default=last)
-    watermark = {"window": str(spec.window), "index": max(done, last)}
+def _drift(spec: TriggerSpec, model: str, version: int, fresh: list[WindowResult], last: int) -> TriggerCheck:
+    watermark = {
+        "window": str(spec.window),
+        "version": version,
+        "index": max([last, *(w.index for w in fresh)]),
+    }
     drifted = [w for w in fresh if w.drift_share >= spec.share]
     if not drifted:
         shares = ", ".join(f"{w.drift_share:.2f}" for w in fresh[-3:]) or "no new complete window"
-        return TriggerCheck(f"no dataset drift ({shares})", watermark=watermark)
+        return TriggerCheck(f"v{version}: no dataset drift ({shares})", watermark=watermark)
     w = drifted[0]
     evidence = {
         "model": model,
@@ -255,8 +247,8 @@ def _drift(
         "feature_scores": w.feature_scores,
         "share_threshold": spec.share,
     }
-    result = f"drift in window {w.index}: {len(w.drifted)} feature(s) drifted (share {w.drift_share:.2f})"
-    firing = Firing(f"drift/{model}/{spec.window}/{w.index}", evidence, {"since": w.start})
+    result = f"v{version}: drift in window {w.index}: {len(w.drifted)} feature(s) drifted (share {w.drift_share:.2f})"
+    firing = Firing(f"drift/{model}/v{version}/{spec.window}/{w.index}", evidence, {"since": w.start})
     return TriggerCheck(result, firing, watermark)
 
 
@@ -266,7 +258,7 @@ def _degradation(
     model: str,
     version: int,
     fresh: list[WindowResult],
-    state: TriggerState,
+    streak: list[dict[str, Any]],
     last: int,
 ) -> TriggerCheck:
     info = served_versions(workspace, model, [version])[version]
@@ -278,9 +270,6 @@ def _degradation(
             field="metric",
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
-    streak = (
-        list(state.watermark.get("streak", [])) if state.watermark.get("window") == str(spec.window) else []
-    )
     judged_to = last
     for w in fresh:
         if w.labelled < max(spec.min_labelled, w.rows // 2) or spec.metric not in w.metrics:
@@ -310,12 +299,14 @@ def _degradation(
                 "windows": streak,
                 "detail": verdict.detail,
             }
-            watermark = {"window": str(spec.window), "index": w.index, "streak": []}
+            watermark = {"window": str(spec.window), "version": version, "index": w.index, "streak": []}
             firing = Firing(
-                f"degradation/{model}/{spec.window}/{w.index}", evidence, {"since": streak[0]["start"]}
+                f"degradation/{model}/v{version}/{spec.window}/{w.index}",
+                evidence,
+                {"since": streak[0]["start"]},
             )
             return TriggerCheck(f"degraded: {verdict.detail}", firing, watermark)
-    watermark = {"window": str(spec.window), "index": judged_to, "streak": streak}
+    watermark = {"window": str(spec.window), "version": version, "index": judged_to, "streak": streak}
     text = (
         f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
     )

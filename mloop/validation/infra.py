@@ -31,7 +31,7 @@ if hashlib.sha256(data).hexdigest() != digest:
     raise SystemExit("artifact digest mismatch: refusing to load it")
 model = joblib.load(io.BytesIO(data))
 load_s = time.perf_counter() - t0
-rows = pd.read_json(rows_path, orient="split")
+rows = pd.read_json(rows_path, orient="split", convert_axes=False, convert_dates=False)
 batch = model.predict(rows)
 assert len(batch) == len(rows), "predict returned a different number of rows"
 latencies = []

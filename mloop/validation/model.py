@@ -140,6 +140,8 @@ def _converged(model: Any) -> bool | None:
     parts = [step for _, step in getattr(model, "steps", [])] or [model]
     verdicts = []
     for part in parts:
+        if hasattr(part, "n_trees_per_iteration_"):
+            continue  # boosting stops at max_iter by design: a tree budget, not a solver that failed
         n_iter, max_iter = getattr(part, "n_iter_", None), getattr(part, "max_iter", None)
         if n_iter is not None and isinstance(max_iter, int | float):
             verdicts.append(bool(np.all(np.asarray(n_iter) < max_iter)))

@@ -1,0 +1,379 @@
+"""``backtest``: replay a time-ordered table through the continuous-training loop and compare it with
+a model left alone (``static``) and with retraining before every window (``every_window``).
+
+Protocol (the one the bundled dataset's survey uses): rows in time order; the first ``initial``
+fraction trains the first model (through the retraining pipeline, so it is validated and registered
+like any other); the rest is replayed in ``windows`` equal windows. ``static`` is that first version
+scoring every window. ``every_window`` refits the same kind of model on the newest ``initial``-sized
+slice before each window. ``loop`` is whatever the service answered while the scheduler's triggers,
+the pipeline's gates and the rollout policy reacted to the labels and drift they saw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mloop.errors import DataError, NotFoundError, ParameterError
+from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
+from mloop.orchestration.replay import LoopEvent, Replay, replay_stream
+from mloop.orchestration.retrain import describe_default_model, estimator_factory, infer_task
+from mloop.validation.io import read_table
+from mloop.validation.model import score_predictions
+from mloop.workspace import Workspace
+
+__all__ = ["BacktestReport", "PolicyResult", "backtest", "default_loop_config", "load_stream"]
+
+MODEL = "backtest"
+RETRAIN = "mloop.orchestration.retrain:retrain"
+
+
+@dataclass
+class PolicyResult:
+    """One policy's scores: overall, per window, and how many times it retrained."""
+
+    metrics: dict[str, float]
+    windows: list[dict[str, float]]
+    retrains: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "retrains": self.retrains, "windows": self.windows}
+
+
+@dataclass
+class BacktestReport:
+    """Everything ``mloop backtest`` prints: choices made, per-policy scores, the loop's events."""
+
+    rows: int
+    task: str
+    target: str
+    initial_rows: int
+    window_rows: int
+    model: str
+    triggers: list[dict[str, Any]]
+    rollout: dict[str, Any] | None
+    loop: PolicyResult
+    static: PolicyResult
+    every_window: PolicyResult
+    events: list[LoopEvent] = field(default_factory=list)
+    refused_rows: int = 0
+    seconds: float = 0.0
+    workspace: str = ""
+
+    @property
+    def primary(self) -> str:
+        return "accuracy" if self.task == "classification" else "rmse"
+
+    @property
+    def recovered(self) -> float | None:
+        """Share of every_window's gain over static that the loop kept (None if there was no gain)."""
+        m = self.primary
+        sign = 1 if m == "accuracy" else -1
+        gain = sign * (self.every_window.metrics[m] - self.static.metrics[m])
+        if gain <= 1e-9:
+            return None
+        return sign * (self.loop.metrics[m] - self.static.metrics[m]) / gain
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "task": self.task,
+            "target": self.target,
+            "initial_rows": self.initial_rows,
+            "window_rows": self.window_rows,
+            "model": self.model,
+            "triggers": self.triggers,
+            "rollout": self.rollout,
+            "loop": self.loop.to_dict(),
+            "static": self.static.to_dict(),
+            "every_window": self.every_window.to_dict(),
+            "recovered_gain": self.recovered,
+            "events": [e.to_dict() for e in self.events],
+            "refused_rows": self.refused_rows,
+            "seconds": round(self.seconds, 2),
+            "workspace": self.workspace,
+        }
+
+
+def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None = None) -> pd.DataFrame:
+    """The table in time order, rows without a target dropped, the time column removed."""
+    frame = source if isinstance(source, pd.DataFrame) else read_table(Path(source)).to_pandas()
+    if target not in frame.columns:
+        raise DataError(f"no target column {target!r} (columns: {list(frame.columns)})", field="target")
+    if time_col is not None:
+        if time_col not in frame.columns:
+            raise DataError(f"no time column {time_col!r} (columns: {list(frame.columns)})", field="time_col")
+        frame = frame.sort_values(time_col, kind="stable").drop(columns=[time_col])
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    frame.columns = [str(c) for c in frame.columns]
+    if len(frame) < 100:
+        raise DataError(f"{len(frame)} labelled rows: a backtest needs at least 100", field="data")
+    return frame
+
+
+def default_loop_config(
+    task: str, target: str, window_rows: int, initial_rows: int, model: str = MODEL
+) -> LoopConfig:
+    """Retrain when the live metric falls below the model's hold-out score beyond noise, or when most
+    features drift; a new version gets half the traffic until enough of its answers are labelled."""
+    metric = "accuracy" if task == "classification" else "rmse"
+    common = {
+        "pipeline": RETRAIN,
+        "model": model,
+        "window": window_rows,
+        "params": {"model_name": model, "target": target, "max_rows": initial_rows},
+    }
+    return LoopConfig(
+        triggers=[
+            TriggerSpec(
+                name="degradation",
+                kind="degradation",
+                metric=metric,
+                margin=0.02 if metric == "accuracy" else 0.05,
+                z=2.5,
+                min_labelled=min(100, max(1, window_rows // 2)),
+                **common,
+            ),
+        ],
+        rollout=[
+            RolloutPolicy(
+                model=model,
+                canary_fraction=0.5,
+                metric=metric,
+                min_labelled=max(30, min(200, window_rows // 10)),
+                min_labelled_at_budget=min(30, max(1, window_rows // 20)),
+                budget="30d",
+                max_degradation=0.01 if metric == "accuracy" else 0.0,
+            )
+        ],
+    )
+
+
+def _adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial_rows: int) -> LoopConfig:
+    """A user's triggers and rollout policy, pointed at the backtest's model and windows."""
+    triggers = []
+    for spec in config.triggers:
+        if spec.kind not in ("drift", "degradation"):
+            continue  # schedules and new files have no meaning on a replayed history
+        pipeline = spec.pipeline
+        params = {**spec.params, "model_name": model, "target": target, "max_rows": initial_rows}
+        triggers.append(
+            spec.model_copy(
+                update={"model": model, "window": window_rows, "pipeline": pipeline, "params": params}
+            )
+        )
+    rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
+    if not triggers:
+        raise ParameterError(
+            "the configuration has no drift or degradation trigger to backtest", field="config"
+        )
+    return LoopConfig(
+        triggers=triggers,
+        rollout=rollout
+        or default_loop_config("classification", target, window_rows, initial_rows, model).rollout,
+    )
+
+
+def _scores(
+    task: str, y: np.ndarray, predicted: np.ndarray, score: np.ndarray | None, classes: list[Any]
+) -> dict[str, float]:
+    proba = np.column_stack([1 - score, score]) if score is not None else None
+    full = score_predictions(task, y, predicted, proba, classes)
+    keep = ("accuracy", "roc_auc") if task == "classification" else ("mae", "rmse")
+    return {k: round(full[k], 6) for k in keep if k in full}
+
+
+def _policy(
+    task: str,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    score: np.ndarray | None,
+    bounds: list[int],
+    classes: list[Any],
+    retrains: int,
+) -> PolicyResult:
+    windows = [
+        {
+            "rows": float(hi - lo),
+            **_scores(task, y[lo:hi], predicted[lo:hi], None if score is None else score[lo:hi], classes),
+        }
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    return PolicyResult(_scores(task, y, predicted, score, classes), windows, retrains)
+
+
+def _positive(model: Any, x: pd.DataFrame) -> np.ndarray | None:
+    classes = getattr(model, "classes_", None)
+    if classes is None or len(classes) != 2 or not hasattr(model, "predict_proba"):
+        return None
+    return np.asarray(model.predict_proba(x))[:, 1]
+
+
+def backtest(
+    source: Path | pd.DataFrame,
+    target: str,
+    *,
+    time_col: str | None = None,
+    initial: float = 0.2,
+    windows: int = 8,
+    config: LoopConfig | None = None,
+    estimator: str = "auto",
+    http: bool = False,
+    workspace_dir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_event: Callable[[LoopEvent], None] | None = None,
+) -> BacktestReport:
+    """Replay ``source`` through the loop and through the two reference policies (module docstring)."""
+    started = time.perf_counter()
+    if not 0 < initial < 1:
+        raise ParameterError(f"initial must be a fraction in (0, 1), got {initial}", field="initial")
+    if windows < 1:
+        raise ParameterError(f"windows must be at least 1, got {windows}", field="windows")
+    frame = load_stream(source, target, time_col)
+    n, n0 = len(frame), int(len(frame) * initial)
+    if n0 < 50 or n - n0 < windows:
+        raise DataError(
+            f"{n} rows are too few for {initial:.0%} initial rows and {windows} windows", field="data"
+        )
+    task = infer_task(frame[target])
+    window_rows = int(np.ceil((n - n0) / windows))
+    factory = estimator_factory(estimator)
+    features = frame.drop(columns=[target])
+    loop_config = (
+        _adapt(config, MODEL, target, window_rows, n0)
+        if config is not None
+        else default_loop_config(task, target, window_rows, n0)
+    )
+    if estimator != "auto":
+        loop_config = LoopConfig(
+            triggers=[
+                t.model_copy(update={"params": {**t.params, "estimator": estimator}})
+                for t in loop_config.triggers
+            ],
+            rollout=loop_config.rollout,
+        )
+    tmp = None
+    if workspace_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mloop-backtest-")
+        workspace_dir = Path(tmp.name) / ".mloop"
+    try:
+        with Workspace.open(workspace_dir) as ws:
+            stage = (lambda name, done, total: progress(name, done, total)) if progress else (lambda *a: None)
+            stage("initial model", 0, 1)
+            initial_path = Path(workspace_dir) / "initial.parquet"
+            frame.iloc[:n0].to_parquet(initial_path)
+            from mloop.core.loader import load_pipeline
+
+            pipeline = load_pipeline(loop_config.triggers[0].pipeline)
+            params = {
+                **loop_config.triggers[0].params,
+                "model_name": MODEL,
+                "target": target,
+                "data": str(initial_path),
+            }
+            accepted = set(pipeline.signature.parameters)
+            result = ws.run(pipeline, **{k: v for k, v in params.items() if k in accepted})
+            try:
+                first = ws.model_version(f"{MODEL}@production")
+            except NotFoundError:
+                registered = result.load("register_model") if "register_model" in result.outputs else {}
+                reasons = "; ".join(registered.get("reasons", [])) or "the pipeline registered no version"
+                raise DataError(f"the initial model was not accepted: {reasons}", field="data") from None
+            static_model = ws.load_artifact(first.artifact_id)
+            stage("initial model", 1, 1)
+            stream = frame.iloc[n0:].reset_index(drop=True)
+            done = [0]
+
+            def advance(rows: int) -> None:
+                done[0] += rows
+                stage("replay", done[0], len(stream))
+
+            replay = replay_stream(
+                ws,
+                stream,
+                target,
+                model=MODEL,
+                window_rows=window_rows,
+                config=loop_config,
+                batch_rows=max(1, min(500, window_rows // 10)),
+                http=http,
+                progress=advance,
+                on_event=on_event,
+            )
+        y = stream[target].to_numpy()
+        bounds = [min(i * window_rows, len(stream)) for i in range(windows + 1)]
+        classes = sorted(pd.unique(frame[target]).tolist(), key=str) if task == "classification" else []
+        x_stream = stream.drop(columns=[target])
+        static_pred = np.asarray(static_model.predict(x_stream))
+        static = _policy(task, y, static_pred, _positive(static_model, x_stream), bounds, classes, 0)
+        every_pred, every_score = static_pred.copy().astype(object), _positive(static_model, x_stream)
+        for w in range(1, windows):
+            stage("every_window", w, windows - 1)
+            hi = n0 + bounds[w]  # the newest initial-sized slice before window w
+            lo = max(0, hi - n0)
+            refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
+            part = x_stream.iloc[bounds[w] : bounds[w + 1]]
+            every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
+            if every_score is not None:
+                s = _positive(refit, part)
+                if s is not None:
+                    every_score[bounds[w] : bounds[w + 1]] = s
+        every = _policy(
+            task, y, every_pred.astype(static_pred.dtype), every_score, bounds, classes, windows - 1
+        )
+        loop = _loop_result(task, y, replay, bounds, classes)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return BacktestReport(
+        rows=n,
+        task=task,
+        target=target,
+        initial_rows=n0,
+        window_rows=window_rows,
+        model=describe_default_model(features, task) if estimator == "auto" else estimator,
+        triggers=[t.model_dump(exclude_defaults=True) for t in loop_config.triggers],
+        rollout=loop_config.rollout[0].model_dump() if loop_config.rollout else None,
+        loop=loop,
+        static=static,
+        every_window=every,
+        events=replay.events,
+        refused_rows=replay.refused_rows,
+        seconds=time.perf_counter() - started,
+        workspace="" if tmp is not None else str(workspace_dir),
+    )
+
+
+def _loop_result(
+    task: str, y: np.ndarray, replay: Replay, bounds: list[int], classes: list[Any]
+) -> PolicyResult:
+    answered = np.array([v is not None for v in replay.versions])
+    predicted = np.array(replay.predictions, dtype=object)
+    scores = None
+    if task == "classification" and all(
+        s is not None for s, a in zip(replay.scores, answered, strict=True) if a
+    ):
+        scores = np.array([s if s is not None else 0.5 for s in replay.scores], dtype=float)
+    if not answered.all():  # refused rows count as wrong: a refusal is not an answer
+        predicted[~answered] = None
+    if task == "regression":
+        predicted = np.array([np.nan if p is None else p for p in predicted], dtype=float)
+    else:
+        predicted = predicted.astype(y.dtype) if answered.all() else predicted
+    return _policy(
+        task,
+        y if task == "regression" or answered.all() else y.astype(object),
+        predicted,
+        scores,
+        bounds,
+        classes,
+        replay.retrains,
+    )

@@ -1,0 +1,63 @@
+"""Run a service app under uvicorn in a background thread on 127.0.0.1, and talk to it.
+
+For the demo and ``mloop backtest --http``: real HTTP on loopback, in the same process, stopped
+cleanly (the lifespan flushes the prediction log). ``mloop serve`` runs uvicorn in the foreground.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+__all__ = ["JsonClient", "RunningServer", "serve_in_thread"]
+
+
+class RunningServer:
+    """A uvicorn server in a thread; ``stop()`` shuts it down and waits for the lifespan to end."""
+
+    def __init__(self, server: Any, thread: threading.Thread, port: int) -> None:
+        self.server, self.thread, self.port = server, thread, port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self, timeout: float = 30) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout)
+
+
+def serve_in_thread(app: Any, *, start_timeout: float = 30) -> RunningServer:
+    """Start ``app`` on a free loopback port; returns once it answers."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="mloop-http")
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the prediction service did not start")
+        time.sleep(0.02)
+    return RunningServer(server, thread, port)
+
+
+class JsonClient:
+    """A keep-alive JSON client over ``http.client`` (no third-party HTTP library needed)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 60) -> None:
+        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        self.conn.request("POST", path, data, {"Content-Type": "application/json", **(headers or {})})
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+
+    def close(self) -> None:
+        self.conn.close()
