@@ -247,7 +247,10 @@ def _drift(spec: TriggerSpec, model: str, version: int, fresh: list[WindowResult
         "feature_scores": w.feature_scores,
         "share_threshold": spec.share,
     }
-    result = f"v{version}: drift in window {w.index}: {len(w.drifted)} feature(s) drifted (share {w.drift_share:.2f})"
+    result = (
+        f"v{version}: drift in window {w.index}: {len(w.drifted)} feature(s) drifted "
+        f"(share {w.drift_share:.2f})"
+    )
     firing = Firing(f"drift/{model}/v{version}/{spec.window}/{w.index}", evidence, {"since": w.start})
     return TriggerCheck(result, firing, watermark)
 
