@@ -28,6 +28,7 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.data import anomalies_table, data_app
+from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
 from mloop.cli.serve import serve
 from mloop.core.lineage import LineageGraph
@@ -53,6 +54,9 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)
+app.command("monitor")(monitor)
+app.command("backtest")(backtest)
+app.add_typer(scheduler_app, name="scheduler")
 
 
 @contextmanager

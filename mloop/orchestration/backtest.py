@@ -30,7 +30,14 @@ from mloop.validation.io import read_table
 from mloop.validation.model import score_predictions
 from mloop.workspace import Workspace
 
-__all__ = ["BacktestReport", "PolicyResult", "backtest", "default_loop_config", "load_stream"]
+__all__ = [
+    "BacktestReport",
+    "PolicyResult",
+    "backtest",
+    "backtest_html",
+    "default_loop_config",
+    "load_stream",
+]
 
 MODEL = "backtest"
 RETRAIN = "mloop.orchestration.retrain:retrain"
@@ -376,4 +383,42 @@ def _loop_result(
         bounds,
         classes,
         replay.retrains,
+    )
+
+
+def backtest_html(
+    report: BacktestReport, *, title: str = "Backtest of the retraining loop", extra: str = ""
+) -> str:
+    """A self-contained HTML page: the three policies per window, the loop's deployments marked."""
+    from mloop.monitoring.charts import PALETTE, line_chart
+    from mloop.monitoring.report import environment
+
+    primary = report.primary
+    policies = [("loop", report.loop), ("static", report.static), ("every_window", report.every_window)]
+    series = {name: [w.get(primary) for w in p.windows] for name, p in policies}
+    markers = [
+        (
+            e.row / report.window_rows - 0.5,
+            f"{e.kind} v{e.version}: {e.detail}",
+            "#54a24b" if e.kind == "promote" else "#e45756",
+        )
+        for e in report.events
+        if e.kind in ("promote", "rollback")
+    ]
+    chart = line_chart(series, markers=markers, y_label=primary)
+    names = sorted({m for _, p in policies for m in p.metrics})
+    return (
+        environment()
+        .get_template("backtest.html.j2")
+        .render(
+            r=report,
+            title=title,
+            recovered=report.recovered,
+            policies=policies,
+            metric_names=names,
+            primary=primary,
+            chart=chart,
+            legend=list(zip(series, PALETTE, strict=False)),
+            extra=extra,
+        )
     )

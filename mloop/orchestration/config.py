@@ -188,9 +188,12 @@ class LoopConfig(_Strict):
         return next((p for p in self.rollout if p.model == model), None)
 
 
-def load_loop_config(directory: Path) -> LoopConfig:
-    """``[[triggers]]``, ``[[rollout]]`` and ``[scheduler]`` of ``directory/mloop.toml`` (empty if absent)."""
-    path = directory / "mloop.toml"
+def load_loop_config(location: Path) -> LoopConfig:
+    """``[[triggers]]``, ``[[rollout]]`` and ``[scheduler]`` of a TOML file, or of ``mloop.toml`` in a
+    directory (empty when the directory has none)."""
+    path = location if location.suffix == ".toml" else location / "mloop.toml"
+    if location.suffix == ".toml" and not path.is_file():
+        raise ConfigurationError(f"configuration file {path} does not exist", field="config")
     if not path.is_file():
         return LoopConfig()
     try:

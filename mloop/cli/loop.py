@@ -1,0 +1,261 @@
+"""``mloop monitor``, ``mloop scheduler run|status|fire`` and ``mloop backtest``: the loop's shells."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, paint, print_json
+from mloop.errors import ParameterError
+
+scheduler_app = typer.Typer(help="The daemon that evaluates triggers, starts runs and advances rollouts.")
+
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
+
+
+def _config_dir(ws: Any) -> Path:
+    return (ws.root or Path.cwd()).parent
+
+
+def monitor(
+    name: Annotated[str, typer.Argument(help="Served model name.")],
+    window: Annotated[
+        str, typer.Option("--window", help="Rows (1000) or a duration (30m, 1h, 7d).")
+    ] = "1000",
+    slices: Annotated[
+        list[str] | None, typer.Option("--slice", help="Slice spec, e.g. city or age:0,30,60.")
+    ] = None,
+    share: Annotated[
+        float, typer.Option("--share", min=0.01, max=1.0, help="Drift share for dataset drift.")
+    ] = 0.5,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Do not record the result.")] = False,
+    html: HtmlOpt = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drift, prediction drift and live metrics of NAME's prediction log, window by window."""
+    from mloop.monitoring.monitor import monitor as run_monitor
+
+    with open_workspace(workspace) as ws:
+        report = run_monitor(
+            ws, name, window=window, slices=slices, share_threshold=share, store=not no_store
+        )
+    if html is not None:
+        from mloop.monitoring.report import monitor_html
+
+        html.write_text(monitor_html(report), encoding="utf-8")
+    if as_json:
+        print_json(report.to_dict())
+        return
+    table = Table(title=f"{name}: {len(report.windows)} window(s) of {report.window}")
+    for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
+        table.add_column(col)
+    for w in report.windows:
+        metrics = ", ".join(
+            f"{k} {v:.4f}" for k, v in w.metrics.items() if k in ("accuracy", "roc_auc", "rmse", "mae")
+        )
+        table.add_row(
+            f"{w.index + 1}{'' if w.complete else '*'}",
+            w.start[:19],
+            str(w.rows),
+            str(w.labelled),
+            " ".join(f"v{v}:{n}" for v, n in w.versions.items()),
+            paint("failed") if w.dataset_drift else f"{w.drift_share:.2f}",
+            ", ".join(w.drifted[:4]) + ("…" if len(w.drifted) > 4 else ""),
+            metrics or "-",
+        )
+    out.print(table)
+    if report.run_id:
+        out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""))
+
+
+def _scheduler(ws: Any, tick: float | None) -> Any:
+    from mloop.orchestration.config import LoopConfig, load_loop_config
+    from mloop.orchestration.scheduler import Scheduler
+
+    config = load_loop_config(_config_dir(ws))
+    if tick is not None:
+        config = LoopConfig(triggers=config.triggers, rollout=config.rollout, tick_s=tick)
+    return Scheduler(ws, config)
+
+
+@scheduler_app.command("run")
+def scheduler_run(
+    tick: Annotated[float | None, typer.Option("--tick", min=0.05, help="Seconds between passes.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first)."""
+    with open_workspace(workspace) as ws:
+        scheduler = _scheduler(ws, tick)
+        if not scheduler.config.triggers and not scheduler.config.rollout:
+            raise ParameterError(
+                f"no [[triggers]] or [[rollout]] in {_config_dir(ws) / 'mloop.toml'}: nothing to schedule",
+                field="config",
+            )
+        scheduler.check()
+
+        def stop(signum: int, frame: Any) -> None:
+            err.print(f"scheduler: {signal.Signals(signum).name} received, stopping after the current run")
+            scheduler.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        err.print(
+            f"scheduler: {len(scheduler.config.triggers)} trigger(s), "
+            f"{len(scheduler.config.rollout)} rollout "
+            f"polic(ies), every {scheduler.config.tick_s:g} s",
+            markup=False,
+        )
+
+        def show(report: Any) -> None:
+            for event in report.events:
+                err.print(f"fired {event.trigger}: {event.event_key}", markup=False)
+            for run_id, status in report.runs:
+                err.print(f"run {run_id} {status}", markup=False)
+            for decision in report.rollouts:
+                if decision.action != "wait":
+                    err.print(f"rollout {decision.model}: {decision.action}: {decision.reason}", markup=False)
+            for name, message in report.errors.items():
+                err.print(f"{name}: {message}", markup=False)
+
+        if once:
+            show(scheduler.tick())
+        else:
+            scheduler.serve_forever(show)
+    err.print("scheduler: stopped")
+
+
+@scheduler_app.command("status")
+def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Each trigger: last evaluation and its result, last firing, next due time."""
+    with open_workspace(workspace) as ws:
+        rows = _scheduler(ws, None).status()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="triggers")
+    for col in ("name", "kind", "pipeline", "evaluated", "result", "fired", "next due", "last event"):
+        table.add_column(col)
+    for r in rows:
+        last = r["last_event"]
+        table.add_row(
+            r["name"],
+            r["kind"],
+            r["pipeline"],
+            str(r["evaluated_at"] or "-")[:19],
+            r["result"] or "-",
+            str(r["fired_at"] or "-")[:19],
+            str(r["next_due_at"] or "-")[:19],
+            f"{paint(last['status'])} {last['run_id'] or ''}" if last else "-",
+        )
+    out.print(table)
+
+
+@scheduler_app.command("fire")
+def scheduler_fire(
+    name: Annotated[str, typer.Argument(help="Trigger name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded as the evidence).")] = "requested",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fire a trigger now and run its pipeline (how manual triggers fire)."""
+    with open_workspace(workspace) as ws:
+        scheduler = _scheduler(ws, None)
+        report = scheduler.fire(name, reason)
+    runs = [{"run_id": r, "status": s} for r, s in report.runs]
+    if as_json:
+        print_json({"trigger": name, "runs": runs, "errors": report.errors})
+    else:
+        for r in runs:
+            out.print(f"run {r['run_id']} {paint(r['status'])}")
+    if report.errors or any(r["status"] != "succeeded" for r in runs):
+        raise typer.Exit(1)
+
+
+def backtest(
+    data: Annotated[Path, typer.Argument(help="A time-ordered CSV or Parquet file.")],
+    target: Annotated[str, typer.Option("--target", help="The label column.")],
+    time_col: Annotated[str | None, typer.Option("--time-col", help="Sort by this column first.")] = None,
+    initial: Annotated[float, typer.Option("--initial", help="Fraction that trains the first model.")] = 0.2,
+    windows: Annotated[
+        int, typer.Option("--windows", min=1, max=1000, help="Windows the rest is replayed in.")
+    ] = 8,
+    config: Annotated[Path | None, typer.Option("--config", help="mloop.toml with triggers/rollout.")] = None,
+    estimator: Annotated[
+        str, typer.Option("--estimator", help="'auto' or module:factory(features, task).")
+    ] = "auto",
+    http: Annotated[bool, typer.Option("--http", help="Through a real HTTP service on 127.0.0.1.")] = False,
+    keep: Annotated[
+        Path | None, typer.Option("--keep-workspace", help="Keep the loop's workspace here.")
+    ] = None,
+    html: HtmlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay DATA through the retraining loop; compare with a static model and retraining every window."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from mloop.orchestration.backtest import backtest as run_backtest
+    from mloop.orchestration.backtest import backtest_html
+    from mloop.orchestration.config import load_loop_config
+
+    if not data.is_file():
+        raise ParameterError(f"data file {data} does not exist", field="data")
+    loop_config = load_loop_config(config) if config is not None else None
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        report = run_backtest(
+            data,
+            target,
+            time_col=time_col,
+            initial=initial,
+            windows=windows,
+            config=loop_config,
+            estimator=estimator,
+            http=http,
+            workspace_dir=keep,
+            progress=update,
+        )
+    if html is not None:
+        html.write_text(backtest_html(report), encoding="utf-8")
+    if as_json:
+        print_json(report.to_dict())
+        return
+    metric_names = sorted({m for p in (report.loop, report.static, report.every_window) for m in p.metrics})
+    table = Table(title=f"backtest: {report.rows:,} rows, target {report.target} ({report.task})")
+    table.add_column("policy")
+    for m in metric_names:
+        table.add_column(m, justify="right")
+    table.add_column("retrains", justify="right")
+    for name, p in (("loop", report.loop), ("static", report.static), ("every_window", report.every_window)):
+        table.add_row(name, *(f"{p.metrics.get(m, float('nan')):.4f}" for m in metric_names), str(p.retrains))
+    out.print(table)
+    out.print(f"model: {report.model}", markup=False)
+    out.print("triggers: " + "; ".join(f"{t['name']} ({t['kind']})" for t in report.triggers), markup=False)
+    for e in report.events:
+        out.print(
+            f"  window {e.window + 1}: {e.kind}{f' ({e.trigger})' if e.trigger else ''}: {e.detail}",
+            markup=False,
+        )
+    if report.recovered is not None:
+        out.print(f"the loop kept {report.recovered:.0%} of every_window's gain over static")
+    if html is not None:
+        out.print(f"HTML report: {html}")
