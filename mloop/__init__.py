@@ -3,6 +3,7 @@
 Data-validation names load on first use (they pull in scipy), so ``import mloop`` and the CLI stay fast.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from mloop.core.context import log_metric, log_metrics, log_param, log_params
@@ -28,6 +29,10 @@ from mloop.workspace import TrackingRun, Workspace
 
 if TYPE_CHECKING:
     from mloop import steps
+    from mloop.monitoring.monitor import MonitorReport, monitor
+    from mloop.orchestration.backtest import BacktestReport, backtest
+    from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
+    from mloop.orchestration.scheduler import Scheduler
     from mloop.validation.drift import DriftReport, FeatureDrift, detect_drift, training_serving_skew
     from mloop.validation.infra import InfraReport
     from mloop.validation.model import Evaluation, Thresholds, Verdict, evaluate, judge
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from mloop.validation.stats import Statistics, compute_statistics
 
 __version__ = "0.1.0"
+
+logging.getLogger("mloop").addHandler(logging.NullHandler())  # the application decides what is shown
 
 _LAZY = {
     "Anomalies": "mloop.validation.schema",
@@ -54,6 +61,14 @@ _LAZY = {
     "infer_schema": "mloop.validation.schema",
     "training_serving_skew": "mloop.validation.drift",
     "validate": "mloop.validation.schema",
+    "BacktestReport": "mloop.orchestration.backtest",
+    "backtest": "mloop.orchestration.backtest",
+    "LoopConfig": "mloop.orchestration.config",
+    "RolloutPolicy": "mloop.orchestration.config",
+    "TriggerSpec": "mloop.orchestration.config",
+    "MonitorReport": "mloop.monitoring.monitor",
+    "monitor": "mloop.monitoring.monitor",
+    "Scheduler": "mloop.orchestration.scheduler",
 }
 
 
@@ -72,21 +87,26 @@ __all__ = [
     "Anomalies",
     "Anomaly",
     "ArtifactRef",
+    "BacktestReport",
     "DriftReport",
     "Evaluation",
     "Event",
     "FeatureDrift",
     "InfraReport",
     "LineageGraph",
+    "LoopConfig",
     "Metric",
     "Model",
     "ModelStatus",
     "ModelVersion",
+    "MonitorReport",
     "Pipeline",
+    "RolloutPolicy",
     "Run",
     "RunQuery",
     "RunResult",
     "RunStatus",
+    "Scheduler",
     "Schema",
     "Statistics",
     "Step",
@@ -94,9 +114,11 @@ __all__ = [
     "StepStatus",
     "Thresholds",
     "TrackingRun",
+    "TriggerSpec",
     "Verdict",
     "Workspace",
     "__version__",
+    "backtest",
     "compute_statistics",
     "detect_drift",
     "evaluate",
@@ -106,6 +128,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "monitor",
     "pipeline",
     "step",
     "steps",

@@ -6,6 +6,14 @@ import mloop
 def test_public_api_is_pinned() -> None:
     expected = [
         "AliasEvent",
+        "BacktestReport",
+        "backtest",
+        "LoopConfig",
+        "RolloutPolicy",
+        "TriggerSpec",
+        "MonitorReport",
+        "monitor",
+        "Scheduler",
         "Anomalies",
         "Anomaly",
         "ArtifactRef",

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -299,41 +300,92 @@ def lineage(
 
 
 @app.command()
-def demo(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Train and evaluate a model on the bundled rainfall data, rerun it from cache, show its lineage."""
+def demo(
+    workspace: WorkspaceOpt = None,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Call the service directly instead of over HTTP.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole loop on the bundled rainfall stream: train, serve, monitor, retrain, canary, promote."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     from mloop.demo import rainfall_training, run_demo
 
     with (
         open_workspace(workspace) as ws,
-        _progress(len(rainfall_training.graph.nodes) * 3, not as_json) as listener,
+        _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=as_json or not err.is_terminal,
+        ) as bar,
     ):
-        report = run_demo(ws, listener=listener)
+        task = bar.add_task("replaying the stream over HTTP", total=None)
+
+        def rows(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def event(e: Any) -> None:
+            if not as_json and e.kind in ("trigger", "canary", "promote", "rollback", "run"):
+                label = f"{e.kind} ({e.trigger})" if e.trigger else e.kind
+                bar.console.print(f"  day {e.row + 3631:>6}: {label}: {e.detail}", markup=False)
+
+        report = run_demo(ws, listener=listener, progress=rows, on_event=event, http=not in_process)
         root = ws.root
     if as_json:
         print_json(report.to_dict())
         return
+    _print_demo(report, root)
+
+
+def _print_demo(report: Any, root: Path | None) -> None:
     out.print(_steps_table(report.first, f"run {report.first.run.id}: {duration(report.first_s)}"))
-    metrics = Table(title="hold-out evaluation", title_justify="left")
+    metrics = Table(title="v1 hold-out evaluation", title_justify="left")
     metrics.add_column("metric")
     metrics.add_column("value", justify="right")
     for key, value in report.metrics.items():
-        metrics.add_row(key, f"{value:.4f}" if key != "n_test" else f"{value:.0f}")
+        metrics.add_row(key, f"{value:.4f}")
     out.print(metrics)
     cached = sum(s.status == StepStatus.CACHED for s in report.rerun.steps)
     out.print(
         f"rerun {report.rerun.run.id}: {cached}/{len(report.rerun.steps)} steps cached in "
         f"{duration(report.rerun_s)} (first run {duration(report.first_s)})"
     )
-    drifted = ", ".join(report.drifted_features) or "none"
-    out.print(f"schema: training and hold-out data conform · drift vs training data: {drifted}")
     out.print("[bold]lineage of the trained model[/]")
     out.print(lineage_tree(report.lineage))
+    loop = report.loop
+    summary = Table(title="prequential accuracy on the replayed stream", title_justify="left")
+    for col in ("policy", "before the drift", "after the drift", "overall"):
+        summary.add_column(col, justify="right" if col != "policy" else "left")
+    for name, label in (("loop", "the loop"), ("static", "v1 left alone")):
+        a = loop.accuracy[name]
+        summary.add_row(label, f"{a['before_drift']:.4f}", f"{a['after_drift']:.4f}", f"{a['overall']:.4f}")
+    out.print(summary)
+    r = loop.report
+    out.print(
+        f"{r.rows - r.initial_rows:,} days replayed over HTTP in {r.seconds:.0f} s; "
+        f"{r.loop.retrains} retraining run(s), {sum(e.kind == 'promote' for e in r.events)} promotion(s); "
+        f"production is v{loop.final['version']}"
+    )
+    if "run" in loop.final:
+        run = loop.final["run"]
+        out.print(
+            f"v{loop.final['version']} was trained by run {run['id']} (trigger {run['trigger']}, "
+            f"code {run['code_hash'][:12]})",
+            markup=False,
+        )
     out.print(
         f"[bold]incoming batch {report.refused_batch.name}[/] → run {report.refused_run} "
         f"{paint('stopped')} by the schema gate:"
     )
     out.print(anomalies_table(report.anomalies))
-    out.print(f"workspace left at {root}; try: mloop runs show {report.refused_run} --workspace {root}")
+    out.print(f"HTML report: {loop.html}")
+    out.print(f"workspace left at {root}; try: mloop monitor rainfall --window 1816 --workspace {root}")
 
 
 def main(argv: list[str] | None = None) -> int:

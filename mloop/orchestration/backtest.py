@@ -37,6 +37,7 @@ __all__ = [
     "backtest_html",
     "default_loop_config",
     "load_stream",
+    "score_policies",
 ]
 
 MODEL = "backtest"
@@ -315,28 +316,9 @@ def backtest(
                 progress=advance,
                 on_event=on_event,
             )
-        y = stream[target].to_numpy()
-        bounds = [min(i * window_rows, len(stream)) for i in range(windows + 1)]
-        classes = sorted(pd.unique(frame[target]).tolist(), key=str) if task == "classification" else []
-        x_stream = stream.drop(columns=[target])
-        static_pred = np.asarray(static_model.predict(x_stream))
-        static = _policy(task, y, static_pred, _positive(static_model, x_stream), bounds, classes, 0)
-        every_pred, every_score = static_pred.copy().astype(object), _positive(static_model, x_stream)
-        for w in range(1, windows):
-            stage("every_window", w, windows - 1)
-            hi = n0 + bounds[w]  # the newest initial-sized slice before window w
-            lo = max(0, hi - n0)
-            refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
-            part = x_stream.iloc[bounds[w] : bounds[w + 1]]
-            every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
-            if every_score is not None:
-                s = _positive(refit, part)
-                if s is not None:
-                    every_score[bounds[w] : bounds[w + 1]] = s
-        every = _policy(
-            task, y, every_pred.astype(static_pred.dtype), every_score, bounds, classes, windows - 1
+        loop, static, every = score_policies(
+            frame, target, task, n0, window_rows, static_model, replay, factory, progress=stage
         )
-        loop = _loop_result(task, y, replay, bounds, classes)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -357,6 +339,46 @@ def backtest(
         seconds=time.perf_counter() - started,
         workspace="" if tmp is not None else str(workspace_dir),
     )
+
+
+def score_policies(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    n0: int,
+    window_rows: int,
+    static_model: Any,
+    replay: Replay,
+    factory: Callable[[pd.DataFrame, str], Any],
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[PolicyResult, PolicyResult, PolicyResult]:
+    """``loop`` (what was served), ``static`` (the first model) and ``every_window`` (a refit on the
+    newest ``n0`` rows before each window) on the replayed rows ``frame[n0:]``."""
+    stream = frame.iloc[n0:].reset_index(drop=True)
+    features = frame.drop(columns=[target])
+    y = stream[target].to_numpy()
+    bounds = [*range(0, len(stream), window_rows), len(stream)]
+    windows = len(bounds) - 1
+    classes = sorted(pd.unique(frame[target]).tolist(), key=str) if task == "classification" else []
+    x_stream = stream.drop(columns=[target])
+    static_pred = np.asarray(static_model.predict(x_stream))
+    static = _policy(task, y, static_pred, _positive(static_model, x_stream), bounds, classes, 0)
+    every_pred, every_score = static_pred.copy().astype(object), _positive(static_model, x_stream)
+    for w in range(1, windows):
+        if progress is not None:
+            progress("every_window", w, windows - 1)
+        hi = n0 + bounds[w]  # the newest initial-sized slice before window w
+        lo = max(0, hi - n0)
+        refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
+        part = x_stream.iloc[bounds[w] : bounds[w + 1]]
+        every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
+        if every_score is not None:
+            s = _positive(refit, part)
+            if s is not None:
+                every_score[bounds[w] : bounds[w + 1]] = s
+    every = _policy(task, y, every_pred.astype(static_pred.dtype), every_score, bounds, classes, windows - 1)
+    return _loop_result(task, y, replay, bounds, classes), static, every
 
 
 def _loop_result(

@@ -203,12 +203,13 @@ def _monitored(
     except NotFoundError:
         pass
     version = production.version
+    since = _held_since(workspace, model, version)
+    held = since.isoformat() if since else ""
     mark = state.watermark
-    same = mark.get("window") == str(spec.window) and mark.get("version") == version
+    same = (mark.get("window"), mark.get("version"), mark.get("held")) == (str(spec.window), version, held)
     last = int(mark.get("index", -1)) if same else -1
     key = (model, str(spec.window), version, last)
     if key not in cache:
-        since = _held_since(workspace, model, version)
         frame = labelled_predictions(root, model, since_segment=id_floor(since) if since else None)
         if not frame.empty:
             frame = frame[frame["version"] == version]
@@ -219,9 +220,15 @@ def _monitored(
         )
     fresh: list[WindowResult] = cache[key]
     if spec.kind == "drift":
-        return _drift(spec, model, version, fresh, last)
-    streak = list(mark.get("streak", [])) if same else []
-    return _degradation(spec, workspace, model, version, fresh, streak, last)
+        check = _drift(spec, model, version, fresh, last)
+    else:
+        streak = list(mark.get("streak", [])) if same else []
+        check = _degradation(spec, workspace, model, version, fresh, streak, last)
+    if check.watermark is not None:
+        check.watermark["held"] = held  # a version promoted again starts its windows afresh
+    if check.fired is not None:
+        check.fired.key += f"@{held}"
+    return check
 
 
 def _held_since(workspace: Workspace, model: str, version: int) -> datetime | None:

@@ -55,9 +55,18 @@ class JsonClient:
 
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode()
-        self.conn.request("POST", path, data, {"Content-Type": "application/json", **(headers or {})})
-        response = self.conn.getresponse()
-        return response.status, json.loads(response.read() or b"null")
+        head = {"Content-Type": "application/json", **(headers or {})}
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST", path, data, head)
+                response = self.conn.getresponse()
+                return response.status, json.loads(response.read() or b"null")
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # the server closed an idle keep-alive connection before the request reached it
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
