@@ -182,6 +182,7 @@ def retrain(
     max_rows: int = 0,
     holdout_fraction: float = 0.2,
     estimator: str = "auto",
+    budget_p99_ms: float = 200.0,
 ) -> None:
     """Train the default model on recent labelled rows, validate it against production, register it."""
     rows = training_rows(data, model_name, target, since=since, max_rows=max_rows)
@@ -193,5 +194,5 @@ def retrain(
     model = fit_model(train, target, estimator=estimator)
     evaluation = evaluate_model(model, test, target)
     verdict = validate_model(evaluation, test, model_name)
-    infra = infra_check(model, test, target)
+    infra = infra_check(model, test, target, budget_p99_ms=budget_p99_ms)
     register_model(model, model_name, evaluation, verdict, infra, reference)

@@ -1,0 +1,93 @@
+"""Monitoring a served model's log: windows, live metrics, drift, storage, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from commands import mloop_command
+from loop_helpers import MODEL, serve_rows, service, stream, train_first
+
+import mloop
+from mloop.errors import DataError
+from mloop.monitoring.monitor import monitor
+from mloop.monitoring.report import monitor_html
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[mloop.Workspace, list[dict], object]]:
+    """One model served over 1,000 labelled rows (the concept flips at row 600); tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("served")
+    ws = mloop.Workspace.open(tmp_path / ".mloop")
+    data = stream(1800, drift_at=1400)
+    train_first(ws, data.iloc[:800], tmp_path)
+    svc = service(ws, tmp_path / ".mloop" / "prediction-log")
+    answers = serve_rows(svc, data.iloc[800:])
+    svc.stop()
+    yield ws, answers, data
+    ws.close()
+
+
+def test_windows_measure_what_was_served(served: tuple) -> None:
+    ws, answers, data = served
+    report = monitor(ws, MODEL, window=200)
+    assert [w.rows for w in report.windows] == [200] * 5
+    assert all(w.complete and w.labelled == 200 for w in report.windows)
+    predicted = np.concatenate([a["predictions"] for a in answers])
+    truth = data["y"].iloc[800:].to_numpy()
+    for w in report.windows:  # the live accuracy is exactly what was answered vs what happened
+        lo = w.index * 200
+        expected = float(np.mean(predicted[lo : lo + 200] == truth[lo : lo + 200]))
+        assert w.metrics["accuracy"] == pytest.approx(expected)
+        assert "roc_auc" in w.metrics and w.by_role["production"]["rows"] == 200
+    before, after = report.windows[0], report.windows[-1]  # the concept flips and x3 shifts at row 600
+    assert not before.dataset_drift and "x3" not in before.drifted
+    assert "x3" in after.drifted and after.metrics["accuracy"] < before.metrics["accuracy"] - 0.2
+    run = ws.metadata.get_run(report.run_id)
+    assert run.pipeline == f"monitor/{MODEL}" and run.trigger == "monitor"
+    accuracy = ws.metadata.get_metrics(run.id, "accuracy")
+    assert [m.step for m in accuracy] == [0, 1, 2, 3, 4]
+    model_artifact = ws.model_version(f"{MODEL}:1").artifact_id
+    downstream = ws.lineage(model_artifact, "downstream")
+    assert any(s.name == "monitor" for s in downstream.steps.values())
+    page = monitor_html(report)
+    assert "<svg" in page and "x3" in page and "Monitoring: m" in page
+
+
+def test_time_windows_and_slices(served: tuple) -> None:
+    ws, _, _ = served
+    report = monitor(ws, MODEL, window="1h", slices=["city"], store=False)
+    assert len(report.windows) == 1 and report.windows[0].rows == 1000 and report.run_id is None
+    assert set(report.windows[0].slices) == {"city=paris", "city=rome", "city=oslo"}
+
+
+def test_monitoring_an_unserved_model_is_a_clear_error(workspace: mloop.Workspace) -> None:
+    with pytest.raises(DataError, match="no logged predictions"):
+        monitor(workspace, "nothing")
+
+
+def test_cli(served: tuple, tmp_path: Path) -> None:
+    ws, _, _ = served
+    exe = mloop_command()
+    done = subprocess.run(
+        [*exe, "monitor", MODEL, "--window", "250", "--json", "--html", str(tmp_path / "m.html"),
+         "--workspace", str(ws.root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["windows"]) == 4 and report["run_id"]
+    assert (tmp_path / "m.html").read_text().startswith("<!doctype html>")
+    for args, message in (
+        (["monitor", MODEL, "--window", "soon"], "window"),
+        (["monitor", "nope"], "no logged predictions"),
+    ):
+        bad = subprocess.run(
+            [*exe, *args, "--workspace", str(ws.root)], capture_output=True, text=True, timeout=60
+        )
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.count("\n") == 1 and message in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,44 @@
+"""Windows, window scores and the degradation rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from mloop.errors import ParameterError
+from mloop.monitoring.windows import degradation, parse_window, split_windows
+
+
+def test_windows_parse_as_rows_or_durations() -> None:
+    assert parse_window("1000") == 1000
+    assert parse_window(50) == 50
+    assert parse_window("30m") == timedelta(minutes=30)
+    assert parse_window("7d") == timedelta(days=7)
+    for bad in ("abc", "0", "-5m", "1x", 0):
+        with pytest.raises(ParameterError) as info:
+            parse_window(bad)
+        assert info.value.field == "window"
+
+
+def test_split_by_count_and_by_time() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pd.DataFrame({"ts": [t0 + timedelta(minutes=i * 10) for i in range(25)]})
+    assert split_windows(frame, 10) == [(0, 10, True), (10, 20, True), (20, 25, False)]
+    hourly = split_windows(frame, timedelta(hours=1))
+    assert [hi - lo for lo, hi, _ in hourly] == [6, 6, 6, 6, 1]
+    assert [complete for *_, complete in hourly] == [True, True, True, True, False]
+
+
+def test_noise_is_not_degradation_but_a_real_drop_is() -> None:
+    # 0.80 promised on 500 hold-out rows; 0.78 on 300 live rows is within noise (2 s.e. ≈ 0.06)
+    assert not degradation("accuracy", 0.78, 300, 0.80, 500).degraded
+    drop = degradation("accuracy", 0.70, 5000, 0.80, 5000)
+    assert drop.degraded and drop.limit == pytest.approx(0.78)
+    assert "degraded" in drop.detail
+    # errors: higher is worse, compared relatively
+    assert degradation("rmse", 1.5, 10_000, 1.0, 10_000).degraded
+    assert not degradation("rmse", 1.01, 10_000, 1.0, 10_000).degraded
+    # a fixed bound replaces the baseline rule
+    assert degradation("accuracy", 0.74, 10, 0.9, 10, threshold=0.75).degraded
