@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mloop.errors import ConfigurationError
+from mloop.errors import ConfigurationError, MloopError
 from mloop.monitoring.windows import parse_window
 from mloop.validation.model import LOWER_IS_BETTER
 
@@ -95,13 +95,19 @@ class TriggerSpec(_Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str | int) -> str | int:
-        parse_window(value)
+        try:
+            parse_window(value)
+        except MloopError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("cooldown")
     @classmethod
     def _cooldown(cls, value: str) -> str:
-        parse_duration(value, "cooldown")
+        try:
+            parse_duration(value, "cooldown")
+        except MloopError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @model_validator(mode="after")
@@ -151,7 +157,10 @@ class RolloutPolicy(_Strict):
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: str) -> str:
-        parse_duration(value, "budget")
+        try:
+            parse_duration(value, "budget")
+        except MloopError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @property

@@ -1,0 +1,99 @@
+"""Trigger and rollout configuration: every mistake is one clear error naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mloop
+from mloop.errors import ConfigurationError, MloopError, PipelineLoadError
+from mloop.orchestration.config import LoopConfig, load_loop_config
+from mloop.orchestration.triggers import validate_trigger
+
+RETRAIN = "mloop.orchestration.retrain:retrain"
+
+
+def parse(**trigger: object) -> LoopConfig:
+    return LoopConfig.parse({"triggers": [{"name": "t", "pipeline": RETRAIN, **trigger}]})
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        ({"kind": "schedule", "cron": "61 * * * *"}, "not a valid cron expression"),
+        ({"kind": "schedule"}, "needs 'cron'"),
+        ({"kind": "degradation", "model": "m", "metric": "happiness"}, "unknown metric 'happiness'"),
+        ({"kind": "drift"}, "needs 'model'"),
+        ({"kind": "sometimes"}, "kind"),
+        ({"kind": "new_data"}, "either 'path'"),
+        ({"kind": "drift", "model": "m", "window": "soon"}, "window"),
+        ({"kind": "manual", "cooldown": "a while"}, "cooldown"),
+        ({"kind": "manual", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse(**trigger)
+    assert message in info.value.message and info.value.field
+
+
+def test_names_are_unique_and_rollout_is_checked() -> None:
+    twice = {"name": "t", "kind": "manual", "pipeline": RETRAIN}
+    with pytest.raises(ConfigurationError, match="repeated"):
+        LoopConfig.parse({"triggers": [twice, twice]})
+    with pytest.raises(ConfigurationError, match="canary_fraction"):
+        LoopConfig.parse({"rollout": [{"model": "m", "canary_fraction": 1.5}]})
+    with pytest.raises(ConfigurationError, match="budget"):
+        LoopConfig.parse({"rollout": [{"model": "m", "budget": "eventually"}]})
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    (tmp_path / "mloop.toml").write_text(
+        """
+[mloop]
+max_workers = 2
+
+[scheduler]
+tick_s = 2
+
+[[triggers]]
+name = "nightly"
+kind = "schedule"
+cron = "0 3 * * *"
+pipeline = "mloop.orchestration.retrain:retrain"
+params = { model_name = "m", target = "y" }
+
+[[rollout]]
+model = "m"
+canary_fraction = 0.1
+"""
+    )
+    config = load_loop_config(tmp_path)
+    assert config.tick_s == 2 and config.triggers[0].cron == "0 3 * * *"
+    assert config.policy("m") is not None and config.policy("m").canary_fraction == 0.1
+    assert load_loop_config(tmp_path / "elsewhere") == LoopConfig()
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_loop_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[[triggers]\n")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_loop_config(tmp_path / "bad.toml")
+
+
+def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist") as info:
+        validate_trigger(parse(kind="new_data", path=str(tmp_path / "nowhere")).triggers[0], workspace)
+    assert info.value.field == "path"
+    with pytest.raises(PipelineLoadError, match="does not exist"):
+        validate_trigger(
+            LoopConfig.parse(
+                {"triggers": [{"name": "t", "kind": "manual", "pipeline": "gone.py:p"}]}
+            ).triggers[0],
+            workspace,
+        )
+    with pytest.raises(PipelineLoadError, match="no @pipeline"):
+        validate_trigger(
+            parse(kind="manual", pipeline="mloop.orchestration.retrain:nothing").triggers[0], workspace
+        )
+    with pytest.raises(MloopError, match="not found"):
+        validate_trigger(parse(kind="drift", model="unknown").triggers[0], workspace)

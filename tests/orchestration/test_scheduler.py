@@ -1,0 +1,278 @@
+"""The scheduler: triggers fire once per event, runs record their evidence, failures and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from commands import mloop_command
+
+import mloop
+from mloop.entities import RunStatus
+from mloop.errors import NotFoundError
+from mloop.orchestration.config import LoopConfig
+from mloop.orchestration.scheduler import Scheduler
+
+JOB = """
+import os, time
+from pathlib import Path
+import mloop
+
+@mloop.step
+def record(tag: str, data: str) -> dict:
+    marks = Path(os.environ["MARK_DIR"])
+    (marks / f"{tag}-{time.time_ns()}").write_text(data)
+    if (marks / "slow").exists():
+        time.sleep(120)
+    if tag == "boom":
+        raise RuntimeError("the pipeline broke")
+    return {"tag": tag, "data": data}
+
+@mloop.pipeline
+def job(tag: str = "x", data: str = "") -> None:
+    record(tag, data)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "inbox").mkdir()
+    monkeypatch.setenv("MARK_DIR", str(tmp_path / "marks"))
+    return tmp_path
+
+
+def marks(project: Path, tag: str) -> list[str]:
+    return sorted(p.read_text() for p in (project / "marks").glob(f"{tag}-*"))
+
+
+def config(project: Path, *triggers: dict) -> LoopConfig:
+    return LoopConfig.parse({"triggers": [{"pipeline": f"{project / 'job.py'}:job", **t} for t in triggers]})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 2, 2, 59, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_schedule_fires_once_per_due_time(workspace: mloop.Workspace, project: Path) -> None:
+    clock = Clock()
+    cfg = config(
+        project, {"name": "nightly", "kind": "schedule", "cron": "0 3 * * *", "params": {"tag": "n"}}
+    )
+    scheduler = Scheduler(workspace, cfg, clock=clock)
+    assert scheduler.tick().runs == []  # the first pass only learns when it is next due
+    assert scheduler.status()[0]["next_due_at"] == datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    clock.now += timedelta(minutes=2)
+    first = scheduler.tick()
+    assert [s for _, s in first.runs] == ["succeeded"]
+    assert scheduler.tick().runs == []  # the same due time never fires twice
+    run = workspace.metadata.get_run(first.runs[0][0])
+    assert run.trigger == "schedule"
+    params = workspace.metadata.get_params(run.id)
+    assert params["trigger.name"] == "nightly" and params["trigger.event"].startswith(
+        "schedule/2026-12-02T03:00"
+    )
+    event = workspace.trigger_store().event_of_run(run.id)
+    assert event is not None and event.evidence["cron"] == "0 3 * * *" and event.status == "succeeded"
+    clock.now += timedelta(days=1)
+    assert len(scheduler.tick().runs) == 1
+
+
+def test_new_files_fire_once_with_the_files_as_a_parameter(workspace: mloop.Workspace, project: Path) -> None:
+    inbox = project / "inbox"
+    cfg = config(
+        project,
+        {"name": "inbox", "kind": "new_data", "path": str(inbox), "pattern": "*.csv", "param": "data",
+         "params": {"tag": "new"}},
+    )  # fmt: skip
+    scheduler = Scheduler(workspace, cfg)
+    scheduler.check()
+    assert scheduler.tick().runs == []
+    (inbox / "a.csv").write_text("x\n1\n")
+    (inbox / "ignored.txt").write_text("not watched")
+    assert len(scheduler.tick().runs) == 1
+    assert marks(project, "new") == [str(inbox / "a.csv")]
+    assert scheduler.tick().runs == []  # seen
+    (inbox / "b.csv").write_text("x\n2\n")
+    assert len(scheduler.tick().runs) == 1
+    assert marks(project, "new")[-1] == str(inbox / "b.csv")
+    assert [e.status for e in workspace.trigger_store().events("inbox")] == ["succeeded", "succeeded"]
+
+
+def test_new_rows_past_the_watermark(workspace: mloop.Workspace, project: Path) -> None:
+    url = f"sqlite:///{project / 'source.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE events (id INTEGER PRIMARY KEY, v REAL)"))
+        conn.execute(sa.text("INSERT INTO events (v) VALUES (1), (2)"))
+    cfg = config(
+        project,
+        {
+            "name": "rows",
+            "kind": "new_data",
+            "table": "events",
+            "column": "id",
+            "url": url,
+            "params": {"tag": "r"},
+        },
+    )
+    scheduler = Scheduler(workspace, cfg)
+    first = scheduler.tick()
+    assert len(first.runs) == 1 and first.events[0].evidence["rows"] == 2
+    assert scheduler.tick().runs == []
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO events (v) VALUES (3)"))
+    again = scheduler.tick()
+    assert again.events[0].evidence["after"] == 2 and again.events[0].evidence["until"] == 3
+    engine.dispose()
+
+
+def test_cooldown_records_but_does_not_run(workspace: mloop.Workspace, project: Path) -> None:
+    inbox = project / "inbox"
+    cfg = config(
+        project,
+        {"name": "inbox", "kind": "new_data", "path": str(inbox), "param": "data", "cooldown": "1h",
+         "params": {"tag": "c"}},
+    )  # fmt: skip
+    scheduler = Scheduler(workspace, cfg)
+    (inbox / "a.csv").write_text("1")
+    assert len(scheduler.tick().runs) == 1
+    (inbox / "b.csv").write_text("2")
+    assert scheduler.tick().runs == []
+    statuses = [e.status for e in workspace.trigger_store().events("inbox")]
+    assert statuses == ["suppressed", "succeeded"]
+
+
+def test_a_failing_run_is_recorded_and_the_scheduler_carries_on(
+    workspace: mloop.Workspace, project: Path
+) -> None:
+    cfg = config(
+        project,
+        {"name": "broken", "kind": "manual", "params": {"tag": "boom"}},
+        {"name": "fine", "kind": "manual", "params": {"tag": "ok"}},
+    )
+    scheduler = Scheduler(workspace, cfg)
+    broken = scheduler.fire("broken", "testing")
+    [(run_id, status)] = broken.runs
+    assert status == "failed" and workspace.metadata.get_run(run_id).status == RunStatus.FAILED
+    assert workspace.trigger_store().events("broken")[0].status == "failed"
+    assert [s for _, s in scheduler.fire("fine").runs] == ["succeeded"]
+    with pytest.raises(NotFoundError, match="no trigger named 'nope'"):
+        scheduler.fire("nope")
+
+
+def _start(project: Path, ws: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*mloop_command(), "scheduler", "run", "--workspace", str(ws), *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MARK_DIR": str(project / "marks")},
+    )
+
+
+def _toml(project: Path) -> None:
+    (project / "mloop.toml").write_text(
+        f"""
+[[triggers]]
+name = "inbox"
+kind = "new_data"
+path = "{project / "inbox"}"
+param = "data"
+pipeline = "{project / "job.py"}:job"
+params = {{ tag = "k" }}
+"""
+    )
+
+
+def _wait_for(predicate: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_restart_fires_again_exactly_once(project: Path) -> None:
+    _toml(project)
+    ws = project / ".mloop"
+    (project / "marks" / "slow").write_text("")
+    (project / "inbox" / "batch.csv").write_text("1")
+    daemon = _start(project, ws, "--tick", "0.2")
+    _wait_for(lambda: marks(project, "k"))  # the run is inside its step
+    daemon.kill()
+    daemon.wait(timeout=30)
+    (project / "marks" / "slow").unlink()
+    restarted = subprocess.run(
+        [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(ws)],
+        cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MARK_DIR": str(project / "marks")},
+    )  # fmt: skip
+    assert restarted.returncode == 0, restarted.stderr
+    again = subprocess.run(
+        [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(ws)],
+        cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MARK_DIR": str(project / "marks")},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    with mloop.Workspace.open(ws) as w:
+        runs = w.runs(mloop.RunQuery(pipeline="job"))
+        assert sorted(r.status.value for r in runs) == ["failed", "succeeded"]  # nothing duplicated
+        [event] = w.trigger_store().events("inbox")
+        assert (event.status, event.attempts) == ("succeeded", 2)
+        assert event.run_id == next(r.id for r in runs if r.status == RunStatus.SUCCEEDED)
+    assert len(marks(project, "k")) == 2  # the interrupted attempt and exactly one more
+
+
+@pytest.mark.slow
+def test_sigterm_stops_gracefully_and_status_reports(project: Path) -> None:
+    _toml(project)
+    ws = project / ".mloop"
+    daemon = _start(project, ws, "--tick", "0.2")
+    (project / "inbox" / "a.csv").write_text("1")
+    _wait_for(lambda: marks(project, "k"))
+    time.sleep(0.5)
+    daemon.send_signal(signal.SIGTERM)
+    _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr
+    assert "SIGTERM received" in stderr and "scheduler: stopped" in stderr and "Traceback" not in stderr
+    status = subprocess.run(
+        [*mloop_command(), "scheduler", "status", "--json", "--workspace", str(ws)],
+        cwd=project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    [row] = json.loads(status.stdout)
+    assert row["name"] == "inbox" and row["last_event"]["status"] == "succeeded"
+    assert "no new files" in row["result"]
+
+
+def test_cli_refuses_bad_configuration(project: Path) -> None:
+    (project / "mloop.toml").write_text('[[triggers]]\nname = "t"\nkind = "schedule"\ncron = "every day"\n'
+                                        f'pipeline = "{project / "job.py"}:job"\n')  # fmt: skip
+    done = subprocess.run(
+        [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(project / ".mloop")],
+        cwd=project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "cron" in done.stderr and "Traceback" not in done.stderr
+    (project / "mloop.toml").write_text(
+        f'[[triggers]]\nname = "t"\nkind = "new_data"\npath = "{project / "gone"}"\n'
+        f'pipeline = "{project / "job.py"}:job"\n'
+    )
+    done = subprocess.run(
+        [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(project / ".mloop")],
+        cwd=project, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "does not exist" in done.stderr and done.stderr.count("\n") == 1
