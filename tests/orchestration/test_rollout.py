@@ -1,0 +1,97 @@
+"""Rollout: validated versions go to canary; live metrics promote or roll them back, with reasons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from loop_helpers import MODEL, serve_rows, service, stream, train_first
+
+import mloop
+from mloop.entities import ModelStatus, utcnow
+from mloop.errors import NotFoundError
+from mloop.orchestration.config import RolloutPolicy
+from mloop.orchestration.retrain import default_model
+from mloop.orchestration.rollout import advance
+
+AUTO = RolloutPolicy(model=MODEL, canary_fraction=0.5, min_labelled=60, budget="1h")
+
+
+def register(
+    ws: mloop.Workspace, rows, *, flip: bool = False, status: ModelStatus = ModelStatus.REGISTERED
+) -> int:
+    """A version trained outside the pipeline (e.g. validated on data unlike live traffic)."""
+    features, y = rows.drop(columns=["y"]), rows["y"]
+    model = default_model(features, "classification").fit(features, 1 - y if flip else y)
+    v1 = ws.model_version(f"{MODEL}:1")
+    return ws.register_model(MODEL, model, signature=v1.signature, metrics=v1.metrics, status=status).version
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    with mloop.Workspace.open(tmp_path / ".mloop") as w:
+        train_first(w, stream(600, seed=1), tmp_path)
+        yield w
+
+
+def test_an_underperforming_canary_is_rolled_back_with_the_numbers(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    bad = register(ws, stream(600, seed=2), flip=True)
+    decision = advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log")
+    assert (decision.action, decision.version) == ("canary", bad)
+    svc = service(ws, tmp_path / "log", canary_fraction=0.5)
+    assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "wait"  # no evidence yet
+    serve_rows(svc, stream(400, seed=3), batch=10)
+    svc.stop()
+    decision = advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log")
+    assert decision.action == "rollback" and "rolled back: accuracy" in decision.reason
+    assert decision.evidence["canary"]["rows"] >= 60 and decision.evidence["production"]["rows"] >= 60
+    with pytest.raises(NotFoundError):
+        ws.model_version(f"{MODEL}@canary")
+    last = ws.model_registry().history(MODEL, "canary")[-1]
+    assert last.action == "remove" and last.reason == decision.reason
+    assert ws.model_version(f"{MODEL}@production").version == 1
+    assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "none"  # never retried
+
+
+def test_a_better_canary_is_promoted_and_the_old_one_kept_for_rollback(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    good = register(ws, stream(3000, seed=4))
+    assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    svc = service(ws, tmp_path / "log", canary_fraction=0.5)
+    answers = serve_rows(svc, stream(400, seed=5), batch=10)
+    svc.stop()
+    assert {a["version"] for a in answers} == {1, good}  # both served
+    decision = advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log")
+    assert decision.action == "promote", decision.reason
+    assert ws.model_version(f"{MODEL}@production").version == good
+    assert "promoted" in ws.model_registry().history(MODEL, "production")[-1].reason
+    ws.rollback(MODEL, reason="second thoughts")
+    assert ws.model_version(f"{MODEL}@production").version == 1
+
+
+def test_rejected_versions_never_get_traffic_and_manual_mode_waits(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    register(ws, stream(600, seed=6), status=ModelStatus.REJECTED)
+    assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "none"
+    good = register(ws, stream(600, seed=7))
+    manual = AUTO.model_copy(update={"mode": "manual"})
+    decision = advance(ws, manual, utcnow(), log_dir=tmp_path / "log")
+    assert (decision.action, decision.version) == ("wait", good) and "manual" in decision.reason
+    with pytest.raises(NotFoundError):
+        ws.model_version(f"{MODEL}@canary")
+
+
+def test_a_canary_without_evidence_is_rolled_back_when_the_budget_runs_out(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    register(ws, stream(600, seed=8))
+    short = AUTO.model_copy(update={"budget": "10m"})
+    assert advance(ws, short, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    assert advance(ws, short, utcnow(), log_dir=tmp_path / "log").action == "wait"
+    decision = advance(ws, short, utcnow() + timedelta(minutes=11), log_dir=tmp_path / "log")
+    assert decision.action == "rollback" and "no evidence" in decision.reason
