@@ -187,22 +187,38 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     assert (anomaly["column"], anomaly["kind"]) == ("visibility", "missing_column")
     kinds = {a["type"] for a in report["lineage"]["artifacts"]}
     assert kinds == {"file", "parquet", "joblib"}
-    human = subprocess.run(
-        [*exe, "demo", "--workspace", str(ws)], capture_output=True, text=True, env=env, timeout=300
+    loop = report["loop"]
+    # the loop: after the (injected) drift it is clearly better than v1 left alone
+    assert loop["accuracy"]["loop"]["after_drift"] > loop["accuracy"]["static"]["after_drift"] + 0.05
+    assert abs(loop["accuracy"]["loop"]["before_drift"] - loop["accuracy"]["static"]["before_drift"]) < 0.03
+    assert loop["promotions"] >= 1 and loop["final"]["version"] > 1
+    kinds_done = [e["kind"] for e in loop["events"]]
+    assert "canary" in kinds_done and "promote" in kinds_done
+    assert loop["final"]["run"]["trigger"] in ("degradation", "drift")
+    assert loop["final"]["trigger_event"]["evidence"]["model"] == "rainfall"
+    assert Path(loop["html"]).read_text().count("<svg") >= 1
+    refused_run = report["refused"]["run_id"]
+    human = subprocess.run(  # again, in the same workspace: the demo starts over from v1
+        [*exe, "demo", "--workspace", str(ws), "--in-process"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
-    assert human.returncode == 0 and "lineage of the trained model" in human.stdout
-    assert "rainfall.csv.gz" in human.stdout and "stopped by the schema gate" in human.stdout
-    assert human.stderr == ""
+    assert human.returncode == 0, human.stderr
+    assert "lineage of the trained model" in human.stdout and "rainfall.csv.gz" in human.stdout
+    assert "stopped by the schema gate" in human.stdout and "prequential accuracy" in human.stdout
+    assert "Traceback" not in human.stderr
     listed = subprocess.run(
-        [*exe, "runs", "list", "--workspace", str(ws), "--json"],
+        [*exe, "runs", "list", "--workspace", str(ws), "--json", "--pipeline", "retrain"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     runs = json.loads(listed.stdout)
-    assert len(runs) == 6 and [r["status"] for r in runs].count("stopped") == 2
+    assert [r["status"] for r in runs].count("stopped") == 2  # the refused batch, once per demo
     shown = subprocess.run(
-        [*exe, "runs", "show", runs[0]["id"], "--workspace", str(ws)],
+        [*exe, "runs", "show", refused_run, "--workspace", str(ws)],
         capture_output=True,
         text=True,
         env=env,

@@ -1,0 +1,79 @@
+"""Backtest: the loop replayed on history against a static model and retraining every window."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from commands import mloop_command
+from loop_helpers import stream
+
+from mloop.errors import DataError, ParameterError
+from mloop.orchestration.backtest import backtest, backtest_html
+
+
+@pytest.mark.slow
+def test_a_stationary_stream_triggers_no_retraining() -> None:
+    report = backtest(stream(6000, seed=11), "y")
+    assert report.loop.retrains == 0 and report.events == []
+    assert report.loop.metrics == pytest.approx(report.static.metrics, abs=1e-4)
+    assert report.every_window.retrains == 7 and report.task == "classification"
+
+
+@pytest.mark.slow
+def test_after_an_abrupt_drift_the_loop_recovers_most_of_the_gain_with_few_retrains() -> None:
+    report = backtest(stream(6000, drift_at=3600, seed=11), "y")
+    assert report.every_window.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
+    assert report.recovered is not None and report.recovered >= 0.9
+    assert 1 <= report.loop.retrains <= report.every_window.retrains / 2
+    kinds = [e.kind for e in report.events]
+    assert kinds[:4] == ["trigger", "run", "canary", "promote"]
+    trigger = report.events[0]
+    assert trigger.trigger == "degradation" and "degraded" in trigger.detail
+    assert trigger.row >= 3600 - 1200  # not before the drift (the replay starts after 1,200 rows)
+    page = backtest_html(report)
+    assert "<svg" in page and "every_window" in page and "degraded" in page
+
+
+@pytest.mark.slow
+def test_cli_json_over_http(tmp_path: Path) -> None:
+    data = tmp_path / "history.csv"
+    frame = stream(3000, drift_at=1800, seed=5)
+    frame.insert(0, "ts", range(3000, 0, -1))  # rows stored newest first: --time-col restores time order
+    frame.to_csv(data, index=False)
+    done = subprocess.run(
+        [*mloop_command(), "backtest", str(data), "--target", "y", "--time-col", "ts", "--windows", "4",
+         "--http", "--json", "--html", str(tmp_path / "bt.html")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for policy in ("loop", "static", "every_window"):
+        assert {"accuracy", "roc_auc"} <= set(report[policy]["metrics"])
+        assert isinstance(report[policy]["retrains"], int) and len(report[policy]["windows"]) == 4
+    assert report["every_window"]["retrains"] == 3 and report["window_rows"] == 600
+    assert report["loop"]["metrics"]["accuracy"] > report["static"]["metrics"]["accuracy"]
+    assert "HistGradientBoostingClassifier" in report["model"]
+    assert (tmp_path / "bt.html").read_text().startswith("<!doctype html>")
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    stream(300).to_csv(data, index=False)
+    cases = [
+        (["backtest", str(data), "--target", "label"], "no target column 'label'"),
+        (["backtest", str(tmp_path / "missing.csv"), "--target", "y"], "does not exist"),
+        (["backtest", str(data), "--target", "y", "--time-col", "when"], "no time column 'when'"),
+        (["backtest", str(data), "--target", "y", "--initial", "1.5"], "initial"),
+        (["backtest", str(data), "--target", "y", "--config", str(tmp_path / "none.toml")], "does not exist"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([*mloop_command(), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    with pytest.raises(DataError, match="at least 100"):
+        backtest(stream(300).iloc[:50], "y")
+    with pytest.raises(ParameterError, match="estimator"):
+        backtest(stream(300), "y", estimator="no.such:thing")
