@@ -9,6 +9,7 @@ Used by ``mloop backtest`` (tune triggers on history) and ``mloop demo`` (watch 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class LoopEvent:
     version: int | None = None
     run_id: str | None = None
     trigger: str | None = None
+    at: float = field(default_factory=time.time)  # wall clock, for latency measurements
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
