@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -99,6 +100,7 @@ class Workspace:
         self.metadata = metadata
         self.artifacts = artifacts
         self.heartbeat_s = settings.heartbeat_s
+        self._shared: OrderedDict[str, Any] = OrderedDict()
         sql = metadata if isinstance(metadata, SqlMetadataStore) else None
         self.registry = SqlModelRegistry(sql.engine) if sql else None
         self.triggers = SqlTriggerStore(sql.engine) if sql else None
@@ -200,10 +202,22 @@ class Workspace:
         digest, uri = self.artifacts.put(data)
         return self.metadata.add_artifact(NewArtifact(digest, kind, python_type_name(value), len(data), uri))
 
-    def load_artifact(self, artifact_id: str) -> Any:
-        """An artifact's value, read back and verified against its digest."""
+    def load_artifact(self, artifact_id: str, *, shared: bool = False) -> Any:
+        """An artifact's value, read back and verified against its digest.
+
+        ``shared=True`` may return the same object as an earlier shared load (artifacts never change,
+        so this is safe for callers that only read it, e.g. monitoring's reference statistics).
+        """
+        if shared and artifact_id in self._shared:
+            self._shared.move_to_end(artifact_id)
+            return self._shared[artifact_id]
         art = self.metadata.get_artifact(artifact_id)
-        return deserialize(art.type, self.artifacts.get(art.digest), art.python_type)
+        value = deserialize(art.type, self.artifacts.get(art.digest), art.python_type)
+        if shared:
+            self._shared[artifact_id] = value
+            while len(self._shared) > 32:
+                self._shared.popitem(last=False)
+        return value
 
     def register_model(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,39 @@ def read_log(
         files = [f for f in files if f.stem >= since_segment]
     if not files:
         return pa.table({})
-    tables = [pq.read_table(f) for f in files]
+    tables = [_SEGMENTS.read(f) for f in files]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+class _SegmentCache:
+    """Segments are immutable once renamed into place, so a reader keeps the ones it has read: a
+    scheduler evaluating every few seconds reads each segment once, not once per pass. Bounded by
+    rows (least recently used first out)."""
+
+    def __init__(self, max_rows: int = 2_000_000) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self.tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def read(self, path: Path) -> pa.Table:
+        key = (str(path), path.stat().st_mtime_ns)
+        with self.lock:
+            table = self.tables.get(key)
+            if table is not None:
+                self.tables.move_to_end(key)
+                return table
+        table = pq.read_table(path)
+        with self.lock:
+            self.tables[key] = table
+            self.rows += table.num_rows
+            while self.rows > self.max_rows and len(self.tables) > 1:
+                _, old = self.tables.popitem(last=False)
+                self.rows -= old.num_rows
+        return table
+
+
+_SEGMENTS = _SegmentCache()
 
 
 def labelled_predictions(

@@ -79,7 +79,7 @@ def served_versions(workspace: Workspace, model: str, versions: list[int]) -> di
             continue
         output = v.signature.get("output", {})
         stats_id = v.signature.get("training_statistics")
-        reference = workspace.load_artifact(stats_id) if stats_id else None
+        reference = workspace.load_artifact(stats_id, shared=True) if stats_id else None
         out[number] = ServedVersion(
             v,
             reference,

@@ -186,7 +186,7 @@ def _monitored(
     workspace: Workspace,
     state: TriggerState,
     root: Path,
-    cache: dict[tuple[str, str, int, int], Any],
+    cache: dict[Any, Any],
 ) -> TriggerCheck:
     """``drift`` and ``degradation`` judge the production version on its own traffic: windows of
     ``spec.window`` over the rows it answered since it took the alias (canary and shadow rows, and
@@ -210,10 +210,14 @@ def _monitored(
     last = int(mark.get("index", -1)) if same else -1
     key = (model, str(spec.window), version, last)
     if key not in cache:
-        frame = labelled_predictions(root, model, since_segment=id_floor(since) if since else None)
-        if not frame.empty:
-            frame = frame[frame["version"] == version]
-            frame = window_frame(frame, since.isoformat() if since else None).reset_index(drop=True)
+        served = (model, version, held)  # one read of the log per pass, shared by every trigger
+        if served not in cache:
+            frame = labelled_predictions(root, model, since_segment=id_floor(since) if since else None)
+            if not frame.empty:
+                frame = frame[frame["version"] == version]
+                frame = window_frame(frame, since.isoformat() if since else None).reset_index(drop=True)
+            cache[served] = frame
+        frame = cache[served]
         size = parse_window(spec.window)
         cache[key] = (
             [] if frame.empty else measure(workspace, model, frame, size, after=last, complete_only=True)
