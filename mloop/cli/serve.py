@@ -22,9 +22,14 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
     canary_fraction: Annotated[
-        float,
-        typer.Option("--canary-fraction", min=0.0, max=1.0, help="Share of traffic for the canary alias."),
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            "--canary-fraction",
+            min=0.0,
+            max=1.0,
+            help="Share of traffic for the canary (default: the model's [[rollout]] in mloop.toml, else 0).",
+        ),
+    ] = None,
     shadow: Annotated[
         str | None, typer.Option("--shadow", help="Alias that predicts on a copy of traffic.")
     ] = None,
@@ -50,6 +55,11 @@ def serve(
     with open_workspace(workspace) as ws:
         ws.model_version(f"{name}@{alias}")  # fail now, with a clear error, not inside a worker
         root = ws.root
+        if canary_fraction is None:  # the rollout policy decides how much traffic a canary gets
+            from mloop.orchestration.config import load_loop_config
+
+            policy = load_loop_config((root or Path.cwd()).parent).policy(name)
+            canary_fraction = policy.canary_fraction if policy else 0.0
     config = ServeConfig(
         model=name,
         alias=alias,
