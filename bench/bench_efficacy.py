@@ -43,7 +43,7 @@ def river_stream(name: str, n: int, seed: int = 42) -> pd.DataFrame:
         "stagger (abrupt)": lambda: drift(
             synth.STAGGER(classification_function=0, seed=seed),
             synth.STAGGER(classification_function=2, seed=seed),
-            position=n // 2, width=50, seed=seed,
+            position=n // 2, width=500, seed=seed,
         ),
         "hyperplane (gradual)": lambda: synth.Hyperplane(
             seed=seed, n_features=10, n_drift_features=5, mag_change=0.001, noise_percentage=0.05
@@ -96,7 +96,7 @@ def main() -> None:
 
     from mloop.orchestration.backtest import backtest
 
-    console = Console()
+    console = Console(width=150)
     table = Table(title="default loop vs static vs retraining every window (mloop backtest, 8 windows)")
     for col in ("stream", "rows", "static", "every_window", "loop", "kept gain", "retrains", "goal", "s"):
         table.add_column(col)

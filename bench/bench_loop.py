@@ -104,7 +104,7 @@ def make_log(
     names = [f"f{i}" for i in range(columns)]
 
     def frame(n: int, shift: float) -> pd.DataFrame:
-        data = {name: rng.normal(size=n) + (shift if i % 4 == 0 else 0.0) for i, name in enumerate(names)}
+        data = {name: rng.normal(size=n) + (shift if i % 2 == 0 else 0.0) for i, name in enumerate(names)}
         df = pd.DataFrame(data)
         df["y"] = (df[names[0]] + df[names[1]] > 0).astype(int)
         return df
@@ -185,7 +185,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
     if not args.skip_loop:
         with tempfile.TemporaryDirectory() as tmp:
             t = loop_latency(Path(tmp))

@@ -16,7 +16,7 @@ from mloop.orchestration.backtest import backtest, backtest_html
 
 @pytest.mark.slow
 def test_a_stationary_stream_triggers_no_retraining() -> None:
-    report = backtest(stream(6000, seed=11), "y")
+    report = backtest(stream(4000, seed=11), "y")
     assert report.loop.retrains == 0 and report.events == []
     assert report.loop.metrics == pytest.approx(report.static.metrics, abs=1e-4)
     assert report.every_window.retrains == 7 and report.task == "classification"
@@ -24,7 +24,7 @@ def test_a_stationary_stream_triggers_no_retraining() -> None:
 
 @pytest.mark.slow
 def test_after_an_abrupt_drift_the_loop_recovers_most_of_the_gain_with_few_retrains() -> None:
-    report = backtest(stream(6000, drift_at=3600, seed=11), "y")
+    report = backtest(stream(4000, drift_at=2400, seed=11), "y")
     assert report.every_window.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
     assert report.recovered is not None and report.recovered >= 0.9
     assert 1 <= report.loop.retrains <= report.every_window.retrains / 2
@@ -32,7 +32,7 @@ def test_after_an_abrupt_drift_the_loop_recovers_most_of_the_gain_with_few_retra
     assert kinds[:4] == ["trigger", "run", "canary", "promote"]
     trigger = report.events[0]
     assert trigger.trigger == "degradation" and "degraded" in trigger.detail
-    assert trigger.row >= 3600 - 1200  # not before the drift (the replay starts after 1,200 rows)
+    assert trigger.row >= 2400 - 800  # not before the drift (the replay starts after 800 rows)
     page = backtest_html(report)
     assert "<svg" in page and "every_window" in page and "degraded" in page
 
