@@ -21,6 +21,7 @@ from rich.tree import Tree
 from mloop.cli.common import (
     JsonOpt,
     WorkspaceOpt,
+    count_progress,
     duration,
     err,
     open_workspace,
@@ -308,32 +309,21 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """The whole loop on the bundled rainfall stream: train, serve, monitor, retrain, canary, promote."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from mloop.demo import rainfall_training, run_demo
 
     with (
         open_workspace(workspace) as ws,
         _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener,
-        Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=as_json or not err.is_terminal,
-        ) as bar,
+        count_progress(not as_json) as bar,
     ):
-        task = bar.add_task("replaying the stream over HTTP", total=None)
 
         def rows(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar("replaying the stream", done, total)
 
         def event(e: Any) -> None:
             if not as_json and e.kind in ("trigger", "canary", "promote", "rollback", "run"):
                 label = f"{e.kind} ({e.trigger})" if e.trigger else e.kind
-                bar.console.print(f"  day {e.row + 3631:>6}: {label}: {e.detail}", markup=False)
+                err.print(f"  day {e.row + 3631:>6}: {label}: {e.detail}", markup=False)
 
         report = run_demo(ws, listener=listener, progress=rows, on_event=event, http=not in_process)
         root = ws.root

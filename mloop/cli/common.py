@@ -98,3 +98,27 @@ def byte_progress(description: str, enabled: bool = True) -> Iterator[Any]:
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def count_progress(enabled: bool = True) -> Iterator[Any]:
+    """Transient bars on stderr, one per named stage; yields an ``update(stage, done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not enabled or not err.is_terminal,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        yield update

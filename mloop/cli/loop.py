@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, paint, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    count_progress,
+    err,
+    open_workspace,
+    out,
+    paint,
+    print_json,
+)
 from mloop.errors import ParameterError
 
 scheduler_app = typer.Typer(help="The daemon that evaluates triggers, starts runs and advances rollouts.")
@@ -197,8 +206,6 @@ def backtest(
     as_json: JsonOpt = False,
 ) -> None:
     """Replay DATA through the retraining loop; compare with a static model and retraining every window."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from mloop.orchestration.backtest import backtest as run_backtest
     from mloop.orchestration.backtest import backtest_html
     from mloop.orchestration.config import load_loop_config
@@ -206,22 +213,7 @@ def backtest(
     if not data.is_file():
         raise ParameterError(f"data file {data} does not exist", field="data")
     loop_config = load_loop_config(config) if config is not None else None
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
+    with count_progress() as update:
         report = run_backtest(
             data,
             target,

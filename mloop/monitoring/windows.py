@@ -21,7 +21,15 @@ from mloop.validation.drift import detect_drift
 from mloop.validation.model import LOWER_IS_BETTER, SliceSpec, score_predictions
 from mloop.validation.stats import Statistics, compute_statistics
 
-__all__ = ["Degradation", "WindowResult", "degradation", "parse_window", "score_window", "split_windows"]
+__all__ = [
+    "Degradation",
+    "WindowResult",
+    "degradation",
+    "labels_and_predictions",
+    "parse_window",
+    "score_window",
+    "split_windows",
+]
 
 INPUT_PREFIX = "input."
 
@@ -88,7 +96,7 @@ class WindowResult:
         return asdict(self)
 
 
-def _labels_and_predictions(
+def labels_and_predictions(
     frame: pd.DataFrame, task: str, classes: list[Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     y = frame["label"].to_numpy()
@@ -146,10 +154,10 @@ def score_window(
     if result.labelled:
         labelled = frame[frame["label"].notna()]
         all_classes = list(classes or sorted(pd.unique(labelled["label"]).tolist(), key=str))
-        y, predicted, proba = _labels_and_predictions(labelled, task, classes)
+        y, predicted, proba = labels_and_predictions(labelled, task, classes)
         result.metrics = score_predictions(task, y, predicted, proba, all_classes)
         for role, part in labelled.groupby("role", sort=True) if "role" in labelled else []:
-            y, predicted, proba = _labels_and_predictions(part, task, classes)
+            y, predicted, proba = labels_and_predictions(part, task, classes)
             result.by_role[str(role)] = {
                 "rows": float(len(part)),
                 **score_predictions(task, y, predicted, proba, all_classes),
@@ -158,7 +166,7 @@ def score_window(
         for spec in (SliceSpec.parse(s) for s in slices or []):
             for name, mask in spec.masks(named).items():
                 if mask.sum():
-                    y, predicted, proba = _labels_and_predictions(labelled[mask], task, classes)
+                    y, predicted, proba = labels_and_predictions(labelled[mask], task, classes)
                     result.slices[name] = {
                         "rows": float(mask.sum()),
                         **score_predictions(task, y, predicted, proba, all_classes),

@@ -171,13 +171,8 @@ def _adapt(config: LoopConfig, model: str, target: str, window_rows: int, initia
     for spec in config.triggers:
         if spec.kind not in ("drift", "degradation"):
             continue  # schedules and new files have no meaning on a replayed history
-        pipeline = spec.pipeline
         params = {**spec.params, "model_name": model, "target": target, "max_rows": initial_rows}
-        triggers.append(
-            spec.model_copy(
-                update={"model": model, "window": window_rows, "pipeline": pipeline, "params": params}
-            )
-        )
+        triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
     rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
     if not triggers:
         raise ParameterError(

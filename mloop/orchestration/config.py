@@ -43,6 +43,14 @@ def parse_duration(spec: str | float | int, field: str = "duration") -> timedelt
     return value
 
 
+def _checked(parse: Any, *args: Any) -> None:
+    """Run an mloop parser inside a pydantic validator (which reports ValueErrors with the field)."""
+    try:
+        parse(*args)
+    except MloopError as exc:
+        raise ValueError(exc.message) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,19 +103,13 @@ class TriggerSpec(_Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str | int) -> str | int:
-        try:
-            parse_window(value)
-        except MloopError as exc:
-            raise ValueError(exc.message) from None
+        _checked(parse_window, value)
         return value
 
     @field_validator("cooldown")
     @classmethod
     def _cooldown(cls, value: str) -> str:
-        try:
-            parse_duration(value, "cooldown")
-        except MloopError as exc:
-            raise ValueError(exc.message) from None
+        _checked(parse_duration, value, "cooldown")
         return value
 
     @model_validator(mode="after")
@@ -157,10 +159,7 @@ class RolloutPolicy(_Strict):
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: str) -> str:
-        try:
-            parse_duration(value, "budget")
-        except MloopError as exc:
-            raise ValueError(exc.message) from None
+        _checked(parse_duration, value, "budget")
         return value
 
     @property

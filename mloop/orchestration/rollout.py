@@ -27,7 +27,7 @@ from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
 from mloop.monitoring.log import labelled_predictions, log_root
 from mloop.monitoring.monitor import served_versions
-from mloop.monitoring.windows import degradation
+from mloop.monitoring.windows import degradation, labels_and_predictions
 from mloop.orchestration.config import RolloutPolicy
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
@@ -101,13 +101,7 @@ def _live(frame: pd.DataFrame, version: int, task: str, classes: list[Any] | Non
     part = frame[(frame["version"] == version) & frame["label"].notna()]
     if part.empty:
         return {"rows": 0.0}
-    y, predicted = part["label"].to_numpy(), part["prediction"].to_numpy()
-    proba = None
-    if classes and len(classes) == 2 and part["score"].notna().all():
-        s = part["score"].to_numpy(dtype=float)
-        proba = pd.DataFrame({"a": 1 - s, "b": s}).to_numpy()
-    if task == "regression":
-        y, predicted = y.astype(float), predicted.astype(float)
+    y, predicted, proba = labels_and_predictions(part, task, classes)
     classes = classes or sorted(pd.unique(part["label"]).tolist(), key=str)
     return {"rows": float(len(part)), **score_predictions(task, y, predicted, proba, classes)}
 
