@@ -6,6 +6,7 @@ settings, and marks runs whose process died as failed. It holds no other state.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections import OrderedDict
@@ -30,6 +31,8 @@ from mloop.stores.sql.registry import SqlModelRegistry
 from mloop.stores.sql.triggers import SqlTriggerStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
+
+log = logging.getLogger("mloop.registry")
 
 WORKSPACE_DIRNAME = ".mloop"
 
@@ -229,19 +232,37 @@ class Workspace:
         tags: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         status: ModelStatus = ModelStatus.REGISTERED,
+        compile: bool = False,
     ) -> ModelVersion:
-        """Register ``model`` (a value or an already stored artifact) as the next version of ``name``."""
+        """Register ``model`` (a value or an already stored artifact) as the next version of ``name``.
+
+        ``compile=True`` also stores the model's compiled serving form when it proves equal to the
+        model (see ``mloop.core.compiled``); the signature's ``serving_form`` records it, or why not.
+        """
         artifact = self.store_artifact(model, what=f"model {name!r}")
+        signature = dict(signature or {})
+        if compile:
+            value = self.load_artifact(artifact.id) if isinstance(model, ArtifactRef) else model
+            signature["serving_form"] = self._serving_form(value, signature)
         return self.model_registry().register(
             name,
             artifact_id=artifact.id,
             run_id=run_id,
-            signature=signature or {},
+            signature=signature,
             metrics=metrics or {},
             tags=tags or {},
             status=status,
             who=current_user(),
         )
+
+    def _serving_form(self, model: Any, signature: Mapping[str, Any]) -> dict[str, Any]:
+        from mloop.core.compiled import compile_model
+
+        compiled, why_not = compile_model(model, signature)
+        if compiled is None:
+            log.info("serving the Python model: %s", why_not)
+            return {"format": None, "reason": why_not}
+        return {"format": "onnx", "artifact_id": self.store_artifact(compiled).id}
 
     def model_version(self, ref: str) -> ModelVersion:
         """The version a reference names: ``NAME`` (newest registered), ``NAME@ALIAS`` or ``NAME:VERSION``."""

@@ -39,6 +39,13 @@ def serve(
         float, typer.Option("--flush-interval", min=0.01, help="Prediction log flush, s.")
     ] = 1.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not keep a prediction log.")] = False,
+    compiled: Annotated[
+        bool,
+        typer.Option(
+            "--compiled/--no-compiled",
+            help="Serve a version's compiled ONNX form when it has one (proven equal at registration).",
+        ),
+    ] = True,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Serve NAME@ALIAS over HTTP (Open Inference Protocol v2 and /predict); follows alias moves."""
@@ -69,6 +76,7 @@ def serve(
         max_batch_rows=max_batch_rows,
         flush_interval_s=flush_interval,
         log_predictions=not no_log,
+        compiled=compiled,
     )
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))

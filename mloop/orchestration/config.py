@@ -15,13 +15,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mloop.errors import ConfigurationError, MloopError
-from mloop.monitoring.windows import parse_window
-from mloop.validation.model import LOWER_IS_BETTER
 
 __all__ = ["LoopConfig", "RolloutPolicy", "TriggerSpec", "load_loop_config", "parse_duration"]
 
 KINDS = ("manual", "schedule", "new_data", "drift", "degradation")
-METRICS = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2", *LOWER_IS_BETTER})
+
+# monitoring and validation pull in pandas and scipy: imported where a value is checked, so that
+# reading a model's rollout policy (``mloop serve`` does, before it answers) stays cheap
+
+
+def _known_metrics() -> frozenset[str]:
+    from mloop.validation.model import LOWER_IS_BETTER
+
+    return frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2", *LOWER_IS_BETTER})
+
+
+def parse_window(spec: str | int | timedelta) -> int | timedelta:
+    from mloop.monitoring.windows import parse_window as parse
+
+    return parse(spec)
 
 
 def parse_duration(spec: str | float | int, field: str = "duration") -> timedelta:
@@ -96,8 +108,9 @@ class TriggerSpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r} (known: {', '.join(sorted(METRICS))})")
+        known = _known_metrics()
+        if value not in known:
+            raise ValueError(f"unknown metric {value!r} (known: {', '.join(sorted(known))})")
         return value
 
     @field_validator("window")

@@ -36,7 +36,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from mloop.entities import new_id, utcnow
+from mloop.core.compiled import OnnxModel
+from mloop.entities import ModelVersion, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError
 from mloop.monitoring.log import PredictionLog, encode
 from mloop.serving.predictor import InputError, LoadedModel, Predictor
@@ -62,6 +63,7 @@ class ServeConfig:
     log_predictions: bool = True
     flush_interval_s: float = 1.0
     recent_ids: int = 1_000_000
+    compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
 
 
 class _Metrics:
@@ -96,6 +98,15 @@ class _Metrics:
         self.dropped = Gauge(
             "mloop_prediction_log_dropped", "Log records dropped (buffer full)", ["model"], registry=r
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def of(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the lookup is ~3 µs, a tenth of a single-row answer."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class _Slots:
@@ -139,10 +150,10 @@ class ModelService:
         if current is not None and current.loaded.version.id == version.id:
             return current
         try:
-            model = self.ws.load_artifact(version.artifact_id)  # digest verified
+            model = self._model_of(version)
             loaded = LoadedModel.from_version(version, model)
             predictor = Predictor(loaded, out_of_domain=self.config.out_of_domain)
-            predictor.predict(predictor.frame([loaded.sample_row()]))  # smoke test before it takes traffic
+            predictor.predict_rows([loaded.sample_row()])  # smoke test before it takes traffic
         except Exception as exc:
             self.metrics.loads.labels(self.config.model, str(version.version), "failed").inc()
             self.slots.last_error = (
@@ -153,6 +164,17 @@ class ModelService:
         self.metrics.loads.labels(self.config.model, str(version.version), "loaded").inc()
         self.metrics.alias.labels(self.config.model, alias).set(version.version)
         return predictor
+
+    def _model_of(self, version: ModelVersion) -> Any:
+        """The compiled form when the version has one (starts without scikit-learn, predicts ~20x
+        faster, proven equal at registration), else the model itself; both digest-verified."""
+        form = version.signature.get("serving_form") or {}
+        if self.config.compiled and form.get("format") == "onnx":
+            try:
+                return self.ws.load_artifact(form["artifact_id"])
+            except MloopError as exc:  # e.g. onnxruntime not installed here: the model itself still serves
+                log.warning("v%s: its ONNX form did not load (%s); serving the model", version.version, exc)
+        return self.ws.load_artifact(version.artifact_id)
 
     def _slot_of(self, alias: str) -> str:
         if alias == self.config.alias:
@@ -227,7 +249,7 @@ class ModelService:
         version = predictor.loaded.version
         request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
-        self.metrics.rows.labels(self.config.model, str(version.version), role).inc(len(rows))
+        self.metrics.of(self.metrics.rows, self.config.model, str(version.version), role).inc(len(rows))
         self._remember(ids)
         self._record(checked.columns, ids, predictions, probabilities, version.version, role, latency, key)
         shadow = self.slots.shadow
@@ -295,7 +317,7 @@ class ModelService:
         }
         chunk.update({f"input.{name}": values for name, values in columns.items()})
         self.log.append(chunk)
-        self.metrics.dropped.labels(self.config.model).set(self.log.dropped)
+        self.metrics.of(self.metrics.dropped, self.config.model).set(self.log.dropped)
 
     def _remember(self, ids: list[str]) -> None:
         with self._recent_lock:
@@ -335,7 +357,13 @@ class ModelService:
             if p is None:
                 return None
             v = p.loaded.version
-            return {"version": v.version, "id": v.id, "inputs": p.loaded.columns, "classes": p.loaded.classes}
+            return {
+                "version": v.version,
+                "id": v.id,
+                "inputs": p.loaded.columns,
+                "classes": p.loaded.classes,
+                "runtime": "onnx" if isinstance(p.loaded.model, OnnxModel) else "python",
+            }
 
         return {
             "name": self.config.model,
@@ -462,8 +490,9 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             service.metrics.requests.labels(config.model, "-", str(exc.http_status)).inc()
             raise
         version = str(result["version"])
-        service.metrics.requests.labels(config.model, version, "200").inc()
-        service.metrics.latency.labels(config.model, version).observe(time.perf_counter() - started)
+        metrics = service.metrics
+        metrics.of(metrics.requests, config.model, version, "200").inc()
+        metrics.of(metrics.latency, config.model, version).observe(time.perf_counter() - started)
         return result
 
     @app.get("/v2/health/live")

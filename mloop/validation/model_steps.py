@@ -114,9 +114,11 @@ def register_model(
     infra: InfraReport,
     training: Statistics,
     first_alias: str = "production",
+    compile: bool = True,
 ) -> dict:
     """Register the model with its signature; ``rejected`` unless blessed and infra-checked. The first
-    registered version takes ``first_alias``; later ones wait for a rollout or a promotion."""
+    registered version takes ``first_alias``; later ones wait for a rollout or a promotion.
+    ``compile``: also store the compiled serving form where it proves equal (the onnx extra)."""
     ws = current_workspace()
     label = evaluation.label
     inputs = Statistics(
@@ -151,6 +153,7 @@ def register_model(
         metrics=evaluation.metrics,
         run_id=current_run_id(),
         status=status,
+        compile=compile and status == ModelStatus.REGISTERED,
         tags={
             "blessed": verdict.blessed,
             "infra_passed": infra.passed,

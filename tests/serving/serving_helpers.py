@@ -23,9 +23,14 @@ def fit(df: pd.DataFrame, columns: list[str]) -> LogisticRegression:
 
 
 def register(
-    ws: mloop.Workspace, model: LogisticRegression, df: pd.DataFrame, columns: list[str]
+    ws: mloop.Workspace,
+    model: LogisticRegression,
+    df: pd.DataFrame,
+    columns: list[str],
+    *,
+    compile: bool = False,
 ) -> mloop.ModelVersion:
     stats = mloop.compute_statistics(df[columns])
     schema = mloop.infer_schema(stats).to_dict()
     signature = {"inputs": schema, "output": {"task": "classification", "label": "y", "classes": [0, 1]}}
-    return ws.register_model("clf", model, signature=signature)
+    return ws.register_model("clf", model, signature=signature, compile=compile)

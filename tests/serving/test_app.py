@@ -189,6 +189,6 @@ def test_sklearn_checks_stay_on_unless_validation_proved_the_values(ws) -> None:
     predictor = Predictor(loaded)
     sample = [{"a": None, "b": 0.5}]
     checked = predictor.validate(sample)
-    assert "a" not in checked.arrays  # …so the bulk numeric path did not vouch for column a
+    assert "a" not in checked.finite  # …so the bulk numeric path did not vouch for column a
     with pytest.raises(ValueError, match="NaN"):  # scikit-learn still refuses it: no silent NaN answer
         predictor.predict_rows(sample, checked)

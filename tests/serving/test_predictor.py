@@ -1,0 +1,59 @@
+"""Input validation gives one verdict whatever the batch size (small batches take a pure-Python path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mloop.entities import ModelStatus, ModelVersion, utcnow
+from mloop.serving.predictor import InputError, LoadedModel, Predictor
+
+
+class Doubler:
+    """A stand-in model: predicting is not what these tests check."""
+
+    feature_names_in_ = None
+
+    def predict(self, x: Any) -> list[float]:
+        return [2.0] * len(x)
+
+
+def predictor(out_of_domain: str = "count") -> Predictor:
+    inputs = {
+        "columns": {
+            "x": {"type": "float", "min": 0.0, "max": 10.0},
+            "n": {"type": "int", "min": 0, "max": 5},
+        }
+    }
+    version = ModelVersion(
+        id="v", name="m", version=1, artifact_id="a", run_id=None, status=ModelStatus.REGISTERED,
+        signature={"inputs": inputs}, metrics={}, tags={}, created_at=utcnow(), created_by="t", aliases=(),
+    )  # fmt: skip
+    return Predictor(LoadedModel.from_version(version, Doubler()), out_of_domain=out_of_domain)
+
+
+def verdict(p: Predictor, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    try:
+        checked = p.validate(rows)
+    except InputError as exc:
+        return ("refused", str(exc.field))
+    return ("accepted", str(dict(checked.out_of_domain)), str(sorted(checked.finite)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1.5, 11.0, -0.5, float("nan"), float("inf"), -float("inf"), True, "3", None, 10**400, 3],
+)
+@pytest.mark.parametrize("out_of_domain", ["count", "reject"])
+def test_a_value_gets_the_same_verdict_alone_or_in_a_large_batch(value: Any, out_of_domain: str) -> None:
+    p = predictor(out_of_domain)
+    alone = verdict(p, [{"x": value, "n": 1}])
+    many = verdict(p, [{"x": 1.0, "n": 1}] * 39 + [{"x": value, "n": 1}])
+    assert alone[0] == many[0] and alone[1] == many[1], (alone, many)
+
+
+@pytest.mark.parametrize("value", [2.5, 2.0, 7, -1, True])
+def test_integer_columns_take_whole_numbers_in_both_paths(value: Any) -> None:
+    p = predictor("reject")
+    assert verdict(p, [{"x": 1.0, "n": value}])[:2] == verdict(p, [{"x": 1.0, "n": value}] * 40)[:2]
