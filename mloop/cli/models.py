@@ -93,6 +93,14 @@ def show(
         out.print("inputs: " + ", ".join(f"{n}:{c.get('type')}" for n, c in inputs.items()))
     if v.signature.get("output"):
         out.print(f"output: {v.signature['output']}")
+    form = v.signature.get("serving_form")
+    if form:
+        served = (
+            f"ONNX (artifact {form['artifact_id']})"
+            if form.get("format")
+            else f"the model ({form['reason']})"
+        )
+        out.print(f"serving form: {served}", markup=False)
     if v.tags:
         out.print(f"tags: {v.tags}")
 

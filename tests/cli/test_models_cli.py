@@ -109,3 +109,19 @@ def test_bad_input(ws_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_show_says_which_form_serves(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("skl2onnx", reason="compiling needs mloop[onnx]")
+    df = pd.read_csv(ws_dir / "eval.csv")
+    with mloop.Workspace.open(ws_dir / ".mloop") as ws:
+        for columns in (["a", "b"], ["a", "g"]):
+            frame = (
+                df[columns].assign(g=lambda d: (d["g"] == "x").astype(int)) if "g" in columns else df[columns]
+            )
+            sig = {"inputs": mloop.infer_schema(mloop.compute_statistics(df[columns])).to_dict()}
+            ws.register_model("c", LogisticRegression().fit(frame, df["y"]), signature=sig, compile=True)
+    code, out, _ = run(capsys, "models", "show", "c:1")
+    assert code == 0 and "serving form: ONNX (artifact" in out
+    code, out, _ = run(capsys, "models", "show", "c:2")
+    assert code == 0 and "serving form: the model (column 'g' is not numeric" in out
