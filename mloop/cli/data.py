@@ -139,7 +139,8 @@ def validate_command(
 
 def anomalies_table(anomalies: Any) -> Table:
     """The anomalies of a validation, one row each (also used by ``runs show`` and the demo)."""
-    table = Table(title=f"{len(anomalies.items)} anomalies in {anomalies.source}", title_justify="left")
+    n = len(anomalies.items)
+    table = Table(title=f"{n} anomal{'y' if n == 1 else 'ies'} in {anomalies.source}", title_justify="left")
     for col in ("column", "anomaly", "expected", "found", "examples"):
         table.add_column(col)
     for a in anomalies.items:

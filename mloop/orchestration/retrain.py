@@ -120,6 +120,8 @@ def training_rows(
     if len(rows) < 20:
         raise DataError(f"only {len(rows)} labelled rows to train on (need at least 20)", field="data")
     log_params({"training_source": data, "since": since, "rows": len(rows)})
+    # reports downstream (e.g. the schema gate's anomalies) name the data, not "<DataFrame>"
+    rows.attrs["source"] = f"prediction log of {model_name}" if data == "log" else str(data)
     return rows
 
 

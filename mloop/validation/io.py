@@ -38,6 +38,9 @@ def describe(source: Source) -> str:
     """How a source is named in messages and reports."""
     if isinstance(source, str | os.PathLike):
         return str(source)
+    named = getattr(source, "attrs", None)  # a DataFrame says where it came from in df.attrs["source"]
+    if isinstance(named, dict) and isinstance(named.get("source"), str):
+        return str(named["source"])
     return f"<{type(source).__name__}>"
 
 

@@ -208,6 +208,7 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     assert human.returncode == 0, human.stderr
     assert "lineage of the trained model" in human.stdout and "rainfall.csv.gz" in human.stdout
     assert "stopped by the schema gate" in human.stdout and "prequential accuracy" in human.stdout
+    assert "<DataFrame>" not in human.stdout  # the gate's report names the refused file
     assert "Traceback" not in human.stderr
     listed = subprocess.run(
         [*exe, "runs", "list", "--workspace", str(ws), "--json", "--pipeline", "retrain"],

@@ -155,3 +155,13 @@ def test_schema_file_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match="is not valid JSON"):
         Schema.load(tmp_path / "bad.json")
+
+
+def test_a_dataframe_report_names_the_data_it_came_from() -> None:
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    schema = infer_schema(compute_statistics(train))
+    batch = train.drop(columns=["y"])
+    assert validate(batch, schema).source == "<DataFrame>"
+    batch.attrs["source"] = "incoming/batch-7.csv"
+    anomalies = validate(batch, schema)
+    assert anomalies.source == "incoming/batch-7.csv" and anomalies.items[0].column == "y"
