@@ -137,14 +137,24 @@ def read_log(
     Segment names are ULIDs, so ``since_segment`` (a ULID, e.g. ``ulid_at(t)``) reads only the
     segments written after it: monitoring and rollout read what is new, not the whole history.
     """
-    folder = Path(root) / model / kind
-    files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
-    if since_segment is not None:
-        files = [f for f in files if f.stem >= since_segment]
+    files = _segments(root, model, kind, since_segment)
     if not files:
         return pa.table({})
     tables = [_SEGMENTS.read(f) for f in files]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def count_logged(root: Path, model: str, *, since_segment: str | None = None) -> int:
+    """How many predictions the flushed segments hold (a bound callers check before reading)."""
+    return sum(_SEGMENTS.read(f).num_rows for f in _segments(root, model, "predictions", since_segment))
+
+
+def _segments(root: Path, model: str, kind: str, since_segment: str | None) -> list[Path]:
+    folder = Path(root) / model / kind
+    files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if since_segment is not None:
+        files = [f for f in files if f.stem >= since_segment]
+    return files
 
 
 class _SegmentCache:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mloop.entities import TriggerState, id_floor
 from mloop.errors import ConfigurationError, NotFoundError
-from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.log import count_logged, labelled_predictions, log_root
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import WindowResult, degradation, parse_window
 from mloop.orchestration.config import TriggerSpec
@@ -209,16 +209,23 @@ def _monitored(
     same = (mark.get("window"), mark.get("version"), mark.get("held")) == (str(spec.window), version, held)
     last = int(mark.get("index", -1)) if same else -1
     key = (model, str(spec.window), version, last)
+    size = parse_window(spec.window)
+    floor = id_floor(since) if since else None
+    if (
+        key not in cache
+        and isinstance(size, int)
+        and count_logged(root, model, since_segment=floor) < (last + 2) * size
+    ):
+        cache[key] = []  # too few rows logged for a new complete window: no need to read them
     if key not in cache:
         served = (model, version, held)  # one read of the log per pass, shared by every trigger
         if served not in cache:
-            frame = labelled_predictions(root, model, since_segment=id_floor(since) if since else None)
+            frame = labelled_predictions(root, model, since_segment=floor)
             if not frame.empty:
                 frame = frame[frame["version"] == version]
                 frame = window_frame(frame, since.isoformat() if since else None).reset_index(drop=True)
             cache[served] = frame
         frame = cache[served]
-        size = parse_window(spec.window)
         cache[key] = (
             [] if frame.empty else measure(workspace, model, frame, size, after=last, complete_only=True)
         )
