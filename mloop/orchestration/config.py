@@ -30,10 +30,10 @@ def _known_metrics() -> frozenset[str]:
     return frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "r2", *LOWER_IS_BETTER})
 
 
-def parse_window(spec: str | int | timedelta) -> int | timedelta:
-    from mloop.monitoring.windows import parse_window as parse
+def _parse_window(spec: str | int | timedelta) -> int | timedelta:
+    from mloop.monitoring.windows import parse_window
 
-    return parse(spec)
+    return parse_window(spec)
 
 
 def parse_duration(spec: str | float | int, field: str = "duration") -> timedelta:
@@ -45,7 +45,7 @@ def parse_duration(spec: str | float | int, field: str = "duration") -> timedelt
     if str(spec).strip() in ("0", "0s", ""):
         return timedelta(0)
     try:
-        value = parse_window(str(spec))
+        value = _parse_window(str(spec))
     except Exception as exc:
         raise ConfigurationError(
             f"{field} {spec!r} is not a duration like 90s, 15m, 1h, 7d", field=field
@@ -116,7 +116,7 @@ class TriggerSpec(_Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str | int) -> str | int:
-        _checked(parse_window, value)
+        _checked(_parse_window, value)
         return value
 
     @field_validator("cooldown")
