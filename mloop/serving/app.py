@@ -166,7 +166,7 @@ class ModelService:
         return predictor
 
     def _model_of(self, version: ModelVersion) -> Any:
-        """The compiled form when the version has one (starts without scikit-learn, predicts ~20x
+        """The compiled form when the version has one (starts without scikit-learn, model call ~20x
         faster, proven equal at registration), else the model itself; both digest-verified."""
         form = version.signature.get("serving_form") or {}
         if self.config.compiled and form.get("format") == "onnx":
