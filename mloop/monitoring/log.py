@@ -13,6 +13,7 @@ Layout: ``<root>/<model>/predictions/*.parquet`` and ``<root>/<model>/feedback/*
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -26,6 +27,8 @@ from mloop.entities import new_id
 
 if TYPE_CHECKING:  # the service appends without pandas (~0.3 s less before it answers)
     import pandas as pd
+
+log = logging.getLogger("mloop.serving")
 
 __all__ = ["PredictionLog", "labelled_predictions", "log_root", "read_log"]
 
@@ -66,11 +69,24 @@ def _write_segment(folder: Path, chunks: list[Chunk]) -> None:
         merged = groups.setdefault(tuple(chunk), {k: [] for k in chunk})
         for key, values in chunk.items():
             merged[key].extend(values)
-    table = pa.concat_tables([pa.table(g) for g in groups.values()], promote_options="permissive")
+    tables = [pa.table({k: _arrow_column(v) for k, v in g.items()}) for g in groups.values()]
+    table = pa.concat_tables(tables, promote_options="permissive")
     name = f"{new_id()}.parquet"
     tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, folder / name)  # readers see whole segments or none
+
+
+def _arrow_column(values: list[Any]) -> pa.Array:
+    """One logged column; values Arrow cannot type as they are still get written, never dropped."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    try:  # validation accepts any finite number, so an int beyond int64 (2**70): the float predicted on
+        return pa.array([float(v) if type(v) is int else v for v in values])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values])
 
 
 class PredictionLog:
@@ -106,15 +122,26 @@ class PredictionLog:
     def flush(self) -> int:
         """Write what is buffered now; returns the number of prediction records written."""
         with self._lock:
-            (predictions, rows), (labels, _) = self._predictions.take(), self._feedback.take()
-        _write_segment(self._predictions.folder, predictions)
-        _write_segment(self._feedback.folder, labels)
+            (predictions, rows), (labels, label_rows) = self._predictions.take(), self._feedback.take()
+        try:
+            _write_segment(self._predictions.folder, predictions)
+        except Exception:
+            self._predictions.dropped += rows + label_rows  # reported as dropped, never silently lost
+            raise
+        try:
+            _write_segment(self._feedback.folder, labels)
+        except Exception:
+            self._feedback.dropped += label_rows
+            raise
         self.written += rows
         return rows
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a full disk, say: keep the writer alive for the next interval
+                log.exception("prediction log %s: a flush failed", self.root)
 
     def close(self) -> None:
         """Stop the writer and flush everything still buffered."""

@@ -138,6 +138,17 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
     assert sorted(labels["prediction_id"]) == sorted(ids[:3])
 
 
+def test_a_huge_integer_is_answered_and_logged(ws, serve, tmp_path: Path) -> None:
+    served = serve(ws, out_of_domain="count")
+    answer = served.client.post("/predict", json={"instances": [{"a": 2**70, "b": 0.5}, rows(1)[0]]})
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 10
+    while read_log(tmp_path / "log", "clf").num_rows < 2:  # the writer must not choke on 2**70
+        assert time.monotonic() < deadline, "the prediction log lost the request"
+        time.sleep(0.05)
+    assert read_log(tmp_path / "log", "clf").to_pydict()["input.a"][0] == float(2**70)
+
+
 def test_metrics_are_prometheus_text(ws, serve) -> None:
     served = serve(ws)
     served.client.post("/predict", json={"instances": rows(2)})
