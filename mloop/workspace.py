@@ -22,7 +22,7 @@ from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
 from mloop.core.serialize import deserialize, python_type_name, serialize
 from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus
-from mloop.errors import ConfigurationError, MloopError, ParameterError
+from mloop.errors import ConfigurationError, MloopError, NotFoundError, ParameterError
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
@@ -109,14 +109,23 @@ class Workspace:
         self.triggers = SqlTriggerStore(sql.engine) if sql else None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
-        """Open (creating if needed) the workspace at ``path`` (see :func:`find_workspace_dir`).
+    def open(
+        cls, path: str | os.PathLike[str] | None = None, *, create: bool = True, **overrides: Any
+    ) -> Workspace:
+        """Open the workspace at ``path`` (see :func:`find_workspace_dir`), creating it if needed.
 
+        With ``create=False`` a workspace that does not exist yet raises :class:`NotFoundError`
+        naming where it was looked for (read-only callers never leave an empty workspace behind).
         ``overrides`` are settings fields (``metadata_url=…``, ``artifact_url=…``, ``max_workers=…``).
         """
         root = find_workspace_dir(path)
         settings = load_settings(root.parent, **overrides)
-        if not settings.metadata_url or not settings.artifact_url:
+        local = not settings.metadata_url or not settings.artifact_url
+        if not create and local and not (root / "mloop.db").exists() and not settings.metadata_url:
+            raise NotFoundError(
+                f"no workspace at {root} (give --workspace DIR or set MLOOP_WORKSPACE)", field="workspace"
+            )
+        if local:
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -178,8 +187,40 @@ class Workspace:
     def runs(self, query: RunQuery | None = None) -> list[Run]:
         return self.metadata.search_runs(query or RunQuery())
 
+    def resolve_run(self, ref: str) -> Run:
+        """A run by id or by a unique prefix of its id (as printed by ``mloop runs list``)."""
+        try:
+            return self.metadata.get_run(ref)
+        except NotFoundError:
+            pass
+        matches = self.metadata.search_runs(RunQuery(id_prefix=ref, limit=2)) if len(ref) >= 4 else []
+        if len(matches) > 1:
+            raise ParameterError(
+                f"run id prefix {ref!r} is ambiguous: {matches[0].id}, {matches[1].id}, …", field="run_id"
+            )
+        if not matches:
+            raise NotFoundError(f"no run {ref!r} in workspace {self.location}", field="run_id")
+        return matches[0]
+
+    @property
+    def location(self) -> str:
+        """Where this workspace lives, for messages: its folder, else its metadata URL without secrets."""
+        if self.root is not None and not self.settings.metadata_url:
+            return str(self.root)
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.settings.metadata_url).render_as_string(hide_password=True)
+
     def lineage(self, ref: str, direction: Direction = "upstream") -> LineageGraph:
-        return lineage(self.metadata, ref, direction)
+        """Lineage of an artifact (id, digest, ``sha256:digest``), a step run, a run (id or unique prefix)
+        or a model version (``NAME:VERSION`` / ``NAME@ALIAS``: its model artifact)."""
+        ref = ref.strip()
+        if not ref.startswith("sha256:") and ("@" in ref or ":" in ref):
+            ref = self.model_version(ref).artifact_id
+        try:
+            return lineage(self.metadata, ref, direction)
+        except NotFoundError:
+            return lineage(self.metadata, self.resolve_run(ref).id, direction)
 
     # models -------------------------------------------------------------------------------------
 

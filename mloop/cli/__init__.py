@@ -48,9 +48,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no markup eating "[[rollout]]", no "<bool>" metavar on flags
 )
 runs_app = typer.Typer(help="Inspect pipeline runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="Inspect artifacts.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"mloop {version('mloop')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """MLOps levels 0-2: pipelines with caching and lineage, validation, registry, serving, continuous
+    training."""
+
+
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
@@ -120,7 +141,7 @@ def run(
     """Run a pipeline defined in a Python file."""
     pipe = load_pipeline(pipeline_ref)
     params: dict[str, Any] = dict(_parse_params(param or []))
-    with open_workspace(workspace) as ws, _progress(len(pipe.graph.nodes), True) as listener:
+    with open_workspace(workspace, create=True) as ws, _progress(len(pipe.graph.nodes), True) as listener:
         result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
     if as_json:
         print_json({"run": result.run, "steps": result.steps})
@@ -162,7 +183,8 @@ def runs_list(
 def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: parameters, steps, metrics."""
     with open_workspace(workspace) as ws:
-        run_ = ws.metadata.get_run(run_id)
+        run_ = ws.resolve_run(run_id)
+        run_id = run_.id
         steps = ws.metadata.list_steps(run_id)
         metrics = ws.metadata.get_metrics(run_id)
         params = ws.metadata.get_params(run_id)
@@ -248,7 +270,11 @@ def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: Js
 
 
 def lineage_tree(graph: LineageGraph) -> Tree:
-    """A rich tree of a lineage graph, rooted at what was asked for."""
+    """A rich tree of a lineage graph, rooted at what was asked for.
+
+    The graph is a DAG: a node reached a second time is printed as a reference (``↑ see above``), and
+    a cached rerun points at the execution it reused instead of repeating that subtree.
+    """
     labels: dict[str, str] = {}
     for a in graph.artifacts.values():
         labels[a.id] = f"[cyan]{a.type}[/] {a.id} [dim]sha256:{a.digest[:12]} {a.size:,} B[/]"
@@ -258,32 +284,46 @@ def lineage_tree(graph: LineageGraph) -> Tree:
         r = graph.runs.get(s.run_id)
         code = f" code {(r.code_commit or r.code_hash)[:12]}" if r else ""
         labels[s.id] = f"[bold]{s.name}[/] {paint(s.status.value)} [dim]run {s.run_id}{code}[/]"
+        if s.cached_from:
+            labels[s.id] += f" [dim]reused {s.cached_from}[/]"
     children: dict[str, list[tuple[str, str]]] = {}
     for src, dst, name in graph.edges:
         parent, child = (dst, src) if graph.direction == "upstream" else (src, dst)
         children.setdefault(parent, []).append((child, name))
+    shown: set[str] = set()
 
-    def grow(branch: Tree, node: str, path: frozenset[str]) -> None:
+    def grow(branch: Tree, node: str) -> None:
+        shown.add(node)
         for child, name in children.get(node, []):
-            sub = branch.add(f"[dim]{name}:[/] {labels.get(child, child)}")
-            if child not in path:
-                grow(sub, child, path | {child})
+            step = graph.steps.get(child)
+            if child in shown:
+                branch.add(f"[dim]{name}:[/] {labels.get(child, child)} [dim]↑ see above[/]")
+            elif step is not None and step.cached_from and graph.direction == "downstream":
+                shown.add(child)  # a cached rerun: same outputs as the execution it reused
+                branch.add(f"[dim]{name}:[/] {labels.get(child, child)}")
+            else:
+                grow(branch.add(f"[dim]{name}:[/] {labels.get(child, child)}"), child)
 
     if graph.root in labels:
         tree = Tree(labels[graph.root])
-        grow(tree, graph.root, frozenset({graph.root}))
+        grow(tree, graph.root)
     else:  # a run id: the run's last steps are the roots
         tree = Tree(f"[bold]run {graph.root}[/]")
         consumed = {c for cs in children.values() for c, _ in cs}
-        for top in (s for s in graph.steps if s not in consumed):
-            grow(tree.add(labels[top]), top, frozenset({top}))
+        for top in (s for s in graph.steps if s not in consumed and graph.steps[s].run_id == graph.root):
+            grow(tree.add(labels[top]), top)
     return tree
 
 
 @app.command()
 def lineage(
     ref: Annotated[
-        str, typer.Argument(metavar="ID", help="An artifact id or digest, a step run id or a run id.")
+        str,
+        typer.Argument(
+            metavar="REF",
+            help="An artifact id or digest (sha256:… or bare), a step run or run id (or a unique"
+            " prefix), or a model version NAME:VERSION / NAME@ALIAS.",
+        ),
     ],
     upstream: Annotated[
         bool, typer.Option("--upstream/--downstream", help="What made it (default) or what used it.")
@@ -312,7 +352,7 @@ def demo(
     from mloop.demo import rainfall_training, run_demo
 
     with (
-        open_workspace(workspace) as ws,
+        open_workspace(workspace, create=True) as ws,
         _progress(len(rainfall_training.graph.nodes) * 2, not as_json) as listener,
         count_progress(not as_json) as bar,
     ):
@@ -404,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
             return 1
-        message = exc.format_message()
+        # pydantic-style enum errors arrive as "Value error, …": the user needs the rest only
+        message = exc.format_message().replace("Value error, ", "")
         if message:  # empty for "no arguments: help was shown"
             err.print(f"error: {message}", markup=False, soft_wrap=True)
         return int(exc.exit_code)

@@ -17,8 +17,10 @@ from rich.console import Console
 
 from mloop.workspace import Workspace
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output keeps whole lines: rich wraps at 80 columns when it is not a terminal, which cut ids and
+# paths mid-word. On a terminal the terminal's width applies.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 10_000)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -56,6 +58,11 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(value), indent=2, default=str) + "\n")
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 rollout policy``, ``2 rollout policies``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def paint(value: str) -> str:
     return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
 
@@ -67,8 +74,10 @@ def duration(seconds: float | None) -> str:
 
 
 @contextmanager
-def open_workspace(workspace: Path | None) -> Iterator[Workspace]:
-    ws = Workspace.open(workspace)
+def open_workspace(workspace: Path | None, *, create: bool = False) -> Iterator[Workspace]:
+    """The workspace a command works on; only commands that write pass ``create=True`` (read commands
+    never leave an empty workspace behind, and say where they looked)."""
+    ws = Workspace.open(workspace, create=create)
     try:
         yield ws
     finally:

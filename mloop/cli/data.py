@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mloop.cli.common import JsonOpt, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
 from mloop.errors import DataError, NotFoundError, ParameterError
+from mloop.workspace import Workspace
 
 data_app = typer.Typer(help="Data validation: statistics, schemas, anomalies, drift.", no_args_is_help=True)
 schema_app = typer.Typer(help="Schemas: infer one from data.", no_args_is_help=True)
@@ -55,7 +56,7 @@ def stats_command(
     if save:
         from mloop.validation.steps import data_statistics
 
-        with open_workspace(workspace) as ws:
+        with open_workspace(workspace, create=True) as ws:
             result = ws.run(data_statistics, path=str(file))
             ref = result.outputs["file_statistics"]["output"]
             stats: Statistics = result.load("file_statistics")
@@ -179,11 +180,19 @@ def _load_side(ref: str, what: str, workspace: Path | None) -> Any:
         return path
     if path.suffix or "/" in ref:
         raise DataError(f"{what} {ref}: no such file", field=what)
-    with open_workspace(workspace) as ws:
+    try:
+        ws = Workspace.open(workspace, create=False)
+    except NotFoundError as exc:  # no workspace, so no artifact either
+        raise DataError(
+            f"{what} {ref!r} is neither a file nor an artifact id ({exc.message})", field=what
+        ) from exc
+    with ws:
         try:
             art = ws.metadata.get_artifact(ref)
         except NotFoundError as exc:
-            raise DataError(f"{what} {ref!r} is neither a file nor an artifact id", field=what) from exc
+            raise DataError(
+                f"{what} {ref!r} is neither a file nor an artifact id in workspace {ws.location}", field=what
+            ) from exc
         if not art.python_type.endswith(".Statistics"):
             raise DataError(f"{what} artifact {ref} is a {art.python_type}, not statistics", field=what)
         stats: Statistics = ws.load_artifact(art.id)

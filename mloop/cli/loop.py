@@ -17,6 +17,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     paint,
+    plural,
     print_json,
 )
 from mloop.errors import ParameterError
@@ -73,7 +74,7 @@ def monitor(
             str(w.rows),
             str(w.labelled),
             " ".join(f"v{v}:{n}" for v, n in w.versions.items()),
-            paint("failed") if w.dataset_drift else f"{w.drift_share:.2f}",
+            f"[red]{w.drift_share:.2f}[/]" if w.dataset_drift else f"{w.drift_share:.2f}",
             ", ".join(w.drifted[:4]) + ("…" if len(w.drifted) > 4 else ""),
             metrics or "-",
         )
@@ -99,7 +100,7 @@ def scheduler_run(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first)."""
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, create=True) as ws:
         scheduler = _scheduler(ws, tick)
         if not scheduler.config.triggers and not scheduler.config.rollout:
             raise ParameterError(
@@ -116,8 +117,8 @@ def scheduler_run(
         signal.signal(signal.SIGINT, stop)
         err.print(
             f"scheduler: {len(scheduler.config.triggers)} trigger(s), "
-            f"{len(scheduler.config.rollout)} rollout "
-            f"polic(ies), every {scheduler.config.tick_s:g} s",
+            f"{plural(len(scheduler.config.rollout), 'rollout policy', 'rollout policies')}, "
+            f"every {scheduler.config.tick_s:g} s",
             markup=False,
         )
 
@@ -173,7 +174,7 @@ def scheduler_fire(
     as_json: JsonOpt = False,
 ) -> None:
     """Fire a trigger now and run its pipeline (how manual triggers fire)."""
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, create=True) as ws:
         scheduler = _scheduler(ws, None)
         report = scheduler.fire(name, reason)
     runs = [{"run_id": r, "status": s} for r, s in report.runs]

@@ -73,17 +73,25 @@ def lineage(
     Upstream follows each artifact to the execution that produced it (the original one, not cache
     re-links) and on to its inputs; downstream follows artifacts to the step runs that read them.
     """
-    graph = LineageGraph(root=ref, direction=direction)
+    ref = ref.removeprefix("sha256:")
     frontier_artifacts: list[str] = []
     frontier_steps: list[str] = []
     try:
-        frontier_artifacts.append(store.get_artifact(ref).id)
+        root = store.get_artifact(ref).id  # an id or a digest: the graph is rooted at the artifact's id
+        frontier_artifacts.append(root)
     except NotFoundError:
         try:
-            frontier_steps.append(store.get_step(ref).id)
+            root = store.get_step(ref).id
+            frontier_steps.append(root)
         except NotFoundError:
-            steps = store.list_steps(store.get_run(ref).id)  # raises NotFoundError for an unknown id
-            frontier_steps.extend(s.id for s in steps)
+            try:
+                root = store.get_run(ref).id
+            except NotFoundError:
+                raise NotFoundError(
+                    f"{ref!r} is no artifact id or digest, step run id or run id", field="ref"
+                ) from None
+            frontier_steps.extend(s.id for s in store.list_steps(root))
+    graph = LineageGraph(root=root, direction=direction)
     seen_a: set[str] = set()
     seen_s: set[str] = set()
     for _ in range(max_depth):

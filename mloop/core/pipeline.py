@@ -92,11 +92,12 @@ class Pipeline:
             try:
                 json.dumps(bound[name], allow_nan=False)
             except (TypeError, ValueError) as exc:
-                raise ParameterError(
-                    f"parameter {name!r}: value of type {type(bound[name]).__name__} "
-                    "is not JSON-serialisable",
-                    field=name,
-                ) from exc
+                problem = (
+                    f"{bound[name]!r} is not a finite number (JSON has no NaN or infinity)"
+                    if isinstance(exc, ValueError)
+                    else f"value of type {type(bound[name]).__name__} is not JSON-serialisable"
+                )
+                raise ParameterError(f"parameter {name!r}: {problem}", field=name) from exc
         return bound
 
     def run(

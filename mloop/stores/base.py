@@ -45,6 +45,7 @@ class RunQuery:
     params: Mapping[str, Any] = field(default_factory=dict)
     metrics: Sequence[tuple[str, str, float]] = ()
     limit: int = 100
+    id_prefix: str | None = None  # runs whose id starts with this (what users type from a listing)
 
 
 class RunStore(Protocol):

@@ -150,6 +150,14 @@ def detect_drift(
     ref = _as_statistics(reference, "reference", encoding, progress)
     cur = _as_statistics(current, "current", encoding, progress)
     names = columns if columns is not None else [c for c in ref.columns if c in cur.columns]
+    for what, overrides in (("method", methods), ("threshold", thresholds)):
+        unknown = sorted(set(overrides or {}) - set(names))
+        if unknown:
+            raise ParameterError(
+                f"{what} override for {unknown[0]!r}: no such column in both data sets"
+                f" (columns: {', '.join(names[:10])}{', …' if len(names) > 10 else ''})",
+                field=what,
+            )
     for name in names:
         for side, stats in (("reference", ref), ("current", cur)):
             if columns is not None and name not in stats.columns:

@@ -98,9 +98,9 @@ def test_human_output_renders(env: Path, capsys: pytest.CaptureFixture[str]) -> 
         (["run", "pipes.py:BARRIER"], 2, "is a Barrier, not a @pipeline"),
         (["run", "missing.py:x"], 2, "pipeline file missing.py does not exist"),
         (["run", "no-colon"], 2, "is not of the form"),
-        (["runs", "show", "01NOPE"], 2, "run '01NOPE' not found"),
-        (["artifacts", "show", "01NOPE"], 2, "artifact '01NOPE' not found"),
-        (["lineage", "01NOPE"], 2, "run '01NOPE' not found"),
+        (["runs", "show", "01NOPE"], 2, "no workspace at "),  # read commands never create one
+        (["artifacts", "show", "01NOPE"], 2, "no workspace at "),
+        (["lineage", "01NOPE"], 2, "no workspace at "),
         (["runs", "list", "--status", "weird"], 2, "'weird' is not one of"),
         (["runs", "list", "--bogus"], 2, "No such option: --bogus"),
     ],
@@ -150,7 +150,9 @@ def test_workspace_is_found_upward_and_by_option(
     monkeypatch.chdir(env / "sub" / "deeper")
     assert len(json.loads(run_cli(capsys, "runs", "list", "--json")[1])) == 1
     other = env / "elsewhere"
-    assert json.loads(run_cli(capsys, "runs", "list", "--workspace", str(other), "--json")[1]) == []
+    code, _, err = run_cli(capsys, "runs", "list", "--workspace", str(other), "--json")
+    assert code == 2 and f"no workspace at {other}" in err and not other.exists()
+    other.mkdir()
     monkeypatch.setenv("MLOOP_WORKSPACE", str(env / ".mloop"))
     monkeypatch.chdir(other)
     assert len(json.loads(run_cli(capsys, "runs", "list", "--json")[1])) == 1

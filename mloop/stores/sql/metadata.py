@@ -162,6 +162,7 @@ class SqlMetadataStore:
             query.status is not None,
             len(query.params),
             tuple(op for _, op, _ in query.metrics),
+            query.id_prefix is not None,
         )
         stmt = self._search_statements.get(shape)
         if stmt is None:
@@ -171,6 +172,8 @@ class SqlMetadataStore:
             values["pipeline"] = query.pipeline
         if query.status is not None:
             values["status"] = RunStatus(query.status).value
+        if query.id_prefix is not None:  # ids are ULIDs ([0-9A-Z]): no LIKE wildcard can be smuggled in
+            values["id_prefix"] = "".join(c for c in query.id_prefix.upper() if c.isalnum()) + "%"
         for i, (key, value) in enumerate(query.params.items()):
             values[f"pk{i}"], values[f"pv{i}"] = key, _dumps(value)
         for i, (key, _, value) in enumerate(query.metrics):
@@ -522,10 +525,12 @@ _FINISH_RUN = (
 
 
 def _search_statement(
-    by_pipeline: bool, by_status: bool, n_params: int, metric_ops: tuple[str, ...]
+    by_pipeline: bool, by_status: bool, n_params: int, metric_ops: tuple[str, ...], by_prefix: bool
 ) -> sa.Select[Any]:
     """The run search for one shape of query, with every value a bound parameter (built once)."""
     stmt = sa.select(t.runs)
+    if by_prefix:
+        stmt = stmt.where(t.runs.c.id.like(sa.bindparam("id_prefix")))
     if by_pipeline:
         stmt = stmt.where(t.runs.c.pipeline == sa.bindparam("pipeline"))
     if by_status:

@@ -1,0 +1,118 @@
+"""The rules every command follows: read commands never create a workspace and say where they looked;
+ids print whole and unique prefixes are accepted; lineage takes every kind of reference; help renders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import run as run_cli
+from commands import mloop_command
+from sklearn.linear_model import LogisticRegression
+
+import mloop
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pipelines.py"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    shutil.copy(SAMPLES, tmp_path / "pipes.py")
+    (tmp_path / "numbers.txt").write_text("1 2 3")
+    return tmp_path
+
+
+def test_read_commands_never_create_a_workspace(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["runs", "list"],
+        ["runs", "list", "--workspace", "demo-wss"],
+        ["models", "list"],
+        ["lineage", "x"],
+        ["scheduler", "status"],
+    ):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and err.startswith("error: no workspace at "), (argv, err)
+        assert out == ""
+    assert not (project / ".mloop").exists() and not (project / "demo-wss").exists()
+
+
+def test_run_ids_print_whole_and_unique_prefixes_resolve(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for factor in ("1", "2"):
+        assert (
+            run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt", "-p", f"factor={factor}")[0]
+            == 0
+        )
+    ids = [r["id"] for r in json.loads(run_cli(capsys, "runs", "list", "--json")[1])]
+    # piped (not a terminal): whole ids, whole lines, whatever the width
+    piped = subprocess.run([*mloop_command(), "runs", "list"], capture_output=True, text=True, check=True)
+    assert all(i in piped.stdout for i in ids), piped.stdout
+    assert "…" not in piped.stdout
+    newest = ids[0]
+    # the shortest prefix that tells the two apart
+    n = next(k for k in range(4, 27) if newest[:k] != ids[1][:k])
+    code, out, err = run_cli(capsys, "runs", "show", newest[:n], "--json")
+    assert code == 0 and json.loads(out)["run"]["id"] == newest, err
+    common = newest[: n - 1] if n > 4 else None
+    if common and len(common) >= 4:
+        code, _, err = run_cli(capsys, "runs", "show", common)
+        assert code == 2 and "ambiguous" in err
+    code, _, err = run_cli(capsys, "runs", "show", "ZZZZZZZZ")
+    assert code == 2 and "no run 'ZZZZZZZZ' in workspace " in err and str(project / ".mloop") in err
+
+
+def test_lineage_accepts_digests_and_model_references(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt")[0] == 0
+    assert run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt")[0] == 0  # a cached rerun
+    run_id = json.loads(run_cli(capsys, "runs", "list", "--json")[1])[-1]["id"]
+    graph = json.loads(run_cli(capsys, "lineage", run_id, "--json")[1])
+    file_artifact = next(a for a in graph["artifacts"] if a["type"] == "file")
+    for ref in (file_artifact["digest"], "sha256:" + file_artifact["digest"], file_artifact["id"]):
+        code, out, err = run_cli(capsys, "lineage", ref, "--downstream", "--json")
+        assert code == 0, err
+        assert json.loads(out)["root"] == file_artifact["id"]
+        code, out, err = run_cli(capsys, "lineage", ref, "--downstream")
+        first = out.splitlines()[0]
+        assert code == 0 and "file" in first and file_artifact["id"] in first, out
+        # the cached rerun is a reference to the execution it reused, not a repeated subtree
+        assert out.count("total ") <= 2, out
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=100)})
+    y = (df["a"] > 0).astype(int)
+    with mloop.Workspace.open(project / ".mloop") as ws:
+        version = ws.register_model(
+            "m", LogisticRegression().fit(df, y), signature={"output": {"label": "y"}}
+        )
+        ws.promote("m", version.version)
+    for ref in ("m@production", "m:1"):
+        code, out, err = run_cli(capsys, "lineage", ref, "--json")
+        assert code == 0 and json.loads(out)["root"] == version.artifact_id, err
+    code, _, err = run_cli(capsys, "lineage", "m@nope")
+    assert code == 2 and err.startswith("error: ") and "nope" in err
+
+
+def test_version_help_and_messages(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.startswith("mloop ")
+    help_text = subprocess.run(
+        [*mloop_command(), "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "[[rollout]]" in help_text and "<bool>" not in help_text
+    code, _, err = run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt", "-p", "factor=1e999")
+    assert code == 2 and "not a finite number" in err
+    code, _, err = run_cli(capsys, "runs", "list", "--status", "bogus", "-w", "nowhere")
+    assert code == 2 and "Value error" not in err and "'bogus' is not one of" in err
+    pd.DataFrame({"x": range(50)}).to_csv("a.csv", index=False)
+    code, _, err = run_cli(capsys, "data", "drift", "a.csv", "a.csv", "--method", "nocol=psi")
+    assert code == 2 and "'nocol'" in err and "no such column" in err
