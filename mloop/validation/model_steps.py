@@ -127,7 +127,7 @@ def register_model(
     status = ModelStatus.REGISTERED if verdict.blessed and infra.passed else ModelStatus.REJECTED
     classes = getattr(model, "classes_", None)
     signature = {
-        "inputs": infer_schema(inputs).to_dict(),
+        "inputs": infer_schema(inputs, range_margin=0).to_dict(),  # the training range itself
         "output": {
             "task": evaluation.task,
             "label": label,

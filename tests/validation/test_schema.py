@@ -165,3 +165,19 @@ def test_a_dataframe_report_names_the_data_it_came_from() -> None:
     batch.attrs["source"] = "incoming/batch-7.csv"
     anomalies = validate(batch, schema)
     assert anomalies.source == "incoming/batch-7.csv" and anomalies.items[0].column == "y"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_inferred_schema_accepts_other_rows_of_the_same_data(seed: int) -> None:
+    """Inferred from 400 rows, the schema passes the other 169 rows of the same dataset (margins), and
+    still stops a batch whose scale changed."""
+    from sklearn.datasets import load_breast_cancer
+
+    df = load_breast_cancer(as_frame=True).frame.sample(frac=1, random_state=seed)
+    schema = infer_schema(compute_statistics(df.iloc[:400]))
+    assert validate(df.iloc[400:], schema).ok
+    exact = infer_schema(compute_statistics(df.iloc[:400]), range_margin=0)
+    assert not validate(df.iloc[400:], exact).ok  # the observed range alone is too strict
+    rescaled = df.iloc[400:].assign(**{"mean radius": df.iloc[400:]["mean radius"] * 2.54})  # inches → cm
+    found = validate(rescaled, schema)
+    assert [(a.column, a.kind) for a in found.items] == [("mean radius", "out_of_range")]
