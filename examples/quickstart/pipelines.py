@@ -1,5 +1,3 @@
-"""The README's pipeline example, kept runnable (tests/test_examples.py runs it)."""
-
 from pathlib import Path
 
 import pandas as pd
@@ -30,3 +28,9 @@ def train(train: pd.DataFrame, C: float = 1.0) -> LogisticRegression:
 def training(data: Path, C: float = 1.0):  # parameters: JSON values, typed by annotation
     train_df, _test_df = split(load(data))
     train(train_df, C=C)
+
+
+if __name__ == "__main__":  # `python pipelines.py`; `mloop run` imports the file without running this
+    with mloop.Workspace.open() as ws:  # ./.mloop (SQLite + artifact folder), or configured stores
+        result = ws.run(training, data="data.csv", C=0.5)
+        model = result.load("train")
