@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import time
 from collections.abc import Callable
@@ -306,7 +308,8 @@ def _run_loop(
         batch_rows=100,
         http=http,
         progress=step,
-        on_event=on_event,
+        # events name rows of the whole dataset (= days), as the HTML report does
+        on_event=None if on_event is None else (lambda e: on_event(dataclasses.replace(e, row=e.row + n0))),
     )
     loop, static, every = score_policies(
         frame, TARGET, "classification", n0, WINDOW, static_model, replay, lambda f, t: rainfall_estimator()
@@ -347,7 +350,9 @@ def _run_loop(
         monitor=monitored, final=final, accuracy=accuracy, heat=heat_color,
         features=sorted({f for w in monitored.windows for f in w.feature_scores}),
     )  # fmt: skip
-    html.write_text(backtest_html(report, title="mloop demo: the continuous-training loop", extra=extra))
+    html.write_text(
+        backtest_html(report, title="mloop demo: the continuous-training loop", extra=extra, row_name="day")
+    )
     event = workspace.trigger_store().events("incoming", limit=1)
     if not event or event[0].run_id is None:
         raise AssertionError("the incoming batch did not start a run")

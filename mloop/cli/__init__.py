@@ -363,12 +363,21 @@ def demo(
         def event(e: Any) -> None:
             if not as_json and e.kind in ("trigger", "canary", "promote", "rollback", "run"):
                 label = f"{e.kind} ({e.trigger})" if e.trigger else e.kind
-                err.print(f"  day {e.row + 3631:>6}: {label}: {e.detail}", markup=False)
+                err.print(f"  day {e.row:>6}: {label}: {e.detail}", markup=False)
 
+        earlier = ws.runs(RunQuery(limit=1))
+        if earlier:
+            err.print(
+                f"note: {ws.location} already holds runs (the newest {earlier[0].id}): this demo reuses"
+                " v1's cached steps and sets the earlier prediction log aside, while model versions,"
+                " trigger events and cool-downs carry on, so its figures can differ from a fresh"
+                " workspace's (give a new --workspace for those)",
+                markup=False,
+            )
         report = run_demo(ws, listener=listener, progress=rows, on_event=event, http=not in_process)
         root = ws.root
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "reused_workspace": bool(earlier)})
         return
     _print_demo(report, root)
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 __all__ = ["PALETTE", "heat_color", "line_chart"]
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
-W, H, LEFT, BOTTOM, TOP = 900, 260, 44, 26, 12
+W, H, LEFT, BOTTOM, TOP = 900, 272, 44, 26, 24  # TOP leaves room for the y label above the top tick
 
 
 def line_chart(
@@ -43,13 +43,14 @@ def line_chart(
         parts.append(f'<line x1="{LEFT}" x2="{W - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{LEFT - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{v:.3g}</text>')
     if y_label:
-        parts.append(f'<text x="4" y="{TOP + 8}" font-size="10">{html.escape(y_label)}</text>')
+        parts.append(f'<text x="4" y="{TOP - 10}" font-size="10">{html.escape(y_label)}</text>')
     step = max(1, n // 12)
     for i in range(0, n, step):
         label = x_labels[i] if x_labels and i < len(x_labels) else str(i + 1)
         text = html.escape(label)
         parts.append(f'<text x="{px(i):.1f}" y="{H - 8}" font-size="10" text-anchor="middle">{text}</text>')
     for x, label, color in markers:
+        x = min(max(x, 0.0), n - 1.0)  # a move after the last point still shows, at the edge
         parts.append(
             f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{TOP}" y2="{TOP + plot_h}" stroke="{color}" '
             f'stroke-dasharray="4 3"><title>{html.escape(label)}</title></line>'

@@ -403,10 +403,36 @@ def _loop_result(
     )
 
 
+def _settings(value: Any, skip: tuple[str, ...] = ()) -> str:
+    """A trigger's or policy's settings as ``key = value`` pairs people read, not a Python dict."""
+    items = value.items() if isinstance(value, dict) else vars(value).items()
+    return " · ".join(f"{k} = {v}" for k, v in items if k not in skip and v not in (None, {}, []))
+
+
+def _verdict(report: BacktestReport) -> str:
+    """Green when the loop beat the static model and kept most of every-window retraining's gain,
+    amber when it beat the static model by less, red when it did worse than leaving the model alone."""
+    primary = report.primary
+    loop, static = report.loop.metrics.get(primary), report.static.metrics.get(primary)
+    if loop is None or static is None:
+        return "warn"
+    lower_is_better = primary in ("rmse", "mae", "mse", "log_loss")
+    better = loop < static if lower_is_better else loop > static
+    if not better and loop != static:
+        return "bad"
+    return "good" if report.recovered is None or report.recovered >= 0.9 else "warn"
+
+
 def backtest_html(
-    report: BacktestReport, *, title: str = "Backtest of the retraining loop", extra: str = ""
+    report: BacktestReport,
+    *,
+    title: str = "Backtest of the retraining loop",
+    extra: str = "",
+    row_name: str = "row",
 ) -> str:
-    """A self-contained HTML page: the three policies per window, the loop's deployments marked."""
+    """A self-contained HTML page: the three policies per window, the loop's deployments marked.
+
+    Events are numbered by ``row_name`` of the whole data (the first rows trained the first model)."""
     from mloop.monitoring.charts import PALETTE, line_chart
     from mloop.monitoring.report import environment
 
@@ -437,5 +463,8 @@ def backtest_html(
             chart=chart,
             legend=list(zip(series, PALETTE, strict=False)),
             extra=extra,
+            verdict=_verdict(report),
+            row_name=row_name,
+            settings=_settings,
         )
     )

@@ -212,6 +212,7 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
     assert "stopped by the schema gate" in human.stdout and "prequential accuracy" in human.stdout
     assert "<DataFrame>" not in human.stdout  # the gate's report names the refused file
     assert "Traceback" not in human.stderr
+    assert "note: " in human.stderr and "already holds runs" in human.stderr  # says what it reuses
     listed = subprocess.run(
         [*exe, "runs", "list", "--workspace", str(ws), "--json", "--pipeline", "retrain"],
         capture_output=True,
