@@ -15,9 +15,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +44,9 @@ from mloop.monitoring.report import environment
 from mloop.orchestration.backtest import BacktestReport, backtest_html, score_policies
 from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
 from mloop.orchestration.replay import LoopEvent, replay_stream
-from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
+from mloop.steps.data import check_drift, statistics, validate_schema
+from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.schema import Anomalies
-from mloop.validation.steps import check_drift, statistics, validate_schema
 from mloop.workspace import Workspace
 
 __all__ = [

@@ -54,7 +54,7 @@ def stats_command(
 
     artifact_id = None
     if save:
-        from mloop.validation.steps import data_statistics
+        from mloop.steps.data import data_statistics
 
         with open_workspace(workspace, create=True) as ws:
             result = ws.run(data_statistics, path=str(file))

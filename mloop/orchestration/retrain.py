@@ -21,19 +21,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloop.core.context import current_workspace, log_params
+from mloop.core.context import log_params
 from mloop.core.pipeline import pipeline
 from mloop.core.step import step
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.monitoring.log import labelled_predictions, log_root
 from mloop.monitoring.windows import INPUT_PREFIX
 from mloop.orchestration.triggers import window_frame
+from mloop.steps.context import workspace as current_workspace
+from mloop.steps.data import check_drift, statistics, validate_schema
+from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.io import read_table
-from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
-from mloop.validation.steps import check_drift, statistics, validate_schema
 
 __all__ = ["default_model", "describe_default_model", "infer_task", "retrain", "training_rows"]
 

@@ -198,7 +198,7 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
             col.out_of_range_tolerance = col.unseen_tolerance = INFERRED_TOLERANCE
         if col.nullable:
             col.max_null_fraction = min(1.0, round(2 * c.missing / max(c.rows, 1) + 0.01, 4))
-        if c.kind == "numeric" and c.min is not None:
+        if c.kind == "numeric" and c.min is not None and c.max is not None:
             col.min, col.max = _widened(c.min, c.max, range_margin, integral=kind == "int")
         if (
             c.kind == "categorical"

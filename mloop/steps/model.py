@@ -1,7 +1,8 @@
 """Built-in model steps: evaluate → validate_model → infra_check → register_model.
 
 ``validate_model`` and ``register_model`` consult the workspace's registry (the current production
-model, the next version number), so they run with the in-process executor; ``validate_model`` is never
+model, the next version number) through :func:`mloop.steps.workspace`, so they run with the in-process
+executor; ``validate_model`` is never
 served from cache because production may have moved since.
 """
 
@@ -13,16 +14,18 @@ from typing import Any
 
 import pandas as pd
 
-from mloop.core.context import current_input_artifact, current_run_id, current_workspace, log_metrics
+from mloop.core.context import current_input_artifact, current_run_id, log_metrics
 from mloop.core.serialize import serialize
 from mloop.core.step import step
-from mloop.entities import ModelStatus
+from mloop.entities import ModelStatus, ModelVersion
 from mloop.errors import NotFoundError
+from mloop.steps.context import workspace as current_workspace
 from mloop.validation.infra import InfraReport
 from mloop.validation.infra import infra_check as _infra_check
 from mloop.validation.model import Evaluation, Verdict, evaluate, judge
 from mloop.validation.schema import infer_schema
 from mloop.validation.stats import Statistics
+from mloop.workspace import Workspace
 
 __all__ = ["evaluate_model", "infra_check", "register_model", "validate_model"]
 
@@ -39,7 +42,7 @@ def evaluate_model(model: Any, data: pd.DataFrame, label: str, slices: list | No
     return evaluation
 
 
-def _holder(workspace: Any, params: dict[str, Any]) -> str:
+def _holder(workspace: Workspace, params: dict[str, Any]) -> str:
     """Which version holds the alias now: part of validate_model's cache key."""
     ref = f"{params['model_name']}@{params.get('alias', 'production')}"
     try:
@@ -180,9 +183,9 @@ def register_model(
     }
 
 
-def _already_registered(ws: Any, name: str, digest: str) -> Any:
+def _already_registered(ws: Workspace, name: str, digest: str) -> ModelVersion | None:
     try:
-        versions = ws.registry.versions(name)
+        versions = ws.model_registry().versions(name)
     except NotFoundError:
         return None
     for v in versions:

@@ -10,8 +10,8 @@ def training(data: Path, schema: Path):
     ...
 """
 
-from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
-from mloop.validation.steps import (
+from mloop.steps.context import workspace
+from mloop.steps.data import (
     check_drift,
     data_statistics,
     file_statistics,
@@ -19,6 +19,7 @@ from mloop.validation.steps import (
     statistics,
     validate_schema,
 )
+from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 
 __all__ = [
     "check_drift",
@@ -31,4 +32,5 @@ __all__ = [
     "statistics",
     "validate_model",
     "validate_schema",
+    "workspace",
 ]
