@@ -98,18 +98,29 @@ def stats_command(
 def schema_infer(
     file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema JSON.")],
+    range_margin: Annotated[
+        float,
+        typer.Option(
+            "--range-margin", min=0.0, help="Widen each observed numeric range by this share of its width."
+        ),
+    ] = 0.25,
     encoding: EncodingOpt = "utf-8",
+    as_json: JsonOpt = False,
 ) -> None:
     """Infer a schema (types, nullability, domains, vocabularies, tolerances) to review and edit."""
     from mloop.validation.schema import infer_schema
     from mloop.validation.stats import compute_statistics
 
     with byte_progress(f"reading {file.name}") as progress:
-        schema = infer_schema(compute_statistics(file, encoding=encoding, progress=progress))
+        stats = compute_statistics(file, encoding=encoding, progress=progress)
+    schema = infer_schema(stats, range_margin=range_margin)
     try:
         output.write_text(schema.to_json(), encoding="utf-8")
     except OSError as exc:
         raise DataError(f"cannot write {output}: {exc.strerror}", field="output") from exc
+    if as_json:
+        print_json({"output": str(output), "schema": schema.to_dict()})
+        return
     out.print(f"schema for {len(schema.columns)} columns written to {output}")
 
 
@@ -117,15 +128,19 @@ def schema_infer(
 def validate_command(
     file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file.")],
     schema: Annotated[
-        Path, typer.Option("--schema", "-s", help="Schema JSON (from `mloop data schema infer`).")
+        str,
+        typer.Option(
+            "--schema", "-s", help="Schema JSON (from `mloop data schema infer`), or a schema artifact id."
+        ),
     ],
     encoding: EncodingOpt = "utf-8",
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a file against a schema. Exit 1 and list every anomaly when it does not conform."""
-    from mloop.validation.schema import Schema, validate
+    from mloop.validation.schema import validate
 
-    rules = Schema.load(schema)
+    rules = _schema_of(schema, workspace)
     with byte_progress(f"validating {file.name}") as progress:
         anomalies = validate(file, rules, encoding=encoding, progress=progress)
     if as_json:
@@ -136,6 +151,19 @@ def validate_command(
         out.print(anomalies_table(anomalies))
     if not anomalies.ok:
         raise typer.Exit(1)
+
+
+def _schema_of(ref: str, workspace: Path | None) -> Any:
+    """A schema JSON file, or a schema artifact of the workspace (e.g. a pipeline's inferred schema)."""
+    from mloop.validation.schema import Schema
+
+    path = Path(ref)
+    if path.is_file() or path.suffix or "/" in ref:
+        return Schema.load(path)
+    schema, art = _workspace_artifact(ref, "schema", workspace)
+    if not isinstance(schema, Schema):
+        raise DataError(f"schema artifact {ref} is a {art.python_type}, not a schema", field="schema")
+    return schema
 
 
 def anomalies_table(anomalies: Any) -> Table:
@@ -180,6 +208,14 @@ def _load_side(ref: str, what: str, workspace: Path | None) -> Any:
         return path
     if path.suffix or "/" in ref:
         raise DataError(f"{what} {ref}: no such file", field=what)
+    stats, art = _workspace_artifact(ref, what, workspace)
+    if not isinstance(stats, Statistics):
+        raise DataError(f"{what} artifact {ref} is a {art.python_type}, not statistics", field=what)
+    return stats
+
+
+def _workspace_artifact(ref: str, what: str, workspace: Path | None) -> tuple[Any, Any]:
+    """An artifact (loaded, and its record) named on the command line instead of a file."""
     try:
         ws = Workspace.open(workspace, create=False)
     except NotFoundError as exc:  # no workspace, so no artifact either
@@ -193,10 +229,7 @@ def _load_side(ref: str, what: str, workspace: Path | None) -> Any:
             raise DataError(
                 f"{what} {ref!r} is neither a file nor an artifact id in workspace {ws.location}", field=what
             ) from exc
-        if not art.python_type.endswith(".Statistics"):
-            raise DataError(f"{what} artifact {ref} is a {art.python_type}, not statistics", field=what)
-        stats: Statistics = ws.load_artifact(art.id)
-        return stats
+        return ws.load_artifact(art.id), art
 
 
 @data_app.command("drift")

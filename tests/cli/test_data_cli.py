@@ -107,3 +107,27 @@ def test_bad_input_is_one_error_line(
     assert code == 2 and out == "", err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_schema_infer_json_and_validate_against_a_schema_artifact(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mloop
+    from mloop.validation.schema import infer_schema
+    from mloop.validation.stats import compute_statistics
+
+    code, out, err = run(capsys, "data", "schema", "infer", "ref.csv", "-o", "s.json", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["output"] == "s.json" and set(doc["schema"]["columns"]) == {"x", "y", "k"}
+    with mloop.Workspace.open(data / ".mloop") as ws:
+        art = ws.store_artifact(infer_schema(compute_statistics(pd.read_csv("ref.csv"))), what="schema")
+        stats_art = ws.store_artifact(compute_statistics(pd.read_csv("ref.csv")), what="stats")
+    code, out, err = run(capsys, "data", "validate", "ref.csv", "--schema", art.id, "--json")
+    assert code == 0 and json.loads(out)["ok"], err
+    code, out, _ = run(capsys, "data", "validate", "broken.csv", "--schema", art.id, "--json")
+    assert code == 1 and {a["kind"] for a in json.loads(out)["anomalies"]} >= {"missing_column"}
+    code, _, err = run(capsys, "data", "validate", "ref.csv", "--schema", stats_art.id)
+    assert code == 2 and "not a schema" in err
+    code, _, err = run(capsys, "data", "validate", "ref.csv", "--schema", "NOPE", "-w", "nowhere")
+    assert code == 2 and "neither a file nor an artifact id" in err and "no workspace at" in err
