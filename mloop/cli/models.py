@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
-from mloop.errors import DataError
+from mloop.errors import DataError, NotFoundError
 
 models_app = typer.Typer(
     help="Model registry: versions, aliases, promotion, rollback, evaluation.", no_args_is_help=True
@@ -24,6 +24,85 @@ SliceOpt = Annotated[
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@models_app.command("register")
+def register(
+    name: Annotated[str, typer.Argument(help="Model name (letters, digits, '.', '_', '-').")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="A model artifact id (e.g. a pipeline's train output).")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="The training data (CSV/Parquet): the signature's input schema.")
+    ],
+    label: Annotated[str, typer.Option("--label", help="The target column in --data.")],
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Point this alias at the new version (e.g. staging).")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="KEY=VALUE recorded with the version (repeatable).")
+    ] = None,
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile/--no-compile", help="Also store a proven-equal compiled form (ONNX)."),
+    ] = True,
+    reason: ReasonOpt = "registered from the command line",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a stored model as the next version of NAME, with a signature from its training data.
+
+    Registering the same bytes again returns the existing version."""
+    from mloop.steps.model import model_signature
+    from mloop.validation.stats import compute_statistics
+
+    metrics = _key_values(metric or [], "metric")
+    with open_workspace(workspace) as ws:
+        try:
+            art = ws.metadata.get_artifact(model)
+        except NotFoundError as exc:
+            raise DataError(
+                f"model {model!r} is no artifact id in workspace {ws.location}", field="model"
+            ) from exc
+        value = ws.load_artifact(art.id)
+        if not callable(getattr(value, "predict", None)):
+            raise DataError(
+                f"artifact {model} is a {art.python_type}, not a model (no predict)", field="model"
+            )
+        training = compute_statistics(data)
+        if label not in training.columns:
+            raise DataError(f"--label {label!r} is not a column of {data}", field="label")
+        producer = ws.metadata.events(artifact_ids=[art.id], kind="output")
+        run_id = ws.metadata.get_step(producer[0].step_run_id).run_id if producer else None
+        version = ws.register_model(
+            name,
+            art,
+            signature=model_signature(ws, value, training, label),
+            metrics=metrics,
+            run_id=run_id,
+            compile=compile_,
+        )
+        if alias:
+            ws.promote(name, version.version, alias, reason=reason)
+    if as_json:
+        print_json({"version": version, "alias": alias})
+        return
+    out.print(
+        f"registered {name} v{version.version}" + (f" as {name}@{alias}" if alias else ""), markup=False
+    )
+
+
+def _key_values(items: list[str], what: str) -> dict[str, float]:
+    parsed: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise DataError(f"--{what} {item!r}: expected KEY=NUMBER", field=what)
+    return parsed
 
 
 @models_app.command("list")

@@ -27,7 +27,7 @@ from mloop.validation.schema import infer_schema
 from mloop.validation.stats import Statistics
 from mloop.workspace import Workspace
 
-__all__ = ["evaluate_model", "infra_check", "register_model", "validate_model"]
+__all__ = ["evaluate_model", "infra_check", "model_signature", "register_model", "validate_model"]
 
 
 def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -123,21 +123,8 @@ def register_model(
     registered version takes ``first_alias``; later ones wait for a rollout or a promotion.
     ``compile``: also store the compiled serving form where it proves equal (the onnx extra)."""
     ws = current_workspace()
-    label = evaluation.label
-    inputs = Statistics(
-        {k: v for k, v in training.columns.items() if k != label}, training.rows, training.source
-    )
     status = ModelStatus.REGISTERED if verdict.blessed and infra.passed else ModelStatus.REJECTED
-    classes = getattr(model, "classes_", None)
-    signature = {
-        "inputs": infer_schema(inputs, range_margin=0).to_dict(),  # the training range itself
-        "output": {
-            "task": evaluation.task,
-            "label": label,
-            "classes": classes.tolist() if classes is not None else None,
-        },
-        "training_statistics": ws.store_artifact(training).id,
-    }
+    signature = model_signature(ws, model, training, evaluation.label, evaluation.task)
     reasons = [c.detail for c in verdict.failed] + ([infra.error] if infra.error else [])
     artifact = current_input_artifact("model") or ws.store_artifact(model)  # the exact bytes training wrote
     same = _already_registered(ws, model_name, artifact.digest)
@@ -180,6 +167,27 @@ def register_model(
         "status": status.value,
         "alias": alias,
         "reasons": reasons,
+    }
+
+
+def model_signature(
+    ws: Workspace, model: Any, training: Statistics, label: str, task: str | None = None
+) -> dict[str, Any]:
+    """What a version promises its callers: input schema (the training range itself), output (task,
+    label, classes) and the training statistics (stored), from which serving validates and skew is
+    measured. ``task`` defaults to classification when the model has ``classes_``."""
+    inputs = Statistics(
+        {k: v for k, v in training.columns.items() if k != label}, training.rows, training.source
+    )
+    classes = getattr(model, "classes_", None)
+    return {
+        "inputs": infer_schema(inputs, range_margin=0).to_dict(),
+        "output": {
+            "task": task or ("classification" if classes is not None else "regression"),
+            "label": label,
+            "classes": classes.tolist() if classes is not None else None,
+        },
+        "training_statistics": ws.store_artifact(training).id,
     }
 
 

@@ -125,3 +125,42 @@ def test_show_says_which_form_serves(ws_dir: Path, capsys: pytest.CaptureFixture
     assert code == 0 and "serving form: ONNX (artifact" in out
     code, out, _ = run(capsys, "models", "show", "c:2")
     assert code == 0 and "serving form: the model (column 'g' is not numeric" in out
+
+
+def _register(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    return run(capsys, "models", "register", *argv)
+
+
+def test_models_register_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    df["y"] = (df["a"] > 0).astype(int)
+    df.to_csv("train.csv", index=False)
+    with mloop.Workspace.open(tmp_path / ".mloop") as ws:
+        art = ws.store_artifact(LogisticRegression().fit(df[["a", "b"]], df["y"]), what="model")
+        table = ws.store_artifact(df, what="data")
+    code, out, err = _register(
+        capsys, "clf", art.id, "--data", "train.csv", "--label", "y", "--alias", "staging",
+        "--metric", "accuracy=0.9", "--no-compile", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(out)
+    version = shown["version"]
+    assert version["version"] == 1 and shown["alias"] == "staging" and version["metrics"]["accuracy"] == 0.9
+    assert set(version["signature"]["inputs"]["columns"]) == {"a", "b"}
+    assert version["signature"]["output"] == {"task": "classification", "label": "y", "classes": [0, 1]}
+    code, out, err = _register(capsys, "clf", art.id, "--data", "train.csv", "--label", "y", "--no-compile")
+    assert code == 0 and "v1" in out, err  # the same bytes: the same version (issue 12, obs. 8)
+    for argv, message in (
+        (["clf", "NOPE", "--data", "train.csv", "--label", "y"], "no artifact id"),
+        (["clf", table.id, "--data", "train.csv", "--label", "y"], "not a model"),
+        (["clf", art.id, "--data", "train.csv", "--label", "nope"], "not a column"),
+        (["clf", art.id, "--data", "train.csv", "--label", "y", "--metric", "acc"], "expected KEY=NUMBER"),
+        (["../x", art.id, "--data", "train.csv", "--label", "y"], "name"),
+    ):
+        code, _, err = _register(capsys, *argv)
+        assert code == 2 and err.startswith("error: ") and message in err, (argv, err)
