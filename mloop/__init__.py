@@ -24,6 +24,25 @@ from mloop.entities import (
     StepRun,
     StepStatus,
 )
+from mloop.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    ConfigurationError,
+    ConflictError,
+    DataError,
+    InputError,
+    MetadataStoreError,
+    MloopError,
+    NotFoundError,
+    ParameterError,
+    PipelineDefinitionError,
+    PipelineLoadError,
+    SchemaSkewError,
+    SchemaVersionError,
+    SerializationError,
+    StepFailedError,
+    StoreUnavailableError,
+)
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
 
@@ -43,33 +62,26 @@ __version__ = "0.1.0"
 
 logging.getLogger("mloop").addHandler(logging.NullHandler())  # the application decides what is shown
 
-_LAZY = {
-    "Anomalies": "mloop.validation.schema",
-    "Anomaly": "mloop.validation.schema",
-    "DriftReport": "mloop.validation.drift",
-    "Evaluation": "mloop.validation.model",
-    "InfraReport": "mloop.validation.infra",
-    "Thresholds": "mloop.validation.model",
-    "Verdict": "mloop.validation.model",
-    "evaluate": "mloop.validation.model",
-    "judge": "mloop.validation.model",
-    "FeatureDrift": "mloop.validation.drift",
-    "Schema": "mloop.validation.schema",
-    "Statistics": "mloop.validation.stats",
-    "compute_statistics": "mloop.validation.stats",
-    "detect_drift": "mloop.validation.drift",
-    "infer_schema": "mloop.validation.schema",
-    "training_serving_skew": "mloop.validation.drift",
-    "validate": "mloop.validation.schema",
-    "BacktestReport": "mloop.orchestration.backtest",
-    "backtest": "mloop.orchestration.backtest",
-    "LoopConfig": "mloop.orchestration.config",
-    "RolloutPolicy": "mloop.orchestration.config",
-    "TriggerSpec": "mloop.orchestration.config",
-    "MonitorReport": "mloop.monitoring.monitor",
-    "monitor": "mloop.monitoring.monitor",
-    "Scheduler": "mloop.orchestration.scheduler",
-}
+
+def _lazy_names() -> dict[str, str]:
+    """name → module of every lazily loaded name, read from the ``if TYPE_CHECKING:`` block above: that
+    block is the one list of them (type checkers read it; this reads it for the runtime)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+    )
+    return {
+        alias.asname or alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module != "mloop"
+        for alias in node.names
+    }
+
+
+_LAZY: dict[str, str] = {}
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +89,8 @@ def __getattr__(name: str) -> Any:
 
     if name == "steps":
         return importlib.import_module("mloop.steps")
+    if not _LAZY:
+        _LAZY.update(_lazy_names())
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mloop' has no attribute {name!r}")
@@ -86,21 +100,33 @@ __all__ = [
     "AliasEvent",
     "Anomalies",
     "Anomaly",
+    "ArtifactCorruptedError",
+    "ArtifactNotFoundError",
     "ArtifactRef",
     "BacktestReport",
+    "ConfigurationError",
+    "ConflictError",
+    "DataError",
     "DriftReport",
     "Evaluation",
     "Event",
     "FeatureDrift",
     "InfraReport",
+    "InputError",
     "LineageGraph",
     "LoopConfig",
+    "MetadataStoreError",
     "Metric",
+    "MloopError",
     "Model",
     "ModelStatus",
     "ModelVersion",
     "MonitorReport",
+    "NotFoundError",
+    "ParameterError",
     "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineLoadError",
     "RolloutPolicy",
     "Run",
     "RunQuery",
@@ -108,10 +134,15 @@ __all__ = [
     "RunStatus",
     "Scheduler",
     "Schema",
+    "SchemaSkewError",
+    "SchemaVersionError",
+    "SerializationError",
     "Statistics",
     "Step",
+    "StepFailedError",
     "StepRun",
     "StepStatus",
+    "StoreUnavailableError",
     "Thresholds",
     "TrackingRun",
     "TriggerSpec",

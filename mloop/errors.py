@@ -14,6 +14,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DataError",
+    "InputError",
     "MetadataStoreError",
     "MloopError",
     "NotFoundError",
@@ -88,6 +89,13 @@ class DataError(MloopError):
     """Input data that cannot be used: empty, unreadable, wrong encoding, zero rows where rows are needed."""
 
     code = "data_error"
+    http_status = 422
+
+
+class InputError(MloopError):
+    """A prediction request whose rows do not match the model's signature (HTTP 422)."""
+
+    code = "invalid_input"
     http_status = 422
 
 

@@ -56,8 +56,29 @@ def test_public_api_is_pinned() -> None:
         "steps",
         "training_serving_skew",
         "validate",
+        # the exception tree, so users can catch what mloop raises
+        "MloopError",
+        "ArtifactCorruptedError",
+        "ArtifactNotFoundError",
+        "ConfigurationError",
+        "ConflictError",
+        "DataError",
+        "InputError",
+        "MetadataStoreError",
+        "NotFoundError",
+        "ParameterError",
+        "PipelineDefinitionError",
+        "PipelineLoadError",
+        "SchemaSkewError",
+        "SchemaVersionError",
+        "SerializationError",
+        "StepFailedError",
+        "StoreUnavailableError",
     ]
     assert sorted(mloop.__all__) == sorted(expected)
+    for name in mloop.__all__:  # every public name resolves (the lazy ones from the TYPE_CHECKING block)
+        assert getattr(mloop, name) is not None, name
+    assert set(mloop.errors.__all__) <= set(mloop.__all__)
     for name in mloop.__all__:
         assert hasattr(mloop, name), name
 

@@ -19,19 +19,12 @@ import numpy as np
 
 from mloop.core.compiled import OnnxClassifier, OnnxModel
 from mloop.entities import ModelVersion
-from mloop.errors import MloopError
+from mloop.errors import InputError, MloopError
 
 if TYPE_CHECKING:  # imported when a request needs a DataFrame, not before the first answer
     import pandas as pd
 
 __all__ = ["InputError", "LoadedModel", "Predictor"]
-
-
-class InputError(MloopError):
-    """A request whose rows do not match the model's signature (HTTP 422)."""
-
-    code = "invalid_input"
-    http_status = 422
 
 
 _NUMERIC = ("int", "float")
