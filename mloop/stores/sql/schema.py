@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0008"
 VERSION_TABLE = "mloop_schema_version"
 
 
