@@ -79,6 +79,8 @@ def monitor(
             metrics or "-",
         )
     out.print(table)
+    if report.log_health:
+        out.print("log: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.log_health.items()))
     if report.run_id:
         out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""))
 

@@ -19,7 +19,7 @@ import pandas as pd
 from mloop.core.serialize import python_type_name, serialize
 from mloop.entities import ModelVersion, RunStatus, StepStatus, utcnow
 from mloop.errors import DataError, NotFoundError
-from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.log import LogHealth, labelled_predictions, log_root
 from mloop.monitoring.windows import WindowResult, parse_window, score_window, split_windows
 from mloop.stores.base import NewArtifact
 from mloop.validation.stats import Statistics
@@ -40,6 +40,9 @@ class MonitorReport:
     generated_at: str
     run_id: str | None = None
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    # what reading the log worked around: quarantined_segments, uncastable_values,
+    # unmatched_labels, conflicting_labels (see monitoring.log.LogHealth)
+    log_health: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> list[WindowResult]:
@@ -167,6 +170,7 @@ def monitor(
             }
             for e in history
         ],
+        log_health=frame.attrs.get("log_health", LogHealth()).to_dict(),
     )
     if store:
         report.run_id = _record(workspace, model, report, int(frame["version"].iloc[-1]))

@@ -134,7 +134,6 @@ def replay_stream(
         poll_interval_s=0.2,
         flush_interval_s=3600.0,  # the replay flushes at the moments that matter
         max_batch_rows=max(batch_rows, 1),
-        recent_ids=max(len(stream) + 1, 1_000_000),
     )
     server = None
     if http:

@@ -43,6 +43,12 @@ class ServiceMetrics:
         self.dropped = Gauge(
             "mloop_prediction_log_dropped", "Log records dropped (buffer full)", ["model"], registry=r
         )
+        self.quarantined = Counter(
+            "mloop_prediction_log_quarantined_segments",
+            "Prediction log segments set aside as unreadable (moved to <log>/<model>/quarantine/)",
+            ["model"],
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def of(self, metric: Any, *labels: str) -> Any:

@@ -10,9 +10,10 @@ Kept apart from FastAPI so it can be driven directly (replay, benchmarks).
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 from mloop.core.compiled import OnnxModel
 from mloop.entities import ModelVersion, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError
-from mloop.monitoring.log import PredictionLog, encode
+from mloop.monitoring.log import PredictionLog
+from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
 from mloop.serving.metrics import ServiceMetrics
 from mloop.serving.predictor import InputError, LoadedModel, Predictor
 from mloop.serving.traffic import Slots, choose
@@ -30,6 +32,9 @@ from mloop.workspace import Workspace
 __all__ = ["ModelService", "ServeConfig"]
 
 log = logging.getLogger("mloop.serving")
+
+# what ``predict`` hands out: a request's ULID and the row's number within it
+PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,6 @@ class ServeConfig:
     poll_interval_s: float = 1.0
     log_predictions: bool = True
     flush_interval_s: float = 1.0
-    recent_ids: int = 1_000_000
     compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
 
 
@@ -64,8 +68,8 @@ class ModelService:
             if config.log_predictions
             else None
         )
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._recent_lock = threading.Lock()
+        self._schemas: dict[str, Any] = {}  # version id → the log schema its records are pinned to
+        self._quarantined_seen = 0
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mloop-shadow")
         self._watcher: threading.Thread | None = None
@@ -130,6 +134,19 @@ class ModelService:
                 self.refresh()
             except Exception as exc:  # the registry may be briefly unreachable: keep serving
                 log.warning("could not refresh %s: %s", self.config.model, exc)
+            self._count_quarantined()
+
+    def _count_quarantined(self) -> None:
+        """Segments of this model's log that readers (monitor, scheduler) set aside as unreadable."""
+        if self.log is None:
+            return
+        try:
+            now = self.log.quarantined
+        except OSError:
+            return
+        if now > self._quarantined_seen:
+            self.metrics.of(self.metrics.quarantined, self.config.model).inc(now - self._quarantined_seen)
+            self._quarantined_seen = now
 
     def start(self) -> None:
         self.refresh()
@@ -150,6 +167,7 @@ class ModelService:
         return choose(self.slots, self.config.canary_fraction, key)
 
     def predict(self, rows: list[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
+        key = request_key(key)  # a string or none, refused before it routes or is logged
         if not rows:
             raise InputError("no rows to predict", field="instances")
         if len(rows) > self.config.max_batch_rows:
@@ -171,9 +189,10 @@ class ModelService:
         version = predictor.loaded.version
         request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
+        # conformed to the version's pinned log types before the answer: a value the log cannot
+        # hold is this request's 422, never a failed flush that takes other requests' records
+        self._record(predictor, checked.columns, ids, predictions, probabilities, role, latency, key)
         self.metrics.of(self.metrics.rows, self.config.model, str(version.version), role).inc(len(rows))
-        self._remember(ids)
-        self._record(checked.columns, ids, predictions, probabilities, version.version, role, latency, key)
         shadow = self.slots.shadow
         if shadow is not None:
             self._shadow_pool.submit(self._shadow_predict, shadow, rows, ids, key)
@@ -196,11 +215,11 @@ class ModelService:
             started = time.perf_counter()
             predictions, probabilities = shadow.predict_rows(rows, checked)
             self._record(
+                shadow,
                 checked.columns,
                 ids,
                 predictions,
                 probabilities,
-                shadow.loaded.version.version,
                 "shadow",
                 time.perf_counter() - started,
                 key,
@@ -208,19 +227,27 @@ class ModelService:
         except Exception as exc:  # a shadow must never hurt the live path
             log.warning("shadow prediction failed: %s", exc)
 
+    def _log_schema(self, predictor: Predictor) -> Any:
+        loaded = predictor.loaded
+        schema = self._schemas.get(loaded.version.id)
+        if schema is None:
+            schema = self._schemas[loaded.version.id] = prediction_schema(loaded.rules, loaded.classes)
+        return schema
+
     def _record(
         self,
+        predictor: Predictor,
         columns: dict[str, list[Any]],
         ids: list[str],
         predictions: list[Any],
         probabilities: list[list[float]] | None,
-        version: int,
         role: str,
         latency: float,
         key: str | None,
     ) -> None:
         if self.log is None:
             return
+        version = predictor.loaded.version.version
         n = len(ids)
         chunk: dict[str, list[Any]] = {
             "prediction_id": ids,
@@ -230,7 +257,7 @@ class ModelService:
             "role": [role] * n,
             "latency_ms": [latency * 1000 / n] * n,
             "request_key": [key] * n,
-            "prediction": [encode(p) for p in predictions],
+            "prediction": predictions,
             "probability": [max(p) for p in probabilities] if probabilities else [None] * n,
             # binary models: P(second class), what ROC-AUC needs when the labels arrive
             "score": [p[1] for p in probabilities]
@@ -238,41 +265,52 @@ class ModelService:
             else [None] * n,
         }
         chunk.update({f"input.{name}": values for name, values in columns.items()})
-        self.log.append(chunk)
+        schema = self._log_schema(predictor)
+        self.log.append(conform(chunk, schema), schema)
         self.metrics.of(self.metrics.dropped, self.config.model).set(self.log.dropped)
 
-    def _remember(self, ids: list[str]) -> None:
-        with self._recent_lock:
-            for pid in ids:
-                self._recent[pid] = None
-            while len(self._recent) > self.config.recent_ids:
-                self._recent.popitem(last=False)
-
     def feedback(self, items: list[dict[str, Any]]) -> int:
-        """Attach delayed labels to prediction ids this service answered."""
-        classes = self.slots.production.loaded.classes if self.slots.production else None
-        records = []
+        """Store delayed labels for prediction ids; all or none of ``items`` are accepted.
+
+        Any process serving this model accepts a label for any well-formed prediction id (a ULID and
+        a row number): labels are joined to predictions when the log is read, so they survive
+        restarts and reach the prediction whichever worker or replica answered it. An id the log
+        never holds is counted as an unmatched label by ``mloop monitor``; a repeated id's latest
+        label wins. The label must be one of the model's classes, of their type (``true`` is not
+        ``1``), or a finite number for regression.
+        """
+        production = self.slots.production
+        classes = production.loaded.classes if production else None
+        schema = feedback_schema(classes)
+        ids, labels = [], []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
                 raise InputError(
                     f"feedback[{i}]: expected {{'prediction_id': …, 'label': …}}", field=f"feedback[{i}]"
                 )
             pid, label = item["prediction_id"], item["label"]
-            with self._recent_lock:
-                known = pid in self._recent
-            if not known:
-                raise NotFoundError(f"feedback[{i}]: unknown prediction id {pid!r}", field="prediction_id")
-            if classes is not None and label not in classes:
+            if not isinstance(pid, str) or not PREDICTION_ID.fullmatch(pid):
+                shown = repr(pid) if len(repr(pid)) <= 60 else f"{repr(pid)[:60]}…"
                 raise InputError(
-                    f"feedback[{i}]: label {label!r} is not one of the model's classes {classes}",
+                    f"feedback[{i}]: {shown} is not a prediction id (a ULID, '-', a row number)",
+                    field="prediction_id",
+                )
+            if classes is not None and not any(type(label) is type(c) and label == c for c in classes):
+                shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
+                raise InputError(
+                    f"feedback[{i}]: label {shown} is not one of the model's classes {classes}",
                     field="label",
                 )
-            if classes is None and (isinstance(label, bool) or not isinstance(label, int | float)):
-                raise InputError(f"feedback[{i}]: label {label!r} is not a number", field="label")
-            records.append({"prediction_id": pid, "label": encode(label), "ts": utcnow()})
-        if self.log is not None and records:
-            self.log.feedback({key: [r[key] for r in records] for key in ("prediction_id", "label", "ts")})
-        return len(records)
+            if classes is None and (
+                isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
+            ):
+                raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
+            ids.append(pid)
+            labels.append(label)
+        chunk = conform({"prediction_id": ids, "label": labels, "ts": [utcnow()] * len(ids)}, schema)
+        if self.log is not None and ids:
+            self.log.feedback(chunk, schema)
+        return len(ids)
 
     def describe(self) -> dict[str, Any]:
         def slot(p: Predictor | None) -> dict[str, Any] | None:
@@ -303,6 +341,13 @@ class ModelService:
             if self.slots.production
             else [],
         }
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _datatype(rule: dict[str, Any]) -> str:

@@ -1,27 +1,155 @@
-"""The prediction log keeps every record it is given, whatever values validation let through."""
+"""The prediction log: pinned column types, one bad request never costs its neighbours' records,
+unreadable segments are quarantined, and logs written with mixed types stay readable."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mloop.monitoring.log import PredictionLog, read_log
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mloop.entities import new_id
+from mloop.errors import DataError
+from mloop.monitoring.log import PredictionLog, labelled_predictions, quarantined_segments, read_log
+from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
+
+RULES = {"x": {"type": "float"}, "n": {"type": "int"}, "city": {"type": "string"}, "any": {"type": "any"}}
+SCHEMA = prediction_schema(RULES, [0, 1])
+FEEDBACK = feedback_schema([0, 1])
 
 
-def chunk(pid: str, value: object) -> dict[str, list[object]]:
-    return {"prediction_id": [pid], "version": [1], "input.x": [value]}
+def record(
+    pid: str, x: object = 1.0, *, key: object = None, city: object = "paris", any_: object = 3
+) -> dict:
+    return {
+        "prediction_id": [pid],
+        "ts": [datetime.now(UTC)],
+        "model": ["m"],
+        "version": [1],
+        "role": ["production"],
+        "latency_ms": [0.5],
+        "request_key": [key],
+        "prediction": [1],
+        "probability": [0.9],
+        "score": [0.9],
+        "input.x": [x],
+        "input.n": [2],
+        "input.city": [city],
+        "input.any": [any_],
+    }
 
 
-def test_values_arrow_cannot_type_as_given_are_still_written(tmp_path: Path) -> None:
+def test_every_flush_writes_the_pinned_types_not_the_ones_its_values_suggest(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path, "m")
-    log.append(chunk("a", 3))
-    log.append(chunk("b", 2**70))  # a finite number the model accepts, too large for int64
-    log.append(chunk("c", 1.5))
-    assert log.flush() == 3
+    log.append(conform(record("a", 3), SCHEMA), SCHEMA)  # an int in a float column, no key at all
+    log.flush()
+    log.append(conform(record("b", 2.5, key="k", any_=[1, 2]), SCHEMA), SCHEMA)
+    log.flush()
+    for segment in sorted((tmp_path / "m" / "predictions").glob("*.parquet")):
+        schema = pq.read_schema(segment)
+        assert schema.field("input.x").type == pa.float64()
+        assert schema.field("request_key").type == pa.string()  # all null in the first flush
+        assert schema.field("prediction").type == pa.int64()
+        assert schema.field("input.any").type == pa.string()
     table = read_log(tmp_path, "m").to_pydict()
-    assert table["prediction_id"] == ["a", "b", "c"]
-    assert table["input.x"] == [3.0, float(2**70), 1.5]
-    assert log.dropped == 0
+    assert table["input.x"] == [3.0, 2.5] and table["request_key"] == [None, "k"]
+    assert table["input.any"] == ["3", "[1, 2]"]
+
+
+@pytest.mark.parametrize(
+    ("field", "chunk"),
+    [
+        ("request_key", lambda: record("a", key="\ud800")),
+        ("city", lambda: record("a", city="\ud800")),
+        ("city", lambda: record("a", city=7)),
+        ("x", lambda: record("a", x=True)),
+        ("x", lambda: record("a", x="1.5")),
+    ],
+)
+def test_values_a_column_cannot_hold_are_refused_naming_the_column(field: str, chunk: object) -> None:
+    with pytest.raises(DataError) as refused:
+        conform(chunk(), SCHEMA)  # type: ignore[operator]
+    assert refused.value.field == field and refused.value.http_status == 422
+
+
+def test_a_bool_label_is_refused_for_integer_classes_and_keys_must_be_strings() -> None:
+    with pytest.raises(DataError, match="64-bit integer"):
+        conform({"prediction_id": ["a"], "label": [True], "ts": [datetime.now(UTC)]}, FEEDBACK)
+    assert conform({"prediction_id": ["a"], "label": [1.0], "ts": [None]}, FEEDBACK)["label"] == [1]
+    for bad in (123, [1, 2], {"a": 1}, True, "\udfff"):
+        with pytest.raises(DataError) as refused:
+            request_key(bad)
+        assert refused.value.field == "key"
+    assert request_key("caller-1") == "caller-1" and request_key(None) is None
+
+
+def test_one_unconformed_request_never_drops_its_neighbours(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "m")
+    log.append(conform(record("a"), SCHEMA), SCHEMA)
+    bad = conform(record("b"), SCHEMA)
+    bad["request_key"] = ["\ud800"]  # what a caller that skipped conform() could hand over
+    log.append(bad, SCHEMA)
+    log.append(conform(record("c"), SCHEMA), SCHEMA)
+    assert log.flush() == 2
+    assert read_log(tmp_path, "m").to_pydict()["prediction_id"] == ["a", "c"]
+    assert log.dropped == 1
+
+
+def test_an_unreadable_segment_is_quarantined_counted_and_never_fatal(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "m")
+    log.append(conform(record("a"), SCHEMA), SCHEMA)
+    log.flush()
+    (tmp_path / "m" / "predictions" / f"{new_id()}.parquet").write_bytes(b"PAR1 not really parquet")
+    log.append(conform(record("b"), SCHEMA), SCHEMA)
+    log.flush()
+    assert read_log(tmp_path, "m").to_pydict()["prediction_id"] == ["a", "b"]
+    assert quarantined_segments(tmp_path, "m") == log.quarantined == 1
+    assert len(list((tmp_path / "m" / "quarantine").iterdir())) == 1
+    frame = labelled_predictions(tmp_path, "m")
+    assert len(frame) == 2 and frame.attrs["log_health"].quarantined_segments == 1
+
+
+def _legacy(folder: Path, columns: dict[str, list[object]]) -> None:
+    """A segment as the log wrote them before types were pinned: typed by its own values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), folder / f"{new_id()}.parquet")
+    time.sleep(0.002)  # distinct, ordered ULIDs
+
+
+def test_old_segments_with_mixed_types_are_read_by_casting(tmp_path: Path) -> None:
+    ts = datetime.now(UTC)
+    predictions = tmp_path / "m" / "predictions"
+    base = {"ts": [ts], "version": [1], "role": ["production"], "prediction": [1], "input.x": [0.5]}
+    _legacy(predictions, {"prediction_id": ["a"], **base, "request_key": [123]})
+    _legacy(predictions, {"prediction_id": ["b"], **base, "request_key": [[1, 2]]})
+    _legacy(predictions, {"prediction_id": ["c"], **base, "request_key": ["k"]})
+    feedback = tmp_path / "m" / "feedback"
+    _legacy(feedback, {"prediction_id": ["a"], "label": [1], "ts": [ts]})
+    _legacy(feedback, {"prediction_id": ["b"], "label": [True], "ts": [ts]})
+    frame = labelled_predictions(tmp_path, "m")
+    assert frame["prediction_id"].tolist() == ["a", "b", "c"]
+    keys = frame["request_key"]
+    assert keys[0] == "123" and keys.isna()[1] and keys[2] == "k"  # a list cannot be a string: null
+    assert frame["label"].tolist()[:2] == [1, 1]
+    assert frame.attrs["log_health"].uncastable_values == 1
+
+
+def test_labels_join_last_write_wins_conflicts_and_unmatched_are_counted(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "m")
+    for pid in ("a", "b"):
+        log.append(conform(record(pid), SCHEMA), SCHEMA)
+    for pid, label in (("a", 0), ("a", 1), ("b", 1), ("b", 1), ("zz", 0)):
+        log.feedback(
+            conform({"prediction_id": [pid], "label": [label], "ts": [datetime.now(UTC)]}, FEEDBACK), FEEDBACK
+        )
+        log.flush()  # one segment each, as several workers would write them
+    frame = labelled_predictions(tmp_path, "m")
+    assert frame.set_index("prediction_id")["label"].to_dict() == {"a": 1, "b": 1}
+    health = frame.attrs["log_health"]
+    assert (health.conflicting_labels, health.unmatched_labels) == (1, 1)
 
 
 def test_the_background_writer_survives_a_failed_flush_and_counts_the_loss(tmp_path: Path) -> None:
@@ -30,14 +158,14 @@ def test_the_background_writer_survives_a_failed_flush_and_counts_the_loss(tmp_p
     blocker.write_text("a file where the segment folder should be")
     log = PredictionLog(tmp_path, "m", flush_interval_s=0.05)
     log.start()
-    log.append(chunk("a", 1.0))
+    log.append(conform(record("a"), SCHEMA), SCHEMA)
     deadline = time.monotonic() + 10
     while log.dropped == 0:
         assert time.monotonic() < deadline, "the failed flush was not counted"
         time.sleep(0.02)
     assert log.dropped == 1
     blocker.unlink()  # the disk is writable again: later records land
-    log.append(chunk("b", 2.0))
+    log.append(conform(record("b"), SCHEMA), SCHEMA)
     log.close()
     assert read_log(tmp_path, "m").to_pydict()["prediction_id"] == ["b"]
     assert log._thread is not None and not log._thread.is_alive()

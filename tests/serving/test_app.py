@@ -120,8 +120,8 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
         "/feedback", json={"feedback": [{"prediction_id": i, "label": 1} for i in ids[:3]]}
     )
     assert ok.json() == {"accepted": 3}
-    unknown = served.client.post("/feedback", json={"prediction_id": "nope", "label": 1})
-    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "prediction_id"
+    malformed = served.client.post("/feedback", json={"prediction_id": "nope", "label": 1})
+    assert malformed.status_code == 422 and malformed.json()["error"]["field"] == "prediction_id"
     wrong = served.client.post("/feedback", json={"prediction_id": ids[3], "label": "rain"})
     assert wrong.status_code == 422 and "not one of the model's classes" in wrong.json()["error"]["message"]
     deadline = time.monotonic() + 10
