@@ -294,12 +294,16 @@ class Workspace:
         A corrupted artifact raises ArtifactCorruptedError naming the version (``churn v3``), so a
         broken production model is reported as broken, not as missing.
         """
-        version = self.model_version(ref)
+        return self.load_version(self.model_version(ref), ref=ref)
+
+    def load_version(self, version: ModelVersion, *, ref: str | None = None) -> Any:
+        """A version's model; ArtifactCorruptedError names the version (and the reference used)."""
         try:
             return self.load_artifact(version.artifact_id)
         except ArtifactCorruptedError as exc:
+            via = f" ({ref})" if ref else ""
             raise ArtifactCorruptedError(
-                f"model {version.name} v{version.version} ({ref}): {exc}", field="model"
+                f"model {version.name} v{version.version}{via}: {exc}", field="model"
             ) from exc
 
     def promote(

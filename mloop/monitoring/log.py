@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.entities import new_id
+from mloop.names import check_name
 
 if TYPE_CHECKING:  # the service appends without pandas (~0.3 s less before it answers)
     import pandas as pd
@@ -93,7 +94,7 @@ class PredictionLog:
     """Buffered, periodically flushed Parquet log of predictions and feedback for one model."""
 
     def __init__(self, root: Path, model: str, *, flush_interval_s: float = 1.0, max_buffered: int = 200_000):
-        self.root = Path(root) / model
+        self.root = Path(root) / check_name(model)  # a name becomes a folder: never ".." or "a/b"
         self.flush_interval_s = flush_interval_s
         self._predictions = _Buffer(self.root / "predictions", max_buffered)
         self._feedback = _Buffer(self.root / "feedback", max_buffered)
@@ -177,7 +178,7 @@ def count_logged(root: Path, model: str, *, since_segment: str | None = None) ->
 
 
 def _segments(root: Path, model: str, kind: str, since_segment: str | None) -> list[Path]:
-    folder = Path(root) / model / kind
+    folder = Path(root) / check_name(model) / kind
     files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
     if since_segment is not None:
         files = [f for f in files if f.stem >= since_segment]

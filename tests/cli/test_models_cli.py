@@ -125,3 +125,16 @@ def test_show_says_which_form_serves(ws_dir: Path, capsys: pytest.CaptureFixture
     assert code == 0 and "serving form: ONNX (artifact" in out
     code, out, _ = run(capsys, "models", "show", "c:2")
     assert code == 0 and "serving form: the model (column 'g' is not numeric" in out
+
+
+def test_corrupted_production_model_is_reported_as_corrupted(
+    ws_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mloop.Workspace.open(ws_dir / ".mloop") as ws:
+        ws.promote("m", 2)
+        art = ws.metadata.get_artifact(ws.model_version("m:2").artifact_id)
+        Path(art.uri).write_bytes(b"\0" * art.size)
+    code, out, err = run(capsys, "models", "evaluate", "m@production", "eval.csv")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and "model m v2 (m@production)" in err, err
+    assert "corrupted" in err and "no alias" not in err

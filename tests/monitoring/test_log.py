@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+from mloop.errors import ParameterError
 from mloop.monitoring.log import PredictionLog, read_log
 
 
@@ -41,3 +44,12 @@ def test_the_background_writer_survives_a_failed_flush_and_counts_the_loss(tmp_p
     log.close()
     assert read_log(tmp_path, "m").to_pydict()["prediction_id"] == ["b"]
     assert log._thread is not None and not log._thread.is_alive()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../outside", "a/b", ""])
+def test_a_model_name_never_becomes_a_path_outside_the_log(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ParameterError, match="letters, digits"):
+        PredictionLog(tmp_path / "prediction-log", name)
+    with pytest.raises(ParameterError, match="letters, digits"):
+        read_log(tmp_path / "prediction-log", name)
+    assert list(tmp_path.iterdir()) == []
