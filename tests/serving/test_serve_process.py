@@ -58,7 +58,7 @@ def _no_server_outlives_its_test() -> Iterator[None]:
 def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = mloop_command()
-    errors = tempfile.TemporaryFile()
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the reaping fixture)
     proc = subprocess.Popen(
         [*exe, "serve", "clf", "--port", str(port), "--workspace", str(ws_dir), *extra],
         stdout=subprocess.DEVNULL,
