@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -22,7 +23,14 @@ from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
 from mloop.core.serialize import deserialize, python_type_name, serialize
 from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus
-from mloop.errors import ConfigurationError, MloopError, NotFoundError, ParameterError
+from mloop.errors import (
+    ArtifactCorruptedError,
+    ConfigurationError,
+    MloopError,
+    NotFoundError,
+    ParameterError,
+)
+from mloop.names import check_name
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
@@ -280,7 +288,11 @@ class Workspace:
         ``compile=True`` also stores the model's compiled serving form when it proves equal to the
         model (see ``mloop.core.compiled``); the signature's ``serving_form`` records it, or why not.
         """
+        check_name(name)
         artifact = self.store_artifact(model, what=f"model {name!r}")
+        existing = self._version_with(name, artifact.id)
+        if existing is not None:  # identical bytes: registering is idempotent (no compile, no new version)
+            return existing
         signature = dict(signature or {})
         if compile:
             value = self.load_artifact(artifact.id) if isinstance(model, ArtifactRef) else model
@@ -295,6 +307,13 @@ class Workspace:
             status=status,
             who=current_user(),
         )
+
+    def _version_with(self, name: str, artifact_id: str) -> ModelVersion | None:
+        try:
+            versions = self.model_registry().versions(name)
+        except NotFoundError:
+            return None
+        return next((v for v in versions if v.artifact_id == artifact_id), None)
 
     def _serving_form(self, model: Any, signature: Mapping[str, Any]) -> dict[str, Any]:
         from mloop.core.compiled import compile_model
@@ -311,8 +330,22 @@ class Workspace:
         return self.model_registry().get(name, version=version, alias=alias)
 
     def load_model(self, ref: str) -> Any:
-        """The model a reference names, loaded from its digest-verified artifact."""
-        return self.load_artifact(self.model_version(ref).artifact_id)
+        """The model a reference names, loaded from its digest-verified artifact.
+
+        A corrupted artifact raises ArtifactCorruptedError naming the version (``churn v3``), so a
+        broken production model is reported as broken, not as missing.
+        """
+        return self.load_version(self.model_version(ref), ref=ref)
+
+    def load_version(self, version: ModelVersion, *, ref: str | None = None) -> Any:
+        """A version's model; ArtifactCorruptedError names the version (and the reference used)."""
+        try:
+            return self.load_artifact(version.artifact_id)
+        except ArtifactCorruptedError as exc:
+            via = f" ({ref})" if ref else ""
+            raise ArtifactCorruptedError(
+                f"model {version.name} v{version.version}{via}: {exc}", field="model"
+            ) from exc
 
     def promote(
         self, name: str, version: int, alias: str = "production", *, reason: str = "", force: bool = False
@@ -338,16 +371,37 @@ class Workspace:
         run = self.metadata.create_run(
             name, params=dict(params or {}), trigger=trigger, code_commit=None, code_hash=""
         )
-        return TrackingRun(self.metadata, run)
+        # beat often enough that two missed beats still leave the run well inside ``stale_after_s``
+        interval = min(self.settings.heartbeat_s, self.settings.stale_after_s / 4)
+        return TrackingRun(self.metadata, run, heartbeat_s=interval)
 
 
 class TrackingRun:
-    """A run you log to directly; a context manager that ends it succeeded, or failed on exception."""
+    """A run you log to directly; a context manager that ends it succeeded, or failed on exception.
 
-    def __init__(self, metadata: MetadataStore, run: Run) -> None:
+    While it is open, a daemon thread refreshes the run's heartbeat every ``heartbeat_s`` seconds, so
+    other processes opening the workspace judge it alive however rarely it logs; the thread stops
+    when the run ends (or with the process, which is what makes a killed run go stale).
+    """
+
+    def __init__(self, metadata: MetadataStore, run: Run, *, heartbeat_s: float | None = None) -> None:
         self.metadata = metadata
         self.run = run
         self.id = run.id
+        self._stop_beat = threading.Event()
+        self._beat: threading.Thread | None = None
+        if heartbeat_s is not None:
+            self._beat = threading.Thread(
+                target=self._heartbeat, args=(heartbeat_s,), name="mloop-run-heartbeat", daemon=True
+            )
+            self._beat.start()
+
+    def _heartbeat(self, interval_s: float) -> None:
+        while not self._stop_beat.wait(interval_s):
+            try:
+                self.metadata.heartbeat(self.id)
+            except MloopError as exc:  # a missed beat is not worth failing the run
+                log.warning("heartbeat for run %s failed: %s", self.id, exc)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.metadata.log_metrics(self.id, [(key, value, step)])
@@ -366,6 +420,9 @@ class TrackingRun:
         self.metadata.log_params(self.id, params)
 
     def end(self, status: RunStatus = RunStatus.SUCCEEDED, error: str | None = None) -> Run:
+        self._stop_beat.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join(timeout=5)
         self.run = self.metadata.finish_run(self.id, status, error)
         return self.run
 

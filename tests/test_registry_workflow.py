@@ -124,3 +124,43 @@ def test_register_directly_and_bad_references(workspace: mloop.Workspace) -> Non
     ]:
         with pytest.raises(error):
             workspace.model_version(ref)
+
+
+def test_register_model_is_idempotent_on_identical_bytes(workspace: mloop.Workspace) -> None:
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    v1 = workspace.register_model("same", model, metrics={"accuracy": 1.0})
+    again = workspace.register_model("same", model, metrics={"accuracy": 0.5})
+    assert (again.version, again.id, again.metrics) == (1, v1.id, {"accuracy": 1.0})
+    other = LogisticRegression(C=0.5).fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    assert workspace.register_model("same", other).version == 2
+    assert [v.version for v in workspace.model_registry().versions("same")] == [1, 2]
+    assert workspace.register_model("same-too", model).version == 1  # per model name
+
+
+def test_corrupted_production_model_is_named_as_corrupted(workspace: mloop.Workspace) -> None:
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    v1 = workspace.register_model("churn", model)
+    workspace.promote("churn", v1.version)
+    art = workspace.metadata.get_artifact(v1.artifact_id)
+    Path(art.uri).write_bytes(b"x" * art.size)
+    with pytest.raises(ArtifactCorruptedError, match=r"model churn v1 \(churn@production\).*corrupted"):
+        workspace.load_model("churn@production")
+
+
+@pytest.mark.parametrize("name", [".", "..", "../up", "a/b", "-x", "_x", ".hidden", "x" * 129, "", "é"])
+def test_model_names_follow_the_one_grammar(workspace: mloop.Workspace, name: str) -> None:
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    with pytest.raises(ParameterError, match="letters, digits"):
+        workspace.register_model(name, model)
+    with pytest.raises(ParameterError, match="letters, digits"):
+        workspace.model_registry().register(
+            name, artifact_id="x", run_id=None, signature={}, metrics={}, tags={},
+            status=mloop.ModelStatus.REGISTERED, who="me",
+        )  # fmt: skip
+    assert workspace.model_registry().models() == []
+
+
+def test_valid_names_are_accepted(workspace: mloop.Workspace) -> None:
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    for name in ("a", "churn-model_v2.1", "9lives", "x" * 128):
+        assert workspace.register_model(name, model).version == 1

@@ -109,3 +109,23 @@ def test_eight_processes_register_and_move_aliases(tmp_path: Path, metadata_url:
             assert all(a.to_version == b.from_version for a, b in itertools.pairwise(moves))
             assert moves[0].from_version is None
             assert registry.get("shared", alias=alias).version == moves[-1].to_version
+
+
+def test_open_tracking_run_heartbeats_and_is_not_marked_stale(tmp_path: Path) -> None:
+    """A tracking run that logs rarely stays running: its heartbeat (every stale_after_s / 4) keeps it
+    alive for other processes that open the workspace and fail stale runs."""
+    with mloop.Workspace.open(tmp_path / "ws", stale_after_s=2.0) as ws, ws.start_run("live") as tr:
+        started = ws.metadata.get_run(tr.id)
+        for i in range(2):
+            tr.log_metric("loss", 1.0 / (i + 1), step=i)
+            time.sleep(2.0)  # longer than stale_after_s between two log calls
+        with mloop.Workspace.open(tmp_path / "ws", stale_after_s=2.0) as other:
+            run = other.metadata.get_run(tr.id)
+            assert run.status == mloop.RunStatus.RUNNING, run.error
+    assert ws_run_status(tmp_path / "ws", tr.id) == mloop.RunStatus.SUCCEEDED
+    assert started.status == mloop.RunStatus.RUNNING
+
+
+def ws_run_status(path: Path, run_id: str) -> mloop.RunStatus:
+    with mloop.Workspace.open(path) as ws:
+        return ws.metadata.get_run(run_id).status

@@ -327,7 +327,7 @@ def _evaluate_version(
 
     version = ws.model_version(ref)
     inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
-    model = ws.load_artifact(version.artifact_id)
+    model = ws.load_version(version, ref=ref)
     return version, evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mloop.core import fingerprint
 from mloop.core.graph import Graph, GraphBuilder, ParamRef, require_json
 from mloop.errors import ParameterError, PipelineDefinitionError
+from mloop.names import check_name
 
 if TYPE_CHECKING:
     from mloop.core.runner import RunResult, Stores
@@ -27,7 +28,7 @@ class Pipeline:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or fn.__name__
+        self.name = check_name(name or fn.__name__, what="pipeline name")
         self.signature = inspect.signature(fn)
         for p in self.signature.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):

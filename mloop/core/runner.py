@@ -418,8 +418,8 @@ class Runner:
         source, outs = hit
         if set(outs) != set(node.step.outputs):
             return None
-        if not all(self.artifacts.exists(ref.digest) for ref in outs.values()):
-            return None  # bytes were removed from the store: execute again
+        if not all(self.artifacts.verify(ref.digest, ref.size) for ref in outs.values()):
+            return None  # bytes were removed or corrupted: execute again (its put() rewrites them)
         return source, outs
 
     def _notify(self, name: str, status: StepStatus) -> None:

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from mloop.entities import new_id
 from mloop.monitoring.log_schema import cast_table, target_schema
+from mloop.names import check_name
 
 if TYPE_CHECKING:  # the service appends without pandas (~0.3 s less before it answers)
     import pandas as pd
@@ -137,7 +138,7 @@ class PredictionLog:
     """Buffered, periodically flushed Parquet log of predictions and feedback for one model."""
 
     def __init__(self, root: Path, model: str, *, flush_interval_s: float = 1.0, max_buffered: int = 200_000):
-        self.root = Path(root) / model
+        self.root = Path(root) / check_name(model)  # a name becomes a folder: never ".." or "a/b"
         self.flush_interval_s = flush_interval_s
         self._predictions = _Buffer(self.root / "predictions", max_buffered)
         self._feedback = _Buffer(self.root / "feedback", max_buffered)
@@ -252,7 +253,7 @@ def quarantined_segments(root: Path, model: str) -> int:
 
 
 def _segments(root: Path, model: str, kind: str, since_segment: str | None) -> list[Path]:
-    folder = Path(root) / model / kind
+    folder = Path(root) / check_name(model) / kind
     files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
     if since_segment is not None:
         files = [f for f in files if f.stem >= since_segment]

@@ -142,6 +142,18 @@ def test_unreachable_metadata_store(
     assert code == 2 and err.startswith("error: cannot connect to metadata store") and err.count("\n") == 1
 
 
+def test_corrupted_sqlite_file_is_one_error_line_naming_it(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (env / ".mloop").mkdir()
+    db = env / ".mloop" / "mloop.db"
+    db.write_bytes(b"this is not a database " * 200)
+    code, out, err = run_cli(capsys, "runs", "list")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("error: metadata database ") and str(db) in err and "corrupted" in err, err
+    assert "bug in mloop" not in err
+
+
 def test_workspace_is_found_upward_and_by_option(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -164,3 +164,16 @@ def test_models_register_cli(
     ):
         code, _, err = _register(capsys, *argv)
         assert code == 2 and err.startswith("error: ") and message in err, (argv, err)
+
+
+def test_corrupted_production_model_is_reported_as_corrupted(
+    ws_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mloop.Workspace.open(ws_dir / ".mloop") as ws:
+        ws.promote("m", 2)
+        art = ws.metadata.get_artifact(ws.model_version("m:2").artifact_id)
+        Path(art.uri).write_bytes(b"\0" * art.size)
+    code, out, err = run(capsys, "models", "evaluate", "m@production", "eval.csv")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and "model m v2 (m@production)" in err, err
+    assert "corrupted" in err and "no alias" not in err

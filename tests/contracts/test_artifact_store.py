@@ -54,3 +54,21 @@ def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
         store.put(f"value {i}".encode())
     files = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
     assert len(files) == 20 and not any(p.name.startswith(".tmp-") for p in files)
+
+
+def test_put_of_a_stored_digest_repairs_corrupted_bytes(store: FsspecArtifactStore) -> None:
+    digest, _ = store.put(b"model weights")
+    _overwrite(store, digest, b"evil weights!")  # same size: only the content check can tell
+    assert not store.verify(digest, len(b"model weights"))
+    store.put(b"model weights")
+    assert store.get(digest) == b"model weights"
+    _overwrite(store, digest, b"trunc")
+    store.put(b"model weights")
+    assert store.verify(digest, len(b"model weights")) and store.get(digest) == b"model weights"
+
+
+def test_verify_checks_size_and_content(store: FsspecArtifactStore) -> None:
+    digest, _ = store.put(b"abc")
+    assert store.verify(digest, 3)
+    assert not store.verify(digest, 4)
+    assert not store.verify(hashlib.sha256(b"never").hexdigest(), 5)

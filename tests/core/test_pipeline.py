@@ -99,3 +99,9 @@ def test_steps_are_plain_functions_outside_pipelines(tmp_path: Path) -> None:
     assert sp.square(4) == 16
     (tmp_path / "n.txt").write_text("1 2")
     assert sp.read_numbers(tmp_path / "n.txt")["x"].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "-x", "x" * 129])
+def test_pipeline_names_follow_the_one_grammar(name: str) -> None:
+    with pytest.raises(ParameterError, match="pipeline name"):
+        mloop.pipeline(name=name)(lambda: None)

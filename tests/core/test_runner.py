@@ -199,6 +199,27 @@ def test_corrupted_artifact_is_refused_on_read(workspace: mloop.Workspace, data_
         result.load("total")
 
 
+def test_corrupted_cached_output_is_recomputed_and_repaired(
+    workspace: mloop.Workspace, data_file: Path
+) -> None:
+    first = workspace.run(sp.numbers, path=str(data_file), factor=2.0)
+    ref = first.outputs["total"]["output"]
+    Path(ref.uri).write_bytes(b"9" * ref.size)  # same size, wrong bytes
+    again = workspace.run(sp.numbers, path=str(data_file), factor=2.0)
+    assert again.step("total").status == mloop.StepStatus.SUCCEEDED  # not re-linked from the cache
+    assert again.step("scale").status == mloop.StepStatus.CACHED
+    assert again.load("total") == 20.0 and first.load("total") == 20.0  # the bytes were rewritten
+
+
+def test_no_cache_run_repairs_a_corrupted_output(workspace: mloop.Workspace, data_file: Path) -> None:
+    first = workspace.run(sp.numbers, path=str(data_file))
+    Path(first.outputs["total"]["output"].uri).write_bytes(b"123.0")
+    with pytest.raises(ArtifactCorruptedError):
+        first.load("total")
+    again = workspace.run(sp.numbers, path=str(data_file), cache=False)
+    assert first.load("total") == again.load("total")
+
+
 def test_deleted_artifact_bytes_are_recomputed_not_reused(
     workspace: mloop.Workspace, data_file: Path
 ) -> None:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mloop.entities import new_id
-from mloop.errors import DataError
+from mloop.errors import DataError, ParameterError
 from mloop.monitoring.log import PredictionLog, labelled_predictions, quarantined_segments, read_log
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
 
@@ -169,3 +169,12 @@ def test_the_background_writer_survives_a_failed_flush_and_counts_the_loss(tmp_p
     log.close()
     assert read_log(tmp_path, "m").to_pydict()["prediction_id"] == ["b"]
     assert log._thread is not None and not log._thread.is_alive()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../outside", "a/b", ""])
+def test_a_model_name_never_becomes_a_path_outside_the_log(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ParameterError, match="letters, digits"):
+        PredictionLog(tmp_path / "prediction-log", name)
+    with pytest.raises(ParameterError, match="letters, digits"):
+        read_log(tmp_path / "prediction-log", name)
+    assert list(tmp_path.iterdir()) == []

@@ -39,7 +39,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # generous: a busy machine starts slowly
         while not server.started:
             assert time.monotonic() < deadline, "server did not start"
             assert thread.is_alive(), "server thread died"

@@ -57,3 +57,32 @@ def test_a_value_gets_the_same_verdict_alone_or_in_a_large_batch(value: Any, out
 def test_integer_columns_take_whole_numbers_in_both_paths(value: Any) -> None:
     p = predictor("reject")
     assert verdict(p, [{"x": 1.0, "n": value}])[:2] == verdict(p, [{"x": 1.0, "n": value}] * 40)[:2]
+
+
+def test_each_predicting_thread_runs_openmp_on_one_thread() -> None:
+    """Served one-row predictions do not start a spinning OpenMP team (HGB's p99 on a busy machine)."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_info
+
+    x = pd.DataFrame({"x": np.linspace(0, 10, 200), "n": np.arange(200) % 6})
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, (x["x"] > 5).astype(int))
+    version = ModelVersion(
+        id="v", name="m", version=1, artifact_id="a", run_id=None, status=ModelStatus.REGISTERED,
+        signature={"inputs": predictor().loaded.version.signature["inputs"]}, metrics={}, tags={},
+        created_at=utcnow(), created_by="t", aliases=(),
+    )  # fmt: skip
+    served = Predictor(LoadedModel.from_version(version, model))
+    seen: list[int] = []
+
+    def worker() -> None:  # a fresh thread, like a server's worker thread
+        served.predict_rows([{"x": 1.0, "n": 2}])
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen and set(seen) == {1}

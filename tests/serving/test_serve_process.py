@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -33,20 +38,42 @@ def ws_dir(tmp_path: Path) -> Path:
     return tmp_path / "ws"
 
 
+# every `mloop serve` a test started (with its stderr file); the fixture below reaps them
+_STARTED: list[tuple[subprocess.Popen, IO[bytes]]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    """Kill the process group of every server a test started, whether the test passed or failed (a
+    failed assertion before the test's own SIGTERM must not leave `mloop serve --workers 2` running)."""
+    yield
+    while _STARTED:
+        proc, errors = _STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):  # workers too, even if the parent already exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        errors.close()
+
+
 def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = mloop_command()
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the reaping fixture)
     proc = subprocess.Popen(
         [*exe, "serve", "clf", "--port", str(port), "--workspace", str(ws_dir), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,  # a file, not a pipe: a server that logs a lot never blocks on a full pipe
+        start_new_session=True,  # its own process group: workers are reaped with it
     )
+    _STARTED.append((proc, errors))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a busy machine can take a minute to import and load
     while True:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+        if proc.poll() is not None:
+            errors.seek(0)
+            raise AssertionError(f"server exited: {errors.read().decode(errors='replace')}")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             pass
@@ -61,14 +88,14 @@ def rows(n: int) -> list[dict]:
 def test_sigterm_flushes_every_prediction(ws_dir: Path) -> None:
     proc, url = start(ws_dir, "--flush-interval", "60")  # nothing is flushed until shutdown
     try:
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, timeout=60) as c:
             answered = sum(
                 len(c.post("/predict", json={"instances": rows(3)}).json()["prediction_ids"])
                 for _ in range(100)
             )
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)
     assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after its graceful shutdown
     assert read_log(ws_dir / "prediction-log", "clf").num_rows == answered == 300
 
@@ -78,7 +105,7 @@ def test_sigkill_loses_at_most_one_flush_interval(ws_dir: Path) -> None:
     proc, url = start(ws_dir, "--flush-interval", str(interval))
     answered, started = 0, time.monotonic()
     try:
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, timeout=60) as c:
             while time.monotonic() - started < 2.5:
                 answered += len(c.post("/predict", json={"instances": [rows(1)[0]]}).json()["prediction_ids"])
     finally:
@@ -93,7 +120,7 @@ def test_sigkill_loses_at_most_one_flush_interval(ws_dir: Path) -> None:
 def test_serving_skew_from_the_log(ws_dir: Path) -> None:
     proc, url = start(ws_dir)
     try:
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, timeout=60) as c:
             shifted = [{"a": r["a"] + 2.0, "b": r["b"]} for r in rows(400)]
             c.post("/predict", json={"instances": shifted})
     finally:
@@ -143,11 +170,11 @@ def test_serving_an_unknown_alias_fails_fast(ws_dir: Path) -> None:
 def test_several_workers_serve_and_all_flush(ws_dir: Path) -> None:
     proc, url = start(ws_dir, "--workers", "2", "--flush-interval", "60")
     try:
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, timeout=60) as c:
             assert c.get("/docs").status_code == 200 and "/predict" in c.get("/openapi.json").json()["paths"]
             answered = [c.post("/predict", json={"instances": rows(2)}).json() for _ in range(60)]
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
     assert all(a["version"] == 1 for a in answered)
     assert read_log(ws_dir / "prediction-log", "clf").num_rows == 120  # every worker flushed on shutdown

@@ -59,3 +59,11 @@ def test_garbage_url_is_a_configuration_error() -> None:
         connect("not a url")
     with pytest.raises(ConfigurationError, match="no driver"):
         connect("nosuchdb://x/y")
+
+
+def test_corrupted_sqlite_file_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "mloop.db"
+    db.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(StoreUnavailableError, match="corrupted") as info:
+        connect(f"sqlite:///{db}")
+    assert str(db) in str(info.value) and info.value.exit_code == 2

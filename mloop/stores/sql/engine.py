@@ -13,7 +13,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError
 from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
@@ -53,6 +59,15 @@ def connect(url: str) -> Engine:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise StoreUnavailableError(f"cannot connect to metadata store {safe}: {reason}") from exc
+    except DatabaseError as exc:  # sqlite3: "file is not a database", "database disk image is malformed"
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        where = parsed.database if parsed.get_backend_name() == "sqlite" else safe
+        raise StoreUnavailableError(
+            f"metadata database {where} cannot be read ({reason}): it is corrupted or not an mloop "
+            "database; restore it from a backup or point the workspace elsewhere",
+            field="metadata_url",
+        ) from exc
     return engine
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, new_id, utcnow
 from mloop.errors import ConflictError, NotFoundError, ParameterError
+from mloop.names import check_name
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts
 
@@ -36,6 +37,12 @@ _BUMP = (
     .values(last_version=t.models.c.last_version + 1)
     .returning(t.models.c.last_version)
 )
+_SAME_BYTES = (
+    sa.select(t.model_versions)
+    .where(t.model_versions.c.name == _B("n"), t.model_versions.c.artifact_id == _B("a"))
+    .order_by(t.model_versions.c.version)
+    .limit(1)
+)
 _STATUS = sa.select(t.model_versions.c.status).where(
     t.model_versions.c.name == _B("n"), t.model_versions.c.version == _B("v")
 )
@@ -51,13 +58,6 @@ _DROP_HOLDER = t.aliases.delete().where(t.aliases.c.name == _B("n"), t.aliases.c
 def _dumps(value: Any) -> str:
     # key order is kept: a signature's input columns are in the model's order
     return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
-
-
-def _check_name(what: str, value: str) -> None:
-    if not value or len(value) > 100 or not all(ch.isalnum() or ch in "-_." for ch in value):
-        raise ParameterError(
-            f"{what} {value!r} must be 1-100 letters, digits, '-', '_' or '.'", field=what.replace(" ", "_")
-        )
 
 
 class SqlModelRegistry:
@@ -96,10 +96,19 @@ class SqlModelRegistry:
         status: ModelStatus,
         who: str,
     ) -> ModelVersion:
-        """The next version of ``name`` (created on first registration)."""
-        _check_name("model name", name)
+        """The next version of ``name`` (created on first registration).
+
+        Idempotent on identical bytes: when ``artifact_id`` already is a version of ``name``, that
+        version is returned unchanged (checked under the model's lock, so concurrent registrations of
+        the same bytes give one version).
+        """
+        check_name(name)
         with self._writer.begin() as conn:
             conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
+            conn.execute(self._last, {"n": name})  # PostgreSQL: lock the counter row before looking
+            same = conn.execute(_SAME_BYTES, {"n": name, "a": artifact_id}).mappings().first()
+            if same is not None:
+                return _version(same, self._aliases_of(conn, name).get(same["version"], ()))
             version = int(conn.execute(_BUMP, {"n": name}).scalar_one())  # atomic; row-locked until commit
             row = {
                 "id": new_id(),
@@ -121,7 +130,7 @@ class SqlModelRegistry:
         self, name: str, alias: str, version: int, *, who: str, reason: str, force: bool = False
     ) -> AliasEvent:
         """Point ``alias`` at ``version`` (a rejected version only with ``force`` and a reason)."""
-        _check_name("alias", alias)
+        check_name(alias, what="alias", field="alias")
         with self._model_locked(name, create=False) as (conn, last):
             status = conn.execute(_STATUS, {"n": name, "v": version}).scalar()
             if status is None:
