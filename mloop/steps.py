@@ -10,6 +10,7 @@ def training(data: Path, schema: Path):
     ...
 """
 
+from mloop.features.steps import historical_features
 from mloop.validation.model_steps import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.steps import (
     check_drift,
@@ -25,6 +26,7 @@ __all__ = [
     "data_statistics",
     "evaluate_model",
     "file_statistics",
+    "historical_features",
     "infer_schema",
     "infra_check",
     "register_model",

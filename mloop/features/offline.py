@@ -124,7 +124,7 @@ def _entity_relation(
         if ROW in frame.columns:
             raise DataError(f"entity rows may not have a column named {ROW}", field=ROW)
         for col in frame.columns:
-            if frame[col].dtype == object:
+            if _texty(frame[col]):
                 _reject_mixed_zones(frame[col], str(col))
         con.register("__mloop_entities_df", frame.assign(**{ROW: np.arange(len(frame), dtype="int64")}))
         relation = "__mloop_entities_df"
@@ -148,13 +148,17 @@ def _entity_relation(
 def _parse_time_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """CSV has no types: columns whose name says time are parsed, and mixed zones are refused."""
     for col in frame.columns:
-        if frame[col].dtype == object and ("time" in str(col).lower() or str(col).lower().endswith("_at")):
+        if _texty(frame[col]) and ("time" in str(col).lower() or str(col).lower().endswith("_at")):
             _reject_mixed_zones(frame[col], str(col))
             try:
                 frame[col] = pd.to_datetime(frame[col], format="ISO8601")
             except (ValueError, TypeError) as exc:
                 raise DataError(f"entity column {col!r}: not timestamps ({exc})", field=str(col)) from exc
     return frame
+
+
+def _texty(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values))
 
 
 def _reject_mixed_zones(values: pd.Series, column: str) -> None:
