@@ -186,7 +186,7 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
         )
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read {entities}: {exc}", field="entities") from exc
-    return frame.to_dict("records")
+    return [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
 
 
 @features_app.command("online")

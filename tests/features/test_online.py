@@ -45,7 +45,7 @@ def test_online_agrees_with_the_offline_join_at_the_same_time(tmp_path: Path, fe
     try:
         ws.features.apply(feature_repo(frame))  # type: ignore[operator]
         ws.features.materialize()
-        drivers = list(range(20)) + [99]
+        drivers = [*range(20), 99]
         online = ws.features.online([{"driver_id": d} for d in drivers], service="driver_model")
         entities = pd.DataFrame({"driver_id": drivers, "event_timestamp": [pd.Timestamp.now(tz="UTC")] * 21})
         offline = ws.features.historical(entities, service="driver_model")
