@@ -16,6 +16,8 @@ __all__ = [
     "AliasEvent",
     "ArtifactRef",
     "Event",
+    "FeatureDefinition",
+    "Materialization",
     "Metric",
     "Model",
     "ModelStatus",
@@ -239,3 +241,29 @@ class TriggerState:
     next_due_at: datetime | None
     last_result: str
     watermark: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDefinition:
+    """One recorded version of a feature-store definition (``kind``: entity, view or service)."""
+
+    kind: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    digest: str
+    created_at: datetime
+    who: str
+
+
+@dataclass(frozen=True, slots=True)
+class Materialization:
+    """One copy of a view's latest values into the online store: the event-time window and row count."""
+
+    id: str
+    view: str
+    version: int
+    start: datetime | None
+    end: datetime
+    rows: int
+    at: datetime

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         120.0, gt=0, description="a running run whose heartbeat is older than this is marked failed"
     )
     heartbeat_s: float = Field(10.0, gt=0, description="how often a live run refreshes its heartbeat")
+    online_url: str = Field(
+        "", description="online feature store: '' (SQLite in the workspace), sqlite:///path or redis://…"
+    )
 
 
 def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:

@@ -6,6 +6,8 @@ settings, and marks runs whose process died as failed. It holds no other state.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -16,7 +18,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
@@ -33,10 +35,15 @@ from mloop.errors import (
 from mloop.names import check_name
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
-from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
+from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, OnlineStore, RunQuery
+from mloop.stores.online_sqlite import SqliteOnlineStore
+from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.registry import SqlModelRegistry
 from mloop.stores.sql.triggers import SqlTriggerStore
+
+if TYPE_CHECKING:
+    from mloop.features.store import FeatureStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
 
@@ -154,6 +161,8 @@ class Workspace:
         return cls(root, settings, metadata, artifacts)
 
     def close(self) -> None:
+        if "features" in self.__dict__:
+            self.features.close()
         self.metadata.close()
 
     def __enter__(self) -> Workspace:
@@ -161,6 +170,11 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @functools.cached_property
+    def features(self) -> FeatureStore:
+        """The feature store: definitions, point-in-time joins, materialization, online lookups."""
+        return _feature_store(self)
 
     # running ------------------------------------------------------------------------------------
 
@@ -436,6 +450,43 @@ class TrackingRun:
             self.end()
         else:
             self.end(RunStatus.FAILED, f"{exc_type.__name__ if exc_type else 'Error'}: {exc}")
+
+
+# feature store ------------------------------------------------------------------------------------
+
+
+def _feature_store(ws: Workspace) -> FeatureStore:
+    """The workspace's feature store; its online store is built on first use (no connection before)."""
+    from mloop.features.store import FeatureStore
+
+    sql = ws.metadata if isinstance(ws.metadata, SqlMetadataStore) else None
+    if sql is None:
+        raise ConfigurationError(
+            "this workspace's metadata store keeps no feature store", field="metadata_url"
+        )
+    return FeatureStore(
+        SqlFeatureRegistry(sql.engine),
+        lambda: _online_store(ws.settings.online_url, ws.root, sql.engine.url.render_as_string()),
+        who=current_user,
+        temp_dir=ws.root / "tmp" if ws.root is not None else None,
+    )
+
+
+def _online_store(url: str, root: Path | None, metadata_url: str) -> OnlineStore:
+    """The scheme → class table for online stores: SQLite (embedded default) or Redis."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from mloop.stores.online_redis import RedisOnlineStore
+
+        prefix = "mloop:" + hashlib.sha256(metadata_url.encode()).hexdigest()[:12] + ":"
+        return RedisOnlineStore(url, prefix)
+    if url.startswith("sqlite:///"):
+        return SqliteOnlineStore(url[len("sqlite:///") :])
+    if not url and root is not None:
+        return SqliteOnlineStore(root / "online.db")
+    raise ConfigurationError(
+        f"online_url {url!r} is not one of '' (SQLite in the workspace), 'sqlite:///path', 'redis://…'",
+        field="online_url",
+    )
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.data import anomalies_table, data_app
+from mloop.cli.features import features_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
 from mloop.cli.serve import serve
@@ -80,6 +81,7 @@ app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(features_app, name="features")
 
 
 @contextmanager

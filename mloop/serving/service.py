@@ -24,6 +24,7 @@ from mloop.entities import ModelVersion, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError
 from mloop.monitoring.log import PredictionLog
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
+from mloop.serving.features import FeatureHook
 from mloop.serving.metrics import ServiceMetrics
 from mloop.serving.predictor import InputError, LoadedModel, Predictor
 from mloop.serving.traffic import Slots, choose
@@ -73,6 +74,7 @@ class ModelService:
         self._stop = threading.Event()
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mloop-shadow")
         self._watcher: threading.Thread | None = None
+        self.features = FeatureHook(workspace)  # serving by entity key (models with a feature service)
 
     # loading ------------------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class ModelService:
             )
         role, predictor = self._route(key)
         started = time.perf_counter()
+        rows = self.features.fill(predictor.loaded.version, predictor.loaded.columns, rows)
         try:
             checked = predictor.validate(rows)
         except InputError:

@@ -19,6 +19,7 @@ from mloop.steps.data import (
     statistics,
     validate_schema,
 )
+from mloop.steps.features import historical_features
 from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "data_statistics",
     "evaluate_model",
     "file_statistics",
+    "historical_features",
     "infer_schema",
     "infra_check",
     "register_model",

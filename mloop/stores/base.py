@@ -19,6 +19,7 @@ __all__ = [
     "MetadataStore",
     "MetricStore",
     "NewArtifact",
+    "OnlineStore",
     "RunQuery",
     "RunStore",
     "StepStore",
@@ -168,3 +169,28 @@ class ArtifactStore(Protocol):
         ...
 
     def uri(self, digest: str) -> str: ...
+
+
+class OnlineStore(Protocol):
+    """The latest feature values per entity key, per view: what serving reads.
+
+    Values are opaque payload strings (the feature layer encodes them); each carries its event time in
+    epoch seconds. A write keeps, per key, the row with the newest event time (an older row never
+    overwrites a newer one), so materializing windows out of order is safe.
+    """
+
+    url: str
+
+    def write(self, view: str, rows: Sequence[tuple[str, float, str]]) -> int:
+        """Store ``(entity_key, event_time, payload)`` rows; returns how many were given."""
+        ...
+
+    def read(self, view: str, keys: Sequence[str]) -> list[tuple[float, str] | None]:
+        """``(event_time, payload)`` per key, in order; None for a key never written."""
+        ...
+
+    def drop(self, view: str) -> None:
+        """Forget every key of ``view``."""
+        ...
+
+    def close(self) -> None: ...

@@ -226,3 +226,29 @@ trigger_state = sa.Table(
     sa.Column("last_result", sa.Text, nullable=False),
     sa.Column("watermark", sa.Text, nullable=False),
 )
+
+# feature store (issue 16): definitions as versions, and each materialization into the online store
+feature_definitions = sa.Table(
+    "feature_definitions",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+)
+
+feature_materializations = sa.Table(
+    "feature_materializations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("view", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("start_at", UTCDateTime),
+    sa.Column("end_at", UTCDateTime, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "view", "at"),
+)

@@ -1,0 +1,77 @@
+"""The built-in ``historical_features`` step: point-in-time correct training data inside a pipeline.
+
+The step's cache key includes each view's recorded version and the content digest of its source, so
+a re-applied view or a changed source file recomputes; its params record the same, and each source is
+recorded as a ``file``/``directory`` artifact, so training data (and the model trained on it) traces
+back to the feature-view versions and source bytes it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mloop.core.context import log_metrics, log_params
+from mloop.core.fingerprint import file_digest
+from mloop.core.step import step
+from mloop.steps.context import workspace as current_workspace
+from mloop.workspace import Workspace
+
+__all__ = ["historical_features"]
+
+
+def _manifest(ws: Workspace, features: list[str] | None, service: str | None) -> dict[str, dict[str, Any]]:
+    """Per view used: its recorded version, source and the source's content digest and size."""
+    store = ws.features
+    selection = store.selection(features, service)
+    versions = store.versions_of(selection)
+    manifest: dict[str, dict[str, Any]] = {}
+    for view, names in selection:
+        source = Path(view.source[len("file://") :] if view.source.startswith("file://") else view.source)
+        digest, size = file_digest(source) if source.exists() else ("", 0)
+        manifest[view.name] = {
+            "version": versions[view.name],
+            "features": list(names),
+            "source": view.source,
+            "digest": digest,
+            "size": size,
+        }
+    return manifest
+
+
+def _feature_state(ws: Workspace, params: dict[str, Any]) -> str:
+    """What the output depends on beyond the inputs: view versions and source bytes."""
+    return json.dumps(_manifest(ws, params.get("features"), params.get("service")), sort_keys=True)
+
+
+@step(external=_feature_state)
+def historical_features(
+    entities: Path,
+    features: list[str] | None = None,
+    service: str | None = None,
+    timestamp_col: str = "event_timestamp",
+) -> pd.DataFrame:
+    """Entity rows (a Parquet/CSV file) joined point-in-time with ``features`` or a feature ``service``:
+    one row per entity row, in order, with one ``view:feature`` column per feature."""
+    from mloop.stores.base import NewArtifact
+
+    ws = current_workspace()
+    manifest = _manifest(ws, features, service)
+    for info in manifest.values():
+        if info["digest"]:
+            path = Path(info["source"]).resolve()
+            kind = "file" if path.is_file() else "directory"
+            ref = ws.metadata.add_artifact(
+                NewArtifact(info["digest"], kind, "pathlib.Path", info["size"], path.as_uri())
+            )
+            info["artifact_id"] = ref.id
+    log_params({"feature_views": manifest})
+    frame = ws.features.historical(entities, features, service=service, timestamp_col=timestamp_col)
+    refs = [c for c in frame.columns if ":" in str(c)]
+    log_metrics(
+        {"rows": float(len(frame)), "null_share": float(frame[refs].isna().mean().mean()) if refs else 0.0}
+    )
+    return frame

@@ -1,0 +1,156 @@
+"""Point-in-time correctness on hand-built edge cases, and against a brute-force reference."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import utc
+
+import mloop
+from mloop.features import Entity, FeatureView
+from mloop.features.offline import historical
+
+FEATURES = ["driver_stats:conv_rate", "driver_stats:trips"]
+
+
+def join(ws: mloop.Workspace, rows: list[tuple[object, str]]) -> pd.DataFrame:
+    entities = pd.DataFrame({"driver_id": [r[0] for r in rows], "event_timestamp": [utc(r[1]) for r in rows]})
+    return ws.features.historical(entities, FEATURES)
+
+
+def test_ties_on_event_time_are_broken_by_created_time(fws: mloop.Workspace) -> None:
+    out = join(fws, [(1, "2024-01-02 12:00")])
+    assert out["driver_stats:trips"].tolist() == [3]
+    assert out["driver_stats:conv_rate"].tolist() == [0.3]
+
+
+def test_a_row_exactly_at_the_timestamp_counts(fws: mloop.Workspace) -> None:
+    out = join(fws, [(1, "2024-01-02 00:00"), (2, "2024-01-03 00:00")])
+    assert out["driver_stats:trips"].tolist() == [3, 6]
+
+
+def test_ttl_boundary_is_inclusive(fws: mloop.Workspace) -> None:
+    # driver 2's row at 01-01 00:00 with a 1-day TTL: exactly one day later still counts, 1 µs more does not
+    out = join(fws, [(2, "2024-01-02 00:00:00"), (2, "2024-01-02 00:00:00.000001")])
+    assert out["driver_stats:trips"].iloc[0] == 5
+    assert pd.isna(out["driver_stats:trips"].iloc[1])
+
+
+def test_entities_with_no_history_come_back_with_nulls(fws: mloop.Workspace) -> None:
+    out = join(fws, [(99, "2024-01-02"), (1, "2023-12-31"), (1, "2024-01-02")])
+    assert len(out) == 3
+    assert out["driver_id"].tolist() == [99, 1, 1]
+    assert out["driver_stats:trips"].isna().tolist() == [True, True, False]
+
+
+def test_every_entity_row_once_in_input_order_duplicates_included(fws: mloop.Workspace) -> None:
+    rows = [
+        (2, "2024-01-03 06:00"),
+        (1, "2024-01-01 06:00"),
+        (2, "2024-01-03 06:00"),
+        (1, "2024-01-02 06:00"),
+    ]
+    rows += rows[::-1]
+    out = join(fws, rows)
+    assert out["driver_id"].tolist() == [r[0] for r in rows]
+    assert out["event_timestamp"].tolist() == [utc(r[1]) for r in rows]
+    assert out["driver_stats:trips"].tolist() == [6, 1, 6, 3, 3, 6, 1, 6]
+    assert list(out.columns) == ["driver_id", "event_timestamp", *FEATURES]
+
+
+def test_extra_entity_columns_pass_through_and_a_service_selects_features(fws: mloop.Workspace) -> None:
+    entities = pd.DataFrame(
+        {"driver_id": [1, 2], "event_timestamp": [utc("2024-01-01 23:00")] * 2, "label": [True, False]}
+    )
+    out = fws.features.historical(entities, service="driver_model")
+    assert out["label"].tolist() == [True, False]
+    assert out["driver_stats:conv_rate"].tolist() == [0.1, 0.5]
+
+
+def test_parquet_and_csv_entity_files_and_parquet_output(fws: mloop.Workspace, tmp_path: Path) -> None:
+    entities = pd.DataFrame(
+        {"driver_id": [2, 1, 1], "event_timestamp": [utc("2024-01-03"), utc("2024-01-02"), utc("2024-01-01")]}
+    )
+    entities.to_parquet(tmp_path / "e.parquet")
+    entities.to_csv(tmp_path / "e.csv", index=False)
+    for name in ("e.parquet", "e.csv"):
+        out_path = tmp_path / f"out-{name}.parquet"
+        assert fws.features.historical(tmp_path / name, FEATURES, out=out_path) == 3
+        out = pd.read_parquet(out_path)
+        assert out["driver_id"].tolist() == [2, 1, 1]
+        assert out["driver_stats:trips"].tolist() == [6, 3, 1]
+
+
+def test_compound_keys_and_two_views(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {
+            "city": ["a", "a", "b"],
+            "driver_id": [1, 1, 1],
+            "ts": [utc("2024-01-01"), utc("2024-01-02"), utc("2024-01-01")],
+            "demand": [10, 20, 30],
+        }
+    ).to_parquet(tmp_path / "city.parquet")
+    pd.DataFrame({"driver_id": [1], "ts": [utc("2024-01-01")], "rating": [4.5]}).to_parquet(
+        tmp_path / "d.parquet"
+    )
+    city = FeatureView(
+        "city_driver",
+        [Entity("city", "city"), Entity("driver", "driver_id")],
+        tmp_path / "city.parquet",
+        "ts",
+        None,
+    )
+    rating = FeatureView("rating", [Entity("driver", "driver_id")], tmp_path / "d.parquet", "ts", "7d")
+    entities = pd.DataFrame(
+        {"city": ["a", "b", "a"], "driver_id": [1, 1, 1], "event_timestamp": [utc("2024-01-03")] * 3}
+    )
+    out = historical(entities, [(city, ["demand"]), (rating, ["rating"])])
+    assert isinstance(out, pd.DataFrame)
+    assert out["city_driver:demand"].tolist() == [20, 30, 20]
+    assert out["rating:rating"].tolist() == [4.5] * 3
+
+
+def _reference(features: pd.DataFrame, entities: pd.DataFrame, ttl: pd.Timedelta) -> list[object]:
+    """The definition, by brute force: latest (event time, created) ≤ t within the TTL, else None."""
+    result = []
+    for key, t in zip(entities["driver_id"], entities["event_timestamp"], strict=True):
+        rows = features[(features.driver_id == key) & (features.event_timestamp <= t)]
+        rows = rows[rows.event_timestamp >= t - ttl]
+        if rows.empty:
+            result.append(None)
+        else:
+            result.append(int(rows.sort_values(["event_timestamp", "created"]).iloc[-1]["trips"]))
+    return result
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_matches_a_brute_force_reference_on_random_data(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    base = utc("2024-01-01")
+    n = 400
+    features = pd.DataFrame(
+        {
+            "driver_id": [rng.randrange(8) for _ in range(n)],
+            "event_timestamp": [base + pd.Timedelta(hours=rng.randrange(24 * 10)) for _ in range(n)],
+            "created": [base + pd.Timedelta(seconds=rng.randrange(10**6)) for _ in range(n)],
+            "trips": np.arange(n),
+        }
+    )
+    features.to_parquet(tmp_path / "f.parquet")
+    entities = pd.DataFrame(
+        {
+            "driver_id": [rng.randrange(10) for _ in range(300)],
+            "event_timestamp": [base + pd.Timedelta(hours=rng.randrange(24 * 12)) for _ in range(300)],
+        }
+    )
+    view = FeatureView(
+        "v", Entity("driver", "driver_id"), tmp_path / "f.parquet", "event_timestamp", "36h", None, "created"
+    )
+    out = historical(entities, [(view, ["trips"])])
+    assert isinstance(out, pd.DataFrame)
+    got = [None if pd.isna(v) else int(v) for v in out["v:trips"]]
+    assert got == _reference(features, entities, pd.Timedelta(hours=36))

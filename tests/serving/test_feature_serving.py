@@ -1,0 +1,109 @@
+"""Serving by entity key over real HTTP: features come from the online store, unknown keys are 4xx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import mloop
+from mloop.monitoring.log import read_log
+
+NOW = pd.Timestamp.now(tz="UTC").floor("s")
+
+DEFINITIONS = """
+from mloop.features import Entity, FeatureService, FeatureView
+
+driver = Entity("driver", join_keys=["driver_id"])
+stats = FeatureView("driver_stats", [driver], "stats.parquet", timestamp="event_timestamp", ttl="1d")
+svc = FeatureService("driver_model", ["driver_stats:conv_rate", "driver_stats:trips"])
+"""
+
+
+def _setup(tmp_path: Path) -> mloop.Workspace:
+    rows = []
+    for d in range(10):
+        rows.append((d, NOW - pd.Timedelta(hours=30), 0.0, 0))  # outside the TTL by now
+        rows.append((d, NOW - pd.Timedelta(hours=1 + d), d / 10, d * 3))
+    rows.append((50, NOW - pd.Timedelta(days=3), 0.9, 9))  # only a stale row
+    pd.DataFrame(rows, columns=["driver_id", "event_timestamp", "conv_rate", "trips"]).to_parquet(
+        tmp_path / "stats.parquet"
+    )
+    (tmp_path / "features.py").write_text(DEFINITIONS, encoding="utf-8")
+    ws = mloop.Workspace.open(tmp_path / "ws")
+    ws.features.apply(tmp_path / "features.py")
+    entities = pd.DataFrame({"driver_id": list(range(10)) * 2, "event_timestamp": [NOW] * 20})
+    train = ws.features.historical(entities, service="driver_model")
+    train["hour"] = list(range(20))
+    x = train[["driver_stats:conv_rate", "driver_stats:trips", "hour"]].astype(float)
+    model = LogisticRegression().fit(x, [i % 2 for i in range(20)])
+    inputs = mloop.infer_schema(mloop.compute_statistics(x)).to_dict()
+    version = ws.register_model("clf", model, signature={"inputs": inputs, "feature_service": "driver_model"})
+    ws.promote("clf", version.version)
+    ws.features.materialize()
+    return ws
+
+
+def test_a_request_with_entity_keys_is_served_from_the_online_store(
+    tmp_path: Path, serve: Callable[..., object]
+) -> None:
+    ws = _setup(tmp_path)
+    try:
+        served = serve(ws)
+        client = served.client  # type: ignore[attr-defined]
+        r = client.post(
+            "/predict", json={"instances": [{"driver_id": 3, "hour": 5.0}, {"driver_id": "7", "hour": 1.0}]}
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"]) == 2
+
+        # the same rows with the features spelled out give the same answer
+        online = ws.features.online([{"driver_id": 3}, {"driver_id": 7}], service="driver_model")
+        full = [{**o["features"], "hour": h} for o, h in zip(online, (5.0, 1.0), strict=True)]
+        assert online[0]["features"]["driver_stats:trips"] == 9
+        r2 = client.post("/predict", json={"instances": full})
+        assert r2.json()["probabilities"] == r.json()["probabilities"]
+
+        # unknown entity: a clear 404 naming it; a missing key: 422 naming it; never a 5xx
+        r = client.post("/predict", json={"instances": [{"driver_id": 12345, "hour": 1.0}]})
+        assert r.status_code == 404
+        assert r.json()["error"]["field"] == "driver_id"
+        assert "no online features for driver_id=12345" in r.json()["error"]["message"]
+        r = client.post("/predict", json={"instances": [{"hour": 1.0}]})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "driver_id"
+        # only stale values: null, refused by the signature's validation as any missing value would be
+        r = client.post("/predict", json={"instances": [{"driver_id": 50, "hour": 1.0}]})
+        assert 400 <= r.status_code < 500, r.text
+        # the Open Inference Protocol route reads features the same way
+        body = {"inputs": [{"name": "driver_id", "shape": [1], "datatype": "INT64", "data": [3]},
+                           {"name": "hour", "shape": [1], "datatype": "FP64", "data": [5.0]}]}  # fmt: skip
+        r = client.post("/v2/models/clf/infer", json=body)
+        assert r.status_code == 200, r.text
+    finally:
+        ws.close()
+
+
+def test_the_feature_values_used_are_logged(tmp_path: Path, serve: Callable[..., object]) -> None:
+    ws = _setup(tmp_path)
+    try:
+        served = serve(ws)
+        r = served.client.post("/predict", json={"instances": [{"driver_id": 4, "hour": 2.0}]})  # type: ignore[attr-defined]
+        assert r.status_code == 200
+        pid = r.json()["prediction_ids"][0]
+        deadline = time.monotonic() + 20
+        while True:
+            table = read_log(tmp_path / "log", "clf")
+            frame = table.to_pandas() if table.num_rows else None
+            if frame is not None and pid in set(frame["prediction_id"]):
+                break
+            assert time.monotonic() < deadline, "prediction not logged"
+            time.sleep(0.1)
+        row = frame[frame["prediction_id"] == pid].iloc[0]
+        assert row["input.driver_stats:trips"] == 12
+        assert row["input.driver_stats:conv_rate"] == pytest.approx(0.4)
+    finally:
+        ws.close()
