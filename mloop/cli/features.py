@@ -59,7 +59,7 @@ def apply(
     as_json: JsonOpt = False,
 ) -> None:
     """Record the definitions in PATH as new versions where they changed; shows the diff."""
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, create=True) as ws:
         changes = ws.features.apply(path, force=force)
     if as_json:
         print_json(changes)
