@@ -38,7 +38,6 @@ from mloop.core.step import step
 from mloop.entities import ModelVersion, new_id
 from mloop.errors import NotFoundError
 from mloop.monitoring.charts import heat_color
-from mloop.monitoring.log import log_root
 from mloop.monitoring.monitor import monitor
 from mloop.monitoring.report import environment
 from mloop.orchestration.backtest import BacktestReport, backtest_html, score_policies
@@ -366,7 +365,7 @@ def _restart(workspace: Workspace) -> ModelVersion:
         workspace.promote("rainfall", v1.version, reason="demo restart: v1 serves again")
     with contextlib.suppress(NotFoundError):
         workspace.remove_alias("rainfall", "canary", reason="demo restart")
-    old = log_root(workspace.root) / "rainfall"
+    old = workspace.prediction_log_dir / "rainfall"
     if old.exists():
         old.rename(old.with_name(f"rainfall.before-{new_id()}"))
     return v1

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
-from mloop.core.serialize import deserialize, python_type_name, serialize
+from mloop.core.serialize import deserialize, store_value
 from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus
 from mloop.errors import (
     ArtifactCorruptedError,
@@ -35,7 +35,7 @@ from mloop.errors import (
 from mloop.names import check_name
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
-from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, OnlineStore, RunQuery
+from mloop.stores.base import ArtifactStore, MetadataStore, OnlineStore, RunQuery
 from mloop.stores.online_sqlite import SqliteOnlineStore
 from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
@@ -225,6 +225,17 @@ class Workspace:
         return matches[0]
 
     @property
+    def config_dir(self) -> Path:
+        """Where this workspace's ``mloop.toml`` lives: the folder holding the workspace folder (the
+        project), or the current directory for a workspace given only by URLs."""
+        return (self.root or Path.cwd()).parent if self.root is not None else Path.cwd()
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        """Where prediction services of this workspace write their logs, and monitoring reads them."""
+        return (self.root or Path.cwd()) / "prediction-log"
+
+    @property
     def location(self) -> str:
         """Where this workspace lives, for messages: its folder, else its metadata URL without secrets."""
         if self.root is not None and not self.settings.metadata_url:
@@ -264,9 +275,7 @@ class Workspace:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""
         if isinstance(value, ArtifactRef):
             return value
-        kind, data = serialize(value, what=what)
-        digest, uri = self.artifacts.put(data)
-        return self.metadata.add_artifact(NewArtifact(digest, kind, python_type_name(value), len(data), uri))
+        return self.metadata.add_artifact(store_value(self.artifacts, value, what=what))
 
     def load_artifact(self, artifact_id: str, *, shared: bool = False) -> Any:
         """An artifact's value, read back and verified against its digest.

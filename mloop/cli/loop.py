@@ -27,10 +27,6 @@ scheduler_app = typer.Typer(help="The daemon that evaluates triggers, starts run
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
 
 
-def _config_dir(ws: Any) -> Path:
-    return (ws.root or Path.cwd()).parent
-
-
 def monitor(
     name: Annotated[str, typer.Argument(help="Served model name.")],
     window: Annotated[
@@ -89,7 +85,7 @@ def _scheduler(ws: Any, tick: float | None) -> Any:
     from mloop.orchestration.config import LoopConfig, load_loop_config
     from mloop.orchestration.scheduler import Scheduler
 
-    config = load_loop_config(_config_dir(ws))
+    config = load_loop_config(ws.config_dir)
     if tick is not None:
         config = LoopConfig(triggers=config.triggers, rollout=config.rollout, tick_s=tick)
     return Scheduler(ws, config)
@@ -106,7 +102,7 @@ def scheduler_run(
         scheduler = _scheduler(ws, tick)
         if not scheduler.config.triggers and not scheduler.config.rollout:
             raise ParameterError(
-                f"no [[triggers]] or [[rollout]] in {_config_dir(ws) / 'mloop.toml'}: nothing to schedule",
+                f"no [[triggers]] or [[rollout]] in {ws.config_dir / 'mloop.toml'}: nothing to schedule",
                 field="config",
             )
         scheduler.check()

@@ -80,7 +80,6 @@ def serve(
     )
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
-    os.environ["MLOOP_SERVE_LOG_ROOT"] = str(Path(os.environ["MLOOP_WORKSPACE"]) / "prediction-log")
     err.print(f"serving {name}@{alias} on http://{host}:{port} ({workers} worker(s))", markup=False)
     uvicorn.run(
         "mloop.serving.app:app_from_env",

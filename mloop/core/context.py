@@ -32,7 +32,7 @@ class StepContext:
 
     run_id: str
     step: str
-    workspace: Any = None
+    workspace: object = None  # opaque here: mloop.steps.workspace() gives it back its type
     inputs: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +43,7 @@ _CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", defa
 
 @contextmanager
 def step_context(
-    run_id: str, step: str, workspace: Any = None, inputs: dict[str, Any] | None = None
+    run_id: str, step: str, workspace: object = None, inputs: dict[str, Any] | None = None
 ) -> Iterator[StepContext]:
     ctx = StepContext(run_id, step, workspace, dict(inputs or {}))
     token = _CURRENT.set(ctx)
@@ -72,7 +72,7 @@ def current_input_artifact(name: str) -> Any:
     return _current("current_input_artifact").inputs.get(name)
 
 
-def current_workspace() -> Any:
+def current_workspace() -> object:
     """The workspace running the current step, for steps that use the registry (in-process only)."""
     ctx = _current("current_workspace")
     if ctx.workspace is None:

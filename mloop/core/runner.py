@@ -24,7 +24,7 @@ from mloop.core import fingerprint
 from mloop.core.context import step_context
 from mloop.core.graph import Node, OutputRef, ParamRef
 from mloop.core.pipeline import Pipeline
-from mloop.core.serialize import deserialize, python_type_name, serialize
+from mloop.core.serialize import deserialize, python_type_name, serialize, store_value
 from mloop.entities import ArtifactRef, Run, RunStatus, StepRun, StepStatus
 from mloop.errors import MloopError, ParameterError, StepFailedError
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact
@@ -59,7 +59,7 @@ class StepTask:
     preloaded: dict[str, Any]
     artifacts: ArtifactStore
     keep_values: bool
-    workspace: Any = None
+    workspace: object = None  # opaque: typed again by mloop.steps.workspace()
 
 
 @dataclass
@@ -90,9 +90,9 @@ def execute_step(task: StepTask) -> StepOutcome:
             result = task.fn(**kwargs)
         outcome.metrics, outcome.params = ctx.metrics, ctx.params
         for name, value in _split_outputs(task, result).items():
-            kind, data = serialize(value, what=f"step {task.node!r} output {name!r}")
-            digest, uri = task.artifacts.put(data)
-            outcome.outputs[name] = NewArtifact(digest, kind, python_type_name(value), len(data), uri)
+            outcome.outputs[name] = store_value(
+                task.artifacts, value, what=f"step {task.node!r} output {name!r}"
+            )
             if task.keep_values:
                 outcome.values[name] = value
     except BaseException as exc:
@@ -111,12 +111,9 @@ def _store_attached(task: StepTask, attached: Any) -> dict[str, NewArtifact]:
         return stored
     for name, value in attached.items():
         try:
-            kind, data = serialize(value, what=f"step {task.node!r} report {name!r}")
-            digest, uri = task.artifacts.put(data)
+            stored[str(name)] = store_value(task.artifacts, value, what=f"step {task.node!r} report {name!r}")
         except MloopError as exc:
             log.warning("could not keep %s of failed step %s: %s", name, task.node, exc)
-            continue
-        stored[str(name)] = NewArtifact(digest, kind, python_type_name(value), len(data), uri)
     return stored
 
 

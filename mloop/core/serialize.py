@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mloop.errors import SerializationError
+from mloop.stores.base import ArtifactStore, NewArtifact
 
-__all__ = ["Serializer", "deserialize", "python_type_name", "serialize"]
+__all__ = ["Serializer", "deserialize", "python_type_name", "serialize", "store_value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +199,11 @@ def deserialize(type_name: str, data: bytes, python_type: str | None = None) -> 
         return serializer.load(data)
     except Exception as exc:
         raise SerializationError(f"cannot read a {type_name} artifact: {exc}", field="type") from exc
+
+
+def store_value(artifacts: ArtifactStore, value: Any, *, what: str = "value") -> NewArtifact:
+    """Serialize ``value`` and put its bytes in the artifact store: the one way a value becomes an
+    artifact (the runner's outputs, ``Workspace.store_artifact``, monitoring's reports)."""
+    kind, data = serialize(value, what=what)
+    digest, uri = artifacts.put(data)
+    return NewArtifact(digest, kind, python_type_name(value), len(data), uri)

@@ -48,7 +48,6 @@ __all__ = [
     "LogHealth",
     "PredictionLog",
     "labelled_predictions",
-    "log_root",
     "quarantined_segments",
     "read_log",
 ]
@@ -203,11 +202,6 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.flush()
-
-
-def log_root(workspace_root: Path | None) -> Path:
-    """Where a workspace's services write their prediction logs by default."""
-    return (workspace_root or Path.cwd()) / "prediction-log"
 
 
 def read_log(

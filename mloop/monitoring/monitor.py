@@ -16,12 +16,11 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from mloop.core.serialize import python_type_name, serialize
+from mloop.core.serialize import store_value
 from mloop.entities import ModelVersion, RunStatus, StepStatus, utcnow
 from mloop.errors import DataError, NotFoundError
-from mloop.monitoring.log import LogHealth, labelled_predictions, log_root
+from mloop.monitoring.log import LogHealth, labelled_predictions
 from mloop.monitoring.windows import WindowResult, parse_window, score_window, split_windows
-from mloop.stores.base import NewArtifact
 from mloop.validation.stats import Statistics
 from mloop.workspace import Workspace
 
@@ -149,7 +148,7 @@ def monitor(
 ) -> MonitorReport:
     """Measure ``model``'s prediction log window by window and (``store``) record the result."""
     size = parse_window(window)
-    root = log_dir or log_root(workspace.root)
+    root = log_dir or workspace.prediction_log_dir
     frame = labelled_predictions(root, model)
     if frame.empty:
         raise DataError(f"model {model!r} has no logged predictions under {root}", field="model")
@@ -194,8 +193,6 @@ def _record(workspace: Workspace, model: str, report: MonitorReport, version: in
         params={"window": report.window},
         inputs={"model": served.artifact_id},
     )
-    kind, data = serialize(report, what="monitor report")
-    digest, uri = workspace.artifacts.put(data)
     metrics = [
         (f"{key}", float(value), w.index)
         for w in report.windows
@@ -210,7 +207,7 @@ def _record(workspace: Workspace, model: str, report: MonitorReport, version: in
     meta.finish_step(
         step.id,
         StepStatus.SUCCEEDED,
-        outputs={"report": NewArtifact(digest, kind, python_type_name(report), len(data), uri)},
+        outputs={"report": store_value(workspace.artifacts, report, what="monitor report")},
         metrics=metrics,
     )
     meta.finish_run(run.id, RunStatus.SUCCEEDED)

@@ -39,6 +39,6 @@ def serving_skew(workspace: Workspace, ref: str, log_root: Path | None = None) -
     training: Statistics = workspace.load_artifact(artifact)
     if training.source.startswith("<"):  # computed from an in-memory frame: name what it was
         training = training.with_source(f"training data of {version.name} v{version.version}")
-    root = log_root or ((workspace.root or Path.cwd()) / "prediction-log")
+    root = log_root or workspace.prediction_log_dir
     serving = logged_input_statistics(root, version.name, version.version)
     return training_serving_skew(training, serving)

@@ -18,7 +18,6 @@ from typing import Any
 import pandas as pd
 
 from mloop.errors import MloopError
-from mloop.monitoring.log import log_root
 from mloop.orchestration.config import LoopConfig
 from mloop.orchestration.rollout import RolloutDecision
 from mloop.orchestration.scheduler import Scheduler, TickReport
@@ -126,7 +125,7 @@ def replay_stream(
 ) -> Replay:
     """Send ``stream`` (features + ``target``) to ``model``'s service batch by batch, label every
     answer, and let the scheduler react after each window (rollouts after each batch)."""
-    root = log_dir or log_root(workspace.root)
+    root = log_dir or workspace.prediction_log_dir
     policy = config.policy(model)
     serve = ServeConfig(
         model=model,

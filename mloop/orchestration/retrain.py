@@ -25,10 +25,10 @@ from mloop.core.context import log_params
 from mloop.core.pipeline import pipeline
 from mloop.core.step import step
 from mloop.errors import DataError, NotFoundError, ParameterError
-from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.log import labelled_predictions
 from mloop.monitoring.windows import INPUT_PREFIX
 from mloop.orchestration.triggers import window_frame
-from mloop.steps.context import workspace as current_workspace
+from mloop.steps.context import workspace as step_workspace
 from mloop.steps.data import check_drift, statistics, validate_schema
 from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.io import read_table
@@ -107,8 +107,8 @@ def training_rows(
     """The rows to train on: a CSV/Parquet file, or (``data = "log"``) the labelled prediction log of
     ``model_name`` from ``since`` on; at most the newest ``max_rows`` (0 = all)."""
     if data == "log":
-        ws = current_workspace()
-        frame = window_frame(labelled_predictions(log_root(ws.root), model_name), since or None)
+        ws = step_workspace()
+        frame = window_frame(labelled_predictions(ws.prediction_log_dir, model_name), since or None)
         frame = frame[frame["label"].notna()]
         inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
         rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
@@ -145,7 +145,7 @@ def production_schema(rows: pd.DataFrame, model_name: str, target: str) -> Schem
     """The structure production was trained on (its signature's columns, types and nulls); the data's
     own for a first model. Value ranges and vocabularies are left out: new values are what a retrain
     is for, and the drift check reports them."""
-    ws = current_workspace()
+    ws = step_workspace()
     try:
         version = ws.model_version(f"{model_name}@production")
     except NotFoundError:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
-from mloop.monitoring.log import labelled_predictions, log_root
+from mloop.monitoring.log import labelled_predictions
 from mloop.monitoring.monitor import served_versions
 from mloop.monitoring.windows import degradation, labels_and_predictions
 from mloop.orchestration.config import RolloutPolicy
@@ -94,7 +94,7 @@ def advance(
         reason = f"validated v{candidate.version} goes to canary at {policy.canary_fraction:.0%} of traffic"
         workspace.promote(model, candidate.version, "canary", reason=reason)
         return RolloutDecision(model, "canary", candidate.version, reason)
-    return _judge_canary(workspace, policy, production, canary, now, log_dir or log_root(workspace.root))
+    return _judge_canary(workspace, policy, production, canary, now, log_dir or workspace.prediction_log_dir)
 
 
 def _live(frame: pd.DataFrame, version: int, task: str, classes: list[Any] | None) -> dict[str, float]:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mloop.entities import TriggerState, id_floor
 from mloop.errors import ConfigurationError, NotFoundError
-from mloop.monitoring.log import count_logged, labelled_predictions, log_root
+from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import WindowResult, degradation, parse_window
 from mloop.orchestration.config import TriggerSpec
@@ -86,7 +86,7 @@ def check_trigger(
     if spec.kind == "new_data":
         return _new_files(spec, state) if spec.path is not None else _new_rows(spec, state)
     cache: dict[Any, Any] = monitor_cache if monitor_cache is not None else {}
-    return _monitored(spec, workspace, state, log_dir or log_root(workspace.root), cache)
+    return _monitored(spec, workspace, state, log_dir or workspace.prediction_log_dir, cache)
 
 
 def _schedule(spec: TriggerSpec, state: TriggerState, now: datetime) -> TriggerCheck:

@@ -63,7 +63,7 @@ class ModelService:
         self.config = config
         self.slots = Slots()
         self.metrics = ServiceMetrics()
-        root = log_root or ((workspace.root or Path.cwd()) / "prediction-log")
+        root = log_root or workspace.prediction_log_dir
         self.log = (
             PredictionLog(root, config.model, flush_interval_s=config.flush_interval_s)
             if config.log_predictions

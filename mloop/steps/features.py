@@ -17,7 +17,7 @@ import pandas as pd
 from mloop.core.context import log_metrics, log_params
 from mloop.core.fingerprint import file_digest
 from mloop.core.step import step
-from mloop.steps.context import workspace as current_workspace
+from mloop.steps.context import workspace as step_workspace
 from mloop.workspace import Workspace
 
 __all__ = ["historical_features"]
@@ -58,7 +58,7 @@ def historical_features(
     one row per entity row, in order, with one ``view:feature`` column per feature."""
     from mloop.stores.base import NewArtifact
 
-    ws = current_workspace()
+    ws = step_workspace()
     manifest = _manifest(ws, features, service)
     for info in manifest.values():
         if info["digest"]:

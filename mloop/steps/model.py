@@ -19,7 +19,7 @@ from mloop.core.serialize import serialize
 from mloop.core.step import step
 from mloop.entities import ModelStatus, ModelVersion
 from mloop.errors import NotFoundError
-from mloop.steps.context import workspace as current_workspace
+from mloop.steps.context import workspace as step_workspace
 from mloop.validation.infra import InfraReport
 from mloop.validation.infra import infra_check as _infra_check
 from mloop.validation.model import Evaluation, Verdict, evaluate, judge
@@ -62,7 +62,7 @@ def validate_model(
 ) -> Verdict:
     """The gate: candidate vs the model holding ``alias`` on the same data (absolute checks only when
     there is none yet)."""
-    ws = current_workspace()
+    ws = step_workspace()
     try:
         current = ws.model_version(f"{model_name}@{alias}")
     except NotFoundError:
@@ -122,7 +122,7 @@ def register_model(
     """Register the model with its signature; ``rejected`` unless blessed and infra-checked. The first
     registered version takes ``first_alias``; later ones wait for a rollout or a promotion.
     ``compile``: also store the compiled serving form where it proves equal (the onnx extra)."""
-    ws = current_workspace()
+    ws = step_workspace()
     status = ModelStatus.REGISTERED if verdict.blessed and infra.passed else ModelStatus.REJECTED
     signature = model_signature(ws, model, training, evaluation.label, evaluation.task)
     reasons = [c.detail for c in verdict.failed] + ([infra.error] if infra.error else [])
