@@ -89,11 +89,13 @@ class SqlTriggerStore:
             "lease_until": now + timedelta(seconds=lease_s) if held else None,
         }
         insert = insert_ignoring_conflicts(self._dialect, _events).values(**row)
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING
+        insert = insert.on_conflict_do_nothing(index_elements=["trigger", "event_key"]).returning(
+            _events.c.id
+        )
         with self._write() as conn:
-            inserted = conn.execute(
-                insert.on_conflict_do_nothing(index_elements=["trigger", "event_key"])
-            ).rowcount
-        return _event(row) if inserted == 1 else None
+            inserted = conn.execute(insert).first() is not None
+        return _event(row) if inserted else None
 
     def update(self, event_id: str, *, status: str, run_id: str | None = None) -> None:
         """Record the event's progress; a final status releases its lease."""
@@ -166,9 +168,10 @@ class SqlTriggerStore:
                 .where(_events.c.id == row["id"], _events.c.attempts == row["attempts"])
                 .where(_events.c.status.in_(ACTIVE), expired)
                 .values(**values)
+                .returning(_events.c.id)
             )
             with self._write() as conn:
-                won = conn.execute(stmt).rowcount == 1
+                won = conn.execute(stmt).first() is not None
             if won and retry:
                 handed.append(_event({**row, **values}))
         return handed
@@ -202,8 +205,9 @@ class SqlTriggerStore:
                 _state.update()
                 .where(_state.c.trigger == trigger, free)
                 .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
-            ).rowcount
-        if taken != 1:
+                .returning(_state.c.trigger)
+            ).first()
+        if taken is None:
             yield False
             return
         try:
