@@ -229,6 +229,8 @@ class TriggerEvent:
     attempts: int
     run_id: str | None
     updated_at: datetime
+    owner: str | None = None  # host:pid:random of the scheduler holding it while pending/running
+    lease_until: datetime | None = None  # another scheduler may reclaim it only after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,7 @@ class TriggerState:
     next_due_at: datetime | None
     last_result: str
     watermark: dict[str, Any]
+    last_error: str | None = None  # the latest failure, cleared by the next clean evaluation
 
 
 @dataclass(frozen=True, slots=True)

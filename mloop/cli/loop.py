@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +21,17 @@ from mloop.cli.common import (
     plural,
     print_json,
 )
-from mloop.errors import ParameterError
+from mloop.cli.logs import configure_logging
+from mloop.errors import MloopError, ParameterError
+
+log = logging.getLogger("mloop.scheduler")
 
 scheduler_app = typer.Typer(help="The daemon that evaluates triggers, starts runs and advances rollouts.")
 
+LogLevelOpt = Annotated[
+    str, typer.Option("--log-level", help="debug, info, warning or error (logs go to stderr).")
+]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")]
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
 
 
@@ -82,12 +90,12 @@ def monitor(
 
 
 def _scheduler(ws: Any, tick: float | None) -> Any:
-    from mloop.orchestration.config import LoopConfig, load_loop_config
+    from mloop.orchestration.config import load_loop_config
     from mloop.orchestration.scheduler import Scheduler
 
     config = load_loop_config(ws.config_dir)
     if tick is not None:
-        config = LoopConfig(triggers=config.triggers, rollout=config.rollout, tick_s=tick)
+        config = config.model_copy(update={"tick_s": tick})
     return Scheduler(ws, config)
 
 
@@ -95,9 +103,16 @@ def _scheduler(ws: Any, tick: float | None) -> Any:
 def scheduler_run(
     tick: Annotated[float | None, typer.Option("--tick", min=0.05, help="Seconds between passes.")] = None,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "text",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first)."""
+    """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first).
+
+    Faults inside a pass (database unreachable, failing pipeline…) are logged and retried with
+    back-off; only bad configuration at start stops it.
+    """
+    configure_logging(log_level, log_format)
     with open_workspace(workspace, create=True) as ws:
         scheduler = _scheduler(ws, tick)
         if not scheduler.config.triggers and not scheduler.config.rollout:
@@ -108,34 +123,27 @@ def scheduler_run(
         scheduler.check()
 
         def stop(signum: int, frame: Any) -> None:
-            err.print(f"scheduler: {signal.Signals(signum).name} received, stopping after the current run")
+            log.info("scheduler: %s received, stopping after the current run", signal.Signals(signum).name)
             scheduler.stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        err.print(
-            f"scheduler: {len(scheduler.config.triggers)} trigger(s), "
-            f"{plural(len(scheduler.config.rollout), 'rollout policy', 'rollout policies')}, "
-            f"every {scheduler.config.tick_s:g} s",
-            markup=False,
+        config = scheduler.config
+        log.info(
+            "scheduler %s: %s, %s, every %g s, lease %g s",
+            scheduler.owner,
+            plural(len(config.triggers), "trigger"),
+            plural(len(config.rollout), "rollout policy", "rollout policies"),
+            config.tick_s,
+            config.lease_s,
         )
-
-        def show(report: Any) -> None:
-            for event in report.events:
-                err.print(f"fired {event.trigger}: {event.event_key}", markup=False)
-            for run_id, status in report.runs:
-                err.print(f"run {run_id} {status}", markup=False)
-            for decision in report.rollouts:
-                if decision.action != "wait":
-                    err.print(f"rollout {decision.model}: {decision.action}: {decision.reason}", markup=False)
-            for name, message in report.errors.items():
-                err.print(f"{name}: {message}", markup=False)
-
         if once:
-            show(scheduler.tick())
+            report = scheduler.tick()
+            for name, message in report.errors.items():
+                log.error("%s: %s", name, message)
         else:
-            scheduler.serve_forever(show)
-    err.print("scheduler: stopped")
+            scheduler.serve_forever()
+    log.info("scheduler: stopped")
 
 
 @scheduler_app.command("status")
@@ -168,11 +176,23 @@ def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
 def scheduler_fire(
     name: Annotated[str, typer.Argument(help="Trigger name.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded as the evidence).")] = "requested",
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="Also log to stderr at this level.")
+    ] = None,
+    log_format: LogFormatOpt = "text",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fire a trigger now and run its pipeline (how manual triggers fire)."""
-    with open_workspace(workspace, create=True) as ws:
+    """Fire a trigger now and run its pipeline (how manual triggers fire).
+
+    A run that fails or cannot start is one ``error:`` line on stderr: exit 2 for bad input (e.g. a
+    parameter the pipeline does not take), 1 for a failed run.
+    """
+    if log_level is not None:
+        configure_logging(log_level, log_format)
+    else:  # the outcome is printed below; keep the log's copy of it off stderr
+        logging.getLogger("mloop").addHandler(logging.NullHandler())
+    with open_workspace(workspace) as ws:
         scheduler = _scheduler(ws, None)
         report = scheduler.fire(name, reason)
     runs = [{"run_id": r, "status": s} for r, s in report.runs]
@@ -181,7 +201,11 @@ def scheduler_fire(
     else:
         for r in runs:
             out.print(f"run {r['run_id']} {paint(r['status'])}")
-    if report.errors or any(r["status"] != "succeeded" for r in runs):
+    if report.failures:
+        where, exc = next(iter(report.failures.items()))
+        err.print(f"error: trigger {where}: {report.errors[where]}", markup=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code if isinstance(exc, MloopError) else 1)
+    if any(r["status"] != "succeeded" for r in runs):
         raise typer.Exit(1)
 
 

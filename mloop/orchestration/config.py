@@ -186,6 +186,11 @@ class LoopConfig(_Strict):
     triggers: list[TriggerSpec] = Field(default_factory=list)
     rollout: list[RolloutPolicy] = Field(default_factory=list)
     tick_s: float = Field(5.0, gt=0)
+    # [scheduler]: an event's lease, renewed every heartbeat_s while its run is prepared and runs;
+    # another scheduler may take the event over only once the lease has expired
+    lease_s: float = Field(30.0, gt=0)
+    heartbeat_s: float | None = Field(None, gt=0, description="default: a third of lease_s")
+    max_backoff_s: float = Field(60.0, gt=0, description="longest wait between failing passes")
 
     @model_validator(mode="after")
     def _unique(self) -> LoopConfig:
@@ -193,7 +198,14 @@ class LoopConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"trigger names must be unique; repeated: {sorted(dup)}")
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"heartbeat_s {self.heartbeat_s} must be shorter than lease_s {self.lease_s}")
         return self
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between lease renewals."""
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
 
     @classmethod
     def parse(cls, data: dict[str, Any], source: str = "configuration") -> LoopConfig:

@@ -1,10 +1,17 @@
 """The scheduler: evaluates triggers, starts the pipeline runs they ask for, and advances rollouts.
 
-Idempotent through the metadata store: an event is claimed (unique ``(trigger, key)``) before its run
-starts and linked to the run as soon as it exists, so a restarted scheduler never starts a second run
-for an event it handled. A run interrupted by a crash is marked failed when the workspace is opened
-again (its process is gone); :meth:`Scheduler.recover` then fires that event again, exactly once.
-A failing run is recorded as failed and the scheduler carries on.
+Exactly one run per event, with any number of schedulers on one workspace:
+
+- a trigger is evaluated by one scheduler at a time (a lease on its state row), so its watermark
+  moves once per batch of new data and each new file lands in one event;
+- an event is claimed (unique ``(trigger, key)``) by an owner (``host:pid:random``) under a lease
+  that a heartbeat thread renews while the run is prepared (pipeline import) and runs;
+- an event whose lease expired (its scheduler died, or lost the database for longer than the lease)
+  is handed back once (:meth:`Scheduler.recover`); a run still marked running is marked failed first.
+
+A fault inside a pass (database unreachable, unreadable log, failing pipeline or rollout move,
+anything else) is logged with its context and the pass retried with capped exponential back-off;
+:meth:`Scheduler.serve_forever` returns only after :meth:`Scheduler.stop` (SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -12,8 +19,13 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import secrets
+import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,11 +33,12 @@ from typing import Any
 
 from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
-from mloop.errors import MloopError, NotFoundError, StepFailedError
+from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
 from mloop.orchestration.config import LoopConfig, TriggerSpec
 from mloop.orchestration.rollout import RolloutDecision, advance
 from mloop.orchestration.triggers import check_trigger, validate_trigger
-from mloop.workspace import Workspace
+from mloop.stores.base import TriggerStore
+from mloop.workspace import Workspace, _pid_alive
 
 __all__ = ["Scheduler", "TickReport"]
 
@@ -34,7 +47,8 @@ log = logging.getLogger("mloop.scheduler")
 
 @dataclass
 class TickReport:
-    """What one pass of the scheduler saw and did."""
+    """What one pass of the scheduler saw and did. ``failures`` keeps the errors themselves (their
+    class says whether the input was bad); ``errors`` their messages, by trigger or rollout."""
 
     at: datetime
     checks: dict[str, str] = field(default_factory=dict)
@@ -42,6 +56,19 @@ class TickReport:
     runs: list[tuple[str, str]] = field(default_factory=list)  # (run id, status)
     rollouts: list[RolloutDecision] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, Exception] = field(default_factory=dict)
+
+    def fail(self, where: str, exc: Exception) -> None:
+        self.failures[where] = exc
+        self.errors[where] = _describe(exc)
+
+
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, MloopError) else f"{type(exc).__name__}: {exc}"
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class Scheduler:
@@ -55,14 +82,21 @@ class Scheduler:
         log_dir: Path | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_run: Callable[[TriggerEvent, Run], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.ws = workspace
         self.config = config
         self.log_dir = log_dir
         self.clock = clock
         self.on_run = on_run
-        self.store = workspace.trigger_store()
+        self.owner = owner or _owner_id()
+        self.store: TriggerStore = workspace.trigger_store()
+        self.last_error: str | None = None  # the failure of the latest pass, None once one succeeds
         self._stop = threading.Event()
+        self._held: set[str] = set()  # events this scheduler is preparing or running
+        self._evaluating: set[str] = set()  # triggers it is evaluating
+        self._guard = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger that could never work."""
@@ -79,7 +113,11 @@ class Scheduler:
     # one pass -------------------------------------------------------------------------------------
 
     def tick(self) -> TickReport:
-        """Recover interrupted events, evaluate every trigger, run what fired, advance rollouts."""
+        """Recover expired events, evaluate every trigger, run what fired, advance rollouts.
+
+        A fault in one trigger or rollout is recorded (report, trigger state, log) and the pass goes
+        on; an unreachable database ends the pass with StoreUnavailableError (nothing else can work).
+        """
         report = TickReport(self.clock())
         for event in self.recover():
             self._run(event, report)
@@ -88,53 +126,99 @@ class Scheduler:
         for spec in self.config.triggers:
             if self._stop.is_set():
                 break
-            now = self.clock()
-            state = self.store.state(spec.name)
             try:
-                check = check_trigger(spec, self.ws, state, now, log_dir=self.log_dir, monitor_cache=cache)
-            except MloopError as exc:
-                report.errors[spec.name] = exc.message
-                self.store.save_state(spec.name, evaluated_at=now, last_result=f"error: {exc.message}")
+                fired = self._evaluate(spec, report, cache, started)
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:  # an unreadable log, a bug in a trigger: this trigger only
+                report.fail(spec.name, exc)
+                log.error("trigger %s: evaluation failed: %s", spec.name, _describe(exc), exc_info=exc)
+                self.store.save_state(spec.name, evaluated_at=self.clock(), last_error=_describe(exc))
                 continue
-            report.checks[spec.name] = check.result
-            self.store.save_state(
-                spec.name,
-                evaluated_at=now,
-                last_result=check.result,
-                next_due_at=check.next_due,
-                watermark=check.watermark,
-            )
-            if check.fired is None:
-                continue
-            cooling = state.fired_at is not None and now - state.fired_at < spec.cooldown_td
-            target = (spec.pipeline, json.dumps(spec.params, sort_keys=True, default=str))
-            evidence = {**check.fired.evidence, "params": check.fired.params}
-            if target in started:  # two triggers saw one event: one run serves both
-                evidence["coalesced_with"] = started[target]
-            skip = cooling or target in started
-            claimed = self.store.claim(
-                spec.name,
-                check.fired.key,
-                kind=spec.kind,
-                pipeline=spec.pipeline,
-                evidence=evidence,
-                status="suppressed" if skip else "pending",
-            )
-            if claimed is None or skip:
-                continue  # already handled, inside the cool-down, or coalesced (recorded, not run)
-            started[target] = spec.name
-            self.store.save_state(spec.name, fired_at=now)
-            report.events.append(claimed)
-            self._run(claimed, report)
+            if fired is not None:
+                self._run(fired, report)
         for policy in self.config.rollout:
             try:
                 decision = advance(self.ws, policy, self.clock(), log_dir=self.log_dir)
-            except MloopError as exc:
-                report.errors[f"rollout:{policy.model}"] = exc.message
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:
+                report.fail(f"rollout:{policy.model}", exc)
+                log.error("rollout %s failed: %s", policy.model, _describe(exc), exc_info=exc)
                 continue
             if decision.action != "none":
                 report.rollouts.append(decision)
+            if decision.action not in ("none", "wait"):
+                log.info("rollout %s: %s v%s: %s", decision.model, decision.action, decision.version,
+                         decision.reason)  # fmt: skip
         return report
+
+    def _evaluate(
+        self,
+        spec: TriggerSpec,
+        report: TickReport,
+        cache: dict[Any, Any],
+        started: dict[tuple[str, str], str],
+    ) -> TriggerEvent | None:
+        """Evaluate one trigger under its evaluation lease; the event to run, if it fired."""
+        with self.store.evaluating(spec.name, self.owner, self.config.lease_s) as mine:
+            if not mine:
+                return None  # another scheduler is evaluating it right now
+            with self._holding(trigger=spec.name):
+                return self._check_and_claim(spec, report, cache, started)
+
+    def _check_and_claim(
+        self,
+        spec: TriggerSpec,
+        report: TickReport,
+        cache: dict[Any, Any],
+        started: dict[tuple[str, str], str],
+    ) -> TriggerEvent | None:
+        now = self.clock()
+        state = self.store.state(spec.name)
+        try:
+            check = check_trigger(spec, self.ws, state, now, log_dir=self.log_dir, monitor_cache=cache)
+        except MloopError as exc:
+            report.fail(spec.name, exc)
+            log.warning("trigger %s: %s", spec.name, exc.message)
+            self.store.save_state(
+                spec.name, evaluated_at=now, last_result=f"error: {exc.message}", last_error=exc.message
+            )
+            return None
+        report.checks[spec.name] = check.result
+        self.store.save_state(
+            spec.name,
+            evaluated_at=now,
+            last_result=check.result,
+            next_due_at=check.next_due,
+            watermark=check.watermark,
+            last_error="",
+        )
+        if check.fired is None:
+            return None
+        cooling = state.fired_at is not None and now - state.fired_at < spec.cooldown_td
+        target = (spec.pipeline, json.dumps(spec.params, sort_keys=True, default=str))
+        evidence = {**check.fired.evidence, "params": check.fired.params}
+        if target in started:  # two triggers saw one event: one run serves both
+            evidence["coalesced_with"] = started[target]
+        skip = cooling or target in started
+        claimed = self.store.claim(
+            spec.name,
+            check.fired.key,
+            kind=spec.kind,
+            pipeline=spec.pipeline,
+            evidence=evidence,
+            status="suppressed" if skip else "pending",
+            owner=self.owner,
+            lease_s=self.config.lease_s,
+        )
+        if claimed is None or skip:
+            return None  # already handled, inside the cool-down, or coalesced (recorded, not run)
+        started[target] = spec.name
+        self.store.save_state(spec.name, fired_at=now)
+        report.events.append(claimed)
+        log.info("trigger %s fired: %s", spec.name, check.fired.key, extra={"trigger": spec.name})
+        return claimed
 
     def fire(self, name: str, reason: str = "requested") -> TickReport:
         """Fire a trigger now (any kind; ``manual`` triggers fire only this way)."""
@@ -146,33 +230,96 @@ class Scheduler:
             kind="manual",
             pipeline=spec.pipeline,
             evidence={"reason": reason, "params": {}},
+            owner=self.owner,
+            lease_s=self.config.lease_s,
         )
         assert event is not None
         self.store.save_state(name, fired_at=report.at)
         report.events.append(event)
+        log.info("trigger %s fired by request: %s", name, reason, extra={"trigger": name})
         self._run(event, report)
         return report
 
     def recover(self) -> list[TriggerEvent]:
-        """Events whose run died with a previous scheduler, handed back once each."""
+        """Events whose lease expired (their scheduler died or lost the database), taken over once each."""
+        return self.store.reclaim_expired(self.owner, lease_s=self.config.lease_s, may_take=self._may_take)
 
-        def over(run_id: str) -> bool:
+    def _may_take(self, event: TriggerEvent) -> bool:
+        if event.owner == self.owner:
+            with self._guard:
+                if event.id in self._held:
+                    return False
+        elif event.owner is not None:
+            host, _, rest = event.owner.partition(":")
+            pid = rest.partition(":")[0]
+            if host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid)):
+                return False  # alive on this host, only late to renew (a busy machine): not dead
+        if event.run_id is not None:
             try:
-                return self.ws.metadata.get_run(run_id).status != RunStatus.RUNNING
+                run = self.ws.metadata.get_run(event.run_id)
             except NotFoundError:
                 return True
+            if run.status == RunStatus.RUNNING:
+                why = f"its scheduler {event.owner} stopped renewing the lease on event {event.event_key}"
+                self.ws.metadata.finish_run(run.id, RunStatus.FAILED, why)
+        log.warning("event %s of trigger %s: lease of %s expired, taking it over",
+                    event.event_key, event.trigger, event.owner)  # fmt: skip
+        return True
 
-        return self.store.reclaim_interrupted(over)
+    # leases ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _holding(self, *, event: str | None = None, trigger: str | None = None) -> Iterator[None]:
+        """Keep renewing this event's (or trigger evaluation's) lease while the block runs."""
+        with self._guard:
+            if event is not None:
+                self._held.add(event)
+            if trigger is not None:
+                self._evaluating.add(trigger)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name="mloop-lease-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._held.discard(event or "")
+                self._evaluating.discard(trigger or "")
+
+    def _beat(self) -> None:
+        """Renew held leases every ``heartbeat`` seconds; exit once nothing is held."""
+        while True:
+            time.sleep(self.config.heartbeat)
+            with self._guard:
+                events, triggers = set(self._held), set(self._evaluating)
+                if not events and not triggers:
+                    self._heartbeat = None
+                    return
+            try:
+                kept = self.store.renew(self.owner, self.config.lease_s, events=events, triggers=triggers)
+            except Exception as exc:  # the database is down: the lease may lapse; the pass will notice
+                log.warning("could not renew leases: %s", _describe(exc))
+                continue
+            for lost in events - kept:
+                log.error("lost the lease on event %s: another scheduler may take it over", lost)
 
     # running --------------------------------------------------------------------------------------
 
     def _run(self, event: TriggerEvent, report: TickReport) -> None:
+        with self._holding(event=event.id):
+            self._run_held(event, report)
+
+    def _run_held(self, event: TriggerEvent, report: TickReport) -> None:
+        context = {"trigger": event.trigger, "event": event.event_key}
         try:
             spec = self.spec(event.trigger)
             pipeline = load_pipeline(spec.pipeline)
         except MloopError as exc:
             self.store.update(event.id, status="failed")
-            report.errors[event.trigger] = exc.message
+            report.fail(event.trigger, exc)
+            log.error("trigger %s: cannot load its pipeline: %s", event.trigger, exc.message, extra=context)
             return
         accepted = set(inspect.signature(pipeline.fn).parameters)
         extra = {k: v for k, v in event.evidence.get("params", {}).items() if k in accepted}
@@ -188,30 +335,37 @@ class Scheduler:
                     "trigger.attempt": event.attempts,
                 },
             )
+            log.info("run %s started: %s for trigger %s (%s)", run.id, spec.pipeline, spec.name,
+                     event.event_key, extra={**context, "run_id": run.id})  # fmt: skip
             if self.on_run is not None:
                 self.on_run(event, run)
 
-        log.info("trigger %s fired (%s): starting %s", spec.name, event.event_key, spec.pipeline)
         try:
             result = self.ws.run(pipeline, trigger=spec.kind, on_start=started, **params)
         except StepFailedError as exc:
             status = self.ws.metadata.get_run(exc.run_id).status.value
             self.store.update(event.id, status=status)
             report.runs.append((exc.run_id, status))
-            log.warning("run %s for trigger %s %s: %s", exc.run_id, spec.name, status, exc.message)
+            report.fail(event.trigger, exc)
+            log.warning("run %s %s (trigger %s): %s", exc.run_id, status, spec.name, exc.message,
+                        extra={**context, "run_id": exc.run_id, "status": status})  # fmt: skip
             return
+        except StoreUnavailableError:
+            raise  # the event stays ours; once the database is back and the lease expired, it is retried
         except MloopError as exc:  # e.g. a parameter the pipeline does not take: said, not traced
             self.store.update(event.id, status="failed")
-            report.errors[event.trigger] = exc.message
-            log.error("trigger %s: the run could not start: %s", spec.name, exc.message)
+            report.fail(event.trigger, exc)
+            log.error("trigger %s: the run could not start: %s", spec.name, exc.message, extra=context)
             return
         except Exception as exc:  # a broken pipeline must not stop the daemon
             self.store.update(event.id, status="failed")
-            report.errors[event.trigger] = f"{type(exc).__name__}: {exc}"
-            log.exception("trigger %s: the run could not start", spec.name)
+            report.fail(event.trigger, exc)
+            log.exception("trigger %s: the run could not start", spec.name, extra=context)
             return
         self.store.update(event.id, status="succeeded")
         report.runs.append((result.run.id, "succeeded"))
+        log.info("run %s succeeded (trigger %s)", result.run.id, spec.name,
+                 extra={**context, "run_id": result.run.id, "status": "succeeded"})  # fmt: skip
 
     # daemon ---------------------------------------------------------------------------------------
 
@@ -220,19 +374,32 @@ class Scheduler:
         self._stop.set()
 
     def serve_forever(self, on_tick: Callable[[TickReport], None] | None = None) -> None:
-        """Tick every ``config.tick_s`` seconds until :meth:`stop`."""
+        """Tick every ``config.tick_s`` seconds until :meth:`stop`, whatever a pass meets.
+
+        A failing pass is logged and retried after ``tick_s × 2^n`` seconds (n consecutive failures),
+        at most ``config.max_backoff_s``; :attr:`last_error` says what failed until a pass succeeds.
+        """
+        failures = 0
         while not self._stop.is_set():
             try:
                 report = self.tick()
-            except MloopError as exc:  # e.g. the database briefly unreachable: try again next tick
-                log.error("scheduler tick failed: %s", exc.message)
-            else:
                 if on_tick is not None:
                     on_tick(report)
+            except Exception as exc:  # the daemon stops only when told to
+                failures += 1
+                self.last_error = _describe(exc)
+                delay = min(self.config.max_backoff_s, self.config.tick_s * 2 ** min(failures, 20))
+                log.error("scheduler pass failed (%d in a row), retrying in %.1f s: %s", failures, delay,
+                          self.last_error, exc_info=not isinstance(exc, MloopError))  # fmt: skip
+                self._stop.wait(delay)
+                continue
+            if failures:
+                log.warning("scheduler recovered after %d failed pass(es)", failures)
+            failures, self.last_error = 0, None
             self._stop.wait(self.config.tick_s)
 
     def status(self) -> list[dict[str, Any]]:
-        """Each trigger: kind, pipeline, last evaluation and result, last firing, next due time."""
+        """Each trigger: kind, pipeline, last evaluation, result and error, last firing, next due time."""
         rows = []
         for spec in self.config.triggers:
             state = self.store.state(spec.name)
@@ -244,12 +411,14 @@ class Scheduler:
                     "pipeline": spec.pipeline,
                     "evaluated_at": state.evaluated_at,
                     "result": state.last_result,
+                    "last_error": state.last_error,
                     "fired_at": state.fired_at,
                     "next_due_at": state.next_due_at,
                     "last_event": {
                         "key": last[0].event_key,
                         "status": last[0].status,
                         "run_id": last[0].run_id,
+                        "owner": last[0].owner,
                     }
                     if last
                     else None,

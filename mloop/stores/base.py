@@ -7,11 +7,23 @@ tests in ``tests/contracts`` can hold every backend to the same behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun, StepStatus
+from mloop.entities import (
+    ArtifactRef,
+    Event,
+    Metric,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    TriggerEvent,
+    TriggerState,
+)
 
 __all__ = [
     "ArtifactStore",
@@ -23,6 +35,7 @@ __all__ = [
     "RunQuery",
     "RunStore",
     "StepStore",
+    "TriggerStore",
 ]
 
 
@@ -194,3 +207,59 @@ class OnlineStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class TriggerStore(Protocol):
+    """Trigger events (claimed once, held under a renewable lease) and each trigger's state.
+
+    ``claim`` inserts ``(trigger, event_key)`` once ever; ``reclaim_expired`` hands an active event to
+    a new owner only after its lease expired; ``evaluating`` lets one scheduler at a time evaluate a
+    trigger, so its watermark moves once per batch. Database failures raise StoreUnavailableError
+    (retry later) or MetadataStoreError, never a driver's exception.
+    """
+
+    def claim(
+        self,
+        trigger: str,
+        event_key: str,
+        *,
+        kind: str,
+        pipeline: str,
+        evidence: Mapping[str, Any],
+        status: str = "pending",
+        owner: str | None = None,
+        lease_s: float = 30.0,
+    ) -> TriggerEvent | None: ...
+
+    def update(self, event_id: str, *, status: str, run_id: str | None = None) -> None: ...
+
+    def renew(
+        self, owner: str, lease_s: float, *, events: Collection[str] = (), triggers: Collection[str] = ()
+    ) -> set[str]: ...
+
+    def reclaim_expired(
+        self,
+        owner: str,
+        *,
+        lease_s: float = 30.0,
+        may_take: Callable[[TriggerEvent], bool] = ...,
+        max_attempts: int = 2,
+    ) -> list[TriggerEvent]: ...
+
+    def evaluating(self, trigger: str, owner: str, lease_s: float = 30.0) -> AbstractContextManager[bool]: ...
+
+    def events(self, trigger: str | None = None, *, limit: int = 100) -> list[TriggerEvent]: ...
+
+    def state(self, trigger: str) -> TriggerState: ...
+
+    def save_state(
+        self,
+        trigger: str,
+        *,
+        evaluated_at: datetime | None = None,
+        fired_at: datetime | None = None,
+        next_due_at: datetime | None = None,
+        last_result: str | None = None,
+        watermark: Mapping[str, Any] | None = None,
+        last_error: str | None = None,
+    ) -> None: ...

@@ -187,6 +187,9 @@ def _start(project: Path, ws: Path, *args: str) -> subprocess.Popen[str]:
 def _toml(project: Path) -> None:
     (project / "mloop.toml").write_text(
         f"""
+[scheduler]
+lease_s = 2
+
 [[triggers]]
 name = "inbox"
 kind = "new_data"
@@ -216,6 +219,7 @@ def test_sigkill_mid_run_then_restart_fires_again_exactly_once(project: Path) ->
     daemon.kill()
     daemon.wait(timeout=30)
     (project / "marks" / "slow").unlink()
+    time.sleep(2.5)  # an event is taken over only once its holder's lease (2 s here) has expired
     restarted = subprocess.run(
         [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(ws)],
         cwd=project, capture_output=True, text=True, timeout=120,

@@ -8,6 +8,8 @@ migrations so several processes opening a fresh database at once apply them once
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,18 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
+    DBAPIError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError
+from mloop.errors import ConfigurationError, MetadataStoreError, SchemaVersionError, StoreUnavailableError
 from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
 
-__all__ = ["WRITE", "connect", "insert_ignoring_conflicts", "upgrade"]
+__all__ = ["WRITE", "connect", "insert_ignoring_conflicts", "translate_errors", "upgrade"]
 
 # Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
 WRITE = "mloop_write"
@@ -69,6 +74,31 @@ def connect(url: str) -> Engine:
             field="metadata_url",
         ) from exc
     return engine
+
+
+@contextmanager
+def translate_errors(store: str = "metadata store") -> Iterator[None]:
+    """Turn the database errors raised inside the block into mloop's error tree, once for every store.
+
+    Unreachable or dropped connections (``OperationalError``, an invalidated connection, an exhausted
+    pool) become :class:`StoreUnavailableError`, which callers may retry; a refused write (constraint)
+    and any other driver error become :class:`MetadataStoreError`. mloop's own errors pass through.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise MetadataStoreError(f"{store} refused the write: {_reason(exc)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            raise StoreUnavailableError(f"{store} unavailable: {_reason(exc)}") from exc
+        raise MetadataStoreError(f"{store} failed: {_reason(exc)}") from exc
+    except PoolTimeoutError as exc:
+        raise StoreUnavailableError(f"{store} unavailable: {exc}") from exc
+
+
+def _reason(exc: DBAPIError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc.orig or exc).__name__
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:

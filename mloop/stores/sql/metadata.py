@@ -16,7 +16,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mloop.entities import (
     ArtifactRef,
@@ -32,7 +31,7 @@ from mloop.entities import (
 from mloop.errors import MetadataStoreError, NotFoundError, ParameterError, StoreUnavailableError
 from mloop.stores.base import NewArtifact, RunQuery
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, connect, insert_ignoring_conflicts
+from mloop.stores.sql.engine import WRITE, connect, insert_ignoring_conflicts, translate_errors
 
 __all__ = ["SqlMetadataStore"]
 
@@ -74,23 +73,13 @@ class SqlMetadataStore:
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        try:
-            with self._writer.begin() as conn:
-                yield conn
-        except IntegrityError as exc:
-            raise MetadataStoreError(f"metadata store refused the write: {exc.orig}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError):
-                raise StoreUnavailableError(f"metadata store unavailable: {exc.orig}") from exc
-            raise
+        with translate_errors(), self._writer.begin() as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except sa.exc.OperationalError as exc:
-            raise StoreUnavailableError(f"metadata store unavailable: {exc.orig}") from exc
+        with translate_errors(), self.engine.connect() as conn:
+            yield conn
 
     # runs ---------------------------------------------------------------------------------------
 

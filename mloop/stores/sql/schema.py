@@ -213,6 +213,8 @@ trigger_events = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("run_id", ID),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("owner", sa.String(200)),  # host:pid:random of the scheduler holding the event
+    sa.Column("lease_until", UTCDateTime),  # renewed by its heartbeat; reclaimable once past
     sa.UniqueConstraint("trigger", "event_key"),
 )
 
@@ -225,6 +227,9 @@ trigger_state = sa.Table(
     sa.Column("next_due_at", UTCDateTime),
     sa.Column("last_result", sa.Text, nullable=False),
     sa.Column("watermark", sa.Text, nullable=False),
+    sa.Column("locked_by", sa.String(200)),  # the scheduler evaluating the trigger right now
+    sa.Column("locked_until", UTCDateTime),
+    sa.Column("last_error", sa.Text),  # the latest failure, cleared by the next clean evaluation
 )
 
 # feature store (issue 16): definitions as versions, and each materialization into the online store

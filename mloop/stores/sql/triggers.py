@@ -1,16 +1,22 @@
-"""Trigger events and trigger state on SQLAlchemy Core: what makes the scheduler idempotent.
+"""Trigger events and trigger state on SQLAlchemy Core: what makes the scheduler run each event once.
 
 An event is claimed by inserting ``(trigger, event_key)`` under a unique constraint, so two schedulers
-(or one restarted) can never start two runs for one event. A run interrupted by a crash leaves its
-event ``running`` with a run the metadata store has marked failed; :meth:`reclaim_interrupted` hands
-each such event back exactly once (a conditional update, so concurrent schedulers cannot both win).
+(or one restarted) can never claim one event twice. The claim carries an ``owner`` (host:pid:random)
+and a lease (``lease_until``) that the owner's heartbeat renews while the run is prepared and runs;
+:meth:`reclaim_expired` hands an event back only once its lease has expired (a conditional update,
+so concurrent schedulers cannot both win), never merely because it has no run yet.
+
+A trigger is evaluated by one scheduler at a time (:meth:`lock_trigger`, a lease on its state row), so
+its watermark advances once per batch of new data and every new file lands in exactly one event.
+Database errors leave as mloop errors (:func:`mloop.stores.sql.engine.translate_errors`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,11 +24,13 @@ from sqlalchemy.engine import Engine
 
 from mloop.entities import TriggerEvent, TriggerState, new_id, utcnow
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts
+from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts, translate_errors
 
 __all__ = ["SqlTriggerStore"]
 
 ACTIVE = ("pending", "running")
+_events = t.trigger_events
+_state = t.trigger_state
 
 
 def _dumps(value: Any) -> str:
@@ -35,9 +43,19 @@ class SqlTriggerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(**{WRITE: True})
-        self._claim = insert_ignoring_conflicts(engine.dialect.name, t.trigger_events).on_conflict_do_nothing(
-            index_elements=["trigger", "event_key"]
-        )
+        self._dialect = engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with translate_errors(), self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with translate_errors(), self.engine.connect() as conn:
+            yield conn
+
+    # events ---------------------------------------------------------------------------------------
 
     def claim(
         self,
@@ -48,9 +66,13 @@ class SqlTriggerStore:
         pipeline: str,
         evidence: Mapping[str, Any],
         status: str = "pending",
+        owner: str | None = None,
+        lease_s: float = 30.0,
     ) -> TriggerEvent | None:
-        """Record a new event; None when ``(trigger, event_key)`` was already recorded."""
+        """Record a new event held by ``owner`` for ``lease_s``; None when ``(trigger, event_key)`` was
+        already recorded (by anyone)."""
         now = utcnow()
+        held = status in ACTIVE
         row = {
             "id": new_id(),
             "trigger": trigger,
@@ -63,75 +85,144 @@ class SqlTriggerStore:
             "attempts": 0 if status == "suppressed" else 1,
             "run_id": None,
             "updated_at": now,
+            "owner": owner,
+            "lease_until": now + timedelta(seconds=lease_s) if held else None,
         }
-        with self._writer.begin() as conn:
-            inserted = conn.execute(self._claim.values(**row)).rowcount
-        return _event(row) if inserted == 1 else None
+        insert = insert_ignoring_conflicts(self._dialect, _events).values(**row)
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING
+        insert = insert.on_conflict_do_nothing(index_elements=["trigger", "event_key"]).returning(
+            _events.c.id
+        )
+        with self._write() as conn:
+            inserted = conn.execute(insert).first() is not None
+        return _event(row) if inserted else None
 
     def update(self, event_id: str, *, status: str, run_id: str | None = None) -> None:
+        """Record the event's progress; a final status releases its lease."""
         values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
         if run_id is not None:
             values["run_id"] = run_id
-        with self._writer.begin() as conn:
-            conn.execute(t.trigger_events.update().where(t.trigger_events.c.id == event_id).values(**values))
+        if status not in ACTIVE:
+            values["lease_until"] = None
+        with self._write() as conn:
+            conn.execute(_events.update().where(_events.c.id == event_id).values(**values))
 
-    def reclaim_interrupted(self, run_is_over: Any, *, max_attempts: int = 2) -> list[TriggerEvent]:
-        """Events whose run died with its scheduler, handed back once each (``attempts`` + 1).
+    def renew(
+        self, owner: str, lease_s: float, *, events: Collection[str] = (), triggers: Collection[str] = ()
+    ) -> set[str]:
+        """Extend ``owner``'s leases on these active events and trigger evaluations; the event ids it
+        still holds (one it lost was reclaimed by another scheduler after its lease expired)."""
+        until = utcnow() + timedelta(seconds=lease_s)
+        held: set[str] = set()
+        with self._write() as conn:
+            if triggers:
+                conn.execute(
+                    _state.update()
+                    .where(_state.c.trigger.in_(list(triggers)), _state.c.locked_by == owner)
+                    .values(locked_until=until)
+                )
+            if events:
+                mine = (
+                    _events.c.id.in_(list(events)),
+                    _events.c.owner == owner,
+                    _events.c.status.in_(ACTIVE),
+                )
+                conn.execute(_events.update().where(*mine).values(lease_until=until))
+                held = set(conn.execute(sa.select(_events.c.id).where(*mine)).scalars())
+        return held
 
-        ``run_is_over(run_id) -> bool`` says whether the event's run has ended (a crashed run has been
-        marked failed when the workspace was opened). Past ``max_attempts`` an event is left failed.
+    def reclaim_expired(
+        self,
+        owner: str,
+        *,
+        lease_s: float = 30.0,
+        may_take: Callable[[TriggerEvent], bool] = lambda event: True,
+        max_attempts: int = 2,
+    ) -> list[TriggerEvent]:
+        """Active events whose lease has expired, handed to ``owner`` once each (``attempts`` + 1).
+
+        ``may_take(event)`` may veto one (e.g. its owner is a live process on this host, only slow to
+        renew). Past ``max_attempts`` an event is left failed instead of handed back.
         """
-        with self.engine.connect() as conn:
+        now = utcnow()
+        expired = sa.or_(_events.c.lease_until.is_(None), _events.c.lease_until < now)
+        with self._read() as conn:
             rows = (
-                conn.execute(sa.select(t.trigger_events).where(t.trigger_events.c.status.in_(ACTIVE)))
-                .mappings()
-                .all()
+                conn.execute(sa.select(_events).where(_events.c.status.in_(ACTIVE), expired)).mappings().all()
             )
         handed: list[TriggerEvent] = []
         for row in rows:
-            if row["run_id"] is not None and not run_is_over(row["run_id"]):
+            if not may_take(_event(row)):
                 continue
             retry = row["attempts"] < max_attempts
+            lease_until = utcnow() + timedelta(seconds=lease_s)
+            values = {
+                "status": "pending" if retry else "failed",
+                "attempts": row["attempts"] + (1 if retry else 0),
+                "updated_at": utcnow(),
+                "owner": owner if retry else row["owner"],
+                "lease_until": lease_until if retry else None,
+            }
             stmt = (
-                t.trigger_events.update()
-                .where(t.trigger_events.c.id == row["id"], t.trigger_events.c.attempts == row["attempts"])
-                .where(t.trigger_events.c.status.in_(ACTIVE))
-                .values(
-                    status="pending" if retry else "failed",
-                    attempts=row["attempts"] + (1 if retry else 0),
-                    updated_at=utcnow(),
-                )
+                _events.update()
+                .where(_events.c.id == row["id"], _events.c.attempts == row["attempts"])
+                .where(_events.c.status.in_(ACTIVE), expired)
+                .values(**values)
+                .returning(_events.c.id)
             )
-            with self._writer.begin() as conn:
-                won = conn.execute(stmt).rowcount == 1
+            with self._write() as conn:
+                won = conn.execute(stmt).first() is not None
             if won and retry:
-                handed.append(_event({**row, "status": "pending", "attempts": row["attempts"] + 1}))
+                handed.append(_event({**row, **values}))
         return handed
 
     def events(self, trigger: str | None = None, *, limit: int = 100) -> list[TriggerEvent]:
         """Newest first."""
-        query = sa.select(t.trigger_events).order_by(t.trigger_events.c.id.desc()).limit(limit)
+        query = sa.select(_events).order_by(_events.c.id.desc()).limit(limit)
         if trigger is not None:
-            query = query.where(t.trigger_events.c.trigger == trigger)
-        with self.engine.connect() as conn:
+            query = query.where(_events.c.trigger == trigger)
+        with self._read() as conn:
             return [_event(r) for r in conn.execute(query).mappings()]
 
     def event_of_run(self, run_id: str) -> TriggerEvent | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(sa.select(t.trigger_events).where(t.trigger_events.c.run_id == run_id))
-                .mappings()
-                .first()
-            )
+        with self._read() as conn:
+            row = conn.execute(sa.select(_events).where(_events.c.run_id == run_id)).mappings().first()
         return _event(row) if row else None
 
-    def state(self, trigger: str) -> TriggerState:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(sa.select(t.trigger_state).where(t.trigger_state.c.trigger == trigger))
-                .mappings()
-                .first()
+    # state ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def evaluating(self, trigger: str, owner: str, lease_s: float = 30.0) -> Iterator[bool]:
+        """Hold the right to evaluate ``trigger`` inside the block (yields False while another
+        scheduler holds an unexpired one). Re-entrant for its owner, renewed by :meth:`renew`."""
+        now = utcnow()
+        with self._write() as conn:
+            self._ensure_state(conn, trigger)
+            free = sa.or_(
+                _state.c.locked_by.is_(None), _state.c.locked_by == owner, _state.c.locked_until < now
             )
+            taken = conn.execute(
+                _state.update()
+                .where(_state.c.trigger == trigger, free)
+                .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
+                .returning(_state.c.trigger)
+            ).first()
+        if taken is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._write() as conn:
+                conn.execute(
+                    _state.update()
+                    .where(_state.c.trigger == trigger, _state.c.locked_by == owner)
+                    .values(locked_by=None, locked_until=None)
+                )
+
+    def state(self, trigger: str) -> TriggerState:
+        with self._read() as conn:
+            row = conn.execute(sa.select(_state).where(_state.c.trigger == trigger)).mappings().first()
         if row is None:
             return TriggerState(trigger, None, None, None, "", {})
         return TriggerState(
@@ -141,6 +232,7 @@ class SqlTriggerStore:
             row["next_due_at"],
             row["last_result"],
             json.loads(row["watermark"]),
+            row["last_error"],
         )
 
     def save_state(
@@ -152,8 +244,9 @@ class SqlTriggerStore:
         next_due_at: datetime | None = None,
         last_result: str | None = None,
         watermark: Mapping[str, Any] | None = None,
+        last_error: str | None = None,
     ) -> None:
-        """Update the given fields (others keep their value)."""
+        """Update the given fields (others keep their value); ``last_error=""`` clears the error."""
         current = self.state(trigger)
         row = {
             "evaluated_at": evaluated_at or current.evaluated_at,
@@ -161,17 +254,18 @@ class SqlTriggerStore:
             "next_due_at": next_due_at if next_due_at is not None else current.next_due_at,
             "last_result": last_result if last_result is not None else current.last_result,
             "watermark": _dumps(dict(watermark) if watermark is not None else current.watermark),
+            "last_error": (last_error or None) if last_error is not None else current.last_error,
         }
-        with self._writer.begin() as conn:
-            updated = conn.execute(
-                t.trigger_state.update().where(t.trigger_state.c.trigger == trigger).values(**row)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    insert_ignoring_conflicts(self.engine.dialect.name, t.trigger_state)
-                    .values(trigger=trigger, **row)
-                    .on_conflict_do_nothing(index_elements=["trigger"])
-                )
+        with self._write() as conn:
+            self._ensure_state(conn, trigger)
+            conn.execute(_state.update().where(_state.c.trigger == trigger).values(**row))
+
+    def _ensure_state(self, conn: sa.Connection, trigger: str) -> None:
+        conn.execute(
+            insert_ignoring_conflicts(self._dialect, _state)
+            .values(trigger=trigger, last_result="", watermark="{}")
+            .on_conflict_do_nothing(index_elements=["trigger"])
+        )
 
 
 def _event(row: Any) -> TriggerEvent:
@@ -188,4 +282,6 @@ def _event(row: Any) -> TriggerEvent:
         attempts=row["attempts"],
         run_id=row["run_id"],
         updated_at=row["updated_at"],
+        owner=row["owner"],
+        lease_until=row["lease_until"],
     )
