@@ -85,7 +85,10 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.exception_handler(MloopError)
     async def mloop_error(request: Request, exc: MloopError) -> Response:
-        return fail(request, exc.http_status, exc.code, exc.message, exc.field)
+        response = fail(request, exc.http_status, exc.code, exc.message, exc.field)
+        if exc.http_status in (408, 413):  # the rest of the body is not wanted: stop reading it
+            response.headers["connection"] = "close"
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
