@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mloop.cli.common import WorkspaceOpt, err, open_workspace
+from mloop.cli.logs import configure_logging
 from mloop.errors import ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
 
@@ -46,6 +49,11 @@ def serve(
             help="Serve a version's compiled ONNX form when it has one (proven equal at registration).",
         ),
     ] = True,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (413 above).")
+    ] = 8 * 1024 * 1024,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json (to stderr).")] = "text",
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Serve NAME@ALIAS over HTTP (Open Inference Protocol v2 and /predict); follows alias moves."""
@@ -55,6 +63,7 @@ def serve(
         raise ConfigurationError("serving needs the serve extra: pip install 'mloop[serve]'") from exc
     from mloop.serving.app import ServeConfig
 
+    configure_logging(log_level, log_format)
     if out_of_domain not in ("count", "reject"):
         raise ParameterError(
             f"--out-of-domain must be count or reject, got {out_of_domain!r}", field="out_of_domain"
@@ -77,16 +86,43 @@ def serve(
         flush_interval_s=flush_interval,
         log_predictions=not no_log,
         compiled=compiled,
+        max_body_bytes=max_body_bytes,
     )
+    _check_port_free(host, port)
+    os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
     err.print(f"serving {name}@{alias} on http://{host}:{port} ({workers} worker(s))", markup=False)
     uvicorn.run(
-        "mloop.serving.app:app_from_env",
+        "mloop.cli.serve:app_in_worker",
         factory=True,
         host=host,
         port=port,
         workers=workers,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,  # headers larger than this are refused
     )
+
+
+def app_in_worker() -> object:
+    """The app in each uvicorn worker process, with the logging ``mloop serve`` was given."""
+    from mloop.serving.app import app_from_env
+
+    configure_logging(os.environ.get("MLOOP_LOG_LEVEL", "info"), os.environ.get("MLOOP_LOG_FORMAT", "text"))
+    return app_from_env()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line, before announcing anything, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+            )
+            raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc

@@ -1,35 +1,63 @@
 """The prediction service: ``create_app(workspace, name)`` → a FastAPI app that serves a registry alias.
 
-Routes wiring only. It speaks the Open Inference Protocol v2 (``/v2/health/live``,
-``/v2/health/ready``, ``/v2/models/{name}``, ``/v2/models/{name}/infer``) and ``POST /predict``
-(``instances``, or MLflow's ``dataframe_split`` / ``dataframe_records``); ``POST /feedback`` takes
-delayed labels by prediction id; ``GET /metrics`` is Prometheus text. The model service (alias
-following, swaps) is :mod:`mloop.serving.service`; each protocol's shapes live in
-:mod:`mloop.serving.protocols`.
+Routes wiring only: each route reads the body within the limits (:mod:`mloop.serving.limits`),
+hands it to its protocol's module (:mod:`mloop.serving.protocols`) to decode, calls the one
+:class:`~mloop.serving.service.ModelService`, and lets the protocol shape the answer and its
+errors. Protocols: the Open Inference Protocol v2 (``/v2/…``), MLflow's scoring server
+(``/invocations``, ``/ping``, ``/version``) and mloop's own ``POST /predict`` and
+``POST /feedback``; ``GET /metrics`` is Prometheus text. Bodies above ``offload_bytes`` are parsed
+and predicted in a worker thread so one-row requests stay fast beside them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
-from mloop.errors import MloopError, NotFoundError
-from mloop.serving.predictor import InputError
-from mloop.serving.protocols import oip_v2, predict
+from mloop.errors import MloopError
+from mloop.serving import openapi
+from mloop.serving.limits import read_body
+from mloop.serving.metrics import RequestCounter
+from mloop.serving.protocols import mlflow, oip_v2, predict
 from mloop.serving.service import ModelService, ServeConfig
 from mloop.workspace import Workspace
 
 __all__ = ["ModelService", "ServeConfig", "app_from_env", "create_app"]
 
 log = logging.getLogger("mloop.serving")
+T = TypeVar("T")
+PREDICTING = frozenset(
+    {"/predict", "/invocations", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"}
+)
+
+
+def _version() -> str:
+    try:
+        return package_version("mloop")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _error_shape(path: str) -> Callable[..., Response]:
+    """Which protocol's error body a path answers with."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return oip_v2.error_response
+    if path in ("/invocations", "/ping", "/version"):
+        return mlflow.error_response
+    return predict.error
 
 
 def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Path | None = None) -> FastAPI:
@@ -37,6 +65,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     if isinstance(config, str):
         config = ServeConfig(model=config)
     service = ModelService(workspace, config, log_root)
+    model = config.model
+    offload = anyio.CapacityLimiter(2)  # large requests share two threads; small ones never wait
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -46,87 +76,175 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         finally:
             service.stop()
 
-    app = FastAPI(title=f"mloop: {config.model}", lifespan=lifespan)
+    app = FastAPI(title=f"mloop: {model}", version=_version(), lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(RequestCounter, metrics=service.metrics, model=model, predicting=PREDICTING)
+
+    def fail(request: Request, status: int, code: str, message: str, field: str | None = None) -> Response:
+        return _error_shape(request.url.path)(status, code, message, field)
 
     @app.exception_handler(MloopError)
-    async def mloop_error(request: Request, exc: MloopError) -> JSONResponse:
-        return predict.error(exc.http_status, exc.code, exc.message, exc.field)
+    async def mloop_error(request: Request, exc: MloopError) -> Response:
+        response = fail(request, exc.http_status, exc.code, exc.message, exc.field)
+        if exc.http_status in (408, 413):  # the rest of the body is not wanted: stop reading it
+            response.headers["connection"] = "close"
+        return response
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error serving %s", request.url.path)
-        return predict.error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        message = (
+            f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
+        )
+        return fail(request, exc.status_code, code, str(message))
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return predict.error(
-            422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}", where or None
-        )
+        return fail(request, 422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}", where)
 
-    async def body_of(request: Request) -> Any:
-        try:
-            return await request.json()
-        except ValueError as exc:
-            raise InputError("the body is not valid JSON", field="body") from exc
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error serving %s", request.url.path)
+        return fail(request, 500, "internal_error", f"{type(exc).__name__}: {exc}")
 
-    def timed(fn: Any) -> Any:
+    async def body_of(request: Request) -> bytes:
+        return await read_body(request, config.max_body_bytes, config.read_timeout_s)
+
+    async def run(request: Request, size: int, work: Callable[[], T]) -> T:
+        """``work()`` (decode, predict, encode), in a worker thread when the body is large."""
         started = time.perf_counter()
-        try:
-            result = fn()
-        except MloopError as exc:
-            service.metrics.requests.labels(config.model, "-", str(exc.http_status)).inc()
-            raise
-        version = str(result["version"])
-        metrics = service.metrics
-        metrics.of(metrics.requests, config.model, version, "200").inc()
-        metrics.of(metrics.latency, config.model, version).observe(time.perf_counter() - started)
+        result = (
+            await anyio.to_thread.run_sync(work, limiter=offload) if size > config.offload_bytes else work()
+        )
+        version = getattr(request.state, "version", None)
+        if version is not None:
+            metrics = service.metrics
+            metrics.of(metrics.latency, model, version).observe(time.perf_counter() - started)
         return result
 
-    @app.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    def predicted(request: Request, result: dict[str, Any]) -> dict[str, Any]:
+        request.state.version = str(result["version"])
+        return result
 
-    @app.get("/v2/health/ready")
+    def served(name: str, version: str | None = None) -> Any:
+        if name != model:
+            raise oip_v2.not_served(model, name)
+        production = service.slots.production
+        if production is None:
+            raise oip_v2.ModelNotReady(f"{model!r} is not loaded yet")
+        if version is None:
+            return production, None
+        pinned = service.serving(int(version)) if version.isdigit() and len(version) < 10 else None
+        if pinned is None:
+            raise oip_v2.not_served(model, name, version)
+        return pinned[1], int(version)
+
+    def versions() -> list[str]:
+        slots = (service.slots.production, service.slots.canary, service.slots.shadow)
+        return list(dict.fromkeys(str(p.loaded.version.version) for p in slots if p is not None))
+
+    # Open Inference Protocol v2 ------------------------------------------------------------------
+
+    @app.get("/v2", **openapi.V2_SERVER)
+    async def server_metadata() -> Response:
+        return JSONResponse({"name": "mloop", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    @app.get("/v2/health/live", **openapi.V2_LIVE)
+    async def live() -> Response:
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready", **openapi.V2_READY)
     async def ready() -> Response:
         ok = service.slots.production is not None
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/v2/models/{name}")
-    async def model_metadata(name: str) -> dict[str, Any]:
-        _check_name(name)
-        return service.describe()
+    @app.get("/v2/models/{name}", **openapi.V2_METADATA)
+    @app.get("/v2/models/{name}/versions/{version}", **openapi.V2_METADATA)
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        predictor, _ = served(name, version)
+        return JSONResponse(oip_v2.metadata(model, predictor, versions(), service.describe()))
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> Response:
-        _check_name(name)
-        body = await body_of(request)
+    @app.get("/v2/models/{name}/ready", **openapi.V2_MODEL_READY)
+    @app.get("/v2/models/{name}/versions/{version}/ready", **openapi.V2_MODEL_READY)
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        served(name, version)
+        return JSONResponse({"name": model, "ready": True})
+
+    @app.post("/v2/models/{name}/infer", **openapi.V2_INFER)
+    @app.post("/v2/models/{name}/versions/{version}/infer", **openapi.V2_INFER)
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        predictor, pinned = served(name, version)
+        raw = await body_of(request)
+        header_length = request.headers.get(oip_v2.HEADER_LENGTH)
         key = request.headers.get("x-request-key")
-        result = timed(lambda: service.predict(oip_v2.rows_from_v2(body), key))
-        return JSONResponse(oip_v2.infer_response(config.model, body, result))
 
-    @app.post("/predict")
+        def work() -> Response:
+            decoded = oip_v2.decode_request(raw, header_length, config.max_json_depth, predictor)
+            result = predicted(request, service.predict(decoded.rows, key, pinned))
+            return oip_v2.infer_response(model, decoded, result)
+
+        return await run(request, len(raw), work)
+
+    # MLflow scoring server ------------------------------------------------------------------------
+
+    @app.get("/ping", **openapi.PING)
+    async def ping() -> Response:
+        ok = service.slots.production is not None
+        return Response("\n", status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/version", **openapi.VERSION)
+    async def version_route() -> Response:
+        return PlainTextResponse(_version())
+
+    @app.post("/invocations", **openapi.INVOCATIONS)
+    async def invocations(request: Request) -> Response:
+        raw = await body_of(request)
+        content_type = request.headers.get("content-type", "application/json")
+        key = request.headers.get("x-request-key")
+
+        def work() -> Response:
+            production = service.slots.production
+            rules = production.loaded.rules if production is not None else {}
+            rows = mlflow.rows_from_body(raw, content_type, config.max_json_depth, rules)
+            result = predicted(request, service.predict(rows, key))
+            return JSONResponse(
+                {"predictions": result["predictions"], "prediction_ids": result["prediction_ids"]}
+            )
+
+        return await run(request, len(raw), work)
+
+    # mloop's own ------------------------------------------------------------------------------------
+
+    @app.post("/predict", **openapi.PREDICT)
     async def predict_route(request: Request) -> Response:
-        body = await body_of(request)
-        key = request.headers.get("x-request-key") or (body.get("key") if isinstance(body, dict) else None)
-        # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
-        return JSONResponse(timed(lambda: service.predict(predict.rows_from(body), key)))
+        raw = await body_of(request)
+        header_key = request.headers.get("x-request-key")
 
-    @app.post("/feedback")
-    async def feedback(request: Request) -> dict[str, Any]:
-        body = await body_of(request)
-        return {"accepted": service.feedback(predict.feedback_items(body))}
+        def work() -> Response:
+            body = predict.parse(raw, config.max_json_depth)
+            key = predict.request_key(body, header_key)
+            # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
+            return JSONResponse(predicted(request, service.predict(predict.rows_from(body), key)))
 
-    @app.get("/metrics")
+        return await run(request, len(raw), work)
+
+    @app.post("/feedback", **openapi.FEEDBACK)
+    async def feedback(request: Request) -> Response:
+        raw = await body_of(request)
+
+        def work() -> Response:
+            items = predict.feedback_items(predict.parse(raw, config.max_json_depth))
+            return JSONResponse({"accepted": service.feedback(items)})
+
+        return await run(request, len(raw), work)
+
+    @app.get("/metrics", **openapi.METRICS)
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def _check_name(name: str) -> None:
-        if name != config.model:
-            raise NotFoundError(f"this service serves model {config.model!r}, not {name!r}", field="name")
-
+    openapi.install(app, service)
     return app
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["ServiceMetrics"]
 
@@ -40,8 +43,11 @@ class ServiceMetrics:
         self.alias = Gauge(
             "mloop_alias_version", "Version currently served per alias", ["model", "alias"], registry=r
         )
-        self.dropped = Gauge(
-            "mloop_prediction_log_dropped", "Log records dropped (buffer full)", ["model"], registry=r
+        self.http = Counter(
+            "mloop_http_requests",
+            "HTTP requests by route template (unmatched: no route) and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.quarantined = Counter(
             "mloop_prediction_log_quarantined_segments",
@@ -58,3 +64,58 @@ class ServiceMetrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def watch_dropped(self, model: str, read: Callable[[], int]) -> None:
+        """Expose ``mloop_prediction_log_dropped_total{model}``, read from the log when scraped."""
+        self.registry.register(_DroppedCollector(model, read))
+
+
+class _DroppedCollector(Collector):
+    """The prediction log counts its dropped records itself; a counter read at scrape time."""
+
+    def __init__(self, model: str, read: Callable[[], int]) -> None:
+        self.model, self.read = model, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mloop_prediction_log_dropped",
+            "Prediction log records dropped (buffer full or failed flush)",
+            labels=["model"],
+        )
+        family.add_metric([self.model], self.read())
+        yield family
+
+
+class RequestCounter:
+    """ASGI middleware: every request counted under its route template and real status.
+
+    Unknown paths count as route ``unmatched`` (so a scan of random URLs cannot grow the label
+    set). Prediction routes also count in ``mloop_requests_total`` under the version that answered
+    (``-`` when none did), read from ``request.state.version``.
+    """
+
+    def __init__(self, app: Any, metrics: ServiceMetrics, model: str, predicting: frozenset[str]) -> None:
+        self.app, self.metrics, self.model, self.predicting = app, metrics, model, predicting
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            code = str(status[0])
+            m = self.metrics
+            m.of(m.http, path, scope.get("method", "-"), code).inc()
+            if path in self.predicting:
+                version = str((scope.get("state") or {}).get("version", "-"))
+                m.of(m.requests, self.model, version, code).inc()

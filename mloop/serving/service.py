@@ -25,6 +25,7 @@ from mloop.errors import MloopError, NotFoundError
 from mloop.monitoring.log import PredictionLog
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
 from mloop.serving.features import FeatureHook
+from mloop.serving.limits import check_finite
 from mloop.serving.metrics import ServiceMetrics
 from mloop.serving.predictor import InputError, LoadedModel, Predictor
 from mloop.serving.traffic import Slots, choose
@@ -53,6 +54,10 @@ class ServeConfig:
     log_predictions: bool = True
     flush_interval_s: float = 1.0
     compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
+    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, refused while they stream in
+    max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it
+    read_timeout_s: float = 30.0  # a body not received within this gets 408
+    offload_bytes: int = 64 * 1024  # bodies above this are parsed and predicted off the event loop
 
 
 class ModelService:
@@ -75,6 +80,10 @@ class ModelService:
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mloop-shadow")
         self._watcher: threading.Thread | None = None
         self.features = FeatureHook(workspace)  # serving by entity key (models with a feature service)
+        self._registry_error: str | None = None
+        self._dropped_seen = 0
+        if self.log is not None:
+            self.metrics.watch_dropped(config.model, self._dropped)
 
     # loading ------------------------------------------------------------------------------------
 
@@ -99,6 +108,7 @@ class ModelService:
             log.error("%s; still serving the previous version", self.slots.last_error)
             return current
         self.metrics.loads.labels(self.config.model, str(version.version), "loaded").inc()
+        log.info("%s v%s loaded for alias %r", self.config.model, version.version, alias)
         self.metrics.alias.labels(self.config.model, alias).set(version.version)
         return predictor
 
@@ -135,7 +145,16 @@ class ModelService:
             try:
                 self.refresh()
             except Exception as exc:  # the registry may be briefly unreachable: keep serving
-                log.warning("could not refresh %s: %s", self.config.model, exc)
+                if self._registry_error is None:
+                    log.warning("registry unreachable for %s: %s; still serving", self.config.model, exc)
+                self._registry_error = f"registry unreachable: {type(exc).__name__}: {exc}"
+                self.slots.last_error = self._registry_error
+            else:
+                if self._registry_error is not None:
+                    log.info("registry reachable again for %s", self.config.model)
+                    if self.slots.last_error == self._registry_error:
+                        self.slots.last_error = None
+                    self._registry_error = None
             self._count_quarantined()
 
     def _count_quarantined(self) -> None:
@@ -168,7 +187,20 @@ class ModelService:
     def _route(self, key: str | None) -> tuple[str, Predictor]:
         return choose(self.slots, self.config.canary_fraction, key)
 
-    def predict(self, rows: list[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
+    def serving(self, version: int) -> tuple[str, Predictor] | None:
+        """``(role, predictor)`` of the served version numbered ``version`` (production, canary or
+        shadow), or None when this service does not serve it."""
+        for role in ("production", "canary", "shadow"):
+            predictor = getattr(self.slots, role)
+            if predictor is not None and predictor.loaded.version.version == version:
+                return role, predictor
+        return None
+
+    def predict(
+        self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Predict ``rows`` with the version traffic routing picks for ``key`` (or the served
+        ``version`` asked for), log them, and return predictions with their ids."""
         key = request_key(key)  # a string or none, refused before it routes or is logged
         if not rows:
             raise InputError("no rows to predict", field="instances")
@@ -177,7 +209,13 @@ class ModelService:
                 f"{len(rows)} rows exceed the limit of {self.config.max_batch_rows} per request",
                 field="instances",
             )
-        role, predictor = self._route(key)
+        if version is None:
+            role, predictor = self._route(key)
+        else:
+            pinned = self.serving(version)
+            if pinned is None:
+                raise NotFoundError(f"version {version} of {self.config.model!r} is not served here")
+            role, predictor = pinned
         started = time.perf_counter()
         rows = self.features.fill(predictor.loaded.version, predictor.loaded.columns, rows)
         try:
@@ -188,20 +226,21 @@ class ModelService:
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
         predictions, probabilities = predictor.predict_rows(rows, checked)
+        check_finite(predictions, probabilities)  # NaN/inf is an error answer, never logged as served
         latency = time.perf_counter() - started
-        version = predictor.loaded.version
+        served = predictor.loaded.version
         request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
         # conformed to the version's pinned log types before the answer: a value the log cannot
         # hold is this request's 422, never a failed flush that takes other requests' records
         self._record(predictor, checked.columns, ids, predictions, probabilities, role, latency, key)
-        self.metrics.of(self.metrics.rows, self.config.model, str(version.version), role).inc(len(rows))
+        self.metrics.of(self.metrics.rows, self.config.model, str(served.version), role).inc(len(rows))
         shadow = self.slots.shadow
-        if shadow is not None:
+        if shadow is not None and role != "shadow":
             self._shadow_pool.submit(self._shadow_predict, shadow, rows, ids, key)
         answer: dict[str, Any] = {
             "model": self.config.model,
-            "version": version.version,
+            "version": served.version,
             "predictions": predictions,
             "prediction_ids": ids,
         }
@@ -270,7 +309,17 @@ class ModelService:
         chunk.update({f"input.{name}": values for name, values in columns.items()})
         schema = self._log_schema(predictor)
         self.log.append(conform(chunk, schema), schema)
-        self.metrics.of(self.metrics.dropped, self.config.model).set(self.log.dropped)
+        self._dropped()
+
+    def _dropped(self) -> int:
+        """Log records dropped so far (a counter in ``/metrics``); each new drop is logged."""
+        dropped = self.log.dropped if self.log is not None else 0
+        if dropped > self._dropped_seen:
+            log.warning(
+                "%s: %d prediction log records dropped", self.config.model, dropped - self._dropped_seen
+            )
+            self._dropped_seen = dropped
+        return dropped
 
     def feedback(self, items: list[dict[str, Any]]) -> int:
         """Store delayed labels for prediction ids; all or none of ``items`` are accepted.
@@ -316,6 +365,8 @@ class ModelService:
         return len(ids)
 
     def describe(self) -> dict[str, Any]:
+        """What is served (production, canary, shadow) and the last load or registry error."""
+
         def slot(p: Predictor | None) -> dict[str, Any] | None:
             if p is None:
                 return None
@@ -329,20 +380,11 @@ class ModelService:
             }
 
         return {
-            "name": self.config.model,
-            "versions": [str(self.slots.production.loaded.version.version)] if self.slots.production else [],
-            "platform": "mloop",
             "production": slot(self.slots.production),
             "canary": slot(self.slots.canary),
             "canary_fraction": self.config.canary_fraction,
             "shadow": slot(self.slots.shadow),
             "last_error": self.slots.last_error,
-            "inputs": [
-                {"name": c, "datatype": _datatype(self.slots.production.loaded.rules[c]), "shape": [-1]}
-                for c in self.slots.production.loaded.columns
-            ]
-            if self.slots.production
-            else [],
         }
 
 
@@ -351,7 +393,3 @@ def _finite(value: float) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an integer too large for a float
         return False
-
-
-def _datatype(rule: dict[str, Any]) -> str:
-    return {"int": "INT64", "float": "FP64", "bool": "BOOL"}.get(rule.get("type", ""), "BYTES")

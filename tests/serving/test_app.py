@@ -62,7 +62,7 @@ def test_open_inference_protocol(ws, serve) -> None:
     out = c.post("/v2/models/clf/infer", json=body).json()
     assert out["model_name"] == "clf" and out["model_version"] == "1" and out["id"] == "req-1"
     assert out["outputs"][0]["data"] == ws.load_model("clf:1").predict(pd.DataFrame(sample)).tolist()
-    assert out["outputs"][1]["shape"] == [4, 2] and len(out["parameters"]["prediction_ids"]) == 4
+    assert out["outputs"][1]["shape"] == [4, 2] and len(out["parameters"]["prediction_ids"].split(",")) == 4
     assert c.get("/v2/models/other").status_code == 404
 
 
@@ -92,10 +92,8 @@ def test_bad_input_is_a_422_naming_the_field(ws, serve, payload: object, field: 
 
 def test_not_json_and_too_many_rows(ws, serve) -> None:
     served = serve(ws, max_batch_rows=10)
-    assert (
-        served.client.post("/predict", content=b"{nope").json()["error"]["message"]
-        == "the body is not valid JSON"
-    )
+    message = served.client.post("/predict", content=b"{nope").json()["error"]["message"]
+    assert message.startswith("the body is not valid JSON")
     response = served.client.post("/predict", json={"instances": rows(11)})
     assert response.status_code == 422 and "exceed the limit of 10" in response.json()["error"]["message"]
 

@@ -178,3 +178,34 @@ def test_several_workers_serve_and_all_flush(ws_dir: Path) -> None:
         proc.wait(timeout=120)
     assert all(a["version"] == 1 for a in answered)
     assert read_log(ws_dir / "prediction-log", "clf").num_rows == 120  # every worker flushed on shutdown
+
+
+def test_a_busy_port_is_one_error_line_and_exit_2(ws_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*mloop_command(), "serve", "clf", "--port", str(port), "--workspace", str(ws_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: port {port} on 127.0.0.1 is already in use"
+    assert "serving" not in done.stdout + done.stderr
+
+
+def test_logs_go_to_stderr_as_json(ws_dir: Path) -> None:
+    import json
+
+    proc, url = start(ws_dir, "--log-format", "json", "--log-level", "info", "--max-body-bytes", "2048")
+    try:
+        too_big = httpx.post(f"{url}/predict", content=b"x" * 4096, timeout=10)
+        assert too_big.status_code == 413 and "limit of 2048 bytes" in too_big.json()["error"]["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    records = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(r["logger"] == "mloop.serving" and "v1 loaded" in r["message"] for r in records), err.decode()
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)

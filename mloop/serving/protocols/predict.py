@@ -9,15 +9,24 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from mloop.serving.limits import clip, parse_json
 from mloop.serving.predictor import InputError
 from mloop.serving.protocols.mlflow import rows_from_split
 
-__all__ = ["error", "feedback_items", "rows_from"]
+__all__ = ["error", "feedback_items", "parse", "request_key", "rows_from"]
 
 
 def error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """mloop's error body."""
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+    """mloop's error body (the message quotes at most ~200 characters of what was sent)."""
+    body = {
+        "error": {"code": code, "message": clip(message, 400), "field": clip(field, 100) if field else field}
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def parse(raw: bytes, max_depth: int) -> Any:
+    """The JSON body, within the nesting limit."""
+    return parse_json(raw, max_depth)
 
 
 def rows_from(body: Any) -> list[dict[str, Any]]:
@@ -42,4 +51,17 @@ def feedback_items(body: Any) -> list[Any]:
     items = body.get("feedback", [body]) if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise InputError("expected {'prediction_id', 'label'} or {'feedback': [...]}", field="body")
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "prediction_id" in item and not isinstance(item["prediction_id"], str):
+            raise InputError(f"feedback[{i}]: prediction_id must be a string", field="prediction_id")
     return items
+
+
+def request_key(body: Any, header: str | None) -> str | None:
+    """The caller's key for sticky canary routing: the ``x-request-key`` header, else ``key``."""
+    if header is not None:
+        return header
+    key = body.get("key") if isinstance(body, dict) else None
+    if key is not None and not isinstance(key, str):
+        raise InputError(f"key must be a string, got {type(key).__name__}", field="key")
+    return key

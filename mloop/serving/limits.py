@@ -1,0 +1,149 @@
+"""HTTP limits every protocol shares: body size, read time, JSON nesting and string validity.
+
+A body is read chunk by chunk and refused with 413 as soon as it passes ``max_body_bytes`` (never
+read whole first); a client that sends it slower than ``read_timeout_s`` gets 408. JSON deeper than
+``max_depth`` or holding a lone surrogate (``"\\ud800"``, which no UTF-8 store can hold) is refused
+before any model sees it. Messages quote at most ~200 characters of what was sent (:func:`clip`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import anyio
+from starlette.requests import ClientDisconnect, Request
+
+from mloop.errors import MloopError
+from mloop.serving.predictor import InputError
+
+__all__ = [
+    "BodyTooLarge",
+    "ReadTimeout",
+    "check_finite",
+    "clip",
+    "parse_json",
+    "read_body",
+]
+
+QUOTE_CHARS = 200
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BodyTooLarge(MloopError):
+    """The request body is larger than the service accepts (HTTP 413)."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class ReadTimeout(MloopError):
+    """The client did not send its body in time (HTTP 408)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class NotFinite(InputError):
+    """The model answered with a value that is not a finite number (e.g. NaN from ±1e308 inputs)."""
+
+    code = "prediction_not_finite"
+
+
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters in the middle (a message's end often says what was
+    wrong), saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}…({len(text) - 2 * half} characters)…{text[-half:]}"
+
+
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The body, refused early when it is (or declares it will be) larger than ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(
+            f"the body ({int(declared)} bytes) exceeds the limit of {max_bytes} bytes", field="body"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BodyTooLarge(f"the body exceeds the limit of {max_bytes} bytes", field="body")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise ReadTimeout(f"the body was not received within {timeout_s:g} s", field="body") from exc
+    except ClientDisconnect as exc:
+        raise ReadTimeout("the client disconnected before sending its body", field="body") from exc
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes | str, max_depth: int) -> Any:
+    """The JSON value of ``raw``; refuses invalid JSON, nesting deeper than ``max_depth``, lone
+    surrogates in any string (keys included) and numbers beyond a float's range."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise InputError(f"the JSON nests deeper than {max_depth} levels", field="body") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(clip(f"the body is not valid JSON: {exc}"), field="body") from exc
+    _check_value(value, max_depth)
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_value(value: Any, max_depth: int) -> None:
+    """One iterative walk: depth, strings that are not valid Unicode."""
+    if not isinstance(value, dict | list):
+        _check_scalar(value)
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise InputError(f"the JSON nests deeper than {max_depth} levels", field="body")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                _check_string(key)
+                if isinstance(item, dict | list):
+                    stack.append((item, depth + 1))
+                else:
+                    _check_scalar(item)
+        else:
+            for item in node:
+                if isinstance(item, dict | list):
+                    stack.append((item, depth + 1))
+                else:
+                    _check_scalar(item)
+
+
+def _check_scalar(value: Any) -> None:
+    if isinstance(value, str):
+        _check_string(value)
+
+
+def _check_string(text: str) -> None:
+    if not text.isascii() and _SURROGATE.search(text):
+        raise InputError(
+            f"the string {clip(ascii(text), 60)} holds a lone surrogate (not valid Unicode)", field="body"
+        )
+
+
+def check_finite(predictions: list[Any], probabilities: list[list[float]] | None) -> None:
+    """Refuse an answer that is not a finite number (NaN or ±inf cannot be served or logged)."""
+    for values in (predictions, *(probabilities or ())):
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise NotFinite(
+                    f"the model's answer is not a finite number ({v}); the inputs are likely too large",
+                    field="instances",
+                )

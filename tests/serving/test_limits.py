@@ -1,0 +1,105 @@
+"""HTTP limits: body size enforced while the body streams in, slow bodies timed out, deep JSON and
+long values refused with short messages, on every protocol."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from serving_helpers import fit, register, training_data
+
+import mloop
+
+COLS = ["a", "b"]
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    with mloop.Workspace.open(tmp_path / "ws") as workspace:
+        df = training_data()
+        workspace.promote("clf", register(workspace, fit(df, COLS), df, COLS).version)
+        yield workspace
+
+
+def raw_request(port: int, head: str, parts: list[bytes], timeout: float = 30) -> tuple[int, bytes, int]:
+    """Send ``head`` then ``parts`` until the server answers; (status, body, bytes of parts sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode())
+        sent = 0
+        for part in parts:
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(part)
+        sock.shutdown(socket.SHUT_WR) if sent == sum(map(len, parts)) else None
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head_bytes, _, body = data.partition(b"\r\n\r\n")
+    return int(head_bytes.split()[1]), body, sent
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def test_a_declared_huge_body_is_refused_before_it_is_sent(ws, serve) -> None:
+    served = serve(ws, max_body_bytes=1024 * 1024)
+    port = int(served.url.rsplit(":", 1)[1])
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {100 * 1024**2}\r\n\r\n"
+    )
+    status, body, _ = raw_request(port, head, [])
+    assert status == 413 and "exceeds the limit of 1048576 bytes" in json.loads(body)["error"]["message"]
+
+
+def test_a_chunked_body_is_cut_off_while_it_streams(ws, serve) -> None:
+    served = serve(ws, max_body_bytes=256 * 1024)
+    port = int(served.url.rsplit(":", 1)[1])
+    head = "POST /v2/models/clf/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"x" * 64 * 1024
+    parts = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"] * 1600  # 100 MB if it were all read
+    status, body, sent = raw_request(port, head, parts)
+    assert status == 413 and json.loads(body) == {"error": "the body exceeds the limit of 262144 bytes"}
+    assert sent < 50 * 1024**2, "the server read far past its limit"
+
+
+def test_a_slow_body_gets_408(ws, serve) -> None:
+    served = serve(ws, read_timeout_s=0.5)
+    port = int(served.url.rsplit(":", 1)[1])
+    head = (
+        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode() + b'{"inputs": ')  # then nothing more
+        answer = sock.recv(65536)
+    assert answer.split()[1] == b"408"
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error_code"] == "REQUEST_TIMEOUT"
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/clf/infer", "/invocations", "/feedback"])
+def test_deep_json_and_long_values_get_short_4xx(ws, serve, path: str) -> None:
+    served = serve(ws)
+    deep = served.client.post(path, content=b'{"instances": ' + b"[" * 100 + b"]" * 100 + b"}",
+                              headers={"content-type": "application/json"})  # fmt: skip
+    assert 400 <= deep.status_code < 500 and "nests deeper than 32" in deep.text
+    long = "x" * 1_000_000
+    bodies = {
+        "/predict": {"instances": [{"a": long, "b": 1.0}]},
+        "/v2/models/clf/infer": {"inputs": [{"name": long, "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+        "/invocations": {"inputs": [{"a": long, "b": 1.0}]},
+        "/feedback": {"prediction_id": long, "label": 1},
+    }
+    response = served.client.post(path, json=bodies[path])
+    assert 400 <= response.status_code < 500 and len(response.content) < 1200, response.text[:2000]
