@@ -181,7 +181,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         key = request.headers.get("x-request-key")
 
         def work() -> Response:
-            decoded = oip_v2.decode_request(raw, header_length, config.max_json_depth, predictor)
+            keys = service.features.entity_keys(predictor.loaded.version, predictor.loaded.columns)
+            decoded = oip_v2.decode_request(raw, header_length, config.max_json_depth, predictor, keys)
             result = predicted(request, service.predict(decoded.rows, key, pinned))
             return oip_v2.infer_response(model, decoded, result)
 

@@ -41,6 +41,11 @@ class FeatureHook:
                 )
         return self._selections[version.id]
 
+    def entity_keys(self, version: ModelVersion, columns: Sequence[str]) -> list[str]:
+        """The join keys a request may carry instead of the features (none without a feature service)."""
+        resolved = self._selection(version, columns)
+        return [] if resolved is None else sorted({k for view, _ in resolved[0] for k in view.join_keys})
+
     def fill(
         self, version: ModelVersion, columns: Sequence[str], rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:

@@ -55,6 +55,13 @@ def _no_server_outlives_its_test() -> Iterator[None]:
         errors.close()
 
 
+def stderr_of(proc: subprocess.Popen) -> str:
+    """What a server started by :func:`start` has written to stderr so far."""
+    errors = next(f for p, f in _STARTED if p is proc)
+    errors.seek(0)
+    return errors.read().decode(errors="replace")
+
+
 def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = mloop_command()
@@ -205,7 +212,8 @@ def test_logs_go_to_stderr_as_json(ws_dir: Path) -> None:
         assert too_big.status_code == 413 and "limit of 2048 bytes" in too_big.json()["error"]["message"]
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    records = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
-    assert any(r["logger"] == "mloop.serving" and "v1 loaded" in r["message"] for r in records), err.decode()
+        proc.wait(timeout=60)
+    err = stderr_of(proc)
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(r["logger"] == "mloop.serving" and "v1 loaded" in r["message"] for r in records), err
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)

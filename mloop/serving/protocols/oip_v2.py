@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,15 @@ class InferRequest:
 
 
 def decode_request(
-    raw: bytes, header_length: str | None, max_depth: int, predictor: Predictor
+    raw: bytes,
+    header_length: str | None,
+    max_depth: int,
+    predictor: Predictor,
+    entity_keys: Sequence[str] = (),
 ) -> InferRequest:
     """The request body (JSON, or JSON header + binary tensors) → rows, checked against the spec and
-    ``predictor``'s signature."""
+    ``predictor``'s signature; ``entity_keys`` are accepted as inputs too (a model that reads its
+    features from the online store by those keys)."""
     blobs = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(raw):
@@ -83,7 +89,7 @@ def decode_request(
     columns: dict[str, list[Any]] = {}
     rows_n: int | None = None
     offset = 0
-    rules = predictor.loaded.rules
+    rules = {**{key: {"type": "any"} for key in entity_keys}, **predictor.loaded.rules}
     for i, tensor in enumerate(inputs):
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
