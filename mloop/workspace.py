@@ -117,7 +117,9 @@ class Workspace:
         self.settings = settings
         self.metadata = metadata
         self.artifacts = artifacts
-        self.heartbeat_s = settings.heartbeat_s
+        # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
+        # beats on a busy machine still leave a live run well inside the staleness limit
+        self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
         self._shared: OrderedDict[str, Any] = OrderedDict()
         sql = metadata if isinstance(metadata, SqlMetadataStore) else None
         self.registry = SqlModelRegistry(sql.engine) if sql else None
@@ -394,9 +396,7 @@ class Workspace:
         run = self.metadata.create_run(
             name, params=dict(params or {}), trigger=trigger, code_commit=None, code_hash=""
         )
-        # beat often enough that two missed beats still leave the run well inside ``stale_after_s``
-        interval = min(self.settings.heartbeat_s, self.settings.stale_after_s / 4)
-        return TrackingRun(self.metadata, run, heartbeat_s=interval)
+        return TrackingRun(self.metadata, run, heartbeat_s=self.heartbeat_s)
 
 
 class TrackingRun:

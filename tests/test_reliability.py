@@ -129,3 +129,30 @@ def test_open_tracking_run_heartbeats_and_is_not_marked_stale(tmp_path: Path) ->
 def ws_run_status(path: Path, run_id: str) -> mloop.RunStatus:
     with mloop.Workspace.open(path) as ws:
         return ws.metadata.get_run(run_id).status
+
+
+@mloop.step
+def sleepy(n: int) -> int:
+    time.sleep(4.0)
+    return n
+
+
+@mloop.pipeline
+def sleepy_pipeline(n: int = 1):
+    sleepy(n)
+
+
+def test_pipeline_runs_heartbeat_well_inside_a_short_stale_limit(tmp_path: Path) -> None:
+    """The heartbeat interval follows stale_after_s (at most a quarter of it), whatever heartbeat_s says."""
+    import threading
+
+    results: list[mloop.RunResult] = []
+    with mloop.Workspace.open(tmp_path / "ws", stale_after_s=2.0) as ws:
+        worker = threading.Thread(target=lambda: results.append(ws.run(sleepy_pipeline)))
+        worker.start()
+        time.sleep(3.0)
+        with mloop.Workspace.open(tmp_path / "ws", stale_after_s=2.0) as other:
+            [run] = other.runs()
+            assert run.status == mloop.RunStatus.RUNNING, run.error
+        worker.join(timeout=60)
+    assert results and results[0].run.status == mloop.RunStatus.SUCCEEDED

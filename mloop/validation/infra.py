@@ -11,7 +11,11 @@ Verdicts do not depend on how busy the machine is:
   (``threadpoolctl``; scikit-learn's HistGradientBoosting otherwise starts a team of OpenMP threads per
   call that spin on a busy machine: p99 381 ms vs 6 ms measured on 2 vCPUs), after a warm-up that is
   not measured; a round whose p99 is over budget is measured again (up to ``rounds`` rounds) and the
-  best round decides: load from other processes comes and goes, a slow model is slow every round;
+  best round counts: load from other processes comes and goes, a slow model is slow every round.
+  When even the best round is over budget, the prediction's own CPU time decides (its p99 over all
+  rounds, one thread, so CPU time is the work the model does): on a machine so busy that the model
+  waits for a core most of the time, wall time measures the queue, not the model. Both are reported;
+  a model fails only when its own CPU time per one-row prediction is over budget;
 - the cold-load budget is judged on the loading process's CPU time (interpreter start to model in
   memory), not wall time: CPU time is what the model costs, wall time adds whatever else the machine
   ran meanwhile (11.7 s wall for ~2 s of CPU was seen under load). Wall time is still reported.
@@ -54,22 +58,25 @@ assert len(batch) == len(rows), "predict returned a different number of rows"
 singles = [rows.iloc[[i]] for i in range(len(rows))]
 for i in range(min(20, repeats)):  # warm-up (caches, lazy imports), not measured
     model.predict(singles[i % len(singles)])
-measured = []
+measured, cpu = [], []
 for _ in range(rounds):  # a round over budget is measured again: a busy neighbour is not the model
     latencies = []
     for i in range(repeats):
         row = singles[i % len(singles)]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         model.predict(row)
         latencies.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.thread_time() - start_cpu) * 1000)
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
     measured.append((p(0.99), p(0.5)))
     if p(0.99) <= budget_ms:
         break
 p99, p50 = min(measured)
+cpu.sort()
+cpu_p99 = cpu[min(len(cpu) - 1, int(0.99 * len(cpu)))]
 print(json.dumps({"cold_load_s": load_s, "cold_load_cpu_s": load_cpu_s, "p50_ms": p50, "p99_ms": p99,
-                  "rows": len(rows), "rounds": len(measured)}))
+                  "cpu_p99_ms": cpu_p99, "rows": len(rows), "rounds": len(measured)}))
 """
 
 
@@ -89,6 +96,7 @@ class InfraReport:
     overhead_s: float = 0.0
     cold_load_cpu_s: float | None = None  # what the load budget judges (see the module docstring)
     rounds: int = 1  # latency rounds measured (more than one when a round was over budget)
+    cpu_p99_ms: float | None = None  # the prediction's own CPU time (decides when wall p99 is over)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,10 +167,10 @@ def infra_check(
         )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     problems = []
-    if result["p99_ms"] > budget_p99_ms:
+    if result["p99_ms"] > budget_p99_ms and result["cpu_p99_ms"] > budget_p99_ms:
         problems.append(
             f"single-row p99 {result['p99_ms']:.2f} ms exceeds the {budget_p99_ms:g} ms budget "
-            f"(best of {result['rounds']} rounds)"
+            f"(best of {result['rounds']} rounds; its own CPU time p99 {result['cpu_p99_ms']:.2f} ms)"
         )
     if result["cold_load_cpu_s"] > budget_load_s:
         problems.append(
@@ -180,4 +188,5 @@ def infra_check(
         wall - result["cold_load_s"],
         result["cold_load_cpu_s"],
         result["rounds"],
+        result["cpu_p99_ms"],
     )

@@ -10,6 +10,7 @@ import pytest
 from commands import mloop_command
 from loop_helpers import stream
 
+from mloop.cli import main
 from mloop.errors import DataError, ParameterError
 from mloop.orchestration.backtest import backtest, backtest_html
 
@@ -59,7 +60,7 @@ def test_cli_json_over_http(tmp_path: Path) -> None:
     assert (tmp_path / "bt.html").read_text().startswith("<!doctype html>")
 
 
-def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "d.csv"
     stream(300).to_csv(data, index=False)
     cases = [
@@ -69,10 +70,11 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
         (["backtest", str(data), "--target", "y", "--initial", "1.5"], "initial"),
         (["backtest", str(data), "--target", "y", "--config", str(tmp_path / "none.toml")], "does not exist"),
     ]
-    for args, message in cases:
-        done = subprocess.run([*mloop_command(), *args], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2, (args, done.stderr)
-        assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    for args, message in cases:  # in-process: the same CLI entry point, without 5 interpreter starts
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
     with pytest.raises(DataError, match="at least 100"):
         backtest(stream(300).iloc[:50], "y")
     with pytest.raises(ParameterError, match="estimator"):
