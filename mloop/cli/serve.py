@@ -14,7 +14,7 @@ import typer
 
 from mloop.cli.common import WorkspaceOpt, err, open_workspace
 from mloop.cli.logs import configure_logging
-from mloop.errors import ConfigurationError, ParameterError
+from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
 
 
@@ -69,7 +69,15 @@ def serve(
             f"--out-of-domain must be count or reject, got {out_of_domain!r}", field="out_of_domain"
         )
     with open_workspace(workspace) as ws:
-        ws.model_version(f"{name}@{alias}")  # fail now, with a clear error, not inside a worker
+        # fail now, with a clear error, not inside a worker: no such alias, or a corrupted model
+        version = ws.model_version(f"{name}@{alias}")
+        art = ws.metadata.get_artifact(version.artifact_id)
+        if not ws.artifacts.verify(art.digest, art.size):
+            raise ArtifactCorruptedError(
+                f"model {name} v{version.version} ({name}@{alias}): its artifact {art.id} is corrupted"
+                " or missing (register it again, or move the alias to another version)",
+                field="model",
+            )
         root = ws.root
         if canary_fraction is None:  # the rollout policy decides how much traffic a canary gets
             from mloop.orchestration.config import load_loop_config

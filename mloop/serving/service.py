@@ -77,6 +77,7 @@ class ModelService:
         self._schemas: dict[str, Any] = {}  # version id → the log schema its records are pinned to
         self._quarantined_seen = 0
         self._stop = threading.Event()
+        self._failure: Exception | None = None  # why the last load failed, for the first refresh
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mloop-shadow")
         self._watcher: threading.Thread | None = None
         self.features = FeatureHook(workspace)  # serving by entity key (models with a feature service)
@@ -92,15 +93,17 @@ class ModelService:
             version = self.ws.model_version(f"{self.config.model}@{alias}")
         except NotFoundError:
             return None
+        self._failure = None
         current = getattr(self.slots, self._slot_of(alias))
         if current is not None and current.loaded.version.id == version.id:
             return current
         try:
-            model = self._model_of(version)
+            model = self._model_of(version, alias)
             loaded = LoadedModel.from_version(version, model)
             predictor = Predictor(loaded, out_of_domain=self.config.out_of_domain)
             predictor.predict_rows([loaded.sample_row()])  # smoke test before it takes traffic
         except Exception as exc:
+            self._failure = exc
             self.metrics.loads.labels(self.config.model, str(version.version), "failed").inc()
             self.slots.last_error = (
                 f"v{version.version} ({alias}) failed to load: {type(exc).__name__}: {exc}"
@@ -112,7 +115,7 @@ class ModelService:
         self.metrics.alias.labels(self.config.model, alias).set(version.version)
         return predictor
 
-    def _model_of(self, version: ModelVersion) -> Any:
+    def _model_of(self, version: ModelVersion, alias: str) -> Any:
         """The compiled form when the version has one (starts without scikit-learn, model call ~20x
         faster, proven equal at registration), else the model itself; both digest-verified."""
         form = version.signature.get("serving_form") or {}
@@ -121,7 +124,7 @@ class ModelService:
                 return self.ws.load_artifact(form["artifact_id"])
             except MloopError as exc:  # e.g. onnxruntime not installed here: the model itself still serves
                 log.warning("v%s: its ONNX form did not load (%s); serving the model", version.version, exc)
-        return self.ws.load_artifact(version.artifact_id)
+        return self.ws.load_version(version, ref=f"{self.config.model}@{alias}")
 
     def _slot_of(self, alias: str) -> str:
         if alias == self.config.alias:
@@ -132,6 +135,8 @@ class ModelService:
         """Follow the aliases now: load what moved, swap it in (or keep the old one if it fails)."""
         production = self._load(self.config.alias)
         if production is None and self.slots.production is None:
+            if isinstance(self._failure, MloopError):  # e.g. its artifact is corrupted: say that
+                raise self._failure
             raise NotFoundError(f"model {self.config.model!r} has no alias {self.config.alias!r} to serve")
         if production is not None:
             self.slots.production = production

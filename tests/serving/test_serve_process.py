@@ -217,3 +217,29 @@ def test_logs_go_to_stderr_as_json(ws_dir: Path) -> None:
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r["logger"] == "mloop.serving" and "v1 loaded" in r["message"] for r in records), err
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_a_corrupted_production_model_is_named_as_corrupted(ws_dir: Path) -> None:
+    """Not 'has no alias production': the CLI says which version is corrupted, before any worker starts,
+    and an app started on it says the same."""
+    from mloop.errors import ArtifactCorruptedError
+    from mloop.serving.app import ServeConfig
+    from mloop.serving.service import ModelService
+
+    with mloop.Workspace.open(ws_dir) as ws:
+        version = ws.model_version("clf@production")
+        art = ws.metadata.get_artifact(version.artifact_id)
+        Path(art.uri.removeprefix("file://")).write_bytes(b"\0" * art.size)
+        service = ModelService(ws, ServeConfig(model="clf", log_predictions=False, compiled=False))
+        with pytest.raises(ArtifactCorruptedError, match=r"clf v1 \(clf@production\)"):
+            service.refresh()
+    done = subprocess.run(
+        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr  # ArtifactCorruptedError's exit code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model clf v1 (clf@production)"), done.stderr
+    assert "corrupted" in lines[0] and "no alias" not in lines[0]
