@@ -260,12 +260,20 @@ def _read_segment(path: Path) -> pa.Table | None:
         return _SEGMENTS.read(path)
     except FileNotFoundError:  # another reader quarantined it a moment ago
         return None
-    except (pa.ArrowException, OSError) as exc:
+    except PermissionError as exc:  # the file may be fine: skip it this time, do not move it
+        log.warning("prediction log: segment %s is not readable here (%s); skipped", path, exc)
+        return None
+    except (pa.ArrowException, OSError) as exc:  # pyarrow reports corrupt footers as either
         target = path.parent.parent / "quarantine" / f"{path.parent.name}-{path.name}"
         try:
             target.parent.mkdir(exist_ok=True)
             os.replace(path, target)
         except FileNotFoundError:
+            return None
+        except OSError as move:
+            log.error(
+                "prediction log: segment %s cannot be read (%s) nor moved (%s); skipped", path, exc, move
+            )
             return None
         log.error("prediction log: segment %s cannot be read (%s); moved to %s", path, exc, target)
         return None

@@ -74,7 +74,8 @@ class ModelService:
             if config.log_predictions
             else None
         )
-        self._schemas: dict[str, Any] = {}  # version id → the log schema its records are pinned to
+        # version id (or ("feedback", id)) → the log schema its records are pinned to
+        self._schemas: dict[Any, Any] = {}
         self._quarantined_seen = 0
         self._stop = threading.Event()
         self._failure: Exception | None = None  # why the last load failed, for the first refresh
@@ -338,7 +339,11 @@ class ModelService:
         """
         production = self.slots.production
         classes = production.loaded.classes if production else None
-        schema = feedback_schema(classes)
+        schema = self._schemas.get(("feedback", production.loaded.version.id) if production else None)
+        if schema is None:
+            schema = feedback_schema(classes)
+            if production is not None:
+                self._schemas[("feedback", production.loaded.version.id)] = schema
         ids, labels = [], []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
@@ -352,7 +357,7 @@ class ModelService:
                     f"feedback[{i}]: {shown} is not a prediction id (a ULID, '-', a row number)",
                     field="prediction_id",
                 )
-            if classes is not None and not any(type(label) is type(c) and label == c for c in classes):
+            if classes is not None and not any(_same_class(label, c) for c in classes):
                 shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
                 raise InputError(
                     f"feedback[{i}]: label {shown} is not one of the model's classes {classes}",
@@ -391,6 +396,13 @@ class ModelService:
             "shadow": slot(self.slots.shadow),
             "last_error": self.slots.last_error,
         }
+
+
+def _same_class(label: Any, cls: Any) -> bool:
+    """``label`` names class ``cls``: equal and of its type (``true`` is not ``1``); an integer
+    names a float class (JSON writes ``1.0`` as ``1``)."""
+    kind = type(label)
+    return label == cls and (kind is type(cls) or (kind is int and type(cls) is float))
 
 
 def _finite(value: float) -> bool:

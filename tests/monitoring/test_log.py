@@ -3,6 +3,7 @@ unreadable segments are quarantined, and logs written with mixed types stay read
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mloop.entities import new_id
 from mloop.errors import DataError, ParameterError
@@ -178,3 +181,27 @@ def test_a_model_name_never_becomes_a_path_outside_the_log(tmp_path: Path, name:
     with pytest.raises(ParameterError, match="letters, digits"):
         read_log(tmp_path / "prediction-log", name)
     assert list(tmp_path.iterdir()) == []
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(codec=None)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=JSON, x=JSON, city=JSON, any_=JSON, label=JSON)
+def test_any_json_value_is_either_refused_or_written(tmp_path_factory, key, x, city, any_, label) -> None:
+    """Whatever a client sends, conform() refuses it with a DataError or the flush can write it."""
+    folder = tmp_path_factory.mktemp("log")
+    log = PredictionLog(folder, "m")
+    with contextlib.suppress(DataError):
+        log.append(conform(record("a", x, key=key, city=city, any_=any_), SCHEMA), SCHEMA)
+    with contextlib.suppress(DataError):
+        labels = conform({"prediction_id": ["a"], "label": [label], "ts": [datetime.now(UTC)]}, FEEDBACK)
+        log.feedback(labels, FEEDBACK)
+    log.flush()
+    assert log.dropped == 0
+    read_log(folder, "m")
+    read_log(folder, "m", "feedback")
