@@ -129,10 +129,11 @@ def child_duckdb_join(work: Path, size: int) -> dict[str, Any]:
           FROM (SELECT driver_id, event_timestamp, file_row_number AS r
                 FROM read_parquet('{work}/entities-{size}.parquet', file_row_number = true)) e
           ASOF LEFT JOIN (
-            SELECT driver_id, event_timestamp AS ts, {", ".join(FEATURES)}
+            SELECT driver_id, event_timestamp AS ts, {", ".join(FEATURES)},
+                   struct_pack(t := event_timestamp, c := epoch_us(created)) AS o
             FROM read_parquet('{work}/features.parquet')
-            QUALIFY row_number() OVER (PARTITION BY driver_id, event_timestamp ORDER BY created DESC) = 1
-          ) f ON e.driver_id = f.driver_id AND e.event_timestamp >= f.ts
+          ) f ON e.driver_id = f.driver_id
+             AND struct_pack(t := e.event_timestamp, c := 9223372036854775807) >= f.o
           ORDER BY e.r
         ) TO '{out}' (FORMAT parquet)"""
     con = duckdb.connect()
