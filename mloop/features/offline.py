@@ -174,6 +174,15 @@ def _reject_mixed_zones(values: pd.Series, column: str) -> None:
         )
 
 
+def _orderable(column: str, kind: str) -> tuple[str, str]:
+    """A created column as a non-null sortable number, and the value above every row's."""
+    if kind in _TIME_TYPES:
+        return f"coalesce(epoch_us({_q(column)}), -9223372036854775807)", "9223372036854775807"
+    if any(t in kind for t in ("INT", "DECIMAL", "FLOAT", "DOUBLE", "REAL")):
+        return f"coalesce(CAST({_q(column)} AS DOUBLE), '-inf'::DOUBLE)", "'inf'::DOUBLE"
+    raise DataError(f"created column {column!r} is {kind}: expected a timestamp or a number", field=column)
+
+
 def historical(
     entities: pd.DataFrame | str | Path,
     selection: Sequence[tuple[FeatureView, Sequence[str]]],
@@ -216,15 +225,23 @@ def historical(
             )
         alias, ts = f"f{i}", f"__mloop_ts{i}"
         cols = [*view.join_keys, *features]
-        inner = f"SELECT {', '.join(_q(c) for c in dict.fromkeys(cols))}, {_q(view.timestamp)} AS {ts} "
-        inner += f"FROM {source_sql(view.source)}"
-        if view.created:
-            # ASOF matches on one inequality: keep only the latest-created row per (key, event time)
-            keys = ", ".join(_q(k) for k in view.join_keys)
-            inner += f" QUALIFY row_number() OVER (PARTITION BY {keys}, {_q(view.timestamp)} "
-            inner += f"ORDER BY {_q(view.created)} DESC) = 1"
+        inner = f"SELECT {', '.join(_q(c) for c in dict.fromkeys(cols))}, {_q(view.timestamp)} AS {ts}"
         on = " AND ".join(f"e.{_q(k)} = {alias}.{_q(k)}" for k in view.join_keys)
-        joins.append(f"ASOF LEFT JOIN ({inner}) {alias} ON {on} AND e.{_q(timestamp_col)} >= {alias}.{ts}")
+        if view.created:
+            # ASOF matches on one inequality, so order by (event time, created) as one struct: the entity
+            # side's created is +∞, so the match is the latest-created row at the latest event time.
+            # (A window dedupe before the join would sort the whole source; this costs nothing extra.)
+            created, top = _orderable(view.created, scols[view.created])
+            stype = scols[view.timestamp]
+            inner += f", struct_pack(t := {_q(view.timestamp)}, c := {created}) AS __mloop_o{i}"
+            on += (
+                f" AND struct_pack(t := CAST(e.{_q(timestamp_col)} AS {stype}), c := {top}) "
+                f">= {alias}.__mloop_o{i}"
+            )
+        else:
+            on += f" AND e.{_q(timestamp_col)} >= {alias}.{ts}"
+        inner += f" FROM {source_sql(view.source)}"
+        joins.append(f"ASOF LEFT JOIN ({inner}) {alias} ON {on}")
         within = "TRUE"
         if view.ttl is not None:
             micros = int(view.ttl.total_seconds() * 1_000_000)

@@ -59,6 +59,7 @@ class FeatureStore:
         self._who = who
         self._temp_dir = temp_dir
         self._views: dict[str, FeatureView] = {}
+        self._selections: dict[tuple[tuple[str, ...] | None, str | None], Selection] = {}
 
     # definitions ---------------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class FeatureStore:
                 Change(kind, name, "updated" if old else "created", recorded.version, diff, breaking)
             )
         self._views.clear()
+        self._selections.clear()
         return changes
 
     def _plan(
@@ -184,7 +186,17 @@ class FeatureStore:
         return view
 
     def selection(self, features: Sequence[str] | None = None, service: str | None = None) -> Selection:
-        """Views and feature names for ``view:feature`` references or a feature service's name."""
+        """Views and feature names for ``view:feature`` references or a feature service's name.
+
+        Resolved once per store (the online path must not query the registry per lookup); definitions
+        applied by another process are seen by a newly opened workspace.
+        """
+        key = (tuple(features) if features is not None else None, service)
+        if key not in self._selections:
+            self._selections[key] = self._resolve(features, service)
+        return self._selections[key]
+
+    def _resolve(self, features: Sequence[str] | None, service: str | None) -> Selection:
         if (features is None) == (service is None):
             raise ParameterError(
                 "give either features (VIEW:FEATURE, …) or a feature service", field="features"

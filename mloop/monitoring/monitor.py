@@ -42,6 +42,8 @@ class MonitorReport:
     # what reading the log worked around: quarantined_segments, uncastable_values,
     # unmatched_labels, conflicting_labels (see monitoring.log.LogHealth)
     log_health: dict[str, int] = field(default_factory=dict)
+    # per feature view of the served version's feature service: last materialization and its age
+    feature_freshness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> list[WindowResult]:
@@ -171,9 +173,16 @@ def monitor(
         ],
         log_health=frame.attrs.get("log_health", LogHealth()).to_dict(),
     )
+    report.feature_freshness = _feature_freshness(workspace, model, int(frame["version"].iloc[-1]))
     if store:
         report.run_id = _record(workspace, model, report, int(frame["version"].iloc[-1]))
     return report
+
+
+def _feature_freshness(workspace: Workspace, model: str, version: int) -> dict[str, Any]:
+    """Freshness of the online features a version reads by key (empty when it has no feature service)."""
+    service = workspace.model_version(f"{model}:{version}").signature.get("feature_service")
+    return dict(workspace.features.freshness(service=service)) if service else {}
 
 
 def _record(workspace: Workspace, model: str, report: MonitorReport, version: int) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from conftest import stats_frame, utc
+from feature_helpers import stats_frame, utc
 from feature_pipelines import training
 
 import mloop

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import stats_frame, utc
+from feature_helpers import stats_frame, utc
 
 from mloop.cli import main
 

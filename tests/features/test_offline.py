@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import utc
+from feature_helpers import utc
 
 import mloop
 from mloop.features import Entity, FeatureView

@@ -105,5 +105,9 @@ def test_the_feature_values_used_are_logged(tmp_path: Path, serve: Callable[...,
         row = frame[frame["prediction_id"] == pid].iloc[0]
         assert row["input.driver_stats:trips"] == 12
         assert row["input.driver_stats:conv_rate"] == pytest.approx(0.4)
+        # monitoring shows how fresh the online features this version reads are
+        report = mloop.monitor(ws, "clf", window=1, log_dir=tmp_path / "log", store=False)
+        fresh = report.to_dict()["feature_freshness"]["driver_stats"]
+        assert fresh["end"] is not None and fresh["ttl_seconds"] == 86400
     finally:
         ws.close()
