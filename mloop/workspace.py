@@ -35,7 +35,7 @@ from mloop.errors import (
 from mloop.names import check_name
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
-from mloop.stores.base import ArtifactStore, MetadataStore, OnlineStore, RunQuery
+from mloop.stores.base import ArtifactStore, MetadataStore, ModelRegistry, OnlineStore, RunQuery, TriggerStore
 from mloop.stores.online_sqlite import SqliteOnlineStore
 from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
@@ -111,19 +111,26 @@ class Workspace:
     """Stores and executor of one workspace. Use :meth:`open`; close it (or use ``with``) when done."""
 
     def __init__(
-        self, root: Path | None, settings: Settings, metadata: MetadataStore, artifacts: ArtifactStore
+        self,
+        root: Path | None,
+        settings: Settings,
+        metadata: MetadataStore,
+        artifacts: ArtifactStore,
+        registry: ModelRegistry,
+        triggers: TriggerStore,
+        feature_registry: SqlFeatureRegistry,
     ):
         self.root = root
         self.settings = settings
         self.metadata = metadata
         self.artifacts = artifacts
+        self.registry = registry
+        self.triggers = triggers
+        self.feature_registry = feature_registry
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
         self._shared: OrderedDict[str, Any] = OrderedDict()
-        sql = metadata if isinstance(metadata, SqlMetadataStore) else None
-        self.registry = SqlModelRegistry(sql.engine) if sql else None
-        self.triggers = SqlTriggerStore(sql.engine) if sql else None
 
     @classmethod
     def open(
@@ -160,7 +167,16 @@ class Workspace:
         except BaseException:
             metadata.close()
             raise
-        return cls(root, settings, metadata, artifacts)
+        # one database holds them all: the registry and the trigger store share the metadata engine
+        return cls(
+            root,
+            settings,
+            metadata,
+            artifacts,
+            SqlModelRegistry(metadata.engine),
+            SqlTriggerStore(metadata.engine),
+            SqlFeatureRegistry(metadata.engine),
+        )
 
     def close(self) -> None:
         if "features" in self.__dict__:
@@ -259,18 +275,12 @@ class Workspace:
 
     # models -------------------------------------------------------------------------------------
 
-    def model_registry(self) -> SqlModelRegistry:
-        if self.registry is None:
-            raise ConfigurationError(
-                "this workspace's metadata store has no model registry", field="metadata_url"
-            )
+    def model_registry(self) -> ModelRegistry:
+        """The workspace's model registry (also ``ws.registry``)."""
         return self.registry
 
-    def trigger_store(self) -> SqlTriggerStore:
-        if self.triggers is None:
-            raise ConfigurationError(
-                "this workspace's metadata store keeps no trigger state", field="metadata_url"
-            )
+    def trigger_store(self) -> TriggerStore:
+        """The workspace's trigger events and state (also ``ws.triggers``)."""
         return self.triggers
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
@@ -468,14 +478,11 @@ def _feature_store(ws: Workspace) -> FeatureStore:
     """The workspace's feature store; its online store is built on first use (no connection before)."""
     from mloop.features.store import FeatureStore
 
-    sql = ws.metadata if isinstance(ws.metadata, SqlMetadataStore) else None
-    if sql is None:
-        raise ConfigurationError(
-            "this workspace's metadata store keeps no feature store", field="metadata_url"
-        )
     return FeatureStore(
-        SqlFeatureRegistry(sql.engine),
-        lambda: _online_store(ws.settings.online_url, ws.root, sql.engine.url.render_as_string()),
+        ws.feature_registry,
+        lambda: _online_store(
+            ws.settings.online_url, ws.root, ws.feature_registry.engine.url.render_as_string()
+        ),
         who=current_user,
         temp_dir=ws.root / "tmp" if ws.root is not None else None,
     )

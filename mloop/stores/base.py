@@ -14,9 +14,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mloop.entities import (
+    AliasEvent,
     ArtifactRef,
     Event,
     Metric,
+    Model,
+    ModelStatus,
+    ModelVersion,
     Run,
     RunStatus,
     StepRun,
@@ -30,6 +34,7 @@ __all__ = [
     "LineageStore",
     "MetadataStore",
     "MetricStore",
+    "ModelRegistry",
     "NewArtifact",
     "OnlineStore",
     "RunQuery",
@@ -250,6 +255,10 @@ class TriggerStore(Protocol):
 
     def events(self, trigger: str | None = None, *, limit: int = 100) -> list[TriggerEvent]: ...
 
+    def event_of_run(self, run_id: str) -> TriggerEvent | None:
+        """The event that started ``run_id`` (None for a run no trigger started)."""
+        ...
+
     def state(self, trigger: str) -> TriggerState: ...
 
     def save_state(
@@ -263,3 +272,38 @@ class TriggerStore(Protocol):
         watermark: Mapping[str, Any] | None = None,
         last_error: str | None = None,
     ) -> None: ...
+
+
+class ModelRegistry(Protocol):
+    """Model names, gap-free versions, movable aliases and every alias move (what rollback undoes)."""
+
+    def register(
+        self,
+        name: str,
+        *,
+        artifact_id: str,
+        run_id: str | None,
+        signature: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        status: ModelStatus,
+        who: str,
+    ) -> ModelVersion:
+        """The next version of ``name``; the existing one when ``artifact_id`` already is a version."""
+        ...
+
+    def get(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion: ...
+
+    def versions(self, name: str) -> list[ModelVersion]: ...
+
+    def models(self) -> list[Model]: ...
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, who: str, reason: str, force: bool = False
+    ) -> AliasEvent: ...
+
+    def remove_alias(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent: ...
+
+    def rollback(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent: ...
+
+    def history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from mloop.entities import FeatureDefinition, Materialization, new_id, utcnow
 from mloop.errors import ConflictError, NotFoundError
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE
+from mloop.stores.sql.base import SqlStore
 
 __all__ = ["SqlFeatureRegistry", "spec_digest"]
 
@@ -29,18 +29,17 @@ def spec_digest(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class SqlFeatureRegistry:
+class SqlFeatureRegistry(SqlStore):
     """Versions of entities, feature views and feature services, and each view's materializations."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = engine.execution_options(**{WRITE: True})
+        super().__init__(engine)
 
     def record(self, kind: str, name: str, spec: Mapping[str, Any], *, who: str) -> FeatureDefinition | None:
         """Store ``spec`` as the next version of ``kind``/``name``; None when it equals the latest."""
         digest = spec_digest(spec)
         d = t.feature_definitions
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             last = conn.execute(
                 sa.select(d.c.version, d.c.digest)
                 .where(d.c.kind == kind, d.c.name == name)
@@ -71,7 +70,7 @@ class SqlFeatureRegistry:
         d = t.feature_definitions
         stmt = sa.select(d).where(d.c.kind == kind, d.c.name == name)
         stmt = stmt.where(d.c.version == version) if version else stmt.order_by(d.c.version.desc()).limit(1)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(stmt).mappings().first()
         if row is None:
             what = f"{kind} {name!r}" + (f" version {version}" if version else "")
@@ -91,13 +90,13 @@ class SqlFeatureRegistry:
         )
         if kind:
             stmt = stmt.where(d.c.kind == kind)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(stmt.order_by(d.c.kind, d.c.name)).mappings().all()
         return [_definition(r) for r in rows]
 
     def versions(self, kind: str, name: str) -> list[FeatureDefinition]:
         d = t.feature_definitions
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(d).where(d.c.kind == kind, d.c.name == name).order_by(d.c.version)
             ).mappings()
@@ -115,13 +114,13 @@ class SqlFeatureRegistry:
             "rows": rows,
             "at": utcnow(),
         }
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             conn.execute(t.feature_materializations.insert().values(**row))
         return _materialization(row)
 
     def last_materialization(self, view: str) -> Materialization | None:
         m = t.feature_materializations
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = (
                 conn.execute(
                     sa.select(m).where(m.c.view == view).order_by(m.c.at.desc(), m.c.id.desc()).limit(1)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +30,8 @@ from mloop.entities import (
 from mloop.errors import MetadataStoreError, NotFoundError, ParameterError, StoreUnavailableError
 from mloop.stores.base import NewArtifact, RunQuery
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, connect, insert_ignoring_conflicts, translate_errors
+from mloop.stores.sql.base import SqlStore, dumps
+from mloop.stores.sql.engine import connect, insert_ignoring_conflicts
 
 __all__ = ["SqlMetadataStore"]
 
@@ -46,16 +46,15 @@ _COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def _canonical(value: Any) -> str:
+    return dumps(value, canonical=True)  # params are compared by their encoding
 
 
-class SqlMetadataStore:
+class SqlMetadataStore(SqlStore):
     """Runs, step runs, artifacts, lineage events, metrics and params in one SQL database."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = engine.execution_options(**{WRITE: True})
+        super().__init__(engine)
         self._metric_insert = _DriverInsert(engine, t.metrics)
         self._run_insert = _DriverInsert(engine, t.runs)
         self._param_insert = _DriverInsert(engine, t.params)
@@ -70,16 +69,6 @@ class SqlMetadataStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with translate_errors(), self._writer.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        with translate_errors(), self.engine.connect() as conn:
-            yield conn
 
     # runs ---------------------------------------------------------------------------------------
 
@@ -99,7 +88,7 @@ class SqlMetadataStore:
             "pipeline": pipeline,
             "status": RunStatus.RUNNING.value,
             "trigger": trigger,
-            "params": _dumps(dict(params)),
+            "params": _canonical(dict(params)),
             "code_commit": code_commit,
             "code_hash": code_hash,
             "created_at": now,
@@ -109,7 +98,7 @@ class SqlMetadataStore:
             "resumed_from": resumed_from,
         }
         param_rows = [
-            {"run_id": row["id"], "step_run_id": None, "key": k, "value": _dumps(v)}
+            {"run_id": row["id"], "step_run_id": None, "key": k, "value": _canonical(v)}
             for k, v in params.items()
         ]
         self._driver_insert((self._run_insert, [dict(row)]), (self._param_insert, param_rows))
@@ -164,7 +153,7 @@ class SqlMetadataStore:
         if query.id_prefix is not None:  # ids are ULIDs ([0-9A-Z]): no LIKE wildcard can be smuggled in
             values["id_prefix"] = "".join(c for c in query.id_prefix.upper() if c.isalnum()) + "%"
         for i, (key, value) in enumerate(query.params.items()):
-            values[f"pk{i}"], values[f"pv{i}"] = key, _dumps(value)
+            values[f"pk{i}"], values[f"pv{i}"] = key, _canonical(value)
         for i, (key, _, value) in enumerate(query.metrics):
             values[f"mk{i}"], values[f"mv{i}"] = key, float(value)
         with self._read() as conn:
@@ -220,7 +209,7 @@ class SqlMetadataStore:
             "name": name,
             "status": StepStatus.RUNNING.value,
             "cache_key": cache_key,
-            "params": _dumps(dict(params)),
+            "params": _canonical(dict(params)),
             "started_at": utcnow(),
         }
         with self._write() as conn:
@@ -284,7 +273,7 @@ class SqlMetadataStore:
             "name": name,
             "status": StepStatus.CACHED.value,
             "cache_key": cache_key,
-            "params": _dumps(dict(params)),
+            "params": _canonical(dict(params)),
             "started_at": now,
             "ended_at": now,
             "cached_from": cached_from,
@@ -496,7 +485,7 @@ class SqlMetadataStore:
         rows = []
         for key, value in params.items():
             try:
-                encoded = _dumps(value)
+                encoded = _canonical(value)
             except (TypeError, ValueError) as exc:
                 raise ParameterError(
                     f"param {key!r}: value of type {type(value).__name__} is not JSON-serialisable", field=key

@@ -20,7 +20,8 @@ from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, new_id,
 from mloop.errors import ConflictError, NotFoundError, ParameterError
 from mloop.names import check_name
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts
+from mloop.stores.sql.base import SqlStore, dumps
+from mloop.stores.sql.engine import insert_ignoring_conflicts
 
 __all__ = ["SqlModelRegistry"]
 
@@ -55,17 +56,13 @@ _SET_HOLDER = (
 _DROP_HOLDER = t.aliases.delete().where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
 
 
-def _dumps(value: Any) -> str:
-    # key order is kept: a signature's input columns are in the model's order
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
-
-
-class SqlModelRegistry:
+class SqlModelRegistry(SqlStore):
     """Model names, versions, aliases and alias history."""
 
+    store_name = "model registry"
+
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = engine.execution_options(**{WRITE: True})
+        super().__init__(engine)
         self._ensure_model = (
             insert_ignoring_conflicts(engine.dialect.name, t.models)
             .values(name=_B("n"), created_at=_B("at"), last_version=0)
@@ -76,7 +73,7 @@ class SqlModelRegistry:
     @contextmanager
     def _model_locked(self, name: str, *, create: bool) -> Iterator[tuple[sa.Connection, int]]:
         """A write transaction holding the model's counter row; yields (connection, last version)."""
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             if create:
                 conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
             last = conn.execute(self._last, {"n": name}).scalar()
@@ -103,7 +100,7 @@ class SqlModelRegistry:
         the same bytes give one version).
         """
         check_name(name)
-        with self._writer.begin() as conn:
+        with self._write() as conn:
             conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
             conn.execute(self._last, {"n": name})  # PostgreSQL: lock the counter row before looking
             same = conn.execute(_SAME_BYTES, {"n": name, "a": artifact_id}).mappings().first()
@@ -117,9 +114,9 @@ class SqlModelRegistry:
                 "status": ModelStatus(status).value,
                 "artifact_id": artifact_id,
                 "run_id": run_id,
-                "signature": _dumps(dict(signature)),
-                "metrics": _dumps(dict(metrics)),
-                "tags": _dumps(dict(tags)),
+                "signature": dumps(dict(signature)),
+                "metrics": dumps(dict(metrics)),
+                "tags": dumps(dict(tags)),
                 "created_at": utcnow(),
                 "created_by": who,
             }
@@ -220,7 +217,7 @@ class SqlModelRegistry:
 
     def get(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
         """A version by number or alias (the newest registered one when neither is given)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             last = conn.execute(sa.select(t.models.c.last_version).where(t.models.c.name == name)).scalar()
             if last is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
@@ -240,7 +237,7 @@ class SqlModelRegistry:
             return _version(row, self._aliases_of(conn, name).get(row["version"], ()))
 
     def versions(self, name: str) -> list[ModelVersion]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
             by_version = self._aliases_of(conn, name)
@@ -252,7 +249,7 @@ class SqlModelRegistry:
             return [_version(r, by_version.get(r["version"], ())) for r in rows]
 
     def models(self) -> list[Model]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             aliases: dict[str, dict[str, int]] = {}
             for name, alias, version in conn.execute(
                 sa.select(t.aliases.c.name, t.aliases.c.alias, t.aliases.c.version)
@@ -268,7 +265,7 @@ class SqlModelRegistry:
         query = sa.select(t.alias_events).where(t.alias_events.c.name == name)
         if alias is not None:
             query = query.where(t.alias_events.c.alias == alias)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
             rows = conn.execute(query.order_by(t.alias_events.c.id)).mappings()

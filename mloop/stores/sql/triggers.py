@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 
 from mloop.entities import TriggerEvent, TriggerState, new_id, utcnow
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.engine import WRITE, insert_ignoring_conflicts, translate_errors
+from mloop.stores.sql.base import SqlStore, dumps
+from mloop.stores.sql.engine import insert_ignoring_conflicts
 
 __all__ = ["SqlTriggerStore"]
 
@@ -33,27 +34,12 @@ _events = t.trigger_events
 _state = t.trigger_state
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-class SqlTriggerStore:
+class SqlTriggerStore(SqlStore):
     """Events and state of every trigger, in the workspace's metadata database."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = engine.execution_options(**{WRITE: True})
+        super().__init__(engine)
         self._dialect = engine.dialect.name
-
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with translate_errors(), self._writer.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        with translate_errors(), self.engine.connect() as conn:
-            yield conn
 
     # events ---------------------------------------------------------------------------------------
 
@@ -80,7 +66,7 @@ class SqlTriggerStore:
             "kind": kind,
             "pipeline": pipeline,
             "fired_at": now,
-            "evidence": _dumps(evidence),
+            "evidence": dumps(evidence),
             "status": status,
             "attempts": 0 if status == "suppressed" else 1,
             "run_id": None,
@@ -253,7 +239,7 @@ class SqlTriggerStore:
             "fired_at": fired_at or current.fired_at,
             "next_due_at": next_due_at if next_due_at is not None else current.next_due_at,
             "last_result": last_result if last_result is not None else current.last_result,
-            "watermark": _dumps(dict(watermark) if watermark is not None else current.watermark),
+            "watermark": dumps(dict(watermark) if watermark is not None else current.watermark),
             "last_error": (last_error or None) if last_error is not None else current.last_error,
         }
         with self._write() as conn:
