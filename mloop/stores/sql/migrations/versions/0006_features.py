@@ -1,7 +1,7 @@
 """Feature store: definitions recorded as versions, and materializations into the online store.
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from mloop.stores.sql.schema import UTCDateTime
 
 revision = "0006"
-down_revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
