@@ -28,6 +28,7 @@ from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.registry import SqlModelRegistry
+from mloop.stores.sql.tokens import SqlTokenStore
 from mloop.stores.sql.triggers import SqlTriggerStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
@@ -107,6 +108,7 @@ class Workspace:
         sql = metadata if isinstance(metadata, SqlMetadataStore) else None
         self.registry = SqlModelRegistry(sql.engine) if sql else None
         self.triggers = SqlTriggerStore(sql.engine) if sql else None
+        self.tokens = SqlTokenStore(sql.engine) if sql else None
 
     @classmethod
     def open(
@@ -237,6 +239,12 @@ class Workspace:
                 "this workspace's metadata store keeps no trigger state", field="metadata_url"
             )
         return self.triggers
+
+    def token_store(self) -> SqlTokenStore:
+        """Team-server tokens and the audit trail (shared with the prediction service)."""
+        if self.tokens is None:
+            raise ConfigurationError("this workspace's metadata store keeps no tokens", field="metadata_url")
+        return self.tokens
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""

@@ -33,6 +33,7 @@ from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
 from mloop.cli.serve import serve
+from mloop.cli.server import server_app
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
@@ -80,6 +81,7 @@ app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(server_app, name="server")
 
 
 @contextmanager

@@ -11,7 +11,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun, StepStatus
+from mloop.entities import (
+    ApiToken,
+    ArtifactRef,
+    AuditEntry,
+    Event,
+    Metric,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+)
 
 __all__ = [
     "ArtifactStore",
@@ -22,6 +32,7 @@ __all__ = [
     "RunQuery",
     "RunStore",
     "StepStore",
+    "TokenStore",
 ]
 
 
@@ -164,3 +175,34 @@ class ArtifactStore(Protocol):
     def exists(self, digest: str) -> bool: ...
 
     def uri(self, digest: str) -> str: ...
+
+
+class TokenStore(Protocol):
+    """Team-server tokens (by the sha256 of their secret) and the audit trail of writes."""
+
+    def add_token(self, name: str, role: str, token_hash: str, *, created_by: str) -> ApiToken: ...
+
+    def token_by_hash(self, token_hash: str) -> ApiToken | None: ...
+
+    def list_tokens(self) -> list[ApiToken]: ...
+
+    def revoke_token(self, token_id: str) -> ApiToken: ...
+
+    def record_audit(
+        self,
+        who: str,
+        action: str,
+        target: str,
+        *,
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry: ...
+
+    def audit_entries(
+        self,
+        *,
+        target: str | None = None,
+        action: str | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]: ...
