@@ -143,7 +143,7 @@ def list_runs(
 
 @router.get("/{run_id}", summary="One run: steps, params, latest metrics, artifacts, trigger event, models")
 def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))  # an id or a unique prefix, as the CLI takes
     steps = ws.metadata.list_steps(run.id)
     names = {s.id: s.name for s in steps}
     events = ws.metadata.events(step_run_ids=[s.id for s in steps]) if steps else []
