@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop.errors import MloopError
-from mloop.server.api import artifacts, models, runs, session, triggers
+from mloop.server.api import artifacts, models, runs, session, tokens, triggers
 from mloop.workspace import Workspace
 
 __all__ = ["app_from_env", "create_server_app"]
@@ -52,7 +52,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.auth = auth
-    for module in (runs, artifacts, models, triggers, session):
+    for module in (runs, artifacts, models, triggers, tokens, session):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(MloopError)

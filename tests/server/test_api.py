@@ -219,3 +219,22 @@ def test_firing_a_trigger_records_a_pending_event_for_the_scheduler(server: Serv
         )
     with server.client("viewer") as http:
         assert http.post("/api/v1/triggers/nightly/fire", json={"reason": "x"}).status_code == 403
+
+
+def test_admins_manage_tokens_and_others_cannot(server: Server) -> None:
+    with server.client("editor") as http:
+        assert http.get("/api/v1/tokens").status_code == 403
+        assert http.post("/api/v1/tokens", json={"name": "x", "role": "admin"}).status_code == 403
+    with server.client("admin") as http:
+        listed = http.get("/api/v1/tokens").json()["tokens"]
+        assert len(listed) == 4 and all("hash" not in str(t) and "token" not in t for t in listed)
+        made = http.post("/api/v1/tokens", json={"name": "bot", "role": "feedback"}).json()
+        assert made["token"].startswith("mloop_") and made["role"] == "feedback"
+        assert http.post("/api/v1/tokens", json={"name": "bot", "role": "root"}).status_code == 400
+        with server.client(None) as anon:
+            bearer = {"Authorization": f"Bearer {made['token']}"}
+            assert anon.get("/api/v1/whoami", headers=bearer).json() == {"name": "bot", "role": "feedback"}
+            assert http.post(f"/api/v1/tokens/{made['id']}/revoke").json()["revoked_at"]
+            assert anon.get("/api/v1/whoami", headers=bearer).status_code == 401
+        actions = [e["action"] for e in http.get("/api/v1/audit").json()["entries"][:2]]
+        assert actions == ["token.revoke", "token.create"]
