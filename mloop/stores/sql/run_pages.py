@@ -90,14 +90,16 @@ class SqlRunPages:
         if query.until is not None:
             conditions.append(runs.c.created_at < sa.bindparam("until", type_=t.UTCDateTime))
             values["until"] = query.until
+        # correlated EXISTS (not IN): the plan walks runs (or the sort metric's index) in page order and
+        # stops at the page's end, instead of materialising every match of every condition first
         for i, (key, value) in enumerate(query.params):
+            p = t.params.alias(f"pf{i}")
             conditions.append(
-                runs.c.id.in_(
-                    sa.select(t.params.c.run_id).where(
-                        t.params.c.key == sa.bindparam(f"pk{i}"),
-                        t.params.c.value == sa.bindparam(f"pv{i}"),
-                        t.params.c.step_run_id.is_(None),
-                    )
+                sa.exists().where(
+                    p.c.run_id == runs.c.id,
+                    p.c.key == sa.bindparam(f"pk{i}"),
+                    p.c.value == sa.bindparam(f"pv{i}"),
+                    p.c.step_run_id.is_(None),
                 )
             )
             values[f"pk{i}"] = key
@@ -108,15 +110,15 @@ class SqlRunPages:
                     f"metric operator {op!r} is not one of {sorted(COMPARATORS)}", field="where"
                 )
             m = t.metrics.alias(f"mf{i}")
-            conditions.append(
-                runs.c.id.in_(
-                    sa.select(m.c.run_id).where(
-                        m.c.key == sa.bindparam(f"mk{i}"),
-                        COMPARATORS[op](m.c.value, sa.bindparam(f"mv{i}", type_=sa.Float)),
-                        _latest(m),
-                    )
-                )
+            latest = (  # the run's latest value of the key, found on the (run_id, key, id) index
+                sa.select(m.c.value)
+                .where(m.c.run_id == runs.c.id, m.c.key == sa.bindparam(f"mk{i}"))
+                .order_by(m.c.id.desc())
+                .limit(1)
+                .correlate(runs)
+                .scalar_subquery()
             )
+            conditions.append(COMPARATORS[op](latest, sa.bindparam(f"mv{i}", type_=sa.Float)))
             values[f"mk{i}"], values[f"mv{i}"] = key, float(number)
 
         if query.sort_metric is None:
