@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,24 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
 
 
+# Requests served at once per process: below the metadata engine's connection pool (5 + 10 overflow), so
+# a burst of viewers queues in the event loop instead of timing out on the pool (a 500).
+CONCURRENT_REQUESTS = 12
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = CONCURRENT_REQUESTS
+    yield
+
+
 def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     """The team server over ``workspace``. ``auth=False`` serves without tokens (the caller makes sure
     it only listens on loopback, as ``mloop server start --no-auth`` does)."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="mloop team server",
         version="1",
         description="Runs, artifacts, lineage, models, triggers and the audit trail of one mloop workspace. "
