@@ -30,6 +30,7 @@ from mloop.errors import (
     ConfigurationError,
     ConflictError,
     DataError,
+    ForbiddenError,
     InputError,
     MetadataStoreError,
     MloopError,
@@ -42,6 +43,7 @@ from mloop.errors import (
     SerializationError,
     StepFailedError,
     StoreUnavailableError,
+    UnauthorizedError,
 )
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from mloop.orchestration.backtest import BacktestReport, backtest
     from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
     from mloop.orchestration.scheduler import Scheduler
+    from mloop.server.client import Client
     from mloop.validation.drift import DriftReport, FeatureDrift, detect_drift, training_serving_skew
     from mloop.validation.infra import InfraReport
     from mloop.validation.model import Evaluation, Thresholds, Verdict, evaluate, judge
@@ -104,6 +107,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "ArtifactRef",
     "BacktestReport",
+    "Client",
     "ConfigurationError",
     "ConflictError",
     "DataError",
@@ -111,6 +115,7 @@ __all__ = [
     "Evaluation",
     "Event",
     "FeatureDrift",
+    "ForbiddenError",
     "InfraReport",
     "InputError",
     "LineageGraph",
@@ -146,6 +151,7 @@ __all__ = [
     "Thresholds",
     "TrackingRun",
     "TriggerSpec",
+    "UnauthorizedError",
     "Verdict",
     "Workspace",
     "__version__",

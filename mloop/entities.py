@@ -14,7 +14,9 @@ from ulid import ULID
 
 __all__ = [
     "AliasEvent",
+    "ApiToken",
     "ArtifactRef",
+    "AuditEntry",
     "Event",
     "FeatureDefinition",
     "Materialization",
@@ -270,3 +272,28 @@ class Materialization:
     end: datetime
     rows: int
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A team-server token as stored: its secret is never kept, only the sha256 of it."""
+
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One write made through the team server: who, when, what, on which target, and why."""
+
+    id: str
+    at: datetime
+    who: str
+    action: str
+    target: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)

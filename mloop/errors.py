@@ -14,6 +14,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DataError",
+    "ForbiddenError",
     "InputError",
     "MetadataStoreError",
     "MloopError",
@@ -26,6 +27,7 @@ __all__ = [
     "SerializationError",
     "StepFailedError",
     "StoreUnavailableError",
+    "UnauthorizedError",
 ]
 
 EXIT_USAGE = 2
@@ -178,3 +180,17 @@ class SchemaVersionError(MloopError):
 
     code = "schema_version_error"
     http_status = 500
+
+
+class UnauthorizedError(MloopError):
+    """No token, or a token that is unknown or revoked (HTTP 401)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(MloopError):
+    """A valid token whose role may not do what was asked (HTTP 403)."""
+
+    code = "forbidden"
+    http_status = 403

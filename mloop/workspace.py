@@ -35,11 +35,20 @@ from mloop.errors import (
 from mloop.names import check_name
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
-from mloop.stores.base import ArtifactStore, MetadataStore, ModelRegistry, OnlineStore, RunQuery, TriggerStore
+from mloop.stores.base import (
+    ArtifactStore,
+    MetadataStore,
+    ModelRegistry,
+    OnlineStore,
+    RunQuery,
+    TokenStore,
+    TriggerStore,
+)
 from mloop.stores.online_sqlite import SqliteOnlineStore
 from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.registry import SqlModelRegistry
+from mloop.stores.sql.tokens import SqlTokenStore
 from mloop.stores.sql.triggers import SqlTriggerStore
 
 if TYPE_CHECKING:
@@ -119,6 +128,7 @@ class Workspace:
         registry: ModelRegistry,
         triggers: TriggerStore,
         feature_registry: SqlFeatureRegistry,
+        tokens: TokenStore,
     ):
         self.root = root
         self.settings = settings
@@ -127,6 +137,7 @@ class Workspace:
         self.registry = registry
         self.triggers = triggers
         self.feature_registry = feature_registry
+        self.tokens = tokens
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
@@ -176,6 +187,7 @@ class Workspace:
             SqlModelRegistry(metadata.engine),
             SqlTriggerStore(metadata.engine),
             SqlFeatureRegistry(metadata.engine),
+            SqlTokenStore(metadata.engine),
         )
 
     def close(self) -> None:
@@ -282,6 +294,10 @@ class Workspace:
     def trigger_store(self) -> TriggerStore:
         """The workspace's trigger events and state (also ``ws.triggers``)."""
         return self.triggers
+
+    def token_store(self) -> TokenStore:
+        """Team-server tokens and the audit trail (shared with the prediction service; also ``ws.tokens``)."""
+        return self.tokens
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.tree import Tree
 
+from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
     WorkspaceOpt,
@@ -33,7 +34,9 @@ from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.features import features_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
+from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.cli.serve import serve
+from mloop.cli.server import server_app
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
@@ -82,6 +85,7 @@ app.command("monitor")(monitor)
 app.command("backtest")(backtest)
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(features_app, name="features")
+app.add_typer(server_app, name="server")
 
 
 @contextmanager
@@ -158,10 +162,19 @@ def runs_list(
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """List runs, newest first."""
-    with open_workspace(workspace) as ws:
-        runs = ws.runs(RunQuery(pipeline=pipeline, status=status, limit=limit))
+    if server:
+        with remote.client(server, token) as api:
+            found = api.iter_runs(
+                pipeline=pipeline, status=status.value if status else None, limit=min(limit, 500)
+            )
+            runs = [remote.to_run(r) for r, _ in zip(found, range(limit), strict=False)]
+    else:
+        with open_workspace(workspace) as ws:
+            runs = ws.runs(RunQuery(pipeline=pipeline, status=status, limit=limit))
     if as_json:
         print_json(runs)
         return
@@ -182,8 +195,17 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def runs_show(
+    run_id: str,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Show one run: parameters, steps, metrics."""
+    if server:
+        _remote_run_show(server, token, run_id, as_json)
+        return
     with open_workspace(workspace) as ws:
         run_ = ws.resolve_run(run_id)
         run_id = run_.id
@@ -247,6 +269,31 @@ def runs_show(run_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = Fa
         for m in metrics:
             mt.add_row(names.get(m.step_run_id or "", "-"), m.key, f"{m.value:.6g}", str(m.step))
         out.print(mt)
+
+
+def _remote_run_show(server: str, token: str | None, run_id: str, as_json: bool) -> None:
+    with remote.client(server, token) as api:
+        body = api.run(run_id)
+    if as_json:
+        print_json(body)
+        return
+    run_ = remote.to_run(body["run"])
+    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
+    out.print(
+        f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" · {duration(run_.duration_s)}"
+    )
+    table = Table(title="steps", title_justify="left")
+    for col in ("step", "status", "duration", "error"):
+        table.add_column(col)
+    for s in map(remote.to_step, body["steps"]):
+        error = f"{s.error_type}: {s.error_message}" if s.error_type else ""
+        table.add_row(s.name, paint(s.status.value), duration(s.duration_s), error)
+    out.print(table)
+    if body["params"]:
+        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in body["params"].items()))
+    for key, m in body["metrics"].items():
+        out.print(f"metric {key} = {m['value']:.6g}", markup=False)
 
 
 @artifacts_app.command("show")

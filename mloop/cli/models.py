@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mloop.cli import remote
 from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import DataError, NotFoundError
 
 models_app = typer.Typer(
@@ -106,10 +108,16 @@ def _key_values(items: list[str], what: str) -> dict[str, float]:
 
 
 @models_app.command("list")
-def list_models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def list_models(
+    workspace: WorkspaceOpt = None, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
     """Registered models with their newest version and aliases."""
-    with open_workspace(workspace) as ws:
-        models = ws.model_registry().models()
+    if server:
+        with remote.client(server, token) as api:
+            models = [remote.to_model(m) for m in api.models()]
+    else:
+        with open_workspace(workspace) as ws:
+            models = ws.model_registry().models()
     if as_json:
         print_json(models)
         return
@@ -124,10 +132,20 @@ def list_models(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
 
 
 @models_app.command("versions")
-def versions(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def versions(
+    name: str,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Every version of a model: status, aliases, headline metrics, the run that made it."""
-    with open_workspace(workspace) as ws:
-        found = ws.model_registry().versions(name)
+    if server:
+        with remote.client(server, token) as api:
+            found = [remote.to_version(v) for v in api.versions(name)]
+    else:
+        with open_workspace(workspace) as ws:
+            found = ws.model_registry().versions(name)
     if as_json:
         print_json(found)
         return
@@ -229,10 +247,16 @@ def history(
     alias: Annotated[str | None, typer.Option("--alias", help="Only this alias.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Every alias move: when, who, from, to, why."""
-    with open_workspace(workspace) as ws:
-        events = ws.model_registry().history(name, alias)
+    if server:
+        with remote.client(server, token) as api:
+            events = [remote.to_event(e) for e in api.history(name, alias)]
+    else:
+        with open_workspace(workspace) as ws:
+            events = ws.model_registry().history(name, alias)
     if as_json:
         print_json(events)
         return

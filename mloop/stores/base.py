@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 from mloop.entities import (
     AliasEvent,
+    ApiToken,
     ArtifactRef,
+    AuditEntry,
     Event,
     Metric,
     Model,
@@ -40,6 +42,7 @@ __all__ = [
     "RunQuery",
     "RunStore",
     "StepStore",
+    "TokenStore",
     "TriggerStore",
 ]
 
@@ -307,3 +310,34 @@ class ModelRegistry(Protocol):
     def rollback(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent: ...
 
     def history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...
+
+
+class TokenStore(Protocol):
+    """Team-server tokens (by the sha256 of their secret) and the audit trail of writes."""
+
+    def add_token(self, name: str, role: str, token_hash: str, *, created_by: str) -> ApiToken: ...
+
+    def token_by_hash(self, token_hash: str) -> ApiToken | None: ...
+
+    def list_tokens(self) -> list[ApiToken]: ...
+
+    def revoke_token(self, token_id: str) -> ApiToken: ...
+
+    def record_audit(
+        self,
+        who: str,
+        action: str,
+        target: str,
+        *,
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry: ...
+
+    def audit_entries(
+        self,
+        *,
+        target: str | None = None,
+        action: str | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]: ...

@@ -257,3 +257,29 @@ feature_materializations = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index(None, "view", "at"),
 )
+
+# team server (issue 18): tokens, of which only the sha256 is stored, and the audit trail
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+audit_entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(500), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Index(None, "target"),
+)

@@ -1,0 +1,106 @@
+"""``--server URL`` on read commands: the same data from a team server instead of a local workspace.
+
+Answers come back as the entities the local commands render, so one table serves both paths.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, Run, RunStatus, StepRun, StepStatus
+
+__all__ = ["ServerOpt", "TokenOpt", "client", "to_event", "to_model", "to_run", "to_step", "to_version"]
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Read from a team server (http://host:port) instead of a workspace."),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="MLOOP_TOKEN", show_envvar=True, show_default=False, help="Team server token."
+    ),
+]
+
+
+def client(server: str, token: str | None) -> Any:
+    from mloop.server.client import Client
+
+    return Client(server, token=token)
+
+
+def _t(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def to_run(d: dict[str, Any]) -> Run:
+    return Run(
+        id=d["id"],
+        pipeline=d["pipeline"],
+        status=RunStatus(d["status"]),
+        trigger=d["trigger"],
+        params=d["params"],
+        code_commit=d["code_commit"],
+        code_hash=d["code_hash"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        ended_at=_t(d.get("ended_at")),
+        error=d.get("error"),
+        resumed_from=d.get("resumed_from"),
+        host=d.get("host"),
+        pid=d.get("pid"),
+    )
+
+
+def to_step(d: dict[str, Any]) -> StepRun:
+    return StepRun(
+        id=d["id"],
+        run_id=d["run_id"],
+        name=d["name"],
+        status=StepStatus(d["status"]),
+        cache_key=d["cache_key"],
+        started_at=datetime.fromisoformat(d["started_at"]),
+        params=d.get("params") or {},
+        ended_at=_t(d.get("ended_at")),
+        cached_from=d.get("cached_from"),
+        error_type=d.get("error_type"),
+        error_message=d.get("error_message"),
+    )
+
+
+def to_model(d: dict[str, Any]) -> Model:
+    return Model(
+        d["name"], datetime.fromisoformat(d["created_at"]), d["last_version"], d.get("aliases") or {}
+    )
+
+
+def to_version(d: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(
+        name=d["name"],
+        version=d["version"],
+        id=d["id"],
+        status=ModelStatus(d["status"]),
+        artifact_id=d["artifact_id"],
+        run_id=d["run_id"],
+        signature=d["signature"],
+        metrics=d["metrics"],
+        tags=d["tags"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        created_by=d["created_by"],
+        aliases=tuple(d.get("aliases") or ()),
+    )
+
+
+def to_event(d: dict[str, Any]) -> AliasEvent:
+    return AliasEvent(
+        name=d["name"],
+        alias=d["alias"],
+        action=d["action"],
+        from_version=d["from_version"],
+        to_version=d["to_version"],
+        at=datetime.fromisoformat(d["at"]),
+        who=d["who"],
+        reason=d["reason"],
+    )

@@ -1,0 +1,118 @@
+"""``mloop server``: the team server (``start``) and its tokens (``token create|list|revoke``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mloop.auth import ROLES, create_token
+from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, print_json
+from mloop.errors import ConfigurationError, ParameterError
+from mloop.workspace import current_user, find_workspace_dir
+
+__all__ = ["server_app"]
+
+server_app = typer.Typer(help="The team server: REST API and web UI over a workspace.", no_args_is_help=True)
+token_app = typer.Typer(help="Tokens of the team server and the prediction service.", no_args_is_help=True)
+server_app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what holds the token (recorded in the audit).")],
+    role: Annotated[str, typer.Option("--role", help="viewer, feedback, editor or admin.")] = "viewer",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token; its secret is printed once and only its sha256 is stored."""
+    if role not in ROLES:
+        raise ParameterError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
+    with open_workspace(workspace, create=True) as ws:
+        secret, token = create_token(ws.token_store(), name, role, created_by=current_user())
+    if as_json:
+        print_json({"token": secret, "id": token.id, "name": token.name, "role": token.role})
+        return
+    err.print(f"token {token.id} ({token.name}, {token.role}); shown once, keep it safe:", markup=False)
+    out.print(secret, markup=False)
+
+
+@token_app.command("list")
+def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """List tokens (never their secrets)."""
+    with open_workspace(workspace) as ws:
+        tokens = ws.token_store().list_tokens()
+    if as_json:
+        print_json(tokens)
+        return
+    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
+    for col in ("id", "name", "role", "created", "by", "revoked"):
+        table.add_column(col)
+    for t in tokens:
+        revoked = f"{t.revoked_at:%Y-%m-%d %H:%M:%S}" if t.revoked_at else ""
+        table.add_row(t.id, t.name, t.role, f"{t.created_at:%Y-%m-%d %H:%M:%S}", t.created_by, revoked)
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    with open_workspace(workspace) as ws:
+        token = ws.token_store().revoke_token(token_id)
+        ws.token_store().record_audit(
+            current_user(), "token.revoke", f"token:{token.id}", details={"name": token.name}
+        )
+    if as_json:
+        print_json(token)
+        return
+    out.print(f"revoked token {token.id} ({token.name})", markup=False)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@server_app.command("start")
+def start(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without tokens (only on a loopback address).")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve the REST API (/api/v1, OpenAPI at /docs) and the web UI (/) over a workspace."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigurationError("the team server needs the serve extra: pip install 'mloop[serve]'") from exc
+    if no_auth and not is_loopback(host):
+        raise ParameterError(
+            f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {host!r}",
+            field="no_auth",
+        )
+    with open_workspace(workspace) as ws:  # fail now, with a clear error, not inside a worker
+        root = ws.root
+    os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
+    os.environ["MLOOP_SERVER_AUTH"] = "0" if no_auth else "1"
+    mode = "WITHOUT authentication" if no_auth else "tokens required"
+    err.print(f"team server on http://{host}:{port} ({workers} worker(s), {mode})", markup=False)
+    uvicorn.run(
+        "mloop.server.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,  # access lines carry query strings; tokens only travel in headers, but be safe
+    )

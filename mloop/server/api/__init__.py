@@ -1,0 +1,1 @@
+"""Routers of the team server's REST API, one module per resource."""

@@ -1,0 +1,199 @@
+"""``/api/v1/runs``: pages of runs (filters, sort, cursor), one run, its steps, params and metric series.
+
+Query syntax of ``GET /runs``:
+
+* ``pipeline``, ``status``, ``trigger``: equality.
+* ``where`` (repeatable): ``param.KEY=VALUE`` (VALUE read as JSON, else as a string) or
+  ``metric.KEY OP NUMBER`` with OP one of ``> >= < <= = !=`` (a run's latest value of KEY).
+* ``since`` / ``until``: ISO-8601 times (UTC when no offset is given) on the run's creation.
+* ``sort``: ``created_at`` or ``metric.KEY``, ``-`` in front for descending (default ``-created_at``).
+* ``limit`` (1-500, default 50) and ``cursor`` (the ``next_cursor`` of the previous page).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from mloop.entities import RunStatus
+from mloop.errors import NotFoundError, ParameterError
+from mloop.server.deps import BadRequestError, check_id, jsonable, principal, workspace
+from mloop.stores.sql.run_pages import RunPageQuery, SqlRunPages
+from mloop.workspace import Workspace
+
+router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(principal("viewer"))])
+
+_WHERE = re.compile(r"^(param|metric)\.([A-Za-z0-9_.:/-]{1,250}?)(>=|<=|!=|>|<|=)(.{1,500})$", re.S)
+_SORT = re.compile(r"^(-?)(created_at|metric\.([A-Za-z0-9_.:/-]{1,250}))$")
+
+
+def parse_where(
+    conditions: list[str],
+) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, str, float], ...]]:
+    """``param.K=V`` / ``metric.K>V`` strings → (params, metrics); ParameterError naming the bad one."""
+    params: list[tuple[str, Any]] = []
+    metrics: list[tuple[str, str, float]] = []
+    for text in conditions:
+        match = _WHERE.match(text)
+        if not match:
+            raise BadRequestError(
+                f"where {text[:100]!r}: expected param.KEY=VALUE or metric.KEY OP NUMBER "
+                "(OP one of > >= < <= = !=)",
+                field="where",
+            )
+        kind, key, op, raw = match.groups()
+        if kind == "param":
+            if op != "=":
+                raise BadRequestError(f"where {text[:100]!r}: params compare with = only", field="where")
+            try:
+                value: Any = json.loads(raw)
+            except ValueError:
+                value = raw
+            params.append((key, value))
+        else:
+            try:
+                number = float(raw)
+            except ValueError:
+                raise BadRequestError(
+                    f"where {text[:100]!r}: {raw[:50]!r} is not a number", field="where"
+                ) from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise BadRequestError(f"where {text[:100]!r}: the number must be finite", field="where")
+            metrics.append((key, op, number))
+    return tuple(params), tuple(metrics)
+
+
+def _time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequestError(f"{field} {value[:60]!r} is not an ISO-8601 time", field=field) from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def encode_cursor(after: tuple[float | None, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(after)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float | None, str]:
+    try:
+        value, run_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if value is not None:
+            value = float(value)
+        return value, check_id(str(run_id), "cursor")
+    except (ValueError, TypeError, ParameterError):
+        raise BadRequestError(
+            "cursor is not one this server gave (use next_cursor as given)", field="cursor"
+        ) from None
+
+
+@router.get("", summary="A page of runs, filtered and sorted")
+def list_runs(
+    ws: Annotated[Workspace, Depends(workspace)],
+    pipeline: str | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    where: Annotated[list[str], Query(description="param.KEY=VALUE or metric.KEY OP NUMBER")] = [],  # noqa: B006
+    since: str | None = None,
+    until: str | None = None,
+    sort: str = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise BadRequestError(
+            f"status {status[:40]!r} is not one of {', '.join(s.value for s in RunStatus)}", field="status"
+        )
+    sort_match = _SORT.match(sort)
+    if not sort_match:
+        raise BadRequestError(
+            f"sort {sort[:80]!r}: expected created_at or metric.KEY, optionally with -", field="sort"
+        )
+    params, metrics = parse_where(where)
+    query = RunPageQuery(
+        pipeline=pipeline,
+        status=status,
+        trigger=trigger,
+        params=params,
+        metrics=metrics,
+        since=_time(since, "since"),
+        until=_time(until, "until"),
+        sort_metric=sort_match.group(3),
+        descending=sort_match.group(1) == "-",
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+    )
+    page = SqlRunPages(ws.metadata.engine).page(query)  # type: ignore[attr-defined]
+    runs = []
+    for run, value in zip(page.runs, page.sort_values, strict=True):
+        row = jsonable(run)
+        row["duration_s"] = run.duration_s
+        if query.sort_metric is not None:
+            row["sort_value"] = value
+        runs.append(row)
+    return {"runs": runs, "next_cursor": encode_cursor(page.next_after) if page.next_after else None}
+
+
+@router.get("/{run_id}", summary="One run: steps, params, latest metrics, artifacts, trigger event, models")
+def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
+    run = ws.resolve_run(check_id(run_id, "run_id"))  # an id or a unique prefix, as the CLI takes
+    steps = ws.metadata.list_steps(run.id)
+    names = {s.id: s.name for s in steps}
+    events = ws.metadata.events(step_run_ids=[s.id for s in steps]) if steps else []
+    artifacts = {e.artifact_id: ws.metadata.get_artifact(e.artifact_id) for e in events}
+    latest: dict[str, Any] = {}
+    for m in ws.metadata.get_metrics(run.id):
+        latest[m.key] = {"value": m.value, "step": m.step, "step_name": names.get(m.step_run_id or "")}
+    event = ws.trigger_store().event_of_run(run.id)
+    models = [
+        {"name": v.name, "version": v.version, "aliases": list(v.aliases), "artifact_id": v.artifact_id}
+        for model in ws.model_registry().models()
+        for v in ws.model_registry().versions(model.name)
+        if v.run_id == run.id
+    ]
+    return {
+        "run": jsonable(run) | {"duration_s": run.duration_s},
+        "steps": [
+            jsonable(s) | {"duration_s": s.duration_s, "cache_hit": s.cached_from is not None} for s in steps
+        ],
+        "params": ws.metadata.get_params(run.id),
+        "metrics": latest,
+        "artifacts": [
+            {"step": names[e.step_run_id], "kind": e.kind, "name": e.name}
+            | jsonable(artifacts[e.artifact_id])
+            for e in events
+        ],
+        "trigger_event": jsonable(event) if event else None,
+        "models": models,
+    }
+
+
+@router.get("/{run_id}/steps", summary="The run's step executions")
+def get_steps(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
+    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    return {"steps": [jsonable(s) | {"duration_s": s.duration_s} for s in ws.metadata.list_steps(run.id)]}
+
+
+@router.get("/{run_id}/params", summary="The run's params")
+def get_params(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
+    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    return {"params": ws.metadata.get_params(run.id)}
+
+
+@router.get("/{run_id}/metrics/{key}", summary="Every logged point of one metric (a series)")
+def get_metric_series(run_id: str, key: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
+    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    points = ws.metadata.get_metrics(run.id, key)
+    if not points:
+        raise NotFoundError(f"run {run.id} logged no metric {key[:100]!r}", field="key")
+    return {
+        "key": key,
+        "points": [{"value": p.value, "step": p.step, "timestamp": p.timestamp.isoformat()} for p in points],
+    }

@@ -1,0 +1,115 @@
+"""The team server's FastAPI application: REST API under ``/api/v1``, web UI at ``/``.
+
+``create_server_app(workspace)`` builds it; ``mloop server start`` runs ``app_from_env`` under uvicorn.
+Every error is mloop's JSON shape ``{"error": {"code", "message", "field"}}`` with its status; an
+unexpected exception is logged (without request headers) and answered 500 with no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mloop.errors import MloopError
+from mloop.server.api import artifacts, models, runs, session, tokens, triggers
+from mloop.workspace import Workspace
+
+__all__ = ["app_from_env", "create_server_app"]
+
+log = logging.getLogger("mloop.server")
+STATIC = Path(__file__).parent / "static"
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+
+
+# Requests served at once per process: below the metadata engine's connection pool (5 + 10 overflow), so
+# a burst of viewers queues in the event loop instead of timing out on the pool (a 500).
+CONCURRENT_REQUESTS = 12
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = CONCURRENT_REQUESTS
+    yield
+
+
+def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
+    """The team server over ``workspace``. ``auth=False`` serves without tokens (the caller makes sure
+    it only listens on loopback, as ``mloop server start --no-auth`` does)."""
+    app = FastAPI(
+        lifespan=_lifespan,
+        title="mloop team server",
+        version="1",
+        description="Runs, artifacts, lineage, models, triggers and the audit trail of one mloop workspace. "
+        "Send `Authorization: Bearer <token>` (`mloop server token create`).",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.workspace = workspace
+    app.state.auth = auth
+    for module in (runs, artifacts, models, triggers, tokens, session):
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.exception_handler(MloopError)
+    async def _mloop_error(_: Request, exc: MloopError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(where) or None
+        return _error(400, "bad_request", f"{field or 'request'}: {first.get('msg', 'invalid')}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
+        )
+        return _error(500, "internal_error", "unexpected server error (logged)")
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app ``mloop server start`` serves: workspace and auth from the environment it set."""
+    ws = Workspace.open(os.environ.get("MLOOP_WORKSPACE"), create=False)
+    return create_server_app(ws, auth=os.environ.get("MLOOP_SERVER_AUTH", "1") != "0")

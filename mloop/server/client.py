@@ -1,0 +1,159 @@
+"""``mloop.Client``: the team server's REST API from Python (and from ``mloop … --server URL``).
+
+Every method is one HTTP call returning the decoded JSON. An error response becomes the mloop error
+of the same code (a 404 is :class:`~mloop.errors.NotFoundError`, a 401 :class:`UnauthorizedError`…),
+so code written against a local workspace catches the same exceptions against a server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mloop import errors
+from mloop.errors import MloopError, StoreUnavailableError
+
+__all__ = ["Client"]
+
+_BY_CODE = {
+    cls.code: cls
+    for cls in (getattr(errors, name) for name in errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, MloopError) and cls.__init__ is MloopError.__init__
+}
+
+
+class Client:
+    """A team server at ``url``; ``token`` defaults to ``$MLOOP_TOKEN``. Use as a context manager."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+        token = token if token is not None else os.environ.get("MLOOP_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailableError(f"cannot reach the team server at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()["error"]
+                cls = _BY_CODE.get(body.get("code"), MloopError)
+                raise cls(str(body.get("message")), field=body.get("field"))
+            except (ValueError, KeyError, TypeError):
+                raise MloopError(
+                    f"team server answered {response.status_code}: {response.text[:200]}"
+                ) from None
+        return response
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self._request("POST", path, json=dict(body)).json()
+
+    # runs ---------------------------------------------------------------------------------------
+
+    def runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        trigger: str | None = None,
+        where: Sequence[str] = (),
+        since: str | None = None,
+        until: str | None = None,
+        sort: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page: ``{"runs": [...], "next_cursor": str | None}``. ``where`` holds conditions such as
+        ``"metric.accuracy>=0.9"`` or ``"param.lr=0.1"``; ``sort`` is ``created_at`` or ``metric.K``,
+        prefixed with ``-`` for descending."""
+        params: dict[str, Any] = {
+            "pipeline": pipeline,
+            "status": status,
+            "trigger": trigger,
+            "since": since,
+            "until": until,
+            "sort": sort,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        query = [(k, str(v)) for k, v in params.items() if v is not None] + [("where", w) for w in where]
+        return self._request("GET", "/runs", params=query).json()
+
+    def iter_runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every matching run, page after page."""
+        cursor = None
+        while True:
+            page = self.runs(cursor=cursor, **filters)
+            yield from page["runs"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run with its steps, params, metrics and outputs."""
+        return self._get(f"/runs/{quote(run_id, safe='')}")
+
+    def metric_series(self, run_id: str, key: str) -> list[dict[str, Any]]:
+        return self._get(f"/runs/{quote(run_id, safe='')}/metrics/{quote(key, safe='')}")["points"]
+
+    def artifact(self, artifact_id: str) -> dict[str, Any]:
+        return self._get(f"/artifacts/{quote(artifact_id, safe='')}")
+
+    def artifact_content(self, artifact_id: str) -> bytes:
+        """The artifact's bytes, verified against its digest by the server."""
+        return self._request("GET", f"/artifacts/{quote(artifact_id, safe='')}/content").content
+
+    def lineage(self, ref: str, direction: str = "upstream") -> dict[str, Any]:
+        return self._get(f"/lineage/{quote(ref, safe='')}", direction=direction)
+
+    # models -------------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._get("/models")["models"]
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return self._get(f"/models/{quote(name, safe='')}/versions")["versions"]
+
+    def history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        return self._get(f"/models/{quote(name, safe='')}/history", alias=alias)["events"]
+
+    def promote(self, name: str, version: int, alias: str = "production", *, reason: str) -> dict[str, Any]:
+        """Move ``alias`` to ``version`` (editor role; recorded in the audit trail with ``reason``)."""
+        body = {"version": version, "reason": reason}
+        return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}", body)
+
+    def rollback(self, name: str, alias: str = "production", *, reason: str) -> dict[str, Any]:
+        body = {"reason": reason}
+        return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}/rollback", body)
+
+    # triggers and audit -------------------------------------------------------------------------
+
+    def trigger_events(self, trigger: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._get("/triggers/events", trigger=trigger, limit=limit)["events"]
+
+    def fire_trigger(self, trigger: str, pipeline: str, *, reason: str) -> dict[str, Any]:
+        """Record a pending manual event for ``trigger``: the scheduler starts its run (editor role)."""
+        return self._post(
+            f"/triggers/{quote(trigger, safe='')}/fire", {"pipeline": pipeline, "reason": reason}
+        )
+
+    def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._get("/audit", target=target, limit=limit)["entries"]

@@ -1,0 +1,77 @@
+"""What every route of the team server shares: the workspace, the caller's principal, id checks, JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+
+from mloop.auth import ANONYMOUS, ROLES, Principal, check_token, require_role
+from mloop.errors import ParameterError
+from mloop.workspace import Workspace
+
+__all__ = ["BadRequestError", "check_id", "check_name", "jsonable", "principal", "workspace"]
+
+_ID = re.compile(r"^[0-9A-Za-z]{1,32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # DESIGN.md: names of models, aliases, triggers
+
+
+class BadRequestError(ParameterError):
+    """A malformed request parameter (a filter, a sort, a cursor, an id): HTTP 400 naming the field."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+def workspace(request: Request) -> Workspace:
+    """The workspace the app serves (one per process, opened by the factory)."""
+    return request.app.state.workspace
+
+
+def principal(role: str = "viewer") -> Callable[[Request], Principal]:
+    """A dependency: the caller, who must hold ``role`` or better (401/403 JSON otherwise)."""
+
+    def dependency(request: Request) -> Principal:
+        if not request.app.state.auth:
+            return ANONYMOUS
+        found = check_token(
+            workspace(request).token_store(), request.headers.get("authorization"), roles=ROLES
+        )
+        return require_role(found, role)
+
+    return dependency
+
+
+def check_id(value: str, field: str) -> str:
+    """An opaque id (ULID-like): letters and digits only, so no path or SQL can ride in it."""
+    if not _ID.match(value):
+        raise BadRequestError(f"{field} {value[:80]!r} is not an id (letters and digits, ≤ 32)", field=field)
+    return value
+
+
+def check_name(value: str, field: str) -> str:
+    if not _NAME.match(value):
+        raise BadRequestError(
+            f"{field} {value[:80]!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$", field=field
+        )
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """Entities (frozen dataclasses), enums and datetimes as JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
