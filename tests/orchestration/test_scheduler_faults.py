@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from commands import mloop_command
 
 import mloop
 from mloop.orchestration.config import LoopConfig
@@ -104,3 +106,13 @@ def test_a_failing_trigger_is_recorded_and_the_others_keep_running(
         scheduler.stop()
         daemon.join(60)
     assert not daemon.is_alive()
+
+
+def test_unknown_log_options_are_one_error_line(tmp_path: Path) -> None:
+    for option, value in (("--log-level", "loud"), ("--log-format", "xml")):
+        done = subprocess.run(
+            [*mloop_command(), "scheduler", "run", option, value, "--workspace", str(tmp_path / "ws")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"error: {option} '{value}'") and done.stderr.count("\n") == 1
