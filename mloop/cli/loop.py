@@ -155,7 +155,17 @@ def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
         print_json(rows)
         return
     table = Table(title="triggers")
-    for col in ("name", "kind", "pipeline", "evaluated", "result", "fired", "next due", "last event"):
+    for col in (
+        "name",
+        "kind",
+        "pipeline",
+        "evaluated",
+        "result",
+        "error",
+        "fired",
+        "next due",
+        "last event",
+    ):
         table.add_column(col)
     for r in rows:
         last = r["last_event"]
@@ -165,6 +175,7 @@ def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
             r["pipeline"],
             str(r["evaluated_at"] or "-")[:19],
             r["result"] or "-",
+            r["last_error"] or "-",
             str(r["fired_at"] or "-")[:19],
             str(r["next_due_at"] or "-")[:19],
             f"{paint(last['status'])} {last['run_id'] or ''}" if last else "-",

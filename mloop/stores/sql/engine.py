@@ -20,6 +20,7 @@ from sqlalchemy.exc import (
     DatabaseError,
     DBAPIError,
     IntegrityError,
+    InterfaceError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -80,16 +81,17 @@ def connect(url: str) -> Engine:
 def translate_errors(store: str = "metadata store") -> Iterator[None]:
     """Turn the database errors raised inside the block into mloop's error tree, once for every store.
 
-    Unreachable or dropped connections (``OperationalError``, an invalidated connection, an exhausted
-    pool) become :class:`StoreUnavailableError`, which callers may retry; a refused write (constraint)
-    and any other driver error become :class:`MetadataStoreError`. mloop's own errors pass through.
+    Unreachable or dropped connections (``OperationalError``, ``InterfaceError``, an invalidated
+    connection, an exhausted pool) become :class:`StoreUnavailableError`, which callers may retry; a
+    refused write (constraint) and any other driver error become :class:`MetadataStoreError`. mloop's
+    own errors pass through.
     """
     try:
         yield
     except IntegrityError as exc:
         raise MetadataStoreError(f"{store} refused the write: {_reason(exc)}") from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc, OperationalError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
             raise StoreUnavailableError(f"{store} unavailable: {_reason(exc)}") from exc
         raise MetadataStoreError(f"{store} failed: {_reason(exc)}") from exc
     except PoolTimeoutError as exc:
