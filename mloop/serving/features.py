@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mloop.entities import ModelVersion
 from mloop.errors import NotFoundError
-from mloop.features.online import lookup
-from mloop.features.store import Selection
 from mloop.serving.predictor import InputError
 from mloop.workspace import Workspace
+
+if TYPE_CHECKING:  # the feature store (and DuckDB) load only for a version that reads features by key
+    from mloop.features.store import Selection
 
 __all__ = ["FeatureHook"]
 
@@ -73,6 +74,8 @@ class FeatureHook:
                     f"by key from feature service {version.signature['feature_service']!r})",
                     field=missing[0],
                 )
+        from mloop.features.online import lookup
+
         found = lookup(self.ws.features.online_store(), selection, [rows[i] for i in todo])
         filled = list(rows)
         for i, got in zip(todo, found, strict=True):
