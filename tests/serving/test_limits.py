@@ -55,7 +55,10 @@ def _length(data: bytes) -> int:
 def test_a_declared_huge_body_is_refused_before_it_is_sent(ws, serve) -> None:
     served = serve(ws, max_body_bytes=1024 * 1024)
     port = int(served.url.rsplit(":", 1)[1])
-    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {100 * 1024**2}\r\n\r\n"
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {100 * 1024**2}\r\n\r\n"
+    )
     status, body, _ = raw_request(port, head, [])
     assert status == 413 and "exceeds the limit of 1048576 bytes" in json.loads(body)["error"]["message"]
 
@@ -74,7 +77,10 @@ def test_a_chunked_body_is_cut_off_while_it_streams(ws, serve) -> None:
 def test_a_slow_body_gets_408(ws, serve) -> None:
     served = serve(ws, read_timeout_s=0.5)
     port = int(served.url.rsplit(":", 1)[1])
-    head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    head = (
+        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head.encode() + b'{"inputs": ')  # then nothing more
         answer = sock.recv(65536)
