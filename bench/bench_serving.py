@@ -198,8 +198,12 @@ def main() -> None:
         mlflow.set_tracking_uri(uri)
         experiment = mlflow.create_experiment("bench", artifact_location=str(root / "mlruns"))
         with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.sklearn.log_model(model, name="model", input_example=x.iloc[:2])
-            hgb_info = mlflow.sklearn.log_model(hgb, name="hgb", input_example=x.iloc[:2])
+            info = mlflow.sklearn.log_model(
+                model, name="model", input_example=x.iloc[:2], serialization_format="cloudpickle"
+            )
+            hgb_info = mlflow.sklearn.log_model(
+                hgb, name="hgb", input_example=x.iloc[:2], serialization_format="cloudpickle"
+            )
         columns = list(x.columns)
 
         def v2_binary(rows: list[dict]) -> dict:  # marker: encoded below
