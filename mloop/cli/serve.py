@@ -62,6 +62,7 @@ def serve(
     except ImportError as exc:
         raise ConfigurationError("serving needs the serve extra: pip install 'mloop[serve]'") from exc
     from mloop.serving.app import ServeConfig
+    from mloop.serving.server import header_timeout_protocol
 
     configure_logging(log_level, log_format)
     if out_of_domain not in ("count", "reject"):
@@ -107,6 +108,7 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_keep_alive=5,
+        http=header_timeout_protocol(),  # half-sent headers are cut off after 10 s
         h11_max_incomplete_event_size=64 * 1024,  # headers larger than this are refused
     )
 
