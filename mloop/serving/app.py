@@ -96,7 +96,9 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         message = (
             f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
         )
-        return fail(request, exc.status_code, code, str(message))
+        response = fail(request, exc.status_code, code, str(message))
+        response.headers.update(exc.headers or {})  # 405 carries Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -193,7 +195,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     @app.get("/ping", **openapi.PING)
     async def ping() -> Response:
         ok = service.slots.production is not None
-        return Response("\n", status_code=200 if ok else 503, media_type="application/json")
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/version", **openapi.VERSION)
     async def version_route() -> Response:

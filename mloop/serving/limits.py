@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 QUOTE_CHARS = 200
+LARGEST = 1e300  # numbers beyond overflow a model's arithmetic (NaN answers): refused up front
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -86,7 +87,8 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
 
 def parse_json(raw: bytes | str, max_depth: int) -> Any:
     """The JSON value of ``raw``; refuses invalid JSON, nesting deeper than ``max_depth``, lone
-    surrogates in any string (keys included) and numbers beyond a float's range."""
+    surrogates in any string (keys included) and numbers beyond ±1e300 (the field is the key
+    the number is under)."""
     try:
         value = json.loads(raw, parse_constant=_no_constant)
     except RecursionError as exc:
@@ -102,7 +104,7 @@ def _no_constant(name: str) -> float:
 
 
 def _check_value(value: Any, max_depth: int) -> None:
-    """One iterative walk: depth, strings that are not valid Unicode."""
+    """One iterative walk: depth, strings that are not valid Unicode, numbers out of range."""
     if not isinstance(value, dict | list):
         _check_scalar(value)
         return
@@ -117,7 +119,7 @@ def _check_value(value: Any, max_depth: int) -> None:
                 if isinstance(item, dict | list):
                     stack.append((item, depth + 1))
                 else:
-                    _check_scalar(item)
+                    _check_scalar(item, key)
         else:
             for item in node:
                 if isinstance(item, dict | list):
@@ -126,9 +128,12 @@ def _check_value(value: Any, max_depth: int) -> None:
                     _check_scalar(item)
 
 
-def _check_scalar(value: Any) -> None:
+def _check_scalar(value: Any, field: str = "body") -> None:
     if isinstance(value, str):
         _check_string(value)
+    elif isinstance(value, float | int) and not isinstance(value, bool) and not -LARGEST <= value <= LARGEST:
+        shown = clip(repr(value), 40)
+        raise InputError(f"{shown} is not a finite number within ±{LARGEST:g}", field=clip(field, 100))
 
 
 def _check_string(text: str) -> None:

@@ -12,6 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse
+
+from mloop.serving.limits import LARGEST
 
 __all__ = ["install"]
 
@@ -75,10 +78,11 @@ PING: dict[str, Any] = {
     }
 }
 VERSION: dict[str, Any] = {
+    "response_class": PlainTextResponse,
     "responses": {
         200: {"description": "mloop's version", "content": {"text/plain": {"schema": {"type": "string"}}}},
         **_errors("MlflowError", 404, 405),
-    }
+    },
 }
 INVOCATIONS: dict[str, Any] = {
     "responses": {
@@ -103,13 +107,14 @@ FEEDBACK: dict[str, Any] = {
     "openapi_extra": {"x-mloop-body": "FeedbackRequest"},
 }
 METRICS: dict[str, Any] = {
+    "response_class": PlainTextResponse,
     "responses": {
         200: {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
         **_errors("Error", 404, 405),
-    }
+    },
 }
 
 
@@ -121,11 +126,10 @@ def _row(service: Any) -> dict[str, Any]:
     for column in production.loaded.columns:
         kind = production.loaded.rules[column].get("type")
         if kind in ("int", "float"):
-            # a bounded range: values near ±1e308 make models answer NaN, which is refused
             schema: dict[str, Any] = {
                 "type": "integer" if kind == "int" else "number",
-                "minimum": -1e9,
-                "maximum": 1e9,
+                "minimum": -LARGEST,
+                "maximum": LARGEST,
             }
         elif kind == "bool":
             schema = {"type": "boolean"}
@@ -142,8 +146,64 @@ def _row(service: Any) -> dict[str, Any]:
     }
 
 
+def _v2_request(service: Any) -> dict[str, Any]:
+    """One row per request, one tensor per column, in the signature's order: the form every
+    single change of which the service refuses (the spec's wider forms are accepted too)."""
+    production = service.slots.production
+    columns = production.loaded.columns if production is not None else []
+    tensors = []
+    for column in columns:
+        kind = production.loaded.rules[column].get("type")
+        datatype, item = {
+            "int": ("INT64", {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}),
+            "float": ("FP64", {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}),
+            "bool": ("BOOL", {"type": "boolean"}),
+        }.get(kind, ("BYTES", {"type": "string"}))
+        tensors.append(
+            {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"const": column},
+                    "shape": {"type": "array", "items": {"const": 1}, "minItems": 1, "maxItems": 2},
+                    "datatype": {"const": datatype},
+                    "data": {"type": "array", "items": item, "minItems": 1, "maxItems": 1},
+                },
+            }
+        )
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "inputs": {
+                "type": "array",
+                "prefixItems": tensors,
+                "items": False,
+                "minItems": len(tensors),
+                "maxItems": len(tensors),
+            },
+        },
+    }
+
+
 def _schemas(service: Any) -> dict[str, Any]:
     row = _row(service)
+    production = service.slots.production
+    classes = production.loaded.classes if production is not None else None
+    label = {
+        "type": "object",
+        "required": ["prediction_id", "label"],
+        "additionalProperties": False,
+        "properties": {
+            "prediction_id": {"type": "string"},
+            "label": {"enum": classes} if classes else {"type": "number"},
+        },
+    }
     rows = {"type": "array", "items": row, "minItems": 1, "maxItems": service.config.max_batch_rows}
     nullable_str = {"anyOf": [{"type": "string"}, {"type": "null"}]}
     tensor_meta = {
@@ -205,37 +265,7 @@ def _schemas(service: Any) -> dict[str, Any]:
                 "outputs": {"type": "array", "items": tensor_meta},
             },
         },
-        "V2InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": parameters,
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "datatype": {"type": "string"},
-                            "shape": {"type": "array", "items": {"type": "integer"}},
-                            "parameters": parameters,
-                            "data": {"type": "array"},
-                        },
-                    },
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "parameters": parameters},
-                    },
-                },
-            },
-        },
+        "V2InferenceRequest": _v2_request(service),
         "V2InferenceResponse": {
             "type": "object",
             "required": ["model_name", "id", "outputs"],
@@ -258,7 +288,7 @@ def _schemas(service: Any) -> dict[str, Any]:
                 {"required": ["inputs"]},
             ],
             "properties": {"dataframe_records": rows, "instances": rows, "inputs": rows},
-            "additionalProperties": False,
+            "additionalProperties": True,  # MLflow ignores keys that are not an input format
         },
         "MlflowPredictions": {
             "type": "object",
@@ -268,8 +298,8 @@ def _schemas(service: Any) -> dict[str, Any]:
         "PredictRequest": {
             "type": "object",
             "required": ["instances"],
-            "properties": {"instances": rows, "key": {"type": "string"}},
-            "additionalProperties": False,
+            "properties": {"instances": rows, "key": nullable_str},
+            "additionalProperties": True,  # other keys are ignored
         },
         "Predictions": {
             "type": "object",
@@ -282,9 +312,15 @@ def _schemas(service: Any) -> dict[str, Any]:
             },
         },
         "FeedbackRequest": {
-            "type": "object",
-            "required": ["prediction_id", "label"],
-            "properties": {"prediction_id": {"type": "string"}, "label": {}},
+            "oneOf": [
+                label,
+                {
+                    "type": "object",
+                    "required": ["feedback"],
+                    "properties": {"feedback": {"type": "array", "items": label}},
+                    "additionalProperties": False,
+                },
+            ]
         },
         "FeedbackAccepted": {
             "type": "object",
@@ -301,11 +337,19 @@ def install(app: FastAPI, service: Any) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        slots = (service.slots.production, service.slots.canary, service.slots.shadow)
+        served = {  # path parameters: what this service serves (anything else is a documented 404)
+            "name": [service.config.model],
+            "version": sorted({str(p.loaded.version.version) for p in slots if p is not None}) or ["1"],
+        }
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 for status, response in list(operation.get("responses", {}).items()):
                     if "HTTPValidationError" in str(response):
                         del operation["responses"][status]
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "path" and parameter["name"] in served:
+                        parameter["schema"] = {"type": "string", "enum": served[parameter["name"]]}
                 body = operation.pop("x-mloop-body", None)
                 if body is not None:
                     operation["requestBody"] = {

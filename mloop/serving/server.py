@@ -70,3 +70,14 @@ class JsonClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def header_timeout_protocol() -> Any:
+    """uvicorn's httptools protocol, closing a connection whose request headers do not arrive
+    within ``HEADER_TIMEOUT_S`` (uvicorn itself waits forever for half-sent headers); ``"auto"``
+    when httptools is not installed."""
+    try:
+        from mloop.serving._slow_clients import HeaderTimeoutProtocol
+    except ImportError:
+        return "auto"
+    return HeaderTimeoutProtocol

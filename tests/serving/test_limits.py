@@ -103,3 +103,38 @@ def test_deep_json_and_long_values_get_short_4xx(ws, serve, path: str) -> None:
     }
     response = served.client.post(path, json=bodies[path])
     assert 400 <= response.status_code < 500 and len(response.content) < 1200, response.text[:2000]
+
+
+def test_half_sent_headers_are_cut_off(ws) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from mloop.serving._slow_clients import HeaderTimeoutProtocol
+    from mloop.serving.app import ServeConfig, create_app
+
+    class Quick(HeaderTimeoutProtocol):
+        header_timeout_s = 0.5
+
+    app = create_app(ws, ServeConfig(model="clf", log_predictions=False))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=Quick))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never the rest
+            assert slow.recv(1024) == b"", "the server kept a half-sent request open"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as ok:  # others are still served
+            ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ok.recv(1024).split()[1] == b"200"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -22,7 +22,12 @@ from mloop.serving.predictor import InputError
 __all__ = ["error_response", "rows_from_body", "rows_from_split"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 408: "REQUEST_TIMEOUT", 413: "REQUEST_LIMIT_EXCEEDED"}
+_CODES = {
+    404: "RESOURCE_DOES_NOT_EXIST",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "REQUEST_LIMIT_EXCEEDED",
+}
 
 
 class UnsupportedMediaType(InputError):

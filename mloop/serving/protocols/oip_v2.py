@@ -81,6 +81,11 @@ def decode_request(
     body = parse_json(raw, max_depth)
     if not isinstance(body, dict):
         raise TensorError("the body must be a JSON object with 'inputs'", field="body")
+    # kserve's client also sends model_name (and may send model_version): allowed, as strings
+    _known_keys(body, ("id", "parameters", "inputs", "outputs", "model_name", "model_version"), "the request")
+    for key in ("model_name", "model_version"):
+        if key in body and not isinstance(body[key], str):
+            raise TensorError(f"'{key}' must be a string", field=key)
     request_id = _request_id(body.get("id"))
     params = _parameters(body.get("parameters"), "parameters")
     inputs = body.get("inputs")
@@ -94,6 +99,7 @@ def decode_request(
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
             raise TensorError(f"{where} must be an object", field=where)
+        _known_keys(tensor, ("name", "shape", "datatype", "parameters", "data"), where)
         name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
         if not isinstance(name, str):
             raise TensorError(f"{where}.name must be a string", field=where)
@@ -115,7 +121,7 @@ def decode_request(
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)
         ):
             raise TensorError(f"{where}: shape must be a non-empty list of non-negative integers", field=name)
-        if math.prod(shape[1:]) != 1:
+        if len(shape) > 2 or math.prod(shape[1:]) != 1:
             raise TensorError(f"{where}: shape {shape} is not one value per row ([n] or [n, 1])", field=name)
         count = shape[0]
         tensor_params = _parameters(tensor.get("parameters"), f"{where}.parameters")
@@ -131,7 +137,7 @@ def decode_request(
             data = tensor.get("data")
             if not isinstance(data, list):
                 raise TensorError(f"{where}: 'data' must be a list", field=name)
-            values = flatten(data, where)
+            values = flatten(data, shape, where)
             if len(values) != count:
                 raise TensorError(
                     f"{where}: {len(values)} values, the shape {shape} says {count}", field=name
@@ -176,9 +182,15 @@ def _request_id(value: Any) -> str:
         return new_id()
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return json.dumps(value)
     raise TensorError("'id' must be a string", field="id")
+
+
+def _known_keys(obj: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in obj if key not in known]
+    if unknown:
+        raise TensorError(
+            f"{where}: unknown field {clip(repr(unknown[0]), 60)} (fields: {list(known)})", field=where
+        )
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:

@@ -48,10 +48,17 @@ def rows_from(body: Any) -> list[dict[str, Any]]:
 
 def feedback_items(body: Any) -> list[Any]:
     """``{"prediction_id", "label"}`` or ``{"feedback": [...]}`` → the list of items."""
+    if isinstance(body, dict) and "feedback" in body and len(body) > 1:
+        raise InputError("{'feedback': [...]} takes no other fields", field="body")
     items = body.get("feedback", [body]) if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise InputError("expected {'prediction_id', 'label'} or {'feedback': [...]}", field="body")
     for i, item in enumerate(items):
+        extra = [k for k in item if k not in ("prediction_id", "label")] if isinstance(item, dict) else []
+        if extra:
+            raise InputError(
+                f"feedback[{i}]: unknown field {clip(repr(extra[0]), 60)}", field=f"feedback[{i}]"
+            )
         if isinstance(item, dict) and "prediction_id" in item and not isinstance(item["prediction_id"], str):
             raise InputError(f"feedback[{i}]: prediction_id must be a string", field="prediction_id")
     return items

@@ -46,21 +46,16 @@ class TensorError(InputError):
     code = "invalid_tensor"
 
 
-def flatten(data: list[Any], where: str) -> list[Any]:
-    """Nested (row-major) or flat tensor data → one flat list."""
+def flatten(data: list[Any], shape: list[int], where: str) -> list[Any]:
+    """Flat data, or data nested as the shape says (``[n, 1]`` → ``[[v], …]``) → one flat list."""
     if not any(isinstance(v, list) for v in data):
         return data
-    flat: list[Any] = []
-    stack: list[Any] = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
+    inner = shape[1] if len(shape) == 2 else None
+    if inner is None or not all(
+        isinstance(v, list) and len(v) == inner and not any(isinstance(x, list) for x in v) for v in data
+    ):
+        raise TensorError(f"{where}: the data's nesting does not follow the shape {shape}", field=where)
+    return [x for v in data for x in v]
 
 
 def check_data(values: list[Any], datatype: str, where: str) -> None:
