@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import socket
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,6 +51,17 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (413 above).")
     ] = 8 * 1024 * 1024,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="POST /feedback needs a feedback, editor or admin token (`mloop server token create`)."
+            " Default: on unless --host is a loopback address.",
+        ),
+    ] = None,
+    auth_predictions: Annotated[
+        bool, typer.Option("--auth-predictions", help="Prediction routes need a token too.")
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     log_format: Annotated[str, typer.Option("--log-format", help="text or json (to stderr).")] = "text",
     workspace: WorkspaceOpt = None,
@@ -83,7 +93,7 @@ def serve(
         if canary_fraction is None:  # the rollout policy decides how much traffic a canary gets
             from mloop.orchestration.config import load_loop_config
 
-            policy = load_loop_config((root or Path.cwd()).parent).policy(name)
+            policy = load_loop_config(ws.config_dir).policy(name)
             canary_fraction = policy.canary_fraction if policy else 0.0
     config = ServeConfig(
         model=name,
@@ -96,6 +106,8 @@ def serve(
         log_predictions=not no_log,
         compiled=compiled,
         max_body_bytes=max_body_bytes,
+        feedback_auth=not _loopback(host) if auth is None else auth,
+        predict_auth=auth_predictions,
     )
     _check_port_free(host, port)
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
@@ -144,3 +156,15 @@ def _check_port_free(host: str, port: int) -> None:
                 "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
             )
             raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: not known to be local
+        return False

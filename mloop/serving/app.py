@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
+from mloop.auth import ROLES, check_token
 from mloop.errors import MloopError
 from mloop.serving import openapi
 from mloop.serving.limits import read_body
@@ -58,6 +59,9 @@ def _error_shape(path: str) -> Callable[..., Response]:
     if path in ("/invocations", "/ping", "/version"):
         return mlflow.error_response
     return predict.error
+
+
+FEEDBACK_ROLES = ("feedback", "editor", "admin")  # who may post labels (they drive retraining)
 
 
 def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Path | None = None) -> FastAPI:
@@ -126,6 +130,10 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             metrics.of(metrics.latency, model, version).observe(time.perf_counter() - started)
         return result
 
+    def authorize(request: Request, roles: tuple[str, ...]) -> None:
+        """The request's bearer token must hold one of ``roles`` (the team server's token store)."""
+        check_token(workspace.token_store(), request.headers.get("authorization"), roles)
+
     def predicted(request: Request, result: dict[str, Any]) -> dict[str, Any]:
         request.state.version = str(result["version"])
         return result
@@ -177,6 +185,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     @app.post("/v2/models/{name}/infer", **openapi.V2_INFER)
     @app.post("/v2/models/{name}/versions/{version}/infer", **openapi.V2_INFER)
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        if config.predict_auth:
+            authorize(request, ROLES)
         predictor, pinned = served(name, version)
         raw = await body_of(request)
         header_length = request.headers.get(oip_v2.HEADER_LENGTH)
@@ -203,6 +213,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.post("/invocations", **openapi.INVOCATIONS)
     async def invocations(request: Request) -> Response:
+        if config.predict_auth:
+            authorize(request, ROLES)
         raw = await body_of(request)
         content_type = request.headers.get("content-type", "application/json")
         key = request.headers.get("x-request-key")
@@ -222,6 +234,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.post("/predict", **openapi.PREDICT)
     async def predict_route(request: Request) -> Response:
+        if config.predict_auth:
+            authorize(request, ROLES)
         raw = await body_of(request)
         header_key = request.headers.get("x-request-key")
 
@@ -235,6 +249,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.post("/feedback", **openapi.FEEDBACK)
     async def feedback(request: Request) -> Response:
+        if config.feedback_auth:  # refused before the body is read: a forged label changes nothing
+            authorize(request, FEEDBACK_ROLES)
         raw = await body_of(request)
 
         def work() -> Response:

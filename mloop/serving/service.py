@@ -58,6 +58,9 @@ class ServeConfig:
     max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it
     read_timeout_s: float = 30.0  # a body not received within this gets 408
     offload_bytes: int = 64 * 1024  # bodies above this are parsed and predicted off the event loop
+    # labels drive retraining and rollbacks: with auth, /feedback needs a feedback, editor or admin token
+    feedback_auth: bool = False
+    predict_auth: bool = False  # prediction routes take any valid token too (off: open)
 
 
 class ModelService:

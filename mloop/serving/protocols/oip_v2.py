@@ -44,8 +44,9 @@ OUTPUTS = ("predict", "predict_proba")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """The spec's error body; input errors of any kind are 400 (not found 404, limits 408/413)."""
-    if 400 <= status < 500 and status not in (404, 405, 408, 413):
+    """The spec's error body; input errors of any kind are 400 (not found 404, limits 408/413, and a
+    missing or insufficient token 401/403, which HTTP clients act on)."""
+    if 400 <= status < 500 and status not in (401, 403, 404, 405, 408, 413):
         status = 400
     return JSONResponse({"error": clip(message, 400)}, status_code=status)
 
