@@ -5,6 +5,7 @@ Ids are ULID strings: opaque, unique, and sortable by creation time. Times are t
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ __all__ = [
     "TriggerEvent",
     "TriggerState",
     "id_floor",
+    "jsonable",
     "new_id",
     "utcnow",
 ]
@@ -297,3 +299,19 @@ class AuditEntry:
     target: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def jsonable(value: Any) -> Any:
+    """Entities (frozen dataclasses), enums and datetimes as JSON values: what the CLI's ``--json`` and
+    the team server's API print."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from mloop.entities import jsonable
 from mloop.workspace import Workspace
 
 # Piped output keeps whole lines: rich wraps at 80 columns when it is not a terminal, which cut ids and
@@ -38,20 +36,6 @@ STATUS_STYLE = {
     "stopped": "magenta",
     "skipped": "dim",
 }
-
-
-def jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def print_json(value: Any) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import re
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 from fastapi import Request
 
 from mloop.auth import ANONYMOUS, ROLES, Principal, check_token, require_role
+from mloop.entities import jsonable
 from mloop.errors import ParameterError
 from mloop.workspace import Workspace
 
@@ -59,19 +56,4 @@ def check_name(value: str, field: str) -> str:
         raise BadRequestError(
             f"{field} {value[:80]!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$", field=field
         )
-    return value
-
-
-def jsonable(value: Any) -> Any:
-    """Entities (frozen dataclasses), enums and datetimes as JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
     return value
