@@ -27,6 +27,7 @@ from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact, RunQuery
 from mloop.stores.sql.metadata import SqlMetadataStore
+from mloop.stores.sql.pipelines import SqlPipelineStore
 from mloop.stores.sql.registry import SqlModelRegistry
 from mloop.stores.sql.triggers import SqlTriggerStore
 
@@ -107,6 +108,7 @@ class Workspace:
         sql = metadata if isinstance(metadata, SqlMetadataStore) else None
         self.registry = SqlModelRegistry(sql.engine) if sql else None
         self.triggers = SqlTriggerStore(sql.engine) if sql else None
+        self.pipelines = SqlPipelineStore(sql.engine) if sql else None
 
     @classmethod
     def open(
@@ -237,6 +239,13 @@ class Workspace:
                 "this workspace's metadata store keeps no trigger state", field="metadata_url"
             )
         return self.triggers
+
+    def pipeline_store(self) -> SqlPipelineStore:
+        if self.pipelines is None:
+            raise ConfigurationError(
+                "this workspace's metadata store keeps no pipeline versions", field="metadata_url"
+            )
+        return self.pipelines
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""

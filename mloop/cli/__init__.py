@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.tree import Tree
 
+from mloop.cli.ci import ci_app
 from mloop.cli.common import (
     JsonOpt,
     WorkspaceOpt,
@@ -76,6 +77,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(ci_app, name="ci")
 app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)

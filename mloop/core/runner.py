@@ -209,6 +209,8 @@ class Runner:
             code_hash=pipeline.code_hash(),
             resumed_from=resumed_from,
         )
+        if pipeline.version_ref is not None:  # lineage: run → deployed pipeline version → commit
+            self.metadata.log_params(run.id, {"pipeline.version": pipeline.version_ref})
         if self.on_start is not None:
             self.on_start(run)
         stop_beat = threading.Event()
