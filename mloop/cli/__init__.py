@@ -33,6 +33,7 @@ from mloop.cli.common import (
 from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
+from mloop.cli.pipelines import pipelines_app
 from mloop.cli.serve import serve
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
@@ -78,6 +79,7 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(ci_app, name="ci")
+app.add_typer(pipelines_app, name="pipelines")
 app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)

@@ -169,4 +169,5 @@ def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: s
         sys.modules.update(saved)
     pipe = _pick(vars(module), function, frozen.ref)
     pipe.version_ref = frozen.ref
+    pipe.version_params = dict(frozen.params)
     return pipe

@@ -197,7 +197,7 @@ class Runner:
                 )
             params = {**prior.params, **params}
             resumed_from = prior.id
-        bound = pipeline.bind(params)
+        bound = pipeline.bind({**pipeline.version_params, **params})
         graph = pipeline.graph
         files = self._hash_files(pipeline, bound)
         source = pipeline.source_path()
