@@ -64,13 +64,15 @@ BREAKS = {
 }
 
 
-def make_project(root: Path, kind: str = "healthy", *, tests: str | None = None, version: str = "") -> Path:
+def make_project(
+    root: Path, kind: str = "healthy", *, tests: str | None = None, features: str = '["x1", "x2"]'
+) -> Path:
     """A project folder: package ``toy`` (pipeline + features), schema, mloop.toml, optional tests."""
     spec = {"fit_body": "pass", "predict_body": "pass", "summary_tail": "", **BREAKS[kind]}
     params = spec.pop("params", {})
     (root / "toy").mkdir(parents=True, exist_ok=True)
     (root / "toy" / "__init__.py").write_text("")
-    (root / "toy" / "features.py").write_text(f'FEATURES = ["x1", "x2"]\nVERSION = "{version}"\n')
+    (root / "toy" / "features.py").write_text(f"FEATURES = {features}\n")
     (root / "toy" / "pipeline.py").write_text(PIPELINE.format(**spec))
     (root / "schema.json").write_text(json.dumps(SCHEMA))
     toml = '[ci]\nrows = 300\n\n[[ci.pipelines]]\nref = "toy/pipeline.py:training"\nschema = "schema.json"\n'
