@@ -204,9 +204,12 @@ def _pytest(project: Path) -> Check:
         plugins = importlib.metadata.entry_points(group="pytest11")
         if not any(ep.value == "mloop.testing.fixtures" for ep in plugins):
             args += ["-p", "mloop.testing.fixtures"]  # an mloop not installed from its wheel/sdist
+        inherited = os.environ.get("PYTHONPATH", "")
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(  # absolute: the suite runs in the project's folder
+                [str(project), *(str(Path(p).resolve()) for p in inherited.split(os.pathsep) if p)]
+            ),
         }
         done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
