@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,13 +26,17 @@ from rich.table import Table
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "project"
 
 
-def timed(args: list[str], env: dict[str, str]) -> float:
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and its children) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "mloop", *args], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"mloop {' '.join(args)} failed: {done.stderr.strip()}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -51,7 +56,7 @@ def main() -> None:
             for _ in range(repeats)
         ]
     table = Table(title=f"pipeline CI/CD on examples/project, median of {repeats}", title_justify="left")
-    for col in ("command", "budget", "mloop", "ratio"):
+    for col in ("command", "budget", "mloop wall", "mloop CPU", "ratio (budget / wall)"):
         table.add_column(col, justify="left" if col == "command" else "right")
     for name, budget, values in (
         ("mloop ci run (tests + smoke on 1,000 rows + checks)", 30.0, ci),

@@ -34,7 +34,7 @@ import pandas as pd
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult
 from mloop.core.serialize import serialize
-from mloop.core.sources import collect_sources, sources_hash
+from mloop.core.sources import collect_sources, is_pipeline_decorator, sources_hash
 from mloop.entities import CiRecord, utcnow
 from mloop.errors import ConfigurationError, MloopError, NotFoundError, StepFailedError
 from mloop.stores.base import PipelineStore
@@ -133,12 +133,6 @@ class CiReport:
         return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def _is_pipeline_decorator(node: ast.expr) -> bool:
-    target = node.func if isinstance(node, ast.Call) else node
-    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-    return name == "pipeline"
-
-
 def find_pipelines(project: Path) -> list[str]:
     """``file.py:name`` of every ``@pipeline`` function in the project's sources (tests excluded),
     found by reading the code, not by importing it."""
@@ -154,7 +148,7 @@ def find_pipelines(project: Path) -> list[str]:
         except SyntaxError:
             continue  # the test suite reports it
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and any(map(_is_pipeline_decorator, node.decorator_list)):
+            if isinstance(node, ast.FunctionDef) and any(map(is_pipeline_decorator, node.decorator_list)):
                 refs.append(f"{rel.as_posix()}:{node.name}")
     return refs
 

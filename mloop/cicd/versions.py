@@ -9,6 +9,7 @@ reason. A new version becomes ``staging``; ``production`` moves by promotion and
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import platform
 from collections.abc import Mapping
@@ -16,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mloop.core import fingerprint
-from mloop.core.loader import load_pipeline
-from mloop.core.sources import collect_sources, pack_sources, sources_hash
+from mloop.core.sources import collect_sources, is_pipeline_decorator, pack_sources, sources_hash
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, ParameterError, PipelineLoadError
 from mloop.stores.base import NewArtifact
@@ -43,6 +43,26 @@ def _git_state(root: Path) -> tuple[str | None, bool | None]:
     if not commit:
         return None, None
     return commit, bool(fingerprint._git(root, "status", "--porcelain", "--", "."))
+
+
+def _pipeline_params(path: Path, function: str) -> list[str]:
+    """The parameter names of the ``@pipeline`` function ``function`` defined in ``path``."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise PipelineLoadError(f"{path} is not valid Python: {exc}", field="pipeline") from exc
+    found = {
+        n.name: n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and any(map(is_pipeline_decorator, n.decorator_list))
+    }
+    if function not in found:
+        raise PipelineLoadError(
+            f"{path.name} has no pipeline {function!r} (pipelines found: {sorted(found) or 'none'})",
+            field="pipeline",
+        )
+    args = found[function].args
+    return [a.arg for a in [*args.args, *args.kwonlyargs]]
 
 
 def parse_version_ref(ref: str) -> tuple[str, int]:
@@ -72,13 +92,12 @@ def deploy_pipeline(
     path = Path(file_part).expanduser().resolve()
     if not path.is_file():
         raise PipelineLoadError(f"pipeline file {file_part} does not exist", field="pipeline")
-    pipe = load_pipeline(f"{path}:{function}")
+    names = _pipeline_params(path, function)  # read from the source: deploying imports nothing
     params = dict(params or {})
     for key in params:
-        if key not in pipe.signature.parameters:
+        if key not in names:
             raise ParameterError(
-                f"unknown parameter {key!r} for pipeline {pipe.name!r} "
-                f"(parameters: {sorted(pipe.signature.parameters)})",
+                f"unknown parameter {key!r} for pipeline {function!r} (parameters: {sorted(names)})",
                 field=key,
             )
     root, files = collect_sources(path)

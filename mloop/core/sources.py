@@ -20,6 +20,13 @@ from mloop.errors import PipelineLoadError
 __all__ = ["collect_sources", "module_name", "pack_sources", "project_root", "sources_hash", "unpack_sources"]
 
 
+def is_pipeline_decorator(node: ast.expr) -> bool:
+    """Whether a decorator is ``@pipeline``/``@mloop.pipeline`` (called or not): found by reading code."""
+    target = node.func if isinstance(node, ast.Call) else node
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+    return name == "pipeline"
+
+
 def project_root(entry: Path) -> Path:
     """The folder imports resolve from: above the outermost package holding ``entry``."""
     folder = entry.resolve().parent
