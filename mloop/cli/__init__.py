@@ -33,7 +33,7 @@ from mloop.cli.common import (
 from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
-from mloop.cli.pipelines import pipelines_app
+from mloop.cli.pipelines import build_app, pipelines_app
 from mloop.cli.serve import serve
 from mloop.core.lineage import LineageGraph
 from mloop.core.loader import load_pipeline
@@ -80,6 +80,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(ci_app, name="ci")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(build_app, name="build")
 app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)

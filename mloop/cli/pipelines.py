@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, print_json
 from mloop.entities import AliasEvent
-from mloop.errors import ParameterError
+from mloop.errors import ConfigurationError, ParameterError
 
-__all__ = ["pipelines_app"]
+__all__ = ["build_app", "pipelines_app"]
 
 pipelines_app = typer.Typer(help="Deployed pipeline versions (pipeline CD).", no_args_is_help=True)
 
@@ -184,3 +187,59 @@ def history(
             e.reason,
         )
     out.print(table)
+
+
+build_app = typer.Typer(
+    help="Build contexts (Dockerfile + pinned environment) for serving or pipelines.", no_args_is_help=True
+)
+
+
+def _docker(out_dir: Path, build: bool) -> None:
+    """``docker build`` the context, or one line saying why not (no docker, or no daemon to talk to)."""
+    if not build:
+        return
+    engine = shutil.which("docker")
+    reachable = engine is not None and (
+        subprocess.run([engine, "info"], capture_output=True, timeout=30, check=False).returncode == 0
+    )
+    if engine is None or not reachable:
+        raise ConfigurationError(
+            f"--build: no container daemon here ({'docker not found' if engine is None else 'docker info failed'});"
+            f" the context is written: build it where one runs with `docker build {out_dir}`",
+            field="build",
+        )
+    done = subprocess.run([engine, "build", str(out_dir)], check=False)
+    if done.returncode != 0:
+        raise ConfigurationError(f"docker build {out_dir} failed (exit {done.returncode})", field="build")
+
+
+@build_app.command("serve")
+def build_serve(
+    ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The model version to serve.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The build context folder to write.")],
+    build: Annotated[bool, typer.Option("--build", help="Also run docker build.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a build context serving a model version (Dockerfile, wheel, pinned requirements, model)."""
+    from mloop.cicd.build import build_serve_context
+
+    with open_workspace(workspace) as ws:
+        build_serve_context(ws, ref, output)
+    out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
+    _docker(output, build)
+
+
+@build_app.command("pipeline")
+def build_pipeline(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]", help="The deployed pipeline.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The build context folder to write.")],
+    build: Annotated[bool, typer.Option("--build", help="Also run docker build.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a build context running a deployed pipeline version in its recorded environment."""
+    from mloop.cicd.build import build_pipeline_context
+
+    with open_workspace(workspace) as ws:
+        build_pipeline_context(ws, ref, output)
+    out.print(f"wrote build context {output} (runs {ref})", markup=False)
+    _docker(output, build)
