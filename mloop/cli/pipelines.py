@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
 from mloop.entities import AliasEvent
 from mloop.errors import ConfigurationError, ParameterError
 
@@ -204,7 +204,7 @@ def _docker(out_dir: Path, build: bool) -> None:
     )
     if engine is None or not reachable:
         raise ConfigurationError(
-            f"--build: no container daemon here ({'docker not found' if engine is None else 'docker info failed'});"
+            f"--build: no container daemon here ({'no docker' if engine is None else 'docker info failed'});"
             f" the context is written: build it where one runs with `docker build {out_dir}`",
             field="build",
         )
