@@ -93,15 +93,13 @@ def pinned_requirements(roots: Iterable[str], recorded: Mapping[str, str]) -> li
 
 def _wheel(out: Path) -> Path:
     """mloop's wheel: copied when one is given in ``MLOOP_WHEEL``, else built from the source tree."""
-    import mloop
-
     given = os.environ.get("MLOOP_WHEEL")
     if given:
         if not Path(given).is_file():
             raise ConfigurationError(f"MLOOP_WHEEL {given} does not exist", field="wheel")
         out.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy2(given, out / Path(given).name))
-    source = Path(mloop.__file__).resolve().parents[1]
+    source = Path(__file__).resolve().parents[2]  # the tree holding the mloop package
     if not (source / "pyproject.toml").is_file():
         raise ConfigurationError(
             "mloop is not installed from a source tree: cannot build its wheel", field="wheel"
@@ -116,7 +114,6 @@ def _wheel(out: Path) -> Path:
     if done.returncode != 0 or not wheels:
         tail = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]
         raise ConfigurationError(f"building mloop's wheel failed: {tail}", field="wheel")
-    shutil.rmtree(source / "build", ignore_errors=True)
     return wheels[-1]
 
 

@@ -127,6 +127,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a fresh venv installs every pinned package
 def test_the_contexts_run_in_a_fresh_virtualenv_from_the_pins_and_the_wheel(tmp_path: Path, capsys) -> None:
     os.environ.pop("MLOOP_WHEEL", None)
     ws = _deployed(tmp_path, capsys)
