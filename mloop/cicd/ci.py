@@ -84,6 +84,8 @@ class SmokeSpec:
     rows: int = 1000
     data_param: str = "data"
     params: dict[str, Any] = field(default_factory=dict)
+    budget_p99_ms: float = 50.0  # the infra check's single-row latency budget
+    budget_load_s: float = 10.0  # and its cold-load budget
 
 
 @dataclass
@@ -258,8 +260,9 @@ def _judge(name: str, pipeline: str, check: Callable[[], object], step: str | No
     return Check(name, pipeline, "passed", step, seconds=time.perf_counter() - start)
 
 
-def _model_checks(pipeline: str, run: RunResult, sample: pd.DataFrame | None) -> list[Check]:
+def _model_checks(spec: SmokeSpec, run: RunResult, sample: pd.DataFrame | None) -> list[Check]:
     """converges and infra for every fitted model the run produced."""
+    pipeline = spec.ref
     checks: list[Check] = []
     for node, outputs in run.outputs.items():
         for out in outputs:
@@ -277,7 +280,14 @@ def _model_checks(pipeline: str, run: RunResult, sample: pd.DataFrame | None) ->
                 )
                 continue
             _, data = serialize(value, what="model")
-            report = infra_check(data, hashlib.sha256(data).hexdigest(), rows, repeats=50)
+            report = infra_check(
+                data,
+                hashlib.sha256(data).hexdigest(),
+                rows,
+                repeats=50,
+                budget_p99_ms=spec.budget_p99_ms,
+                budget_load_s=spec.budget_load_s,
+            )
             status = "passed" if report.passed else "failed"
             value_text = (
                 f"p99 {report.p99_ms:.2f} ms, load {report.cold_load_s:.2f} s" if report.p99_ms else None
@@ -363,7 +373,7 @@ def _smoke(project: Path, spec: SmokeSpec) -> tuple[list[Check], str | None]:
             checks.append(_judge("artifacts", name, lambda: _declared_outputs(run, pipe)))
             checks.append(_judge("lineage", name, lambda: assert_lineage(ws.metadata, run, pipe)))
             checks.append(_judge("finite", name, lambda: assert_finite(run)))
-            checks.extend(_model_checks(name, run, sample))
+            checks.extend(_model_checks(spec, run, sample))
         finally:
             ws.close()
     return checks, code

@@ -61,6 +61,7 @@ BREAKS = {
     "raises": {"fit_body": "raise ValueError('bad feature x3')"},
     "empty": {"summary_tail": ".iloc[0:0]"},
     "slow_fit": {"params": {"max_iter": 1}},
+    "slow_model": {"toml": "budget_p99_ms = 0.0\n"},
 }
 
 
@@ -70,12 +71,16 @@ def make_project(
     """A project folder: package ``toy`` (pipeline + features), schema, mloop.toml, optional tests."""
     spec = {"fit_body": "pass", "predict_body": "pass", "summary_tail": "", **BREAKS[kind]}
     params = spec.pop("params", {})
+    extra = spec.pop("toml", "budget_load_s = 120.0\n")  # roomy: the test machine may be busy
     (root / "toy").mkdir(parents=True, exist_ok=True)
     (root / "toy" / "__init__.py").write_text("")
     (root / "toy" / "features.py").write_text(f"FEATURES = {features}\n")
     (root / "toy" / "pipeline.py").write_text(PIPELINE.format(**spec))
     (root / "schema.json").write_text(json.dumps(SCHEMA))
-    toml = '[ci]\nrows = 300\n\n[[ci.pipelines]]\nref = "toy/pipeline.py:training"\nschema = "schema.json"\n'
+    toml = (
+        '[ci]\nrows = 300\n\n[[ci.pipelines]]\nref = "toy/pipeline.py:training"\nschema = "schema.json"\n'
+        + extra
+    )
     if params:
         toml += "params = { " + ", ".join(f"{k} = {v}" for k, v in params.items()) + " }\n"
     (root / "mloop.toml").write_text(toml)

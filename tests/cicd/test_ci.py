@@ -62,6 +62,10 @@ def test_healthy_project_passes_every_check_and_records_the_verdict(tmp_path: Pa
             marks=pytest.mark.slow,
         ),
         (
+            "slow_model",
+            r"check infra failed at step 'fit': the model failed the infrastructure check \(value: single",
+        ),
+        (
             "slow_fit",
             r"check converges failed at step 'fit': LogisticRegression stopped at max_iter=1.*value: 1\)",
         ),
