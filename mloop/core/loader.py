@@ -67,8 +67,8 @@ def load_pipeline(ref: str, *, workspace: FrozenPipelines | None = None) -> Pipe
     if parsed is not None:
         if workspace is None:
             raise PipelineLoadError(
-                f"{ref!r} names a deployed pipeline version: give a workspace to load it from"
-                " (or a path/to/file.py:pipeline_name)",
+                f"{ref!r} is not of the form path/to/file.py:pipeline_name (a deployed pipeline version,"
+                " NAME, NAME@ALIAS or NAME:VERSION, is loaded from a workspace)",
                 field="pipeline",
             )
         return _frozen(workspace, *parsed)

@@ -173,5 +173,8 @@ def test_trigger_references_resolve_or_fail_clearly(tmp_path: Path) -> None:
         pytest.raises(NotFoundError, match="no deployed pipeline 'churn'"),
     ):
         load_pipeline("churn", workspace=ws)
-    with pytest.raises(PipelineLoadError, match="names a deployed pipeline version: give a workspace"):
+    with pytest.raises(
+        PipelineLoadError,
+        match="a deployed pipeline version, NAME, NAME@ALIAS or NAME:VERSION, is loaded from a workspace",
+    ):
         load_pipeline("churn@staging")
