@@ -144,15 +144,18 @@ def test_the_contexts_run_in_a_fresh_virtualenv_from_the_pins_and_the_wheel(tmp_
         )
     finally:
         os.environ.pop("MLOOP_WHEEL")
-    venv = tmp_path / "venv"  # what the image's build stage does, here
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # the image's build stage, here; without PYTHONPATH, or pip would find this checkout's mloop installed
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOOP_WORKSPACE")}
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=clean)
     py = str(venv / "bin" / "python")
     subprocess.run(
-        [py, "-m", "pip", "install", "-q", "-r", str(pipeline_ctx / "requirements.txt")], check=True
+        [py, "-m", "pip", "install", "-q", "-r", str(pipeline_ctx / "requirements.txt")],
+        check=True,
+        env=clean,
     )
     wheel = next((pipeline_ctx / "wheels").glob("*.whl"))
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOOP_WORKSPACE")}
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, env=clean)
     data = write_sample(sample_from_schema(SCHEMA, rows=200), tmp_path / "d.csv")
     done = subprocess.run(
         [
