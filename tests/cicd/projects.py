@@ -71,7 +71,7 @@ def make_project(
     """A project folder: package ``toy`` (pipeline + features), schema, mloop.toml, optional tests."""
     spec = {"fit_body": "pass", "predict_body": "pass", "summary_tail": "", **BREAKS[kind]}
     params = spec.pop("params", {})
-    extra = spec.pop("toml", "budget_load_s = 120.0\n")  # roomy: the test machine may be busy
+    extra = spec.pop("toml", "budget_load_s = 120.0\nbudget_p99_ms = 2000.0\n")  # roomy: a busy machine
     (root / "toy").mkdir(parents=True, exist_ok=True)
     (root / "toy" / "__init__.py").write_text("")
     (root / "toy" / "features.py").write_text(f"FEATURES = {features}\n")
