@@ -301,6 +301,45 @@ class AuditEntry:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineVersion:
+    """A frozen, immutable pipeline version: the packed source snapshot (an artifact), where the
+    pipeline sits in it (``entry`` = ``path/in/snapshot.py:function``), its parameters, and where and
+    with what it was built (git commit, dirty tree, Python, exact package versions, the CI verdict)."""
+
+    id: str
+    name: str
+    version: int
+    entry: str
+    snapshot_artifact_id: str
+    snapshot_digest: str
+    code_hash: str
+    params: dict[str, Any]
+    git_commit: str | None
+    git_dirty: bool | None
+    python_version: str
+    packages: dict[str, str]
+    ci: dict[str, Any] | None
+    forced_reason: str | None
+    created_at: datetime
+    created_by: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class CiRecord:
+    """The recorded verdict of ``mloop ci run`` for one code hash (of a pipeline's source snapshot)."""
+
+    code_hash: str
+    pipeline: str
+    passed: bool
+    report: dict[str, Any]
+    recorded_at: datetime
+
+
 def jsonable(value: Any) -> Any:
     """Entities (frozen dataclasses), enums and datetimes as JSON values: what the CLI's ``--json`` and
     the team server's API print."""

@@ -40,6 +40,7 @@ from mloop.stores.base import (
     MetadataStore,
     ModelRegistry,
     OnlineStore,
+    PipelineStore,
     RunQuery,
     TokenStore,
     TriggerStore,
@@ -47,6 +48,7 @@ from mloop.stores.base import (
 from mloop.stores.online_sqlite import SqliteOnlineStore
 from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
+from mloop.stores.sql.pipelines import SqlPipelineStore
 from mloop.stores.sql.registry import SqlModelRegistry
 from mloop.stores.sql.tokens import SqlTokenStore
 from mloop.stores.sql.triggers import SqlTriggerStore
@@ -129,6 +131,7 @@ class Workspace:
         triggers: TriggerStore,
         feature_registry: SqlFeatureRegistry,
         tokens: TokenStore,
+        pipelines: PipelineStore,
     ):
         self.root = root
         self.settings = settings
@@ -138,6 +141,7 @@ class Workspace:
         self.triggers = triggers
         self.feature_registry = feature_registry
         self.tokens = tokens
+        self.pipelines = pipelines
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
@@ -188,6 +192,7 @@ class Workspace:
             SqlTriggerStore(metadata.engine),
             SqlFeatureRegistry(metadata.engine),
             SqlTokenStore(metadata.engine),
+            SqlPipelineStore(metadata.engine),
         )
 
     def close(self) -> None:
@@ -298,6 +303,10 @@ class Workspace:
     def token_store(self) -> TokenStore:
         """Team-server tokens and the audit trail (shared with the prediction service; also ``ws.tokens``)."""
         return self.tokens
+
+    def pipeline_store(self) -> PipelineStore:
+        """Deployed pipeline versions, their aliases and CI verdicts (also ``ws.pipelines``)."""
+        return self.pipelines
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
         """Store a value as a content-addressed artifact (the same bytes are stored once)."""

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from mloop.cli import remote
+from mloop.cli.ci import ci_app
 from mloop.cli.common import (
     JsonOpt,
     WorkspaceOpt,
@@ -34,6 +35,7 @@ from mloop.cli.data import anomalies_table, data_app
 from mloop.cli.features import features_app
 from mloop.cli.loop import backtest, monitor, scheduler_app
 from mloop.cli.models import models_app
+from mloop.cli.pipelines import build_app, pipelines_app
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.cli.serve import serve
 from mloop.cli.server import server_app
@@ -80,6 +82,9 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(ci_app, name="ci")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(build_app, name="build")
 app.command("serve")(serve)
 app.command("monitor")(monitor)
 app.command("backtest")(backtest)

@@ -1,19 +1,77 @@
-"""Load a pipeline from a ``path/to/file.py:name`` or ``package.module:name`` reference."""
+"""Load a pipeline from a ``path/to/file.py:name``, a ``package.module:name``, or a deployed pipeline
+version (``NAME`` = its production version, ``NAME@ALIAS``, ``NAME:VERSION``).
+
+A deployed version runs exactly its frozen code: its source snapshot is extracted into a cache folder
+keyed by the snapshot's digest and imported from there, never from the project's files on disk.
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from mloop.core.pipeline import Pipeline
+from mloop.core.sources import module_name, project_root, unpack_sources
 from mloop.errors import PipelineLoadError
+from mloop.stores.base import ArtifactStore, PipelineStore
 
-__all__ = ["load_pipeline"]
+__all__ = ["FrozenPipelines", "load_pipeline", "parse_pipeline_ref", "snapshot_cache_dir"]
+
+_VERSION_REF = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@(?P<alias>[A-Za-z0-9._-]+)|:(?P<version>\d+))?$"
+)
 
 
-def load_pipeline(ref: str) -> Pipeline:
-    """The :class:`Pipeline` named by ``file.py:name``; PipelineLoadError says what is wrong otherwise."""
+class FrozenPipelines(Protocol):
+    """What loading a deployed version needs: a workspace's pipeline store and artifact store."""
+
+    artifacts: ArtifactStore
+
+    def pipeline_store(self) -> PipelineStore: ...
+
+
+def parse_pipeline_ref(ref: str) -> tuple[str, int | None, str | None] | None:
+    """``(name, version, alias)`` of a deployed-version reference, or None for a file/module path."""
+    if ref.endswith(".py") or "/" in ref or os.sep in ref:
+        return None
+    found = _VERSION_REF.match(ref)
+    if found is None:
+        return None
+    version = found["version"]
+    alias = found["alias"] or (None if version else "production")
+    return found["name"], int(version) if version else None, alias
+
+
+def snapshot_cache_dir() -> Path:
+    """Where snapshots are extracted: ``$MLOOP_CACHE_DIR`` or ``~/.cache/mloop``, then ``pipelines/``."""
+    base = os.environ.get("MLOOP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mloop"
+    )
+    return Path(base) / "pipelines"
+
+
+def load_pipeline(ref: str, *, workspace: FrozenPipelines | None = None) -> Pipeline:
+    """The :class:`Pipeline` named by ``ref``; PipelineLoadError/NotFoundError say what is wrong otherwise.
+
+    A deployed version needs ``workspace``; the returned pipeline's ``version_ref`` is ``NAME:VERSION``
+    (the runner records it on the run as the param ``pipeline.version``).
+    """
+    parsed = parse_pipeline_ref(ref)
+    if parsed is not None:
+        if workspace is None:
+            raise PipelineLoadError(
+                f"{ref!r} is not of the form path/to/file.py:pipeline_name (a deployed pipeline version,"
+                " NAME, NAME@ALIAS or NAME:VERSION, is loaded from a workspace)",
+                field="pipeline",
+            )
+        return _frozen(workspace, *parsed)
     file_part, sep, name = ref.rpartition(":")
     if not sep or not file_part or not name:
         raise PipelineLoadError(f"{ref!r} is not of the form path/to/file.py:pipeline_name", field="pipeline")
@@ -22,31 +80,35 @@ def load_pipeline(ref: str) -> Pipeline:
         return _from_module(ref, file_part, name)
     if not path.is_file():
         raise PipelineLoadError(f"pipeline file {file_part} does not exist", field="pipeline")
-    directory = str(path.parent)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)  # so the file can import its sibling modules
-    module_name = path.stem if path.stem not in sys.modules else f"mloop_user_{path.stem}_{abs(hash(path))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    for directory in dict.fromkeys([str(path.parent), str(project_root(path))]):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)  # so the file can import its sibling modules and its package
+    module_name_ = path.stem if path.stem not in sys.modules else f"mloop_user_{path.stem}_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(module_name_, path)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"{file_part} cannot be imported as a Python module", field="pipeline")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    sys.modules[module_name_] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        sys.modules.pop(module_name, None)
+        sys.modules.pop(module_name_, None)
         raise PipelineLoadError(
             f"importing {file_part} failed: {type(exc).__name__}: {exc}", field="pipeline"
         ) from exc
-    obj = getattr(module, name, None)
+    return _pick(vars(module), name, file_part)
+
+
+def _pick(namespace: dict[str, object], name: str, where: str) -> Pipeline:
+    obj = namespace.get(name)
     if obj is None:
-        found = sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline))
+        found = sorted(k for k, v in namespace.items() if isinstance(v, Pipeline))
         raise PipelineLoadError(
-            f"{file_part} has no pipeline {name!r} (pipelines found: {found or 'none'})", field="pipeline"
+            f"{where} has no pipeline {name!r} (pipelines found: {found or 'none'})", field="pipeline"
         )
     if not isinstance(obj, Pipeline):
         raise PipelineLoadError(
-            f"{file_part}:{name} is a {type(obj).__name__}, not a @pipeline", field="pipeline"
+            f"{where}:{name} is a {type(obj).__name__}, not a @pipeline", field="pipeline"
         )
     return obj
 
@@ -63,3 +125,49 @@ def _from_module(ref: str, module_name: str, name: str) -> Pipeline:
     if not isinstance(obj, Pipeline):
         raise PipelineLoadError(f"{module_name} has no @pipeline named {name!r}", field="pipeline")
     return obj
+
+
+def _extracted(workspace: FrozenPipelines, digest: str) -> Path:
+    """The snapshot's folder in the cache, extracted once (atomically: a temp folder renamed)."""
+    target = snapshot_cache_dir() / digest
+    if (target / ".complete").is_file():
+        return target
+    files = unpack_sources(workspace.artifacts.get(digest))  # verified against the digest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
+    for rel, data in files.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).write_bytes(data)
+    (staging / ".complete").write_text(digest)
+    try:
+        staging.rename(target)
+    except OSError:  # another process extracted it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: str | None) -> Pipeline:
+    frozen = workspace.pipeline_store().get_version(name, version, alias=alias)
+    folder = _extracted(workspace, frozen.snapshot_digest)
+    rel, _, function = frozen.entry.rpartition(":")
+    modules = [module_name(p.relative_to(folder).as_posix()) for p in folder.rglob("*.py")]
+    top = {m.split(".")[0] for m in modules}
+    # the project's own modules are imported from the snapshot: set aside any copies already loaded
+    # (from the files on disk, or another version), and restore them afterwards
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in top}
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(module_name(rel))
+    except Exception as exc:
+        raise PipelineLoadError(
+            f"importing {frozen.ref} ({rel}) failed: {type(exc).__name__}: {exc}", field="pipeline"
+        ) from exc
+    finally:
+        sys.path.remove(str(folder))
+        for k in [k for k in sys.modules if k.split(".")[0] in top]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    pipe = _pick(vars(module), function, frozen.ref)
+    pipe.version_ref = frozen.ref
+    pipe.version_params = dict(frozen.params)
+    return pipe

@@ -39,6 +39,9 @@ class Pipeline:
             if p.default is not p.empty:
                 require_json(p.default, f"pipeline {self.name!r}: default of parameter {p.name!r}", p.name)
         self.__doc__ = fn.__doc__
+        # ``NAME:VERSION`` when loaded from a deployed (frozen) version: recorded on each run
+        self.version_ref: str | None = None
+        self.version_params: dict[str, Any] = {}  # the deployed version's parameters (a run's override)
 
     @cached_property
     def graph(self) -> Graph:

@@ -194,7 +194,7 @@ class Runner:
                 )
             params = {**prior.params, **params}
             resumed_from = prior.id
-        bound = pipeline.bind(params)
+        bound = pipeline.bind({**pipeline.version_params, **params})
         graph = pipeline.graph
         files = self._hash_files(pipeline, bound)
         source = pipeline.source_path()
@@ -206,6 +206,8 @@ class Runner:
             code_hash=pipeline.code_hash(),
             resumed_from=resumed_from,
         )
+        if pipeline.version_ref is not None:  # lineage: run → deployed pipeline version → commit
+            self.metadata.log_params(run.id, {"pipeline.version": pipeline.version_ref})
         if self.on_start is not None:
             self.on_start(run)
         stop_beat = threading.Event()

@@ -275,7 +275,7 @@ def backtest(
             frame.iloc[:n0].to_parquet(initial_path)
             from mloop.core.loader import load_pipeline
 
-            pipeline = load_pipeline(loop_config.triggers[0].pipeline)
+            pipeline = load_pipeline(loop_config.triggers[0].pipeline, workspace=ws)
             params = {
                 **loop_config.triggers[0].params,
                 "model_name": MODEL,

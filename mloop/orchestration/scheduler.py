@@ -315,7 +315,7 @@ class Scheduler:
         context = {"trigger": event.trigger, "event": event.event_key}
         try:
             spec = self.spec(event.trigger)
-            pipeline = load_pipeline(spec.pipeline)
+            pipeline = load_pipeline(spec.pipeline, workspace=self.ws)
         except MloopError as exc:
             self.store.update(event.id, status="failed")
             report.fail(event.trigger, exc)

@@ -51,7 +51,7 @@ def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
     """Check what only the running system can: the pipeline loads, the watched path exists."""
     from mloop.core.loader import load_pipeline
 
-    load_pipeline(spec.pipeline)
+    load_pipeline(spec.pipeline, workspace=workspace)
     if spec.kind == "new_data" and spec.path is not None and not _exists(spec.path):
         raise ConfigurationError(
             f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"

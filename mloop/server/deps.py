@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from mloop import names
 from mloop.auth import ANONYMOUS, ROLES, Principal, check_token, require_role
 from mloop.entities import jsonable
 from mloop.errors import ParameterError
@@ -15,7 +16,6 @@ from mloop.workspace import Workspace
 __all__ = ["BadRequestError", "check_id", "check_name", "jsonable", "principal", "workspace"]
 
 _ID = re.compile(r"^[0-9A-Za-z]{1,32}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # DESIGN.md: names of models, aliases, triggers
 
 
 class BadRequestError(ParameterError):
@@ -52,8 +52,8 @@ def check_id(value: str, field: str) -> str:
 
 
 def check_name(value: str, field: str) -> str:
-    if not _NAME.match(value):
-        raise BadRequestError(
-            f"{field} {value[:80]!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$", field=field
-        )
-    return value
+    """A name from a request (model, alias, trigger): mloop's one naming rule, refused with a 400."""
+    try:
+        return names.check_name(value, what=field, field=field)
+    except ParameterError as exc:
+        raise BadRequestError(exc.message, field=field) from exc

@@ -18,11 +18,13 @@ from mloop.entities import (
     ApiToken,
     ArtifactRef,
     AuditEntry,
+    CiRecord,
     Event,
     Metric,
     Model,
     ModelStatus,
     ModelVersion,
+    PipelineVersion,
     Run,
     RunStatus,
     StepRun,
@@ -39,6 +41,7 @@ __all__ = [
     "ModelRegistry",
     "NewArtifact",
     "OnlineStore",
+    "PipelineStore",
     "RunQuery",
     "RunStore",
     "StepStore",
@@ -341,3 +344,36 @@ class TokenStore(Protocol):
         before: str | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]: ...
+
+
+class PipelineStore(Protocol):
+    """Deployed pipeline versions (numbered per name, immutable), their aliases with history, and the
+    CI verdicts keyed by code hash that a deploy consults."""
+
+    def create_version(self, version: PipelineVersion) -> PipelineVersion:
+        """Store ``version`` under the next number of its name (its ``version``/``id`` are assigned)."""
+        ...
+
+    def get_version(
+        self, name: str, version: int | None = None, *, alias: str | None = None
+    ) -> PipelineVersion:
+        """A version by number, by alias, or (neither given) the newest; NotFoundError otherwise."""
+        ...
+
+    def list_versions(self, name: str | None = None) -> list[PipelineVersion]: ...
+
+    def aliases(self, name: str) -> dict[str, int]: ...
+
+    def move_alias(
+        self, name: str, alias: str, version: int | None, *, action: str, who: str, reason: str
+    ) -> AliasEvent:
+        """Point ``alias`` at ``version`` (None removes it) and record the move, in one transaction."""
+        ...
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...
+
+    def record_ci(self, record: CiRecord) -> None: ...
+
+    def get_ci(self, code_hash: str) -> CiRecord | None:
+        """The newest CI verdict recorded for ``code_hash``, or None."""
+        ...

@@ -78,17 +78,20 @@ def connect(url: str) -> Engine:
 
 
 @contextmanager
-def translate_errors(store: str = "metadata store") -> Iterator[None]:
+def translate_errors(store: str = "metadata store", *, integrity: bool = True) -> Iterator[None]:
     """Turn the database errors raised inside the block into mloop's error tree, once for every store.
 
     Unreachable or dropped connections (``OperationalError``, ``InterfaceError``, an invalidated
     connection, an exhausted pool) become :class:`StoreUnavailableError`, which callers may retry; a
     refused write (constraint) and any other driver error become :class:`MetadataStoreError`. mloop's
-    own errors pass through.
+    own errors pass through, and so does a constraint violation with ``integrity=False`` (for a caller
+    that retries on it).
     """
     try:
         yield
     except IntegrityError as exc:
+        if not integrity:
+            raise
         raise MetadataStoreError(f"{store} refused the write: {_reason(exc)}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):

@@ -283,3 +283,63 @@ audit_entries = sa.Table(
     sa.Column("details", sa.Text, nullable=False),
     sa.Index(None, "target"),
 )
+
+# pipeline versions and CI verdicts (issue 17; migration 0008) ------------------------------------
+
+pipeline_versions = sa.Table(
+    "pipeline_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("entry", sa.String(500), nullable=False),
+    sa.Column("snapshot_artifact_id", ID, nullable=False),
+    sa.Column("snapshot_digest", sa.String(64), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("git_dirty", sa.Boolean),
+    sa.Column("python_version", sa.String(64), nullable=False),
+    sa.Column("packages", sa.Text, nullable=False),
+    sa.Column("ci", sa.Text),
+    sa.Column("forced_reason", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+pipeline_aliases = sa.Table(
+    "pipeline_aliases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("alias", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+pipeline_alias_events = sa.Table(
+    "pipeline_alias_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("alias", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("from_version", sa.Integer),
+    sa.Column("to_version", sa.Integer),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index(None, "name", "alias", "id"),
+)
+
+ci_results = sa.Table(
+    "ci_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("pipeline", sa.String(500), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Index(None, "code_hash", "id"),
+)

@@ -1,0 +1,245 @@
+"""``mloop pipelines``: deploy frozen pipeline versions, move their aliases, inspect them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.entities import AliasEvent
+from mloop.errors import ConfigurationError, ParameterError
+
+__all__ = ["build_app", "pipelines_app"]
+
+pipelines_app = typer.Typer(help="Deployed pipeline versions (pipeline CD).", no_args_is_help=True)
+
+
+def _params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--param {item!r}: expected key=value", field="param")
+        params[key.strip()] = value
+    return params
+
+
+def _event_line(e: AliasEvent, name: str) -> str:
+    return f"{name}@{e.alias}: v{e.from_version or '-'} → v{e.to_version or '-'} ({e.action} by {e.who})"
+
+
+@pipelines_app.command("deploy")
+def deploy(
+    pipeline_ref: Annotated[str, typer.Argument(metavar="FILE.py:PIPELINE", help="The pipeline to freeze.")],
+    name: Annotated[str, typer.Option("--name", help="The deployed pipeline's name.")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Deploy code without a passing CI run.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required with --force).")] = "",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Freeze a pipeline's code, params and environment as the next version of NAME (becomes staging)."""
+    from mloop.cicd.versions import deploy_pipeline
+
+    with open_workspace(workspace, create=True) as ws:
+        version = deploy_pipeline(
+            ws, pipeline_ref, name=name, params=_params(param or []), force=force, reason=reason
+        )
+    if as_json:
+        print_json(version)
+        return
+    ci = "forced: " + (version.forced_reason or "") if version.forced_reason else "CI passed"
+    out.print(
+        f"deployed {version.ref} (staging): code {version.code_hash[:12]}, "
+        f"commit {(version.git_commit or 'none')[:12]}{' (dirty)' if version.git_dirty else ''}, {ci}",
+        markup=False,
+    )
+
+
+@pipelines_app.command("promote")
+def promote(
+    ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "production",
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias (production by default) at a version."""
+    from mloop.cicd.versions import promote_pipeline
+
+    with open_workspace(workspace) as ws:
+        event = promote_pipeline(ws, ref, alias=alias, reason=reason)
+    if as_json:
+        print_json(event)
+        return
+    out.print(_event_line(event, event.name), markup=False)
+
+
+@pipelines_app.command("rollback")
+def rollback(
+    name: str,
+    alias: Annotated[str, typer.Option("--alias")] = "production",
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give an alias back to the version it held before."""
+    from mloop.cicd.versions import rollback_pipeline
+
+    with open_workspace(workspace) as ws:
+        event = rollback_pipeline(ws, name, alias=alias, reason=reason)
+    if as_json:
+        print_json(event)
+        return
+    out.print(_event_line(event, name), markup=False)
+
+
+@pipelines_app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Argument(help="Only this pipeline's versions.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deployed pipeline versions, with their aliases."""
+    with open_workspace(workspace) as ws:
+        store = ws.pipeline_store()
+        versions = store.list_versions(name)
+        aliases = {n: store.aliases(n) for n in {v.name for v in versions}}
+    if as_json:
+        print_json({"versions": versions, "aliases": aliases})
+        return
+    table = Table(title=f"{len(versions)} pipeline version(s)", title_justify="left")
+    for col in ("version", "aliases", "entry", "code", "commit", "ci", "deployed"):
+        table.add_column(col)
+    for v in versions:
+        held = ", ".join(a for a, n in aliases[v.name].items() if n == v.version)
+        ci = "forced" if v.forced_reason else ("passed" if v.ci and v.ci["passed"] else "-")
+        table.add_row(
+            v.ref,
+            held,
+            v.entry,
+            v.code_hash[:12],
+            (v.git_commit or "")[:12],
+            ci,
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    out.print(table)
+
+
+@pipelines_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(metavar="NAME | NAME:VERSION | NAME@ALIAS")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One version: its code, params, environment and CI verdict."""
+    from mloop.core.loader import parse_pipeline_ref
+
+    parsed = parse_pipeline_ref(ref)
+    if parsed is None:
+        raise ParameterError(f"{ref!r} is not NAME, NAME:VERSION or NAME@ALIAS", field="pipeline")
+    name, number, alias = parsed
+    with open_workspace(workspace) as ws:
+        v = ws.pipeline_store().get_version(name, number, alias=alias)
+    if as_json:
+        print_json(v)
+        return
+    out.print(f"[bold]{v.ref}[/] {v.entry} · deployed {v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}")
+    out.print(f"code {v.code_hash} · snapshot artifact {v.snapshot_artifact_id}", markup=False)
+    out.print(
+        f"commit {v.git_commit or '(not in git)'}{' (dirty tree)' if v.git_dirty else ''}", markup=False
+    )
+    out.print(f"python {v.python_version} · {len(v.packages)} packages pinned", markup=False)
+    out.print(f"params {v.params}", markup=False)
+    out.print(f"ci {'forced: ' + v.forced_reason if v.forced_reason else 'passed'}", markup=False)
+
+
+@pipelines_app.command("history")
+def history(
+    name: str,
+    alias: Annotated[str | None, typer.Option("--alias")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every alias move of a pipeline, oldest first."""
+    with open_workspace(workspace) as ws:
+        ws.pipeline_store().get_version(name)  # NotFoundError names the pipeline
+        events = ws.pipeline_store().alias_history(name, alias)
+    if as_json:
+        print_json(events)
+        return
+    table = Table(title=f"alias history of {name}", title_justify="left")
+    for col in ("at", "alias", "action", "from", "to", "who", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.alias,
+            e.action,
+            str(e.from_version or "-"),
+            str(e.to_version or "-"),
+            e.who,
+            e.reason,
+        )
+    out.print(table)
+
+
+build_app = typer.Typer(
+    help="Build contexts (Dockerfile + pinned environment) for serving or pipelines.", no_args_is_help=True
+)
+
+
+def _docker(out_dir: Path, build: bool) -> None:
+    """``docker build`` the context, or one line saying why not (no docker, or no daemon to talk to)."""
+    if not build:
+        return
+    engine = shutil.which("docker")
+    reachable = engine is not None and (
+        subprocess.run([engine, "info"], capture_output=True, timeout=30, check=False).returncode == 0
+    )
+    if engine is None or not reachable:
+        raise ConfigurationError(
+            f"--build: no container daemon here ({'no docker' if engine is None else 'docker info failed'});"
+            f" the context is written: build it where one runs with `docker build {out_dir}`",
+            field="build",
+        )
+    done = subprocess.run([engine, "build", str(out_dir)], check=False)
+    if done.returncode != 0:
+        raise ConfigurationError(f"docker build {out_dir} failed (exit {done.returncode})", field="build")
+
+
+@build_app.command("serve")
+def build_serve(
+    ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The model version to serve.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The build context folder to write.")],
+    build: Annotated[bool, typer.Option("--build", help="Also run docker build.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a build context serving a model version (Dockerfile, wheel, pinned requirements, model)."""
+    from mloop.cicd.build import build_serve_context
+
+    with open_workspace(workspace) as ws:
+        build_serve_context(ws, ref, output)
+    out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
+    _docker(output, build)
+
+
+@build_app.command("pipeline")
+def build_pipeline(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]", help="The deployed pipeline.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The build context folder to write.")],
+    build: Annotated[bool, typer.Option("--build", help="Also run docker build.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write a build context running a deployed pipeline version in its recorded environment."""
+    from mloop.cicd.build import build_pipeline_context
+
+    with open_workspace(workspace) as ws:
+        build_pipeline_context(ws, ref, output)
+    out.print(f"wrote build context {output} (runs {ref})", markup=False)
+    _docker(output, build)

@@ -1,0 +1,144 @@
+"""`mloop ci run` / `mloop ci init` on real projects: checks pass, or fail naming check, step and value."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import mloop
+from mloop.cicd.ci import ci_run, find_pipelines
+from mloop.core.sources import collect_sources, sources_hash
+from tests.cicd.projects import make_project
+from tests.cli.cli_helpers import run
+
+
+def test_healthy_project_passes_every_check_and_records_the_verdict(tmp_path: Path, capsys) -> None:
+    project = make_project(tmp_path / "proj")
+    junit = tmp_path / "ci.xml"
+    code, out, err = run(
+        capsys,
+        "ci",
+        "run",
+        str(project),
+        "--no-tests",
+        "--json",
+        "--junit",
+        str(junit),
+        "--workspace",
+        str(tmp_path / "ws"),
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["passed"] is True
+    checks = {c["check"]: c for c in report["checks"]}
+    assert {"smoke", "artifacts", "lineage", "finite", "converges", "infra"} <= set(checks)
+    assert checks["converges"]["step"] == "fit" and checks["infra"]["status"] == "passed"
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "0" and len(suite.findall("testcase")) == len(report["checks"])
+    code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
+    assert report["code_hashes"] == {"toy/pipeline.py:training": code_hash}
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        record = ws.pipeline_store().get_ci(code_hash)
+    assert record is not None and record.passed and record.pipeline == "toy/pipeline.py:training"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("nan", r"check finite failed at step 'predict': output\[3\] is not finite \(value: nan\)"),
+        (
+            "raises",
+            r"check smoke failed at step 'fit': the step raised \(value: ValueError: bad feature x3\)",
+        ),
+        pytest.param(
+            "empty",
+            r"check artifacts failed at step 'summary': output 'output' is empty \(value: \(0, 3\)\)",
+            marks=pytest.mark.slow,
+        ),
+        (
+            "slow_model",
+            r"check infra failed at step 'fit': the model failed the infrastructure check \(value: single",
+        ),
+        (
+            "slow_fit",
+            r"check converges failed at step 'fit': LogisticRegression stopped at max_iter=1.*value: 1\)",
+        ),
+    ],
+)
+def test_a_failing_check_exits_1_naming_check_step_and_value(
+    tmp_path: Path, capsys, kind: str, expected: str
+) -> None:
+    project = make_project(tmp_path / "proj", kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, _, err = run(
+            capsys, "ci", "run", str(project), "--no-tests", "--workspace", str(tmp_path / "ws")
+        )
+    assert code == 1
+    import re
+
+    assert re.search(expected, err), err
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
+        assert ws.pipeline_store().get_ci(code_hash).passed is False
+
+
+def test_the_projects_failing_test_is_named(tmp_path: Path) -> None:
+    tests = (
+        "from mloop.testing import sample_from_schema\n\n"
+        "def test_ok(mloop_workspace):\n    assert mloop_workspace.root.exists()\n\n"
+        "def test_rows():\n    assert len(sample_from_schema('schema.json', rows=5)) == 6, 'five rows'\n"
+    )
+    project = make_project(tmp_path / "proj", tests=tests)
+    report = ci_run(project, tests=True)
+    [failed] = report.failures
+    assert (failed.check, failed.step) == ("tests", "tests.test_toy::test_rows")
+    assert "five rows" in (failed.value or "")
+
+
+def test_pipelines_are_found_by_reading_the_sources(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj", tests="def test_x():\n    pass\n")
+    assert find_pipelines(project) == ["toy/pipeline.py:training"]
+
+
+def test_bad_input_is_one_error_line_exit_2(tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "ci", "run", str(tmp_path / "missing"))
+    assert code == 2 and err.startswith("error: project folder") and err.count("\n") == 1
+    project = make_project(tmp_path / "proj")
+    code, _, err = run(capsys, "ci", "run", str(project), "--pipeline", "nope", "--no-tests")
+    assert code == 2 and "no pipeline 'nope'" in err
+    code, _, err = run(capsys, "ci", "init", str(project))
+    assert code == 2 and "exactly one of --github or --gitlab" in err
+
+
+def test_init_writes_a_valid_github_workflow_and_a_gitlab_pipeline(tmp_path: Path, capsys) -> None:
+    code, _, _ = run(capsys, "ci", "init", str(tmp_path), "--github")
+    assert code == 0
+    workflow = tmp_path / ".github" / "workflows" / "mloop-ci.yml"
+    assert "mloop ci run . --junit mloop-ci.xml" in workflow.read_text()
+    check = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(workflow),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert run(capsys, "ci", "init", str(tmp_path), "--github")[0] == 2  # no overwrite without --force
+    assert run(capsys, "ci", "init", str(tmp_path), "--gitlab")[0] == 0
+    assert "junit: mloop-ci.xml" in (tmp_path / ".gitlab-ci.yml").read_text()
+
+
+def test_the_example_projects_workflow_is_the_generated_one(tmp_path: Path, capsys) -> None:
+    run(capsys, "ci", "init", str(tmp_path), "--github")
+    example = Path(__file__).parents[2] / "examples" / "project" / ".github" / "workflows" / "mloop-ci.yml"
+    assert example.read_text() == (tmp_path / ".github" / "workflows" / "mloop-ci.yml").read_text()

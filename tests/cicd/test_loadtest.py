@@ -1,0 +1,54 @@
+"""The load-test gate: the candidate is served on loopback in its own process and replayed requests;
+budgets decide, and the numbers say why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mloop
+from mloop.cicd.loadtest import load_test
+from mloop.errors import NotFoundError, ParameterError
+from tests.serving.serving_helpers import fit, register, training_data
+
+
+@pytest.fixture
+def candidate(tmp_path: Path):
+    ws = mloop.Workspace.open(tmp_path / "ws")
+    df = training_data()
+    register(ws, fit(df, ["a", "b"]), df, ["a", "b"])
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+@pytest.mark.slow  # three service starts: ~10 s idle, minutes on a busy machine
+def test_a_candidate_within_budget_passes_and_a_broken_replay_fails_naming_the_numbers(candidate) -> None:
+    rows = training_data(seed=1, n=60)[["a", "b"]].to_dict(orient="records")
+    bad = [{"a": 0.1}] * 10  # a required column missing: every answer is a 4xx
+    report = load_test(
+        candidate, "clf:1", rows + bad, concurrency=4, p99_budget_ms=60_000, max_error_rate=0.5
+    )
+    assert report.requests == 70 and report.concurrency == 4
+    assert report.passed, report.reasons
+    assert 0 < report.error_rate < 0.2 and report.p99_ms is not None and report.p50_ms <= report.p99_ms
+    assert report.errors[0].startswith("HTTP 4")
+    strict = load_test(candidate, "clf:1", bad, concurrency=2, p99_budget_ms=0.0, max_error_rate=0.0)
+    assert not strict.passed and strict.error_rate == 1.0
+    assert strict.reasons[0].startswith("error rate 100.0% exceeds 0.0% (first: HTTP 4")
+    slow = load_test(candidate, "clf:1", rows[:5], concurrency=1, p99_budget_ms=0.0, max_error_rate=0.0)
+    assert (
+        not slow.passed
+        and slow.reasons[0].startswith("p99 latency")
+        and "exceeds the 0 ms budget" in slow.reasons[0]
+    )
+    assert candidate.model_registry().history("clf") == []  # the real registry's aliases never moved
+
+
+def test_bad_arguments_are_named(candidate) -> None:
+    with pytest.raises(ParameterError, match="at least one request"):
+        load_test(candidate, "clf:1", [])
+    with pytest.raises(NotFoundError):
+        load_test(candidate, "clf:9", [{"a": 1.0, "b": 2.0}])
