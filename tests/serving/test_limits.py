@@ -138,3 +138,44 @@ def test_half_sent_headers_are_cut_off(ws) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def test_one_row_requests_are_answered_while_a_large_body_is_being_handled(ws, serve) -> None:
+    """A large request is parsed and predicted off the event loop: one-row requests sent after its body
+    has been sent are answered before it is (on the event loop, none could be answered until it was)."""
+    import threading
+    import time
+
+    import httpx
+
+    served = serve(ws, max_batch_rows=200_000, max_body_bytes=64 * 1024 * 1024)
+    port = int(served.url.rsplit(":", 1)[1])
+    body = json.dumps({"instances": training_data(7, 150_000)[COLS].to_dict("records")}).encode()  # ~8 MB
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sent, done = threading.Event(), {}
+
+    def send_big() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
+            sock.sendall(head.encode() + body)  # returns once the server has taken (nearly) all of it
+            sent.set()
+            reply = b""
+            while b"\r\n" not in reply:
+                reply += sock.recv(65536)
+        done["big"] = time.monotonic()
+        done["status"] = reply.split(b" ", 2)[1]
+
+    sender = threading.Thread(target=send_big, daemon=True)
+    sender.start()
+    assert sent.wait(timeout=120)
+    small = {"instances": training_data(5, 1)[COLS].to_dict("records")}
+    answered = []
+    with httpx.Client(base_url=served.url, timeout=120) as client:
+        while "big" not in done and len(answered) < 5:
+            assert client.post("/predict", json=small).status_code == 200
+            answered.append(time.monotonic())
+    sender.join(timeout=300)
+    assert done.get("status") == b"200", done
+    assert sum(t < done["big"] for t in answered) >= 3, (answered, done)
