@@ -77,3 +77,30 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
         backtest(stream(300).iloc[:50], "y")
     with pytest.raises(ParameterError, match="estimator"):
         backtest(stream(300), "y", estimator="no.such:thing")
+
+
+def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path) -> None:
+    """A metric that does not fit the target, a one-class target, a time column that does not sort
+    as time, too few rows for two windows: one ``error:`` line naming the problem, exit 2."""
+    data = tmp_path / "d.csv"
+    stream(300).to_csv(data, index=False)
+    one = tmp_path / "one.csv"
+    stream(300).assign(y=1).to_csv(one, index=False)
+    days = tmp_path / "days.csv"
+    stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
+    cases = [
+        (["backtest", str(data), "--target", "y", "--metric", "rmse"], "metric 'rmse' does not fit"),
+        (["backtest", str(data), "--target", "x1", "--metric", "roc_auc"], "does not fit a regression"),
+        (["backtest", str(one), "--target", "y"], "target 'y' has a single value"),
+        (["backtest", str(days), "--target", "y", "--time-col", "when"], "not sortable as time"),
+        (["backtest", str(data), "--target", "y", "--windows", "1"], "at least 2"),
+        (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([*mloop_command(), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error:") and message in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    mixed = stream(300).assign(when=[1, "b", 2.5] * 100)
+    with pytest.raises(DataError, match="not sortable"):
+        backtest(mixed, "y", time_col="when")
