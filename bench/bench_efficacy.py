@@ -89,6 +89,8 @@ def load_cache() -> dict[str, Any]:
 
 def summarise(results: list[dict[str, Any]], stationary: set[str], title: str) -> str:
     """The table (markdown): per stream mean ± std across seeds, then the totals against the goals."""
+    if not results:
+        return f"### {title}\n\n(no results)"
     by: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault(r["stream"], []).append(r)
@@ -115,7 +117,7 @@ def summarise(results: list[dict[str, Any]], stationary: set[str], title: str) -
             still += lr
         else:
             mean_kept = statistics.mean(kept) if kept else None
-            ok = mean_kept is not None and mean_kept >= 0.75 and lr <= er / 2
+            ok = mean_kept is not None and mean_kept >= 0.75  # retrains: a goal of the total
             kept_all.extend(kept)
             loop_retrains += lr
             every_retrains += er
@@ -149,20 +151,22 @@ def main() -> None:
     parser.add_argument("--tuning", action="store_true", help="the tuning set: rainfall, not the others")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="stream names to run (substring match)")
+    parser.add_argument("--digest", help="summarise the cached results of this code digest")
     args = parser.parse_args()
-    digest = code_digest()
+    digest = args.digest or code_digest()
     cache = load_cache()
+    # real data first, then seed by seed: a partial run still covers every stream
     todo: list[tuple[str, int | None]] = [
-        (name, seed) for name in streams.DRIFTING + streams.STATIONARY for seed in args.seeds
+        (name, None) for name in ([streams.REAL_TUNING] if args.tuning else streams.REAL_HELD_OUT)
     ]
-    todo += [(name, None) for name in ([streams.REAL_TUNING] if args.tuning else streams.REAL_HELD_OUT)]
+    todo += [(name, seed) for seed in args.seeds for name in streams.DRIFTING + streams.STATIONARY]
     if args.only:
         todo = [t for t in todo if any(o in t[0] for o in args.only)]
 
     def key(name: str, seed: int | None) -> str:
         return f"{digest}|{name}|{seed}|{args.rows if seed is not None else 'all'}"
 
-    missing = [t for t in todo if key(*t) not in cache]
+    missing = [t for t in todo if key(*t) not in cache and not args.digest]
     print(f"code {digest}: {len(todo) - len(missing)} of {len(todo)} results cached", flush=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {pool.submit(run_one, name, seed, args.rows): (name, seed) for name, seed in missing}
@@ -176,7 +180,7 @@ def main() -> None:
             cache[key(name, seed)] = result
             CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
             print(json.dumps(result), flush=True)
-    results = [cache[key(*t)] for t in todo]
+    results = [cache[key(*t)] for t in todo if key(*t) in cache]
     errors = [r for r in results if "error" in r]
     for r in errors:
         print(f"error: {r['stream']} seed {r['seed']}: {r['error']}")

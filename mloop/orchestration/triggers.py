@@ -237,8 +237,8 @@ def _monitored(
     else:
         streak = list(mark.get("streak", [])) if same else []
         acted = int(mark.get("acted", -1)) if same else -1
-        frame = cache.get((model, version, held)) if fresh else None
-        check = _degradation(spec, workspace, model, version, fresh, streak, last, frame, acted)
+        logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
+        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted)
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
@@ -318,6 +318,8 @@ def _degradation(
             threshold=spec.threshold,
         )
         change = _change_point(spec, info, frame, w.end, size, w.index, acted)
+        if change is None and acted != -2:
+            change = _grown(spec, baseline_rows, frame, size, w.index)
         if not verdict.degraded:
             streak = []
             if change is None:
@@ -328,14 +330,18 @@ def _degradation(
             )
         if change is not None or len(streak) >= spec.windows:
             since = change["start"] if change is not None else streak[0]["start"]
-            detail = (
-                verdict.detail
-                if verdict.degraded
-                else (
+            if verdict.degraded or change is None:
+                detail = verdict.detail
+            elif change.get("refresh"):
+                detail = (
+                    f"v{version} was trained on about {change['trained_rows']} rows; "
+                    f"{change['rows_since']} labelled rows of its regime are there now: refit once on them"
+                )
+            else:
+                detail = (
                     f"loss rose from {change['before']:.4f} to {change['after']:.4f} at a change point "
                     f"{change['rows_since']} labelled rows ago (ADWIN, delta {spec.delta:g})"
                 )
-            )
             evidence = {
                 "model": model,
                 "version": version,
@@ -346,12 +352,12 @@ def _degradation(
                 "change_point": change,
                 "detail": detail,
             }
-            watermark = {
+            watermark: dict[str, Any] = {
                 "window": str(spec.window),
                 "version": version,
                 "index": w.index,
                 "streak": [],
-                "acted": change["row"] if change is not None else acted,
+                "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
             }
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
@@ -373,6 +379,34 @@ def _degradation(
     if judged_to == last:
         text = "no new labelled window to judge"
     return TriggerCheck(text, watermark=watermark)
+
+
+REFRESH = 3
+
+
+def _grown(
+    spec: TriggerSpec, holdout_rows: int, frame: pd.DataFrame | None, size: Any, index: int
+) -> dict[str, Any] | None:
+    """A version trained on few rows right after a change point (``min_rows`` of them) is refitted
+    once, when its own regime has given ``REFRESH`` times as many labelled rows (at most the trigger's
+    ``max_rows``): the first fit reacted fast, the second catches up with a full-sized one."""
+    max_rows = int(spec.params.get("max_rows") or 0)
+    if spec.detector == "none" or frame is None or frame.empty or not spec.min_rows or not max_rows:
+        return None
+    trained = int(holdout_rows / 0.2 * 0.8)  # the pipeline holds out its newest 20 %
+    if trained * 2 > max_rows:
+        return None
+    part = frame.iloc[: (index + 1) * size] if isinstance(size, int) else frame
+    part = part[part["label"].notna()]
+    if len(part) < min(REFRESH * trained, max_rows):
+        return None
+    return {
+        "refresh": True,
+        "trained_rows": trained,
+        "row": 0,
+        "start": pd.to_datetime(part["ts"], utc=True).iloc[0].isoformat(),
+        "rows_since": len(part),
+    }
 
 
 def _change_point(

@@ -60,6 +60,7 @@ def _decisions(report: BacktestReport) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # long replays; a loaded machine slows them, never changes them
 def test_a_replay_decides_the_same_on_an_idle_and_on_a_busy_machine(busy_machine: Burners) -> None:
     frame = stream(2400, drift_at=1300, seed=21)
     quiet = _decisions(backtest(frame, "y", windows=6))
