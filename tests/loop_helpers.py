@@ -33,7 +33,8 @@ def train_first(ws: mloop.Workspace, rows: pd.DataFrame, folder: Path) -> mloop.
     """v1 of MODEL, through the built-in retraining pipeline (validated, registered, production)."""
     path = folder / "initial.parquet"
     rows.to_parquet(path)
-    result = ws.run(retrain, model_name=MODEL, target="y", data=str(path))
+    # latency is measured, not enforced: these tests judge the loop, and must pass on a busy machine
+    result = ws.run(retrain, model_name=MODEL, target="y", data=str(path), enforce_latency=False)
     registered = result.load("register_model")
     assert registered["alias"] == "production", registered["reasons"]
     return ws.model_version(f"{MODEL}@production")

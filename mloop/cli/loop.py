@@ -232,6 +232,14 @@ def backtest(
     estimator: Annotated[
         str, typer.Option("--estimator", help="'auto' or module:factory(features, task).")
     ] = "auto",
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric",
+            help="Judge degradation and promotion by this metric (default: ROC-AUC when one class "
+            "dominates, accuracy for other classification, MAE for regression).",
+        ),
+    ] = None,
     http: Annotated[bool, typer.Option("--http", help="Through a real HTTP service on 127.0.0.1.")] = False,
     keep: Annotated[
         Path | None, typer.Option("--keep-workspace", help="Keep the loop's workspace here.")
@@ -256,6 +264,7 @@ def backtest(
             windows=windows,
             config=loop_config,
             estimator=estimator,
+            metric=metric,
             http=http,
             workspace_dir=keep,
             progress=update,
@@ -266,7 +275,10 @@ def backtest(
         print_json(report.to_dict())
         return
     metric_names = sorted({m for p in (report.loop, report.static, report.every_window) for m in p.metrics})
-    table = Table(title=f"backtest: {report.rows:,} rows, target {report.target} ({report.task})")
+    table = Table(
+        title=f"backtest: {report.rows:,} rows, target {report.target} "
+        f"({report.task}, judged by {report.metric})"
+    )
     table.add_column("policy")
     for m in metric_names:
         table.add_column(m, justify="right")

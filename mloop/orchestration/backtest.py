@@ -26,8 +26,9 @@ from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
 from mloop.orchestration.replay import LoopEvent, Replay, replay_stream
 from mloop.orchestration.retrain import describe_default_model, estimator_factory, infer_task
+from mloop.orchestration.targets import check_target, choose_metric
 from mloop.validation.io import read_table
-from mloop.validation.model import score_predictions
+from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
 
 MODEL = "backtest"
 RETRAIN = "mloop.orchestration.retrain:retrain"
+MIN_WINDOW_ROWS = 20
 
 
 @dataclass
@@ -71,6 +73,7 @@ class BacktestReport:
     loop: PolicyResult
     static: PolicyResult
     every_window: PolicyResult
+    metric: str = "accuracy"
     events: list[LoopEvent] = field(default_factory=list)
     refused_rows: int = 0
     seconds: float = 0.0
@@ -78,13 +81,15 @@ class BacktestReport:
 
     @property
     def primary(self) -> str:
-        return "accuracy" if self.task == "classification" else "rmse"
+        return self.metric
 
     @property
     def recovered(self) -> float | None:
         """Share of every_window's gain over static that the loop kept (None if there was no gain)."""
         m = self.primary
-        sign = 1 if m == "accuracy" else -1
+        if any(m not in p.metrics for p in (self.loop, self.static, self.every_window)):
+            return None
+        sign = -1 if m in LOWER_IS_BETTER else 1
         gain = sign * (self.every_window.metrics[m] - self.static.metrics[m])
         if gain <= 1e-9:
             return None
@@ -95,6 +100,7 @@ class BacktestReport:
             "rows": self.rows,
             "task": self.task,
             "target": self.target,
+            "metric": self.metric,
             "initial_rows": self.initial_rows,
             "window_rows": self.window_rows,
             "model": self.model,
@@ -104,11 +110,19 @@ class BacktestReport:
             "static": self.static.to_dict(),
             "every_window": self.every_window.to_dict(),
             "recovered_gain": self.recovered,
-            "events": [e.to_dict() for e in self.events],
+            "events": [_event_dict(e) for e in self.events],
             "refused_rows": self.refused_rows,
             "seconds": round(self.seconds, 2),
             "workspace": self.workspace,
         }
+
+
+def _event_dict(event: LoopEvent) -> dict[str, Any]:
+    """An event as the report prints it: without the wall-clock time it was seen at, which differs
+    between two replays of one history (everything else is decided by the data, config and seed)."""
+    out = event.to_dict()
+    out.pop("at", None)
+    return out
 
 
 def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None = None) -> pd.DataFrame:
@@ -119,8 +133,28 @@ def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None =
     if time_col is not None:
         if time_col not in frame.columns:
             raise DataError(f"no time column {time_col!r} (columns: {list(frame.columns)})", field="time_col")
-        frame = frame.sort_values(time_col, kind="stable").drop(columns=[time_col])
+        order = frame[time_col]
+        if not (pd.api.types.is_numeric_dtype(order) or pd.api.types.is_datetime64_any_dtype(order)):
+            try:  # strings sort as text: only ISO-like dates sort in time order
+                order = pd.to_datetime(order, utc=True, format="ISO8601")
+            except (ValueError, TypeError) as exc:
+                example = next((repr(v) for v in frame[time_col] if v is not None), "none")
+                raise DataError(
+                    f"time column {time_col!r} is not sortable as time: values like {example} are "
+                    f"neither numbers nor ISO dates ({str(exc).splitlines()[0][:80]})",
+                    field="time_col",
+                ) from None
+        try:
+            frame = frame.assign(**{time_col: order}).sort_values(time_col, kind="stable")
+            frame = frame.drop(columns=[time_col])
+        except TypeError as exc:
+            kinds = sorted({type(v).__name__ for v in frame[time_col].dropna()})
+            raise DataError(
+                f"time column {time_col!r} cannot be sorted: it mixes {', '.join(kinds)} values ({exc})",
+                field="time_col",
+            ) from None
     frame = frame[frame[target].notna()].reset_index(drop=True)
+    check_target(frame[target], target)
     frame.columns = [str(c) for c in frame.columns]
     if len(frame) < 100:
         raise DataError(f"{len(frame)} labelled rows: a backtest needs at least 100", field="data")
@@ -128,16 +162,41 @@ def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None =
 
 
 def default_loop_config(
-    task: str, target: str, window_rows: int, initial_rows: int, model: str = MODEL
+    task: str,
+    target: str,
+    window_rows: int,
+    initial_rows: int,
+    model: str = MODEL,
+    metric: str | None = None,
 ) -> LoopConfig:
-    """Retrain when the live metric falls below the model's hold-out score beyond noise, or when most
-    features drift; a new version gets half the traffic until enough of its answers are labelled."""
-    metric = "accuracy" if task == "classification" else "rmse"
+    """The default policy (bench/RESULTS.md has the figures it was tuned to, and held out on):
+
+    - **when**: the production version's live loss rises at a change point (ADWIN, river) that
+      ``min_rows`` labelled rows have followed, or a window of half the replay's window falls below
+      its own hold-out score beyond noise. The baseline belongs to the version in production, and
+      that version was validated on the newest rows of the regime it was trained on;
+    - **on what**: the rows since the change point (or since the degraded window began), at least
+      ``min_rows`` = half a window, at most as many as the first model had;
+    - **rollout**: a validated candidate (checked against production on the newest rows) serves half
+      the traffic until ``min_labelled`` of its answers are labelled; it is promoted only if its live
+      metric is no worse than production's over the same period, and rolled back as soon as it is
+      significantly worse.
+    Latencies are recorded but never decide in a replay (``enforce_latency=False``)."""
+    from mloop.orchestration import changepoint
+
+    metric = metric or ("accuracy" if task == "classification" else "mae")
+    lower = metric in LOWER_IS_BETTER
+    min_rows = max(50, min(initial_rows, window_rows) // 2)
     common = {
         "pipeline": RETRAIN,
         "model": model,
-        "window": window_rows,
-        "params": {"model_name": model, "target": target, "max_rows": initial_rows},
+        "window": max(25, window_rows // 2),
+        "params": {
+            "model_name": model,
+            "target": target,
+            "max_rows": initial_rows,
+            "enforce_latency": False,
+        },
     }
     return LoopConfig(
         triggers=[
@@ -145,9 +204,11 @@ def default_loop_config(
                 name="degradation",
                 kind="degradation",
                 metric=metric,
-                margin=0.02 if metric == "accuracy" else 0.05,
+                margin=0.05 if lower else 0.02,
                 z=2.5,
-                min_labelled=min(100, max(1, window_rows // 2)),
+                min_labelled=min(100, max(1, window_rows // 4)),
+                detector="adwin" if changepoint.available() else "none",
+                min_rows=min_rows,
                 **common,
             ),
         ],
@@ -159,7 +220,7 @@ def default_loop_config(
                 min_labelled=max(30, min(200, window_rows // 10)),
                 min_labelled_at_budget=min(30, max(1, window_rows // 20)),
                 budget="30d",
-                max_degradation=0.01 if metric == "accuracy" else 0.0,
+                max_degradation=0.0,
             )
         ],
     )
@@ -171,7 +232,13 @@ def _adapt(config: LoopConfig, model: str, target: str, window_rows: int, initia
     for spec in config.triggers:
         if spec.kind not in ("drift", "degradation"):
             continue  # schedules and new files have no meaning on a replayed history
-        params = {**spec.params, "model_name": model, "target": target, "max_rows": initial_rows}
+        params = {
+            **spec.params,
+            "model_name": model,
+            "target": target,
+            "max_rows": initial_rows,
+            "enforce_latency": False,  # a replay's decisions never depend on the machine's load
+        }
         triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
     rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
     if not triggers:
@@ -186,11 +253,16 @@ def _adapt(config: LoopConfig, model: str, target: str, window_rows: int, initia
 
 
 def _scores(
-    task: str, y: np.ndarray, predicted: np.ndarray, score: np.ndarray | None, classes: list[Any]
+    task: str,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    score: np.ndarray | None,
+    classes: list[Any],
+    metric: str = "",
 ) -> dict[str, float]:
     proba = np.column_stack([1 - score, score]) if score is not None else None
     full = score_predictions(task, y, predicted, proba, classes)
-    keep = ("accuracy", "roc_auc") if task == "classification" else ("mae", "rmse")
+    keep = ("accuracy", "roc_auc", metric) if task == "classification" else ("mae", "rmse", metric)
     return {k: round(full[k], 6) for k in keep if k in full}
 
 
@@ -202,15 +274,18 @@ def _policy(
     bounds: list[int],
     classes: list[Any],
     retrains: int,
+    metric: str = "",
 ) -> PolicyResult:
     windows = [
         {
             "rows": float(hi - lo),
-            **_scores(task, y[lo:hi], predicted[lo:hi], None if score is None else score[lo:hi], classes),
+            **_scores(
+                task, y[lo:hi], predicted[lo:hi], None if score is None else score[lo:hi], classes, metric
+            ),
         }
         for lo, hi in itertools.pairwise(bounds)
     ]
-    return PolicyResult(_scores(task, y, predicted, score, classes), windows, retrains)
+    return PolicyResult(_scores(task, y, predicted, score, classes, metric), windows, retrains)
 
 
 def _positive(model: Any, x: pd.DataFrame) -> np.ndarray | None:
@@ -229,6 +304,7 @@ def backtest(
     windows: int = 8,
     config: LoopConfig | None = None,
     estimator: str = "auto",
+    metric: str | None = None,
     http: bool = False,
     workspace_dir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
@@ -238,22 +314,28 @@ def backtest(
     started = time.perf_counter()
     if not 0 < initial < 1:
         raise ParameterError(f"initial must be a fraction in (0, 1), got {initial}", field="initial")
-    if windows < 1:
-        raise ParameterError(f"windows must be at least 1, got {windows}", field="windows")
+    if windows < 2:
+        raise ParameterError(
+            f"windows must be at least 2 (policies are compared across windows), got {windows}",
+            field="windows",
+        )
     frame = load_stream(source, target, time_col)
     n, n0 = len(frame), int(len(frame) * initial)
-    if n0 < 50 or n - n0 < windows:
+    if n0 < 50 or n - n0 < windows * MIN_WINDOW_ROWS:
         raise DataError(
-            f"{n} rows are too few for {initial:.0%} initial rows and {windows} windows", field="data"
+            f"{n} rows are too few for {initial:.0%} initial rows and {windows} windows of at least "
+            f"{MIN_WINDOW_ROWS} rows",
+            field="data",
         )
     task = infer_task(frame[target])
+    metric = choose_metric(task, frame[target], metric)
     window_rows = int(np.ceil((n - n0) / windows))
     factory = estimator_factory(estimator)
     features = frame.drop(columns=[target])
     loop_config = (
         _adapt(config, MODEL, target, window_rows, n0)
         if config is not None
-        else default_loop_config(task, target, window_rows, n0)
+        else default_loop_config(task, target, window_rows, n0, metric=metric)
     )
     if estimator != "auto":
         loop_config = LoopConfig(
@@ -312,7 +394,7 @@ def backtest(
                 on_event=on_event,
             )
         loop, static, every = score_policies(
-            frame, target, task, n0, window_rows, static_model, replay, factory, progress=stage
+            frame, target, task, n0, window_rows, static_model, replay, factory, progress=stage, metric=metric
         )
     finally:
         if tmp is not None:
@@ -329,6 +411,7 @@ def backtest(
         loop=loop,
         static=static,
         every_window=every,
+        metric=metric,
         events=replay.events,
         refused_rows=replay.refused_rows,
         seconds=time.perf_counter() - started,
@@ -347,6 +430,7 @@ def score_policies(
     factory: Callable[[pd.DataFrame, str], Any],
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    metric: str = "",
 ) -> tuple[PolicyResult, PolicyResult, PolicyResult]:
     """``loop`` (what was served), ``static`` (the first model) and ``every_window`` (a refit on the
     newest ``n0`` rows before each window) on the replayed rows ``frame[n0:]``."""
@@ -358,7 +442,7 @@ def score_policies(
     classes = sorted(pd.unique(frame[target]).tolist(), key=str) if task == "classification" else []
     x_stream = stream.drop(columns=[target])
     static_pred = np.asarray(static_model.predict(x_stream))
-    static = _policy(task, y, static_pred, _positive(static_model, x_stream), bounds, classes, 0)
+    static = _policy(task, y, static_pred, _positive(static_model, x_stream), bounds, classes, 0, metric)
     every_pred, every_score = static_pred.copy().astype(object), _positive(static_model, x_stream)
     for w in range(1, windows):
         if progress is not None:
@@ -372,12 +456,14 @@ def score_policies(
             s = _positive(refit, part)
             if s is not None:
                 every_score[bounds[w] : bounds[w + 1]] = s
-    every = _policy(task, y, every_pred.astype(static_pred.dtype), every_score, bounds, classes, windows - 1)
-    return _loop_result(task, y, replay, bounds, classes), static, every
+    every = _policy(
+        task, y, every_pred.astype(static_pred.dtype), every_score, bounds, classes, windows - 1, metric
+    )
+    return _loop_result(task, y, replay, bounds, classes, metric), static, every
 
 
 def _loop_result(
-    task: str, y: np.ndarray, replay: Replay, bounds: list[int], classes: list[Any]
+    task: str, y: np.ndarray, replay: Replay, bounds: list[int], classes: list[Any], metric: str = ""
 ) -> PolicyResult:
     answered = np.array([v is not None for v in replay.versions])
     predicted = np.array(replay.predictions, dtype=object)
@@ -400,6 +486,7 @@ def _loop_result(
         bounds,
         classes,
         replay.retrains,
+        metric,
     )
 
 

@@ -94,6 +94,11 @@ class TriggerSpec(_Strict):
     z: float = Field(2.0, ge=0)
     windows: int = Field(1, ge=1)
     min_labelled: int = Field(100, ge=1)
+    # degradation: a change point in the live loss (mloop.orchestration.changepoint) also fires, once
+    # ``min_rows`` labelled rows followed it; the run trains on the rows since the change point
+    detector: Literal["none", "adwin"] = "none"
+    delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
+    min_rows: int = Field(0, ge=0, description="rows after a change point before retraining on them")
 
     @field_validator("cron")
     @classmethod

@@ -6,8 +6,11 @@ One call to :func:`advance` moves a model's rollout at most one step and says wh
    → it becomes ``canary`` (the service routes ``canary_fraction`` of traffic to it);
 2. a canary with at least ``min_labelled`` labelled predictions since it started, or past its time
    budget with at least ``min_labelled_at_budget`` → its metric is compared with production's on the
-   traffic of the same period: promoted (the previous production stays in the alias history for
-   ``mloop models rollback``), or rolled back (canary alias removed), the numbers in the reason;
+   traffic of the same period: promoted only if it is no worse than production by more than
+   ``max_degradation`` (the previous production stays in the alias history for ``mloop models
+   rollback``), else rolled back (canary alias removed), the numbers in the reason. A canary that is
+   already worse beyond ``z`` standard errors with ``min_labelled_at_budget`` labels is rolled back
+   at once, so a known-worse model does not keep its share of the traffic while evidence gathers;
 3. past the budget without enough labels → rolled back: no evidence, no promotion.
 
 Rejected versions (failed validation or the infrastructure check) are never considered, so they
@@ -106,6 +109,22 @@ def _live(frame: pd.DataFrame, version: int, task: str, classes: list[Any] | Non
     return {"rows": float(len(part)), **score_predictions(task, y, predicted, proba, classes)}
 
 
+def _clearly_worse(policy: RolloutPolicy, live_c: dict[str, float], live_p: dict[str, float]) -> bool:
+    """Worse than production beyond ``z`` standard errors on at least ``min_labelled_at_budget`` rows."""
+    rows = int(min(live_c["rows"], live_p["rows"]))
+    if rows < policy.min_labelled_at_budget or policy.metric not in live_c or policy.metric not in live_p:
+        return False
+    return degradation(
+        policy.metric,
+        live_c[policy.metric],
+        int(live_c["rows"]),
+        live_p[policy.metric],
+        int(live_p["rows"]),
+        margin=policy.max_degradation,
+        z=policy.z,
+    ).degraded
+
+
 def _judge_canary(
     workspace: Workspace,
     policy: RolloutPolicy,
@@ -128,7 +147,8 @@ def _judge_canary(
     labelled, baseline_rows = int(live_c["rows"]), int(live_p["rows"])
     over_budget = now - started >= policy.budget_td
     evidence = {"since": started.isoformat(), "canary": live_c, "production": live_p}
-    if min(labelled, baseline_rows) < policy.min_labelled and not over_budget:
+    early = min(labelled, baseline_rows) < policy.min_labelled and not over_budget
+    if early and not _clearly_worse(policy, live_c, live_p):
         return RolloutDecision(
             model,
             "wait",
@@ -146,9 +166,9 @@ def _judge_canary(
         workspace.remove_alias(model, "canary", reason=reason)
         return RolloutDecision(model, "rollback", canary.version, reason, evidence)
     c, p = live_c[policy.metric], live_p[policy.metric]
-    verdict = degradation(
-        policy.metric, c, labelled, p, int(live_p["rows"]), margin=policy.max_degradation, z=policy.z
-    )
+    # the decision itself compares the two estimates: "not significantly worse" would promote a
+    # canary that trails production on every sample too small to prove it
+    verdict = degradation(policy.metric, c, labelled, p, baseline_rows, margin=policy.max_degradation, z=0)
     direction = "lower" if policy.metric in LOWER_IS_BETTER else "higher"
     numbers = (
         f"{policy.metric} {c:.4f} on {labelled} labelled canary predictions vs production "

@@ -22,7 +22,9 @@ from mloop.errors import ConfigurationError, NotFoundError
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import WindowResult, degradation, parse_window
+from mloop.orchestration import changepoint
 from mloop.orchestration.config import TriggerSpec
+from mloop.validation.model import LOWER_IS_BETTER
 from mloop.workspace import Workspace
 
 __all__ = ["Firing", "TriggerCheck", "check_trigger", "validate_trigger"]
@@ -234,7 +236,9 @@ def _monitored(
         check = _drift(spec, model, version, fresh, last)
     else:
         streak = list(mark.get("streak", [])) if same else []
-        check = _degradation(spec, workspace, model, version, fresh, streak, last)
+        acted = int(mark.get("acted", -1)) if same else -1
+        logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
+        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted)
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
@@ -281,7 +285,13 @@ def _degradation(
     fresh: list[WindowResult],
     streak: list[dict[str, Any]],
     last: int,
+    frame: pd.DataFrame | None = None,
+    acted: int = -1,
 ) -> TriggerCheck:
+    """Fire when a complete window falls below the production version's baseline beyond noise (its
+    hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
+    live loss rose at a change point followed by ``min_rows`` labelled rows. The run then trains on
+    the rows since the change point (or since the degraded streak began)."""
     info = served_versions(workspace, model, [version])[version]
     baseline = info.version.metrics.get(spec.metric)
     if baseline is None and spec.threshold is None:
@@ -291,6 +301,7 @@ def _degradation(
             field="metric",
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
+    size = parse_window(spec.window)
     judged_to = last
     for w in fresh:
         if w.labelled < max(spec.min_labelled, w.rows // 2) or spec.metric not in w.metrics:
@@ -306,11 +317,31 @@ def _degradation(
             z=spec.z,
             threshold=spec.threshold,
         )
+        change = _change_point(spec, info, frame, w.end, size, w.index, acted)
+        if change is None and acted != -2:
+            change = _grown(spec, baseline_rows, frame, size, w.index)
         if not verdict.degraded:
             streak = []
-            continue
-        streak.append({"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit})
-        if len(streak) >= spec.windows:
+            if change is None:
+                continue
+        else:
+            streak.append(
+                {"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit}
+            )
+        if change is not None or len(streak) >= spec.windows:
+            since = change["start"] if change is not None else streak[0]["start"]
+            if verdict.degraded or change is None:
+                detail = verdict.detail
+            elif change.get("refresh"):
+                detail = (
+                    f"v{version} was trained on about {change['trained_rows']} rows; "
+                    f"{change['rows_since']} labelled rows of its regime are there now: refit once on them"
+                )
+            else:
+                detail = (
+                    f"loss rose from {change['before']:.4f} to {change['after']:.4f} at a change point "
+                    f"{change['rows_since']} labelled rows ago (ADWIN, delta {spec.delta:g})"
+                )
             evidence = {
                 "model": model,
                 "version": version,
@@ -318,22 +349,99 @@ def _degradation(
                 "baseline": verdict.baseline,
                 "limit": verdict.limit,
                 "windows": streak,
-                "detail": verdict.detail,
+                "change_point": change,
+                "detail": detail,
             }
-            watermark = {"window": str(spec.window), "version": version, "index": w.index, "streak": []}
-            firing = Firing(
-                f"degradation/{model}/v{version}/{spec.window}/{w.index}",
-                evidence,
-                {"since": streak[0]["start"]},
-            )
-            return TriggerCheck(f"degraded: {verdict.detail}", firing, watermark)
-    watermark = {"window": str(spec.window), "version": version, "index": judged_to, "streak": streak}
+            watermark: dict[str, Any] = {
+                "window": str(spec.window),
+                "version": version,
+                "index": w.index,
+                "streak": [],
+                "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
+            }
+            params: dict[str, Any] = {"since": since}
+            if spec.min_rows:
+                params["min_rows"] = spec.min_rows
+            firing = Firing(f"degradation/{model}/v{version}/{spec.window}/{w.index}", evidence, params)
+            return TriggerCheck(f"degraded: {detail}", firing, watermark)
+    watermark = {
+        "window": str(spec.window),
+        "version": version,
+        "index": judged_to,
+        "streak": streak,
+        "acted": acted,
+    }
     text = (
         f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
     )
+    if spec.detector != "none" and not changepoint.available():
+        text += " (river is not installed: change-point detection is off)"
     if judged_to == last:
         text = "no new labelled window to judge"
     return TriggerCheck(text, watermark=watermark)
+
+
+REFRESH = 3
+
+
+def _grown(
+    spec: TriggerSpec, holdout_rows: int, frame: pd.DataFrame | None, size: Any, index: int
+) -> dict[str, Any] | None:
+    """A version trained on few rows right after a change point (``min_rows`` of them) is refitted
+    once, when its own regime has given ``REFRESH`` times as many labelled rows (at most the trigger's
+    ``max_rows``): the first fit reacted fast, the second catches up with a full-sized one."""
+    max_rows = int(spec.params.get("max_rows") or 0)
+    if spec.detector == "none" or frame is None or frame.empty or not spec.min_rows or not max_rows:
+        return None
+    trained = int(holdout_rows / 0.2 * 0.8)  # the pipeline holds out its newest 20 %
+    if trained * 2 > max_rows:
+        return None
+    part = frame.iloc[: (index + 1) * size] if isinstance(size, int) else frame
+    part = part[part["label"].notna()]
+    if len(part) < min(REFRESH * trained, max_rows):
+        return None
+    return {
+        "refresh": True,
+        "trained_rows": trained,
+        "row": 0,
+        "start": pd.to_datetime(part["ts"], utc=True).iloc[0].isoformat(),
+        "rows_since": len(part),
+    }
+
+
+def _change_point(
+    spec: TriggerSpec,
+    info: Any,
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    acted: int,
+) -> dict[str, Any] | None:
+    """A new change point (after ``acted``) in the rows up to window ``index``, followed by at least
+    ``spec.min_rows`` labelled rows; None if there is none or detection is off."""
+    if spec.detector == "none" or frame is None or frame.empty:
+        return None
+    if isinstance(size, int):
+        part = frame.iloc[: (index + 1) * size]
+    else:
+        part = frame[pd.to_datetime(frame["ts"], utc=True) <= pd.Timestamp(end)]
+    part = part[part["label"].notna()]
+    if part.empty:
+        return None
+    lower = spec.metric in LOWER_IS_BETTER and info.task == "regression"
+    scale = info.version.metrics.get("mae") if info.task == "regression" else None
+    losses = changepoint.row_losses(part, info.task, info.classes, scale)
+    found = changepoint.detect(
+        losses, delta=spec.delta, min_effect=spec.margin, relative=lower or info.task == "regression"
+    )
+    if found is None or found.row <= acted or len(part) - found.row < max(spec.min_rows, 1):
+        return None
+    return {
+        **found.to_dict(),
+        "start": pd.to_datetime(part["ts"], utc=True).iloc[found.row].isoformat(),
+        "rows_since": len(part) - found.row,
+    }
 
 
 def window_frame(frame: pd.DataFrame, since: str | None) -> pd.DataFrame:

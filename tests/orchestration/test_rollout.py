@@ -59,10 +59,10 @@ def test_an_underperforming_canary_is_rolled_back_with_the_numbers(
 def test_a_better_canary_is_promoted_and_the_old_one_kept_for_rollback(
     ws: mloop.Workspace, tmp_path: Path
 ) -> None:
-    good = register(ws, stream(3000, seed=4))
+    good = register(ws, stream(3000, drift_at=0, seed=4))  # trained on the concept live traffic follows
     assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "canary"
     svc = service(ws, tmp_path / "log", canary_fraction=0.5)
-    answers = serve_rows(svc, stream(400, seed=5), batch=10)
+    answers = serve_rows(svc, stream(400, drift_at=0, seed=5), batch=10)
     svc.stop()
     assert {a["version"] for a in answers} == {1, good}  # both served
     decision = advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log")
@@ -95,3 +95,29 @@ def test_a_canary_without_evidence_is_rolled_back_when_the_budget_runs_out(
     assert advance(ws, short, utcnow(), log_dir=tmp_path / "log").action == "wait"
     decision = advance(ws, short, utcnow() + timedelta(minutes=11), log_dir=tmp_path / "log")
     assert decision.action == "rollback" and "no evidence" in decision.reason
+
+
+def test_a_known_worse_canary_is_rolled_back_early_and_a_slightly_worse_one_is_not_promoted(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    """A canary far worse is rolled back once ``min_labelled_at_budget`` labels show it, long before
+    ``min_labelled``; at ``min_labelled`` the estimates decide: trailing production is no promotion."""
+    policy = AUTO.model_copy(update={"min_labelled": 10_000, "min_labelled_at_budget": 30, "z": 3.0})
+    bad = register(ws, stream(600, seed=2), flip=True)
+    assert advance(ws, policy, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    svc = service(ws, tmp_path / "log", canary_fraction=0.5)
+    serve_rows(svc, stream(200, seed=3), batch=10)
+    svc.stop()
+    decision = advance(ws, policy, utcnow(), log_dir=tmp_path / "log")
+    assert (decision.action, decision.version) == ("rollback", bad), decision.reason
+    assert decision.evidence["canary"]["rows"] < 10_000
+    # same-concept model trained on a tenth of the rows: worse on the estimate, not significantly
+    weaker = register(ws, stream(60, seed=9))
+    even = AUTO.model_copy(update={"min_labelled": 150, "max_degradation": 0.0})
+    assert advance(ws, even, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    svc = service(ws, tmp_path / "log", canary_fraction=0.5)
+    serve_rows(svc, stream(600, seed=10), batch=10)
+    svc.stop()
+    decision = advance(ws, even, utcnow(), log_dir=tmp_path / "log")
+    c, p = decision.evidence["canary"]["accuracy"], decision.evidence["production"]["accuracy"]
+    assert decision.version == weaker and decision.action == ("promote" if c >= p else "rollback")
