@@ -107,7 +107,7 @@ class Daemon:
             self.lines.append(line)
 
     def started(self) -> bool:
-        return any("trigger(s)" in line for line in self.lines)
+        return any(", lease " in line for line in self.lines)  # the start line: triggers, policies, lease
 
     def terminate(self) -> None:
         """One SIGTERM (a second one, while it shuts down, would kill it)."""
