@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
 from mloop.serving.limits import LARGEST
+from mloop.serving.service import PREDICTION_ID
 
 __all__ = ["install"]
 
@@ -200,7 +201,7 @@ def _schemas(service: Any) -> dict[str, Any]:
         "required": ["prediction_id", "label"],
         "additionalProperties": False,
         "properties": {
-            "prediction_id": {"type": "string"},
+            "prediction_id": {"type": "string", "pattern": f"^{PREDICTION_ID.pattern}$"},
             "label": {"enum": classes} if classes else {"type": "number"},
         },
     }
