@@ -115,3 +115,24 @@ def count_progress(enabled: bool = True) -> Iterator[Any]:
             progress.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def alias_history_table(title: str, events: list[Any]) -> Any:
+    """Alias moves (of a model or a deployed pipeline), one row each: when, alias, action, from, to,
+    who, why."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("when", "alias", "action", "from", "to", "who", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.alias,
+            e.action,
+            "-" if e.from_version is None else f"v{e.from_version}",
+            "-" if e.to_version is None else f"v{e.to_version}",
+            e.who,
+            e.reason,
+        )
+    return table

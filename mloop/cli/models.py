@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from mloop.cli import remote
-from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    alias_history_table,
+    open_workspace,
+    out,
+    plural,
+    print_json,
+)
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import DataError, NotFoundError
 
@@ -260,24 +268,8 @@ def history(
     if as_json:
         print_json(events)
         return
-    table = Table(title=f"{name}: {len(events)} alias move(s)", title_justify="left")
-    for col in ("when", "alias", "action", "from", "to", "who", "reason"):
-        table.add_column(col)
-    for e in events:
-        table.add_row(
-            f"{e.at:%Y-%m-%d %H:%M:%S}",
-            e.alias,
-            e.action,
-            _v(e.from_version),
-            _v(e.to_version),
-            e.who,
-            e.reason,
-        )
+    table = alias_history_table(f"{name}: {plural(len(events), 'alias move')}", events)
     out.print(table)
-
-
-def _v(version: int | None) -> str:
-    return "-" if version is None else f"v{version}"
 
 
 def _read(path: Path) -> Any:

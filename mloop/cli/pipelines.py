@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    alias_history_table,
+    open_workspace,
+    out,
+    plural,
+    print_json,
+)
 from mloop.entities import AliasEvent
 from mloop.errors import ConfigurationError, ParameterError
 
@@ -173,20 +181,7 @@ def history(
     if as_json:
         print_json(events)
         return
-    table = Table(title=f"alias history of {name}", title_justify="left")
-    for col in ("at", "alias", "action", "from", "to", "who", "reason"):
-        table.add_column(col)
-    for e in events:
-        table.add_row(
-            f"{e.at:%Y-%m-%d %H:%M:%S}",
-            e.alias,
-            e.action,
-            str(e.from_version or "-"),
-            str(e.to_version or "-"),
-            e.who,
-            e.reason,
-        )
-    out.print(table)
+    out.print(alias_history_table(f"{name}: {plural(len(events), 'alias move')}", events))
 
 
 build_app = typer.Typer(
