@@ -65,6 +65,8 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # an id that decodes to "/" must be a 404, never a redirect to another resource
+        redirect_slashes=False,
     )
     app.state.workspace = workspace
     app.state.auth = auth
