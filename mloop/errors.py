@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactCorruptedError",
     "ArtifactNotFoundError",
+    "BodyTooLargeError",
     "ConfigurationError",
     "ConflictError",
     "DataError",
@@ -18,10 +19,12 @@ __all__ = [
     "InputError",
     "MetadataStoreError",
     "MloopError",
+    "NotFiniteError",
     "NotFoundError",
     "ParameterError",
     "PipelineDefinitionError",
     "PipelineLoadError",
+    "ReadTimeoutError",
     "SchemaSkewError",
     "SchemaVersionError",
     "SerializationError",
@@ -194,3 +197,23 @@ class ForbiddenError(MloopError):
 
     code = "forbidden"
     http_status = 403
+
+
+class BodyTooLargeError(MloopError):
+    """A request body larger than the prediction service accepts (HTTP 413)."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class ReadTimeoutError(MloopError):
+    """A client that did not send its request body in time (HTTP 408)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class NotFiniteError(InputError):
+    """A model answer that is not a finite number (e.g. NaN from ±1e308 inputs): an error, never served."""
+
+    code = "prediction_not_finite"

@@ -58,6 +58,9 @@ def test_public_api_is_pinned() -> None:
         "validate",
         # the exception tree, so users can catch what mloop raises
         "MloopError",
+        "BodyTooLargeError",
+        "NotFiniteError",
+        "ReadTimeoutError",
         "ArtifactCorruptedError",
         "ArtifactNotFoundError",
         "ConfigurationError",

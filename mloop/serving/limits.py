@@ -16,12 +16,9 @@ from typing import Any
 import anyio
 from starlette.requests import ClientDisconnect, Request
 
-from mloop.errors import MloopError
-from mloop.serving.predictor import InputError
+from mloop.errors import BodyTooLargeError, InputError, NotFiniteError, ReadTimeoutError
 
 __all__ = [
-    "BodyTooLarge",
-    "ReadTimeout",
     "check_finite",
     "clip",
     "parse_json",
@@ -31,26 +28,6 @@ __all__ = [
 QUOTE_CHARS = 200
 LARGEST = 1e300  # numbers beyond overflow a model's arithmetic (NaN answers): refused up front
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class BodyTooLarge(MloopError):
-    """The request body is larger than the service accepts (HTTP 413)."""
-
-    code = "body_too_large"
-    http_status = 413
-
-
-class ReadTimeout(MloopError):
-    """The client did not send its body in time (HTTP 408)."""
-
-    code = "request_timeout"
-    http_status = 408
-
-
-class NotFinite(InputError):
-    """The model answered with a value that is not a finite number (e.g. NaN from ±1e308 inputs)."""
-
-    code = "prediction_not_finite"
 
 
 def clip(text: str, limit: int = QUOTE_CHARS) -> str:
@@ -66,7 +43,7 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     """The body, refused early when it is (or declares it will be) larger than ``max_bytes``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(
+        raise BodyTooLargeError(
             f"the body ({int(declared)} bytes) exceeds the limit of {max_bytes} bytes", field="body"
         )
     chunks: list[bytes] = []
@@ -76,12 +53,12 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise BodyTooLarge(f"the body exceeds the limit of {max_bytes} bytes", field="body")
+                    raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes", field="body")
                 chunks.append(chunk)
     except TimeoutError as exc:
-        raise ReadTimeout(f"the body was not received within {timeout_s:g} s", field="body") from exc
+        raise ReadTimeoutError(f"the body was not received within {timeout_s:g} s", field="body") from exc
     except ClientDisconnect as exc:
-        raise ReadTimeout("the client disconnected before sending its body", field="body") from exc
+        raise ReadTimeoutError("the client disconnected before sending its body", field="body") from exc
     return b"".join(chunks)
 
 
@@ -148,7 +125,7 @@ def check_finite(predictions: list[Any], probabilities: list[list[float]] | None
     for values in (predictions, *(probabilities or ())):
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
-                raise NotFinite(
+                raise NotFiniteError(
                     f"the model's answer is not a finite number ({v}); the inputs are likely too large",
                     field="instances",
                 )
