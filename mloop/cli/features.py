@@ -85,10 +85,14 @@ def list_definitions(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
     table = Table(title=f"{len(defs)} definition(s)", title_justify="left")
     for col in ("kind", "name", "version", "details"):
         table.add_column(col)
+    from mloop.features.sources import source_from_spec
+
     for d in defs:
         if d.kind == "view":
             ttl = d.spec.get("ttl_seconds")
-            detail = f"{len(d.spec['features'])} features, ttl {_fmt(ttl)} s, {d.spec['source']}"
+            detail = (
+                f"{len(d.spec['features'])} features, ttl {_fmt(ttl)} s, {source_from_spec(d.spec['source'])}"
+            )
         elif d.kind == "service":
             detail = ", ".join(d.spec["features"])
         else:

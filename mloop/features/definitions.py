@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from mloop.errors import DataError, NotFoundError, ParameterError, PipelineLoadError
+from mloop.features.sources import SqlSource, source_from_spec
 
 __all__ = [
     "Entity",
     "FeatureService",
     "FeatureView",
+    "SqlSource",
     "load_definitions",
     "parse_ref",
     "parse_ttl",
@@ -87,15 +89,17 @@ class Entity:
 class FeatureView:
     """Feature columns of a source table, keyed by its entities' join keys and stamped by event time.
 
-    ``source``: a Parquet/CSV file, a folder of them, or a glob. ``timestamp``: the event-time column.
-    ``ttl``: how old a value may be and still count (``None``: any age). ``features``: the feature
-    columns (default: every column that is neither a join key nor a timestamp). ``created``: an optional
-    created-timestamp column that breaks ties between rows with the same key and event time.
+    ``source``: a Parquet/CSV file, a folder of them or a glob, local or any fsspec URL
+    (``s3://…``), or a :class:`SqlSource` (a query or table in any database SQLAlchemy reaches).
+    ``timestamp``: the event-time column. ``ttl``: how old a value may be and still count (``None``:
+    any age). ``features``: the feature columns (default: every column that is neither a join key nor
+    a timestamp). ``created``: an optional created-timestamp column that breaks ties between rows with
+    the same key and event time.
     """
 
     name: str
     entities: tuple[Entity, ...]
-    source: str
+    source: str | SqlSource
     timestamp: str
     ttl: timedelta | None
     features: tuple[str, ...] | None = None
@@ -105,7 +109,7 @@ class FeatureView:
         self,
         name: str,
         entities: Entity | list[Entity] | tuple[Entity, ...],
-        source: str | Path,
+        source: str | Path | SqlSource,
         timestamp: str,
         ttl: timedelta | str | float | None,
         features: list[str] | tuple[str, ...] | None = None,
@@ -125,7 +129,13 @@ class FeatureView:
             )
         object.__setattr__(self, "name", _check_name("feature view", name))
         object.__setattr__(self, "entities", ents)
-        object.__setattr__(self, "source", str(source))
+        if not isinstance(source, str | Path | SqlSource):
+            raise ParameterError(
+                f"feature view {name!r}: source must be a path, a URL or a SqlSource, not "
+                f"{type(source).__name__}",
+                field="source",
+            )
+        object.__setattr__(self, "source", source if isinstance(source, SqlSource) else str(source))
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "ttl", parse_ttl(ttl))
         object.__setattr__(self, "features", tuple(features) if features is not None else None)
@@ -145,7 +155,7 @@ class FeatureView:
         return cls(
             spec["name"],
             [Entity(e["name"], e["join_keys"]) for e in spec["entities"]],
-            spec["source"],
+            source_from_spec(spec["source"]),
             spec["timestamp"],
             timedelta(seconds=ttl) if ttl is not None else None,
             spec.get("features"),
@@ -156,7 +166,7 @@ class FeatureView:
         return {
             "name": self.name,
             "entities": [e.to_dict() for e in self.entities],
-            "source": self.source,
+            "source": self.source.to_dict() if isinstance(self.source, SqlSource) else self.source,
             "timestamp": self.timestamp,
             "ttl_seconds": self.ttl.total_seconds() if self.ttl is not None else None,
             "features": list(self.features) if self.features is not None else None,
@@ -231,7 +241,11 @@ def load_definitions(path: str | Path) -> Definitions:
         if isinstance(value, Entity):
             defs.entities[value.name] = value
         elif isinstance(value, FeatureView):
-            if "://" not in value.source and not Path(value.source).is_absolute():
+            if (
+                isinstance(value.source, str)
+                and "://" not in value.source
+                and not Path(value.source).is_absolute()
+            ):
                 # a relative source is relative to the definitions file, wherever apply runs from
                 value = dataclasses.replace(value, source=str((file.parent / value.source).resolve()))
             defs.views[value.name] = value

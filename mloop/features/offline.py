@@ -22,8 +22,9 @@ import pandas as pd
 
 from mloop.errors import DataError, NotFoundError
 from mloop.features.definitions import FeatureView
+from mloop.features.sources import SqlSource, register_filesystem, sql_table
 
-__all__ = ["connect", "describe", "historical", "latest_rows", "resolve_view", "source_sql"]
+__all__ = ["connect", "describe", "historical", "latest_rows", "relation", "resolve_view", "source_sql"]
 
 ROW = "__mloop_row"
 _TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
@@ -64,6 +65,16 @@ def source_sql(source: str) -> str:
     return f"read_parquet({_lit(path)})"
 
 
+def relation(con: duckdb.DuckDBPyConnection, view: FeatureView) -> str:
+    """What a query reads ``view``'s rows from, on ``con``: a table function over its files (local or
+    through fsspec), or the temporary table a SQL source was loaded into."""
+    if isinstance(view.source, SqlSource):
+        times = (view.timestamp,) + ((view.created,) if view.created else ())
+        return sql_table(con, view.source, view.name, times)
+    register_filesystem(con, view.source)
+    return source_sql(view.source)
+
+
 def describe(con: duckdb.DuckDBPyConnection, relation_sql: str, what: str) -> dict[str, str]:
     """Column name → DuckDB type of a relation, translating read errors into :class:`DataError`."""
     try:
@@ -83,7 +94,7 @@ def _zone(kind: str) -> str:
 
 def resolve_view(con: duckdb.DuckDBPyConnection, view: FeatureView) -> tuple[FeatureView, dict[str, str]]:
     """The view with its feature list filled in from the source, checked against the source's columns."""
-    columns = describe(con, source_sql(view.source), f"feature view {view.name!r} source {view.source}")
+    columns = describe(con, relation(con, view), f"feature view {view.name!r} source {view.source}")
     if view.timestamp not in columns:
         raise DataError(
             f"feature view {view.name!r}: source {view.source} has no timestamp column {view.timestamp!r}",
@@ -197,7 +208,7 @@ def historical(
     ``out``, writes it to that Parquet file without holding it in memory and returns the row count.
     """
     con = con or connect()
-    relation, ecols = _entity_relation(con, entities)
+    entity_rel, ecols = _entity_relation(con, entities)
     if timestamp_col not in ecols:
         raise DataError(f"entity rows have no timestamp column {timestamp_col!r}", field=timestamp_col)
     etype = ecols[timestamp_col]
@@ -240,7 +251,7 @@ def historical(
             )
         else:
             on += f" AND e.{_q(timestamp_col)} >= {alias}.{ts}"
-        inner += f" FROM {source_sql(view.source)}"
+        inner += f" FROM {relation(con, view)}"
         joins.append(f"ASOF LEFT JOIN ({inner}) {alias} ON {on}")
         within = "TRUE"
         if view.ttl is not None:
@@ -248,7 +259,7 @@ def historical(
             within = f"{alias}.{ts} >= e.{_q(timestamp_col)} - to_microseconds({micros})"
         for f in features:
             select.append(f"CASE WHEN {within} THEN {alias}.{_q(f)} END AS {_q(f'{view.name}:{f}')}")
-    sql = f"SELECT {', '.join(select)} FROM {relation} e {' '.join(joins)} ORDER BY e.{ROW}"
+    sql = f"SELECT {', '.join(select)} FROM {entity_rel} e {' '.join(joins)} ORDER BY e.{ROW}"
     try:
         if out is not None:
             con.execute(f"COPY ({sql}) TO {_lit(str(out))} (FORMAT parquet)")
@@ -279,7 +290,7 @@ def latest_rows(
         params.append(end)
     sql = (
         f"SELECT {keys}, epoch_us({_q(view.timestamp)}) / 1e6 AS __mloop_ts, {features} "
-        f"FROM {source_sql(view.source)} {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"FROM {relation(con, view)} {'WHERE ' + ' AND '.join(where) if where else ''} "
         f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     )
     try:

@@ -22,6 +22,7 @@ from mloop.entities import FeatureDefinition, Materialization, utcnow
 from mloop.errors import ConflictError, NotFoundError, ParameterError
 from mloop.features import offline, online
 from mloop.features.definitions import Definitions, FeatureService, FeatureView, load_definitions, parse_ref
+from mloop.features.sources import SqlSource, remote_digest, sql_digest, sql_table
 from mloop.stores.base import OnlineStore
 from mloop.stores.sql.features import SqlFeatureRegistry
 
@@ -223,6 +224,23 @@ class FeatureStore:
             raise ParameterError("no features selected", field="features")
         return [(self.view(v), fs) for v, fs in wanted.items()]
 
+    def source_identity(self, view: FeatureView) -> tuple[str, int, str]:
+        """Digest, size and URI of a remote (fsspec) or SQL source, for cache keys and lineage.
+
+        SQL rows are read to be fingerprinted (order-independent); remote files by their checksums.
+        """
+        if isinstance(view.source, SqlSource):
+            con = self._connect()
+            try:
+                times = (view.timestamp,) + ((view.created,) if view.created else ())
+                table = sql_table(con, view.source, view.name, times)
+                digest, count = sql_digest(con, view.source, table)
+            finally:
+                con.close()
+            return digest, count, str(view.source)
+        digest, size = remote_digest(view.source)
+        return digest, size, view.source
+
     def versions_of(self, selection: Selection) -> dict[str, int]:
         return {v.name: self.registry.get("view", v.name).version for v, _ in selection}
 
@@ -335,7 +353,7 @@ class FeatureStore:
             for view, names in selection:
                 keys = ", ".join(f'"{k}"' for k in view.join_keys)
                 frame = con.execute(
-                    f"SELECT DISTINCT {keys} FROM {offline.source_sql(view.source)} "
+                    f"SELECT DISTINCT {keys} FROM {offline.relation(con, view)} "
                     f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE ({int(seed)})"
                 ).df()
                 rows = frame.to_dict("records")
@@ -345,7 +363,7 @@ class FeatureStore:
                 present = [(r, s) for r, s in zip(rows, stored, strict=True) if s is not None]
                 entity = pd.DataFrame([r for r, _ in present], columns=list(view.join_keys))
                 entity["event_timestamp"] = pd.to_datetime([s[0] for _, s in present], unit="s", utc=True)
-                zone = offline.describe(con, offline.source_sql(view.source), view.name)[view.timestamp]
+                zone = offline.describe(con, offline.relation(con, view), view.name)[view.timestamp]
                 if zone != "TIMESTAMP WITH TIME ZONE":
                     entity["event_timestamp"] = entity["event_timestamp"].dt.tz_localize(None)
                 untimed = FeatureView(

@@ -17,6 +17,7 @@ import pandas as pd
 from mloop.core.context import log_metrics, log_params
 from mloop.core.fingerprint import file_digest
 from mloop.core.step import step
+from mloop.features.sources import fsspec_protocol
 from mloop.steps.context import workspace as step_workspace
 from mloop.workspace import Workspace
 
@@ -30,12 +31,19 @@ def _manifest(ws: Workspace, features: list[str] | None, service: str | None) ->
     versions = store.versions_of(selection)
     manifest: dict[str, dict[str, Any]] = {}
     for view, names in selection:
-        source = Path(view.source[len("file://") :] if view.source.startswith("file://") else view.source)
-        digest, size = file_digest(source) if source.exists() else ("", 0)
+        local = isinstance(view.source, str) and fsspec_protocol(view.source) is None
+        if local:
+            path = Path(str(view.source).removeprefix("file://"))
+            digest, size = file_digest(path) if path.exists() else ("", 0)
+            uri = path.resolve().as_uri() if path.exists() else str(view.source)
+        else:
+            digest, size, uri = store.source_identity(view)
         manifest[view.name] = {
             "version": versions[view.name],
             "features": list(names),
-            "source": view.source,
+            "source": str(view.source),
+            "uri": uri,
+            "kind": ("file" if path.is_file() else "directory") if local else "source",
             "digest": digest,
             "size": size,
         }
@@ -62,10 +70,8 @@ def historical_features(
     manifest = _manifest(ws, features, service)
     for info in manifest.values():
         if info["digest"]:
-            path = Path(info["source"]).resolve()
-            kind = "file" if path.is_file() else "directory"
             ref = ws.metadata.add_artifact(
-                NewArtifact(info["digest"], kind, "pathlib.Path", info["size"], path.as_uri())
+                NewArtifact(info["digest"], info["kind"], "pathlib.Path", info["size"], info["uri"])
             )
             info["artifact_id"] = ref.id
     log_params({"feature_views": manifest})
