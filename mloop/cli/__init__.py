@@ -332,7 +332,7 @@ def lineage_tree(graph: LineageGraph) -> Tree:
     labels: dict[str, str] = {}
     for a in graph.artifacts.values():
         labels[a.id] = f"[cyan]{a.type}[/] {a.id} [dim]sha256:{a.digest[:12]} {a.size:,} B[/]"
-        if a.type in ("file", "directory"):
+        if a.type in ("file", "directory", "source", "feature_view"):
             labels[a.id] += f" [dim]{a.uri}[/]"
     for s in graph.steps.values():
         r = graph.runs.get(s.run_id)

@@ -19,6 +19,7 @@ __all__ = [
     "current_input_artifact",
     "current_run_id",
     "current_workspace",
+    "log_input",
     "log_metric",
     "log_metrics",
     "log_param",
@@ -36,6 +37,7 @@ class StepContext:
     inputs: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    used: dict[str, Any] = field(default_factory=dict)  # name → NewArtifact read besides the inputs
 
 
 _CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", default=None)
@@ -91,6 +93,16 @@ def log_metrics(metrics: Mapping[str, float], step: int = 0) -> None:
     """Record several metrics of the running step at once."""
     ctx = _current("log_metrics")
     ctx.metrics.extend((k, _number(k, v), int(step)) for k, v in metrics.items())
+
+
+def log_input(name: str, artifact: Any) -> None:
+    """Record that the running step read something that is not one of its inputs (a source file, a
+    database table, a feature-view version), given as a ``NewArtifact``, so lineage shows it as an
+    input of this execution."""
+    ctx = _current("log_input")
+    if name in ctx.used:
+        raise ParameterError(f"step {ctx.step!r} already logged an input named {name!r}", field=name)
+    ctx.used[name] = artifact
 
 
 def log_param(key: str, value: Any) -> None:

@@ -70,6 +70,7 @@ class StepOutcome:
     values: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, NewArtifact] = field(default_factory=dict)  # read by the step besides its inputs
     error_type: str | None = None
     error_message: str | None = None
     error_traceback: str | None = None
@@ -88,7 +89,7 @@ def execute_step(task: StepTask) -> StepOutcome:
                 kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest), ref.python_type)
         with step_context(task.run_id, task.node, task.workspace, task.artifact_inputs) as ctx:
             result = task.fn(**kwargs)
-        outcome.metrics, outcome.params = ctx.metrics, ctx.params
+        outcome.metrics, outcome.params, outcome.inputs = ctx.metrics, ctx.params, ctx.used
         for name, value in _split_outputs(task, result).items():
             outcome.outputs[name] = store_value(
                 task.artifacts, value, what=f"step {task.node!r} output {name!r}"
@@ -403,6 +404,7 @@ class Runner:
                         outputs=outcome.outputs,
                         metrics=outcome.metrics,
                         params=outcome.params,
+                        inputs=outcome.inputs,
                     )
                     if outcome.values:
                         values[name] = outcome.values

@@ -2,8 +2,9 @@
 
 The step's cache key includes each view's recorded version and the content digest of its source, so
 a re-applied view or a changed source file recomputes; its params record the same, and each source is
-recorded as a ``file``/``directory`` artifact, so training data (and the model trained on it) traces
-back to the feature-view versions and source bytes it was built from.
+recorded as an input of the step's execution (``file``/``directory``/``source`` artifacts, and one
+``feature_view`` artifact per view version), so the lineage graph of training data, and of the model
+trained on it, reaches the feature-view versions and the source bytes it was built from.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from mloop.core.context import log_metrics, log_params
+from mloop.core.context import log_input, log_metrics, log_params
 from mloop.core.fingerprint import file_digest
 from mloop.core.step import step
 from mloop.features.sources import fsspec_protocol
@@ -68,12 +69,19 @@ def historical_features(
 
     ws = step_workspace()
     manifest = _manifest(ws, features, service)
-    for info in manifest.values():
+    for view_name, info in manifest.items():
+        definition = ws.features.registry.get("view", view_name, info["version"])
+        log_input(
+            f"feature_view:{view_name}",
+            NewArtifact(
+                definition.digest, "feature_view", "mloop.features.FeatureView", 0,
+                f"mloop:feature-view/{view_name}/v{info['version']}",
+            ),
+        )  # fmt: skip
         if info["digest"]:
-            ref = ws.metadata.add_artifact(
-                NewArtifact(info["digest"], info["kind"], "pathlib.Path", info["size"], info["uri"])
-            )
-            info["artifact_id"] = ref.id
+            source = NewArtifact(info["digest"], info["kind"], "pathlib.Path", info["size"], info["uri"])
+            log_input(f"source:{view_name}", source)
+            info["artifact_id"] = ws.metadata.add_artifact(source).id
     log_params({"feature_views": manifest})
     frame = ws.features.historical(entities, features, service=service, timestamp_col=timestamp_col)
     refs = [c for c in frame.columns if ":" in str(c)]

@@ -115,6 +115,7 @@ class StepStore(Protocol):
         outputs: Mapping[str, NewArtifact] | None = None,
         metrics: Sequence[tuple[str, float, int]] = (),
         params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, NewArtifact] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
         error_traceback: str | None = None,

@@ -38,6 +38,13 @@ def test_training_data_and_model_trace_back_to_view_version_and_source(
         names = {s["name"] for s in graph["steps"]}
         assert names == {"fit", "historical_features"}
         assert any(a["uri"] == entities.resolve().as_uri() for a in graph["artifacts"])
+        # the view's version and its source are inputs of the join in the graph, not only params
+        [hist] = [s for s in graph["steps"] if s["name"] == "historical_features"]
+        by_id = {a["id"]: a for a in graph["artifacts"]}
+        inputs = {e["name"]: by_id[e["from"]] for e in graph["edges"] if e["to"] == hist["id"]}
+        assert inputs["feature_view:driver_stats"]["uri"] == "mloop:feature-view/driver_stats/v1"
+        assert inputs["feature_view:driver_stats"]["type"] == "feature_view"
+        assert inputs["source:driver_stats"]["uri"] == (tmp_path / "stats.parquet").resolve().as_uri()
         manifest = ws.metadata.get_params(first.run.id)["historical_features/feature_views"]["driver_stats"]
         assert manifest["version"] == 1
         assert manifest["features"] == ["conv_rate", "trips"]

@@ -225,11 +225,13 @@ class SqlMetadataStore(SqlStore):
         outputs: Mapping[str, NewArtifact] | None = None,
         metrics: Sequence[tuple[str, float, int]] = (),
         params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, NewArtifact] | None = None,
         error_type: str | None = None,
         error_message: str | None = None,
         error_traceback: str | None = None,
     ) -> dict[str, ArtifactRef]:
-        """Close a step execution and, in one transaction, record its outputs, metrics and params.
+        """Close a step execution and, in one transaction, record its outputs, metrics and params,
+        and the inputs the step reported reading besides its declared ones (``log_input``).
 
         Returns the recorded output artifacts by output name.
         """
@@ -250,6 +252,8 @@ class SqlMetadataStore(SqlStore):
                 raise NotFoundError(f"step run {step_run_id!r} not found", field="step_run_id")
             refs = {name: self._upsert_artifact(conn, art) for name, art in (outputs or {}).items()}
             self._link(conn, step_run_id, "output", {name: ref.id for name, ref in refs.items()})
+            used = {name: self._upsert_artifact(conn, art).id for name, art in (inputs or {}).items()}
+            self._link(conn, step_run_id, "input", used)
             self._insert_metrics(conn, run_id, metrics, step_run_id)
             self._insert_params(conn, run_id, params or {}, step_run_id)
         return refs
