@@ -146,11 +146,18 @@ def _entity_relation(
         if path.endswith((".csv", ".csv.gz")):
             frame = pd.read_csv(path)
             return _entity_relation(con, _parse_time_columns(frame))
-        relation = (
-            f"(SELECT * EXCLUDE (file_row_number, filename), "
-            f"row_number() OVER (ORDER BY filename, file_row_number) AS {ROW} "
-            f"FROM read_parquet({_lit(path)}, file_row_number = true, filename = true))"
-        )
+        if Path(path).is_file():
+            # one file: its row number is the input order already, with no sort over the entity rows
+            relation = (
+                f"(SELECT * EXCLUDE (file_row_number), file_row_number AS {ROW} "
+                f"FROM read_parquet({_lit(path)}, file_row_number = true))"
+            )
+        else:
+            relation = (
+                f"(SELECT * EXCLUDE (file_row_number, filename), "
+                f"row_number() OVER (ORDER BY filename, file_row_number) AS {ROW} "
+                f"FROM read_parquet({_lit(path)}, file_row_number = true, filename = true))"
+            )
     columns = describe(con, relation, "entity rows")
     columns.pop(ROW, None)
     return relation, columns
