@@ -89,12 +89,21 @@ class FeatureStore:
                 specs.append(("view", view.name, resolved.to_dict()))
         finally:
             con.close()
-        known_views = {n for k, n, _ in specs if k == "view"} | {d.name for d in self.registry.latest("view")}
+        view_features = {d.name: d.spec.get("features") or [] for d in self.registry.latest("view")}
+        view_features.update({n: spec.get("features") or [] for k, n, spec in specs if k == "view"})
         for svc in defs.services.values():
+            if len(set(svc.features)) != len(svc.features):
+                raise ParameterError(f"feature service {svc.name!r} names a feature twice", field="features")
             for ref in svc.features:
-                if parse_ref(ref)[0] not in known_views:
+                view, feature = parse_ref(ref)
+                if view not in view_features:
                     raise NotFoundError(
                         f"feature service {svc.name!r}: unknown feature view in {ref!r}", field="features"
+                    )
+                if feature != "*" and feature not in view_features[view]:
+                    raise NotFoundError(
+                        f"feature service {svc.name!r}: feature view {view!r} has no feature {feature!r}",
+                        field="features",
                     )
             specs.append(("service", svc.name, svc.to_dict()))
         plans = [self._plan(kind, name, spec, defs) for kind, name, spec in specs]

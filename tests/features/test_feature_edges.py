@@ -193,6 +193,15 @@ def test_bad_definitions_are_clear_errors(tmp_path: Path) -> None:
         )
         with pytest.raises(DataError, match="'id' is a join key"):
             ws.features.apply(keyed)
+        keyed.write_text(
+            "from mloop.features import Entity, FeatureService, FeatureView\n"
+            "e = Entity('e', join_keys=['id'])\n"
+            "a = FeatureView('a', entities=[e], source='k.parquet', timestamp='ts', ttl=None)\n"
+            "s = FeatureService('s', ['a:nope'])\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(NotFoundError, match="feature view 'a' has no feature 'nope'"):
+            ws.features.apply(keyed)
     with pytest.raises(ConfigurationError, match="cannot use nosuchdb://"):
         from mloop.features import offline
 
