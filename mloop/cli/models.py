@@ -339,12 +339,14 @@ def _evaluate_version(
     ws: Any, ref: str, frame: Any, label: str | None, slices: list[str] | None
 ) -> tuple[Any, Any]:
     """A registered version scored on ``frame`` with its own signature's inputs and label."""
-    from mloop.validation.model import evaluate
+    from mloop.validation.model import evaluate_model
 
     version = ws.model_version(ref)
     inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
     model = ws.load_version(version, ref=ref)
-    return version, evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
+    return version, evaluate_model(
+        model, frame, _label_of(version, label), slices=slices or [], inputs=inputs
+    )
 
 
 def _print_evaluations(results: dict[str, Any], title: str) -> None:
