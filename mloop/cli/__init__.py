@@ -164,7 +164,7 @@ def run(
 def runs_list(
     pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
     status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many runs, newest first.")] = 20,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
