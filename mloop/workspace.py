@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from mloop.features.store import FeatureStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("mloop.registry")
 
@@ -310,12 +312,25 @@ class Workspace:
         except NotFoundError:
             pass
         matches = self.metadata.search_runs(RunQuery(id_prefix=ref, limit=2)) if len(ref) >= 4 else []
+        return self._one(matches, ref, "run", "run_id")
+
+    def resolve_artifact(self, ref: str) -> ArtifactRef:
+        """An artifact by id, digest (``sha256:`` optional) or a unique prefix of either (as printed)."""
+        ref = ref.strip().removeprefix("sha256:")
+        try:
+            return self.metadata.get_artifact(ref)
+        except NotFoundError:
+            pass
+        matches = self.metadata.find_artifacts(ref, limit=2) if len(ref) >= 6 else []
+        return self._one(matches, ref, "artifact", "artifact_id")
+
+    def _one(self, matches: Sequence[_T], ref: str, what: str, field: str) -> _T:
+        """The one match of a typed prefix; an error naming the workspace, or the first two candidates."""
         if len(matches) > 1:
-            raise ParameterError(
-                f"run id prefix {ref!r} is ambiguous: {matches[0].id}, {matches[1].id}, …", field="run_id"
-            )
+            first, second = (getattr(m, "id", m) for m in matches[:2])
+            raise ParameterError(f"{what} id prefix {ref!r} is ambiguous: {first}, {second}, …", field=field)
         if not matches:
-            raise NotFoundError(f"no run {ref!r} in workspace {self.location}", field="run_id")
+            raise NotFoundError(f"no {what} {ref!r} in workspace {self.location}", field=field)
         return matches[0]
 
     @property
@@ -347,7 +362,17 @@ class Workspace:
         try:
             return lineage(self.metadata, ref, direction)
         except NotFoundError:
+            pass
+        try:
             return lineage(self.metadata, self.resolve_run(ref).id, direction)
+        except NotFoundError:
+            try:
+                artifact = self.resolve_artifact(ref)
+            except NotFoundError:
+                raise NotFoundError(
+                    f"no run, step run or artifact {ref!r} in workspace {self.location}", field="ref"
+                ) from None
+            return lineage(self.metadata, artifact.id, direction)
 
     # models -------------------------------------------------------------------------------------
 

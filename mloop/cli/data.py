@@ -237,7 +237,7 @@ def _workspace_artifact(ref: str, what: str, workspace: Path | None) -> tuple[An
         ) from exc
     with ws:
         try:
-            art = ws.metadata.get_artifact(ref)
+            art = ws.resolve_artifact(ref)
         except NotFoundError as exc:
             raise DataError(
                 f"{what} {ref!r} is neither a file nor an artifact id in workspace {ws.location}", field=what

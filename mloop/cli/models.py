@@ -69,7 +69,7 @@ def register(
     metrics = _key_values(metric or [], "metric")
     with open_workspace(workspace) as ws:
         try:
-            art = ws.metadata.get_artifact(model)
+            art = ws.resolve_artifact(model)
         except NotFoundError as exc:
             raise DataError(
                 f"model {model!r} is no artifact id in workspace {ws.location}", field="model"

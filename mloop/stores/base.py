@@ -148,7 +148,13 @@ class LineageStore(Protocol):
 
     def add_artifact(self, artifact: NewArtifact) -> ArtifactRef: ...
 
-    def get_artifact(self, artifact_id: str) -> ArtifactRef: ...
+    def get_artifact(self, artifact_id: str) -> ArtifactRef:
+        """An artifact by id or by digest."""
+        ...
+
+    def find_artifacts(self, prefix: str, *, limit: int = 2) -> list[ArtifactRef]:
+        """Artifacts whose id or digest starts with ``prefix`` (what users type from a listing)."""
+        ...
 
     def events(
         self, *, step_run_ids: Sequence[str] = (), artifact_ids: Sequence[str] = (), kind: str | None = None
