@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-BUDGET_P99_MS = 50.0  # mloop.validation.infra.infra_check's default budget
+BUDGET_P99_MS = 50.0  # mloop.validation.infra.check_serving's default budget
 
 _NO_LIMIT = (
     "import mloop.serving.predictor as p; p.OneThreadPerCaller.__call__ = lambda self: None; "
@@ -143,7 +143,7 @@ def main() -> None:
 
     import mloop
     from mloop.demo import dataset_path
-    from mloop.validation.infra import infra_check
+    from mloop.validation.infra import check_serving
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -172,7 +172,7 @@ def main() -> None:
             }
             ws.promote("bench", ws.register_model("bench", model, signature=signature).version)
         with cpu_hog(cores):
-            infra = infra_check(data, hashlib.sha256(data).hexdigest(), x.iloc[:100])
+            infra = check_serving(data, hashlib.sha256(data).hexdigest(), x.iloc[:100])
             for label, code in (("one thread (mloop)", _WITH_LIMIT), ("default threads", _NO_LIMIT)):
                 port = free_port()
                 with server(code, ws_dir, port):

@@ -41,7 +41,7 @@ CODE = [
     "mloop/orchestration/backtest.py",
     "mloop/orchestration/triggers.py",
     "mloop/orchestration/rollout.py",
-    "mloop/orchestration/retrain.py",
+    "mloop/steps/retrain.py",
     "mloop/orchestration/changepoint.py",
     "mloop/orchestration/targets.py",
     "bench/efficacy_streams.py",

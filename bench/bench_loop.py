@@ -98,7 +98,7 @@ def make_log(
     import mloop
     from mloop.entities import new_id
     from mloop.monitoring.log import PredictionLog
-    from mloop.orchestration.retrain import retrain
+    from mloop.steps.retrain import retrain
 
     rng = np.random.default_rng(seed)
     names = [f"f{i}" for i in range(columns)]

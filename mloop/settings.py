@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mloop.errors import ConfigurationError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["CONFIG_FILE", "Settings", "load_settings", "read_config_file"]
+
+CONFIG_FILE = "mloop.toml"  # in the folder holding the workspace (Workspace.config_dir)
 
 
 class Settings(BaseSettings):
@@ -40,12 +42,8 @@ class Settings(BaseSettings):
 def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:
     """Settings from overrides, the environment and ``toml_dir/mloop.toml`` (in that order of strength)."""
     file_values: dict[str, Any] = {}
-    if toml_dir is not None and (toml_dir / "mloop.toml").is_file():
-        path = toml_dir / "mloop.toml"
-        try:
-            file_values = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("mloop", {}))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    if toml_dir is not None and (toml_dir / CONFIG_FILE).is_file():
+        file_values = dict(read_config_file(toml_dir / CONFIG_FILE).get("mloop", {}))
     try:
         env_only = Settings()
         merged = {
@@ -58,6 +56,14 @@ def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         raise ConfigurationError(f"setting {name}: {err['msg']}", field=name) from exc
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The tables of a TOML configuration file; ConfigurationError naming the file when it is not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
 
 
 def _explicit_env(settings: Settings) -> dict[str, Any]:

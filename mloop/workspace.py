@@ -18,13 +18,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
 from mloop.core.serialize import deserialize, store_value
-from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus
+from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus, StepStatus
 from mloop.errors import (
     ArtifactCorruptedError,
     ConfigurationError,
@@ -37,11 +37,14 @@ from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import (
     ArtifactStore,
+    FeatureRegistry,
     MetadataStore,
+    MetricStore,
     ModelRegistry,
     OnlineStore,
     PipelineStore,
     RunQuery,
+    RunStore,
     TokenStore,
     TriggerStore,
 )
@@ -57,6 +60,8 @@ if TYPE_CHECKING:
     from mloop.features.store import FeatureStore
 
 __all__ = ["TrackingRun", "Workspace", "current_user", "find_workspace_dir", "parse_model_ref"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("mloop.registry")
 
@@ -77,6 +82,12 @@ def find_workspace_dir(path: str | os.PathLike[str] | None = None, *, start: Pat
         if candidate.is_dir():
             return candidate
     return here / WORKSPACE_DIRNAME
+
+
+def _config_dir(root: Path | None) -> Path:
+    """The one rule for where ``mloop.toml`` lives: beside the workspace folder (in the project that
+    holds it), or the current directory for a workspace given only by URLs."""
+    return root.parent if root is not None else Path.cwd()
 
 
 def current_user() -> str:
@@ -129,23 +140,72 @@ class Workspace:
         artifacts: ArtifactStore,
         registry: ModelRegistry,
         triggers: TriggerStore,
-        feature_registry: SqlFeatureRegistry,
+        feature_registry: FeatureRegistry,
         tokens: TokenStore,
         pipelines: PipelineStore,
+        *,
+        metadata_url: str,
     ):
-        self.root = root
-        self.settings = settings
-        self.metadata = metadata
-        self.artifacts = artifacts
-        self.registry = registry
-        self.triggers = triggers
-        self.feature_registry = feature_registry
-        self.tokens = tokens
-        self.pipelines = pipelines
+        self._root = root
+        self._settings = settings
+        self._metadata = metadata
+        self._artifacts = artifacts
+        self._registry = registry
+        self._triggers = triggers
+        self._feature_registry = feature_registry
+        self._tokens = tokens
+        self._pipelines = pipelines
+        self._metadata_url = metadata_url
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
         self._shared: OrderedDict[str, Any] = OrderedDict()
+
+    # what a workspace is made of: fixed when it opens, so read-only ----------------------------------
+
+    @property
+    def root(self) -> Path | None:
+        """The workspace folder; None for a workspace given only by URLs."""
+        return self._root
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def metadata(self) -> MetadataStore:
+        """Runs, step runs, parameters, metrics and lineage events."""
+        return self._metadata
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        """Content-addressed artifact bytes."""
+        return self._artifacts
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """Model versions and aliases (every workspace has one)."""
+        return self._registry
+
+    @property
+    def triggers(self) -> TriggerStore:
+        """Trigger events (claims, leases) and trigger state."""
+        return self._triggers
+
+    @property
+    def feature_registry(self) -> FeatureRegistry:
+        """Versions of feature definitions and their materializations."""
+        return self._feature_registry
+
+    @property
+    def tokens(self) -> TokenStore:
+        """Team-server tokens and the audit trail."""
+        return self._tokens
+
+    @property
+    def pipelines(self) -> PipelineStore:
+        """Frozen pipeline versions, their aliases and CI verdicts."""
+        return self._pipelines
 
     @classmethod
     def open(
@@ -158,7 +218,7 @@ class Workspace:
         ``overrides`` are settings fields (``metadata_url=…``, ``artifact_url=…``, ``max_workers=…``).
         """
         root = find_workspace_dir(path)
-        settings = load_settings(root.parent, **overrides)
+        settings = load_settings(_config_dir(root), **overrides)
         local = not settings.metadata_url or not settings.artifact_url
         if not create and local and not (root / "mloop.db").exists() and not settings.metadata_url:
             raise NotFoundError(
@@ -193,6 +253,7 @@ class Workspace:
             SqlFeatureRegistry(metadata.engine),
             SqlTokenStore(metadata.engine),
             SqlPipelineStore(metadata.engine),
+            metadata_url=metadata.engine.url.render_as_string(),  # password hidden: it names, never connects
         )
 
     def close(self) -> None:
@@ -251,19 +312,32 @@ class Workspace:
         except NotFoundError:
             pass
         matches = self.metadata.search_runs(RunQuery(id_prefix=ref, limit=2)) if len(ref) >= 4 else []
+        return self._one(matches, ref, "run", "run_id")
+
+    def resolve_artifact(self, ref: str) -> ArtifactRef:
+        """An artifact by id, digest (``sha256:`` optional) or a unique prefix of either (as printed)."""
+        ref = ref.strip().removeprefix("sha256:")
+        try:
+            return self.metadata.get_artifact(ref)
+        except NotFoundError:
+            pass
+        matches = self.metadata.find_artifacts(ref, limit=2) if len(ref) >= 6 else []
+        return self._one(matches, ref, "artifact", "artifact_id")
+
+    def _one(self, matches: Sequence[_T], ref: str, what: str, field: str) -> _T:
+        """The one match of a typed prefix; an error naming the workspace, or the first two candidates."""
         if len(matches) > 1:
-            raise ParameterError(
-                f"run id prefix {ref!r} is ambiguous: {matches[0].id}, {matches[1].id}, …", field="run_id"
-            )
+            first, second = (getattr(m, "id", m) for m in matches[:2])
+            raise ParameterError(f"{what} id prefix {ref!r} is ambiguous: {first}, {second}, …", field=field)
         if not matches:
-            raise NotFoundError(f"no run {ref!r} in workspace {self.location}", field="run_id")
+            raise NotFoundError(f"no {what} {ref!r} in workspace {self.location}", field=field)
         return matches[0]
 
     @property
     def config_dir(self) -> Path:
         """Where this workspace's ``mloop.toml`` lives: the folder holding the workspace folder (the
         project), or the current directory for a workspace given only by URLs."""
-        return (self.root or Path.cwd()).parent if self.root is not None else Path.cwd()
+        return _config_dir(self.root)
 
     @property
     def prediction_log_dir(self) -> Path:
@@ -288,7 +362,17 @@ class Workspace:
         try:
             return lineage(self.metadata, ref, direction)
         except NotFoundError:
+            pass
+        try:
             return lineage(self.metadata, self.resolve_run(ref).id, direction)
+        except NotFoundError:
+            try:
+                artifact = self.resolve_artifact(ref)
+            except NotFoundError:
+                raise NotFoundError(
+                    f"no run, step run or artifact {ref!r} in workspace {self.location}", field="ref"
+                ) from None
+            return lineage(self.metadata, artifact.id, direction)
 
     # models -------------------------------------------------------------------------------------
 
@@ -458,6 +542,40 @@ class Workspace:
         )
         return TrackingRun(self.metadata, run, heartbeat_s=self.heartbeat_s)
 
+    def record_step_run(
+        self,
+        name: str,
+        step: str,
+        *,
+        params: Mapping[str, Any],
+        step_params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, str],
+        outputs: Mapping[str, Any],
+        metrics: Sequence[tuple[str, float, int]] = (),
+        trigger: str = "manual",
+    ) -> Run:
+        """Record work done outside any pipeline (``monitor()``'s measurement) as a run of one step, as
+        the runner would: ``inputs`` are artifact ids, ``outputs`` values stored as artifacts, ``metrics``
+        ``(key, value, step)``. The run ends succeeded, or failed when recording fails half-way."""
+        meta = self.metadata
+        run = meta.create_run(name, params=dict(params), trigger=trigger, code_commit=None, code_hash="")
+        try:
+            step_run = meta.start_step(
+                run.id, step, cache_key="", params=dict(step_params or params), inputs=dict(inputs)
+            )
+            stored = {
+                k: store_value(self.artifacts, v, what=f"{step} output {k!r}") for k, v in outputs.items()
+            }
+            meta.finish_step(step_run.id, StepStatus.SUCCEEDED, outputs=stored, metrics=metrics)
+        except BaseException as exc:
+            meta.finish_run(run.id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        return meta.finish_run(run.id, RunStatus.SUCCEEDED)
+
+
+class RunLog(RunStore, MetricStore, Protocol):
+    """What a tracking run writes: its heartbeat, metrics, parameters and end."""
+
 
 class TrackingRun:
     """A run you log to directly; a context manager that ends it succeeded, or failed on exception.
@@ -467,7 +585,7 @@ class TrackingRun:
     when the run ends (or with the process, which is what makes a killed run go stale).
     """
 
-    def __init__(self, metadata: MetadataStore, run: Run, *, heartbeat_s: float | None = None) -> None:
+    def __init__(self, metadata: RunLog, run: Run, *, heartbeat_s: float | None = None) -> None:
         self.metadata = metadata
         self.run = run
         self.id = run.id
@@ -530,9 +648,7 @@ def _feature_store(ws: Workspace) -> FeatureStore:
 
     return FeatureStore(
         ws.feature_registry,
-        lambda: _online_store(
-            ws.settings.online_url, ws.root, ws.feature_registry.engine.url.render_as_string()
-        ),
+        lambda: _online_store(ws.settings.online_url, ws.root, ws._metadata_url),
         who=current_user,
         temp_dir=ws.root / "tmp" if ws.root is not None else None,
         services_in_use=lambda: _services_in_use(ws),

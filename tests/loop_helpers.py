@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 import mloop
-from mloop.orchestration.retrain import retrain
 from mloop.serving.app import ModelService, ServeConfig
+from mloop.steps.retrain import retrain
 
 MODEL = "m"
 

@@ -58,3 +58,22 @@ def test_unknown_executor(tmp_path: Path) -> None:
         pytest.raises(ConfigurationError, match="executor 'celery'"),
     ):
         ws.executor()
+
+
+def test_settings_and_the_loop_read_one_file_beside_the_workspace(tmp_path: Path) -> None:
+    from mloop.orchestration.config import load_loop_config
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mloop.toml").write_text(
+        '[mloop]\nmax_workers = 3\n\n[[triggers]]\nname = "nightly"\nkind = "schedule"\n'
+        'cron = "0 3 * * *"\npipeline = "mloop.steps.retrain:retrain"\n'
+    )
+    with mloop.Workspace.open(project / ".mloop") as ws:
+        assert ws.config_dir == project
+        assert ws.settings.max_workers == 3
+        assert [t.name for t in load_loop_config(ws.config_dir).triggers] == ["nightly"]
+    (project / "mloop.toml").write_text("[mloop\n")
+    for read in (lambda: mloop.Workspace.open(project / ".mloop"), lambda: load_loop_config(project)):
+        with pytest.raises(ConfigurationError, match=r"mloop\.toml: not valid TOML"):
+            read()

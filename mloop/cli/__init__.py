@@ -164,7 +164,7 @@ def run(
 def runs_list(
     pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
     status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many runs, newest first.")] = 20,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
@@ -303,9 +303,10 @@ def _remote_run_show(server: str, token: str | None, run_id: str, as_json: bool)
 
 @artifacts_app.command("show")
 def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Show an artifact (by id or digest): type, size, digest, where it lives, who made and used it."""
+    """Show an artifact (by id, digest or a unique prefix of either): type, size, digest, where it lives,
+    who made and used it."""
     with open_workspace(workspace) as ws:
-        art = ws.metadata.get_artifact(artifact_id)
+        art = ws.resolve_artifact(artifact_id)
         events = ws.metadata.events(artifact_ids=[art.id])
         steps = {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
     if as_json:

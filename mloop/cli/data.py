@@ -104,7 +104,14 @@ def schema_infer(
             "--range-margin", min=0.0, help="Widen each observed numeric range by this share of its width."
         ),
     ] = 0.25,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save", help="Also store the schema as an artifact (then `data validate --schema ID`)."
+        ),
+    ] = False,
     encoding: EncodingOpt = "utf-8",
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Infer a schema (types, nullability, domains, vocabularies, tolerances) to review and edit."""
@@ -118,10 +125,16 @@ def schema_infer(
         output.write_text(schema.to_json(), encoding="utf-8")
     except OSError as exc:
         raise DataError(f"cannot write {output}: {exc.strerror}", field="output") from exc
+    artifact_id = None
+    if save:
+        with open_workspace(workspace, create=True) as ws:
+            artifact_id = ws.store_artifact(schema, what="schema").id
     if as_json:
-        print_json({"output": str(output), "schema": schema.to_dict()})
+        print_json({"output": str(output), "artifact_id": artifact_id, "schema": schema.to_dict()})
         return
     out.print(f"schema for {len(schema.columns)} columns written to {output}")
+    if artifact_id:
+        out.print(f"saved as artifact {artifact_id} (use it as --schema in `mloop data validate`)")
 
 
 @data_app.command("validate")
@@ -138,11 +151,11 @@ def validate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a file against a schema. Exit 1 and list every anomaly when it does not conform."""
-    from mloop.validation.schema import validate
+    from mloop.validation.schema import validate_schema
 
     rules = _schema_of(schema, workspace)
     with byte_progress(f"validating {file.name}") as progress:
-        anomalies = validate(file, rules, encoding=encoding, progress=progress)
+        anomalies = validate_schema(file, rules, encoding=encoding, progress=progress)
     if as_json:
         print_json(anomalies.to_dict())
     elif anomalies.ok:
@@ -224,7 +237,7 @@ def _workspace_artifact(ref: str, what: str, workspace: Path | None) -> tuple[An
         ) from exc
     with ws:
         try:
-            art = ws.metadata.get_artifact(ref)
+            art = ws.resolve_artifact(ref)
         except NotFoundError as exc:
             raise DataError(
                 f"{what} {ref!r} is neither a file nor an artifact id in workspace {ws.location}", field=what

@@ -23,6 +23,7 @@ from mloop.cli.common import (
 )
 from mloop.cli.logs import configure_logging
 from mloop.errors import MloopError, ParameterError
+from mloop.settings import CONFIG_FILE
 
 log = logging.getLogger("mloop.scheduler")
 
@@ -117,7 +118,7 @@ def scheduler_run(
         scheduler = _scheduler(ws, tick)
         if not scheduler.config.triggers and not scheduler.config.rollout:
             raise ParameterError(
-                f"no [[triggers]] or [[rollout]] in {ws.config_dir / 'mloop.toml'}: nothing to schedule",
+                f"no [[triggers]] or [[rollout]] in {ws.config_dir / CONFIG_FILE}: nothing to schedule",
                 field="config",
             )
         scheduler.check()
@@ -241,13 +242,25 @@ def backtest(
         ),
     ] = None,
     http: Annotated[bool, typer.Option("--http", help="Through a real HTTP service on 127.0.0.1.")] = False,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Replay in this workspace and leave it there for the other commands (default: a "
+            "temporary one, removed afterwards; never $MLOOP_WORKSPACE, which a replay would fill).",
+        ),
+    ] = None,
     keep: Annotated[
-        Path | None, typer.Option("--keep-workspace", help="Keep the loop's workspace here.")
+        Path | None, typer.Option("--keep-workspace", hidden=True, help="The old name of --workspace.")
     ] = None,
     html: HtmlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay DATA through the retraining loop; compare with a static model and retraining every window."""
+    if keep is not None:
+        err.print("note: --keep-workspace is now --workspace (the old name goes in the next release)")
+        workspace = workspace or keep
     from mloop.orchestration.backtest import backtest as run_backtest
     from mloop.orchestration.backtest import backtest_html
     from mloop.orchestration.config import load_loop_config
@@ -266,7 +279,7 @@ def backtest(
             estimator=estimator,
             metric=metric,
             http=http,
-            workspace_dir=keep,
+            workspace_dir=workspace,
             progress=update,
         )
     if html is not None:

@@ -69,7 +69,7 @@ def register(
     metrics = _key_values(metric or [], "metric")
     with open_workspace(workspace) as ws:
         try:
-            art = ws.metadata.get_artifact(model)
+            art = ws.resolve_artifact(model)
         except NotFoundError as exc:
             raise DataError(
                 f"model {model!r} is no artifact id in workspace {ws.location}", field="model"
@@ -339,12 +339,14 @@ def _evaluate_version(
     ws: Any, ref: str, frame: Any, label: str | None, slices: list[str] | None
 ) -> tuple[Any, Any]:
     """A registered version scored on ``frame`` with its own signature's inputs and label."""
-    from mloop.validation.model import evaluate
+    from mloop.validation.model import evaluate_model
 
     version = ws.model_version(ref)
     inputs = list(version.signature.get("inputs", {}).get("columns", {})) or None
     model = ws.load_version(version, ref=ref)
-    return version, evaluate(model, frame, _label_of(version, label), slices=slices or [], inputs=inputs)
+    return version, evaluate_model(
+        model, frame, _label_of(version, label), slices=slices or [], inputs=inputs
+    )
 
 
 def _print_evaluations(results: dict[str, Any], title: str) -> None:

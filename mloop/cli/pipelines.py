@@ -73,7 +73,7 @@ def deploy(
 def promote(
     ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
     alias: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "production",
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the alias history).")] = "",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -91,8 +91,10 @@ def promote(
 @pipelines_app.command("rollback")
 def rollback(
     name: str,
-    alias: Annotated[str, typer.Option("--alias")] = "production",
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    alias: Annotated[
+        str, typer.Option("--alias", help="The alias to give back to its previous holder.")
+    ] = "production",
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the alias history).")] = "",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -170,7 +172,7 @@ def show(
 @pipelines_app.command("history")
 def history(
     name: str,
-    alias: Annotated[str | None, typer.Option("--alias")] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="Only this alias's moves.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -20,8 +20,8 @@ from mloop.workspace import find_workspace_dir
 def serve(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to serve.")] = "production",
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
     canary_fraction: Annotated[
         float | None,
@@ -36,7 +36,9 @@ def serve(
         str | None, typer.Option("--shadow", help="Alias that predicts on a copy of traffic.")
     ] = None,
     out_of_domain: Annotated[str, typer.Option("--out-of-domain", help="count or reject.")] = "count",
-    max_batch_rows: Annotated[int, typer.Option("--max-batch-rows", min=1)] = 1000,
+    max_batch_rows: Annotated[
+        int, typer.Option("--max-batch-rows", min=1, help="Most rows one request may carry.")
+    ] = 1000,
     flush_interval: Annotated[
         float, typer.Option("--flush-interval", min=0.01, help="Prediction log flush, s.")
     ] = 1.0,

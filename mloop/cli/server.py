@@ -83,8 +83,8 @@ def is_loopback(host: str) -> bool:
 
 @server_app.command("start")
 def start(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without tokens (only on a loopback address).")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mloop.entities import ArtifactRef, Run, StepRun, StepStatus
 from mloop.errors import NotFoundError
-from mloop.stores.base import MetadataStore
+from mloop.stores.base import LineageStore, RunStore, StepStore
 
 __all__ = ["LineageGraph", "lineage"]
 
 Direction = Literal["upstream", "downstream"]
+
+
+class LineageSource(LineageStore, StepStore, RunStore, Protocol):
+    """What a lineage walk reads: artifacts and their events, step runs, runs."""
 
 
 @dataclass
@@ -66,7 +70,7 @@ class LineageGraph:
 
 
 def lineage(
-    store: MetadataStore, ref: str, direction: Direction = "upstream", max_depth: int = 100
+    store: LineageSource, ref: str, direction: Direction = "upstream", max_depth: int = 100
 ) -> LineageGraph:
     """The lineage of an artifact (id or digest), a step run, or every output of a run.
 
@@ -138,7 +142,7 @@ def lineage(
     return graph
 
 
-def _original_producers(store: MetadataStore, events: list[Any], graph: LineageGraph) -> list[Any]:
+def _original_producers(store: LineageSource, events: list[Any], graph: LineageGraph) -> list[Any]:
     """Keep the executions that really computed an artifact; cache re-links point back to them."""
     original = []
     for ev in events:

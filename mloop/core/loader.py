@@ -32,7 +32,8 @@ _VERSION_REF = re.compile(
 class FrozenPipelines(Protocol):
     """What loading a deployed version needs: a workspace's pipeline store and artifact store."""
 
-    artifacts: ArtifactStore
+    @property
+    def artifacts(self) -> ArtifactStore: ...
 
     def pipeline_store(self) -> PipelineStore: ...
 

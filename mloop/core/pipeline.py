@@ -113,8 +113,17 @@ class Pipeline:
         resume: str | None = None,
         **params: Any,
     ) -> RunResult:
-        """Run the pipeline against a workspace (anything with metadata, artifacts and an executor)."""
+        """Deprecated: ``workspace.run(pipeline, **params)`` is the one way to run (this goes in the next
+        release, and with it the import of the runner from here)."""
+        import warnings
+
         from mloop.core.runner import Runner
+
+        warnings.warn(
+            "Pipeline.run is deprecated and goes in the next release: use workspace.run(pipeline, **params)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
         return Runner(stores).run(self, params, cache=cache, trigger=trigger, resume=resume)
 

@@ -24,7 +24,7 @@ from mloop.core import fingerprint
 from mloop.core.context import step_context
 from mloop.core.graph import Node, OutputRef, ParamRef
 from mloop.core.pipeline import Pipeline
-from mloop.core.serialize import deserialize, python_type_name, serialize, store_value
+from mloop.core.serialize import deserialize, file_artifact, python_type_name, serialize, store_value
 from mloop.entities import ArtifactRef, Run, RunStatus, StepRun, StepStatus
 from mloop.errors import MloopError, ParameterError, StepFailedError
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact
@@ -39,8 +39,12 @@ StepListener = Callable[[str, StepStatus], None]
 class Stores(Protocol):
     """What the runner needs from a workspace."""
 
-    metadata: MetadataStore
-    artifacts: ArtifactStore
+    @property
+    def metadata(self) -> MetadataStore: ...
+
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+
     heartbeat_s: float
 
     def executor(self) -> AbstractContextManager[Executor]: ...
@@ -263,11 +267,7 @@ class Runner:
                         f"step {node.name!r} input {arg!r}: file {path} does not exist",
                         field=src.name if isinstance(src, ParamRef) else arg,
                     )
-                digest, size = fingerprint.file_digest(path)
-                kind = "file" if path.is_file() else "directory"
-                files[(node.name, arg)] = self.metadata.add_artifact(
-                    NewArtifact(digest, kind, "pathlib.Path", size, path.as_uri())
-                )
+                files[(node.name, arg)] = self.metadata.add_artifact(file_artifact(path))
         return files
 
     def _prepare(

@@ -18,12 +18,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mloop.core.fingerprint import file_digest
 from mloop.errors import SerializationError
 from mloop.stores.base import ArtifactStore, NewArtifact
 
-__all__ = ["Serializer", "deserialize", "python_type_name", "serialize", "store_value"]
+__all__ = ["Serializer", "deserialize", "file_artifact", "python_type_name", "serialize", "store_value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +209,11 @@ def store_value(artifacts: ArtifactStore, value: Any, *, what: str = "value") ->
     kind, data = serialize(value, what=what)
     digest, uri = artifacts.put(data)
     return NewArtifact(digest, kind, python_type_name(value), len(data), uri)
+
+
+def file_artifact(path: Path) -> NewArtifact:
+    """A file or folder referenced by path (not copied) as an artifact: its content digest, ``file`` or
+    ``directory``, its size and its ``file://`` URI. The one way a path input becomes an artifact."""
+    path = path.expanduser().resolve()
+    digest, size = file_digest(path)
+    return NewArtifact(digest, "file" if path.is_file() else "directory", "pathlib.Path", size, path.as_uri())

@@ -24,8 +24,7 @@ from mloop.errors import ConflictError, NotFoundError, ParameterError
 from mloop.features import offline, online
 from mloop.features.definitions import Definitions, FeatureService, FeatureView, load_definitions, parse_ref
 from mloop.features.sources import SqlSource, remote_digest, sql_digest, sql_table
-from mloop.stores.base import OnlineStore
-from mloop.stores.sql.features import SqlFeatureRegistry
+from mloop.stores.base import FeatureRegistry, OnlineStore
 
 __all__ = ["Change", "FeatureStore", "Selection"]
 
@@ -49,7 +48,7 @@ class FeatureStore:
 
     def __init__(
         self,
-        registry: SqlFeatureRegistry,
+        registry: FeatureRegistry,
         online_store: Callable[[], OnlineStore],
         *,
         who: Callable[[], str],

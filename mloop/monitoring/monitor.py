@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from mloop.core.serialize import store_value
-from mloop.entities import ModelVersion, RunStatus, StepStatus, utcnow
+from mloop.entities import ModelVersion, utcnow
 from mloop.errors import DataError, NotFoundError
 from mloop.monitoring.log import LogHealth, labelled_predictions
 from mloop.monitoring.windows import WindowResult, parse_window, score_window, split_windows
@@ -186,22 +185,6 @@ def _feature_freshness(workspace: Workspace, model: str, version: int) -> dict[s
 
 
 def _record(workspace: Workspace, model: str, report: MonitorReport, version: int) -> str:
-    meta = workspace.metadata
-    served = workspace.model_version(f"{model}:{version}")
-    run = meta.create_run(
-        f"monitor/{model}",
-        params={"model": model, "window": report.window, "version": version},
-        trigger="monitor",
-        code_commit=None,
-        code_hash="",
-    )
-    step = meta.start_step(
-        run.id,
-        "monitor",
-        cache_key="",
-        params={"window": report.window},
-        inputs={"model": served.artifact_id},
-    )
     metrics = [
         (f"{key}", float(value), w.index)
         for w in report.windows
@@ -213,11 +196,14 @@ def _record(workspace: Workspace, model: str, report: MonitorReport, version: in
         }.items()
         if isinstance(value, int | float) and value == value
     ]
-    meta.finish_step(
-        step.id,
-        StepStatus.SUCCEEDED,
-        outputs={"report": store_value(workspace.artifacts, report, what="monitor report")},
+    run = workspace.record_step_run(
+        f"monitor/{model}",
+        "monitor",
+        params={"model": model, "window": report.window, "version": version},
+        step_params={"window": report.window},
+        inputs={"model": workspace.model_version(f"{model}:{version}").artifact_id},
+        outputs={"report": report},
         metrics=metrics,
+        trigger="monitor",
     )
-    meta.finish_run(run.id, RunStatus.SUCCEEDED)
     return run.id

@@ -29,6 +29,7 @@ __all__ = [
     "parse_window",
     "score_window",
     "split_windows",
+    "window_frame",
 ]
 
 INPUT_PREFIX = "input."
@@ -224,3 +225,10 @@ def degradation(
         limit = baseline - max(margin, z * se)
     bad = value > limit if lower_better else value < limit
     return Degradation(metric, value, baseline, limit, bool(bad and math.isfinite(value)))
+
+
+def window_frame(frame: pd.DataFrame, since: str | None) -> pd.DataFrame:
+    """Rows of a labelled log from ``since`` (an ISO timestamp) on; all of them when ``since`` is None."""
+    if since is None or frame.empty:
+        return frame
+    return frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(since)]

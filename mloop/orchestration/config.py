@@ -7,7 +7,6 @@ watched path that does not exist is one clear error at start-up, not a silent tr
 
 from __future__ import annotations
 
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mloop.errors import ConfigurationError, MloopError
+from mloop.settings import CONFIG_FILE, read_config_file
 
 __all__ = ["LoopConfig", "RolloutPolicy", "TriggerSpec", "load_loop_config", "parse_duration"]
 
@@ -229,15 +229,12 @@ class LoopConfig(_Strict):
 def load_loop_config(location: Path) -> LoopConfig:
     """``[[triggers]]``, ``[[rollout]]`` and ``[scheduler]`` of a TOML file, or of ``mloop.toml`` in a
     directory (empty when the directory has none)."""
-    path = location if location.suffix == ".toml" else location / "mloop.toml"
+    path = location if location.suffix == ".toml" else location / CONFIG_FILE
     if location.suffix == ".toml" and not path.is_file():
         raise ConfigurationError(f"configuration file {path} does not exist", field="config")
     if not path.is_file():
         return LoopConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    data = read_config_file(path)
     section = {"triggers": data.get("triggers", []), "rollout": data.get("rollout", [])}
     if "scheduler" in data:
         section.update(data["scheduler"])

@@ -16,8 +16,9 @@ from mloop.core.pipeline import pipeline
 from mloop.core.step import step
 from mloop.errors import SchemaSkewError
 from mloop.validation.drift import DriftReport, detect_drift
-from mloop.validation.schema import Anomalies, Schema, validate
+from mloop.validation.schema import Anomalies, Schema
 from mloop.validation.schema import infer_schema as _infer
+from mloop.validation.schema import validate_schema as _validate
 from mloop.validation.stats import Statistics, compute_statistics
 
 __all__ = [
@@ -52,7 +53,7 @@ def infer_schema(stats: Statistics) -> Schema:
 def validate_schema(data: pd.DataFrame, schema: Path | Schema) -> Anomalies:
     """Stop the run when ``data`` breaks ``schema`` (a schema file, or a Schema from another step)."""
     rules = schema if isinstance(schema, Schema) else Schema.load(schema)
-    anomalies = validate(data, rules)
+    anomalies = _validate(data, rules)
     log_metrics({"anomalies": len(anomalies.items), "rows_validated": anomalies.rows})
     if not anomalies.ok:
         raise SchemaSkewError(

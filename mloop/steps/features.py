@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mloop.core.context import log_input, log_metrics, log_params
-from mloop.core.fingerprint import file_digest
+from mloop.core.serialize import file_artifact
 from mloop.core.step import step
 from mloop.features.sources import fsspec_protocol
 from mloop.steps.context import workspace as step_workspace
@@ -33,10 +33,13 @@ def _manifest(ws: Workspace, features: list[str] | None, service: str | None) ->
     manifest: dict[str, dict[str, Any]] = {}
     for view, names in selection:
         local = isinstance(view.source, str) and fsspec_protocol(view.source) is None
+        kind = "source"
         if local:
             path = Path(str(view.source).removeprefix("file://"))
-            digest, size = file_digest(path) if path.exists() else ("", 0)
-            uri = path.resolve().as_uri() if path.exists() else str(view.source)
+            digest, size, uri = "", 0, str(view.source)
+            if path.exists():
+                art = file_artifact(path)
+                digest, size, uri, kind = art.digest, art.size, art.uri, art.type
         else:
             digest, size, uri = store.source_identity(view)
         manifest[view.name] = {
@@ -44,7 +47,7 @@ def _manifest(ws: Workspace, features: list[str] | None, service: str | None) ->
             "features": list(names),
             "source": str(view.source),
             "uri": uri,
-            "kind": ("file" if path.is_file() else "directory") if local else "source",
+            "kind": kind,
             "digest": digest,
             "size": size,
         }

@@ -1,4 +1,4 @@
-"""Built-in model steps: evaluate → validate_model → infra_check → register_model.
+"""Built-in model steps: evaluate_model → validate_model → infra_check → register_model.
 
 ``validate_model`` and ``register_model`` consult the workspace's registry (the current production
 model, the next version number) through :func:`mloop.steps.workspace`, so they run with the in-process
@@ -20,9 +20,9 @@ from mloop.core.step import step
 from mloop.entities import ModelStatus, ModelVersion
 from mloop.errors import NotFoundError
 from mloop.steps.context import workspace as step_workspace
-from mloop.validation.infra import InfraReport
-from mloop.validation.infra import infra_check as _infra_check
-from mloop.validation.model import Evaluation, Verdict, evaluate, judge
+from mloop.validation.infra import InfraReport, check_serving
+from mloop.validation.model import Evaluation, Verdict, validate_evaluation
+from mloop.validation.model import evaluate_model as _evaluate
 from mloop.validation.schema import infer_schema
 from mloop.validation.stats import Statistics
 from mloop.workspace import Workspace
@@ -37,7 +37,7 @@ def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 @step
 def evaluate_model(model: Any, data: pd.DataFrame, label: str, slices: list | None = None) -> Evaluation:
     """Metrics overall and per slice (e.g. ``["city", "age:0,30,60,120"]``), logged as ``eval_*``."""
-    evaluation = evaluate(model, data, label, slices=slices or [])
+    evaluation = _evaluate(model, data, label, slices=slices or [])
     log_metrics(_finite(evaluation.metrics, "eval_"))
     return evaluation
 
@@ -66,12 +66,12 @@ def validate_model(
     try:
         current = ws.model_version(f"{model_name}@{alias}")
     except NotFoundError:
-        verdict = judge(evaluation, None, thresholds)
+        verdict = validate_evaluation(evaluation, None, thresholds)
     else:
-        baseline = evaluate(
+        baseline = _evaluate(
             ws.load_artifact(current.artifact_id), data, evaluation.label, slices=slices or []
         )
-        verdict = judge(evaluation, baseline, thresholds, baseline_version=current.version)
+        verdict = validate_evaluation(evaluation, baseline, thresholds, baseline_version=current.version)
     log_metrics({"blessed": float(verdict.blessed), "failed_checks": float(len(verdict.failed))})
     return verdict
 
@@ -91,7 +91,7 @@ def infra_check(
         rows = sample[list(names)]  # exactly what the model takes, as the service will send it
     else:
         rows = sample.drop(columns=[label]) if label in sample.columns else sample
-    report = _infra_check(
+    report = check_serving(
         data, hashlib.sha256(data).hexdigest(), rows, budget_p99_ms=budget_p99_ms, budget_load_s=budget_load_s
     )
     log_metrics(

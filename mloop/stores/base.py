@@ -20,6 +20,8 @@ from mloop.entities import (
     AuditEntry,
     CiRecord,
     Event,
+    FeatureDefinition,
+    Materialization,
     Metric,
     Model,
     ModelStatus,
@@ -35,6 +37,7 @@ from mloop.entities import (
 
 __all__ = [
     "ArtifactStore",
+    "FeatureRegistry",
     "LineageStore",
     "MetadataStore",
     "MetricStore",
@@ -145,7 +148,13 @@ class LineageStore(Protocol):
 
     def add_artifact(self, artifact: NewArtifact) -> ArtifactRef: ...
 
-    def get_artifact(self, artifact_id: str) -> ArtifactRef: ...
+    def get_artifact(self, artifact_id: str) -> ArtifactRef:
+        """An artifact by id or by digest."""
+        ...
+
+    def find_artifacts(self, prefix: str, *, limit: int = 2) -> list[ArtifactRef]:
+        """Artifacts whose id or digest starts with ``prefix`` (what users type from a listing)."""
+        ...
 
     def events(
         self, *, step_run_ids: Sequence[str] = (), artifact_ids: Sequence[str] = (), kind: str | None = None
@@ -283,6 +292,28 @@ class TriggerStore(Protocol):
         watermark: Mapping[str, Any] | None = None,
         last_error: str | None = None,
     ) -> None: ...
+
+
+class FeatureRegistry(Protocol):
+    """Versions of feature-store definitions (entities, views, services) and each view's materializations."""
+
+    def record(self, kind: str, name: str, spec: Mapping[str, Any], *, who: str) -> FeatureDefinition | None:
+        """Store ``spec`` as the next version of ``kind``/``name``; None when it equals the latest."""
+        ...
+
+    def get(self, kind: str, name: str, version: int | None = None) -> FeatureDefinition:
+        """A definition's given version, or its latest; NotFoundError when there is none."""
+        ...
+
+    def latest(self, kind: str | None = None) -> list[FeatureDefinition]: ...
+
+    def versions(self, kind: str, name: str) -> list[FeatureDefinition]: ...
+
+    def record_materialization(
+        self, view: str, version: int, start: datetime | None, end: datetime, rows: int
+    ) -> Materialization: ...
+
+    def last_materialization(self, view: str) -> Materialization | None: ...
 
 
 class ModelRegistry(Protocol):

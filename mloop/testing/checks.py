@@ -18,7 +18,7 @@ from mloop.core.graph import OutputRef
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import RunResult
 from mloop.entities import StepStatus
-from mloop.stores.base import MetadataStore
+from mloop.stores.base import LineageStore
 
 __all__ = ["CheckFailed", "assert_artifacts", "assert_converges", "assert_finite", "assert_lineage"]
 
@@ -184,7 +184,7 @@ def assert_artifacts(run: RunResult, expected: Mapping[str, Any]) -> None:
                     )
 
 
-def assert_lineage(metadata: MetadataStore, run: RunResult, pipeline: Pipeline) -> None:
+def assert_lineage(metadata: LineageStore, run: RunResult, pipeline: Pipeline) -> None:
     """The run is whole end to end: every step succeeded (or was cached), wrote its outputs, and read
     exactly the artifacts its upstream steps wrote in this run."""
     steps = {s.name: s for s in run.steps}

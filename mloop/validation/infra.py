@@ -34,7 +34,9 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-__all__ = ["InfraReport", "infra_check"]
+from mloop.deprecations import renamed
+
+__all__ = ["InfraReport", "check_serving"]
 
 _CHILD = r"""
 import hashlib, json, sys, time
@@ -109,7 +111,7 @@ class InfraReport:
         return cls(**json.loads(data))
 
 
-def infra_check(
+def check_serving(
     model_bytes: bytes,
     digest: str,
     sample: pd.DataFrame,
@@ -190,3 +192,7 @@ def infra_check(
         result["rounds"],
         result["cpu_p99_ms"],
     )
+
+
+# old names, for one release (mloop.deprecations)
+__getattr__ = renamed(__name__, {"infra_check": "check_serving"}, globals())

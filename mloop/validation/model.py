@@ -1,7 +1,7 @@
 """Model evaluation and the model-validation gate: only a better model ships.
 
 :func:`evaluate` scores a model overall and per slice, with sanity checks (finite predictions,
-probabilities in [0, 1], convergence). :func:`judge` compares a candidate's evaluation with the
+probabilities in [0, 1], convergence). :func:`validate_evaluation` compares a candidate's evaluation with the
 production model's on the same data against thresholds and returns a :class:`Verdict`.
 
 Any scikit-learn-compatible estimator works. Other frameworks need only ``predict(X)`` (and
@@ -19,9 +19,18 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from mloop.deprecations import renamed
 from mloop.errors import DataError, ParameterError
 
-__all__ = ["Check", "Evaluation", "SliceSpec", "Thresholds", "Verdict", "evaluate", "judge"]
+__all__ = [
+    "Check",
+    "Evaluation",
+    "SliceSpec",
+    "Thresholds",
+    "Verdict",
+    "evaluate_model",
+    "validate_evaluation",
+]
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape", "calibration_error"})
 
@@ -148,7 +157,7 @@ def _converged(model: Any) -> bool | None:
     return all(verdicts) if verdicts else None
 
 
-def evaluate(
+def evaluate_model(
     model: Any,
     data: pd.DataFrame,
     label: str,
@@ -363,7 +372,7 @@ def _worse(metric: str, candidate: float, baseline: float) -> float:
     return candidate - baseline if metric in LOWER_IS_BETTER else baseline - candidate
 
 
-def judge(
+def validate_evaluation(
     candidate: Evaluation,
     baseline: Evaluation | None = None,
     thresholds: Mapping[str, Any] | Thresholds | None = None,
@@ -430,3 +439,7 @@ def judge(
                 )
     blessed = all(check.passed for check in checks)
     return Verdict(blessed, checks, dict(c), dict(baseline.metrics) if baseline else None, baseline_version)
+
+
+# old names, for one release (mloop.deprecations)
+__getattr__ = renamed(__name__, {"evaluate": "evaluate_model", "judge": "validate_evaluation"}, globals())

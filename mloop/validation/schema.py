@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mloop.deprecations import renamed
 from mloop.errors import DataError
 from mloop.validation.io import Progress, Source, describe, scan
 from mloop.validation.stats import _NUMBER, Statistics, _dtype_of
 
-__all__ = ["Anomalies", "Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate"]
+__all__ = ["Anomalies", "Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate_schema"]
 
 SCHEMA_VERSION = 1
 TYPES = ("int", "float", "bool", "string", "datetime", "any")
@@ -425,7 +426,7 @@ def _add_examples(bucket: list[Any], values: pa.Array) -> None:
             return
 
 
-def validate(
+def validate_schema(
     source: Source,
     schema: Schema | Mapping[str, Any],
     *,
@@ -475,3 +476,7 @@ def validate(
     for check in checks.values():
         items.extend(check.anomalies(rows))
     return Anomalies(items, rows, describe(source))
+
+
+# old names, for one release (mloop.deprecations)
+__getattr__ = renamed(__name__, {"validate": "validate_schema"}, globals())

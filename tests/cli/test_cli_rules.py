@@ -3,6 +3,7 @@ ids print whole and unique prefixes are accepted; lineage takes every kind of re
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -100,6 +101,25 @@ def test_lineage_accepts_digests_and_model_references(
         assert code == 0 and json.loads(out)["root"] == version.artifact_id, err
     code, _, err = run_cli(capsys, "lineage", "m@nope")
     assert code == 2 and err.startswith("error: ") and "nope" in err
+
+
+def test_artifacts_by_digest_or_a_unique_prefix(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt")[0] == 0
+    run_id = json.loads(run_cli(capsys, "runs", "list", "--json")[1])[0]["id"]
+    arts = json.loads(run_cli(capsys, "lineage", run_id, "--json")[1])["artifacts"]
+    art = arts[0]
+    for ref in ("sha256:" + art["digest"], art["digest"][:12], art["id"]):
+        code, out, err = run_cli(capsys, "artifacts", "show", ref, "--json")
+        assert code == 0 and json.loads(out)["artifact"]["id"] == art["id"], (ref, err)
+    ids = sorted(a["id"] for a in arts)
+    common = next((i[:8] for i, j in itertools.pairwise(ids) if i[:8] == j[:8]), None)
+    if common is not None:  # artifacts made in the same few seconds share their ids' time prefix
+        code, _, err = run_cli(capsys, "artifacts", "show", common)
+        assert code == 2 and "ambiguous" in err
+    code, _, err = run_cli(capsys, "artifacts", "show", "ZZZZZZZZ")
+    assert code == 2 and "no artifact 'ZZZZZZZZ' in workspace " in err
+    code, out, err = run_cli(capsys, "lineage", art["digest"][:12], "--json")  # lineage takes prefixes too
+    assert code == 0 and json.loads(out)["root"] == art["id"], err
 
 
 def test_version_help_and_messages(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,6 +50,20 @@ def test_schema_infer_then_validate(data: Path, capsys: pytest.CaptureFixture[st
     assert code == 1 and "missing_column" in out and "unexpected_column" in out
 
 
+def test_an_inferred_schema_saved_in_the_workspace_validates_by_id(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "data", "schema", "infer", "ref.csv", "-o", "s.json", "--save",
+                         "--workspace", "ws", "--json")  # fmt: skip
+    assert code == 0, err
+    artifact_id = json.loads(out)["artifact_id"]
+    assert artifact_id and (data / "ws" / "mloop.db").exists()
+    code, out, err = run(
+        capsys, "data", "validate", "broken.csv", "--schema", artifact_id, "-w", "ws", "--json"
+    )
+    assert code == 1 and {a["kind"] for a in json.loads(out)["anomalies"]} >= {"missing_column"}, err
+
+
 def test_drift_between_files_json_and_html(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "data", "drift", "ref.csv", "ref.csv", "--json")
     assert code == 0 and json.loads(out)["drifted_features"] == []

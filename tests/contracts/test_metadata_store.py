@@ -150,3 +150,13 @@ def test_stale_runs_are_failed_with_a_reason(store: SqlMetadataStore) -> None:
     assert store.fail_stale_runs(host="other-host", is_alive=lambda pid: True, stale_after_s=1e-9) == [
         heartbeat_run
     ]
+
+
+def test_artifacts_are_found_by_a_prefix_of_their_id_or_digest(store: SqlMetadataStore) -> None:
+    first, second = store.add_artifact(_art(0xABC1)), store.add_artifact(_art(0xABC2))
+    assert [a.id for a in store.find_artifacts(first.id[:12].lower())] in ([first.id], [first.id, second.id])
+    assert [a.id for a in store.find_artifacts(first.id, limit=5)] == [first.id]
+    digest_prefix = first.digest[:62]  # the two digests differ only in their last two hex digits
+    assert {a.id for a in store.find_artifacts(digest_prefix.upper(), limit=5)} == {first.id, second.id}
+    assert store.find_artifacts(first.digest[:62], limit=1) == [min((first, second), key=lambda a: a.id)]
+    assert store.find_artifacts("%") == [] and store.find_artifacts("zz_z") == []

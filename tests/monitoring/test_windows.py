@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mloop.errors import ParameterError
-from mloop.monitoring.windows import degradation, parse_window, split_windows
+from mloop.monitoring.windows import degradation, parse_window, split_windows, window_frame
 
 
 def test_windows_parse_as_rows_or_durations() -> None:
@@ -42,3 +42,10 @@ def test_noise_is_not_degradation_but_a_real_drop_is() -> None:
     assert not degradation("rmse", 1.01, 10_000, 1.0, 10_000).degraded
     # a fixed bound replaces the baseline rule
     assert degradation("accuracy", 0.74, 10, 0.9, 10, threshold=0.75).degraded
+
+
+def test_window_frame_keeps_the_rows_from_since_on() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pd.DataFrame({"ts": [start + timedelta(hours=h) for h in range(5)], "x": range(5)})
+    assert list(window_frame(frame, (start + timedelta(hours=2)).isoformat())["x"]) == [2, 3, 4]
+    assert window_frame(frame, None) is frame

@@ -11,7 +11,7 @@ from mloop.errors import ConfigurationError, MloopError, PipelineLoadError
 from mloop.orchestration.config import LoopConfig, load_loop_config
 from mloop.orchestration.triggers import validate_trigger
 
-RETRAIN = "mloop.orchestration.retrain:retrain"
+RETRAIN = "mloop.steps.retrain:retrain"
 
 
 def parse(**trigger: object) -> LoopConfig:
@@ -61,7 +61,7 @@ tick_s = 2
 name = "nightly"
 kind = "schedule"
 cron = "0 3 * * *"
-pipeline = "mloop.orchestration.retrain:retrain"
+pipeline = "mloop.steps.retrain:retrain"
 params = { model_name = "m", target = "y" }
 
 [[rollout]]
@@ -92,8 +92,6 @@ def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_
             workspace,
         )
     with pytest.raises(PipelineLoadError, match="no @pipeline"):
-        validate_trigger(
-            parse(kind="manual", pipeline="mloop.orchestration.retrain:nothing").triggers[0], workspace
-        )
+        validate_trigger(parse(kind="manual", pipeline="mloop.steps.retrain:nothing").triggers[0], workspace)
     with pytest.raises(MloopError, match="not found"):
         validate_trigger(parse(kind="drift", model="unknown").triggers[0], workspace)

@@ -12,8 +12,8 @@ import mloop
 from mloop.entities import ModelStatus, utcnow
 from mloop.errors import NotFoundError
 from mloop.orchestration.config import RolloutPolicy
-from mloop.orchestration.retrain import default_model
 from mloop.orchestration.rollout import advance
+from mloop.steps.retrain import default_model
 
 AUTO = RolloutPolicy(model=MODEL, canary_fraction=0.5, min_labelled=60, budget="1h")
 

@@ -25,7 +25,7 @@ from mloop.testing import (
     sample_from_file,
     sample_from_schema,
 )
-from mloop.validation.schema import Schema, validate
+from mloop.validation.schema import Schema, validate_schema
 from tests.testing.toy_pipeline import SCHEMA, split, training
 
 
@@ -35,7 +35,7 @@ def test_schema_sample_respects_types_ranges_vocabularies_and_nulls() -> None:
     assert df["x1"].between(-3, 3).all() and set(df["y"]) == {0, 1} and df["x2"].between(0, 9).all()
     assert set(df["city"].dropna()) == {"oslo", "rome"}
     assert 0 < df["city"].isna().mean() <= 0.2
-    assert validate(df, Schema.from_dict(SCHEMA)).ok  # the sample passes the schema gate
+    assert validate_schema(df, Schema.from_dict(SCHEMA)).ok  # the sample passes the schema gate
     assert sample_from_schema(SCHEMA, rows=50, seed=1).equals(sample_from_schema(SCHEMA, rows=50, seed=1))
 
 

@@ -21,7 +21,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from mloop.validation.infra import infra_check
+from mloop.validation.infra import check_serving
 
 
 def fitted() -> tuple[bytes, pd.DataFrame]:
@@ -35,7 +35,7 @@ def fitted() -> tuple[bytes, pd.DataFrame]:
 
 def test_a_sound_model_passes_with_its_numbers() -> None:
     data, rows = fitted()
-    report = infra_check(data, hashlib.sha256(data).hexdigest(), rows, repeats=50)
+    report = check_serving(data, hashlib.sha256(data).hexdigest(), rows, repeats=50)
     assert report.passed and report.error is None
     assert 0 < report.cold_load_cpu_s < 10 and 0 < report.p50_ms <= report.p99_ms
     assert report.cold_load_s > 0 and 0 < report.cpu_p99_ms < 50
@@ -43,7 +43,7 @@ def test_a_sound_model_passes_with_its_numbers() -> None:
 
 def test_latency_budget_is_enforced() -> None:
     data, rows = fitted()
-    report = infra_check(data, hashlib.sha256(data).hexdigest(), rows, budget_p99_ms=1e-6, repeats=20)
+    report = check_serving(data, hashlib.sha256(data).hexdigest(), rows, budget_p99_ms=1e-6, repeats=20)
     assert not report.passed and "exceeds the 1e-06 ms budget" in (report.error or "")
 
 
@@ -59,14 +59,14 @@ def test_a_model_that_needs_training_only_code_fails(tmp_path: Path, monkeypatch
     sink = io.BytesIO()
     joblib.dump(training_only.OnlyHere().fit(x, (x["a"] > 0).astype(int)), sink)
     data = sink.getvalue()
-    report = infra_check(data, hashlib.sha256(data).hexdigest(), x)
+    report = check_serving(data, hashlib.sha256(data).hexdigest(), x)
     assert not report.passed and report.cold_load_s is None
     assert "No module named 'training_only'" in (report.error or "")
 
 
 def test_tampered_bytes_are_refused() -> None:
     data, rows = fitted()
-    report = infra_check(data, "0" * 64, rows)
+    report = check_serving(data, "0" * 64, rows)
     assert not report.passed and "digest mismatch" in (report.error or "")
 
 
@@ -92,16 +92,16 @@ def cpu_hog() -> Iterator[None]:
 def test_a_failing_latency_round_is_measured_again() -> None:
     data, rows = fitted()
     digest = hashlib.sha256(data).hexdigest()
-    over = infra_check(data, digest, rows, budget_p99_ms=1e-6, repeats=20, rounds=3)
+    over = check_serving(data, digest, rows, budget_p99_ms=1e-6, repeats=20, rounds=3)
     assert not over.passed and over.rounds == 3 and "best of 3 rounds" in (over.error or "")
     assert "own CPU time p99" in (over.error or "")
-    within = infra_check(data, digest, rows, budget_p99_ms=1e6, repeats=20, rounds=3)
+    within = check_serving(data, digest, rows, budget_p99_ms=1e6, repeats=20, rounds=3)
     assert within.passed and within.rounds == 1
 
 
 def test_cold_load_is_judged_on_cpu_time() -> None:
     data, rows = fitted()
-    report = infra_check(data, hashlib.sha256(data).hexdigest(), rows, budget_load_s=1e-6, repeats=5)
+    report = check_serving(data, hashlib.sha256(data).hexdigest(), rows, budget_load_s=1e-6, repeats=5)
     assert not report.passed and report.cold_load_cpu_s is not None and report.cold_load_cpu_s > 0
     assert "s of CPU" in (report.error or "")
 
@@ -116,5 +116,5 @@ def test_histgradientboosting_meets_the_default_budget_on_a_busy_machine() -> No
     joblib.dump(model, sink)
     data = sink.getvalue()
     with cpu_hog():
-        report = infra_check(data, hashlib.sha256(data).hexdigest(), x, repeats=200)
+        report = check_serving(data, hashlib.sha256(data).hexdigest(), x, repeats=200)
     assert report.passed, report.error

@@ -9,7 +9,14 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from mloop.errors import DataError, ParameterError
-from mloop.validation.model import Evaluation, SliceSpec, Thresholds, Verdict, evaluate, judge
+from mloop.validation.model import (
+    Evaluation,
+    SliceSpec,
+    Thresholds,
+    Verdict,
+    evaluate_model,
+    validate_evaluation,
+)
 
 
 @pytest.fixture
@@ -28,7 +35,7 @@ def model(data: pd.DataFrame) -> LogisticRegression:
 
 
 def test_classification_metrics_equal_sklearn(model: LogisticRegression, data: pd.DataFrame) -> None:
-    ev = evaluate(model, data, "y", inputs=["x1", "x2"])
+    ev = evaluate_model(model, data, "y", inputs=["x1", "x2"])
     x, y = data[["x1", "x2"]], data["y"]
     p = model.predict_proba(x)[:, 1]
     assert ev.task == "classification" and ev.rows == len(data)
@@ -42,7 +49,7 @@ def test_classification_metrics_equal_sklearn(model: LogisticRegression, data: p
 
 
 def test_slices_by_value_and_by_range(model: LogisticRegression, data: pd.DataFrame) -> None:
-    ev = evaluate(model, data, "y", slices=["city", "age:18,40,80"], inputs=["x1", "x2"])
+    ev = evaluate_model(model, data, "y", slices=["city", "age:18,40,80"], inputs=["x1", "x2"])
     assert set(ev.slices) == {"city=paris", "city=rome", "age in [18, 40)", "age in [40, 80)"}
     rome = data["city"] == "rome"
     expected = skm.accuracy_score(data["y"][rome], model.predict(data[["x1", "x2"]][rome]))
@@ -54,7 +61,7 @@ def test_slices_by_value_and_by_range(model: LogisticRegression, data: pd.DataFr
 def test_regression_metrics(data: pd.DataFrame) -> None:
     reg = LinearRegression().fit(data[["x1"]], data["x2"] + 3)
     frame = data.assign(target=data["x2"] + 3)
-    ev = evaluate(reg, frame, "target", inputs=["x1"])
+    ev = evaluate_model(reg, frame, "target", inputs=["x1"])
     pred = reg.predict(frame[["x1"]])
     assert ev.task == "regression"
     assert ev.metrics["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(frame["target"], pred)))
@@ -75,10 +82,10 @@ class Broken:
 
 
 def test_sanity_checks_fail_the_gate(data: pd.DataFrame) -> None:
-    ev = evaluate(Broken(), data, "y", inputs=["x1", "x2"])
+    ev = evaluate_model(Broken(), data, "y", inputs=["x1", "x2"])
     assert ev.sanity["non_finite_predictions"] == len(data)
     assert ev.sanity["probabilities_out_of_range"] == 2 * len(data)
-    verdict = judge(ev)
+    verdict = validate_evaluation(ev)
     assert not verdict.blessed
     assert {c.name for c in verdict.failed} >= {
         "sanity:non_finite_predictions",
@@ -92,45 +99,47 @@ def test_non_converged_model_is_flagged(data: pd.DataFrame) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lazy = LogisticRegression(max_iter=1).fit(data[["x1", "x2"]], data["y"])
-    assert evaluate(lazy, data, "y").sanity["converged"] is False
+    assert evaluate_model(lazy, data, "y").sanity["converged"] is False
 
 
 def test_gate_absolute_relative_and_slice_checks(model: LogisticRegression, data: pd.DataFrame) -> None:
-    good = evaluate(model, data, "y", slices=["city"])
+    good = evaluate_model(model, data, "y", slices=["city"])
     weak_model = LogisticRegression().fit(data[["x1", "x2"]].assign(x1=0.0), data["y"])
-    weak = evaluate(weak_model, data, "y", slices=["city"])
-    assert judge(good, weak).blessed  # better than production
-    verdict = judge(weak, good, {"minimum": {"accuracy": 0.99}})
+    weak = evaluate_model(weak_model, data, "y", slices=["city"])
+    assert validate_evaluation(good, weak).blessed  # better than production
+    verdict = validate_evaluation(weak, good, {"minimum": {"accuracy": 0.99}})
     names = {c.name for c in verdict.failed}
     assert "minimum:accuracy" in names and "vs_production:accuracy" in names
     assert any(n.startswith("slice:city=") for n in names)
-    lenient = judge(weak, good, Thresholds(max_degradation={"accuracy": 1.0}, slice_max_degradation=None))
+    lenient = validate_evaluation(
+        weak, good, Thresholds(max_degradation={"accuracy": 1.0}, slice_max_degradation=None)
+    )
     assert lenient.blessed and lenient.baseline == good.metrics
-    needs_gain = judge(good, good, {"min_improvement": {"accuracy": 0.01}})
+    needs_gain = validate_evaluation(good, good, {"min_improvement": {"accuracy": 0.01}})
     assert [c.name for c in needs_gain.failed] == ["improvement:accuracy"]
-    lower_is_better = judge(good, good, {"maximum": {"log_loss": 0.01}})
+    lower_is_better = validate_evaluation(good, good, {"maximum": {"log_loss": 0.01}})
     assert [c.name for c in lower_is_better.failed] == ["maximum:log_loss"]
 
 
 def test_verdict_and_evaluation_roundtrip(model: LogisticRegression, data: pd.DataFrame) -> None:
-    ev = evaluate(model, data, "y", slices=["city"])
+    ev = evaluate_model(model, data, "y", slices=["city"])
     assert Evaluation.from_bytes(ev.to_bytes()) == ev
-    verdict = judge(ev, ev)
+    verdict = validate_evaluation(ev, ev)
     assert Verdict.from_bytes(verdict.to_bytes()) == verdict
 
 
 def test_bad_evaluation_input(model: LogisticRegression, data: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="no label column 'label'"):
-        evaluate(model, data, "label")
+        evaluate_model(model, data, "label")
     with pytest.raises(DataError, match="lacks the model's input columns"):
-        evaluate(model, data.drop(columns=["x2"]), "y")
+        evaluate_model(model, data.drop(columns=["x2"]), "y")
     with pytest.raises(DataError, match="does not match the model's signature: missing input columns"):
-        evaluate(Broken(), data, "y", inputs=["x1", "zz"])
+        evaluate_model(Broken(), data, "y", inputs=["x1", "zz"])
     with pytest.raises(DataError, match="slice column 'town' is not in the evaluation data"):
-        evaluate(model, data, "y", slices=["town"])
+        evaluate_model(model, data, "y", slices=["town"])
     with pytest.raises(DataError, match="zero rows"):
-        evaluate(model, data.iloc[:0], "y")
+        evaluate_model(model, data.iloc[:0], "y")
     with pytest.raises(ParameterError, match="bins must be numbers"):
         SliceSpec.parse("age:young,old")
     with pytest.raises(ParameterError, match="unknown threshold setting 'minimal'"):
-        judge(evaluate(model, data, "y"), None, {"minimal": {}})
+        validate_evaluation(evaluate_model(model, data, "y"), None, {"minimal": {}})

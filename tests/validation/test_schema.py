@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mloop.errors import DataError
-from mloop.validation.schema import Schema, infer_schema, validate
+from mloop.validation.schema import Schema, infer_schema, validate_schema
 from mloop.validation.stats import compute_statistics
 
 
@@ -44,7 +44,7 @@ def test_inferred_schema_accepts_its_own_data(train: pd.DataFrame, schema: Schem
     assert schema.columns["member"].type == "bool"
     assert schema.columns["note"].nullable and 0.1 < schema.columns["note"].max_null_fraction < 0.3
     assert not schema.columns["age"].nullable
-    assert validate(train, schema).ok
+    assert validate_schema(train, schema).ok
 
 
 def test_schema_file_roundtrip_is_human_editable(tmp_path: Path, schema: Schema) -> None:
@@ -66,7 +66,7 @@ def test_every_anomaly_kind(train: pd.DataFrame, schema: Schema) -> None:
     bad.loc[:99, "city"] = "atlantis"  # 20 % unseen
     bad["city"] = bad["city"].astype(object)
     bad.loc[200:260, "city"] = None  # nulls in a non-nullable column
-    result = validate(bad, schema)
+    result = validate_schema(bad, schema)
     assert kinds(result) == {
         ("member", "missing_column"),
         ("extra", "unexpected_column"),
@@ -85,15 +85,15 @@ def test_every_anomaly_kind(train: pd.DataFrame, schema: Schema) -> None:
 def test_tolerances_are_respected(train: pd.DataFrame, schema: Schema) -> None:
     few = train.copy()
     few.loc[:2, "city"] = "atlantis"  # 0.6 % < 1 % tolerance
-    assert validate(few, schema).ok
+    assert validate_schema(few, schema).ok
     schema.columns["city"].unseen_tolerance = 0.0
-    assert kinds(validate(few, schema)) == {("city", "unseen_categories")}
+    assert kinds(validate_schema(few, schema)) == {("city", "unseen_categories")}
 
 
 def test_float_where_int_expected(schema: Schema, train: pd.DataFrame) -> None:
     bad = train.assign(age=train["age"].astype(float))
     bad.loc[:4, "age"] = 30.5  # five fractional ages, all inside the range
-    [anomaly] = validate(bad, schema).items
+    [anomaly] = validate_schema(bad, schema).items
     assert (anomaly.column, anomaly.kind, anomaly.count, anomaly.examples) == (
         "age",
         "type_mismatch",
@@ -104,7 +104,7 @@ def test_float_where_int_expected(schema: Schema, train: pd.DataFrame) -> None:
 
 def test_zero_rows_is_an_anomaly(tmp_path: Path, schema: Schema) -> None:
     (tmp_path / "h.csv").write_text("age,income,city,member,note\n")
-    assert ("*", "empty_data") in kinds(validate(tmp_path / "h.csv", schema))
+    assert ("*", "empty_data") in kinds(validate_schema(tmp_path / "h.csv", schema))
 
 
 def test_infer_from_zero_rows_is_refused(tmp_path: Path) -> None:
@@ -161,9 +161,9 @@ def test_a_dataframe_report_names_the_data_it_came_from() -> None:
     train = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
     schema = infer_schema(compute_statistics(train))
     batch = train.drop(columns=["y"])
-    assert validate(batch, schema).source == "<DataFrame>"
+    assert validate_schema(batch, schema).source == "<DataFrame>"
     batch.attrs["source"] = "incoming/batch-7.csv"
-    anomalies = validate(batch, schema)
+    anomalies = validate_schema(batch, schema)
     assert anomalies.source == "incoming/batch-7.csv" and anomalies.items[0].column == "y"
 
 
@@ -175,9 +175,9 @@ def test_an_inferred_schema_accepts_other_rows_of_the_same_data(seed: int) -> No
 
     df = load_breast_cancer(as_frame=True).frame.sample(frac=1, random_state=seed)
     schema = infer_schema(compute_statistics(df.iloc[:400]))
-    assert validate(df.iloc[400:], schema).ok
+    assert validate_schema(df.iloc[400:], schema).ok
     exact = infer_schema(compute_statistics(df.iloc[:400]), range_margin=0)
-    assert not validate(df.iloc[400:], exact).ok  # the observed range alone is too strict
+    assert not validate_schema(df.iloc[400:], exact).ok  # the observed range alone is too strict
     rescaled = df.iloc[400:].assign(**{"mean radius": df.iloc[400:]["mean radius"] * 2.54})  # inches → cm
-    found = validate(rescaled, schema)
+    found = validate_schema(rescaled, schema)
     assert [(a.column, a.kind) for a in found.items] == [("mean radius", "out_of_range")]

@@ -192,7 +192,7 @@ def test_wide_parquet_is_read_a_group_of_columns_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mloop.validation.io as io
-    from mloop.validation.schema import infer_schema, validate
+    from mloop.validation.schema import infer_schema, validate_schema
 
     df = frame(5, 3000)
     pq.write_table(
@@ -206,9 +206,9 @@ def test_wide_parquet_is_read_a_group_of_columns_at_a_time(
     assert exact_fields(by_column) == exact_fields(whole) and by_column.rows == 3000
     assert passes[-1] == (4 * 3000, 4 * 3000)
     schema = infer_schema(whole)
-    assert validate(tmp_path / "w.parquet", schema).ok
+    assert validate_schema(tmp_path / "w.parquet", schema).ok
     broken = df.drop(columns=["k"])
     pq.write_table(pa.Table.from_pandas(broken, preserve_index=False), tmp_path / "b.parquet")
-    assert [(a.column, a.kind) for a in validate(tmp_path / "b.parquet", schema).items] == [
+    assert [(a.column, a.kind) for a in validate_schema(tmp_path / "b.parquet", schema).items] == [
         ("k", "missing_column")
     ]

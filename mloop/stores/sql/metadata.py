@@ -351,6 +351,21 @@ class SqlMetadataStore(SqlStore):
             raise NotFoundError(f"artifact {artifact_id!r} not found", field="artifact_id")
         return _artifact(row)
 
+    def find_artifacts(self, prefix: str, *, limit: int = 2) -> list[ArtifactRef]:
+        # ids are ULIDs ([0-9A-Z]), digests hex ([0-9a-f]): keeping letters and digits leaves no LIKE wildcard
+        clean = "".join(c for c in prefix if c.isalnum())
+        if not clean:
+            return []
+        a = t.artifacts
+        stmt = (
+            sa.select(a)
+            .where(sa.or_(a.c.id.like(clean.upper() + "%"), a.c.digest.like(clean.lower() + "%")))
+            .order_by(a.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_artifact(r) for r in conn.execute(stmt).mappings()]
+
     def events(
         self, *, step_run_ids: Sequence[str] = (), artifact_ids: Sequence[str] = (), kind: str | None = None
     ) -> list[Event]:

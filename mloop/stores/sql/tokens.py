@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from mloop.entities import ApiToken, AuditEntry, new_id, utcnow
 from mloop.errors import NotFoundError, ParameterError
 from mloop.stores.sql import schema as t
-from mloop.stores.sql.base import SqlStore
+from mloop.stores.sql.base import SqlStore, dumps
 
 __all__ = ["ROLES", "SqlTokenStore"]
 
@@ -102,7 +102,7 @@ class SqlTokenStore(SqlStore):
             "action": action,
             "target": target,
             "reason": reason,
-            "details": json.dumps(dict(details or {}), separators=(",", ":"), default=str),
+            "details": dumps(dict(details or {})),
         }
         with self._write() as conn:
             conn.execute(t.audit_entries.insert().values(**row))

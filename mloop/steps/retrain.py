@@ -1,0 +1,232 @@
+"""The built-in retraining pipeline (``mloop.retrain``; in a config ``mloop.steps.retrain:retrain``),
+which the loop (and ``mloop backtest``) deploys when a user has none.
+
+``retrain``: training rows (a file, or the labelled prediction log from the trigger's ``since`` on)
+→ time-ordered split → schema gate against production's signature (schema skew stops the run) →
+statistics → drift check → fit the default model → evaluate → validate against production on the
+same recent rows → infrastructure check → register (the first version becomes production; later
+ones wait for the rollout policy).
+
+The default model handles what a user's table usually holds: numeric and string/categorical
+columns, missing values, and binary, multiclass or string labels (histogram gradient boosting,
+which needs no scaling and treats missing values natively).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mloop.core.context import log_params
+from mloop.core.pipeline import pipeline
+from mloop.core.step import step
+from mloop.errors import DataError, NotFoundError, ParameterError
+from mloop.monitoring.log import labelled_predictions
+from mloop.monitoring.windows import INPUT_PREFIX, window_frame
+from mloop.steps.context import workspace as step_workspace
+from mloop.steps.data import check_drift, statistics, validate_schema
+from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
+from mloop.validation.infra import InfraReport
+from mloop.validation.io import read_table
+from mloop.validation.schema import Schema
+from mloop.validation.schema import infer_schema as _infer_schema
+from mloop.validation.stats import compute_statistics
+from mloop.workspace import Workspace
+
+__all__ = [
+    "default_model",
+    "describe_default_model",
+    "estimator_factory",
+    "infer_task",
+    "retrain",
+    "training_rows",
+]
+
+
+def infer_task(y: pd.Series) -> str:
+    """``classification`` for strings, booleans and integers with few values; else ``regression``."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    values = y.dropna()
+    integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    return "classification" if integral and values.nunique() <= 50 else "regression"
+
+
+def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
+    """An unfitted scikit-learn pipeline for ``features``: categorical columns ordinal-encoded
+    (unknown and missing → NaN, rare levels grouped), then histogram gradient boosting."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    numeric = [c for c in features.columns if c not in categorical]
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+        max_categories=250,
+    )
+    columns = ColumnTransformer(
+        [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
+        verbose_feature_names_out=False,
+    )
+    mask = [False] * len(numeric) + [True] * len(categorical)
+    estimator = (
+        HistGradientBoostingClassifier(categorical_features=mask, random_state=seed)
+        if task == "classification"
+        else HistGradientBoostingRegressor(categorical_features=mask, random_state=seed)
+    )
+    return Pipeline([("columns", columns), ("model", estimator)])
+
+
+def describe_default_model(features: pd.DataFrame, task: str) -> str:
+    categorical = sum(not pd.api.types.is_numeric_dtype(features[c]) for c in features.columns)
+    kind = "HistGradientBoostingClassifier" if task == "classification" else "HistGradientBoostingRegressor"
+    return (
+        f"{kind} on {features.shape[1]} columns ({features.shape[1] - categorical} numeric, "
+        f"{categorical} categorical, ordinal-encoded; missing values handled natively)"
+    )
+
+
+def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
+    """``"auto"`` → :func:`default_model`; ``"module:function"`` → that factory(features, task)."""
+    if estimator == "auto":
+        return default_model
+    module, _, name = estimator.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ParameterError(
+            f"estimator {estimator!r} is not 'auto' or an importable module:function", field="estimator"
+        ) from exc
+    return factory
+
+
+@step
+def training_rows(
+    data: str, model_name: str, target: str, since: str = "", max_rows: int = 0, min_rows: int = 0
+) -> pd.DataFrame:
+    """The rows to train on: a CSV/Parquet file, or (``data = "log"``) the labelled prediction log of
+    ``model_name`` from ``since`` on (the trigger's change point: the current regime), extended back
+    to the newest ``min_rows`` when fewer rows followed it; at most the newest ``max_rows`` (0 = all)."""
+    if data == "log":
+        ws = step_workspace()
+        everything = labelled_predictions(ws.prediction_log_dir, model_name)
+        everything = everything[everything["label"].notna()]
+        frame = window_frame(everything, since or None)
+        if len(frame) < min_rows:
+            frame = everything.iloc[-min_rows:]
+        inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
+        rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+        rows[target] = frame["label"].to_numpy()
+        rows = rows.reset_index(drop=True)
+    else:
+        rows = read_table(Path(data)).to_pandas()
+    if max_rows and len(rows) > max_rows:
+        rows = rows.iloc[-max_rows:].reset_index(drop=True)
+    if len(rows) < 20:
+        raise DataError(f"only {len(rows)} labelled rows to train on (need at least 20)", field="data")
+    log_params({"training_source": data, "since": since, "rows": len(rows), "min_rows": min_rows})
+    # reports downstream (e.g. the schema gate's anomalies) name the data, not "<DataFrame>"
+    rows.attrs["source"] = f"prediction log of {model_name}" if data == "log" else str(data)
+    return rows
+
+
+@step(outputs=["train", "test"])
+def split_recent(rows: pd.DataFrame, holdout_fraction: float = 0.2) -> tuple:
+    """Train on the older rows, hold out the newest ``holdout_fraction`` (time order is kept)."""
+    cut = int(len(rows) * (1 - holdout_fraction))
+    return rows.iloc[:cut], rows.iloc[cut:]
+
+
+@step
+def latency_gate(infra: InfraReport, enforce_latency: bool = True) -> InfraReport:
+    """The infrastructure check's verdict as registration uses it. With ``enforce_latency=False`` (what
+    ``mloop backtest`` runs) the measured latencies and load time are recorded but do not decide:
+    they depend on the machine's load, and a replay's decisions may depend only on the data, the
+    configuration and the seed. A model that cannot be loaded at all is refused either way."""
+    if enforce_latency or infra.passed:
+        return infra
+    crashed = infra.p99_ms is None and not (infra.error or "").startswith("no answer within")
+    if crashed:
+        return infra
+    note = f"recorded, not enforced: {infra.error}" if infra.error else None
+    return dataclasses.replace(infra, passed=True, error=note)
+
+
+def _production_holder(workspace: Workspace, params: dict[str, Any]) -> str:
+    try:
+        return workspace.model_version(f"{params['model_name']}@production").id
+    except NotFoundError:
+        return "none"
+
+
+@step(external=_production_holder)
+def production_schema(rows: pd.DataFrame, model_name: str, target: str) -> Schema:
+    """The structure production was trained on (its signature's columns, types and nulls); the data's
+    own for a first model. Value ranges and vocabularies are left out: new values are what a retrain
+    is for, and the drift check reports them."""
+    ws = step_workspace()
+    try:
+        version = ws.model_version(f"{model_name}@production")
+    except NotFoundError:
+        return _infer_schema(compute_statistics(rows.drop(columns=[target])))
+    schema = Schema.from_dict(version.signature["inputs"])
+    for column in schema.columns.values():
+        column.min = column.max = None
+        column.vocabulary = None
+    return schema
+
+
+@step
+def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The input columns (what the schema gate checks)."""
+    if target not in rows.columns:
+        raise DataError(f"no target column {target!r} (columns: {list(rows.columns)})", field="target")
+    return rows.drop(columns=[target])
+
+
+@step
+def fit_model(train: pd.DataFrame, target: str, estimator: str = "auto") -> Any:
+    """Fit the estimator ``estimator`` names (task inferred from the target column)."""
+    features, y = train.drop(columns=[target]), train[target]
+    task = infer_task(y)
+    model = estimator_factory(estimator)(features, task).fit(features, y)
+    described = describe_default_model(features, task) if estimator == "auto" else estimator
+    log_params({"model": described, "task": task, "n_train": len(train)})
+    return model
+
+
+@pipeline
+def retrain(
+    model_name: str,
+    target: str,
+    data: str = "log",
+    since: str = "",
+    max_rows: int = 0,
+    min_rows: int = 0,
+    holdout_fraction: float = 0.2,
+    estimator: str = "auto",
+    budget_p99_ms: float = 200.0,
+    enforce_latency: bool = True,
+) -> None:
+    """Train the default model on recent labelled rows, validate it against production, register it."""
+    rows = training_rows(data, model_name, target, since=since, max_rows=max_rows, min_rows=min_rows)
+    schema = production_schema(rows, model_name, target)
+    validate_schema(features_of(rows, target), schema)
+    train, test = split_recent(rows, holdout_fraction=holdout_fraction)
+    reference = statistics(train)
+    check_drift(reference, test)
+    model = fit_model(train, target, estimator=estimator)
+    evaluation = evaluate_model(model, test, target)
+    verdict = validate_model(evaluation, test, model_name)
+    infra = latency_gate(infra_check(model, test, target, budget_p99_ms=budget_p99_ms), enforce_latency)
+    register_model(model, model_name, evaluation, verdict, infra, reference)

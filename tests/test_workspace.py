@@ -1,0 +1,73 @@
+"""What a workspace is made of is fixed when it opens: every store is there, and none can be swapped."""
+
+from __future__ import annotations
+
+import pytest
+
+import mloop
+from mloop.stores import base
+
+MEMBERS = {  # member → the Protocol callers type it as (its methods must all be there)
+    "metadata": base.MetadataStore,
+    "artifacts": base.ArtifactStore,
+    "registry": base.ModelRegistry,
+    "triggers": base.TriggerStore,
+    "feature_registry": base.FeatureRegistry,
+    "tokens": base.TokenStore,
+    "pipelines": base.PipelineStore,
+}
+
+
+def _protocol_methods(protocol: type) -> set[str]:
+    return {
+        name
+        for cls in protocol.__mro__
+        if cls not in (object,) and getattr(cls, "_is_protocol", False)
+        for name, value in vars(cls).items()
+        if callable(value) and not name.startswith("_")
+    }
+
+
+@pytest.mark.parametrize("member", sorted(MEMBERS))
+def test_every_store_is_there_and_read_only(workspace: mloop.Workspace, member: str) -> None:
+    store = getattr(workspace, member)
+    missing = {m for m in _protocol_methods(MEMBERS[member]) if not callable(getattr(store, m, None))}
+    assert missing == set(), f"ws.{member} lacks {missing}"
+    with pytest.raises(AttributeError):
+        setattr(workspace, member, None)
+    assert getattr(workspace, member) is store
+
+
+def test_root_and_settings_are_read_only_too(workspace: mloop.Workspace) -> None:
+    for member in ("root", "settings"):
+        with pytest.raises(AttributeError):
+            setattr(workspace, member, None)
+    assert workspace.root is not None and workspace.root.is_dir()
+
+
+def test_a_step_run_recorded_outside_a_pipeline(workspace: mloop.Workspace) -> None:
+    source = workspace.store_artifact({"rows": 3})
+    run = workspace.record_step_run(
+        "measure/x",
+        "measure",
+        params={"window": 10},
+        inputs={"data": source.id},
+        outputs={"report": {"drift_share": 0.25}},
+        metrics=[("drift_share", 0.25, 0)],
+        trigger="monitor",
+    )
+    assert run.status == mloop.RunStatus.SUCCEEDED and run.trigger == "monitor"
+    [step] = workspace.metadata.list_steps(run.id)
+    assert step.name == "measure" and step.status == mloop.StepStatus.SUCCEEDED
+    graph = workspace.lineage(run.id)
+    assert {a.id for a in graph.artifacts.values()} >= {source.id}
+    [out] = workspace.metadata.events(step_run_ids=[step.id], kind="output")
+    assert workspace.load_artifact(out.artifact_id) == {"drift_share": 0.25}
+    assert [m.value for m in workspace.metadata.get_metrics(run.id, "drift_share")] == [0.25]
+
+
+def test_a_step_run_that_cannot_be_recorded_ends_failed(workspace: mloop.Workspace) -> None:
+    with pytest.raises(mloop.SerializationError):
+        workspace.record_step_run("measure/x", "measure", params={}, inputs={}, outputs={"report": object()})
+    [run] = workspace.runs()
+    assert run.status == mloop.RunStatus.FAILED and "SerializationError" in (run.error or "")
