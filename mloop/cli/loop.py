@@ -248,8 +248,8 @@ def backtest(
     as_json: JsonOpt = False,
 ) -> None:
     """Replay DATA through the retraining loop; compare with a static model and retraining every window."""
-    from mloop.orchestration.backtest import backtest as run_backtest
-    from mloop.orchestration.backtest import backtest_html
+    from mloop.backtesting.backtest import backtest as run_backtest
+    from mloop.backtesting.report import backtest_html
     from mloop.orchestration.config import load_loop_config
 
     if not data.is_file():

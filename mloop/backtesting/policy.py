@@ -1,0 +1,102 @@
+"""The loop's default policy for a backtest, and a user's policy pointed at a backtest's windows."""
+
+from __future__ import annotations
+
+from mloop.errors import ParameterError
+from mloop.orchestration import changepoint
+from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
+from mloop.validation.model import LOWER_IS_BETTER
+
+__all__ = ["MODEL", "RETRAIN", "adapt", "default_loop_config"]
+
+MODEL = "backtest"
+RETRAIN = "mloop.orchestration.retrain:retrain"
+
+
+def default_loop_config(
+    task: str,
+    target: str,
+    window_rows: int,
+    initial_rows: int,
+    model: str = MODEL,
+    metric: str | None = None,
+) -> LoopConfig:
+    """The default policy (bench/RESULTS.md has the figures it was tuned to, and held out on):
+
+    - **when**: the production version's live loss rises at a change point (ADWIN, river) that
+      ``min_rows`` labelled rows have followed, or a window of half the replay's window falls below
+      its own hold-out score beyond noise. The baseline belongs to the version in production, and
+      that version was validated on the newest rows of the regime it was trained on;
+    - **on what**: the rows since the change point (or since the degraded window began), at least
+      ``min_rows`` = half a window, at most as many as the first model had;
+    - **rollout**: a validated candidate (checked against production on the newest rows) serves half
+      the traffic until ``min_labelled`` of its answers are labelled; it is promoted only if its live
+      metric is no worse than production's over the same period, and rolled back as soon as it is
+      significantly worse.
+    Latencies are recorded but never decide in a replay (``enforce_latency=False``)."""
+    metric = metric or ("accuracy" if task == "classification" else "mae")
+    lower = metric in LOWER_IS_BETTER
+    min_rows = max(50, min(initial_rows, window_rows) // 2)
+    common = {
+        "pipeline": RETRAIN,
+        "model": model,
+        "window": max(25, window_rows // 2),
+        "params": {
+            "model_name": model,
+            "target": target,
+            "max_rows": initial_rows,
+            "enforce_latency": False,
+        },
+    }
+    return LoopConfig(
+        triggers=[
+            TriggerSpec(
+                name="degradation",
+                kind="degradation",
+                metric=metric,
+                margin=0.05 if lower else 0.02,
+                z=2.5,
+                min_labelled=min(100, max(1, window_rows // 4)),
+                detector="adwin" if changepoint.available() else "none",
+                min_rows=min_rows,
+                **common,
+            ),
+        ],
+        rollout=[
+            RolloutPolicy(
+                model=model,
+                canary_fraction=0.5,
+                metric=metric,
+                min_labelled=max(30, min(200, window_rows // 10)),
+                min_labelled_at_budget=min(30, max(1, window_rows // 20)),
+                budget="30d",
+                max_degradation=0.0,
+            )
+        ],
+    )
+
+
+def adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial_rows: int) -> LoopConfig:
+    """A user's triggers and rollout policy, pointed at the backtest's model and windows."""
+    triggers = []
+    for spec in config.triggers:
+        if spec.kind not in ("drift", "degradation"):
+            continue  # schedules and new files have no meaning on a replayed history
+        params = {
+            **spec.params,
+            "model_name": model,
+            "target": target,
+            "max_rows": initial_rows,
+            "enforce_latency": False,  # a replay's decisions never depend on the machine's load
+        }
+        triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
+    rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
+    if not triggers:
+        raise ParameterError(
+            "the configuration has no drift or degradation trigger to backtest", field="config"
+        )
+    return LoopConfig(
+        triggers=triggers,
+        rollout=rollout
+        or default_loop_config("classification", target, window_rows, initial_rows, model).rollout,
+    )
