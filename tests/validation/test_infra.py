@@ -118,3 +118,18 @@ def test_histgradientboosting_meets_the_default_budget_on_a_busy_machine() -> No
     with cpu_hog():
         report = infra_check(data, hashlib.sha256(data).hexdigest(), x, repeats=200)
     assert report.passed, report.error
+
+
+def test_in_process_measures_the_same_way_and_refuses_what_cannot_load_or_predict() -> None:
+    """A replay's check (``in_process=True``): no interpreter per candidate, the same verdict rules."""
+    data, rows = fitted()
+    digest = hashlib.sha256(data).hexdigest()
+    report = infra_check(data, digest, rows, repeats=20, in_process=True)
+    assert report.passed and report.error is None and report.rounds == 1
+    assert 0 < report.p50_ms <= report.p99_ms and report.cold_load_cpu_s is not None
+    assert not infra_check(data, digest, rows, budget_p99_ms=1e-6, repeats=5, in_process=True).passed
+    assert "digest mismatch" in (infra_check(data, "0" * 64, rows, in_process=True).error or "")
+    broken = infra_check(b"not a pickle", hashlib.sha256(b"not a pickle").hexdigest(), rows, in_process=True)
+    assert not broken.passed and broken.p99_ms is None and broken.error
+    wrong = infra_check(data, digest, rows.rename(columns={"a": "z"}), in_process=True)
+    assert not wrong.passed and wrong.p99_ms is None and "feature names" in (wrong.error or "")
