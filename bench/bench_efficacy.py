@@ -80,6 +80,12 @@ def run_one(name: str, seed: int | None, rows: int) -> dict[str, Any]:
         "every_retrains": r.every_window.retrains,
         "promotions": sum(e.kind == "promote" for e in r.events),
         "seconds": round(time.perf_counter() - started, 1),
+        # what the loop did, and each policy per window: enough to say why a stream misses
+        "events": [f"w{e.window} {e.kind} v{e.version}: {e.detail[:200]}" for e in r.events],
+        "windows": {
+            p: [round(w[m], 4) if m in w else None for w in getattr(r, p).windows]
+            for p in ("static", "every_window", "loop")
+        },
     }
 
 

@@ -25,14 +25,16 @@ def default_loop_config(
 
     - **when**: the production version's live loss rises at a change point (ADWIN, river) that
       ``min_rows`` labelled rows have followed, or a window of half the replay's window falls below
-      its own hold-out score beyond noise. The baseline belongs to the version in production, and
-      that version was validated on the newest rows of the regime it was trained on;
-    - **on what**: the rows since the change point (or since the degraded window began), at least
-      ``min_rows`` = half a window, at most as many as the first model had;
+      its own hold-out score beyond noise, or its live loss rises steadily (a least-squares trend
+      beyond 3 standard errors, for drift too slow for one change point to stand out). The baseline
+      belongs to the version in production, and that version was validated on the newest rows of the
+      regime it was trained on;
+    - **on what**: the rows since the change point (or since the degraded window began; the newest
+      rows for a trend), at least ``min_rows`` = half a window, at most as many as the first model had;
     - **rollout**: a validated candidate (checked against production on the newest rows) serves half
-      the traffic until ``min_labelled`` of its answers are labelled; it is promoted only if its live
-      metric is no worse than production's over the same period, and rolled back as soon as it is
-      significantly worse.
+      the traffic; both versions re-predict every labelled row since (a paired comparison on all the
+      traffic): a difference beyond 3 standard errors decides at once, otherwise half a window of
+      rows does, promoting the candidate only if its metric is no worse than production's.
     Latencies are recorded but never decide in a replay (``enforce_latency=False``)."""
     metric = metric or ("accuracy" if task == "classification" else "mae")
     lower = metric in LOWER_IS_BETTER
@@ -59,6 +61,7 @@ def default_loop_config(
                 min_labelled=min(100, max(1, window_rows // 4)),
                 detector="adwin" if changepoint.available() else "none",
                 min_rows=min_rows,
+                trend_z=3.0,
                 **common,
             ),
         ],
@@ -67,8 +70,10 @@ def default_loop_config(
                 model=model,
                 canary_fraction=0.5,
                 metric=metric,
-                min_labelled=max(30, min(200, window_rows // 10)),
-                min_labelled_at_budget=min(30, max(1, window_rows // 20)),
+                judge="paired",
+                min_labelled=max(50, min(400, window_rows // 2)),
+                min_labelled_at_budget=min(30, max(1, window_rows // 10)),
+                z=3.0,
                 budget="30d",
                 max_degradation=0.0,
             )

@@ -237,8 +237,9 @@ def _monitored(
     else:
         streak = list(mark.get("streak", [])) if same else []
         acted = int(mark.get("acted", -1)) if same else -1
+        rebased = mark.get("rebased") if same else None
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
-        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted)
+        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted, rebased)
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
@@ -287,11 +288,18 @@ def _degradation(
     last: int,
     frame: pd.DataFrame | None = None,
     acted: int = -1,
+    rebased: dict[str, Any] | None = None,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
-    live loss rose at a change point followed by ``min_rows`` labelled rows. The run then trains on
-    the rows since the change point (or since the degraded streak began)."""
+    live loss rose at a change point followed by ``min_rows`` labelled rows, or (``trend_z``) when it
+    rises steadily. The run then trains on the rows since the change point (or since the degraded
+    streak began; the newest rows for a trend). While a change point has fewer than ``min_rows`` rows
+    after it nothing fires: a run then would train across the change.
+
+    Once the trigger has fired and the version is still in production (its candidate was refused),
+    the level it was at when it fired is its baseline (``rebased``): retraining did not beat it, so it
+    is what the current regime allows, and the same shortfall does not start run after run."""
     info = served_versions(workspace, model, [version])[version]
     baseline = info.version.metrics.get(spec.metric)
     if baseline is None and spec.threshold is None:
@@ -301,6 +309,9 @@ def _degradation(
             field="metric",
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
+    holdout_rows = baseline_rows
+    if rebased is not None:
+        baseline, baseline_rows = float(rebased["value"]), int(rebased["rows"])
     size = parse_window(spec.window)
     judged_to = last
     for w in fresh:
@@ -318,8 +329,13 @@ def _degradation(
             threshold=spec.threshold,
         )
         change = _change_point(spec, info, frame, w.end, size, w.index, acted)
-        if change is None and acted != -2:
-            change = _grown(spec, baseline_rows, frame, size, w.index)
+        # a change point too recent to train on: wait for its rows, rather than refit across it
+        pending = change is not None and change.get("pending", False)
+        change = None if pending else change
+        if change is None and acted != -2 and not pending:
+            change = _grown(spec, holdout_rows, frame, size, w.index)
+        if change is None and not pending:
+            change = _trend(spec, info, frame, w.end, size, w.index, acted)
         if not verdict.degraded:
             streak = []
             if change is None:
@@ -328,10 +344,15 @@ def _degradation(
             streak.append(
                 {"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit}
             )
-        if change is not None or len(streak) >= spec.windows:
+        if not pending and (change is not None or len(streak) >= spec.windows):
             since = change["start"] if change is not None else streak[0]["start"]
             if verdict.degraded or change is None:
                 detail = verdict.detail
+            elif change.get("trend"):
+                detail = (
+                    f"loss rising steadily: {change['rise']:+.4f} over {change['rows_since']} labelled rows "
+                    f"(slope {change['z']:.1f} standard errors): refit on the newest rows"
+                )
             elif change.get("refresh"):
                 detail = (
                     f"v{version} was trained on about {change['trained_rows']} rows; "
@@ -359,6 +380,9 @@ def _degradation(
                 "streak": [],
                 "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
             }
+            if baseline is not None and spec.threshold is None:
+                worse = max if spec.metric in LOWER_IS_BETTER else min
+                watermark["rebased"] = {"value": worse(baseline, verdict.value), "rows": w.labelled}
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
                 params["min_rows"] = spec.min_rows
@@ -371,6 +395,8 @@ def _degradation(
         "streak": streak,
         "acted": acted,
     }
+    if rebased is not None:
+        watermark["rebased"] = rebased
     text = (
         f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
     )
@@ -409,6 +435,53 @@ def _grown(
     }
 
 
+def _labelled_upto(frame: pd.DataFrame, end: Any, size: Any, index: int) -> pd.DataFrame:
+    """The labelled rows of the version's log up to the end of window ``index``."""
+    if isinstance(size, int):
+        part = frame.iloc[: (index + 1) * size]
+    else:
+        part = frame[pd.to_datetime(frame["ts"], utc=True) <= pd.Timestamp(end)]
+    return part[part["label"].notna()]
+
+
+def _trend(
+    spec: TriggerSpec,
+    info: Any,
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    acted: int,
+) -> dict[str, Any] | None:
+    """A steady rise of the live loss since the version took production (or since the trigger last
+    acted): slope beyond ``spec.trend_z`` standard errors over at least twice ``min_rows`` labelled
+    rows, rising by at least ``margin`` (relative for regression). No single change point marks where
+    the regime began, so the run trains on the newest rows (``since`` empty: at most ``max_rows``)."""
+    if spec.trend_z is None or frame is None or frame.empty:
+        return None
+    upto = _labelled_upto(frame, end, size, index)
+    part = upto.iloc[max(acted, 0) :]
+    if len(part) < 2 * max(spec.min_rows, 1):
+        return None
+    regression = info.task == "regression"
+    scale = info.version.metrics.get("mae") if regression else None
+    losses = changepoint.row_losses(part, info.task, info.classes, scale)
+    slope, z = changepoint.trend(losses)
+    rise = slope * (len(losses) - 1)
+    start = float(losses.mean()) - rise / 2  # the fitted loss at the first row
+    effect = rise / max(start, 1e-12) if regression or spec.metric in LOWER_IS_BETTER else rise
+    if z < spec.trend_z or effect < spec.margin:
+        return None
+    return {
+        "trend": True,
+        "row": len(upto),
+        "start": "",
+        "rows_since": len(part),
+        "rise": round(rise, 6),
+        "z": round(z, 3),
+    }
+
+
 def _change_point(
     spec: TriggerSpec,
     info: Any,
@@ -419,14 +492,11 @@ def _change_point(
     acted: int,
 ) -> dict[str, Any] | None:
     """A new change point (after ``acted``) in the rows up to window ``index``, followed by at least
-    ``spec.min_rows`` labelled rows; None if there is none or detection is off."""
+    ``spec.min_rows`` labelled rows (``{"pending": True}`` while fewer followed it); None if there is
+    none or detection is off."""
     if spec.detector == "none" or frame is None or frame.empty:
         return None
-    if isinstance(size, int):
-        part = frame.iloc[: (index + 1) * size]
-    else:
-        part = frame[pd.to_datetime(frame["ts"], utc=True) <= pd.Timestamp(end)]
-    part = part[part["label"].notna()]
+    part = _labelled_upto(frame, end, size, index)
     if part.empty:
         return None
     lower = spec.metric in LOWER_IS_BETTER and info.task == "regression"
@@ -435,8 +505,10 @@ def _change_point(
     found = changepoint.detect(
         losses, delta=spec.delta, min_effect=spec.margin, relative=lower or info.task == "regression"
     )
-    if found is None or found.row <= acted or len(part) - found.row < max(spec.min_rows, 1):
+    if found is None or found.row <= acted:
         return None
+    if len(part) - found.row < max(spec.min_rows, 1):
+        return {"pending": True, "row": found.row}
     return {
         **found.to_dict(),
         "start": pd.to_datetime(part["ts"], utc=True).iloc[found.row].isoformat(),
