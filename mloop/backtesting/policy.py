@@ -29,8 +29,11 @@ def default_loop_config(
       beyond 3 standard errors, for drift too slow for one change point to stand out). The baseline
       belongs to the version in production, and that version was validated on the newest rows of the
       regime it was trained on;
-    - **on what**: the rows since the change point (or since the degraded window began; the newest
-      rows for a trend), at least ``min_rows`` = half a window, at most as many as the first model had;
+    - **on what**: the rows since the change point (estimated where the loss rose most when no
+      detector placed it; nothing fires until ``min_rows`` = half a window of rows followed it), or,
+      when it scores better on the newest held-out rows, those plus the rows before them up to as many
+      as the first model had; a run that trained on few rows of a regime and was refused is retried
+      once the regime has three times as many;
     - **rollout**: a validated candidate (checked against production on the newest rows) serves half
       the traffic; both versions re-predict every labelled row since (a paired comparison on all the
       traffic): a difference beyond 3 standard errors decides at once, otherwise half a window of
@@ -48,6 +51,7 @@ def default_loop_config(
             "target": target,
             "max_rows": initial_rows,
             "enforce_latency": False,
+            "compare_wider": True,
         },
     }
     return LoopConfig(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChangePoint", "available", "detect", "row_losses", "trend"]
+__all__ = ["ChangePoint", "available", "detect", "row_losses", "split", "trend"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def row_losses(frame: pd.DataFrame, task: str, classes: list[Any] | None, scale:
     return np.asarray([str(p) != str(t) for p, t in zip(predicted, y, strict=True)], dtype=float)
 
 
-def _split(losses: np.ndarray, lo_rows: int) -> int:
+def split(losses: np.ndarray, lo_rows: int) -> int:
     """The split maximising |mean after - mean before| · sqrt(n1·n2/n) (both sides ≥ ``lo_rows``)."""
     n = len(losses)
     k = np.arange(1, n)
@@ -110,7 +110,7 @@ def detect(
         if not detector.drift_detected:
             continue
         part = losses[start : i + 1]
-        cut = _split(part, lo_rows=min(30, max(1, len(part) // 4)))
+        cut = split(part, lo_rows=min(30, max(1, len(part) // 4)))
         before, after = float(part[:cut].mean()), float(part[cut:].mean())
         rise = after - before if not relative else (after - before) / max(before, 1e-12)
         if rise >= min_effect:

@@ -37,6 +37,7 @@ from mloop.steps.model import evaluate_model, infra_check, register_model, valid
 from mloop.validation.infra import InfraReport
 from mloop.validation.infra import infra_check as measure_serving
 from mloop.validation.io import read_table
+from mloop.validation.model import LOWER_IS_BETTER, evaluate
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
@@ -105,13 +106,22 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
     return factory
 
 
-@step
+def _log_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
+    rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+    rows[target] = frame["label"].to_numpy()
+    return rows.reset_index(drop=True)
+
+
+@step(outputs=["rows", "older"])
 def training_rows(
     data: str, model_name: str, target: str, since: str = "", max_rows: int = 0, min_rows: int = 0
-) -> pd.DataFrame:
+) -> tuple:
     """The rows to train on: a CSV/Parquet file, or (``data = "log"``) the labelled prediction log of
     ``model_name`` from ``since`` on (the trigger's change point: the current regime), extended back
-    to the newest ``min_rows`` when fewer rows followed it; at most the newest ``max_rows`` (0 = all)."""
+    to the newest ``min_rows`` when fewer rows followed it; at most the newest ``max_rows`` (0 = all).
+    ``older``: the labelled rows just before them, up to ``max_rows`` in all (none for a file)."""
+    older: pd.DataFrame | None = None
     if data == "log":
         ws = step_workspace()
         everything = labelled_predictions(ws.prediction_log_dir, model_name)
@@ -119,20 +129,30 @@ def training_rows(
         frame = window_frame(everything, since or None)
         if len(frame) < min_rows:
             frame = everything.iloc[-min_rows:]
-        inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
-        rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
-        rows[target] = frame["label"].to_numpy()
-        rows = rows.reset_index(drop=True)
+        rows = _log_rows(frame, target)
+        if max_rows and len(frame) < max_rows:
+            before = everything.iloc[: len(everything) - len(frame)]
+            older = _log_rows(before.iloc[-(max_rows - len(frame)) :], target)
     else:
         rows = read_table(Path(data)).to_pandas()
     if max_rows and len(rows) > max_rows:
         rows = rows.iloc[-max_rows:].reset_index(drop=True)
     if len(rows) < 20:
         raise DataError(f"only {len(rows)} labelled rows to train on (need at least 20)", field="data")
-    log_params({"training_source": data, "since": since, "rows": len(rows), "min_rows": min_rows})
+    if older is None or set(older.columns) != set(rows.columns):
+        older = rows.iloc[:0]
+    log_params(
+        {
+            "training_source": data,
+            "since": since,
+            "rows": len(rows),
+            "min_rows": min_rows,
+            "older": len(older),
+        }
+    )
     # reports downstream (e.g. the schema gate's anomalies) name the data, not "<DataFrame>"
     rows.attrs["source"] = f"prediction log of {model_name}" if data == "log" else str(data)
-    return rows
+    return rows, older
 
 
 @step(outputs=["train", "test"])
@@ -199,13 +219,38 @@ def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 @step
-def fit_model(train: pd.DataFrame, target: str, estimator: str = "auto") -> Any:
-    """Fit the estimator ``estimator`` names (task inferred from the target column)."""
+def fit_model(
+    train: pd.DataFrame,
+    target: str,
+    estimator: str = "auto",
+    older: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
+    compare_wider: bool = False,
+) -> Any:
+    """Fit the estimator ``estimator`` names (task inferred from the target column). With
+    ``compare_wider``, given ``older`` rows (the ones before the current regime) and ``test`` (the
+    newest rows, held out), a second fit on ``older`` + ``train`` is kept instead when it scores better
+    on ``test``: after an abrupt change the regime's own rows win, under slow drift or a false alarm
+    the longer window does."""
     features, y = train.drop(columns=[target]), train[target]
     task = infer_task(y)
-    model = estimator_factory(estimator)(features, task).fit(features, y)
+    factory = estimator_factory(estimator)
+    model = factory(features, task).fit(features, y)
+    chosen = {"window": "regime", "n_train": len(train)}
+    comparable = older is not None and test is not None and len(older) > 0 and len(test) > 0
+    if compare_wider and comparable and older is not None and test is not None:
+        wide = pd.concat([older[train.columns], train], ignore_index=True)
+        wide_model = factory(wide.drop(columns=[target]), task).fit(wide.drop(columns=[target]), wide[target])
+        narrow_eval, wide_eval = evaluate(model, test, target), evaluate(wide_model, test, target)
+        metric = narrow_eval.primary
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        narrow_score = narrow_eval.metrics.get(metric, float("nan"))
+        wide_score = wide_eval.metrics.get(metric, float("nan"))
+        if sign * (wide_score - narrow_score) > 0:
+            model, chosen = wide_model, {"window": "wider", "n_train": len(wide)}
+        log_metrics({f"regime_{metric}": narrow_score, f"wider_{metric}": wide_score})
     described = describe_default_model(features, task) if estimator == "auto" else estimator
-    log_params({"model": described, "task": task, "n_train": len(train)})
+    log_params({"model": described, "task": task, **chosen})
     return model
 
 
@@ -221,15 +266,16 @@ def retrain(
     estimator: str = "auto",
     budget_p99_ms: float = 200.0,
     enforce_latency: bool = True,
+    compare_wider: bool = False,
 ) -> None:
     """Train the default model on recent labelled rows, validate it against production, register it."""
-    rows = training_rows(data, model_name, target, since=since, max_rows=max_rows, min_rows=min_rows)
+    rows, older = training_rows(data, model_name, target, since=since, max_rows=max_rows, min_rows=min_rows)
     schema = production_schema(rows, model_name, target)
     validate_schema(features_of(rows, target), schema)
     train, test = split_recent(rows, holdout_fraction=holdout_fraction)
     reference = statistics(train)
     check_drift(reference, test)
-    model = fit_model(train, target, estimator=estimator)
+    model = fit_model(train, target, estimator=estimator, older=older, test=test, compare_wider=compare_wider)
     evaluation = evaluate_model(model, test, target)
     verdict = validate_model(evaluation, test, model_name)
     infra = latency_gate(model, test, target, budget_p99_ms=budget_p99_ms, enforce_latency=enforce_latency)

@@ -238,8 +238,11 @@ def _monitored(
         streak = list(mark.get("streak", [])) if same else []
         acted = int(mark.get("acted", -1)) if same else -1
         rebased = mark.get("rebased") if same else None
+        retry = mark.get("retry") if same else None
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
-        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted, rebased)
+        check = _degradation(
+            spec, workspace, model, version, fresh, streak, last, logged, acted, rebased, retry
+        )
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
@@ -289,6 +292,7 @@ def _degradation(
     frame: pd.DataFrame | None = None,
     acted: int = -1,
     rebased: dict[str, Any] | None = None,
+    retry: dict[str, Any] | None = None,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
@@ -299,7 +303,9 @@ def _degradation(
 
     Once the trigger has fired and the version is still in production (its candidate was refused),
     the level it was at when it fired is its baseline (``rebased``): retraining did not beat it, so it
-    is what the current regime allows, and the same shortfall does not start run after run."""
+    is what the current regime allows, and the same shortfall does not start run after run. A run
+    that trained on few rows of a new regime (``retry``) is tried once more, as a version trained on
+    few rows is refitted, once the regime has ``REFRESH`` times as many rows (at most ``max_rows``)."""
     info = served_versions(workspace, model, [version])[version]
     baseline = info.version.metrics.get(spec.metric)
     if baseline is None and spec.threshold is None:
@@ -334,6 +340,8 @@ def _degradation(
         change = None if pending else change
         if change is None and acted != -2 and not pending:
             change = _grown(spec, holdout_rows, frame, size, w.index)
+        if change is None and not pending and retry is not None:
+            change = _retry(frame, w.end, size, w.index, retry)
         if change is None and not pending:
             change = _trend(spec, info, frame, w.end, size, w.index, acted)
         if not verdict.degraded:
@@ -345,13 +353,33 @@ def _degradation(
                 {"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit}
             )
         if not pending and (change is not None or len(streak) >= spec.windows):
+            if change is None or change.get("trend"):
+                # no change point found it: estimate where the regime began, and wait for its rows
+                regime = _regime(spec, info, frame, w.end, size, w.index, acted)
+                if regime is not None and regime.get("pending"):
+                    continue
+                if regime is not None and change is None:
+                    change = regime
+                elif regime is not None and change is not None:  # a trend restarts after its rows
+                    change = {
+                        **change,
+                        "start": regime["start"],
+                        "rows_since": regime["rows_since"],
+                        "regime_row": regime["row"],
+                    }
             since = change["start"] if change is not None else streak[0]["start"]
             if verdict.degraded or change is None:
                 detail = verdict.detail
             elif change.get("trend"):
                 detail = (
-                    f"loss rising steadily: {change['rise']:+.4f} over {change['rows_since']} labelled rows "
-                    f"(slope {change['z']:.1f} standard errors): refit on the newest rows"
+                    f"loss rising steadily: {change['rise']:+.4f} over {change['rows']} labelled rows "
+                    f"(slope {change['z']:.1f} standard errors)"
+                )
+            elif change.get("retry"):
+                detail = (
+                    f"v{version} is still in production: the candidate trained on about "
+                    f"{change['trained_rows']} rows of this regime was refused; {change['rows_since']} "
+                    "labelled rows of it are there now: retrain once on them"
                 )
             elif change.get("refresh"):
                 detail = (
@@ -383,9 +411,18 @@ def _degradation(
             if baseline is not None and spec.threshold is None:
                 worse = max if spec.metric in LOWER_IS_BETTER else min
                 watermark["rebased"] = {"value": worse(baseline, verdict.value), "rows": w.labelled}
+            max_rows = int(spec.params.get("max_rows") or 0)
+            if change is not None and "rows_since" in change and not change.get("retry") and max_rows:
+                trained = min(max(int(change["rows_since"]), spec.min_rows), max_rows)
+                if trained * 2 <= max_rows:
+                    need = min(REFRESH * trained, max_rows)
+                    start = 0 if change.get("refresh") else change.get("regime_row", change["row"])
+                    watermark["retry"] = {"row": start, "start": since, "trained": trained, "need": need}
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
                 params["min_rows"] = spec.min_rows
+            if change is not None and "rows_since" in change and not change.get("refresh"):
+                detail += f"; trains on the {change['rows_since']} labelled rows since the change"
             firing = Firing(f"degradation/{model}/v{version}/{spec.window}/{w.index}", evidence, params)
             return TriggerCheck(f"degraded: {detail}", firing, watermark)
     watermark = {
@@ -397,6 +434,8 @@ def _degradation(
     }
     if rebased is not None:
         watermark["rebased"] = rebased
+    if retry is not None:
+        watermark["retry"] = retry
     text = (
         f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
     )
@@ -455,8 +494,8 @@ def _trend(
 ) -> dict[str, Any] | None:
     """A steady rise of the live loss since the version took production (or since the trigger last
     acted): slope beyond ``spec.trend_z`` standard errors over at least twice ``min_rows`` labelled
-    rows, rising by at least ``margin`` (relative for regression). No single change point marks where
-    the regime began, so the run trains on the newest rows (``since`` empty: at most ``max_rows``)."""
+    rows, rising by at least ``margin`` (relative for regression). The run trains on the rows since
+    the split where the loss rose most (:func:`_regime`)."""
     if spec.trend_z is None or frame is None or frame.empty:
         return None
     upto = _labelled_upto(frame, end, size, index)
@@ -476,9 +515,60 @@ def _trend(
         "trend": True,
         "row": len(upto),
         "start": "",
-        "rows_since": len(part),
+        "rows": len(part),
         "rise": round(rise, 6),
         "z": round(z, 3),
+    }
+
+
+def _retry(
+    frame: pd.DataFrame | None, end: Any, size: Any, index: int, retry: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The regime of a refused run has grown to ``retry["need"]`` labelled rows: train on them."""
+    if frame is None or frame.empty:
+        return None
+    grown = len(_labelled_upto(frame, end, size, index)) - int(retry["row"])
+    if grown < int(retry["need"]):
+        return None
+    return {
+        "retry": True,
+        "row": int(retry["row"]),
+        "start": retry["start"],
+        "rows_since": grown,
+        "trained_rows": int(retry["trained"]),
+    }
+
+
+def _regime(
+    spec: TriggerSpec,
+    info: Any,
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    acted: int,
+) -> dict[str, Any] | None:
+    """Where the current regime began when no change point marked it (a degraded window, a trend):
+    the split of the version's labelled rows since the trigger last acted that maximises the rise of
+    the loss (:func:`changepoint.split`); ``{"pending": True}`` while fewer than ``min_rows`` rows
+    followed it. None when the trigger does not size its runs (``min_rows`` = 0)."""
+    if not spec.min_rows or frame is None or frame.empty:
+        return None
+    upto = _labelled_upto(frame, end, size, index)
+    offset = max(acted, 0)
+    part = upto.iloc[offset:]
+    if len(part) < 2:
+        return None
+    scale = info.version.metrics.get("mae") if info.task == "regression" else None
+    losses = changepoint.row_losses(part, info.task, info.classes, scale)
+    cut = changepoint.split(losses, lo_rows=min(30, max(1, len(part) // 4)))
+    if len(part) - cut < spec.min_rows:
+        return {"pending": True}
+    return {
+        "regime": True,
+        "row": offset + cut,
+        "start": pd.to_datetime(part["ts"], utc=True).iloc[cut].isoformat(),
+        "rows_since": len(part) - cut,
     }
 
 
