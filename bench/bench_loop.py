@@ -31,9 +31,9 @@ import pandas as pd
 
 def loop_latency(folder: Path) -> dict[str, float]:
     import mloop
+    from mloop.backtesting import replay
     from mloop.core import runner
     from mloop.demo import DRIFT_DAY, run_demo
-    from mloop.orchestration import replay
 
     compute: list[tuple[float, float]] = []  # (start, end) of every step function call
     original = runner.execute_step

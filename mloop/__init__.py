@@ -54,8 +54,8 @@ from mloop.workspace import TrackingRun, Workspace
 
 if TYPE_CHECKING:
     from mloop import steps
+    from mloop.backtesting.backtest import BacktestReport, backtest
     from mloop.monitoring.monitor import MonitorReport, monitor
-    from mloop.orchestration.backtest import BacktestReport, backtest
     from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
     from mloop.orchestration.scheduler import Scheduler
     from mloop.server.client import Client

@@ -30,6 +30,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import StandardScaler
 
+from mloop.backtesting.backtest import BacktestReport, score_policies
+from mloop.backtesting.replay import LoopEvent, replay_stream
+from mloop.backtesting.report import backtest_html
 from mloop.core.context import log_metrics, log_params
 from mloop.core.lineage import LineageGraph
 from mloop.core.pipeline import pipeline
@@ -40,9 +43,7 @@ from mloop.errors import NotFoundError
 from mloop.monitoring.charts import heat_color
 from mloop.monitoring.monitor import monitor
 from mloop.monitoring.report import environment
-from mloop.orchestration.backtest import BacktestReport, backtest_html, score_policies
 from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
-from mloop.orchestration.replay import LoopEvent, replay_stream
 from mloop.steps.data import check_drift, statistics, validate_schema
 from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.schema import Anomalies

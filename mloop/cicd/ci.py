@@ -48,7 +48,7 @@ from mloop.testing import (
     sample_from_schema,
     temp_workspace,
 )
-from mloop.validation.infra import infra_check
+from mloop.validation.infra import check_serving
 
 __all__ = ["Check", "CiReport", "SmokeSpec", "ci_run", "find_pipelines", "record_ci", "smoke_specs"]
 
@@ -280,7 +280,7 @@ def _model_checks(spec: SmokeSpec, run: RunResult, sample: pd.DataFrame | None) 
                 )
                 continue
             _, data = serialize(value, what="model")
-            report = infra_check(
+            report = check_serving(
                 data,
                 hashlib.sha256(data).hexdigest(),
                 rows,

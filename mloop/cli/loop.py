@@ -261,8 +261,8 @@ def backtest(
     if keep is not None:
         err.print("note: --keep-workspace is now --workspace (the old name goes in the next release)")
         workspace = workspace or keep
-    from mloop.orchestration.backtest import backtest as run_backtest
-    from mloop.orchestration.backtest import backtest_html
+    from mloop.backtesting.backtest import backtest as run_backtest
+    from mloop.backtesting.report import backtest_html
     from mloop.orchestration.config import load_loop_config
 
     if not data.is_file():

@@ -12,6 +12,10 @@ order:
    difference of mean loss before and after it (the CUSUM estimate of a single change), searched
    over the rows up to the detection.
 
+3. **Or is it creeping up?** Slow decay (a concept that moves a little with every row) may never
+   make one split stand out; :func:`trend` is the least-squares slope of the loss over the rows and
+   its z statistic, so a steady rise is seen once the rows make it significant.
+
 river is an optional dependency (``pip install 'mloop[drift]'``): without it :func:`detect` returns
 ``None`` and the trigger falls back to comparing windows with the baseline alone (it says so).
 
@@ -20,13 +24,14 @@ Everything here is a pure function of the rows: the same log gives the same answ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["ChangePoint", "available", "detect", "row_losses"]
+__all__ = ["ChangePoint", "available", "detect", "row_losses", "split", "trend"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ def row_losses(frame: pd.DataFrame, task: str, classes: list[Any] | None, scale:
     return np.asarray([str(p) != str(t) for p, t in zip(predicted, y, strict=True)], dtype=float)
 
 
-def _split(losses: np.ndarray, lo_rows: int) -> int:
+def split(losses: np.ndarray, lo_rows: int) -> int:
     """The split maximising |mean after - mean before| · sqrt(n1·n2/n) (both sides ≥ ``lo_rows``)."""
     n = len(losses)
     k = np.arange(1, n)
@@ -105,10 +110,25 @@ def detect(
         if not detector.drift_detected:
             continue
         part = losses[start : i + 1]
-        cut = _split(part, lo_rows=min(30, max(1, len(part) // 4)))
+        cut = split(part, lo_rows=min(30, max(1, len(part) // 4)))
         before, after = float(part[:cut].mean()), float(part[cut:].mean())
         rise = after - before if not relative else (after - before) / max(before, 1e-12)
         if rise >= min_effect:
             found = ChangePoint(start + cut, i, before, after)
             start += cut
     return found
+
+
+def trend(losses: np.ndarray) -> tuple[float, float]:
+    """The least-squares slope of ``losses`` per row and its z statistic (slope over its standard
+    error; 0 for fewer than three rows or a constant loss)."""
+    n = len(losses)
+    if n < 3:
+        return 0.0, 0.0
+    t = np.arange(n, dtype=float) - (n - 1) / 2
+    sxx = float((t**2).sum())
+    centred = losses - losses.mean()
+    slope = float((t * centred).sum()) / sxx
+    residual = float(((centred - slope * t) ** 2).sum())
+    se = math.sqrt(residual / (n - 2) / sxx)
+    return slope, (slope / se if se > 0 else 0.0)

@@ -99,6 +99,9 @@ class TriggerSpec(_Strict):
     detector: Literal["none", "adwin"] = "none"
     delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence parameter")
     min_rows: int = Field(0, ge=0, description="rows after a change point before retraining on them")
+    # degradation: a steady rise of the live loss (its least-squares slope beyond ``trend_z`` standard
+    # errors, rising by at least ``margin`` over the rows) also fires; the run trains on the newest rows
+    trend_z: float | None = Field(None, gt=0, description="z of a rising loss trend that fires (None: off)")
 
     @field_validator("cron")
     @classmethod
@@ -156,7 +159,8 @@ class RolloutPolicy(_Strict):
     ``auto``: it becomes ``canary`` (the service sends it ``canary_fraction`` of traffic); once
     ``min_labelled`` canary predictions have labels (or ``budget`` has passed), its live ``metric`` is
     compared with production's over the same period: promoted, or rolled back with the reason.
-    ``manual``: nothing moves until someone runs ``mloop models promote``.
+    ``manual``: nothing moves until someone runs ``mloop models promote``. With ``judge = "paired"``
+    the two versions are compared on the same rows (``mloop.orchestration.rollout``).
     """
 
     model: str = Field(min_length=1)
@@ -168,6 +172,10 @@ class RolloutPolicy(_Strict):
     budget: str = "1h"
     max_degradation: float = Field(0.01, ge=0)
     z: float = Field(2.0, ge=0, description="noise allowance: standard errors a canary may trail by")
+    # ``live``: each version judged on the traffic it answered itself; ``paired``: both versions
+    # re-predict every labelled row since the canary started, from the logged inputs (twice the rows,
+    # and the per-row difference cancels what the rows themselves make hard or easy)
+    judge: Literal["live", "paired"] = "live"
 
     @field_validator("metric")
     @classmethod

@@ -13,24 +13,33 @@ One call to :func:`advance` moves a model's rollout at most one step and says wh
    at once, so a known-worse model does not keep its share of the traffic while evidence gathers;
 3. past the budget without enough labels → rolled back: no evidence, no promotion.
 
+``judge = "paired"``: both versions re-predict every labelled row logged since the canary started
+(from the logged inputs), so the evidence grows with all the traffic, not only the canary's share, and
+the comparison is paired: per row, the candidate's loss minus production's. ``min_labelled`` then
+counts those rows. A canary whose mean loss difference is beyond ``z`` standard errors either way,
+on at least ``min_labelled_at_budget`` rows, is decided at once (promoted when clearly better, rolled
+back when clearly worse); otherwise the metric on the same rows decides, as above.
+
 Rejected versions (failed validation or the infrastructure check) are never considered, so they
 never receive traffic.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
 from mloop.monitoring.log import labelled_predictions
 from mloop.monitoring.monitor import served_versions
-from mloop.monitoring.windows import degradation, labels_and_predictions
+from mloop.monitoring.windows import INPUT_PREFIX, degradation, labels_and_predictions
 from mloop.orchestration.config import RolloutPolicy
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
@@ -144,8 +153,12 @@ def _judge_canary(
     else:
         live_c = _live(frame, canary.version, info.task, info.classes)
         live_p = _live(frame, production.version, info.task, info.classes)
-    labelled, baseline_rows = int(live_c["rows"]), int(live_p["rows"])
     over_budget = now - started >= policy.budget_td
+    if policy.judge == "paired" and not frame.empty:
+        paired = _paired(workspace, frame, production, canary, info.task, info.classes, policy.metric)
+        if paired is not None:
+            return _judge_paired(workspace, policy, production, canary, started, over_budget, paired)
+    labelled, baseline_rows = int(live_c["rows"]), int(live_p["rows"])
     evidence = {"since": started.isoformat(), "canary": live_c, "production": live_p}
     early = min(labelled, baseline_rows) < policy.min_labelled and not over_budget
     if early and not _clearly_worse(policy, live_c, live_p):
@@ -176,6 +189,134 @@ def _judge_canary(
         f"({direction} is better, allowed {policy.max_degradation:g} worse)"
     )
     if verdict.degraded:
+        reason = f"canary v{canary.version} rolled back: {numbers}"
+        workspace.remove_alias(model, "canary", reason=reason)
+        return RolloutDecision(model, "rollback", canary.version, reason, evidence)
+    reason = f"canary v{canary.version} promoted: {numbers}"
+    workspace.promote(model, canary.version, "production", reason=reason)
+    workspace.remove_alias(model, "canary", reason=f"v{canary.version} is production now")
+    return RolloutDecision(model, "promote", canary.version, reason, evidence)
+
+
+def _predict(model: Any, x: pd.DataFrame, task: str, classes: list[Any] | None) -> tuple[Any, Any]:
+    """Labels (or values) and, for a binary model, the probabilities of ``classes`` in that order."""
+    predicted = np.asarray(model.predict(x))
+    proba = None
+    if task == "classification" and classes and len(classes) == 2 and hasattr(model, "predict_proba"):
+        order = [str(c) for c in getattr(model, "classes_", classes)]
+        if sorted(order) == sorted(str(c) for c in classes):
+            p = np.asarray(model.predict_proba(x), dtype=float)
+            proba = p[:, [order.index(str(c)) for c in classes]]
+    return predicted, proba
+
+
+def _row_losses(
+    metric: str, task: str, classes: list[Any] | None, y: Any, predicted: Any, proba: Any
+) -> np.ndarray:
+    """One loss per row, of the kind ``metric`` averages (or ranks, for ROC-AUC: the Brier score)."""
+    if task == "regression":
+        err = y.astype(float) - predicted.astype(float)
+        return np.asarray(err**2 if metric in ("rmse", "mse") else np.abs(err))
+    if proba is not None and classes and metric in ("roc_auc", "log_loss", "brier"):
+        positive = np.asarray([str(v) == str(classes[1]) for v in y], dtype=float)
+        s = np.clip(proba[:, 1], 1e-15, 1 - 1e-15)
+        if metric == "log_loss":
+            return np.asarray(-(positive * np.log(s) + (1 - positive) * np.log(1 - s)))
+        return np.asarray((positive - s) ** 2)
+    return np.asarray([str(a) != str(b) for a, b in zip(predicted, y, strict=True)], dtype=float)
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """Both versions on the same labelled rows: their metrics and the per-row loss difference."""
+
+    rows: int
+    canary: dict[str, float]
+    production: dict[str, float]
+    difference: float  # mean of candidate loss - production loss (negative: the candidate is better)
+    se: float
+
+
+def _paired(
+    workspace: Workspace,
+    frame: pd.DataFrame,
+    production: ModelVersion,
+    canary: ModelVersion,
+    task: str,
+    classes: list[Any] | None,
+    metric: str,
+) -> _Paired | None:
+    """Re-predict every labelled row since the canary started with both versions (None when the
+    logged inputs do not fit a version, e.g. a column it needs was not logged: judge live then)."""
+    part = frame[frame["label"].notna() & frame["version"].isin([production.version, canary.version])]
+    if part.empty:
+        return _Paired(0, {"rows": 0.0}, {"rows": 0.0}, 0.0, math.inf)
+    inputs = part[[c for c in part.columns if c.startswith(INPUT_PREFIX)]]
+    x = inputs.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX)).reset_index(drop=True)
+    y = labels_and_predictions(part, task, classes)[0]
+    classes = classes or sorted(pd.unique(part["label"]).tolist(), key=str)
+    scores, losses = [], []
+    for version in (canary, production):
+        model = workspace.load_artifact(version.artifact_id, shared=True)
+        names = getattr(model, "feature_names_in_", None)
+        try:
+            predicted, proba = _predict(model, x[list(names)] if names is not None else x, task, classes)
+        except (KeyError, ValueError, TypeError):
+            return None
+        scores.append({"rows": float(len(part)), **score_predictions(task, y, predicted, proba, classes)})
+        losses.append(_row_losses(metric, task, classes, y, predicted, proba))
+    d = losses[0] - losses[1]
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    return _Paired(len(part), scores[0], scores[1], float(d.mean()), se)
+
+
+def _judge_paired(
+    workspace: Workspace,
+    policy: RolloutPolicy,
+    production: ModelVersion,
+    canary: ModelVersion,
+    started: datetime,
+    over_budget: bool,
+    paired: _Paired,
+) -> RolloutDecision:
+    model, n = policy.model, paired.rows
+    evidence = {
+        "since": started.isoformat(),
+        "canary": paired.canary,
+        "production": paired.production,
+        "paired": {"rows": n, "loss_difference": paired.difference, "se": paired.se},
+    }
+    early = n >= policy.min_labelled_at_budget and paired.se < math.inf
+    clear = early and abs(paired.difference) > policy.z * paired.se and paired.difference != 0
+    if n < policy.min_labelled and not over_budget and not clear:
+        return RolloutDecision(
+            model,
+            "wait",
+            canary.version,
+            f"v{canary.version}: {n} labelled rows since the canary started of {policy.min_labelled} needed",
+            evidence,
+        )
+    if n < policy.min_labelled_at_budget or policy.metric not in paired.canary:
+        reason = (
+            f"canary v{canary.version} rolled back: budget {policy.budget} passed with {n} labelled rows "
+            "(no evidence, no promotion)"
+        )
+        workspace.remove_alias(model, "canary", reason=reason)
+        return RolloutDecision(model, "rollback", canary.version, reason, evidence)
+    c, p = paired.canary[policy.metric], paired.production[policy.metric]
+    direction = "lower" if policy.metric in LOWER_IS_BETTER else "higher"
+    numbers = (
+        f"{policy.metric} {c:.4f} vs production v{production.version} {p:.4f} on the same {n} labelled "
+        f"rows ({direction} is better); mean loss difference {paired.difference:+.4f} "
+        f"± {paired.se:.4f}"
+    )
+    if clear:
+        worse = paired.difference > 0
+        numbers += f", beyond {policy.z:g} standard errors"
+    else:
+        worse = degradation(policy.metric, c, n, p, n, margin=policy.max_degradation, z=0).degraded
+        numbers += f", allowed {policy.max_degradation:g} worse"
+    if worse:
         reason = f"canary v{canary.version} rolled back: {numbers}"
         workspace.remove_alias(model, "canary", reason=reason)
         return RolloutDecision(model, "rollback", canary.version, reason, evidence)

@@ -237,8 +237,12 @@ def _monitored(
     else:
         streak = list(mark.get("streak", [])) if same else []
         acted = int(mark.get("acted", -1)) if same else -1
+        rebased = mark.get("rebased") if same else None
+        retry = mark.get("retry") if same else None
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
-        check = _degradation(spec, workspace, model, version, fresh, streak, last, logged, acted)
+        check = _degradation(
+            spec, workspace, model, version, fresh, streak, last, logged, acted, rebased, retry
+        )
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
@@ -287,11 +291,21 @@ def _degradation(
     last: int,
     frame: pd.DataFrame | None = None,
     acted: int = -1,
+    rebased: dict[str, Any] | None = None,
+    retry: dict[str, Any] | None = None,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
-    live loss rose at a change point followed by ``min_rows`` labelled rows. The run then trains on
-    the rows since the change point (or since the degraded streak began)."""
+    live loss rose at a change point followed by ``min_rows`` labelled rows, or (``trend_z``) when it
+    rises steadily. The run then trains on the rows since the change point (or since the degraded
+    streak began; the newest rows for a trend). While a change point has fewer than ``min_rows`` rows
+    after it nothing fires: a run then would train across the change.
+
+    Once the trigger has fired and the version is still in production (its candidate was refused),
+    the level it was at when it fired is its baseline (``rebased``): retraining did not beat it, so it
+    is what the current regime allows, and the same shortfall does not start run after run. A run
+    that trained on few rows of a new regime (``retry``) is tried once more, as a version trained on
+    few rows is refitted, once the regime has ``REFRESH`` times as many rows (at most ``max_rows``)."""
     info = served_versions(workspace, model, [version])[version]
     baseline = info.version.metrics.get(spec.metric)
     if baseline is None and spec.threshold is None:
@@ -301,6 +315,9 @@ def _degradation(
             field="metric",
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
+    holdout_rows = baseline_rows
+    if rebased is not None:
+        baseline, baseline_rows = float(rebased["value"]), int(rebased["rows"])
     size = parse_window(spec.window)
     judged_to = last
     for w in fresh:
@@ -318,8 +335,15 @@ def _degradation(
             threshold=spec.threshold,
         )
         change = _change_point(spec, info, frame, w.end, size, w.index, acted)
-        if change is None and acted != -2:
-            change = _grown(spec, baseline_rows, frame, size, w.index)
+        # a change point too recent to train on: wait for its rows, rather than refit across it
+        pending = change is not None and change.get("pending", False)
+        change = None if pending else change
+        if change is None and acted != -2 and not pending:
+            change = _grown(spec, holdout_rows, frame, size, w.index)
+        if change is None and not pending and retry is not None:
+            change = _retry(frame, w.end, size, w.index, retry)
+        if change is None and not pending:
+            change = _trend(spec, info, frame, w.end, size, w.index, acted)
         if not verdict.degraded:
             streak = []
             if change is None:
@@ -328,10 +352,35 @@ def _degradation(
             streak.append(
                 {"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit}
             )
-        if change is not None or len(streak) >= spec.windows:
+        if not pending and (change is not None or len(streak) >= spec.windows):
+            if change is None or change.get("trend"):
+                # no change point found it: estimate where the regime began, and wait for its rows
+                regime = _regime(spec, info, frame, w.end, size, w.index, acted)
+                if regime is not None and regime.get("pending"):
+                    continue
+                if regime is not None and change is None:
+                    change = regime
+                elif regime is not None and change is not None:  # a trend restarts after its rows
+                    change = {
+                        **change,
+                        "start": regime["start"],
+                        "rows_since": regime["rows_since"],
+                        "regime_row": regime["row"],
+                    }
             since = change["start"] if change is not None else streak[0]["start"]
             if verdict.degraded or change is None:
                 detail = verdict.detail
+            elif change.get("trend"):
+                detail = (
+                    f"loss rising steadily: {change['rise']:+.4f} over {change['rows']} labelled rows "
+                    f"(slope {change['z']:.1f} standard errors)"
+                )
+            elif change.get("retry"):
+                detail = (
+                    f"v{version} is still in production: the candidate trained on about "
+                    f"{change['trained_rows']} rows of this regime was refused; {change['rows_since']} "
+                    "labelled rows of it are there now: retrain once on them"
+                )
             elif change.get("refresh"):
                 detail = (
                     f"v{version} was trained on about {change['trained_rows']} rows; "
@@ -359,9 +408,21 @@ def _degradation(
                 "streak": [],
                 "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
             }
+            if baseline is not None and spec.threshold is None:
+                worse = max if spec.metric in LOWER_IS_BETTER else min
+                watermark["rebased"] = {"value": worse(baseline, verdict.value), "rows": w.labelled}
+            max_rows = int(spec.params.get("max_rows") or 0)
+            if change is not None and "rows_since" in change and not change.get("retry") and max_rows:
+                trained = min(max(int(change["rows_since"]), spec.min_rows), max_rows)
+                if trained * 2 <= max_rows:
+                    need = min(REFRESH * trained, max_rows)
+                    start = 0 if change.get("refresh") else change.get("regime_row", change["row"])
+                    watermark["retry"] = {"row": start, "start": since, "trained": trained, "need": need}
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
                 params["min_rows"] = spec.min_rows
+            if change is not None and "rows_since" in change and not change.get("refresh"):
+                detail += f"; trains on the {change['rows_since']} labelled rows since the change"
             firing = Firing(f"degradation/{model}/v{version}/{spec.window}/{w.index}", evidence, params)
             return TriggerCheck(f"degraded: {detail}", firing, watermark)
     watermark = {
@@ -371,6 +432,10 @@ def _degradation(
         "streak": streak,
         "acted": acted,
     }
+    if rebased is not None:
+        watermark["rebased"] = rebased
+    if retry is not None:
+        watermark["retry"] = retry
     text = (
         f"{spec.metric} within bounds" if not streak else f"{len(streak)}/{spec.windows} degraded window(s)"
     )
@@ -409,6 +474,104 @@ def _grown(
     }
 
 
+def _labelled_upto(frame: pd.DataFrame, end: Any, size: Any, index: int) -> pd.DataFrame:
+    """The labelled rows of the version's log up to the end of window ``index``."""
+    if isinstance(size, int):
+        part = frame.iloc[: (index + 1) * size]
+    else:
+        part = frame[pd.to_datetime(frame["ts"], utc=True) <= pd.Timestamp(end)]
+    return part[part["label"].notna()]
+
+
+def _trend(
+    spec: TriggerSpec,
+    info: Any,
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    acted: int,
+) -> dict[str, Any] | None:
+    """A steady rise of the live loss since the version took production (or since the trigger last
+    acted): slope beyond ``spec.trend_z`` standard errors over at least twice ``min_rows`` labelled
+    rows, rising by at least ``margin`` (relative for regression). The run trains on the rows since
+    the split where the loss rose most (:func:`_regime`)."""
+    if spec.trend_z is None or frame is None or frame.empty:
+        return None
+    upto = _labelled_upto(frame, end, size, index)
+    part = upto.iloc[max(acted, 0) :]
+    if len(part) < 2 * max(spec.min_rows, 1):
+        return None
+    regression = info.task == "regression"
+    scale = info.version.metrics.get("mae") if regression else None
+    losses = changepoint.row_losses(part, info.task, info.classes, scale)
+    slope, z = changepoint.trend(losses)
+    rise = slope * (len(losses) - 1)
+    start = float(losses.mean()) - rise / 2  # the fitted loss at the first row
+    effect = rise / max(start, 1e-12) if regression or spec.metric in LOWER_IS_BETTER else rise
+    if z < spec.trend_z or effect < spec.margin:
+        return None
+    return {
+        "trend": True,
+        "row": len(upto),
+        "start": "",
+        "rows": len(part),
+        "rise": round(rise, 6),
+        "z": round(z, 3),
+    }
+
+
+def _retry(
+    frame: pd.DataFrame | None, end: Any, size: Any, index: int, retry: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The regime of a refused run has grown to ``retry["need"]`` labelled rows: train on them."""
+    if frame is None or frame.empty:
+        return None
+    grown = len(_labelled_upto(frame, end, size, index)) - int(retry["row"])
+    if grown < int(retry["need"]):
+        return None
+    return {
+        "retry": True,
+        "row": int(retry["row"]),
+        "start": retry["start"],
+        "rows_since": grown,
+        "trained_rows": int(retry["trained"]),
+    }
+
+
+def _regime(
+    spec: TriggerSpec,
+    info: Any,
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    acted: int,
+) -> dict[str, Any] | None:
+    """Where the current regime began when no change point marked it (a degraded window, a trend):
+    the split of the version's labelled rows since the trigger last acted that maximises the rise of
+    the loss (:func:`changepoint.split`); ``{"pending": True}`` while fewer than ``min_rows`` rows
+    followed it. None when the trigger does not size its runs (``min_rows`` = 0)."""
+    if not spec.min_rows or frame is None or frame.empty:
+        return None
+    upto = _labelled_upto(frame, end, size, index)
+    offset = max(acted, 0)
+    part = upto.iloc[offset:]
+    if len(part) < 2:
+        return None
+    scale = info.version.metrics.get("mae") if info.task == "regression" else None
+    losses = changepoint.row_losses(part, info.task, info.classes, scale)
+    cut = changepoint.split(losses, lo_rows=min(30, max(1, len(part) // 4)))
+    if len(part) - cut < spec.min_rows:
+        return {"pending": True}
+    return {
+        "regime": True,
+        "row": offset + cut,
+        "start": pd.to_datetime(part["ts"], utc=True).iloc[cut].isoformat(),
+        "rows_since": len(part) - cut,
+    }
+
+
 def _change_point(
     spec: TriggerSpec,
     info: Any,
@@ -419,14 +582,11 @@ def _change_point(
     acted: int,
 ) -> dict[str, Any] | None:
     """A new change point (after ``acted``) in the rows up to window ``index``, followed by at least
-    ``spec.min_rows`` labelled rows; None if there is none or detection is off."""
+    ``spec.min_rows`` labelled rows (``{"pending": True}`` while fewer followed it); None if there is
+    none or detection is off."""
     if spec.detector == "none" or frame is None or frame.empty:
         return None
-    if isinstance(size, int):
-        part = frame.iloc[: (index + 1) * size]
-    else:
-        part = frame[pd.to_datetime(frame["ts"], utc=True) <= pd.Timestamp(end)]
-    part = part[part["label"].notna()]
+    part = _labelled_upto(frame, end, size, index)
     if part.empty:
         return None
     lower = spec.metric in LOWER_IS_BETTER and info.task == "regression"
@@ -435,8 +595,10 @@ def _change_point(
     found = changepoint.detect(
         losses, delta=spec.delta, min_effect=spec.margin, relative=lower or info.task == "regression"
     )
-    if found is None or found.row <= acted or len(part) - found.row < max(spec.min_rows, 1):
+    if found is None or found.row <= acted:
         return None
+    if len(part) - found.row < max(spec.min_rows, 1):
+        return {"pending": True, "row": found.row}
     return {
         **found.to_dict(),
         "start": pd.to_datetime(part["ts"], utc=True).iloc[found.row].isoformat(),

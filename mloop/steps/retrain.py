@@ -15,6 +15,7 @@ which needs no scaling and treats missing values natively).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloop.core.context import log_params
+from mloop.core.context import log_metrics, log_params
 from mloop.core.pipeline import pipeline
+from mloop.core.serialize import serialize
 from mloop.core.step import step
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.monitoring.log import labelled_predictions
@@ -33,7 +35,9 @@ from mloop.steps.context import workspace as step_workspace
 from mloop.steps.data import check_drift, statistics, validate_schema
 from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
 from mloop.validation.infra import InfraReport
+from mloop.validation.infra import check_serving as measure_serving
 from mloop.validation.io import read_table
+from mloop.validation.model import LOWER_IS_BETTER, evaluate
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
@@ -110,13 +114,22 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
     return factory
 
 
-@step
+def _log_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
+    rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+    rows[target] = frame["label"].to_numpy()
+    return rows.reset_index(drop=True)
+
+
+@step(outputs=["rows", "older"])
 def training_rows(
     data: str, model_name: str, target: str, since: str = "", max_rows: int = 0, min_rows: int = 0
-) -> pd.DataFrame:
+) -> tuple:
     """The rows to train on: a CSV/Parquet file, or (``data = "log"``) the labelled prediction log of
     ``model_name`` from ``since`` on (the trigger's change point: the current regime), extended back
-    to the newest ``min_rows`` when fewer rows followed it; at most the newest ``max_rows`` (0 = all)."""
+    to the newest ``min_rows`` when fewer rows followed it; at most the newest ``max_rows`` (0 = all).
+    ``older``: the labelled rows just before them, up to ``max_rows`` in all (none for a file)."""
+    older: pd.DataFrame | None = None
     if data == "log":
         ws = step_workspace()
         everything = labelled_predictions(ws.prediction_log_dir, model_name)
@@ -124,20 +137,30 @@ def training_rows(
         frame = window_frame(everything, since or None)
         if len(frame) < min_rows:
             frame = everything.iloc[-min_rows:]
-        inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
-        rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
-        rows[target] = frame["label"].to_numpy()
-        rows = rows.reset_index(drop=True)
+        rows = _log_rows(frame, target)
+        if max_rows and len(frame) < max_rows:
+            before = everything.iloc[: len(everything) - len(frame)]
+            older = _log_rows(before.iloc[-(max_rows - len(frame)) :], target)
     else:
         rows = read_table(Path(data)).to_pandas()
     if max_rows and len(rows) > max_rows:
         rows = rows.iloc[-max_rows:].reset_index(drop=True)
     if len(rows) < 20:
         raise DataError(f"only {len(rows)} labelled rows to train on (need at least 20)", field="data")
-    log_params({"training_source": data, "since": since, "rows": len(rows), "min_rows": min_rows})
+    if older is None or set(older.columns) != set(rows.columns):
+        older = rows.iloc[:0]
+    log_params(
+        {
+            "training_source": data,
+            "since": since,
+            "rows": len(rows),
+            "min_rows": min_rows,
+            "older": len(older),
+        }
+    )
     # reports downstream (e.g. the schema gate's anomalies) name the data, not "<DataFrame>"
     rows.attrs["source"] = f"prediction log of {model_name}" if data == "log" else str(data)
-    return rows
+    return rows, older
 
 
 @step(outputs=["train", "test"])
@@ -148,18 +171,27 @@ def split_recent(rows: pd.DataFrame, holdout_fraction: float = 0.2) -> tuple:
 
 
 @step
-def latency_gate(infra: InfraReport, enforce_latency: bool = True) -> InfraReport:
-    """The infrastructure check's verdict as registration uses it. With ``enforce_latency=False`` (what
-    ``mloop backtest`` runs) the measured latencies and load time are recorded but do not decide:
-    they depend on the machine's load, and a replay's decisions may depend only on the data, the
-    configuration and the seed. A model that cannot be loaded at all is refused either way."""
-    if enforce_latency or infra.passed:
+def latency_gate(
+    model: Any, sample: pd.DataFrame, target: str, budget_p99_ms: float = 200.0, enforce_latency: bool = True
+) -> InfraReport:
+    """The infrastructure check as registration uses it. Enforced (a deployment): the model is loaded
+    and timed in a fresh serving process (:func:`mloop.steps.infra_check`) and its verdict stands.
+    With ``enforce_latency=False`` (what ``mloop backtest`` runs) latencies and load time are measured
+    in this process (an interpreter start per candidate was most of a backtest's CPU) and recorded,
+    but do not decide: they depend on the machine's load, and a replay's decisions may depend only on
+    the data, the configuration and the seed. A model that cannot be loaded, or cannot predict its
+    own input rows, is refused either way."""
+    if enforce_latency:
+        return infra_check(model, sample, target, budget_p99_ms=budget_p99_ms)
+    _, data = serialize(model, what="model")
+    names = getattr(model, "feature_names_in_", None)
+    rows = sample[list(names)] if names is not None else sample.drop(columns=[target], errors="ignore")
+    digest = hashlib.sha256(data).hexdigest()
+    infra = measure_serving(data, digest, rows, budget_p99_ms=budget_p99_ms, repeats=50, in_process=True)
+    log_metrics({k: v for k in ("cold_load_s", "p50_ms", "p99_ms") if (v := getattr(infra, k)) is not None})
+    if infra.passed or infra.p99_ms is None:
         return infra
-    crashed = infra.p99_ms is None and not (infra.error or "").startswith("no answer within")
-    if crashed:
-        return infra
-    note = f"recorded, not enforced: {infra.error}" if infra.error else None
-    return dataclasses.replace(infra, passed=True, error=note)
+    return dataclasses.replace(infra, passed=True, error=f"recorded, not enforced: {infra.error}")
 
 
 def _production_holder(workspace: Workspace, params: dict[str, Any]) -> str:
@@ -195,13 +227,38 @@ def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 @step
-def fit_model(train: pd.DataFrame, target: str, estimator: str = "auto") -> Any:
-    """Fit the estimator ``estimator`` names (task inferred from the target column)."""
+def fit_model(
+    train: pd.DataFrame,
+    target: str,
+    estimator: str = "auto",
+    older: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
+    compare_wider: bool = False,
+) -> Any:
+    """Fit the estimator ``estimator`` names (task inferred from the target column). With
+    ``compare_wider``, given ``older`` rows (the ones before the current regime) and ``test`` (the
+    newest rows, held out), a second fit on ``older`` + ``train`` is kept instead when it scores better
+    on ``test``: after an abrupt change the regime's own rows win, under slow drift or a false alarm
+    the longer window does."""
     features, y = train.drop(columns=[target]), train[target]
     task = infer_task(y)
-    model = estimator_factory(estimator)(features, task).fit(features, y)
+    factory = estimator_factory(estimator)
+    model = factory(features, task).fit(features, y)
+    chosen = {"window": "regime", "n_train": len(train)}
+    comparable = older is not None and test is not None and len(older) > 0 and len(test) > 0
+    if compare_wider and comparable and older is not None and test is not None:
+        wide = pd.concat([older[train.columns], train], ignore_index=True)
+        wide_model = factory(wide.drop(columns=[target]), task).fit(wide.drop(columns=[target]), wide[target])
+        narrow_eval, wide_eval = evaluate(model, test, target), evaluate(wide_model, test, target)
+        metric = narrow_eval.primary
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        narrow_score = narrow_eval.metrics.get(metric, float("nan"))
+        wide_score = wide_eval.metrics.get(metric, float("nan"))
+        if sign * (wide_score - narrow_score) > 0:
+            model, chosen = wide_model, {"window": "wider", "n_train": len(wide)}
+        log_metrics({f"regime_{metric}": narrow_score, f"wider_{metric}": wide_score})
     described = describe_default_model(features, task) if estimator == "auto" else estimator
-    log_params({"model": described, "task": task, "n_train": len(train)})
+    log_params({"model": described, "task": task, **chosen})
     return model
 
 
@@ -217,16 +274,17 @@ def retrain(
     estimator: str = "auto",
     budget_p99_ms: float = 200.0,
     enforce_latency: bool = True,
+    compare_wider: bool = False,
 ) -> None:
     """Train the default model on recent labelled rows, validate it against production, register it."""
-    rows = training_rows(data, model_name, target, since=since, max_rows=max_rows, min_rows=min_rows)
+    rows, older = training_rows(data, model_name, target, since=since, max_rows=max_rows, min_rows=min_rows)
     schema = production_schema(rows, model_name, target)
     validate_schema(features_of(rows, target), schema)
     train, test = split_recent(rows, holdout_fraction=holdout_fraction)
     reference = statistics(train)
     check_drift(reference, test)
-    model = fit_model(train, target, estimator=estimator)
+    model = fit_model(train, target, estimator=estimator, older=older, test=test, compare_wider=compare_wider)
     evaluation = evaluate_model(model, test, target)
     verdict = validate_model(evaluation, test, model_name)
-    infra = latency_gate(infra_check(model, test, target, budget_p99_ms=budget_p99_ms), enforce_latency)
+    infra = latency_gate(model, test, target, budget_p99_ms=budget_p99_ms, enforce_latency=enforce_latency)
     register_model(model, model_name, evaluation, verdict, infra, reference)

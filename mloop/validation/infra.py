@@ -3,7 +3,9 @@
 The artifact is loaded in a fresh Python process that imports only what unpickling and prediction
 need (joblib, pandas and the model's own libraries; not mloop), so a model that depends on something
 only the training process had fails here rather than in production. It measures cold load time
-(interpreter start to model in memory) and single-row prediction latency (p50/p99).
+(interpreter start to model in memory) and single-row prediction latency (p50/p99). A replay, whose
+decisions never depend on latency, may take the same measurement in its own process
+(``in_process=True``): no interpreter start per candidate, no check of the model's imports.
 
 Verdicts do not depend on how busy the machine is:
 
@@ -38,6 +40,49 @@ from mloop.deprecations import renamed
 
 __all__ = ["InfraReport", "check_serving"]
 
+
+def _time_predictions(model: Any, rows: Any, repeats: int, budget_ms: float, rounds: int) -> dict[str, Any]:
+    """Single-row latencies as the service predicts (one BLAS/OpenMP thread, after an unmeasured
+    warm-up), best round of up to ``rounds`` while over budget, and the prediction's own CPU time.
+    Runs in the fresh process (its source is part of the child's script) and, for a replay, in this
+    one: it uses only the standard library, pandas and the model's own code."""
+    import contextlib
+    import time
+
+    try:  # as served: a one-row prediction runs on one BLAS/OpenMP thread (no spinning thread team)
+        from threadpoolctl import threadpool_limits
+
+        one_thread: Any = threadpool_limits(1)
+    except ImportError:
+        one_thread = contextlib.nullcontext()
+    with one_thread:  # restored on the way out (it matters when this runs in the caller's process)
+        batch = model.predict(rows)
+        assert len(batch) == len(rows), "predict returned a different number of rows"
+        singles = [rows.iloc[[i]] for i in range(len(rows))]
+        for i in range(min(20, repeats)):  # warm-up (caches, lazy imports), not measured
+            model.predict(singles[i % len(singles)])
+        measured: list[tuple[float, float]] = []
+        cpu: list[float] = []
+        for _ in range(rounds):  # a round over budget is measured again: a busy neighbour is not the model
+            latencies: list[float] = []
+            for i in range(repeats):
+                row = singles[i % len(singles)]
+                start, start_cpu = time.perf_counter(), time.thread_time()
+                model.predict(row)
+                latencies.append((time.perf_counter() - start) * 1000)
+                cpu.append((time.thread_time() - start_cpu) * 1000)
+            latencies.sort()
+            p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+            p50 = latencies[min(len(latencies) - 1, int(0.5 * len(latencies)))]
+            measured.append((p99, p50))
+            if p99 <= budget_ms:
+                break
+    p99, p50 = min(measured)
+    cpu.sort()
+    cpu_p99 = cpu[min(len(cpu) - 1, int(0.99 * len(cpu)))]
+    return {"p50_ms": p50, "p99_ms": p99, "cpu_p99_ms": cpu_p99, "rows": len(rows), "rounds": len(measured)}
+
+
 _CHILD = r"""
 import hashlib, json, sys, time
 t0 = time.perf_counter()
@@ -49,36 +94,11 @@ if hashlib.sha256(data).hexdigest() != digest:
     raise SystemExit("artifact digest mismatch: refusing to load it")
 model = joblib.load(io.BytesIO(data))
 load_s, load_cpu_s = time.perf_counter() - t0, time.process_time()
-try:  # as served: a one-row prediction runs on one BLAS/OpenMP thread (no spinning thread team)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
-except ImportError:
-    pass
 rows = pd.read_json(rows_path, orient="split", convert_axes=False, convert_dates=False)
-batch = model.predict(rows)
-assert len(batch) == len(rows), "predict returned a different number of rows"
-singles = [rows.iloc[[i]] for i in range(len(rows))]
-for i in range(min(20, repeats)):  # warm-up (caches, lazy imports), not measured
-    model.predict(singles[i % len(singles)])
-measured, cpu = [], []
-for _ in range(rounds):  # a round over budget is measured again: a busy neighbour is not the model
-    latencies = []
-    for i in range(repeats):
-        row = singles[i % len(singles)]
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        model.predict(row)
-        latencies.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.thread_time() - start_cpu) * 1000)
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-    measured.append((p(0.99), p(0.5)))
-    if p(0.99) <= budget_ms:
-        break
-p99, p50 = min(measured)
-cpu.sort()
-cpu_p99 = cpu[min(len(cpu) - 1, int(0.99 * len(cpu)))]
-print(json.dumps({"cold_load_s": load_s, "cold_load_cpu_s": load_cpu_s, "p50_ms": p50, "p99_ms": p99,
-                  "cpu_p99_ms": cpu_p99, "rows": len(rows), "rounds": len(measured)}))
+from typing import Any
+{measure}
+result = _time_predictions(model, rows, repeats, budget_ms, rounds)
+print(json.dumps({{"cold_load_s": load_s, "cold_load_cpu_s": load_cpu_s, **result}}))
 """
 
 
@@ -121,53 +141,26 @@ def check_serving(
     repeats: int = 200,
     rounds: int = 3,
     timeout_s: float = 120.0,
+    in_process: bool = False,
 ) -> InfraReport:
     """Load and exercise a serialized model (joblib bytes) in a fresh process on ``sample`` input rows.
 
     ``repeats`` single-row predictions per round; up to ``rounds`` rounds while p99 is over budget.
+    ``in_process=True`` (a replay, where latencies are recorded and never decide) loads and times the
+    model in this process instead: the same measurement without an interpreter start per candidate,
+    so the cold load is the unpickling alone and a dependency only this process has goes unnoticed.
     """
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mloop-infra-") as tmp:
-        model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.json"
-        model_path.write_bytes(model_bytes)
-        sample.head(100).to_json(rows_path, orient="split", index=False)
-        try:
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-I",
-                    "-c",
-                    _CHILD,
-                    str(model_path),
-                    digest,
-                    str(rows_path),
-                    str(repeats),
-                    repr(budget_p99_ms),
-                    str(max(1, rounds)),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                cwd=tmp,
-            )
-        except subprocess.TimeoutExpired:
-            return InfraReport(
-                False, None, None, None, budget_p99_ms, budget_load_s, f"no answer within {timeout_s:g} s"
-            )
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return InfraReport(
-            False,
-            None,
-            None,
-            None,
-            budget_p99_ms,
-            budget_load_s,
-            lines[-1] if lines else f"exit code {done.returncode}",
-            wall,
+    rows = sample.head(100).reset_index(drop=True)
+    if in_process:
+        result = _measure_here(model_bytes, digest, rows, repeats, budget_p99_ms, max(1, rounds))
+    else:
+        result = _measure_in_child(
+            model_bytes, digest, rows, repeats, budget_p99_ms, max(1, rounds), timeout_s
         )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    wall = time.perf_counter() - started
+    if "error" in result:
+        return InfraReport(False, None, None, None, budget_p99_ms, budget_load_s, result["error"], wall)
     problems = []
     if result["p99_ms"] > budget_p99_ms and result["cpu_p99_ms"] > budget_p99_ms:
         problems.append(
@@ -192,6 +185,65 @@ def check_serving(
         result["rounds"],
         result["cpu_p99_ms"],
     )
+
+
+def _measure_in_child(
+    model_bytes: bytes,
+    digest: str,
+    rows: pd.DataFrame,
+    repeats: int,
+    budget_ms: float,
+    rounds: int,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The measurement in a fresh interpreter (``_CHILD``), or ``{"error": why}``."""
+    import inspect
+
+    script = _CHILD.format(measure=inspect.getsource(_time_predictions))
+    with tempfile.TemporaryDirectory(prefix="mloop-infra-") as tmp:
+        model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.json"
+        model_path.write_bytes(model_bytes)
+        rows.to_json(rows_path, orient="split", index=False)
+        args = [str(model_path), digest, str(rows_path), str(repeats), repr(budget_ms), str(rounds)]
+        try:
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", script, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=tmp,
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"no answer within {timeout_s:g} s"}
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"exit code {done.returncode}"}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _measure_here(
+    model_bytes: bytes, digest: str, rows: pd.DataFrame, repeats: int, budget_ms: float, rounds: int
+) -> dict[str, Any]:
+    """The same measurement in this process (``check_serving(in_process=True)``), or ``{"error": why}``."""
+    import hashlib
+    import io
+
+    import joblib
+
+    if hashlib.sha256(model_bytes).hexdigest() != digest:
+        return {"error": "artifact digest mismatch: refusing to load it"}
+    t0, c0 = time.perf_counter(), time.thread_time()
+    try:
+        model = joblib.load(io.BytesIO(model_bytes))
+    except Exception as exc:  # whatever unpickling raises is the verdict, as in the fresh process
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    load_s, load_cpu_s = time.perf_counter() - t0, time.thread_time() - c0
+    try:
+        result = _time_predictions(model, rows, repeats, budget_ms, rounds)
+    except Exception as exc:  # a model that cannot predict its own input rows fails the check
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"cold_load_s": load_s, "cold_load_cpu_s": load_cpu_s, **result}
 
 
 # old names, for one release (mloop.deprecations)

@@ -121,3 +121,40 @@ def test_a_known_worse_canary_is_rolled_back_early_and_a_slightly_worse_one_is_n
     decision = advance(ws, even, utcnow(), log_dir=tmp_path / "log")
     c, p = decision.evidence["canary"]["accuracy"], decision.evidence["production"]["accuracy"]
     assert decision.version == weaker and decision.action == ("promote" if c >= p else "rollback")
+
+
+def test_a_paired_judgement_uses_every_labelled_row_and_decides_clear_cases_early(
+    ws: mloop.Workspace, tmp_path: Path
+) -> None:
+    """``judge = "paired"``: both versions re-predict every labelled row since the canary started
+    (whichever version answered it), so a canary on a fifth of the traffic is judged on all of it; a
+    difference beyond ``z`` standard errors decides before ``min_labelled``."""
+    paired = AUTO.model_copy(
+        update={
+            "judge": "paired",
+            "canary_fraction": 0.2,
+            "min_labelled": 10_000,
+            "min_labelled_at_budget": 30,
+        }
+    )
+    bad = register(ws, stream(600, seed=2), flip=True)
+    assert advance(ws, paired, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    svc = service(ws, tmp_path / "log", canary_fraction=0.2)
+    answers = serve_rows(svc, stream(200, seed=3), batch=10)
+    svc.stop()
+    served_by_canary = sum(len(a["predictions"]) for a in answers if a["version"] == bad)
+    decision = advance(ws, paired, utcnow(), log_dir=tmp_path / "log")
+    assert (decision.action, decision.version) == ("rollback", bad), decision.reason
+    assert decision.evidence["paired"]["rows"] == 200 > served_by_canary
+    assert decision.evidence["paired"]["loss_difference"] > 0 and "standard errors" in decision.reason
+    # a version trained on the concept live traffic now follows: clearly better on the same rows
+    good = register(ws, stream(3000, drift_at=0, seed=4))
+    assert advance(ws, paired, utcnow(), log_dir=tmp_path / "log").action == "canary"
+    svc = service(ws, tmp_path / "log", canary_fraction=0.2)
+    serve_rows(svc, stream(200, drift_at=0, seed=5), batch=10)
+    svc.stop()
+    decision = advance(ws, paired, utcnow(), log_dir=tmp_path / "log")
+    assert (decision.action, decision.version) == ("promote", good), decision.reason
+    c, p = decision.evidence["canary"]["accuracy"], decision.evidence["production"]["accuracy"]
+    assert c > p and decision.evidence["canary"]["rows"] == decision.evidence["production"]["rows"] == 200
+    assert ws.model_version(f"{MODEL}@production").version == good

@@ -118,3 +118,19 @@ def test_histgradientboosting_meets_the_default_budget_on_a_busy_machine() -> No
     with cpu_hog():
         report = check_serving(data, hashlib.sha256(data).hexdigest(), x, repeats=200)
     assert report.passed, report.error
+
+
+def test_in_process_measures_the_same_way_and_refuses_what_cannot_load_or_predict() -> None:
+    """A replay's check (``in_process=True``): no interpreter per candidate, the same verdict rules."""
+    data, rows = fitted()
+    digest = hashlib.sha256(data).hexdigest()
+    report = check_serving(data, digest, rows, repeats=20, in_process=True)
+    assert report.passed and report.error is None and report.rounds == 1
+    assert 0 < report.p50_ms <= report.p99_ms and report.cold_load_cpu_s is not None
+    assert not check_serving(data, digest, rows, budget_p99_ms=1e-6, repeats=5, in_process=True).passed
+    assert "digest mismatch" in (check_serving(data, "0" * 64, rows, in_process=True).error or "")
+    junk = b"not a pickle"
+    broken = check_serving(junk, hashlib.sha256(junk).hexdigest(), rows, in_process=True)
+    assert not broken.passed and broken.p99_ms is None and broken.error
+    wrong = check_serving(data, digest, rows.rename(columns={"a": "z"}), in_process=True)
+    assert not wrong.passed and wrong.p99_ms is None and "feature names" in (wrong.error or "")

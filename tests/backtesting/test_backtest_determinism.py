@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from loop_helpers import stream
 
-from mloop.orchestration.backtest import BacktestReport, backtest
+from mloop.backtesting.backtest import BacktestReport, backtest
 
 
 def _spin() -> None:  # pragma: no cover - runs in the helper processes

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mloop.backtesting.policy import MODEL, adapt, default_loop_config
+from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
+from mloop.backtesting.targets import check_target, choose_metric
 from mloop.errors import DataError, NotFoundError, ParameterError
-from mloop.orchestration.config import LoopConfig, RolloutPolicy, TriggerSpec
-from mloop.orchestration.replay import LoopEvent, Replay, replay_stream
-from mloop.orchestration.retrain import describe_default_model, estimator_factory, infer_task
-from mloop.orchestration.targets import check_target, choose_metric
+from mloop.orchestration.config import LoopConfig
+from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task
 from mloop.validation.io import read_table
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
@@ -35,14 +36,10 @@ __all__ = [
     "BacktestReport",
     "PolicyResult",
     "backtest",
-    "backtest_html",
-    "default_loop_config",
     "load_stream",
     "score_policies",
 ]
 
-MODEL = "backtest"
-RETRAIN = "mloop.orchestration.retrain:retrain"
 MIN_WINDOW_ROWS = 20
 
 
@@ -161,97 +158,6 @@ def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None =
     return frame
 
 
-def default_loop_config(
-    task: str,
-    target: str,
-    window_rows: int,
-    initial_rows: int,
-    model: str = MODEL,
-    metric: str | None = None,
-) -> LoopConfig:
-    """The default policy (bench/RESULTS.md has the figures it was tuned to, and held out on):
-
-    - **when**: the production version's live loss rises at a change point (ADWIN, river) that
-      ``min_rows`` labelled rows have followed, or a window of half the replay's window falls below
-      its own hold-out score beyond noise. The baseline belongs to the version in production, and
-      that version was validated on the newest rows of the regime it was trained on;
-    - **on what**: the rows since the change point (or since the degraded window began), at least
-      ``min_rows`` = half a window, at most as many as the first model had;
-    - **rollout**: a validated candidate (checked against production on the newest rows) serves half
-      the traffic until ``min_labelled`` of its answers are labelled; it is promoted only if its live
-      metric is no worse than production's over the same period, and rolled back as soon as it is
-      significantly worse.
-    Latencies are recorded but never decide in a replay (``enforce_latency=False``)."""
-    from mloop.orchestration import changepoint
-
-    metric = metric or ("accuracy" if task == "classification" else "mae")
-    lower = metric in LOWER_IS_BETTER
-    min_rows = max(50, min(initial_rows, window_rows) // 2)
-    common = {
-        "pipeline": RETRAIN,
-        "model": model,
-        "window": max(25, window_rows // 2),
-        "params": {
-            "model_name": model,
-            "target": target,
-            "max_rows": initial_rows,
-            "enforce_latency": False,
-        },
-    }
-    return LoopConfig(
-        triggers=[
-            TriggerSpec(
-                name="degradation",
-                kind="degradation",
-                metric=metric,
-                margin=0.05 if lower else 0.02,
-                z=2.5,
-                min_labelled=min(100, max(1, window_rows // 4)),
-                detector="adwin" if changepoint.available() else "none",
-                min_rows=min_rows,
-                **common,
-            ),
-        ],
-        rollout=[
-            RolloutPolicy(
-                model=model,
-                canary_fraction=0.5,
-                metric=metric,
-                min_labelled=max(30, min(200, window_rows // 10)),
-                min_labelled_at_budget=min(30, max(1, window_rows // 20)),
-                budget="30d",
-                max_degradation=0.0,
-            )
-        ],
-    )
-
-
-def _adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial_rows: int) -> LoopConfig:
-    """A user's triggers and rollout policy, pointed at the backtest's model and windows."""
-    triggers = []
-    for spec in config.triggers:
-        if spec.kind not in ("drift", "degradation"):
-            continue  # schedules and new files have no meaning on a replayed history
-        params = {
-            **spec.params,
-            "model_name": model,
-            "target": target,
-            "max_rows": initial_rows,
-            "enforce_latency": False,  # a replay's decisions never depend on the machine's load
-        }
-        triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
-    rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
-    if not triggers:
-        raise ParameterError(
-            "the configuration has no drift or degradation trigger to backtest", field="config"
-        )
-    return LoopConfig(
-        triggers=triggers,
-        rollout=rollout
-        or default_loop_config("classification", target, window_rows, initial_rows, model).rollout,
-    )
-
-
 def _scores(
     task: str,
     y: np.ndarray,
@@ -333,7 +239,7 @@ def backtest(
     factory = estimator_factory(estimator)
     features = frame.drop(columns=[target])
     loop_config = (
-        _adapt(config, MODEL, target, window_rows, n0)
+        adapt(config, MODEL, target, window_rows, n0)
         if config is not None
         else default_loop_config(task, target, window_rows, n0, metric=metric)
     )
@@ -487,71 +393,4 @@ def _loop_result(
         classes,
         replay.retrains,
         metric,
-    )
-
-
-def _settings(value: Any, skip: tuple[str, ...] = ()) -> str:
-    """A trigger's or policy's settings as ``key = value`` pairs people read, not a Python dict."""
-    items = value.items() if isinstance(value, dict) else vars(value).items()
-    return " · ".join(f"{k} = {v}" for k, v in items if k not in skip and v not in (None, {}, []))
-
-
-def _verdict(report: BacktestReport) -> str:
-    """Green when the loop beat the static model and kept most of every-window retraining's gain,
-    amber when it beat the static model by less, red when it did worse than leaving the model alone."""
-    primary = report.primary
-    loop, static = report.loop.metrics.get(primary), report.static.metrics.get(primary)
-    if loop is None or static is None:
-        return "warn"
-    lower_is_better = primary in ("rmse", "mae", "mse", "log_loss")
-    better = loop < static if lower_is_better else loop > static
-    if not better and loop != static:
-        return "bad"
-    return "good" if report.recovered is None or report.recovered >= 0.9 else "warn"
-
-
-def backtest_html(
-    report: BacktestReport,
-    *,
-    title: str = "Backtest of the retraining loop",
-    extra: str = "",
-    row_name: str = "row",
-) -> str:
-    """A self-contained HTML page: the three policies per window, the loop's deployments marked.
-
-    Events are numbered by ``row_name`` of the whole data (the first rows trained the first model)."""
-    from mloop.monitoring.charts import PALETTE, line_chart
-    from mloop.monitoring.report import environment
-
-    primary = report.primary
-    policies = [("loop", report.loop), ("static", report.static), ("every_window", report.every_window)]
-    series = {name: [w.get(primary) for w in p.windows] for name, p in policies}
-    markers = [
-        (
-            e.row / report.window_rows - 0.5,
-            f"{e.kind} v{e.version}: {e.detail}",
-            "#54a24b" if e.kind == "promote" else "#e45756",
-        )
-        for e in report.events
-        if e.kind in ("promote", "rollback")
-    ]
-    chart = line_chart(series, markers=markers, y_label=primary)
-    names = sorted({m for _, p in policies for m in p.metrics})
-    return (
-        environment()
-        .get_template("backtest.html.j2")
-        .render(
-            r=report,
-            title=title,
-            recovered=report.recovered,
-            policies=policies,
-            metric_names=names,
-            primary=primary,
-            chart=chart,
-            legend=list(zip(series, PALETTE, strict=False)),
-            extra=extra,
-            verdict=_verdict(report),
-            row_name=row_name,
-            settings=_settings,
-        )
     )

@@ -12,9 +12,10 @@ import pytest
 from commands import mloop_command
 from loop_helpers import stream
 
+from mloop.backtesting.backtest import backtest
+from mloop.backtesting.report import backtest_html
 from mloop.cli import main
 from mloop.errors import DataError, ParameterError
-from mloop.orchestration.backtest import backtest, backtest_html
 
 
 @pytest.mark.slow
