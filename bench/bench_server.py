@@ -129,9 +129,13 @@ def fill_mloop(url: str, n: int) -> None:
             conn.execute(t.runs.insert(), runs)
             conn.execute(t.params.insert(), params)
             conn.execute(t.metrics.insert(), metrics)
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(sa.text("ANALYZE"))
+            # one point per key: each is its run's latest value (log_metrics keeps this table so)
+            conn.execute(
+                t.latest_metrics.insert(), [{k: m[k] for k in m if k != "step_run_id"} for m in metrics]
+            )
+    if engine.dialect.name == "postgresql":  # what autovacuum does to a live database after a bulk load
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE runs, params, metrics, latest_metrics"))
     engine.dispose()
 
 
@@ -188,9 +192,9 @@ def fill_mlflow(url: str, n: int) -> str:
             conn.execute(tm.insert(), metrics)
             conn.execute(tl.insert(), metrics)
             conn.execute(tt.insert(), tags)
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(sa.text("ANALYZE"))
+    if engine.dialect.name == "postgresql":  # what autovacuum does to a live database after a bulk load
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE runs, params, metrics, latest_metrics, tags"))
     engine.dispose()
     return str(exp)
 

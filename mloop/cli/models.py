@@ -19,7 +19,7 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
-from mloop.errors import DataError, NotFoundError
+from mloop.errors import DataError, NotFoundError, ParameterError
 
 models_app = typer.Typer(
     help="Model registry: versions, aliases, promotion, rollback, evaluation.", no_args_is_help=True
@@ -270,6 +270,139 @@ def history(
         return
     table = alias_history_table(f"{name}: {plural(len(events), 'alias move')}", events)
     out.print(table)
+
+
+@models_app.command("evaluations")
+def evaluations_command(
+    ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """What the run that made a version measured: evaluations, validation verdict, infra check."""
+    name, version = _name_version(ref)
+    if server:
+        with remote.client(server, token) as api:
+            body = api.evaluations(name, version)
+    else:
+        from mloop.server.model_state import evaluations
+
+        with open_workspace(workspace) as ws:
+            body = evaluations(ws, name, version)
+    if as_json:
+        print_json(body)
+        return
+    table = Table(
+        title=f"{name} v{version}: {plural(len(body['evaluations']), 'report')} of run "
+        f"{body['run_id'] or '-'}",
+        title_justify="left",
+    )
+    for col in ("kind", "step", "summary"):
+        table.add_column(col)
+    for e in body["evaluations"]:
+        table.add_row(e["kind"], e["step"], _summary(e["kind"], e["content"]))
+    out.print(table)
+
+
+def _summary(kind: str, content: dict[str, Any]) -> str:
+    if kind == "evaluation":
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in list(content.get("metrics", {}).items())[:4])
+        return f"{content.get('rows', 0):,} rows · {metrics}"
+    if kind == "verdict":
+        failed = [c["name"] for c in content.get("checks", []) if not c.get("passed")]
+        return "blessed" if content.get("blessed") else f"not blessed: {', '.join(failed) or '-'}"
+    return ("passed" if content.get("passed") else "failed") + f" · p99 {_fmt(content.get('p99_ms'))} ms"
+
+
+def _name_version(ref: str) -> tuple[str, int]:
+    from mloop.workspace import parse_model_ref
+
+    name, version, _ = parse_model_ref(ref)
+    if version is None:
+        raise ParameterError(f"model reference {ref!r}: expected NAME:VERSION", field="model")
+    return name, version
+
+
+@models_app.command("monitoring")
+def monitoring_command(
+    name: str,
+    run_id: Annotated[str | None, typer.Option("--run", help="A monitor run (default: the latest).")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The latest recorded monitoring of a model (``mloop monitor`` records it): window by window."""
+    if server:
+        with remote.client(server, token) as api:
+            body = api.monitoring(name, run_id=run_id)
+    else:
+        from mloop.server.model_state import monitoring
+
+        with open_workspace(workspace) as ws:
+            body = monitoring(ws, name, run_id)
+    if as_json:
+        print_json(body)
+        return
+    report = body["report"]
+    table = Table(
+        title=f"{name}: {len(report['windows'])} window(s) of {report['window']} (run {body['run']['id']})",
+        title_justify="left",
+    )
+    for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
+        table.add_column(col)
+    for w in report["windows"]:
+        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in w["metrics"].items() if k in _HEADLINE)
+        table.add_row(
+            f"{w['index'] + 1}{'' if w['complete'] else '*'}",
+            w["start"][:19],
+            str(w["rows"]),
+            str(w["labelled"]),
+            " ".join(f"v{v}:{n}" for v, n in w["versions"].items()),
+            f"{w['drift_share']:.2f}",
+            ", ".join(w["drifted"][:4]) + ("…" if len(w["drifted"]) > 4 else ""),
+            metrics or "-",
+        )
+    out.print(table)
+
+
+_HEADLINE = ("accuracy", "roc_auc", "rmse", "mae")
+
+
+@models_app.command("rollout")
+def rollout_command(
+    name: str,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """A model's rollout: its policy, production, canary, the version a manual rollout waits with."""
+    if server:
+        with remote.client(server, token) as api:
+            body = api.rollout(name)
+    else:
+        from mloop.server.model_state import rollout_state
+
+        with open_workspace(workspace) as ws:
+            body = rollout_state(ws, name)
+    if as_json:
+        print_json(body)
+        return
+    policy = body["policy"]
+    out.print(
+        f"[bold]{name}[/] rollout: {policy['mode'] if policy else 'no policy'} · production "
+        f"{_v(body['production'])} · canary {_v(body['canary'])}"
+    )
+    pending = body["pending"]
+    out.print(f"waiting for a decision: v{pending['version']}" if pending else "nothing waits for a decision")
+    for e in body["decisions"]:
+        out.print(f"  {e['at'][:19]} {e['action']} {e['target']} by {e['who']}: {e['reason']}", markup=False)
+
+
+def _v(version: int | None) -> str:
+    return f"v{version}" if version is not None else "-"
 
 
 def _read(path: Path) -> Any:

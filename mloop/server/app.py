@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop.errors import MloopError
-from mloop.server.api import artifacts, models, runs, session, tokens, triggers
+from mloop.server.api import artifacts, evaluations, models, pipelines, runs, session, tokens, triggers
 from mloop.workspace import Workspace
 
 __all__ = ["app_from_env", "create_server_app"]
@@ -70,7 +70,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.auth = auth
-    for module in (runs, artifacts, models, triggers, tokens, session):
+    for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(MloopError)

@@ -144,16 +144,44 @@ class Client:
         body = {"reason": reason}
         return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}/rollback", body)
 
+    def evaluations(self, name: str, version: int) -> dict[str, Any]:
+        """Evaluations, validation verdicts and infra checks recorded by the run that made a version."""
+        return self._get(f"/models/{quote(name, safe='')}/versions/{int(version)}/evaluations")
+
+    def monitoring(self, name: str, *, run_id: str | None = None) -> dict[str, Any]:
+        """The latest recorded monitoring report of a model (``run``, ``report`` with its windows), or
+        that of the monitor run ``run_id``."""
+        return self._get(f"/models/{quote(name, safe='')}/monitoring", run_id=run_id)
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        """A model's rollout: policy, production, canary, the version a manual rollout waits with."""
+        return self._get(f"/models/{quote(name, safe='')}/rollout")
+
+    def approve_rollout(self, name: str, version: int, *, reason: str) -> dict[str, Any]:
+        """Promote the version a manual rollout waits with to production (editor role; audited)."""
+        return self._post(
+            f"/models/{quote(name, safe='')}/rollout/approve", {"version": version, "reason": reason}
+        )
+
+    def reject_rollout(self, name: str, version: int, *, reason: str) -> dict[str, Any]:
+        """Decline the version a manual rollout waits with (editor role; audited)."""
+        return self._post(
+            f"/models/{quote(name, safe='')}/rollout/reject", {"version": version, "reason": reason}
+        )
+
     # triggers and audit -------------------------------------------------------------------------
 
     def trigger_events(self, trigger: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/triggers/events", trigger=trigger, limit=limit)["events"]
 
-    def fire_trigger(self, trigger: str, pipeline: str, *, reason: str) -> dict[str, Any]:
-        """Record a pending manual event for ``trigger``: the scheduler starts its run (editor role)."""
-        return self._post(
-            f"/triggers/{quote(trigger, safe='')}/fire", {"pipeline": pipeline, "reason": reason}
-        )
+    def fire_trigger(self, trigger: str, *, reason: str) -> dict[str, Any]:
+        """Record a pending manual event for ``trigger``: the scheduler starts its run (editor role).
+        The pipeline is the trigger's own, from the workspace's configuration."""
+        return self._post(f"/triggers/{quote(trigger, safe='')}/fire", {"reason": reason})
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """Configured triggers with their scheduler state."""
+        return self._get("/triggers")["triggers"]
 
     def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/audit", target=target, limit=limit)["entries"]

@@ -35,7 +35,15 @@ def test_run_query_parameters(shared_server: Server, field: str, value: str) -> 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     route=st.sampled_from(
-        ["/api/v1/runs/{}", "/api/v1/artifacts/{}/content", "/api/v1/lineage/{}", "/api/v1/models/{}/history"]
+        [
+            "/api/v1/runs/{}",
+            "/api/v1/artifacts/{}/content",
+            "/api/v1/lineage/{}",
+            "/api/v1/models/{}/history",
+            "/api/v1/models/{}/rollout",
+            "/api/v1/models/{}/monitoring",
+            "/api/v1/models/{}/versions/1/evaluations",
+        ]
     ),
     value=HOSTILE.filter(lambda v: v.strip(".") != ""),
 )

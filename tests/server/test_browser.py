@@ -7,10 +7,15 @@ refused as a viewer, see the audit entry. Screenshots of the main pages go to te
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import Server
+
+import mloop
+from mloop.monitoring.monitor import MonitorReport, _record
+from mloop.monitoring.windows import WindowResult
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "screenshots"
@@ -29,8 +34,47 @@ ARGS = [
 ]
 
 
+def _record_monitoring(ws: mloop.Workspace) -> None:
+    """A monitoring report of churn as ``mloop monitor`` records it: four windows, a canary moved in
+    the second, feature x2 drifting from the third, one slice."""
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    windows = []
+    for i in range(4):
+        lo, hi = start + timedelta(hours=i), start + timedelta(hours=i + 1)
+        windows.append(
+            WindowResult(
+                index=i,
+                start=lo.isoformat(),
+                end=hi.isoformat(),
+                rows=100,
+                labelled=100,
+                complete=True,
+                versions={"1": 100},
+                metrics={"accuracy": 0.9 - 0.1 * (i >= 2)},
+                slices={"city=paris": {"rows": 40, "accuracy": 0.8}},
+                drift_share=0.5 * (i >= 2),
+                drifted=["x2"] if i >= 2 else [],
+                feature_scores={"x1": 0.2, "x2": 0.4 + 0.8 * i},
+            )
+        )
+    deployed = {
+        "at": (start + timedelta(hours=1, minutes=30)).isoformat(),
+        "alias": "canary",
+        "action": "set",
+        "version": 2,
+        "reason": "validated",
+    }
+    report = MonitorReport("churn", "100 rows", windows, start.isoformat(), deployments=[deployed])
+    _record(ws, "churn", report, 1)
+
+
 def test_ui_end_to_end(server: Server) -> None:
     SHOTS.mkdir(exist_ok=True)
+    ws = server.ws
+    assert ws.root is not None
+    (ws.root.parent / "mloop.toml").write_text('[[rollout]]\nmodel = "churn"\nmode = "manual"\n')
+    ws.metadata.log_metrics(server.seeded.model_run, [("loss", 1 / (s + 1), s) for s in range(12)])
+    _record_monitoring(ws)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -48,7 +92,7 @@ def test_ui_end_to_end(server: Server) -> None:
             page.fill("#token", server.seeded.tokens["editor"])
             page.click("#login-form button")
             expect(page.locator("#who")).to_have_text("editor-token (editor)")
-            expect(page.locator("main table tbody tr")).to_have_count(23)
+            expect(page.locator("main table tbody tr")).to_have_count(24)  # 23 seeded + the monitor run
             page.fill("input[name=pipeline]", "sweep")
             page.fill("#where", "metric.accuracy>=0.5; param.lr=0.1")
             page.fill("#sort", "-metric.accuracy")
@@ -57,10 +101,22 @@ def test_ui_end_to_end(server: Server) -> None:
             expect(page.locator("main table tbody tr").first).to_contain_text("0.9000")
             page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
 
+            # two runs side by side: the param they differ in is highlighted
+            page.locator("input.compare-pick").nth(0).check()
+            page.locator("input.compare-pick").nth(1).check()
+            page.click("#compare-selected")
+            expect(page.locator("h1")).to_have_text("Compare 2 runs")
+            expect(page.locator("#compare thead th a")).to_have_count(2)
+            expect(page.locator("#compare tr.differs").filter(has_text="param depth")).to_have_count(1)
+            expect(page.locator("#compare tr.differs").filter(has_text="param lr")).to_have_count(0)
+            page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
             # a run page, then lineage from the run to the model it produced
             page.goto(f"{server.url}/#/runs/{server.seeded.model_run}")
             expect(page.locator("h1")).to_contain_text(server.seeded.model_run)
             expect(page.locator("main table").first.locator("tbody tr")).to_have_count(4)
+            expect(page.locator("#metric-charts figure")).to_have_count(1)
+            expect(page.locator("#metric-charts svg circle")).to_have_count(12)
             page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
             rows = page.locator("main table").nth(3).locator("tbody tr")
             add_output = rows.filter(has_text="add").filter(has_text="output").first
@@ -76,13 +132,32 @@ def test_ui_end_to_end(server: Server) -> None:
             page.locator("button.promote[data-version='2']").click()
             expect(page.locator("#toast")).to_contain_text("production now points at v2")
             expect(page.locator("main table").nth(1)).to_contain_text("better offline metrics")
-            page.screenshot(path=str(SHOTS / "model.png"), full_page=True)
             assert server.ws.model_version("churn@production").version == 2
+
+            # the model's live metric over time with the canary marked, drift per feature, slices
+            expect(page.locator("#live-metrics svg polyline")).to_have_count(2)
+            expect(page.locator("#live-metrics .marker")).to_contain_text("canary v2")
+            expect(page.locator("#drift-heat td.drifted")).to_have_count(2)
+            expect(page.locator("main")).to_contain_text("city=paris")
+            page.screenshot(path=str(SHOTS / "model.png"), full_page=True)
+
+            # a manual rollout: v3 waits, an editor approves it with a reason
+            ws.register_model("churn", {"weights": [3]})
+            page.reload()
+            expect(page.locator("#rollout")).to_contain_text("v3 waits for a decision")
+            answers = iter(["offline gain confirmed"])
+            page.click("#approve-rollout")
+            expect(page.locator("#toast")).to_contain_text("v3 approved")
+            expect(page.locator("#rollout")).to_contain_text("approve")
+            assert server.ws.model_version("churn@production").version == 3
+            page.locator("a.evaluations-link").first.click()
+            expect(page.locator("h1")).to_contain_text("Evaluations of churn v1")
 
             # the audit page shows who did it and why
             page.click("[data-nav=audit]")
             expect(page.locator("tr.audit-entry").first).to_contain_text("editor-token")
-            expect(page.locator("tr.audit-entry").first).to_contain_text("better offline metrics")
+            expect(page.locator("tr.audit-entry").first).to_contain_text("offline gain confirmed")
+            expect(page.locator("tr.audit-entry").nth(1)).to_contain_text("better offline metrics")
             page.screenshot(path=str(SHOTS / "audit.png"), full_page=True)
             page.click("[data-nav=triggers]")
             expect(page.locator("h1")).to_have_text("Triggers and scheduler")
@@ -98,7 +173,7 @@ def test_ui_end_to_end(server: Server) -> None:
             page.locator("button.promote[data-version='1']").click()
             expect(page.locator("#toast")).to_contain_text("refused")
             expect(page.locator("#toast")).to_contain_text("viewer")
-            assert server.ws.model_version("churn@production").version == 2
+            assert server.ws.model_version("churn@production").version == 3
             # no token ever appears in the page
             assert server.seeded.tokens["viewer"] not in page.content()
         finally:

@@ -7,7 +7,6 @@ belong to the scheduler's process, its executor and its logs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -31,13 +30,9 @@ class Fire(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-def _config_dir(ws: Workspace) -> Path:
-    return (ws.root or Path.cwd()).parent
-
-
 @router.get("/triggers", summary="Configured triggers with their scheduler state")
 def list_triggers(ws: Ws, _: Viewer) -> dict[str, Any]:
-    config = load_loop_config(_config_dir(ws))
+    config = load_loop_config(ws.config_dir)
     store = ws.trigger_store()
     return {
         "triggers": [
@@ -66,7 +61,7 @@ def list_events(
 )
 def fire_trigger(trigger: str, body: Fire, ws: Ws, who: Editor) -> dict[str, Any]:
     check_name(trigger, "trigger")
-    config = load_loop_config(_config_dir(ws))
+    config = load_loop_config(ws.config_dir)
     spec = next((s for s in config.triggers if s.name == trigger), None)
     if spec is None:
         known = ", ".join(s.name for s in config.triggers) or "none"

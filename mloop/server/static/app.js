@@ -95,16 +95,22 @@ async function runs(query) {
     next.set("sort", (q.get("sort") || "-created_at") === "-" + key ? key : "-" + key);
     location.hash = "#/runs?" + next.toString();
   };
-  const cols = ["run", "pipeline", "status", "trigger",
+  const cols = ["", "run", "pipeline", "status", "trigger",
     h("th", { class: "sortable", onclick: sortBy("created_at") }, "started"), "duration", "params"];
   if (sortKey.startsWith("metric.")) cols.push(h("th", { class: "sortable", onclick: sortBy(sortKey) }, sortKey));
   const rows = page.runs.map((r) => h("tr", {},
+    h("td", {}, h("input", { type: "checkbox", class: "compare-pick", "data-run": r.id, "aria-label": "compare " + r.id })),
     h("td", { class: "mono" }, h("a", { href: "#/runs/" + encodeURIComponent(r.id) }, r.id)),
     h("td", {}, r.pipeline), h("td", {}, status(r.status)), h("td", {}, r.trigger),
     h("td", {}, when(r.created_at)), h("td", {}, secs(r.duration_s)),
     h("td", { class: "mono" }, Object.entries(r.params).slice(0, 5).map(([k, v]) => k + "=" + JSON.stringify(v)).join(" ")),
     sortKey.startsWith("metric.") ? h("td", {}, r.sort_value === null ? "-" : Number(r.sort_value).toPrecision(4)) : null));
-  const pager = h("div", { class: "pager" },
+  const compare = h("button", { type: "button", class: "secondary", id: "compare-selected", onclick: () => {
+    const ids = [...document.querySelectorAll("input.compare-pick:checked")].map((c) => c.dataset.run);
+    if (ids.length < 2) { toast("pick two or more runs to compare"); return; }
+    location.hash = "#/compare?ids=" + ids.map(encodeURIComponent).join(",");
+  } }, "Compare selected");
+  const pager = h("div", { class: "pager" }, compare,
     q.get("cursor") ? h("button", { class: "secondary", type: "button", onclick: () => history.back() }, "‹ Previous") : null,
     page.next_cursor ? h("button", { class: "secondary", type: "button", id: "next-page", onclick: () => {
       const next = params(query); next.set("cursor", page.next_cursor); location.hash = "#/runs?" + next.toString();
@@ -114,6 +120,7 @@ async function runs(query) {
 
 async function runPage(id) {
   const body = await api("/runs/" + encodeURIComponent(id));
+  const charts = await metricCharts(body.run.id, Object.keys(body.metrics));
   const r = body.run;
   const steps = table(["step", "status", "duration", "cache hit", "error"], body.steps.map((s) => h("tr", {},
     h("td", {}, s.name), h("td", {}, status(s.status)), h("td", {}, secs(s.duration_s)),
@@ -142,9 +149,47 @@ async function runPage(id) {
       h("div", {}, h("a", { href: "#/lineage/" + encodeURIComponent(r.id), id: "run-lineage" }, "lineage of this run"))),
     h("h2", {}, "Steps"), steps,
     h("div", { class: "grid" }, h("div", {}, h("h2", {}, "Params"), params_), h("div", {}, h("h2", {}, "Metrics"), metrics)),
+    ...(charts.length ? [h("h2", {}, "Metric charts"), h("div", { class: "charts", id: "metric-charts" }, charts)] : []),
     h("h2", {}, "Artifacts"), artifacts,
     h("h2", {}, "Models registered from this run"), models.length ? h("ul", {}, models) : h("p", { class: "muted" }, "none"),
   ];
+}
+
+// a chart per metric with more than one point (the first 12 metrics), step on the x axis
+async function metricCharts(runId, keys) {
+  const series = await Promise.all(keys.slice(0, 12).map((k) =>
+    api("/runs/" + encodeURIComponent(runId) + "/metrics/" + encodeURIComponent(k)).catch(() => ({ key: k, points: [] }))));
+  return series.filter((s) => s.points.length > 1).map((s) => h("figure", { class: "metric-chart" },
+    lineChart({ [s.key]: s.points.map((p) => p.value) }, { xs: s.points.map((p) => "step " + p.step), width: 420, height: 190 }),
+    h("figcaption", {}, s.key + " (" + s.points.length + " points)")));
+}
+
+// runs side by side: what differs between them is highlighted
+async function compareRuns(query) {
+  const ids = (params(query).get("ids") || "").split(",").filter(Boolean).slice(0, 8);
+  if (ids.length < 2) return [h("h1", {}, "Compare runs"), h("p", { class: "muted" }, "Pick two or more runs in the runs table.")];
+  const bodies = await Promise.all(ids.map((id) => api("/runs/" + encodeURIComponent(id))));
+  const row = (label, values, cls) => {
+    const shown = values.map((v) => (v === undefined ? "-" : typeof v === "number" ? v.toPrecision(5) : typeof v === "string" ? v : JSON.stringify(v)));
+    const differs = new Set(shown).size > 1;
+    return h("tr", { class: (differs ? "differs " : "") + (cls || "") }, h("th", {}, label), shown.map((v) => h("td", { class: "mono" }, v)));
+  };
+  const union = (pick) => [...new Set(bodies.flatMap((b) => Object.keys(pick(b))))].sort();
+  const stepNames = [...new Set(bodies.flatMap((b) => b.steps.map((s) => s.name)))];
+  const rows = [
+    row("pipeline", bodies.map((b) => b.run.pipeline)), row("status", bodies.map((b) => b.run.status)),
+    row("trigger", bodies.map((b) => b.run.trigger)), row("started", bodies.map((b) => when(b.run.created_at))),
+    row("duration", bodies.map((b) => secs(b.run.duration_s))), row("code", bodies.map((b) => b.run.code_commit || (b.run.code_hash || "").slice(0, 12))),
+    ...union((b) => b.params).map((k) => row("param " + k, bodies.map((b) => b.params[k]), "param")),
+    ...union((b) => b.metrics).map((k) => row("metric " + k, bodies.map((b) => b.metrics[k] && b.metrics[k].value), "metric")),
+    ...stepNames.map((n) => row("step " + n, bodies.map((b) => {
+      const s = b.steps.find((x) => x.name === n);
+      return s ? s.status + " " + secs(s.duration_s) : undefined;
+    }), "step")),
+  ];
+  const head = h("tr", {}, h("th", {}, ""), bodies.map((b) => h("th", { class: "mono" }, h("a", { href: "#/runs/" + encodeURIComponent(b.run.id) }, b.run.id))));
+  return [h("h1", {}, "Compare " + bodies.length + " runs"), h("p", { class: "muted" }, "Highlighted rows differ."),
+    h("table", { class: "compare", id: "compare" }, h("thead", {}, head), h("tbody", {}, rows))];
 }
 
 async function download(id) {
@@ -190,35 +235,6 @@ async function models() {
     h("td", {}, Object.entries(m.aliases).map(([a, v]) => h("span", { class: "pill" }, a + " → v" + v))))))];
 }
 
-async function modelPage(name) {
-  const body = await api("/models/" + encodeURIComponent(name));
-  const promote = (version) => async () => {
-    const alias = prompt("Move which alias to v" + version + "?", "production");
-    if (!alias) return;
-    const reason = prompt("Why? (recorded in the audit trail)");
-    if (!reason) return;
-    try {
-      await api("/models/" + encodeURIComponent(name) + "/aliases/" + encodeURIComponent(alias),
-        { method: "POST", body: JSON.stringify({ version, reason }) });
-      toast(alias + " now points at v" + version);
-      route();
-    } catch (err) { toast("refused: " + err.message); }
-  };
-  const versions = table(["version", "status", "aliases", "metrics", "run", "created", "by", ""], body.versions.map((v) => h("tr", {},
-    h("td", {}, "v" + v.version), h("td", {}, v.status), h("td", {}, v.aliases.map((a) => h("span", { class: "pill" }, a))),
-    h("td", { class: "mono" }, Object.entries(v.metrics).slice(0, 4).map(([k, x]) => k + "=" + (typeof x === "number" ? x.toPrecision(4) : JSON.stringify(x))).join(" ")),
-    h("td", { class: "mono" }, v.run_id ? h("a", { href: "#/runs/" + encodeURIComponent(v.run_id) }, v.run_id) : "-"),
-    h("td", {}, when(v.created_at)), h("td", {}, v.created_by),
-    h("td", {}, h("button", { type: "button", class: "promote", "data-version": v.version, onclick: promote(v.version) }, "Promote…"),
-      " ", h("a", { href: "#/lineage/" + encodeURIComponent(name + ":" + v.version) }, "lineage")))));
-  const historyRows = body.history.slice().reverse().map((e) => h("tr", {},
-    h("td", {}, when(e.at)), h("td", {}, e.alias), h("td", {}, e.action),
-    h("td", {}, e.from_version ? "v" + e.from_version : "-"), h("td", {}, e.to_version ? "v" + e.to_version : "-"),
-    h("td", {}, e.who), h("td", {}, e.reason)));
-  return [h("h1", {}, "Model ", name), h("h2", {}, "Versions"), versions,
-    h("h2", {}, "Alias history"), table(["when", "alias", "action", "from", "to", "who", "reason"], historyRows)];
-}
-
 async function triggers() {
   const [config, events] = await Promise.all([api("/triggers"), api("/triggers/events?limit=200")]);
   return [h("h1", {}, "Triggers and scheduler"),
@@ -256,6 +272,8 @@ async function route() {
     else if (parts[0] === "runs" && parts[1]) view = await runPage(parts[1]);
     else if (parts[0] === "runs") view = await runs(query);
     else if (parts[0] === "lineage" && parts[1]) view = await lineagePage(parts[1], query);
+    else if (parts[0] === "compare") view = await compareRuns(query);
+    else if (parts[0] === "models" && parts[2] === "evaluations" && parts[3]) view = await evaluationsPage(parts[1], parts[3]);
     else if (parts[0] === "models" && parts[1]) view = await modelPage(parts[1]);
     else if (parts[0] === "models") view = await models();
     else if (parts[0] === "triggers") view = await triggers();

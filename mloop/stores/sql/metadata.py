@@ -46,6 +46,9 @@ _COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+_LATEST_KEY = ("run_id", "key")  # latest_metrics' primary key
+
+
 def _canonical(value: Any) -> str:
     return dumps(value, canonical=True)  # params are compared by their encoding
 
@@ -56,6 +59,7 @@ class SqlMetadataStore(SqlStore):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._metric_insert = _DriverInsert(engine, t.metrics)
+        self._latest_upsert = _DriverInsert(engine, t.latest_metrics, upsert_on=_LATEST_KEY)
         self._run_insert = _DriverInsert(engine, t.runs)
         self._param_insert = _DriverInsert(engine, t.params)
         self._sqlite = engine.dialect.name == "sqlite"
@@ -384,7 +388,8 @@ class SqlMetadataStore(SqlStore):
     def log_metrics(
         self, run_id: str, metrics: Sequence[tuple[str, float, int]], *, step_run_id: str | None = None
     ) -> None:
-        """Append metric points in one transaction.
+        """Append metric points in one transaction, and make the last point of each key the run's
+        latest value of it (``latest_metrics``, which the runs page sorts and filters on).
 
         This is the hottest write in mloop (training loops log per batch), so it skips SQLAlchemy's
         per-statement machinery: one INSERT compiled per dialect at construction, executed with
@@ -393,7 +398,7 @@ class SqlMetadataStore(SqlStore):
         """
         rows = _metric_rows(run_id, metrics, step_run_id)
         if rows:
-            self._driver_insert((self._metric_insert, rows))
+            self._driver_insert((self._metric_insert, rows), (self._latest_upsert, _latest_rows(rows)))
 
     def _driver_insert(self, *batches: tuple[_DriverInsert, list[dict[str, Any]]]) -> None:
         """Insert rows into several tables in one transaction, on a pooled driver connection."""
@@ -494,6 +499,7 @@ class SqlMetadataStore(SqlStore):
         rows = _metric_rows(run_id, metrics, step_run_id)
         if rows:
             conn.execute(t.metrics.insert(), rows)
+            conn.execute(_upsert(conn.dialect.name, t.latest_metrics, _LATEST_KEY), _latest_rows(rows))
 
     @staticmethod
     def _insert_params(
@@ -544,15 +550,14 @@ def _search_statement(
             )
         )
     for i, op in enumerate(metric_ops):
-        latest = (
-            sa.select(t.metrics.c.value)
-            .where(t.metrics.c.run_id == t.runs.c.id, t.metrics.c.key == sa.bindparam(f"mk{i}"))
-            .order_by(t.metrics.c.id.desc())
-            .limit(1)
-            .correlate(t.runs)
-            .scalar_subquery()
+        latest = t.latest_metrics.alias(f"lm{i}")  # the run's latest value of the key, by primary key
+        stmt = stmt.where(
+            sa.exists().where(
+                latest.c.run_id == t.runs.c.id,
+                latest.c.key == sa.bindparam(f"mk{i}"),
+                _COMPARATORS[op](latest.c.value, sa.bindparam(f"mv{i}", type_=sa.Float)),
+            )
         )
-        stmt = stmt.where(_COMPARATORS[op](latest, sa.bindparam(f"mv{i}", type_=sa.Float)))
     return stmt.order_by(t.runs.c.created_at.desc(), t.runs.c.id.desc()).limit(sa.bindparam("limit"))
 
 
@@ -573,17 +578,37 @@ def _metric_rows(
     return rows
 
 
+def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last point of each key (a batch may log a key several times), in key order: concurrent
+    writers to one run then lock its rows in the same order (no deadlock on PostgreSQL)."""
+    last = {row["key"]: row for row in rows}
+    return [
+        {k: last[key][k] for k in ("run_id", "key", "value", "step", "timestamp")} for key in sorted(last)
+    ]
+
+
+def _upsert(dialect: str, table: sa.Table, key: tuple[str, ...]) -> Any:
+    """``INSERT … ON CONFLICT (key) DO UPDATE``: a row replaces the one with the same key."""
+    insert = insert_ignoring_conflicts(dialect, table)
+    return insert.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.key: insert.excluded[c.key] for c in table.columns if c.key not in key},
+    )
+
+
 class _DriverInsert:
-    """An INSERT into ``table`` compiled once for the engine's dialect, run on the driver directly.
+    """An INSERT into ``table`` compiled once for the engine's dialect, run on the driver directly;
+    with ``upsert_on`` (the primary key's columns) a row replaces the one with the same key.
 
     Every column is named (primary keys too, unless autoincremented) and values pass through the
     columns' bind processors, so rows equal those the Core path writes.
     """
 
-    def __init__(self, engine: Engine, table: sa.Table) -> None:
+    def __init__(self, engine: Engine, table: sa.Table, *, upsert_on: tuple[str, ...] = ()) -> None:
         dialect = engine.dialect
         columns = [c.key for c in table.columns if not (c.primary_key and c.autoincrement is True)]
-        compiled = table.insert().compile(dialect=dialect, column_keys=columns)
+        statement = _upsert(dialect.name, table, upsert_on) if upsert_on else table.insert()
+        compiled = statement.compile(dialect=dialect, column_keys=columns)
         self.columns = columns
         self.sql = str(compiled)
         self.order = list(compiled.positiontup or []) if compiled.positional else None

@@ -1,9 +1,24 @@
 """Pages of runs for the team server: filters, a sort and keyset (cursor) pagination, in SQL.
 
 Every value is a bound parameter; keys and operators come from closed sets. A page is found by walking
-an index, never by counting or offsetting: the next page starts strictly after the last row's
-``(sort value, id)``. A run's metric is its latest logged value of that key (as in ``search_runs``).
-Sorting on a metric keeps only the runs that logged it.
+an index, never by counting or offsetting everything: the next page starts strictly after the last
+row's ``(sort value, id)``. A run's metric is its latest logged value of that key, read from
+``latest_metrics`` (one row per run and key, kept by ``log_metrics``). Sorting on a metric keeps only
+the runs that logged it; a metric filter keeps only the runs whose latest value passes it.
+
+The plan is chosen per request, by selectivity, so that the cost does not depend on how the sort and
+the filters happen to be correlated:
+
+* **filter-driven** when a metric filter is selective (fewer than ``SELECTIVE`` runs pass it, by a
+  bounded count on its index): read the runs passing it from the filter's ``(key, value, run_id)``
+  index, look up each one's sort value and other conditions by primary key, keep the page's best.
+  Cost: the filter's matches.
+* **sort-driven** otherwise: walk the sort's index in page order (the metric's index, or the runs'
+  primary key for creation time), probe each run's conditions, stop at the page's end. When the
+  metrics are correlated (sort on one, filter on another that its best values fail), the matches can
+  lie far down that order; so the walk is bounded to the first ``WALK_BUDGET`` entries of the order,
+  and when those hold less than a page the page is read filter-driven after all. Cost: at most the
+  budget plus the filter's matches (at most twice those), never the sort index's length.
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ from mloop.errors import ParameterError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.metadata import _run
 
-__all__ = ["COMPARATORS", "RunPage", "RunPageQuery", "SqlRunPages"]
+__all__ = ["COMPARATORS", "SELECTIVE", "WALK_BUDGET", "RunPage", "RunPageQuery", "SqlRunPages"]
 
 COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">": lambda c, v: c > v,
@@ -32,6 +47,16 @@ COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
     "=": lambda c, v: c == v,
     "!=": lambda c, v: c != v,
 }
+_RANGE_OPS = {">", ">=", "<", "<=", "="}  # a filter with one of these is a range of its index
+
+# A filter that fewer runs pass drives the page: reading its m matches beats walking the sort order
+# (about page × runs / m entries when the two are independent) below m ≈ sqrt(page × runs); 4,000 is
+# that point for pages of 50 among ~300,000 runs, and a count up to it costs a fraction of a page.
+SELECTIVE = 4_000
+# Entries of the sort order a sort-driven page walks at most before it gives way to the filter. Equal to
+# SELECTIVE, so that giving way costs at most as much again as the filter-driven plan: a page never
+# costs more than twice the cheaper plan's reads, however the metrics are correlated.
+WALK_BUDGET = SELECTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,112 +78,247 @@ class RunPageQuery:
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
-    """Runs of one page, the sort metric's value of each (None when sorted by time), and the cursor."""
+    """Runs of one page, the sort metric's value of each (None when sorted by time), the cursor, and
+    the plan that found it (``sort`` or ``filter``: for tests and benchmarks)."""
 
     runs: list[Run]
     sort_values: list[float | None]
     next_after: tuple[float | None, str] | None
+    plan: str = "sort"
 
 
-def _latest(alias: Any) -> Any:
-    newer = t.metrics.alias()
-    return ~sa.exists().where(
-        newer.c.run_id == alias.c.run_id, newer.c.key == alias.c.key, newer.c.id > alias.c.id
-    )
+class _Statement:
+    """One page query under construction: its bound values and the conditions on a run id column."""
 
-
-class SqlRunPages:
-    """Pages of runs over the metadata database of a workspace."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def page(self, query: RunPageQuery) -> RunPage:
-        if not 1 <= query.limit <= 1000:
-            raise ParameterError(f"limit must be 1 to 1000, got {query.limit}", field="limit")
-        runs = t.runs
-        values: dict[str, Any] = {}
-        conditions: list[Any] = []
-        for field_name in ("pipeline", "status", "trigger"):
-            value = getattr(query, field_name)
-            if value is not None:
-                conditions.append(runs.c[field_name] == sa.bindparam(field_name))
-                values[field_name] = value
-        if query.since is not None:
-            conditions.append(runs.c.created_at >= sa.bindparam("since", type_=t.UTCDateTime))
-            values["since"] = query.since
-        if query.until is not None:
-            conditions.append(runs.c.created_at < sa.bindparam("until", type_=t.UTCDateTime))
-            values["until"] = query.until
-        # correlated EXISTS (not IN): the plan walks runs (or the sort metric's index) in page order and
-        # stops at the page's end, instead of materialising every match of every condition first
+    def __init__(self, query: RunPageQuery, selective: int, walk_budget: int) -> None:
+        self.query = query
+        self.selective, self.walk_budget = selective, walk_budget
+        self.values: dict[str, Any] = {"limit": query.limit + 1}
+        if query.sort_metric is not None:
+            self.values["sort_key"] = query.sort_metric
+        for field_name in ("pipeline", "status", "trigger", "since", "until"):
+            if getattr(query, field_name) is not None:
+                self.values[field_name] = getattr(query, field_name)
         for i, (key, value) in enumerate(query.params):
+            self.values[f"pk{i}"] = key
+            self.values[f"pv{i}"] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        for i, (key, _, number) in enumerate(query.metrics):
+            self.values[f"mk{i}"], self.values[f"mv{i}"] = key, float(number)
+        if query.after is not None:
+            self.values["after_value"], self.values["after_id"] = query.after
+
+    def run_conditions(self, runs: Any) -> list[Any]:
+        """Conditions on the runs table's own columns."""
+        q, out = self.query, []
+        for field_name in ("pipeline", "status", "trigger"):
+            if getattr(q, field_name) is not None:
+                out.append(runs.c[field_name] == sa.bindparam(field_name))
+        if q.since is not None:
+            out.append(runs.c.created_at >= sa.bindparam("since", type_=t.UTCDateTime))
+        if q.until is not None:
+            out.append(runs.c.created_at < sa.bindparam("until", type_=t.UTCDateTime))
+        return out
+
+    def probes(self, run_id: Any, *, skip_metric: int | None = None, with_runs: bool = True) -> list[Any]:
+        """Conditions on the run whose id is ``run_id``, each a primary-key or index probe."""
+        out: list[Any] = []
+        if with_runs and (conditions := self.run_conditions(t.runs)):
+            out.append(sa.exists().where(t.runs.c.id == run_id, *conditions))
+        for i in range(len(self.query.params)):
             p = t.params.alias(f"pf{i}")
-            conditions.append(
+            out.append(
                 sa.exists().where(
-                    p.c.run_id == runs.c.id,
+                    p.c.run_id == run_id,
                     p.c.key == sa.bindparam(f"pk{i}"),
                     p.c.value == sa.bindparam(f"pv{i}"),
                     p.c.step_run_id.is_(None),
                 )
             )
-            values[f"pk{i}"] = key
-            values[f"pv{i}"] = json.dumps(value, sort_keys=True, separators=(",", ":"))
-        for i, (key, op, number) in enumerate(query.metrics):
+        for i, (_, op, _) in enumerate(self.query.metrics):
+            if i != skip_metric:
+                f = t.latest_metrics.alias(f"mf{i}")
+                out.append(
+                    sa.exists().where(
+                        f.c.run_id == run_id, f.c.key == sa.bindparam(f"mk{i}"), _metric_test(f, i, op)
+                    )
+                )
+        return out
+
+    def after(self, value: Any, run_id: Any) -> list[Any]:
+        """Strictly after the previous page's last row, in page order."""
+        q = self.query
+        if q.after is None:
+            return []
+        a: Any = sa.bindparam("after_id")
+        if value is None:
+            return [run_id < a if q.descending else run_id > a]
+        v = sa.bindparam("after_value", type_=sa.Float)
+        if q.descending:
+            return [sa.or_(value < v, sa.and_(value == v, run_id < a))]
+        return [sa.or_(value > v, sa.and_(value == v, run_id > a))]
+
+    def order(self, value: Any, run_id: Any) -> list[Any]:
+        columns = [run_id] if value is None else [value, run_id]
+        return [c.desc() for c in columns] if self.query.descending else columns
+
+    def sort_source(self) -> tuple[Any, Any, Any, list[Any]]:
+        """(FROM, sort value column or None, run id column, conditions) of the sort's own index."""
+        if self.query.sort_metric is None:
+            return t.runs, None, t.runs.c.id, self.run_conditions(t.runs)
+        s = t.latest_metrics.alias("s")
+        return s, s.c.value, s.c.run_id, [s.c.key == sa.bindparam("sort_key")]
+
+    def sort_driven(self, *, bounded: bool = False) -> sa.Select[Any]:
+        """Walk the sort's index in page order, probing each run (``bounded``: down to ``:floor``)."""
+        source, value, run_id, own = self.sort_source()
+        conditions = own + self.after(value, run_id)
+        if bounded:
+            bound = value if value is not None else run_id
+            floor = sa.bindparam("floor", type_=bound.type)
+            conditions.append(bound >= floor if self.query.descending else bound <= floor)
+        conditions += self.probes(run_id, with_runs=self.query.sort_metric is not None)
+        return (
+            sa.select(run_id.label("run_id"), (value if value is not None else sa.null()).label("sort_value"))
+            .select_from(source)
+            .where(*conditions)
+            .order_by(*self.order(value, run_id))
+            .limit(sa.bindparam("limit"))
+        )
+
+    def walk_floor(self) -> sa.Select[Any]:
+        """The sort value (or id) ``walk_budget`` entries down the order from the cursor: an index-only
+        walk that bounds the sort-driven plan."""
+        source, value, run_id, own = self.sort_source()
+        bound = value if value is not None else run_id
+        own = own if self.query.sort_metric is not None else []  # the runs' own conditions are no bound
+        return (
+            sa.select(bound)
+            .select_from(source)
+            .where(*own, *self.after(value, run_id))
+            .order_by(*self.order(value, run_id))
+            .offset(self.walk_budget)
+            .limit(1)
+        )
+
+    def filter_driven(self, driver: int) -> sa.Select[Any]:
+        """Read the runs passing metric filter ``driver`` from its index; sort them."""
+        _, op, _ = self.query.metrics[driver]
+        d = t.latest_metrics.alias("d")
+        conditions = [d.c.key == sa.bindparam(f"mk{driver}"), _metric_test(d, driver, op)]
+        source: Any = d
+        value: Any = None
+        sort_value: Any = sa.null()
+        if self.query.sort_metric is not None:
+            s = t.latest_metrics.alias("s")
+            source = d.join(s, sa.and_(s.c.run_id == d.c.run_id, s.c.key == sa.bindparam("sort_key")))
+            sort_value = s.c.value
+            # ordering on an expression, not the column, keeps a planner (PostgreSQL's, with LIMIT) from
+            # walking the sort's index instead, which is the correlation trap this plan exists to avoid
+            value = s.c.value + sa.literal_column("0")
+        conditions += self.after(value, d.c.run_id) + self.probes(d.c.run_id, skip_metric=driver)
+        return (
+            sa.select(d.c.run_id.label("run_id"), sort_value.label("sort_value"))
+            .select_from(source)
+            .where(*conditions)
+            .order_by(*self.order(value, d.c.run_id))
+            .limit(sa.bindparam("limit"))
+        )
+
+    def membership_walk(self, driver: int) -> sa.Select[Any]:
+        """The filter-driven plan for SQLite, which has no hash join: the runs passing metric filter
+        ``driver`` are read once from its index into an in-memory set (``IN (subquery)``), and the sort
+        metric's index is walked in page order against that set. Both read index entries in order,
+        several times cheaper than a primary-key probe per match. (PostgreSQL would plan this as the
+        sort-driven walk with a probe per run, the correlation trap; it hash-joins ``filter_driven``.)
+        """
+        _, op, _ = self.query.metrics[driver]
+        d = t.latest_metrics.alias("d")
+        members = sa.select(d.c.run_id).where(
+            d.c.key == sa.bindparam(f"mk{driver}"), _metric_test(d, driver, op)
+        )
+        s = t.latest_metrics.alias("s")
+        conditions = [
+            s.c.key == sa.bindparam("sort_key"),
+            s.c.run_id.in_(members),
+            *self.after(s.c.value, s.c.run_id),
+            *self.probes(s.c.run_id, skip_metric=driver),
+        ]
+        return (
+            sa.select(s.c.run_id.label("run_id"), s.c.value.label("sort_value"))
+            .where(*conditions)
+            .order_by(*self.order(s.c.value, s.c.run_id))
+            .limit(sa.bindparam("limit"))
+        )
+
+    def matches(self, i: int) -> sa.Select[Any]:
+        """How many runs pass metric filter ``i``, counted on its index up to ``selective``."""
+        _, op, _ = self.query.metrics[i]
+        f = t.latest_metrics.alias("c")
+        inner = sa.select(sa.literal(1)).where(f.c.key == sa.bindparam(f"mk{i}"), _metric_test(f, i, op))
+        return sa.select(sa.func.count()).select_from(inner.limit(self.selective).subquery())
+
+
+def _metric_test(alias: Any, i: int, op: str) -> Any:
+    return COMPARATORS[op](alias.c.value, sa.bindparam(f"mv{i}", type_=sa.Float))
+
+
+class SqlRunPages:
+    """Pages of runs over the metadata database of a workspace (the thresholds of the plan choice
+    can be set, so that tests reach every plan with little data)."""
+
+    def __init__(self, engine: Engine, *, selective: int = SELECTIVE, walk_budget: int = WALK_BUDGET) -> None:
+        self.engine = engine
+        self.selective = selective
+        self.walk_budget = walk_budget
+
+    def page(self, query: RunPageQuery) -> RunPage:
+        if not 1 <= query.limit <= 1000:
+            raise ParameterError(f"limit must be 1 to 1000, got {query.limit}", field="limit")
+        for _, op, _ in query.metrics:
             if op not in COMPARATORS:
                 raise ParameterError(
                     f"metric operator {op!r} is not one of {sorted(COMPARATORS)}", field="where"
                 )
-            m = t.metrics.alias(f"mf{i}")
-            latest = (  # the run's latest value of the key, found on the (run_id, key, id) index
-                sa.select(m.c.value)
-                .where(m.c.run_id == runs.c.id, m.c.key == sa.bindparam(f"mk{i}"))
-                .order_by(m.c.id.desc())
-                .limit(1)
-                .correlate(runs)
-                .scalar_subquery()
-            )
-            conditions.append(COMPARATORS[op](latest, sa.bindparam(f"mv{i}", type_=sa.Float)))
-            values[f"mk{i}"], values[f"mv{i}"] = key, float(number)
-
-        if query.sort_metric is None:
-            stmt = sa.select(runs, sa.null().label("sort_value")).where(*conditions)
-            if query.after is not None:
-                cmp = (
-                    runs.c.id < sa.bindparam("after_id")
-                    if query.descending
-                    else runs.c.id > sa.bindparam("after_id")
-                )
-                stmt = stmt.where(cmp)
-                values["after_id"] = query.after[1]
-            stmt = stmt.order_by(runs.c.id.desc() if query.descending else runs.c.id.asc())
-        else:
-            s = t.metrics.alias("ms")
-            stmt = (
-                sa.select(runs, s.c.value.label("sort_value"))
-                .select_from(s.join(runs, runs.c.id == s.c.run_id))
-                .where(s.c.key == sa.bindparam("sort_key"), _latest(s), *conditions)
-            )
-            values["sort_key"] = query.sort_metric
-            if query.after is not None:
-                value, after_id = query.after
-                if value is None:
-                    raise ParameterError("cursor does not belong to this sort", field="cursor")
-                v = sa.bindparam("after_value", type_=sa.Float)
-                a: Any = sa.bindparam("after_id")
-                if query.descending:
-                    stmt = stmt.where(sa.or_(s.c.value < v, sa.and_(s.c.value == v, s.c.run_id < a)))
-                else:
-                    stmt = stmt.where(sa.or_(s.c.value > v, sa.and_(s.c.value == v, s.c.run_id > a)))
-                values["after_value"], values["after_id"] = float(value), after_id
-            order = (s.c.value.desc(), s.c.run_id.desc()) if query.descending else (s.c.value, s.c.run_id)
-            stmt = stmt.order_by(*order)
-        stmt = stmt.limit(query.limit + 1)
+        if query.after is not None and query.sort_metric is not None and query.after[0] is None:
+            raise ParameterError("cursor does not belong to this sort", field="cursor")
+        st = _Statement(query, self.selective, self.walk_budget)
         with self.engine.connect() as conn:
-            rows = conn.execute(stmt, values).mappings().all()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        page_runs = [_run(r) for r in rows]
-        sort_values = [r["sort_value"] for r in rows]
-        next_after = (sort_values[-1], page_runs[-1].id) if more and rows else None
-        return RunPage(page_runs, sort_values, next_after)
+            keys, plan = self._keys(conn, st)
+            rows = self._runs(conn, [run_id for run_id, _ in keys[: query.limit]])
+        more = len(keys) > query.limit
+        keys = keys[: query.limit]
+        runs = [_run(rows[run_id]) for run_id, _ in keys]
+        sort_values = [value for _, value in keys]
+        next_after = (sort_values[-1], runs[-1].id) if more and keys else None
+        return RunPage(runs, sort_values, next_after, plan)
+
+    @staticmethod
+    def _keys(conn: sa.Connection, st: _Statement) -> tuple[list[tuple[str, float | None]], str]:
+        """(run id, sort value) of the page's rows and one more, in page order; and the plan used."""
+
+        def run(stmt: sa.Select[Any], **extra: Any) -> list[tuple[str, float | None]]:
+            return [(r[0], r[1]) for r in conn.execute(stmt, st.values | extra)]
+
+        drivers = [i for i, (_, op, _) in enumerate(st.query.metrics) if op in _RANGE_OPS]
+        if not drivers:
+            return run(st.sort_driven()), "sort"
+        counts = {i: conn.execute(st.matches(i), st.values).scalar_one() for i in drivers}
+        driver = min(drivers, key=lambda i: counts[i])
+        if counts[driver] < st.selective:
+            return run(st.filter_driven(driver)), "filter"
+        floor = conn.execute(st.walk_floor(), st.values).scalar()
+        if floor is None:  # the rest of the order is shorter than the budget: walk all of it
+            return run(st.sort_driven()), "sort"
+        keys = run(st.sort_driven(bounded=True), floor=floor)
+        if len(keys) > st.query.limit:
+            return keys, "sort"
+        if st.query.sort_metric is not None and conn.dialect.name == "sqlite":
+            return run(st.membership_walk(driver)), "filter"
+        return run(st.filter_driven(driver)), "filter"
+
+    @staticmethod
+    def _runs(conn: sa.Connection, ids: list[str]) -> dict[str, Any]:
+        if not ids:
+            return {}
+        stmt = sa.select(t.runs).where(t.runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+        return {r["id"]: r for r in conn.execute(stmt, {"ids": ids}).mappings()}

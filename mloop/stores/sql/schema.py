@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -136,6 +136,22 @@ metrics = sa.Table(
     sa.Column("timestamp", UTCDateTime, nullable=False),
     sa.Index(None, "run_id", "key", "id"),
     sa.Index(None, "key", "value"),
+)
+
+# A run's latest value of each metric (the last logged point), kept by log_metrics in the points'
+# transaction (migration 0009). The runs page sorts and filters on it: one row per (run, key), and the
+# (key, value, run_id) index is a metric's runs in page order, ties broken by id as the cursor is.
+# No foreign key: the point inserted with it in the same transaction already checks the run.
+latest_metrics = sa.Table(
+    "latest_metrics",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("key", sa.String(250), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", UTCDateTime, nullable=False),
+    sa.Index(None, "key", "value", "run_id"),
+    sqlite_with_rowid=False,
 )
 
 params = sa.Table(
