@@ -1,10 +1,14 @@
-"""The load-test gate: serve a candidate model version on loopback, in its own process, and replay
+"""The load test: serve a candidate model version on loopback, in its own process, and replay
 requests at a given concurrency; p99 latency and error-rate budgets decide.
 
 The candidate is copied into a throw-away one-model workspace and served from there by ``mloop serve``
 (the same service production runs), so the test neither moves the real registry's aliases nor writes
 to the real prediction log. Every answer must also be a valid prediction response (one prediction per
 instance): that is the prediction-service test of the same gate.
+
+A few requests (one per concurrent client) warm the service up unmeasured. With ``rounds`` > 1 a p99
+over budget is measured again, up to ``rounds`` replays, and the best round counts: a latency verdict
+survives a moment of load on a busy machine, while an error-rate failure is final at once.
 """
 
 from __future__ import annotations
@@ -50,9 +54,50 @@ class LoadTestReport:
     seconds: float
     reasons: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rounds: int = 1
+    p99_by_round_ms: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers as metrics (what a rollout records on the candidate's run)."""
+        found = {
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "error_rate": self.error_rate,
+            "requests": self.requests,
+            "rounds": self.rounds,
+            "seconds": self.seconds,
+            "passed": float(self.passed),
+        }
+        return {k: float(v) for k, v in found.items() if v is not None}
+
+    def summary(self) -> str:
+        """The numbers in one line, e.g. for an alias-history reason."""
+        p99 = "no answer" if self.p99_ms is None else f"p99 {self.p99_ms:.1f} ms"
+        rounds = f", {self.rounds} rounds" if self.rounds > 1 else ""
+        return (
+            f"{p99} (budget {self.p99_budget_ms:g} ms), errors {self.error_rate:.1%} "
+            f"(at most {self.max_error_rate:.1%}) on {self.requests} requests at concurrency "
+            f"{self.concurrency}{rounds}"
+        )
+
+
+@dataclass
+class _Round:
+    """One replay of every request: latencies of the valid answers, and the problems of the others."""
+
+    latencies: list[float]
+    errors: list[str]
+
+    @property
+    def error_rate(self) -> float:
+        return len(self.errors) / (len(self.latencies) + len(self.errors))
+
+    @property
+    def p99(self) -> float | None:
+        return _quantile(self.latencies, 0.99) if self.latencies else None
 
 
 def _free_port() -> int:
@@ -133,6 +178,44 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _replay(url: str, requests: Sequence[Mapping[str, Any]], concurrency: int) -> _Round:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(lambda row: _one(url, row), requests))
+    return _Round(
+        [ms for ms, problem in results if problem is None],
+        [problem for _, problem in results if problem is not None],
+    )
+
+
+def _serve(root: Path, name: str, start_timeout_s: float) -> tuple[str, subprocess.Popen[bytes]]:
+    """``mloop serve`` of the one-model workspace under ``root`` on a free loopback port, once ready."""
+    port = _free_port()
+    env = {**os.environ, "MLOOP_WORKSPACE": str(root / ".mloop")}
+    for key in ("MLOOP_METADATA_URL", "MLOOP_ARTIFACT_URL"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "mloop", "serve", name, "--alias", _ALIAS, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workspace", str(root / ".mloop")]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=root
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, start_timeout_s)
+    except BaseException:
+        _stop(process)
+        raise
+    return url, process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def load_test(
     workspace: Workspace,
     version_ref: str,
@@ -141,75 +224,60 @@ def load_test(
     p99_budget_ms: float = 200.0,
     max_error_rate: float = 0.01,
     *,
+    rounds: int = 1,
     start_timeout_s: float = 120.0,
 ) -> LoadTestReport:
     """Serve ``version_ref`` (``NAME:VERSION`` or ``NAME@ALIAS``) on loopback in its own process and
-    replay ``requests`` (one instance each, e.g. recent logged requests) at ``concurrency``."""
+    replay ``requests`` (one instance each, e.g. recent logged requests) at ``concurrency``; a p99
+    over budget is measured again up to ``rounds`` replays (see the module docstring)."""
     if not requests:
         raise ParameterError("a load test needs at least one request to replay", field="requests")
     if concurrency < 1:
         raise ParameterError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
+    if rounds < 1:
+        raise ParameterError(f"rounds must be at least 1, got {rounds}", field="rounds")
     started = time.perf_counter()
+    measured: list[_Round] = []
     with tempfile.TemporaryDirectory(prefix="mloop-loadtest-") as tmp:
         name = _candidate_workspace(workspace, version_ref, Path(tmp))
-        port = _free_port()
-        env = {**os.environ, "MLOOP_WORKSPACE": str(Path(tmp) / ".mloop")}
-        for key in ("MLOOP_METADATA_URL", "MLOOP_ARTIFACT_URL"):
-            env.pop(key, None)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mloop",
-                "serve",
-                name,
-                "--alias",
-                _ALIAS,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workspace",
-                str(Path(tmp) / ".mloop"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd=tmp,
-        )
+        url, process = _serve(Path(tmp), name, start_timeout_s)
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, process, start_timeout_s)
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                results = list(pool.map(lambda row: _one(url, row), requests))
+            _replay(url, requests[:concurrency], concurrency)  # warm-up, not measured
+            for _ in range(rounds):
+                measured.append(_replay(url, requests, concurrency))
+                last = measured[-1]
+                if last.error_rate > max_error_rate:
+                    break  # the prediction-service test failed: no re-measuring changes that
+                if last.p99 is None or last.p99 <= p99_budget_ms:
+                    break  # within budget (or nothing answered: the error rate decides)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    latencies = [ms for ms, problem in results if problem is None]
-    errors = [problem for _, problem in results if problem is not None]
-    error_rate = len(errors) / len(results)
-    p50 = _quantile(latencies, 0.5) if latencies else None
-    p99 = _quantile(latencies, 0.99) if latencies else None
+            _stop(process)
+    last = measured[-1]
+    final = last if last.error_rate > max_error_rate else min(measured, key=_latency_rank)
     reasons = []
-    if p99 is not None and p99 > p99_budget_ms:
-        reasons.append(f"p99 latency {p99:.1f} ms exceeds the {p99_budget_ms:g} ms budget")
-    if error_rate > max_error_rate:
-        reasons.append(f"error rate {error_rate:.1%} exceeds {max_error_rate:.1%} (first: {errors[0]})")
+    if final.p99 is not None and final.p99 > p99_budget_ms:
+        reasons.append(f"p99 latency {final.p99:.1f} ms exceeds the {p99_budget_ms:g} ms budget")
+    if final.error_rate > max_error_rate:
+        reasons.append(
+            f"error rate {final.error_rate:.1%} exceeds {max_error_rate:.1%} (first: {final.errors[0]})"
+        )
     return LoadTestReport(
-        version_ref,
-        len(results),
-        concurrency,
-        p50,
-        p99,
-        error_rate,
-        p99_budget_ms,
-        max_error_rate,
-        not reasons,
-        time.perf_counter() - started,
-        reasons,
-        errors[:5],
+        version=version_ref,
+        requests=len(requests),
+        concurrency=concurrency,
+        p50_ms=_quantile(final.latencies, 0.5) if final.latencies else None,
+        p99_ms=final.p99,
+        error_rate=final.error_rate,
+        p99_budget_ms=p99_budget_ms,
+        max_error_rate=max_error_rate,
+        passed=not reasons,
+        seconds=time.perf_counter() - started,
+        reasons=reasons,
+        errors=final.errors[:5],
+        rounds=len(measured),
+        p99_by_round_ms=[r.p99 for r in measured],
     )
+
+
+def _latency_rank(r: _Round) -> float:
+    return float("inf") if r.p99 is None else r.p99

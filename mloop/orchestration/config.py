@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mloop.errors import ConfigurationError, MloopError
 
-__all__ = ["LoopConfig", "RolloutPolicy", "TriggerSpec", "load_loop_config", "parse_duration"]
+__all__ = [
+    "LoadTestPolicy",
+    "LoopConfig",
+    "RolloutPolicy",
+    "TriggerSpec",
+    "load_loop_config",
+    "parse_duration",
+]
 
 KINDS = ("manual", "schedule", "new_data", "drift", "degradation")
 
@@ -150,13 +157,32 @@ class TriggerSpec(_Strict):
         return parse_duration(self.cooldown, "cooldown")
 
 
+class LoadTestPolicy(_Strict):
+    """``[rollout.load_test]``: the gate a candidate passes before it takes canary traffic.
+
+    The candidate is served on loopback in its own process and replayed the ``requests`` most recent
+    logged requests at ``concurrency``; every answer must be a valid prediction (the prediction-service
+    test) and at most ``max_error_rate`` may fail; its p99 latency must stay within ``p99_ms``. A p99
+    over budget is measured again, up to ``rounds`` replays (best round counts), so a verdict does not
+    depend on a moment's machine load. Backtests and the demo never run it.
+    """
+
+    enabled: bool = True
+    requests: int = Field(200, ge=1, le=100_000)
+    concurrency: int = Field(4, ge=1, le=256)
+    p99_ms: float = Field(250.0, gt=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    rounds: int = Field(3, ge=1, le=10)
+
+
 class RolloutPolicy(_Strict):
     """How a newly validated version of ``model`` reaches production.
 
     ``auto``: it becomes ``canary`` (the service sends it ``canary_fraction`` of traffic); once
     ``min_labelled`` canary predictions have labels (or ``budget`` has passed), its live ``metric`` is
     compared with production's over the same period: promoted, or rolled back with the reason.
-    ``manual``: nothing moves until someone runs ``mloop models promote``.
+    ``manual``: nothing moves until someone runs ``mloop models promote``. Before a candidate becomes
+    ``canary`` the scheduler's load-test gate (``load_test``) must pass, else it is refused.
     """
 
     model: str = Field(min_length=1)
@@ -168,6 +194,7 @@ class RolloutPolicy(_Strict):
     budget: str = "1h"
     max_degradation: float = Field(0.01, ge=0)
     z: float = Field(2.0, ge=0, description="noise allowance: standard errors a canary may trail by")
+    load_test: LoadTestPolicy = Field(default_factory=LoadTestPolicy)
 
     @field_validator("metric")
     @classmethod
