@@ -167,6 +167,22 @@ def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> No
     assert code == 2 and "no deployed pipeline 'ghost'" in err
 
 
+def test_a_trigger_naming_a_version_that_does_not_exist_is_one_error_at_start(tmp_path: Path, capsys) -> None:
+    project = make_project(tmp_path / "proj")
+    ws = str(tmp_path / "ws")  # its mloop.toml is beside it, in tmp_path
+    ref = str(project / "toy" / "pipeline.py") + ":training"
+    deployed = run(
+        capsys, "pipelines", "deploy", ref, "--name", "toy", "--force", "--reason", "t", "--workspace", ws
+    )
+    assert deployed[0] == 0, deployed[2]
+    for pipeline, message in (("toy:9", "no version 9"), ("toy@production", "no alias 'production'")):
+        (tmp_path / "mloop.toml").write_text(
+            f'[[triggers]]\nname = "t"\nkind = "manual"\npipeline = "{pipeline}"\n'
+        )
+        code, _, err = run(capsys, "scheduler", "run", "--once", "--workspace", ws)
+        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
 def test_trigger_references_resolve_or_fail_clearly(tmp_path: Path) -> None:
     with (
         mloop.Workspace.open(tmp_path / "ws") as ws,
