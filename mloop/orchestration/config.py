@@ -163,8 +163,8 @@ class LoadTestPolicy(_Strict):
     The candidate is served on loopback in its own process and replayed the ``requests`` most recent
     logged requests at ``concurrency``; every answer must be a valid prediction (the prediction-service
     test) and at most ``max_error_rate`` may fail; its p99 latency must stay within ``p99_ms``. A p99
-    over budget is measured again, up to ``rounds`` replays (best round counts), so a verdict does not
-    depend on a moment's machine load. Backtests and the demo never run it.
+    over budget is measured again, up to ``rounds`` replays (each request's best latency counts), so
+    a verdict does not depend on a moment's machine load. Backtests and the demo never run it.
     """
 
     enabled: bool = True
