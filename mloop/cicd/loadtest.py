@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -122,7 +123,23 @@ def _candidate_workspace(workspace: Workspace, version_ref: str, root: Path) -> 
     return name
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _last_error(log_file: Path) -> str:
+    """The service's own last word before it exited: the exception it raised (a traceback's last
+    line, or mloop's ``error:`` line), else its last line mentioning an error, else its last line."""
+    try:
+        lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    raised = [line for line in lines if _RAISED.match(line)]
+    errors = [line for line in lines if "error" in line.lower()]
+    last = (raised or errors or lines or [""])[-1]
+    return f": {last[:300]}" if last else ""
+
+
+_RAISED = re.compile(r"^(error: |[A-Za-z_][\w.]*(Error|Exception)\b)")
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, log_file: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -131,7 +148,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) ->
         except (OSError, urllib.error.URLError):
             if process.poll() is not None:
                 raise ConfigurationError(
-                    f"the candidate's service exited with code {process.returncode} before it was ready",
+                    f"the candidate's service exited with code {process.returncode} before it was ready"
+                    + _last_error(log_file),
                     field="version",
                 ) from None
             if time.monotonic() > deadline:
@@ -185,12 +203,12 @@ def _serve(root: Path, name: str, start_timeout_s: float) -> tuple[str, subproce
         env.pop(key, None)
     command = [sys.executable, "-m", "mloop", "serve", name, "--alias", _ALIAS, "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workspace", str(root / ".mloop")]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=root
-    )
+    log_file = root / "serve.log"  # a file, not a pipe: the service can never block on a full pipe
+    with log_file.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, start_timeout_s)
+        _wait_ready(url, process, start_timeout_s, log_file)
     except BaseException:
         _stop(process)
         raise

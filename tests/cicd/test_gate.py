@@ -21,6 +21,7 @@ from mloop.orchestration.config import RolloutPolicy
 from mloop.orchestration.retrain import default_model
 from mloop.orchestration.rollout import advance
 from tests.cicd.gate_models import SlowClassifier
+from tests.serving.serving_helpers import fit, register, training_data
 
 REPO = Path(__file__).resolve().parents[2]
 GENEROUS = {"requests": 12, "concurrency": 2, "p99_ms": 60_000, "rounds": 1}  # latency never decides
@@ -98,6 +99,25 @@ def test_a_candidate_that_fails_the_recorded_requests_is_refused_with_the_number
     svc.stop()
     assert {a["version"] for a in answers} == {1}
     assert advance(ws, policy(), utcnow(), gate=LoadTestGate()).action == "none"
+
+
+def test_a_candidate_whose_service_cannot_start_fails_the_gate_naming_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the served process cannot import the model's class
+    with mloop.Workspace.open(tmp_path / "ws") as w:
+        df = training_data()
+        inner = fit(df, ["a", "b"])
+        model = SlowClassifier(inner, 0.0)
+        model.classes_ = inner.classes_
+        register(w, model, df, ["a", "b"])
+        gate = LoadTestGate()
+        report = gate(
+            w, "clf:1", [{"a": 1.0, "b": 2.0}] * 3, concurrency=1, p99_ms=1e6, max_error_rate=0.0, rounds=1
+        )
+    assert not report.passed and report.rounds == 0 and report.error_rate == 1.0
+    assert report.reasons[0].startswith("the candidate's service exited with code")
+    assert "SerializationError: cannot read a joblib artifact: No module named 'tests'" in report.reasons[0]
 
 
 @pytest.mark.slow  # two candidate services, one answering 0.3 s late
