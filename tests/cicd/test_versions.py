@@ -106,11 +106,22 @@ def test_a_deployed_version_runs_its_frozen_code_not_the_file_on_disk(
                 result.load("fit").n_features_in_,
                 ws.metadata.get_params(result.run.id)["pipeline.version"],
             )
+            if name == "toy":  # a model the production version made
+                ws.register_model("toy-model", result.load("fit"), run_id=result.run.id)
     assert results["toy"] == (2, "toy:1")  # production = v1, frozen with 2 features
     assert results["toy:1"][0] == 2
     assert results["toy@staging"] == (1, "toy:2")
     assert results["toy:2"][0] == 1
     assert load_pipeline(f"{project / 'toy' / 'pipeline.py'}:training").version_ref is None  # undeployed use
+    # lineage: model → run → pipeline version → commit
+    code, out, _ = run(capsys, "models", "show", "toy-model", "--json", "--workspace", str(ws_dir))
+    shown = json.loads(out)
+    assert (
+        code == 0 and shown["pipeline_version"]["version"] == 1 and shown["pipeline_version"]["name"] == "toy"
+    )
+    assert "git_commit" in shown["pipeline_version"]
+    code, out, _ = run(capsys, "models", "show", "toy-model", "--workspace", str(ws_dir))
+    assert code == 0 and "deployed pipeline version toy:1 · commit" in out
 
 
 def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> None:
