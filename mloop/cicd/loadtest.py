@@ -10,11 +10,14 @@ A few requests (one per concurrent client) warm the service up unmeasured. With 
 over budget is measured again, up to ``rounds`` replays of every request, and each request's latency
 is its best over the rounds: a stall of a busy machine that hit some requests in one round does not
 count against the candidate, while a request the model is slow on is slow in every round. The error
-rate (the prediction-service test) is judged on the first replay and is final at once.
+rate (the prediction-service test) is judged on the first replay and is final at once; once more
+requests failed than ``max_error_rate`` allows, the rest of that replay is not sent (the verdict
+cannot change, and a hanging candidate is not waited on 30 s per request).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -22,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -185,9 +189,25 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _replay(url: str, requests: Sequence[Mapping[str, Any]], concurrency: int) -> list[Answer]:
+def _replay(
+    url: str, requests: Sequence[Mapping[str, Any]], concurrency: int, max_failures: int | None = None
+) -> list[Answer | None]:
+    """Each request's answer; with ``max_failures``, once more than that many failed the requests not
+    yet sent are skipped (None): the error budget is spent, the verdict cannot change, and a hanging
+    candidate is not waited on request after request."""
+    spent = threading.Event()
+    failures = itertools.count(1)
+
+    def one(row: Mapping[str, Any]) -> Answer | None:
+        if spent.is_set():
+            return None
+        answer = _one(url, row)
+        if answer[1] is not None and max_failures is not None and next(failures) > max_failures:
+            spent.set()
+        return answer
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(lambda row: _one(url, row), requests))
+        return list(pool.map(one, requests))
 
 
 def _p99(latencies: Sequence[float | None]) -> float | None:
@@ -250,10 +270,12 @@ def load_test(
         url, process = _serve(Path(tmp), name, start_timeout_s)
         try:
             _replay(url, requests[:concurrency], concurrency)  # warm-up, not measured
-            first = _replay(url, requests, concurrency)
-            errors = [problem for _, problem in first if problem is not None]
-            error_rate = len(errors) / len(first)
-            best = [ms if problem is None else None for ms, problem in first]
+            budget = int(max_error_rate * len(requests))  # failures allowed
+            first = _replay(url, requests, concurrency, max_failures=budget)
+            sent = [answer for answer in first if answer is not None]
+            errors = [problem for _, problem in sent if problem is not None]
+            error_rate = len(errors) / len(sent)
+            best = [None if a is None or a[1] is not None else a[0] for a in first]
             by_round = [_p99(best)]
             while (
                 error_rate <= max_error_rate  # else the prediction-service test failed, for good
@@ -261,7 +283,7 @@ def load_test(
                 and p99 > p99_budget_ms
                 and len(by_round) < rounds
             ):
-                again = _replay(url, requests, concurrency)
+                again = [a for a in _replay(url, requests, concurrency) if a is not None]
                 by_round.append(_p99([ms if problem is None else None for ms, problem in again]))
                 best = [
                     b if b is None or problem is not None else min(b, ms)
@@ -274,7 +296,11 @@ def load_test(
     if p99 is not None and p99 > p99_budget_ms:
         reasons.append(f"p99 latency {p99:.1f} ms exceeds the {p99_budget_ms:g} ms budget")
     if error_rate > max_error_rate:
-        reasons.append(f"error rate {error_rate:.1%} exceeds {max_error_rate:.1%} (first: {errors[0]})")
+        unsent = len(requests) - len(sent)
+        skipped = f"; {unsent} request(s) not sent once the error budget was spent" if unsent else ""
+        reasons.append(
+            f"error rate {error_rate:.1%} exceeds {max_error_rate:.1%} (first: {errors[0]}){skipped}"
+        )
     valid = [ms for ms in best if ms is not None]
     return LoadTestReport(
         version=version_ref,

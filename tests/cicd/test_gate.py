@@ -82,6 +82,8 @@ def test_a_candidate_that_fails_the_recorded_requests_is_refused_with_the_number
     decision = advance(ws, policy(), utcnow(), gate=LoadTestGate())
     assert (decision.action, decision.version) == ("refuse", version)
     assert "error rate 100.0% exceeds 1.0% (first: HTTP 4" in decision.reason
+    # at most one request per client was in flight when the first failure spent the error budget
+    assert "request(s) not sent once the error budget was spent" in decision.reason
     [event] = ws.model_registry().history(MODEL, "canary")
     assert (event.action, event.from_version, event.to_version) == ("refuse", None, version)
     assert event.reason == decision.reason
