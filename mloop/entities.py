@@ -192,7 +192,11 @@ class ModelVersion:
 
 @dataclass(frozen=True, slots=True)
 class AliasEvent:
-    """One move of an alias: ``promote`` (set), ``rollback`` or ``remove``; who, when and why."""
+    """One move of an alias: ``promote`` (set), ``rollback`` or ``remove``; who, when and why.
+
+    ``refuse`` records a version kept off the alias (``to_version``, e.g. a canary candidate that
+    failed the load test) without moving it; ``evidence`` holds the numbers behind it.
+    """
 
     name: str
     alias: str
@@ -202,6 +206,7 @@ class AliasEvent:
     at: datetime
     who: str
     reason: str
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,13 +91,14 @@ def monitor(
 
 
 def _scheduler(ws: Any, tick: float | None) -> Any:
+    from mloop.cicd.gate import LoadTestGate
     from mloop.orchestration.config import load_loop_config
     from mloop.orchestration.scheduler import Scheduler
 
     config = load_loop_config(ws.config_dir)
     if tick is not None:
         config = config.model_copy(update={"tick_s": tick})
-    return Scheduler(ws, config)
+    return Scheduler(ws, config, gate=LoadTestGate())
 
 
 @scheduler_app.command("run")

@@ -185,13 +185,19 @@ def show(
     with open_workspace(workspace) as ws:
         v = ws.model_version(ref)
         run = ws.metadata.get_run(v.run_id) if v.run_id else None
+        pipeline = _pipeline_version(ws, run.id) if run is not None else None
     if as_json:
-        print_json({"version": v, "run": run})
+        print_json({"version": v, "run": run, "pipeline_version": pipeline})
         return
     out.print(f"[bold]{v.name} v{v.version}[/] ({v.status.value}) aliases: {', '.join(v.aliases) or '-'}")
     out.print(f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}")
     if run is not None:
         out.print(f"made by run {run.id} of {run.pipeline} · code {run.code_commit or run.code_hash[:12]}")
+    if pipeline is not None:
+        commit = (
+            f"commit {pipeline.git_commit or '(not in git)'}{' (dirty tree)' if pipeline.git_dirty else ''}"
+        )
+        out.print(f"deployed pipeline version {pipeline.ref} · {commit}", markup=False)
     out.print("metrics: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.metrics.items()))
     inputs = v.signature.get("inputs", {}).get("columns", {})
     if inputs:
@@ -403,6 +409,19 @@ def rollout_command(
 
 def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "-"
+
+
+def _pipeline_version(ws: Any, run_id: str) -> Any:
+    """The deployed pipeline version a run ran (its ``pipeline.version`` param), if any: lineage
+    model → run → pipeline version → commit."""
+    ref = ws.metadata.get_params(run_id).get("pipeline.version")
+    if not isinstance(ref, str) or ":" not in ref:
+        return None
+    name, _, number = ref.rpartition(":")
+    try:
+        return ws.pipeline_store().get_version(name, int(number))
+    except (NotFoundError, ValueError):
+        return None
 
 
 def _read(path: Path) -> Any:

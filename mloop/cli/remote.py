@@ -103,4 +103,5 @@ def to_event(d: dict[str, Any]) -> AliasEvent:
         at=datetime.fromisoformat(d["at"]),
         who=d["who"],
         reason=d["reason"],
+        evidence=d.get("evidence"),
     )

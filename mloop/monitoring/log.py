@@ -50,6 +50,7 @@ __all__ = [
     "labelled_predictions",
     "quarantined_segments",
     "read_log",
+    "recent_requests",
 ]
 
 
@@ -238,6 +239,32 @@ def count_logged(root: Path, model: str, *, since_segment: str | None = None) ->
     """How many predictions the flushed segments hold (a bound callers check before reading)."""
     tables = (_read_segment(f) for f in _segments(root, model, "predictions", since_segment))
     return sum(t.num_rows for t in tables if t is not None)
+
+
+def recent_requests(root: Path, model: str, limit: int) -> list[dict[str, Any]]:
+    """The instances of up to ``limit`` most recently logged predictions, oldest first, as clients sent
+    them: the serving version's feature columns without their ``input.`` prefix, a null where the
+    client sent null (shadow answers, which repeat a request, are not counted).
+
+    Reads segments newest first and stops once it has ``limit`` rows (a bounded read, whatever the
+    log's size). What a load test replays.
+    """
+    found: list[dict[str, Any]] = []
+    for path in reversed(_segments(root, model, "predictions", None)):
+        table = _read_segment(path)
+        if table is None:
+            continue
+        inputs = [c for c in table.column_names if c.startswith("input.")]
+        roles = table.column("role").to_pylist() if "role" in table.column_names else [None] * len(table)
+        rows = [
+            {k.removeprefix("input."): v for k, v in row.items()}
+            for row, role in zip(table.select(inputs).to_pylist(), roles, strict=True)
+            if role != "shadow"  # a shadow answer repeats a request another role answered
+        ]
+        found[:0] = rows
+        if len(found) >= limit:
+            break
+    return found[-limit:] if limit > 0 else []
 
 
 def quarantined_segments(root: Path, model: str) -> int:

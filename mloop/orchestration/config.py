@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mloop.errors import ConfigurationError, MloopError
 from mloop.settings import CONFIG_FILE, read_config_file
 
-__all__ = ["LoopConfig", "RolloutPolicy", "TriggerSpec", "load_loop_config", "parse_duration"]
+__all__ = [
+    "LoadTestPolicy",
+    "LoopConfig",
+    "RolloutPolicy",
+    "TriggerSpec",
+    "load_loop_config",
+    "parse_duration",
+]
 
 KINDS = ("manual", "schedule", "new_data", "drift", "degradation")
 
@@ -153,6 +160,24 @@ class TriggerSpec(_Strict):
         return parse_duration(self.cooldown, "cooldown")
 
 
+class LoadTestPolicy(_Strict):
+    """``[rollout.load_test]``: the gate a candidate passes before it takes canary traffic.
+
+    The candidate is served on loopback in its own process and replayed the ``requests`` most recent
+    logged requests at ``concurrency``; every answer must be a valid prediction (the prediction-service
+    test) and at most ``max_error_rate`` may fail; its p99 latency must stay within ``p99_ms``. A p99
+    over budget is measured again, up to ``rounds`` replays (each request's best latency counts), so
+    a verdict does not depend on a moment's machine load. Backtests and the demo never run it.
+    """
+
+    enabled: bool = True
+    requests: int = Field(200, ge=1, le=100_000)
+    concurrency: int = Field(4, ge=1, le=256)
+    p99_ms: float = Field(250.0, gt=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    rounds: int = Field(3, ge=1, le=10)
+
+
 class RolloutPolicy(_Strict):
     """How a newly validated version of ``model`` reaches production.
 
@@ -160,7 +185,9 @@ class RolloutPolicy(_Strict):
     ``min_labelled`` canary predictions have labels (or ``budget`` has passed), its live ``metric`` is
     compared with production's over the same period: promoted, or rolled back with the reason.
     ``manual``: nothing moves until someone runs ``mloop models promote``. With ``judge = "paired"``
-    the two versions are compared on the same rows (``mloop.orchestration.rollout``).
+    the two versions are compared on the same rows (``mloop.orchestration.rollout``). Before a
+    candidate becomes ``canary`` the scheduler's load-test gate (``load_test``) must pass, else it is
+    refused.
     """
 
     model: str = Field(min_length=1)
@@ -176,6 +203,7 @@ class RolloutPolicy(_Strict):
     # re-predict every labelled row since the canary started, from the logged inputs (twice the rows,
     # and the per-row difference cancels what the rows themselves make hard or easy)
     judge: Literal["live", "paired"] = "live"
+    load_test: LoadTestPolicy = Field(default_factory=LoadTestPolicy)
 
     @field_validator("metric")
     @classmethod

@@ -3,7 +3,12 @@
 One call to :func:`advance` moves a model's rollout at most one step and says what it did and why:
 
 1. no canary, and a registered (validated) version newer than production that never was canary
-   → it becomes ``canary`` (the service routes ``canary_fraction`` of traffic to it);
+   → with a gate (``mloop scheduler run`` passes the load test, :class:`CandidateGate`) and
+   ``load_test.enabled``, the candidate is first served on loopback and replayed the most recent
+   logged requests: a failure records a ``refuse`` event on ``canary`` with the numbers (and the
+   numbers on the candidate's run) and the candidate never takes traffic; with no logged request
+   yet the rollout waits. Then it becomes ``canary`` (the service routes ``canary_fraction`` of
+   traffic to it). Backtests and the demo pass no gate: their decisions depend on the data only;
 2. a canary with at least ``min_labelled`` labelled predictions since it started, or past its time
    budget with at least ``min_labelled_at_budget`` → its metric is compared with production's on the
    traffic of the same period: promoted only if it is no worse than production by more than
@@ -27,35 +32,74 @@ never receive traffic.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
-from mloop.monitoring.log import labelled_predictions
+from mloop.monitoring.log import labelled_predictions, recent_requests
 from mloop.monitoring.monitor import served_versions
 from mloop.monitoring.windows import INPUT_PREFIX, degradation, labels_and_predictions
 from mloop.orchestration.config import RolloutPolicy
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
-from mloop.workspace import Workspace
+from mloop.workspace import Workspace, current_user
 
-__all__ = ["RolloutDecision", "advance"]
+__all__ = ["CandidateGate", "GateReport", "RolloutDecision", "advance"]
 
 
 @dataclass(frozen=True)
 class RolloutDecision:
-    """What one rollout step did (``action``: ``canary``, ``promote``, ``rollback``, ``wait``, ``none``)."""
+    """What one rollout step did (``action``: ``canary``, ``refuse``, ``promote``, ``rollback``,
+    ``wait``, ``none``)."""
 
     model: str
     action: str
     version: int | None
     reason: str
     evidence: dict[str, Any] | None = None
+
+
+class GateReport(Protocol):
+    """What a candidate gate found (:class:`mloop.cicd.loadtest.LoadTestReport` is one)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def reasons(self) -> list[str]: ...
+
+    def summary(self) -> str:
+        """The numbers in one line."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers, recorded on the candidate's run under ``load_test.``."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class CandidateGate(Protocol):
+    """Checks a candidate (``NAME:VERSION``) before it takes traffic: serves it, replays
+    ``requests`` at ``concurrency`` and judges the budgets (:class:`mloop.cicd.gate.LoadTestGate`)."""
+
+    def __call__(
+        self,
+        workspace: Workspace,
+        candidate: str,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        concurrency: int,
+        p99_ms: float,
+        max_error_rate: float,
+        rounds: int,
+    ) -> GateReport: ...
 
 
 def _alias(workspace: Workspace, model: str, alias: str) -> ModelVersion | None:
@@ -65,9 +109,15 @@ def _alias(workspace: Workspace, model: str, alias: str) -> ModelVersion | None:
         return None
 
 
+def _tried(workspace: Workspace, model: str) -> set[int | None]:
+    """Versions that were canary or production, or were refused canary traffic."""
+    return {
+        e.to_version for e in workspace.model_registry().history(model) if e.alias in ("canary", "production")
+    }
+
+
 def _next_candidate(workspace: Workspace, model: str, production: ModelVersion) -> ModelVersion | None:
-    history = workspace.model_registry().history(model)
-    tried = {e.to_version for e in history if e.alias in ("canary", "production")}
+    tried = _tried(workspace, model)
     for v in sorted(workspace.model_registry().versions(model), key=lambda v: -v.version):
         if v.version <= production.version:
             return None
@@ -82,10 +132,16 @@ def _canary_started(workspace: Workspace, model: str, version: int) -> datetime:
 
 
 def advance(
-    workspace: Workspace, policy: RolloutPolicy, now: datetime, *, log_dir: Path | None = None
+    workspace: Workspace,
+    policy: RolloutPolicy,
+    now: datetime,
+    *,
+    log_dir: Path | None = None,
+    gate: CandidateGate | None = None,
 ) -> RolloutDecision:
     """Take the next rollout step for ``policy.model`` (see the module docstring)."""
     model = policy.model
+    root = log_dir or workspace.prediction_log_dir
     production = _alias(workspace, model, "production")
     if production is None:
         return RolloutDecision(model, "none", None, "no production version yet")
@@ -104,9 +160,55 @@ def advance(
                 f"v{candidate.version} validated; manual mode waits for a promotion",
             )
         reason = f"validated v{candidate.version} goes to canary at {policy.canary_fraction:.0%} of traffic"
+        evidence = None
+        if gate is not None and policy.load_test.enabled:
+            report = _load_test(workspace, policy, candidate, gate, root)
+            if isinstance(report, RolloutDecision):
+                return report
+            reason += f"; its load test passed: {report.summary()}"
+            evidence = {"load_test": report.to_dict()}
         workspace.promote(model, candidate.version, "canary", reason=reason)
-        return RolloutDecision(model, "canary", candidate.version, reason)
-    return _judge_canary(workspace, policy, production, canary, now, log_dir or workspace.prediction_log_dir)
+        return RolloutDecision(model, "canary", candidate.version, reason, evidence)
+    return _judge_canary(workspace, policy, production, canary, now, root)
+
+
+def _load_test(
+    workspace: Workspace, policy: RolloutPolicy, candidate: ModelVersion, gate: CandidateGate, root: Path
+) -> GateReport | RolloutDecision:
+    """The gate's report when the candidate passed; else the decision that refused it (or waits for
+    requests to replay). Either way the numbers go to the candidate's run."""
+    model, version, settings = policy.model, candidate.version, policy.load_test
+    requests = recent_requests(root, model, settings.requests)
+    if not requests:
+        why = f"v{version} validated; its load test waits for logged requests of {model!r} to replay"
+        return RolloutDecision(model, "wait", version, why)
+    report = gate(
+        workspace,
+        f"{model}:{version}",
+        requests,
+        concurrency=settings.concurrency,
+        p99_ms=settings.p99_ms,
+        max_error_rate=settings.max_error_rate,
+        rounds=settings.rounds,
+    )
+    if candidate.run_id is not None:
+        workspace.metadata.log_metrics(
+            candidate.run_id, [(f"load_test.{k}", v, 0) for k, v in report.metrics().items()]
+        )
+    if _alias(workspace, model, "canary") is not None or version in _tried(workspace, model):
+        # the gate took seconds: another scheduler on this workspace may have decided meanwhile
+        return RolloutDecision(model, "none", version, f"v{version} was decided by another scheduler")
+    if report.passed:
+        return report
+    evidence = {"load_test": report.to_dict()}
+    reason = (
+        f"v{version} refused canary traffic by its load test: {'; '.join(report.reasons)} "
+        f"({report.summary()})"
+    )
+    workspace.model_registry().refuse(
+        model, "canary", version, who=current_user(), reason=reason, evidence=evidence
+    )
+    return RolloutDecision(model, "refuse", version, reason, evidence)
 
 
 def _live(frame: pd.DataFrame, version: int, task: str, classes: list[Any] | None) -> dict[str, float]:

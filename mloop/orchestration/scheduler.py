@@ -35,7 +35,7 @@ from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
 from mloop.orchestration.config import LoopConfig, TriggerSpec
-from mloop.orchestration.rollout import RolloutDecision, advance
+from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import check_trigger, validate_trigger
 from mloop.stores.base import TriggerStore
 from mloop.workspace import Workspace, _pid_alive
@@ -72,7 +72,11 @@ def _owner_id() -> str:
 
 
 class Scheduler:
-    """Triggers and rollout policies of one workspace (see :class:`LoopConfig`)."""
+    """Triggers and rollout policies of one workspace (see :class:`LoopConfig`).
+
+    ``gate`` (``mloop scheduler run`` passes the load test) checks each rollout candidate before it
+    takes canary traffic; a replay (backtest, demo) passes none, so its decisions depend on the data.
+    """
 
     def __init__(
         self,
@@ -83,8 +87,10 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         on_run: Callable[[TriggerEvent, Run], None] | None = None,
         owner: str | None = None,
+        gate: CandidateGate | None = None,
     ) -> None:
         self.ws = workspace
+        self.gate = gate  # checks a rollout's candidate before it takes canary traffic (None: no gate)
         self.config = config
         self.log_dir = log_dir
         self.clock = clock
@@ -139,7 +145,7 @@ class Scheduler:
                 self._run(fired, report)
         for policy in self.config.rollout:
             try:
-                decision = advance(self.ws, policy, self.clock(), log_dir=self.log_dir)
+                decision = advance(self.ws, policy, self.clock(), log_dir=self.log_dir, gate=self.gate)
             except StoreUnavailableError:
                 raise
             except Exception as exc:

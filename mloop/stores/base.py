@@ -348,6 +348,19 @@ class ModelRegistry(Protocol):
 
     def rollback(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent: ...
 
+    def refuse(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        who: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> AliasEvent:
+        """Record that ``version`` was kept off ``alias`` (which does not move), with the evidence."""
+        ...
+
     def history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...
 
 

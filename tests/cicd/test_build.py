@@ -120,6 +120,27 @@ def test_build_errors_are_one_line_exit_2(tmp_path: Path, capsys, fake_wheel: Pa
         pinned_requirements(["surely-not-a-package"], {})
 
 
+def test_a_pinned_package_that_cannot_be_resolved_is_one_error_exit_2(
+    tmp_path: Path, capsys, fake_wheel: Path
+) -> None:
+    project = make_project(tmp_path / "proj")  # its pipeline imports a package nobody installed:
+    features = project / "toy" / "features.py"  # deploying reads the source and imports nothing
+    features.write_text("import surely_not_installed_pkg  # noqa: F401\n" + features.read_text())
+    ws = str(tmp_path / "ws")
+    ref = f"{project / 'toy' / 'pipeline.py'}:training"
+    deployed = run(
+        capsys, "pipelines", "deploy", ref, "--name", "toy", "--force", "--reason", "t", "--workspace", ws
+    )
+    assert deployed[0] == 0, deployed[2]
+    code, _, err = run(
+        capsys, "build", "pipeline", "toy@staging", "-o", str(tmp_path / "ctx"), "--workspace", ws
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(
+        "error: package 'surely_not_installed_pkg' is needed but neither recorded nor installed"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -35,15 +35,23 @@ def test_a_candidate_within_budget_passes_and_a_broken_replay_fails_naming_the_n
     assert report.passed, report.reasons
     assert 0 < report.error_rate < 0.2 and report.p99_ms is not None and report.p50_ms <= report.p99_ms
     assert report.errors[0].startswith("HTTP 4")
-    strict = load_test(candidate, "clf:1", bad, concurrency=2, p99_budget_ms=0.0, max_error_rate=0.0)
+    strict = load_test(
+        candidate, "clf:1", bad, concurrency=2, p99_budget_ms=0.0, max_error_rate=0.0, rounds=3
+    )
     assert not strict.passed and strict.error_rate == 1.0
     assert strict.reasons[0].startswith("error rate 100.0% exceeds 0.0% (first: HTTP 4")
-    slow = load_test(candidate, "clf:1", rows[:5], concurrency=1, p99_budget_ms=0.0, max_error_rate=0.0)
+    assert strict.rounds == 1  # an error-rate failure is final at once: no re-measuring
+    slow = load_test(
+        candidate, "clf:1", rows[:5], concurrency=1, p99_budget_ms=0.0, max_error_rate=0.0, rounds=2
+    )
     assert (
         not slow.passed
         and slow.reasons[0].startswith("p99 latency")
         and "exceeds the 0 ms budget" in slow.reasons[0]
     )
+    assert slow.rounds == 2 and len(slow.p99_by_round_ms) == 2  # a latency failure is measured again
+    assert slow.p99_ms <= min(slow.p99_by_round_ms) and "2 rounds" in slow.summary()  # per-request best
+    assert {"p99_ms", "error_rate", "passed"} <= set(slow.metrics()) and slow.metrics()["passed"] == 0.0
     assert candidate.model_registry().history("clf") == []  # the real registry's aliases never moved
 
 

@@ -106,11 +106,22 @@ def test_a_deployed_version_runs_its_frozen_code_not_the_file_on_disk(
                 result.load("fit").n_features_in_,
                 ws.metadata.get_params(result.run.id)["pipeline.version"],
             )
+            if name == "toy":  # a model the production version made
+                ws.register_model("toy-model", result.load("fit"), run_id=result.run.id)
     assert results["toy"] == (2, "toy:1")  # production = v1, frozen with 2 features
     assert results["toy:1"][0] == 2
     assert results["toy@staging"] == (1, "toy:2")
     assert results["toy:2"][0] == 1
     assert load_pipeline(f"{project / 'toy' / 'pipeline.py'}:training").version_ref is None  # undeployed use
+    # lineage: model → run → pipeline version → commit
+    code, out, _ = run(capsys, "models", "show", "toy-model", "--json", "--workspace", str(ws_dir))
+    shown = json.loads(out)
+    assert (
+        code == 0 and shown["pipeline_version"]["version"] == 1 and shown["pipeline_version"]["name"] == "toy"
+    )
+    assert "git_commit" in shown["pipeline_version"]
+    code, out, _ = run(capsys, "models", "show", "toy-model", "--workspace", str(ws_dir))
+    assert code == 0 and "deployed pipeline version toy:1 · commit" in out
 
 
 def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> None:
@@ -165,6 +176,22 @@ def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> No
     assert code == 2 and "no pipeline 'nope'" in err
     code, _, err = run(capsys, "pipelines", "show", "ghost", "--workspace", ws)
     assert code == 2 and "no deployed pipeline 'ghost'" in err
+
+
+def test_a_trigger_naming_a_version_that_does_not_exist_is_one_error_at_start(tmp_path: Path, capsys) -> None:
+    project = make_project(tmp_path / "proj")
+    ws = str(tmp_path / "ws")  # its mloop.toml is beside it, in tmp_path
+    ref = str(project / "toy" / "pipeline.py") + ":training"
+    deployed = run(
+        capsys, "pipelines", "deploy", ref, "--name", "toy", "--force", "--reason", "t", "--workspace", ws
+    )
+    assert deployed[0] == 0, deployed[2]
+    for pipeline, message in (("toy:9", "no version 9"), ("toy@production", "no alias 'production'")):
+        (tmp_path / "mloop.toml").write_text(
+            f'[[triggers]]\nname = "t"\nkind = "manual"\npipeline = "{pipeline}"\n'
+        )
+        code, _, err = run(capsys, "scheduler", "run", "--once", "--workspace", ws)
+        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_trigger_references_resolve_or_fail_clearly(tmp_path: Path) -> None:

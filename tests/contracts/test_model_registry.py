@@ -88,6 +88,38 @@ def test_remove_alias_and_roll_it_back(stores) -> None:
     assert reg.rollback("churn", "canary", who="a", reason="undo").to_version == 1
 
 
+def test_a_refusal_is_recorded_with_its_evidence_and_moves_nothing(stores) -> None:
+    for n in (1, 2, 3):
+        register(stores, n=n)
+    _, reg = stores
+    reg.set_alias("churn", "production", 1, who="a", reason="first")
+    reg.set_alias("churn", "canary", 2, who="a", reason="try v2")
+    evidence = {"load_test": {"p99_ms": 812.5, "error_rate": 0.0, "requests": 200, "passed": False}}
+    refused = reg.refuse("churn", "canary", 3, who="rollout", reason="p99 over budget", evidence=evidence)
+    assert (refused.action, refused.from_version, refused.to_version) == ("refuse", 2, 3)
+    assert refused.evidence == evidence
+    assert reg.get("churn", alias="canary").version == 2  # the alias did not move
+    assert reg.get("churn", alias="production").version == 1
+    last = reg.history("churn", "canary")[-1]
+    assert (last.action, last.to_version, last.who, last.reason) == (
+        "refuse",
+        3,
+        "rollout",
+        "p99 over budget",
+    )
+    assert last.evidence == evidence and last.at.tzinfo is not None
+    assert reg.history("churn", "production")[0].evidence is None  # moves carry no evidence by default
+    # a refusal is no holder: rolling v1 back gives the canary to v2, not to the refused v3
+    reg.set_alias("churn", "canary", 1, who="a", reason="try v1")
+    assert reg.rollback("churn", "canary", who="a", reason="undo").to_version == 2
+    with pytest.raises(NotFoundError, match=r"has no version 9"):
+        reg.refuse("churn", "canary", 9, who="a", reason="x")
+    with pytest.raises(NotFoundError, match="model 'nope' not found"):
+        reg.refuse("nope", "canary", 1, who="a", reason="x")
+    with pytest.raises(ParameterError, match="needs a reason"):
+        reg.refuse("churn", "canary", 3, who="a", reason=" ")
+
+
 def test_rejected_versions_need_force_and_a_reason(stores) -> None:
     register(stores, n=1, status=ModelStatus.REJECTED)
     _, reg = stores

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from mloop.entities import new_id
 from mloop.errors import DataError, ParameterError
-from mloop.monitoring.log import PredictionLog, labelled_predictions, quarantined_segments, read_log
+from mloop.monitoring.log import (
+    PredictionLog,
+    labelled_predictions,
+    quarantined_segments,
+    read_log,
+    recent_requests,
+)
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
 
 RULES = {"x": {"type": "float"}, "n": {"type": "int"}, "city": {"type": "string"}, "any": {"type": "any"}}
@@ -138,6 +144,24 @@ def test_old_segments_with_mixed_types_are_read_by_casting(tmp_path: Path) -> No
     assert keys[0] == "123" and keys.isna()[1] and keys[2] == "k"  # a list cannot be a string: null
     assert frame["label"].tolist()[:2] == [1, 1]
     assert frame.attrs["log_health"].uncastable_values == 1
+
+
+def test_recent_requests_are_the_newest_instances_bounded_without_shadow_repeats(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "m")
+    for n in range(5):  # five segments of two requests each
+        for x in (float(2 * n), float(2 * n + 1)):
+            log.append(conform({**record(new_id(), x), "input.city": [None]}, SCHEMA), SCHEMA)
+        shadow = {**record(new_id(), -1.0), "role": ["shadow"]}
+        log.append(conform(shadow, SCHEMA), SCHEMA)
+        log.flush()
+        time.sleep(0.002)  # distinct, ordered segment ids
+    assert recent_requests(tmp_path, "m", 3) == [
+        {"x": 7.0, "n": 2, "city": None, "any": "3"},  # oldest first; a null is replayed as null
+        {"x": 8.0, "n": 2, "city": None, "any": "3"},
+        {"x": 9.0, "n": 2, "city": None, "any": "3"},
+    ]
+    assert [r["x"] for r in recent_requests(tmp_path, "m", 100)] == [float(i) for i in range(10)]
+    assert recent_requests(tmp_path, "m", 0) == [] and recent_requests(tmp_path, "other", 5) == []
 
 
 def test_labels_join_last_write_wins_conflicts_and_unmatched_are_counted(tmp_path: Path) -> None:

@@ -46,6 +46,12 @@ def test_names_are_unique_and_rollout_is_checked() -> None:
         LoopConfig.parse({"rollout": [{"model": "m", "canary_fraction": 1.5}]})
     with pytest.raises(ConfigurationError, match="budget"):
         LoopConfig.parse({"rollout": [{"model": "m", "budget": "eventually"}]})
+    with pytest.raises(
+        ConfigurationError, match=r"rollout\.0\.load_test\.concurrency: .*greater than or equal to 1"
+    ):
+        LoopConfig.parse({"rollout": [{"model": "m", "load_test": {"concurrency": 0}}]})
+    with pytest.raises(ConfigurationError, match=r"rollout\.0\.load_test\.p99: Extra inputs"):
+        LoopConfig.parse({"rollout": [{"model": "m", "load_test": {"p99": 100}}]})
 
 
 def test_toml_file(tmp_path: Path) -> None:
@@ -67,11 +73,29 @@ params = { model_name = "m", target = "y" }
 [[rollout]]
 model = "m"
 canary_fraction = 0.1
+
+[rollout.load_test]
+requests = 50
+p99_ms = 120
+
+[[rollout]]
+model = "other"
 """
     )
     config = load_loop_config(tmp_path)
     assert config.tick_s == 2 and config.triggers[0].cron == "0 3 * * *"
     assert config.policy("m") is not None and config.policy("m").canary_fraction == 0.1
+    gate = config.policy("m").load_test  # the table belongs to the [[rollout]] above it
+    assert (gate.enabled, gate.requests, gate.concurrency, gate.p99_ms, gate.max_error_rate, gate.rounds) == (
+        True, 50, 4, 120.0, 0.01, 3
+    )  # fmt: skip
+    defaults = config.policy("other").load_test
+    assert (defaults.requests, defaults.concurrency, defaults.p99_ms, defaults.max_error_rate) == (
+        200,
+        4,
+        250,
+        0.01,
+    )
     assert load_loop_config(tmp_path / "elsewhere") == LoopConfig()
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_loop_config(tmp_path / "missing.toml")

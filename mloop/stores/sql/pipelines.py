@@ -165,7 +165,8 @@ class SqlPipelineStore(SqlStore):
             query = query.where(_E.c.alias == alias)
         with self._read() as conn:
             rows = conn.execute(query.order_by(_E.c.id)).mappings()
-            return [AliasEvent(**{k: r[k] for k in AliasEvent.__dataclass_fields__}) for r in rows]
+            fields = AliasEvent.__dataclass_fields__
+            return [AliasEvent(**{k: r[k] for k in fields if k in r}) for r in rows]
 
     def record_ci(self, record: CiRecord) -> None:
         with self._write() as conn:

@@ -25,7 +25,7 @@ from mloop.stores.sql.engine import insert_ignoring_conflicts
 
 __all__ = ["SqlModelRegistry"]
 
-PROMOTE, ROLLBACK, REMOVE = "promote", "rollback", "remove"
+PROMOTE, ROLLBACK, REMOVE, REFUSE = "promote", "rollback", "remove", "refuse"
 
 # Statements built once: building them per call cost more than running them (hot paths: register,
 # alias moves).
@@ -161,12 +161,43 @@ class SqlModelRegistry(SqlStore):
                 )
             return self._move(conn, name, alias, stack[-2], ROLLBACK, who, reason)
 
+    def refuse(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        who: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> AliasEvent:
+        """Record that ``version`` was kept off ``alias`` (the alias does not move), with the evidence."""
+        check_name(alias, what="alias", field="alias")
+        if not reason.strip():
+            raise ParameterError("a refusal needs a reason", field="reason")
+        with self._model_locked(name, create=False) as (conn, last):
+            if conn.execute(_STATUS, {"n": name, "v": version}).scalar() is None:
+                raise NotFoundError(_no_version(name, version, last), field="version")
+            event: dict[str, Any] = {
+                "name": name,
+                "alias": alias,
+                "action": REFUSE,
+                "from_version": self._holder(conn, name, alias),
+                "to_version": version,
+                "at": utcnow(),
+                "who": who,
+                "reason": reason,
+            }
+            conn.execute(t.alias_events.insert(), {**event, "evidence": dumps(dict(evidence or {}))})
+        return AliasEvent(**event, evidence=dict(evidence or {}))
+
     def _holder(self, conn: sa.Connection, name: str, alias: str) -> int | None:
         value = conn.execute(_HOLDER, {"n": name, "a": alias}).scalar()
         return None if value is None else int(value)
 
     def _holder_stack(self, conn: sa.Connection, name: str, alias: str) -> list[int | None]:
-        """Replay the alias's history: promotions and removals push a holder, rollbacks pop one."""
+        """Replay the alias's history: promotions and removals push a holder, rollbacks pop one
+        (refusals never moved it)."""
         stack: list[int | None] = []
         events = conn.execute(
             sa.select(t.alias_events.c.action, t.alias_events.c.to_version)
@@ -174,6 +205,8 @@ class SqlModelRegistry(SqlStore):
             .order_by(t.alias_events.c.id)
         )
         for action, to_version in events:
+            if action == REFUSE:
+                continue
             if action == ROLLBACK:
                 stack.pop()
             else:
@@ -269,7 +302,7 @@ class SqlModelRegistry(SqlStore):
             if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
             rows = conn.execute(query.order_by(t.alias_events.c.id)).mappings()
-            return [AliasEvent(**{k: r[k] for k in AliasEvent.__dataclass_fields__}) for r in rows]
+            return [_event(r) for r in rows]
 
     def _aliases_of(self, conn: sa.Connection, name: str) -> dict[int, tuple[str, ...]]:
         found: dict[int, list[str]] = {}
@@ -292,6 +325,12 @@ def _no_version(name: str, version: int | None, last: int) -> str:
 def _no_alias(conn: sa.Connection, name: str, alias: str) -> str:
     known = sorted(conn.execute(sa.select(t.aliases.c.alias).where(t.aliases.c.name == name)).scalars())
     return f"model {name!r} has no alias {alias!r} (aliases: {', '.join(known) or 'none'})"
+
+
+def _event(row: Mapping[Any, Any]) -> AliasEvent:
+    fields = {k: row[k] for k in AliasEvent.__dataclass_fields__ if k != "evidence"}
+    evidence = row["evidence"]
+    return AliasEvent(**fields, evidence=None if evidence is None else json.loads(evidence))
 
 
 def _version(row: Mapping[Any, Any], aliases: tuple[str, ...]) -> ModelVersion:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -212,6 +212,7 @@ alias_events = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("who", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("evidence", sa.Text),  # JSON: the numbers behind a move or a refusal (migration 0010)
     sa.Index(None, "name", "alias", "id"),
 )
 
