@@ -24,6 +24,20 @@ if os.environ.get("CI"):
 POSTGRES_ENV = "MLOOP_TEST_POSTGRES_URL"
 
 
+@pytest.fixture(autouse=True)
+def _cli_logging_undone() -> Iterator[None]:
+    """A daemon command run in process (``scheduler run``, ``serve``) sets mloop's stderr logging for
+    the rest of its process, as a CLI should; a test must not pass that on to the next one."""
+    yield
+    import logging
+
+    logger = logging.getLogger("mloop")
+    for handler in [h for h in logger.handlers if h.get_name() == "mloop-stderr"]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 def postgres_base_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 

@@ -37,6 +37,22 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as ``logging.lastResort`` does),
+    so a daemon run in process (a test, an embedding program) never writes to a stream since closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Send mloop's log records at ``level`` and above to stderr in ``fmt`` (``text`` or ``json``).
 
@@ -49,7 +65,7 @@ def configure_logging(level: str, fmt: str) -> None:
         raise ParameterError(
             f"--log-format {fmt!r}: expected one of {', '.join(FORMATS)}", field="log_format"
         )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     if fmt.lower() == "json":
         handler.setFormatter(_JsonFormatter())

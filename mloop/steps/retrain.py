@@ -37,7 +37,8 @@ from mloop.steps.model import evaluate_model, infra_check, register_model, valid
 from mloop.validation.infra import InfraReport
 from mloop.validation.infra import check_serving as measure_serving
 from mloop.validation.io import read_table
-from mloop.validation.model import LOWER_IS_BETTER, evaluate
+from mloop.validation.model import LOWER_IS_BETTER
+from mloop.validation.model import evaluate_model as score_model
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
@@ -249,7 +250,7 @@ def fit_model(
     if compare_wider and comparable and older is not None and test is not None:
         wide = pd.concat([older[train.columns], train], ignore_index=True)
         wide_model = factory(wide.drop(columns=[target]), task).fit(wide.drop(columns=[target]), wide[target])
-        narrow_eval, wide_eval = evaluate(model, test, target), evaluate(wide_model, test, target)
+        narrow_eval, wide_eval = score_model(model, test, target), score_model(wide_model, test, target)
         metric = narrow_eval.primary
         sign = -1 if metric in LOWER_IS_BETTER else 1
         narrow_score = narrow_eval.metrics.get(metric, float("nan"))
