@@ -438,6 +438,8 @@ class Workspace:
         if existing is not None:  # identical bytes: registering is idempotent (no compile, no new version)
             return existing
         signature = dict(signature or {})
+        if "feature_service" in signature:
+            self._check_feature_service(signature)
         if compile:
             value = self.load_artifact(artifact.id) if isinstance(model, ArtifactRef) else model
             signature["serving_form"] = self._serving_form(value, signature)
@@ -451,6 +453,29 @@ class Workspace:
             status=status,
             who=current_user(),
         )
+
+    def _check_feature_service(self, signature: Mapping[str, Any]) -> None:
+        """A signature's ``feature_service`` must name an applied service whose every feature is one of
+        the signature's inputs, or each key-only request would fail once served."""
+        service = signature["feature_service"]
+        if not isinstance(service, str) or not service:
+            raise ParameterError(
+                f"signature feature_service {service!r} must be a feature service's name",
+                field="feature_service",
+            )
+        selection = self.features.selection(service=service)  # NotFoundError names an unknown service
+        inputs = signature.get("inputs")
+        declared = inputs.get("columns") if isinstance(inputs, Mapping) else None
+        columns = {str(c) for c in declared} if isinstance(declared, Mapping) else None  # name → spec
+        if columns:
+            refs = [f"{view.name}:{f}" for view, names in selection for f in names]
+            absent = [r for r in refs if r not in columns]
+            if absent:
+                raise ParameterError(
+                    f"signature inputs lack {absent[0]!r} of feature service {service!r}; the served model "
+                    "would be handed columns it does not take",
+                    field="feature_service",
+                )
 
     def _version_with(self, name: str, artifact_id: str) -> ModelVersion | None:
         try:
@@ -626,7 +651,20 @@ def _feature_store(ws: Workspace) -> FeatureStore:
         lambda: _online_store(ws.settings.online_url, ws.root, ws._metadata_url),
         who=current_user,
         temp_dir=ws.root / "tmp" if ws.root is not None else None,
+        services_in_use=lambda: _services_in_use(ws),
     )
+
+
+def _services_in_use(ws: Workspace) -> dict[str, list[str]]:
+    """Feature service → the aliased model versions (``name@alias``) that read their features by it."""
+    registry = ws.model_registry()
+    users: dict[str, list[str]] = {}
+    for model in registry.models():
+        for alias, version in model.aliases.items():
+            service = registry.get(model.name, version=version).signature.get("feature_service")
+            if isinstance(service, str):
+                users.setdefault(service, []).append(f"{model.name}@{alias}")
+    return users
 
 
 def _online_store(url: str, root: Path | None, metadata_url: str) -> OnlineStore:

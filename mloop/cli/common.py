@@ -17,8 +17,8 @@ from mloop.workspace import Workspace
 
 # Piped output keeps whole lines: rich wraps at 80 columns when it is not a terminal, which cut ids and
 # paths mid-word. On a terminal the terminal's width applies.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 10_000)
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 10_000)
+err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 10_000)
 
 WorkspaceOpt = Annotated[
     Path | None,

@@ -132,6 +132,8 @@ def historical(
     as_json: JsonOpt = False,
 ) -> None:
     """Point-in-time correct features for each entity row, written to OUTPUT (one row per input row)."""
+    if output.suffix.lower() != ".parquet":
+        raise ParameterError(f"--output {output}: the output is Parquet; name it *.parquet", field="output")
     with open_workspace(workspace) as ws:
         rows = ws.features.historical(
             entities, _refs(features), service=service, timestamp_col=timestamp_col, out=output
@@ -236,13 +238,14 @@ def skew(
     if as_json:
         print_json(report)
     else:
-        table = Table(title=f"skew: {report['mismatches']} mismatch(es)", title_justify="left")
+        title = f"skew: {report['mismatches']} mismatch(es), {report['missing_online']} missing online"
+        table = Table(title=title, title_justify="left")
         for col in ("feature", "compared", "missing online", "mismatches"):
             table.add_column(col)
         for ref, r in report["features"].items():
             table.add_row(ref, str(r["compared"]), str(r["missing_online"]), str(r["mismatches"]))
         out.print(table)
-    if report["mismatches"]:
+    if report["mismatches"] or report["missing_online"]:  # a partial materialization is skew too
         raise typer.Exit(1)
 
 
@@ -253,11 +256,14 @@ def freshness(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """How old each view's online values are: last materialization and its event-time end."""
+    """How old each view's online values are: the newest event time the online store holds."""
     with open_workspace(workspace) as ws:
         report = ws.features.freshness(_refs(features), service=service)
     if as_json:
         print_json(report)
         return
     for view, r in report.items():
-        out.print(f"{view}: materialized up to {r['end'] or 'never'} (age {_fmt(r['age_seconds'])} s)")
+        out.print(
+            f"{view}: newest value {r['newest_event'] or 'none'} (age {_fmt(r['age_seconds'])} s), "
+            f"materialized up to {r['end'] or 'never'}"
+        )

@@ -35,7 +35,7 @@ _UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0
 
 
 def _check_name(kind: str, name: Any) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "$" lets a trailing "\n" in
         raise ParameterError(
             f"{kind} name {name!r} must match {NAME.pattern} (letters, digits, '.', '_', '-')", field="name"
         )
@@ -49,6 +49,17 @@ def parse_ttl(ttl: timedelta | str | float | None) -> timedelta | None:
     """
     if ttl is None:
         return None
+    try:
+        value = _ttl_value(ttl)
+    except OverflowError as exc:
+        limit = f"at most {timedelta.max.days} days"
+        raise ParameterError(f"ttl {ttl!r} is too long ({limit})", field="ttl") from exc
+    if value < timedelta(0):
+        raise ParameterError(f"ttl {ttl!r} is negative; a view's TTL must be ≥ 0", field="ttl")
+    return value
+
+
+def _ttl_value(ttl: timedelta | str | float) -> timedelta:
     if isinstance(ttl, timedelta):
         value = ttl
     elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
@@ -60,8 +71,6 @@ def parse_ttl(ttl: timedelta | str | float | None) -> timedelta | None:
             f"ttl {ttl!r}: expected a timedelta, seconds, or a string like '1d', '12h', '30m', '45s'",
             field="ttl",
         )
-    if value < timedelta(0):
-        raise ParameterError(f"ttl {ttl!r} is negative; a view's TTL must be ≥ 0", field="ttl")
     return value
 
 
@@ -248,6 +257,13 @@ def load_definitions(path: str | Path) -> Definitions:
             ):
                 # a relative source is relative to the definitions file, wherever apply runs from
                 value = dataclasses.replace(value, source=str((file.parent / value.source).resolve()))
+            clash = next((n for n in defs.views if n.lower() == value.name.lower()), None)
+            if clash is not None and defs.views[clash] is not value:
+                raise DataError(
+                    f"{file}: two feature views named {clash!r} and {value.name!r} (names differ by more "
+                    "than case: output columns are matched without it)",
+                    field=value.name,
+                )
             defs.views[value.name] = value
             for entity in value.entities:
                 defs.entities.setdefault(entity.name, entity)

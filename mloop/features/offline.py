@@ -72,7 +72,27 @@ def relation(con: duckdb.DuckDBPyConnection, view: FeatureView) -> str:
         times = (view.timestamp,) + ((view.created,) if view.created else ())
         return sql_table(con, view.source, view.name, times)
     register_filesystem(con, view.source)
-    return source_sql(view.source)
+    return _microseconds(con, source_sql(view.source))
+
+
+_NS_TYPES = {"TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ_NS": "TIMESTAMP WITH TIME ZONE"}
+
+
+def _microseconds(con: duckdb.DuckDBPyConnection, table_sql: str) -> str:
+    """``table_sql`` with nanosecond timestamps (pandas' default in Parquet) read as microseconds, the
+    precision every other timestamp here has, so they join and compare like any other."""
+    try:
+        kinds = con.execute(f"DESCRIBE SELECT * FROM {table_sql}").fetchall()
+    except duckdb.Error:
+        return table_sql  # the caller's own read reports what is wrong with the source
+    casts = [
+        f"CAST({_q(str(r[0]))} AS {_NS_TYPES[str(r[1])]}) AS {_q(str(r[0]))}"
+        for r in kinds
+        if str(r[1]) in _NS_TYPES
+    ]
+    if not casts:
+        return table_sql
+    return f"(SELECT * REPLACE ({', '.join(casts)}) FROM {table_sql})"
 
 
 def describe(con: duckdb.DuckDBPyConnection, relation_sql: str, what: str) -> dict[str, str]:
@@ -112,7 +132,14 @@ def resolve_view(con: duckdb.DuckDBPyConnection, view: FeatureView) -> tuple[Fea
                 f"feature view {view.name!r}: source {view.source} has no {what} {col!r}", field=col
             )
     reserved = {view.timestamp, view.created, *view.join_keys}
-    features = view.features or tuple(c for c in columns if c not in reserved)
+    keyed = [f for f in view.features or () if f in reserved]
+    if keyed:
+        raise DataError(
+            f"feature view {view.name!r}: {keyed[0]!r} is a join key or timestamp, not a feature",
+            field="features",
+        )
+    # pandas writes its index as __index_level_0__ when a frame's index is not a plain range
+    features = view.features or tuple(c for c in columns if c not in reserved and not _pandas_index(c))
     missing = [f for f in features if f not in columns]
     if missing:
         raise NotFoundError(
@@ -124,6 +151,10 @@ def resolve_view(con: duckdb.DuckDBPyConnection, view: FeatureView) -> tuple[Fea
     return FeatureView(
         view.name, view.entities, view.source, view.timestamp, view.ttl, features, view.created
     ), columns
+
+
+def _pandas_index(column: str) -> bool:
+    return column.startswith("__index_level_") and column.endswith("__")
 
 
 def _entity_relation(
@@ -144,13 +175,23 @@ def _entity_relation(
         if not Path(path).exists():
             raise NotFoundError(f"entity file {path} does not exist", field="entities")
         if path.endswith((".csv", ".csv.gz")):
-            frame = pd.read_csv(path)
+            try:
+                frame = pd.read_csv(path)
+            except pd.errors.EmptyDataError as exc:
+                raise DataError(f"entity file {path} is empty (no header row)", field="entities") from exc
             return _entity_relation(con, _parse_time_columns(frame))
-        relation = (
-            f"(SELECT * EXCLUDE (file_row_number, filename), "
-            f"row_number() OVER (ORDER BY filename, file_row_number) AS {ROW} "
-            f"FROM read_parquet({_lit(path)}, file_row_number = true, filename = true))"
-        )
+        if Path(path).is_file():
+            # one file: its row number is the input order already, with no sort over the entity rows
+            relation = (
+                f"(SELECT * EXCLUDE (file_row_number), file_row_number AS {ROW} "
+                f"FROM read_parquet({_lit(path)}, file_row_number = true))"
+            )
+        else:
+            relation = (
+                f"(SELECT * EXCLUDE (file_row_number, filename), "
+                f"row_number() OVER (ORDER BY filename, file_row_number) AS {ROW} "
+                f"FROM read_parquet({_lit(path)}, file_row_number = true, filename = true))"
+            )
     columns = describe(con, relation, "entity rows")
     columns.pop(ROW, None)
     return relation, columns

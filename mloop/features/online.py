@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 import duckdb
+import pandas as pd
 
 from mloop.errors import DataError
 from mloop.features.definitions import FeatureView
@@ -24,29 +25,45 @@ from mloop.stores.base import OnlineStore
 __all__ = ["entity_key", "lookup", "materialize", "plain"]
 
 _SEP = "\x1f"
+_ESC = "\x1e"
+_NULL = _ESC + "0"  # what no escaped text produces: a missing key part matches nothing stored
 BATCH = 20_000
 
 
 def entity_key(values: Sequence[Any]) -> str:
-    """One string per compound key; values compare as text, so ``7`` from a URL finds ``7`` from Parquet."""
+    """One string per compound key; values compare as text, so ``7`` from a URL finds ``7`` from Parquet.
+
+    Parts are escaped (``\x1e`` → ``\x1e\x1e``, ``\x1f`` → ``\x1e\x1f``) before they are joined by
+    ``\x1f``, so two different keys never encode alike (``("a\x1fb", "c")`` vs ``("a", "b\x1fc")``), and a
+    null part is a code no text encodes to (``None`` never finds the string ``"None"``).
+    """
     return _SEP.join(_key_part(v) for v in values)
 
 
 def _key_part(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _NULL
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if hasattr(value, "item"):  # numpy scalars
         return _key_part(value.item())
-    return str(value)
+    text = str(value)
+    if _ESC in text or _SEP in text:
+        text = text.replace(_ESC, _ESC + _ESC).replace(_SEP, _ESC + _SEP)
+    return text
 
 
 def plain(value: Any) -> Any:
-    """A value as JSON can hold it: numpy scalars unwrapped, NaN → None, times as ISO strings."""
-    if value is None:
+    """A value as JSON can hold it: numpy scalars unwrapped, NaN/NA/NaT → None, times as ISO strings.
+
+    ±inf stays a float (Python's JSON writes and reads it as ``Infinity``), so the online value is
+    the offline one.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, datetime | date):
         return value.isoformat()

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from mloop.errors import DataError, NotFoundError, ParameterError
+from mloop.errors import ConfigurationError, DataError, NotFoundError, ParameterError
 
 __all__ = ["SqlSource", "fsspec_protocol", "register_filesystem", "sql_digest", "sql_table"]
 
@@ -141,7 +141,13 @@ def sql_table(
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(source.resolved_url())
+    try:
+        engine = create_engine(source.resolved_url())
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # unknown dialect or driver not installed
+        raise ConfigurationError(
+            f"SqlSource of feature view {view!r}: cannot use {source.url}: {type(exc).__name__}: {exc}",
+            field="source",
+        ) from exc
     created = False
     try:
         with engine.connect() as conn:

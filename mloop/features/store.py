@@ -6,6 +6,7 @@ DuckDB; online reads go to the workspace's online store (SQLite by default, Redi
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -52,8 +53,10 @@ class FeatureStore:
         *,
         who: Callable[[], str],
         temp_dir: Path | None = None,
+        services_in_use: Callable[[], Mapping[str, list[str]]] | None = None,
     ) -> None:
         self.registry = registry
+        self._services_in_use = services_in_use or dict
         self._online_factory = online_store
         self._online: OnlineStore | None = None
         self._who = who
@@ -70,7 +73,9 @@ class FeatureStore:
         """Record every definition whose spec changed as a new version; returns the diff.
 
         A breaking change (join keys, timestamp column, a removed feature) to a view that is in use
-        (materialized, or named by a feature service) needs ``force=True``.
+        (materialized, or named by a feature service), or a feature removed from a service that a
+        registered model version reads by key, needs ``force=True``. A view whose keys or timestamp
+        changed loses its online rows (they were stored under the old keys): materialize it again.
         """
         defs = definitions if isinstance(definitions, Definitions) else load_definitions(definitions)
         con = self._connect()
@@ -83,12 +88,21 @@ class FeatureStore:
                 specs.append(("view", view.name, resolved.to_dict()))
         finally:
             con.close()
-        known_views = {n for k, n, _ in specs if k == "view"} | {d.name for d in self.registry.latest("view")}
+        view_features = {d.name: d.spec.get("features") or [] for d in self.registry.latest("view")}
+        view_features.update({n: spec.get("features") or [] for k, n, spec in specs if k == "view"})
         for svc in defs.services.values():
+            if len(set(svc.features)) != len(svc.features):
+                raise ParameterError(f"feature service {svc.name!r} names a feature twice", field="features")
             for ref in svc.features:
-                if parse_ref(ref)[0] not in known_views:
+                view, feature = parse_ref(ref)
+                if view not in view_features:
                     raise NotFoundError(
                         f"feature service {svc.name!r}: unknown feature view in {ref!r}", field="features"
+                    )
+                if feature != "*" and feature not in view_features[view]:
+                    raise NotFoundError(
+                        f"feature service {svc.name!r}: feature view {view!r} has no feature {feature!r}",
+                        field="features",
                     )
             specs.append(("service", svc.name, svc.to_dict()))
         plans = [self._plan(kind, name, spec, defs) for kind, name, spec in specs]
@@ -106,6 +120,9 @@ class FeatureStore:
             if recorded is None:
                 changes.append(Change(kind, name, "unchanged", old.version if old else 0))
                 continue
+            rekeyed = kind == "view" and old is not None and _rekeyed(old.spec, spec)
+            if rekeyed and self.registry.last_materialization(name) is not None:
+                self.online_store().drop(name)
             diff = {
                 k: [old.spec.get(k) if old else None, v]
                 for k, v in spec.items()
@@ -126,6 +143,13 @@ class FeatureStore:
             old: FeatureDefinition | None = self.registry.get(kind, name)
         except NotFoundError:
             old = None
+        if kind == "service" and old is not None:
+            removed = sorted(set(old.spec.get("features") or ()) - set(spec.get("features") or ()))
+            users = self._services_in_use().get(name, [])
+            if removed and users:
+                why = [f"feature(s) removed: {', '.join(removed)}; read by {', '.join(users)}"]
+                return kind, name, spec, why, old
+            return kind, name, spec, [], old
         if kind != "view" or old is None:
             return kind, name, spec, [], old
         why = []
@@ -138,6 +162,15 @@ class FeatureStore:
         if not why or not self._in_use(name, defs):
             return kind, name, spec, [], old
         return kind, name, spec, why, old
+
+    def _keyed_since(self, view: str) -> int:
+        """The first version of ``view`` with its current keys and timestamp (what online rows follow)."""
+        versions = self.registry.versions("view", view)
+        since = versions[0].version if versions else 0
+        for before, after in itertools.pairwise(versions):
+            if _rekeyed(before.spec, after.spec):
+                since = after.version
+        return since
 
     def _in_use(self, view: str, defs: Definitions) -> bool:
         if self.registry.last_materialization(view) is not None:
@@ -296,7 +329,7 @@ class FeatureStore:
                 since = start
                 if incremental:
                     last = self.registry.last_materialization(name)
-                    since = last.end if last else None
+                    since = last.end if last and last.version >= self._keyed_since(name) else None
                 rows = online.materialize(con, self.online_store(), view, start=since, end=end)
                 version = self.registry.get("view", name).version
                 done.append(self.registry.record_materialization(name, version, since, end, rows))
@@ -317,15 +350,20 @@ class FeatureStore:
     def freshness(
         self, features: Sequence[str] | None = None, *, service: str | None = None
     ) -> dict[str, Any]:
-        """Per view: when it was last materialized, up to which event time, and how old that is now."""
+        """Per view: when it was last materialized, up to which event time, the newest event time the
+        online store holds, and how old that newest value is now (a source that stopped updating grows
+        old here however often it is materialized)."""
         result: dict[str, Any] = {}
         now = utcnow()
         for view, _ in self.selection(features, service):
             last = self.registry.last_materialization(view.name)
+            newest = self.online_store().newest(view.name) if last else None
+            newest_at = datetime.fromtimestamp(newest, UTC) if newest is not None else None
             result[view.name] = {
                 "materialized_at": last.at.isoformat() if last else None,
                 "end": last.end.isoformat() if last else None,
-                "age_seconds": round((now - last.end).total_seconds(), 3) if last else None,
+                "newest_event": newest_at.isoformat() if newest_at else None,
+                "age_seconds": round((now - newest_at).total_seconds(), 3) if newest_at else None,
                 "ttl_seconds": view.ttl.total_seconds() if view.ttl is not None else None,
             }
         return result
@@ -347,6 +385,7 @@ class FeatureStore:
             raise ParameterError(f"sample {sample} must be ≥ 1", field="sample")
         selection = self.selection(features, service)
         report: dict[str, Any] = {"sample": sample, "features": {}}
+        missing_online = 0
         con = self._connect()
         try:
             for view, names in selection:
@@ -360,6 +399,7 @@ class FeatureStore:
                     view.name, [online.entity_key([r[k] for k in view.join_keys]) for r in rows]
                 )
                 present = [(r, s) for r, s in zip(rows, stored, strict=True) if s is not None]
+                missing_online += len(rows) - len(present)
                 entity = pd.DataFrame([r for r, _ in present], columns=list(view.join_keys))
                 entity["event_timestamp"] = pd.to_datetime([s[0] for _, s in present], unit="s", utc=True)
                 zone = offline.describe(con, offline.relation(con, view), view.name)[view.timestamp]
@@ -392,6 +432,7 @@ class FeatureStore:
         finally:
             con.close()
         report["mismatches"] = sum(v["mismatches"] for v in report["features"].values())
+        report["missing_online"] = missing_online
         report["checked_at"] = datetime.fromtimestamp(time.time(), UTC).isoformat()
         return report
 
@@ -399,6 +440,11 @@ class FeatureStore:
         if self._online is not None:
             self._online.close()
             self._online = None
+
+
+def _rekeyed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether online rows written under ``old`` are keyed or timed differently under ``new``."""
+    return any(old.get(k) != new.get(k) for k in ("entities", "join_keys", "timestamp"))
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from mloop.auth import ROLES, check_token
 from mloop.errors import MloopError
 from mloop.serving import openapi
+from mloop.serving.hotpath import ServiceApp
 from mloop.serving.limits import read_body
 from mloop.serving.metrics import RequestCounter
 from mloop.serving.protocols import mlflow, oip_v2, predict
@@ -80,9 +81,10 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         finally:
             service.stop()
 
-    app = FastAPI(title=f"mloop: {model}", version=_version(), lifespan=lifespan)
+    app = ServiceApp(title=f"mloop: {model}", version=_version(), lifespan=lifespan)
     app.state.service = service
     app.add_middleware(RequestCounter, metrics=service.metrics, model=model, predicting=PREDICTING)
+    counter = RequestCounter(None, service.metrics, model, PREDICTING)  # the hot routes count here
 
     def fail(request: Request, status: int, code: str, message: str, field: str | None = None) -> Response:
         return _error_shape(request.url.path)(status, code, message, field)
@@ -264,6 +266,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     openapi.install(app, service)
+    app.hot_routes(PREDICTING, counter)
     return app
 
 

@@ -64,8 +64,8 @@ class FeatureHook:
         ]
         # rows that already carry every feature the model reads need no lookup (and no keys)
         todo = [i for i, row in enumerate(rows) if any(r not in row for r in refs)]
-        if not todo:
-            return rows
+        if not todo:  # the keys such rows may still carry are not the model's columns
+            return [{c: v for c, v in row.items() if c in wanted or c not in keys} for row in rows]
         for i in todo:
             missing = [k for k in sorted(keys) if k not in rows[i]]
             if missing:

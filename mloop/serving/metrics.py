@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -112,10 +112,13 @@ class RequestCounter:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            code = str(status[0])
-            m = self.metrics
-            m.of(m.http, path, scope.get("method", "-"), code).inc()
-            if path in self.predicting:
-                version = str((scope.get("state") or {}).get("version", "-"))
-                m.of(m.requests, self.model, version, code).inc()
+            self.count(scope, getattr(route, "path", None) or "unmatched", status[0])
+
+    def count(self, scope: Mapping[str, Any], path: str, status: int) -> None:
+        """Count one answered request under its route template ``path`` and its real ``status``."""
+        code = str(status)
+        m = self.metrics
+        m.of(m.http, path, scope.get("method", "-"), code).inc()
+        if path in self.predicting:
+            version = str((scope.get("state") or {}).get("version", "-"))
+            m.of(m.requests, self.model, version, code).inc()

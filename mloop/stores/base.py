@@ -227,6 +227,10 @@ class OnlineStore(Protocol):
         """Forget every key of ``view``."""
         ...
 
+    def newest(self, view: str) -> float | None:
+        """The newest event time stored for ``view`` (None when it holds nothing): how fresh it is."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -9,29 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mloop.errors import ConfigurationError, StoreUnavailableError
 
 __all__ = ["RedisOnlineStore"]
 
-# value = "<event time>|<payload>"; keep the stored value when it is newer
+# value = "<event time>|<payload>"; keep the stored value when it is newer. The last KEY is the view's
+# newest-event-time key (a name no escaped entity key can take), raised to the newest time written.
 _WRITE = """
-for i, key in ipairs(KEYS) do
+local newest = tonumber(redis.call('GET', KEYS[#KEYS]) or '-inf')
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
   local new = ARGV[i]
+  local ts = tonumber(string.match(new, '^[^|]+'))
   local cur = redis.call('GET', key)
-  if not cur or tonumber(string.match(cur, '^[^|]+')) <= tonumber(string.match(new, '^[^|]+')) then
+  if not cur or tonumber(string.match(cur, '^[^|]+')) <= ts then
     redis.call('SET', key, new)
   end
+  if ts > newest then newest = ts end
 end
-return #KEYS
+if newest > -math.huge then redis.call('SET', KEYS[#KEYS], string.format('%.17g', newest)) end
+return #KEYS - 1
 """
+_NEWEST = "\x1enewest"
 
 
 class RedisOnlineStore:
     """:class:`~mloop.stores.base.OnlineStore` on Redis (``redis://host:port/db``)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+        self._url = url
+        self.url = _without_password(url)  # what messages and reports show
         self.prefix = prefix
         self._client: Any = None
         self._script: Any = None
@@ -45,11 +54,12 @@ class RedisOnlineStore:
                     "online_url 'redis://…' needs redis-py: pip install 'mloop[redis]'", field="online_url"
                 ) from exc
             try:
-                client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=30)
+                client = redis.Redis.from_url(self._url, socket_connect_timeout=5, socket_timeout=30)
                 client.ping()
             except (redis.RedisError, ValueError, OSError) as exc:
+                detail = str(exc).replace(self._url, self.url)
                 raise StoreUnavailableError(
-                    f"cannot connect to the online store {self.url}: {exc}", field="online_url"
+                    f"cannot connect to the online store {self.url}: {detail}", field="online_url"
                 ) from exc
             self._client = client
             self._script = client.register_script(_WRITE)
@@ -64,7 +74,7 @@ class RedisOnlineStore:
             chunk = rows[i : i + 1000]
             self._call(
                 self._script,
-                keys=[self._key(view, k) for k, _, _ in chunk],
+                keys=[*(self._key(view, k) for k, _, _ in chunk), self._key(view, _NEWEST)],
                 args=[f"{ts!r}|{p}" for _, ts, p in chunk],
             )
         return len(rows)
@@ -80,6 +90,10 @@ class RedisOnlineStore:
             ts, _, payload = raw.decode("utf-8").partition("|")
             result.append((float(ts), payload))
         return result
+
+    def newest(self, view: str) -> float | None:
+        raw = self._call(self._redis().get, self._key(view, _NEWEST))
+        return None if raw is None else float(raw)
 
     def drop(self, view: str) -> None:
         client = self._redis()
@@ -106,3 +120,14 @@ class RedisOnlineStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

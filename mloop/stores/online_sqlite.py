@@ -85,6 +85,15 @@ class SqliteOnlineStore:
                     found[key] = (ts, payload)
         return [found.get(k) for k in keys]
 
+    def newest(self, view: str) -> float | None:
+        with self._lock:
+            row = (
+                self._connect()
+                .execute("SELECT max(ts) FROM online_features WHERE view = ?", (view,))
+                .fetchone()
+            )
+        return None if row is None or row[0] is None else float(row[0])
+
     def drop(self, view: str) -> None:
         with self._lock:
             self._connect().execute("DELETE FROM online_features WHERE view = ?", (view,))

@@ -69,6 +69,24 @@ def test_payloads_keep_every_character_and_batches_span_chunks(store: OnlineStor
     assert got == [(r[1], r[2]) for r in rows]
 
 
+def test_newest_is_the_newest_event_time_held_per_view(store: OnlineStore) -> None:
+    assert store.newest("v") is None
+    store.write("v", [("a", 20.5, "x"), ("b", 10.0, "y")])
+    store.write("v", [("a", 5.0, "older")])  # refused for "a", and the newest time stays
+    store.write("w", [("a", 99.0, "z")])
+    assert store.newest("v") == 20.5 and store.newest("w") == 99.0
+    store.drop("v")
+    assert store.newest("v") is None
+
+
+def test_a_password_in_the_redis_url_is_never_shown() -> None:
+    store = RedisOnlineStore("redis://default:s3cretpw@127.0.0.1:1/0", prefix="x:")
+    with pytest.raises(StoreUnavailableError) as raised:
+        store.read("v", ["a"])
+    assert "s3cretpw" not in str(raised.value) and "***" in str(raised.value)
+    assert "s3cretpw" not in store.url
+
+
 def test_redis_that_cannot_connect_is_one_clear_error() -> None:
     store = RedisOnlineStore("redis://127.0.0.1:1/0", prefix="x:")
     with pytest.raises(

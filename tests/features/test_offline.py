@@ -85,6 +85,27 @@ def test_parquet_and_csv_entity_files_and_parquet_output(fws: mloop.Workspace, t
         assert out["driver_stats:trips"].tolist() == [6, 3, 1]
 
 
+def test_entity_order_kept_across_row_groups_and_files(fws: mloop.Workspace, tmp_path: Path) -> None:
+    """A file's row number is its order (many row groups, read in parallel); a folder's is file by file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(7)
+    ids = rng.integers(1, 4, 20_000)
+    frame = pd.DataFrame({"driver_id": ids, "event_timestamp": [utc("2024-01-03")] * len(ids)})
+    frame["n"] = np.arange(len(frame))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, tmp_path / "one.parquet", row_group_size=997)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(frame), 7_000)):
+        frame.iloc[start : start + 7_000].to_parquet(folder / f"part-{i}.parquet", index=False)
+    for source in (tmp_path / "one.parquet", folder):
+        out = fws.features.historical(source, FEATURES)
+        assert out["n"].tolist() == list(range(len(frame))), source
+        assert out["driver_id"].tolist() == ids.tolist()
+
+
 def test_compound_keys_and_two_views(tmp_path: Path) -> None:
     pd.DataFrame(
         {

@@ -205,6 +205,11 @@ def test_metrics_parse_with_prometheus_parser(ws, serve) -> None:
     c.get("/v2/models/nope")
     c.get("/no/such/route")
     c.post("/predict", content=b"x" * 20_000)
+    # the prediction routes skip FastAPI's routing (mloop.serving.hotpath): same answers, same counts
+    assert c.get("/predict").status_code == 405
+    missing = c.post("/v2/models/clf/versions/99/infer", json={"inputs": []})
+    assert missing.status_code == 404 and isinstance(missing.json()["error"], str)
+    assert c.post("/v2/models/other/infer", json={"inputs": []}).status_code == 404
     families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
     http = {
         (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
@@ -215,6 +220,8 @@ def test_metrics_parse_with_prometheus_parser(ws, serve) -> None:
     assert http[("/v2/models/{name}/infer", "POST", "400")] == 1
     assert http[("/v2/models/{name}", "GET", "404")] == 1 and http[("unmatched", "GET", "404")] == 1
     assert http[("/predict", "POST", "413")] == 1
+    assert http[("/v2/models/{name}/versions/{version}/infer", "POST", "404")] == 1
+    assert http[("/v2/models/{name}/infer", "POST", "404")] == 1
     requests = {
         (s.labels["version"], s.labels["status"]): s.value
         for s in families["mloop_requests"].samples
