@@ -94,14 +94,14 @@ class FeatureStore:
             if len(set(svc.features)) != len(svc.features):
                 raise ParameterError(f"feature service {svc.name!r} names a feature twice", field="features")
             for ref in svc.features:
-                view, feature = parse_ref(ref)
-                if view not in view_features:
+                vname, feature = parse_ref(ref)
+                if vname not in view_features:
                     raise NotFoundError(
                         f"feature service {svc.name!r}: unknown feature view in {ref!r}", field="features"
                     )
-                if feature != "*" and feature not in view_features[view]:
+                if feature != "*" and feature not in view_features[vname]:
                     raise NotFoundError(
-                        f"feature service {svc.name!r}: feature view {view!r} has no feature {feature!r}",
+                        f"feature service {svc.name!r}: feature view {vname!r} has no feature {feature!r}",
                         field="features",
                     )
             specs.append(("service", svc.name, svc.to_dict()))
