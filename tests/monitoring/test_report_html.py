@@ -62,3 +62,20 @@ def test_the_html_report_reads_well() -> None:
 def test_a_loop_worse_than_leaving_the_model_alone_is_red() -> None:
     page = _report_module().backtest_html(_report(0.60, []))
     assert '<div class="verdict bad">' in page
+
+
+def test_the_demo_section_shows_parameters_and_evidence_as_pairs() -> None:
+    from types import SimpleNamespace
+
+    from mloop.monitoring.report import environment
+
+    run = {"id": "R1", "pipeline": "retrain", "trigger": "drift", "code_commit": None, "code_hash": "h" * 16,
+           "params": {"model_name": "rainfall", "max_rows": 1816, "since": ""}}  # fmt: skip
+    event = {"trigger": "drift", "key": "k", "evidence": {"share": 0.8, "window": 4}}
+    final = {"version": 3, "run": run, "lineage": [], "history": [], "trigger_event": event}
+    page = environment().get_template("demo_extra.html.j2").render(
+        monitor=SimpleNamespace(windows=[], window="1816 rows"), final=final, features=[], heat=str,
+        accuracy={"loop": {"before_drift": 0.8, "after_drift": 0.8, "overall": 0.8}},
+    )  # fmt: skip
+    assert "Parameters: model_name = rainfall · max_rows = 1816</p>" in page  # empty values left out
+    assert "share = 0.8 · window = 4" in page and "{" not in page
