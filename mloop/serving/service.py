@@ -4,6 +4,12 @@ A watcher follows the aliases: when ``production`` (or the canary or shadow alia
 version is loaded, digest-verified and smoke-tested in the background, then swapped in with one
 reference assignment — requests in flight finish on the version they started with, none fails. A
 version that fails to load is not swapped in; the old one keeps serving and the failure is reported.
+
+A request goes through three stages: :meth:`ModelService.prepare` (key, limits, routing, online
+features, validation: the request's own input errors), a model call that it may share with concurrent
+requests of the same served version (:meth:`~ModelService.predict_many`, driven by
+:mod:`mloop.serving.batching`), and :meth:`~ModelService.answer` (finiteness, prediction ids, log
+records, metrics, shadow copy). :meth:`~ModelService.predict` is the three for one request.
 Kept apart from FastAPI so it can be driven directly (replay, benchmarks).
 """
 
@@ -14,6 +20,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +31,15 @@ from mloop.entities import ModelVersion, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError
 from mloop.monitoring.log import PredictionLog
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
+from mloop.serving.config import ServeConfig
 from mloop.serving.features import FeatureHook
 from mloop.serving.limits import check_finite
 from mloop.serving.metrics import ServiceMetrics
-from mloop.serving.predictor import InputError, LoadedModel, Predictor
+from mloop.serving.predictor import InputError, LoadedModel, Predictor, Validation
 from mloop.serving.traffic import Slots, choose
 from mloop.workspace import Workspace
 
-__all__ = ["ModelService", "ServeConfig"]
+__all__ = ["ModelService", "Prepared", "ServeConfig"]
 
 log = logging.getLogger("mloop.serving")
 
@@ -39,28 +47,16 @@ log = logging.getLogger("mloop.serving")
 PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-[0-9]{1,9}")
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    """How the service serves one model name."""
+@dataclass
+class Prepared:
+    """One request, checked and routed, waiting for its model call."""
 
-    model: str
-    alias: str = "production"
-    canary_alias: str = "canary"
-    canary_fraction: float = 0.0
-    shadow_alias: str | None = None
-    max_batch_rows: int = 1000
-    out_of_domain: str = "count"
-    poll_interval_s: float = 1.0
-    log_predictions: bool = True
-    flush_interval_s: float = 1.0
-    compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
-    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, refused while they stream in
-    max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it
-    read_timeout_s: float = 30.0  # a body not received within this gets 408
-    offload_bytes: int = 64 * 1024  # bodies above this are parsed and predicted off the event loop
-    # labels drive retraining and rollbacks: with auth, /feedback needs a feedback, editor or admin token
-    feedback_auth: bool = False
-    predict_auth: bool = False  # prediction routes take any valid token too (off: open)
+    rows: list[dict[str, Any]]
+    key: str | None
+    role: str  # production, canary or shadow
+    predictor: Predictor
+    checked: Validation
+    started: float  # perf_counter when its work began (the logged latency counts from here)
 
 
 class ModelService:
@@ -205,11 +201,13 @@ class ModelService:
                 return role, predictor
         return None
 
-    def predict(
+    def prepare(
         self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
-    ) -> dict[str, Any]:
-        """Predict ``rows`` with the version traffic routing picks for ``key`` (or the served
-        ``version`` asked for), log them, and return predictions with their ids."""
+    ) -> Prepared:
+        """One request checked and routed, ready for its model call: the key, the row limit, the
+        version traffic routing picks for ``key`` (or the served ``version`` asked for), online
+        features filled in, rows validated against that version's signature. Raises the request's
+        own error (InputError, DataError, NotFoundError)."""
         key = request_key(key)  # a string or none, refused before it routes or is logged
         if not rows:
             raise InputError("no rows to predict", field="instances")
@@ -234,15 +232,78 @@ class ModelService:
             raise
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
-        predictions, probabilities = predictor.predict_rows(rows, checked)
+        return Prepared(rows, key, role, predictor, checked, started)
+
+    def predict_many(self, batch: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
+        """Answer prepared requests with one model call per served version among them.
+
+        Each request gets its own answer (its own prediction ids, log records and shadow copy) or
+        its own error: when a version's call fails for the whole group, its requests are predicted
+        one by one, so a row the model cannot take fails only the request that sent it.
+        """
+        groups: dict[int, list[int]] = {}
+        for i, prepared in enumerate(batch):
+            groups.setdefault(id(prepared.predictor), []).append(i)
+        out: list[dict[str, Any] | Exception] = [RuntimeError("not predicted")] * len(batch)
+        for members in groups.values():
+            part = [batch[i] for i in members]
+            try:
+                results: list[Any] = self._model_call(part)
+            except Exception as exc:
+                results = [exc] if len(part) == 1 else [self._alone(p) for p in part]
+            for i, result in zip(members, results, strict=True):
+                out[i] = self._settle(batch[i], result)
+        return out
+
+    def predict(
+        self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Predict ``rows`` with the version traffic routing picks for ``key`` (or the served
+        ``version`` asked for), log them, and return predictions with their ids."""
+        prepared = self.prepare(rows, key, version)
+        result = self._settle(prepared, self._model_call([prepared])[0])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _model_call(self, part: list[Prepared]) -> list[tuple[list[Any], list[list[float]] | None]]:
+        """One model call for requests that share a served version; the answers split by request."""
+        predictor = part[0].predictor
+        self.metrics.of(self.metrics.model_calls, self.config.model).observe(len(part))
+        return predictor.predict_batch([(p.rows, p.checked) for p in part])
+
+    def _alone(self, prepared: Prepared) -> Any:
+        try:
+            return self._model_call([prepared])[0]
+        except Exception as exc:  # this request's own failure
+            return exc
+
+    def _settle(self, prepared: Prepared, result: Any) -> dict[str, Any] | Exception:
+        if isinstance(result, Exception):
+            return result
+        try:
+            return self.answer(prepared, *result)
+        except Exception as exc:
+            return exc
+
+    def answer(
+        self,
+        prepared: Prepared,
+        predictions: list[Any],
+        probabilities: list[list[float]] | None,
+    ) -> dict[str, Any]:
+        """A prepared request's answer from its predictions: checked finite, given prediction ids,
+        logged (conformed to the log's types first: a value the log cannot hold is this request's
+        422), counted, copied to the shadow."""
         check_finite(predictions, probabilities)  # NaN/inf is an error answer, never logged as served
-        latency = time.perf_counter() - started
+        predictor, rows, role, key = prepared.predictor, prepared.rows, prepared.role, prepared.key
+        latency = time.perf_counter() - prepared.started
         served = predictor.loaded.version
         request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
         # conformed to the version's pinned log types before the answer: a value the log cannot
         # hold is this request's 422, never a failed flush that takes other requests' records
-        self._record(predictor, checked.columns, ids, predictions, probabilities, role, latency, key)
+        self._record(predictor, prepared.checked.columns, ids, predictions, probabilities, role, latency, key)
         self.metrics.of(self.metrics.rows, self.config.model, str(served.version), role).inc(len(rows))
         shadow = self.slots.shadow
         if shadow is not None and role != "shadow":
