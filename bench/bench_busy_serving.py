@@ -10,7 +10,8 @@ Each phase is measured at concurrency 16 and then 1, after a one-second warm-up.
 `mloop_model_call_requests` (sum / count) from the server's `/metrics`. The infra check is run under
 the same hog, as the retraining pipeline runs it.
 
-    python bench/bench_busy_serving.py [--seconds 10] [--log both|on|off] [--batch-rows 64] [--against DIR]
+    python bench/bench_busy_serving.py [--seconds 10] [--log both|on|off] [--batch-rows 64]
+                                       [--against DIR] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ import pandas as pd
 
 BUDGET_P99_MS = 50.0  # mloop.validation.infra.infra_check's default budget
 
-_SERVE = "from mloop.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+# with MLOOP_BENCH_SOURCE, that tree's mloop: first on sys.path, before the current directory
+_SERVE = (
+    "import os, sys; source = os.environ.get('MLOOP_BENCH_SOURCE'); source and sys.path.insert(0, source); "
+    "from mloop.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def free_port() -> int:
@@ -65,7 +70,7 @@ def server(ws: Path, port: int, extra: list[str], source: Path | None = None) ->
     """`mloop serve` from this checkout, or from the source tree ``source`` (its ``mloop`` first)."""
     env = dict(os.environ)
     if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["MLOOP_BENCH_SOURCE"] = str(source)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SERVE, "serve", "bench", "--no-compiled", "--port", str(port),
          "--workspace", str(ws), "--flush-interval", "1", *extra],
@@ -148,6 +153,13 @@ def calls_per_model_call(port: int) -> str:
     return f"{values['sum'] / values['count']:.1f}" if values.get("count") else "-"
 
 
+def _median(runs: Iterator[dict[str, float]]) -> dict[str, float]:
+    import statistics
+
+    listed = list(runs)
+    return {key: statistics.median(r[key] for r in listed) for key in listed[0]}
+
+
 def main() -> None:
     import io
     import warnings
@@ -174,6 +186,9 @@ def main() -> None:
         "--against", type=Path, help="also serve from this source tree (e.g. /work/main), log on"
     )
     parser.add_argument("--no-infra", action="store_true", help="skip the infra check")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds over all phases, interleaved; the table shows medians"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     cores = os.cpu_count() or 2
@@ -210,20 +225,28 @@ def main() -> None:
         with cpu_hog(cores):
             if not args.no_infra:
                 infra = infra_check(data, hashlib.sha256(data).hexdigest(), x.iloc[:100])
-            for label, extra, source in phases:
-                port = free_port()
-                with server(ws_dir, port, extra, source):
-                    wait_ready(port, body)
-                    load(port, body, args.concurrency, 1.0)  # warm-up
-                    many = load(port, body, args.concurrency, args.seconds)
-                    per_call = calls_per_model_call(port)
-                    one = load(port, body, 1, args.seconds)
-                results.append((label, many, one, per_call))
+            rounds: dict[str, list[tuple[dict[str, float], dict[str, float], str]]] = {}
+            for _ in range(args.repeat):  # interleaved: a change in the machine's load hits every phase
+                for label, extra, source in phases:
+                    port = free_port()
+                    with server(ws_dir, port, extra, source):
+                        wait_ready(port, body)
+                        load(port, body, args.concurrency, 1.0)  # warm-up
+                        many = load(port, body, args.concurrency, args.seconds)
+                        per_call = calls_per_model_call(port)
+                        one = load(port, body, 1, args.seconds)
+                    rounds.setdefault(label, []).append((many, one, per_call))
+            for label, measured in rounds.items():
+                results.append((label, _median(m for m, _, _ in measured), _median(o for _, o, _ in measured),
+                                "/".join(p for _, _, p in measured)))  # fmt: skip
+                if args.repeat > 1:
+                    p99s = ", ".join(f"{m['p99']:.0f}" for m, _, _ in measured)
+                    print(f"{label}: p99 c{args.concurrency} per round {p99s} ms")
 
     c = args.concurrency
     table = Table(
         title=f"HGB served by `mloop serve`, {cores} busy loops on {cores} cores ({args.seconds:g} s per "
-        f"phase; budget: p99 <= {BUDGET_P99_MS:g} ms)"
+        f"phase, median of {args.repeat} round(s); budget: p99 <= {BUDGET_P99_MS:g} ms)"
     )
     for col in ("phase", f"rps c{c}", f"p50 c{c}", f"p99 c{c}", "within", "requests/call",
                 "p50 c1", "p99 c1", "errors"):  # fmt: skip
