@@ -63,9 +63,9 @@ class _Columns:
 
     A request's chunk is copied into long-lived per-column lists, so what waits for the writer is a
     few lists of plain values (numbers and strings, which the garbage collector does not track),
-    not one dict and a dozen lists per request: under load those outlived the young generations,
-    and the full collections they triggered paused every request for tens of milliseconds. At
-    flush time each column becomes one Arrow array in one call.
+    not one dict and a dozen lists per request that every collection until the flush would trace.
+    At flush time each column becomes one Arrow array in one call (no per-request concatenation
+    while the writer holds the GIL: ~4 ms of CPU for ~400 records under load).
     """
 
     def __init__(self, schema: pa.Schema) -> None:
