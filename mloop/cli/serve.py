@@ -39,6 +39,15 @@ def serve(
     max_batch_rows: Annotated[
         int, typer.Option("--max-batch-rows", min=1, help="Most rows one request may carry.")
     ] = 1000,
+    batch_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-rows",
+            min=1,
+            help="Concurrent requests are answered by one model call of up to this many rows; 1 turns"
+            " batching off (default: batch_rows in mloop.toml's [serve] table, else 64).",
+        ),
+    ] = None,
     flush_interval: Annotated[
         float, typer.Option("--flush-interval", min=0.01, help="Prediction log flush, s.")
     ] = 1.0,
@@ -73,7 +82,7 @@ def serve(
         import uvicorn
     except ImportError as exc:
         raise ConfigurationError("serving needs the serve extra: pip install 'mloop[serve]'") from exc
-    from mloop.serving.app import ServeConfig
+    from mloop.serving.config import ServeConfig, serve_defaults
     from mloop.serving.server import header_timeout_protocol
 
     configure_logging(log_level, log_format)
@@ -97,6 +106,11 @@ def serve(
 
             policy = load_loop_config(ws.config_dir).policy(name)
             canary_fraction = policy.canary_fraction if policy else 0.0
+        # mloop.toml's [serve] table, then what the command line says
+        options = {
+            **serve_defaults(ws.config_dir),
+            **({} if batch_rows is None else {"batch_rows": batch_rows}),
+        }
     config = ServeConfig(
         model=name,
         alias=alias,
@@ -110,6 +124,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         feedback_auth=not _loopback(host) if auth is None else auth,
         predict_auth=auth_predictions,
+        **options,
     )
     _check_port_free(host, port)
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format

@@ -1,7 +1,8 @@
 """The prediction log: what was asked, what was answered, by which version — off the request path.
 
-Each request appends one columnar chunk to an in-memory buffer: O(1) and bounded (past
-``max_buffered`` rows, new chunks are dropped and counted, never blocking a request). A background
+Each request's records are copied into per-column lists in memory: O(1), bounded (past
+``max_buffered`` rows, new records are dropped and counted, never blocking a request), and leaving
+no per-request objects for the garbage collector to trace. A background
 thread writes the buffer every ``flush_interval_s`` as a Parquet segment (temp file + rename, so
 readers never see half a segment). ``close()`` flushes everything: a clean shutdown (SIGTERM) loses
 nothing; a crash (SIGKILL) loses at most what arrived in the last flush interval. Delayed labels
@@ -55,16 +56,63 @@ __all__ = [
 
 
 Chunk = dict[str, list[Any]]  # one request's records, column by column, conformed to its schema
-Typed = tuple[pa.Schema, Chunk]
+_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError, ValueError, TypeError)
+
+
+class _Columns:
+    """Buffered records of one schema, column by column.
+
+    A request's chunk is copied into long-lived per-column lists, so what waits for the writer is a
+    few lists of plain values (numbers and strings, which the garbage collector does not track),
+    not one dict and a dozen lists per request that every collection until the flush would trace.
+    At flush time each column becomes one Arrow array in one call (no per-request concatenation
+    while the writer holds the GIL: ~4 ms of CPU for ~400 records under load).
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.values: list[list[Any]] = [[] for _ in schema]
+        self.sizes: list[int] = []  # rows per chunk, to drop one unfit chunk alone
+        self.rows = 0
+
+    def add(self, chunk: Chunk, n: int) -> None:
+        for f, column in zip(self.schema, self.values, strict=True):
+            values = chunk.get(f.name)
+            column.extend(values if values is not None else [None] * n)
+        self.sizes.append(n)
+        self.rows += n
+
+    def table(self) -> tuple[pa.Table, int]:
+        """The records as one table of the schema, and how many were dropped because they do not
+        fit it (only a chunk that skipped :func:`~mloop.monitoring.log_schema.conform`: dropped
+        alone, never its neighbours)."""
+        try:
+            return _typed(self.schema, self.values), 0
+        except _UNFIT:
+            pass
+        kept, lost, start = [], 0, 0
+        for n in self.sizes:
+            try:
+                kept.append(_typed(self.schema, [column[start : start + n] for column in self.values]))
+            except _UNFIT:
+                lost += n
+                log.warning("prediction log: dropped a request's records that do not fit the schema")
+            start += n
+        return (pa.concat_tables(kept) if kept else self.schema.empty_table()), lost
+
+
+def _typed(schema: pa.Schema, values: list[list[Any]]) -> pa.Table:
+    return pa.table([pa.array(v, type=f.type) for f, v in zip(schema, values, strict=True)], schema=schema)
 
 
 class _Buffer:
-    """Chunks waiting to be written; bounded by rows, never blocks the caller."""
+    """Records waiting to be written, by schema (one, or two while a canary serves); bounded by
+    rows, never blocks the caller."""
 
     def __init__(self, folder: Path, limit: int) -> None:
         self.folder = folder
         self.limit = limit
-        self.chunks: list[Typed] = []
+        self.groups: list[_Columns] = []
         self.rows = 0
         self.dropped = 0
 
@@ -73,65 +121,35 @@ class _Buffer:
         if self.rows + n > self.limit:
             self.dropped += n
             return
-        self.chunks.append((schema, chunk))
+        group = next((g for g in self.groups if g.schema is schema), None)
+        if group is None:
+            group = next((g for g in self.groups if g.schema.equals(schema)), None)
+            if group is None:
+                group = _Columns(schema)
+                self.groups.append(group)
+        group.add(chunk, n)
         self.rows += n
 
-    def take(self) -> tuple[list[Typed], int]:
-        taken, rows = self.chunks, self.rows
-        self.chunks, self.rows = [], 0
+    def take(self) -> tuple[list[_Columns], int]:
+        taken, rows = self.groups, self.rows
+        self.groups, self.rows = [], 0
         return taken, rows
 
 
-def _write_segments(folder: Path, chunks: list[Typed]) -> int:
-    """One segment per schema among ``chunks`` (one, or two while a canary serves); returns the
-    number of records that could not be written (always 0 when chunks were conformed)."""
-    if not chunks:
-        return 0
-    folder.mkdir(parents=True, exist_ok=True)
-    groups: list[tuple[pa.Schema, list[Chunk]]] = []
-    for schema, chunk in chunks:  # one table per schema, not per request: ~20x cheaper under load
-        group = next((g for s, g in groups if s is schema or s.equals(schema)), None)
-        if group is None:
-            groups.append((schema, [chunk]))
-        else:
-            group.append(chunk)
+def _write_segments(folder: Path, groups: list[_Columns]) -> int:
+    """One segment per schema; returns the number of records that could not be written (always 0
+    when chunks were conformed)."""
     lost = 0
-    for schema, group in groups:
-        table, failed = _table(schema, group)
+    for group in groups:
+        table, failed = group.table()
         lost += failed
         if table.num_rows:
+            folder.mkdir(parents=True, exist_ok=True)
             name = f"{new_id()}.parquet"
             tmp = folder / f".{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, folder / name)  # readers see whole segments or none
     return lost
-
-
-def _table(schema: pa.Schema, chunks: list[Chunk]) -> tuple[pa.Table, int]:
-    """The chunks as one table of ``schema``; a chunk that does not fit (only one that skipped
-    :func:`~mloop.monitoring.log_schema.conform`) is dropped alone and counted, never its neighbours."""
-    try:
-        return _typed(schema, chunks), 0
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError, ValueError, TypeError):
-        pass
-    kept, lost = [], 0
-    for chunk in chunks:
-        try:
-            kept.append(_typed(schema, [chunk]))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError, ValueError, TypeError):
-            lost += len(next(iter(chunk.values()), []))
-            log.warning("prediction log: dropped a request's records that do not fit the schema")
-    return (pa.concat_tables(kept) if kept else schema.empty_table()), lost
-
-
-def _typed(schema: pa.Schema, chunks: list[Chunk]) -> pa.Table:
-    columns = []
-    for f in schema:
-        values: list[Any] = []
-        for chunk in chunks:
-            values.extend(chunk[f.name])
-        columns.append(pa.array(values, type=f.type))
-    return pa.table(columns, schema=schema)
 
 
 class PredictionLog:

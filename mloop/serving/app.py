@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from mloop.auth import ROLES, check_token
 from mloop.errors import MloopError
 from mloop.serving import openapi
+from mloop.serving.batching import Batcher
 from mloop.serving.hotpath import ServiceApp
 from mloop.serving.limits import read_body
 from mloop.serving.metrics import RequestCounter
@@ -70,6 +71,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     if isinstance(config, str):
         config = ServeConfig(model=config)
     service = ModelService(workspace, config, log_root)
+    batcher = Batcher(service, config.batch_rows)
     model = config.model
     offload = anyio.CapacityLimiter(2)  # large requests share two threads; small ones never wait
 
@@ -131,6 +133,28 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             metrics = service.metrics
             metrics.of(metrics.latency, model, version).observe(time.perf_counter() - started)
         return result
+
+    async def answer(
+        request: Request,
+        size: int,
+        decode: Callable[[], tuple[list[dict[str, Any]], str | None, int | None]],
+        encode: Callable[[dict[str, Any]], Response],
+    ) -> Response:
+        """Decode the rows, predict (coalesced with concurrent requests by the batcher; a large body
+        alone, in a worker thread), encode the answer."""
+        if size > config.offload_bytes:
+
+            def work() -> Response:
+                rows, key, version = decode()
+                return encode(predicted(request, service.predict(rows, key, version)))
+
+            return await run(request, size, work)
+        started = time.perf_counter()
+        rows, key, version = decode()
+        response = encode(predicted(request, await batcher.predict(rows, key, version)))
+        metrics = service.metrics
+        metrics.of(metrics.latency, model, request.state.version).observe(time.perf_counter() - started)
+        return response
 
     def authorize(request: Request, roles: tuple[str, ...]) -> None:
         """The request's bearer token must hold one of ``roles`` (the team server's token store)."""
@@ -194,13 +218,16 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         header_length = request.headers.get(oip_v2.HEADER_LENGTH)
         key = request.headers.get("x-request-key")
 
-        def work() -> Response:
-            keys = service.features.entity_keys(predictor.loaded.version, predictor.loaded.columns)
-            decoded = oip_v2.decode_request(raw, header_length, config.max_json_depth, predictor, keys)
-            result = predicted(request, service.predict(decoded.rows, key, pinned))
-            return oip_v2.infer_response(model, decoded, result)
+        decoded: list[oip_v2.InferRequest] = []
 
-        return await run(request, len(raw), work)
+        def decode() -> tuple[list[dict[str, Any]], str | None, int | None]:
+            keys = service.features.entity_keys(predictor.loaded.version, predictor.loaded.columns)
+            decoded.append(oip_v2.decode_request(raw, header_length, config.max_json_depth, predictor, keys))
+            return decoded[0].rows, key, pinned
+
+        return await answer(
+            request, len(raw), decode, lambda result: oip_v2.infer_response(model, decoded[0], result)
+        )
 
     # MLflow scoring server ------------------------------------------------------------------------
 
@@ -221,16 +248,17 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         content_type = request.headers.get("content-type", "application/json")
         key = request.headers.get("x-request-key")
 
-        def work() -> Response:
+        def decode() -> tuple[list[dict[str, Any]], str | None, int | None]:
             production = service.slots.production
             rules = production.loaded.rules if production is not None else {}
-            rows = mlflow.rows_from_body(raw, content_type, config.max_json_depth, rules)
-            result = predicted(request, service.predict(rows, key))
+            return mlflow.rows_from_body(raw, content_type, config.max_json_depth, rules), key, None
+
+        def encode(result: dict[str, Any]) -> Response:
             return JSONResponse(
                 {"predictions": result["predictions"], "prediction_ids": result["prediction_ids"]}
             )
 
-        return await run(request, len(raw), work)
+        return await answer(request, len(raw), decode, encode)
 
     # mloop's own ------------------------------------------------------------------------------------
 
@@ -241,13 +269,12 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         raw = await body_of(request)
         header_key = request.headers.get("x-request-key")
 
-        def work() -> Response:
+        def decode() -> tuple[list[dict[str, Any]], str | None, int | None]:
             body = predict.parse(raw, config.max_json_depth)
-            key = predict.request_key(body, header_key)
-            # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
-            return JSONResponse(predicted(request, service.predict(predict.rows_from(body), key)))
+            return predict.rows_from(body), predict.request_key(body, header_key), None
 
-        return await run(request, len(raw), work)
+        # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
+        return await answer(request, len(raw), decode, JSONResponse)
 
     @app.post("/feedback", **openapi.FEEDBACK)
     async def feedback(request: Request) -> Response:

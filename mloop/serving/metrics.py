@@ -31,6 +31,13 @@ class ServiceMetrics:
         self.rows = Counter(
             "mloop_predicted_rows", "Rows predicted", ["model", "version", "role"], registry=r
         )
+        self.model_calls = Histogram(
+            "mloop_model_call_requests",
+            "Requests answered by one model call (concurrent requests are coalesced, up to batch_rows rows)",
+            ["model"],
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
         self.invalid = Counter(
             "mloop_validation_failures", "Requests refused by input validation", ["model"], registry=r
         )

@@ -332,6 +332,31 @@ class Predictor:
             return np.asarray(self.loaded.classes)[proba.argmax(axis=1)].tolist(), proba.round(6).tolist()
         return self.predict(frame)
 
+    def predict_batch(
+        self, parts: Sequence[tuple[Sequence[Mapping[str, Any]], Validation]]
+    ) -> list[tuple[list[Any], list[list[float]] | None]]:
+        """Several requests' validated rows in one model call; the answers split back by request.
+
+        Row by row the same as :meth:`predict_rows` on each part (the model sees one matrix or frame
+        of all rows; predictions of one row never depend on its neighbours).
+        """
+        if len(parts) == 1:
+            return [self.predict_rows(*parts[0])]
+        rows = [row for part, _ in parts for row in part]
+        merged = Validation(finite=set.intersection(*(checked.finite for _, checked in parts)))
+        columns = self.loaded.columns
+        if all(len(checked.arrays) == len(columns) for _, checked in parts):
+            merged.arrays = {c: np.concatenate([checked.arrays[c] for _, checked in parts]) for c in columns}
+        predictions, probabilities = self.predict_rows(rows, merged)
+        out, start = [], 0
+        for part, _ in parts:
+            end = start + len(part)
+            out.append(
+                (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+            )
+            start = end
+        return out
+
 
 def _skip_sklearn_checks(finite: bool) -> Any:
     """scikit-learn's own finiteness and parameter checks, off when validation already proved them

@@ -4,63 +4,55 @@ A watcher follows the aliases: when ``production`` (or the canary or shadow alia
 version is loaded, digest-verified and smoke-tested in the background, then swapped in with one
 reference assignment — requests in flight finish on the version they started with, none fails. A
 version that fails to load is not swapped in; the old one keeps serving and the failure is reported.
+
+A request goes through three stages: :meth:`ModelService.prepare` (key, limits, routing, online
+features, validation: the request's own input errors), a model call that it may share with concurrent
+requests of the same served version (:meth:`~ModelService.predict_many`, driven by
+:mod:`mloop.serving.batching`), and :meth:`~ModelService.answer` (finiteness, prediction ids, log
+records, metrics, shadow copy). :meth:`~ModelService.predict` is the three for one request.
 Kept apart from FastAPI so it can be driven directly (replay, benchmarks).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mloop.core.compiled import OnnxModel
-from mloop.entities import ModelVersion, new_id, utcnow
+from mloop.entities import ModelVersion, new_id
 from mloop.errors import MloopError, NotFoundError
 from mloop.monitoring.log import PredictionLog
-from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema, request_key
+from mloop.monitoring.log_schema import request_key
+from mloop.serving.config import ServeConfig
 from mloop.serving.features import FeatureHook
 from mloop.serving.limits import check_finite
 from mloop.serving.metrics import ServiceMetrics
-from mloop.serving.predictor import InputError, LoadedModel, Predictor
+from mloop.serving.predictor import InputError, LoadedModel, Predictor, Validation
+from mloop.serving.recording import PREDICTION_ID, Recorder
 from mloop.serving.traffic import Slots, choose
 from mloop.workspace import Workspace
 
-__all__ = ["ModelService", "ServeConfig"]
+__all__ = ["PREDICTION_ID", "ModelService", "Prepared", "ServeConfig"]
 
 log = logging.getLogger("mloop.serving")
 
-# what ``predict`` hands out: a request's ULID and the row's number within it
-PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-[0-9]{1,9}")
 
+@dataclass
+class Prepared:
+    """One request, checked and routed, waiting for its model call."""
 
-@dataclass(frozen=True)
-class ServeConfig:
-    """How the service serves one model name."""
-
-    model: str
-    alias: str = "production"
-    canary_alias: str = "canary"
-    canary_fraction: float = 0.0
-    shadow_alias: str | None = None
-    max_batch_rows: int = 1000
-    out_of_domain: str = "count"
-    poll_interval_s: float = 1.0
-    log_predictions: bool = True
-    flush_interval_s: float = 1.0
-    compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
-    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, refused while they stream in
-    max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it
-    read_timeout_s: float = 30.0  # a body not received within this gets 408
-    offload_bytes: int = 64 * 1024  # bodies above this are parsed and predicted off the event loop
-    # labels drive retraining and rollbacks: with auth, /feedback needs a feedback, editor or admin token
-    feedback_auth: bool = False
-    predict_auth: bool = False  # prediction routes take any valid token too (off: open)
+    rows: list[dict[str, Any]]
+    key: str | None
+    role: str  # production, canary or shadow
+    predictor: Predictor
+    checked: Validation
+    started: float  # perf_counter when its work began (the logged latency counts from here)
 
 
 class ModelService:
@@ -77,18 +69,13 @@ class ModelService:
             if config.log_predictions
             else None
         )
-        # version id (or ("feedback", id)) → the log schema its records are pinned to
-        self._schemas: dict[Any, Any] = {}
-        self._quarantined_seen = 0
+        self.recorder = Recorder(config.model, self.log, self.metrics)
         self._stop = threading.Event()
         self._failure: Exception | None = None  # why the last load failed, for the first refresh
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mloop-shadow")
         self._watcher: threading.Thread | None = None
         self.features = FeatureHook(workspace)  # serving by entity key (models with a feature service)
         self._registry_error: str | None = None
-        self._dropped_seen = 0
-        if self.log is not None:
-            self.metrics.watch_dropped(config.model, self._dropped)
 
     # loading ------------------------------------------------------------------------------------
 
@@ -164,19 +151,7 @@ class ModelService:
                     if self.slots.last_error == self._registry_error:
                         self.slots.last_error = None
                     self._registry_error = None
-            self._count_quarantined()
-
-    def _count_quarantined(self) -> None:
-        """Segments of this model's log that readers (monitor, scheduler) set aside as unreadable."""
-        if self.log is None:
-            return
-        try:
-            now = self.log.quarantined
-        except OSError:
-            return
-        if now > self._quarantined_seen:
-            self.metrics.of(self.metrics.quarantined, self.config.model).inc(now - self._quarantined_seen)
-            self._quarantined_seen = now
+            self.recorder.count_quarantined()
 
     def start(self) -> None:
         self.refresh()
@@ -205,11 +180,13 @@ class ModelService:
                 return role, predictor
         return None
 
-    def predict(
+    def prepare(
         self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
-    ) -> dict[str, Any]:
-        """Predict ``rows`` with the version traffic routing picks for ``key`` (or the served
-        ``version`` asked for), log them, and return predictions with their ids."""
+    ) -> Prepared:
+        """One request checked and routed, ready for its model call: the key, the row limit, the
+        version traffic routing picks for ``key`` (or the served ``version`` asked for), online
+        features filled in, rows validated against that version's signature. Raises the request's
+        own error (InputError, DataError, NotFoundError)."""
         key = request_key(key)  # a string or none, refused before it routes or is logged
         if not rows:
             raise InputError("no rows to predict", field="instances")
@@ -234,15 +211,80 @@ class ModelService:
             raise
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
-        predictions, probabilities = predictor.predict_rows(rows, checked)
+        return Prepared(rows, key, role, predictor, checked, started)
+
+    def predict_many(self, batch: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
+        """Answer prepared requests with one model call per served version among them.
+
+        Each request gets its own answer (its own prediction ids, log records and shadow copy) or
+        its own error: when a version's call fails for the whole group, its requests are predicted
+        one by one, so a row the model cannot take fails only the request that sent it.
+        """
+        groups: dict[int, list[int]] = {}
+        for i, prepared in enumerate(batch):
+            groups.setdefault(id(prepared.predictor), []).append(i)
+        out: list[dict[str, Any] | Exception] = [RuntimeError("not predicted")] * len(batch)
+        for members in groups.values():
+            part = [batch[i] for i in members]
+            try:
+                results: list[Any] = self._model_call(part)
+            except Exception as exc:
+                results = [exc] if len(part) == 1 else [self._alone(p) for p in part]
+            for i, result in zip(members, results, strict=True):
+                out[i] = self._settle(batch[i], result)
+        return out
+
+    def predict(
+        self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """Predict ``rows`` with the version traffic routing picks for ``key`` (or the served
+        ``version`` asked for), log them, and return predictions with their ids."""
+        prepared = self.prepare(rows, key, version)
+        result = self._settle(prepared, self._model_call([prepared])[0])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _model_call(self, part: list[Prepared]) -> list[tuple[list[Any], list[list[float]] | None]]:
+        """One model call for requests that share a served version; the answers split by request."""
+        predictor = part[0].predictor
+        self.metrics.of(self.metrics.model_calls, self.config.model).observe(len(part))
+        return predictor.predict_batch([(p.rows, p.checked) for p in part])
+
+    def _alone(self, prepared: Prepared) -> Any:
+        try:
+            return self._model_call([prepared])[0]
+        except Exception as exc:  # this request's own failure
+            return exc
+
+    def _settle(self, prepared: Prepared, result: Any) -> dict[str, Any] | Exception:
+        if isinstance(result, Exception):
+            return result
+        try:
+            return self.answer(prepared, *result)
+        except Exception as exc:
+            return exc
+
+    def answer(
+        self,
+        prepared: Prepared,
+        predictions: list[Any],
+        probabilities: list[list[float]] | None,
+    ) -> dict[str, Any]:
+        """A prepared request's answer from its predictions: checked finite, given prediction ids,
+        logged (conformed to the log's types first: a value the log cannot hold is this request's
+        422), counted, copied to the shadow."""
         check_finite(predictions, probabilities)  # NaN/inf is an error answer, never logged as served
-        latency = time.perf_counter() - started
+        predictor, rows, role, key = prepared.predictor, prepared.rows, prepared.role, prepared.key
+        latency = time.perf_counter() - prepared.started
         served = predictor.loaded.version
         request_id = new_id()  # one ULID per request; rows are numbered within it (sortable, unique)
         ids = [f"{request_id}-{i}" for i in range(len(rows))]
         # conformed to the version's pinned log types before the answer: a value the log cannot
         # hold is this request's 422, never a failed flush that takes other requests' records
-        self._record(predictor, checked.columns, ids, predictions, probabilities, role, latency, key)
+        self.recorder.record(
+            predictor, prepared.checked.columns, ids, predictions, probabilities, role, latency, key
+        )
         self.metrics.of(self.metrics.rows, self.config.model, str(served.version), role).inc(len(rows))
         shadow = self.slots.shadow
         if shadow is not None and role != "shadow":
@@ -265,7 +307,7 @@ class ModelService:
             checked = shadow.validate(rows)
             started = time.perf_counter()
             predictions, probabilities = shadow.predict_rows(rows, checked)
-            self._record(
+            self.recorder.record(
                 shadow,
                 checked.columns,
                 ids,
@@ -278,104 +320,10 @@ class ModelService:
         except Exception as exc:  # a shadow must never hurt the live path
             log.warning("shadow prediction failed: %s", exc)
 
-    def _log_schema(self, predictor: Predictor) -> Any:
-        loaded = predictor.loaded
-        schema = self._schemas.get(loaded.version.id)
-        if schema is None:
-            schema = self._schemas[loaded.version.id] = prediction_schema(loaded.rules, loaded.classes)
-        return schema
-
-    def _record(
-        self,
-        predictor: Predictor,
-        columns: dict[str, list[Any]],
-        ids: list[str],
-        predictions: list[Any],
-        probabilities: list[list[float]] | None,
-        role: str,
-        latency: float,
-        key: str | None,
-    ) -> None:
-        if self.log is None:
-            return
-        version = predictor.loaded.version.version
-        n = len(ids)
-        chunk: dict[str, list[Any]] = {
-            "prediction_id": ids,
-            "ts": [utcnow()] * n,
-            "model": [self.config.model] * n,
-            "version": [version] * n,
-            "role": [role] * n,
-            "latency_ms": [latency * 1000 / n] * n,
-            "request_key": [key] * n,
-            "prediction": predictions,
-            "probability": [max(p) for p in probabilities] if probabilities else [None] * n,
-            # binary models: P(second class), what ROC-AUC needs when the labels arrive
-            "score": [p[1] for p in probabilities]
-            if probabilities and len(probabilities[0]) == 2
-            else [None] * n,
-        }
-        chunk.update({f"input.{name}": values for name, values in columns.items()})
-        schema = self._log_schema(predictor)
-        self.log.append(conform(chunk, schema), schema)
-        self._dropped()
-
-    def _dropped(self) -> int:
-        """Log records dropped so far (a counter in ``/metrics``); each new drop is logged."""
-        dropped = self.log.dropped if self.log is not None else 0
-        if dropped > self._dropped_seen:
-            log.warning(
-                "%s: %d prediction log records dropped", self.config.model, dropped - self._dropped_seen
-            )
-            self._dropped_seen = dropped
-        return dropped
-
     def feedback(self, items: list[dict[str, Any]]) -> int:
-        """Store delayed labels for prediction ids; all or none of ``items`` are accepted.
-
-        Any process serving this model accepts a label for any well-formed prediction id (a ULID and
-        a row number): labels are joined to predictions when the log is read, so they survive
-        restarts and reach the prediction whichever worker or replica answered it. An id the log
-        never holds is counted as an unmatched label by ``mloop monitor``; a repeated id's latest
-        label wins. The label must be one of the model's classes, of their type (``true`` is not
-        ``1``), or a finite number for regression.
-        """
-        production = self.slots.production
-        classes = production.loaded.classes if production else None
-        schema = self._schemas.get(("feedback", production.loaded.version.id) if production else None)
-        if schema is None:
-            schema = feedback_schema(classes)
-            if production is not None:
-                self._schemas[("feedback", production.loaded.version.id)] = schema
-        ids, labels = [], []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
-                raise InputError(
-                    f"feedback[{i}]: expected {{'prediction_id': …, 'label': …}}", field=f"feedback[{i}]"
-                )
-            pid, label = item["prediction_id"], item["label"]
-            if not isinstance(pid, str) or not PREDICTION_ID.fullmatch(pid):
-                shown = repr(pid) if len(repr(pid)) <= 60 else f"{repr(pid)[:60]}…"
-                raise InputError(
-                    f"feedback[{i}]: {shown} is not a prediction id (a ULID, '-', a row number)",
-                    field="prediction_id",
-                )
-            if classes is not None and not any(_same_class(label, c) for c in classes):
-                shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
-                raise InputError(
-                    f"feedback[{i}]: label {shown} is not one of the model's classes {classes}",
-                    field="label",
-                )
-            if classes is None and (
-                isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
-            ):
-                raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
-            ids.append(pid)
-            labels.append(label)
-        chunk = conform({"prediction_id": ids, "label": labels, "ts": [utcnow()] * len(ids)}, schema)
-        if self.log is not None and ids:
-            self.log.feedback(chunk, schema)
-        return len(ids)
+        """Store delayed labels for prediction ids, checked against the production version's
+        classes; all or none of ``items`` are accepted (:meth:`Recorder.feedback`)."""
+        return self.recorder.feedback(items, self.slots.production)
 
     def describe(self) -> dict[str, Any]:
         """What is served (production, canary, shadow) and the last load or registry error."""
@@ -399,17 +347,3 @@ class ModelService:
             "shadow": slot(self.slots.shadow),
             "last_error": self.slots.last_error,
         }
-
-
-def _same_class(label: Any, cls: Any) -> bool:
-    """``label`` names class ``cls``: equal and of its type (``true`` is not ``1``); an integer
-    names a float class (JSON writes ``1.0`` as ``1``)."""
-    kind = type(label)
-    return label == cls and (kind is type(cls) or (kind is int and type(cls) is float))
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False

@@ -1,0 +1,72 @@
+"""How ``mloop serve`` serves one model: :class:`ServeConfig`, and its defaults from ``mloop.toml``.
+
+The ``[serve]`` table of ``mloop.toml`` beside the workspace sets defaults that the command line
+overrides; only the keys in :data:`TOML_KEYS` may appear there, each checked when read::
+
+    [serve]
+    batch_rows = 64   # concurrent requests coalesced into one model call, up to this many rows
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mloop.errors import ConfigurationError
+
+__all__ = ["TOML_KEYS", "ServeConfig", "serve_defaults"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the service serves one model name."""
+
+    model: str
+    alias: str = "production"
+    canary_alias: str = "canary"
+    canary_fraction: float = 0.0
+    shadow_alias: str | None = None
+    max_batch_rows: int = 1000
+    # concurrent requests coalesced into one model call, up to this many rows (1: one call each)
+    batch_rows: int = 64
+    out_of_domain: str = "count"
+    poll_interval_s: float = 1.0
+    log_predictions: bool = True
+    flush_interval_s: float = 1.0
+    compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
+    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, refused while they stream in
+    max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it
+    read_timeout_s: float = 30.0  # a body not received within this gets 408
+    offload_bytes: int = 64 * 1024  # bodies above this are parsed and predicted off the event loop
+    # labels drive retraining and rollbacks: with auth, /feedback needs a feedback, editor or admin token
+    feedback_auth: bool = False
+    predict_auth: bool = False  # prediction routes take any valid token too (off: open)
+
+
+TOML_KEYS = {"batch_rows": "an integer >= 1"}
+
+
+def serve_defaults(config_dir: Path | None) -> dict[str, Any]:
+    """The ``[serve]`` table of ``config_dir/mloop.toml`` (empty when there is none), checked."""
+    path = (config_dir / "mloop.toml") if config_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: [serve] must be a table", field="serve")
+    for key, value in table.items():
+        if key not in TOML_KEYS:
+            known = ", ".join(sorted(TOML_KEYS))
+            raise ConfigurationError(
+                f"{path}: [serve] has no key {key!r} (known: {known})", field=f"serve.{key}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(
+                f"{path}: [serve] {key} must be {TOML_KEYS[key]}, got {value!r}", field=f"serve.{key}"
+            )
+    return dict(table)
