@@ -9,6 +9,7 @@ import sys
 from types import ModuleType
 
 import mloop
+from mloop.backtesting.report import backtest_html
 from mloop.monitoring.charts import TOP, line_chart
 
 
@@ -49,7 +50,7 @@ def test_every_deployment_is_a_marker_line_even_past_the_last_window() -> None:
 
 def test_the_html_report_reads_well() -> None:
     events = [_event(1500, "trigger"), _event(1600, "promote"), _event(3900, "promote", 3)]
-    page = _report_module().backtest_html(_report(0.79, events), row_name="day")
+    page = backtest_html(_report(0.79, events), row_name="day")
     choices = page[page.index("<h2>Choices</h2>") :]
     assert "{" not in choices and "'" not in choices  # key = value pairs, not Python dicts
     assert "share = 0.75" in choices and "params.a = 1" in choices and "canary_fraction = 0.5" in choices
@@ -60,7 +61,7 @@ def test_the_html_report_reads_well() -> None:
 
 
 def test_a_loop_worse_than_leaving_the_model_alone_is_red() -> None:
-    page = _report_module().backtest_html(_report(0.60, []))
+    page = backtest_html(_report(0.60, []))
     assert '<div class="verdict bad">' in page
 
 
