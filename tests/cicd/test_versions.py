@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 from pathlib import Path
 
 import pytest
+from commands import mloop_command
 
 import mloop
 from mloop.cicd.ci import ci_run, record_ci
@@ -190,8 +192,14 @@ def test_a_trigger_naming_a_version_that_does_not_exist_is_one_error_at_start(tm
         (tmp_path / "mloop.toml").write_text(
             f'[[triggers]]\nname = "t"\nkind = "manual"\npipeline = "{pipeline}"\n'
         )
-        code, _, err = run(capsys, "scheduler", "run", "--once", "--workspace", ws)
-        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        # its own process: the daemon sets up logging to stderr, which must not outlive this test
+        done = subprocess.run(
+            [*mloop_command(), "scheduler", "run", "--once", "--workspace", ws],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        err = done.stderr
+        assert done.returncode == 2 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1, err
 
 
 def test_trigger_references_resolve_or_fail_clearly(tmp_path: Path) -> None:
