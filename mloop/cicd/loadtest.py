@@ -111,11 +111,14 @@ def _candidate_workspace(workspace: Workspace, version_ref: str, root: Path) -> 
         digest, uri = copy.artifacts.put(data)
         stored = copy.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
         registry = copy.model_registry()
+        # the replayed requests carry the feature values the service used (the log's input columns),
+        # so the copy, which has no feature store, serves them as they are instead of by entity key
+        signature = {k: v for k, v in version.signature.items() if k != "feature_service"}
         new = registry.register(
             name,
             artifact_id=stored.id,
             run_id=version.run_id,
-            signature=version.signature,
+            signature=signature,
             metrics=version.metrics,
             tags=version.tags,
             status=ModelStatus.REGISTERED,

@@ -60,3 +60,31 @@ def test_bad_arguments_are_named(candidate) -> None:
         load_test(candidate, "clf:1", [])
     with pytest.raises(NotFoundError):
         load_test(candidate, "clf:9", [{"a": 1.0, "b": 2.0}])
+
+
+@pytest.mark.slow  # one service start
+def test_a_candidate_that_reads_features_by_key_is_load_tested_on_the_logged_values(tmp_path: Path) -> None:
+    """The throw-away copy has no feature store: it serves the feature values the log recorded."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    pd.DataFrame(
+        {"driver_id": [1, 2], "ts": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True), "x": [0.1, 0.9]}
+    ).to_parquet(tmp_path / "stats.parquet")
+    (tmp_path / "features.py").write_text(
+        "from mloop.features import Entity, FeatureService, FeatureView\n"
+        "driver = Entity('driver', join_keys=['driver_id'])\n"
+        "stats = FeatureView('stats', [driver], 'stats.parquet', timestamp='ts', ttl=None)\n"
+        "svc = FeatureService('svc', ['stats:x'])\n",
+        encoding="utf-8",
+    )
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        ws.features.apply(tmp_path / "features.py")
+        x = pd.DataFrame({"stats:x": [0.1, 0.9, 0.2, 0.8]})
+        signature = {
+            "inputs": mloop.infer_schema(mloop.compute_statistics(x)).to_dict(),
+            "feature_service": "svc",
+        }
+        ws.register_model("eta", LogisticRegression().fit(x, [0, 1, 0, 1]), signature=signature)
+        report = load_test(ws, "eta:1", [{"stats:x": 0.3}] * 20, concurrency=2, p99_budget_ms=60_000)
+        assert report.passed and report.error_rate == 0.0, report.reasons
