@@ -120,12 +120,13 @@ def list_models(
     workspace: WorkspaceOpt = None, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
 ) -> None:
     """Registered models with their newest version and aliases."""
-    if server:
-        with remote.client(server, token) as api:
-            models = [remote.to_model(m) for m in api.models()]
-    else:
-        with open_workspace(workspace) as ws:
-            models = ws.model_registry().models()
+    models = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.to_model(m) for m in api.models()],
+        lambda ws: ws.model_registry().models(),
+    )
     if as_json:
         print_json(models)
         return
@@ -148,12 +149,13 @@ def versions(
     token: TokenOpt = None,
 ) -> None:
     """Every version of a model: status, aliases, headline metrics, the run that made it."""
-    if server:
-        with remote.client(server, token) as api:
-            found = [remote.to_version(v) for v in api.versions(name)]
-    else:
-        with open_workspace(workspace) as ws:
-            found = ws.model_registry().versions(name)
+    found = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.to_version(v) for v in api.versions(name)],
+        lambda ws: ws.model_registry().versions(name),
+    )
     if as_json:
         print_json(found)
         return
@@ -265,12 +267,13 @@ def history(
     token: TokenOpt = None,
 ) -> None:
     """Every alias move: when, who, from, to, why."""
-    if server:
-        with remote.client(server, token) as api:
-            events = [remote.to_event(e) for e in api.history(name, alias)]
-    else:
-        with open_workspace(workspace) as ws:
-            events = ws.model_registry().history(name, alias)
+    events = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.to_event(e) for e in api.history(name, alias)],
+        lambda ws: ws.model_registry().history(name, alias),
+    )
     if as_json:
         print_json(events)
         return
@@ -288,14 +291,15 @@ def evaluations_command(
 ) -> None:
     """What the run that made a version measured: evaluations, validation verdict, infra check."""
     name, version = _name_version(ref)
-    if server:
-        with remote.client(server, token) as api:
-            body = api.evaluations(name, version)
-    else:
-        from mloop.server.model_state import evaluations
+    from mloop.server.model_state import evaluations
 
-        with open_workspace(workspace) as ws:
-            body = evaluations(ws, name, version)
+    body = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: api.evaluations(name, version),
+        lambda ws: evaluations(ws, name, version),
+    )
     if as_json:
         print_json(body)
         return
@@ -340,14 +344,15 @@ def monitoring_command(
     token: TokenOpt = None,
 ) -> None:
     """The latest recorded monitoring of a model (``mloop monitor`` records it): window by window."""
-    if server:
-        with remote.client(server, token) as api:
-            body = api.monitoring(name, run_id=run_id)
-    else:
-        from mloop.server.model_state import monitoring
+    from mloop.server.model_state import monitoring
 
-        with open_workspace(workspace) as ws:
-            body = monitoring(ws, name, run_id)
+    body = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: api.monitoring(name, run_id=run_id),
+        lambda ws: monitoring(ws, name, run_id),
+    )
     if as_json:
         print_json(body)
         return
@@ -385,14 +390,11 @@ def rollout_command(
     token: TokenOpt = None,
 ) -> None:
     """A model's rollout: its policy, production, canary, the version a manual rollout waits with."""
-    if server:
-        with remote.client(server, token) as api:
-            body = api.rollout(name)
-    else:
-        from mloop.server.model_state import rollout_state
+    from mloop.server.model_state import rollout_state
 
-        with open_workspace(workspace) as ws:
-            body = rollout_state(ws, name)
+    body = remote.read(
+        server, token, workspace, lambda api: api.rollout(name), lambda ws: rollout_state(ws, name)
+    )
     if as_json:
         print_json(body)
         return

@@ -5,14 +5,28 @@ Answers come back as the entities the local commands render, so one table serves
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, Run, RunStatus, StepRun, StepStatus
 
-__all__ = ["ServerOpt", "TokenOpt", "client", "to_event", "to_model", "to_run", "to_step", "to_version"]
+__all__ = [
+    "ServerOpt",
+    "TokenOpt",
+    "client",
+    "read",
+    "to_event",
+    "to_model",
+    "to_run",
+    "to_step",
+    "to_version",
+]
+
+T = TypeVar("T")
 
 ServerOpt = Annotated[
     str | None,
@@ -30,6 +44,24 @@ def client(server: str, token: str | None) -> Any:
     from mloop.server.client import Client
 
     return Client(server, token=token)
+
+
+def read(
+    server: str | None,
+    token: str | None,
+    workspace: Path | None,
+    from_server: Callable[[Any], T],
+    from_workspace: Callable[[Any], T],
+) -> T:
+    """One read command's data: ``from_server(client)`` with ``--server``, else ``from_workspace(ws)``
+    on the local workspace (opened read-only in spirit: a read never creates one)."""
+    if server:
+        with client(server, token) as api:
+            return from_server(api)
+    from mloop.cli.common import open_workspace
+
+    with open_workspace(workspace) as ws:
+        return from_workspace(ws)
 
 
 def _t(value: str | None) -> datetime | None:
