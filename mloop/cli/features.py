@@ -179,6 +179,11 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ParameterError(f"--entity {item!r}: expected KEY=VALUE", field="entity")
+            if key in row:
+                raise ParameterError(
+                    f"--entity {key} is given twice ({row[key]!r} and {value!r}); one value per key",
+                    field="entity",
+                )
             row[key] = value
         return [row]
     import pandas as pd

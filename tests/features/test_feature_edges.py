@@ -225,6 +225,21 @@ def test_bad_cli_inputs_are_one_line_and_exit_2(
         code = main(["features", *argv, "--service", "driver_model", *w])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error:") and needle in err and "\n" not in err, (argv, err)
+    code = main(
+        [
+            "features",
+            "online",
+            "--entity",
+            "driver_id=0",
+            "--entity",
+            "driver_id=1",
+            "--service",
+            "driver_model",
+            *w,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--entity driver_id is given twice" in err
     # rich must not turn ':a:' in a user's string into an emoji
     assert main(["features", "show", "g:a:b", *w]) == 2
     assert "g:a:b" in capsys.readouterr().err
