@@ -41,6 +41,7 @@ from mloop.monitoring.log_schema import cast_table, target_schema
 from mloop.names import check_name
 
 if TYPE_CHECKING:  # the service appends without pandas (~0.3 s less before it answers)
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger("mloop.serving")
@@ -412,6 +413,14 @@ def labelled_predictions(
     out = out.reset_index(drop=True)
     out.attrs["log_health"] = LogHealth(quarantined_segments(root, model), uncastable, unmatched, conflicts)
     return out
+
+
+def label_values(labels: pd.Series) -> np.ndarray:
+    """The labels of labelled rows as an array of their own type. A log's ``label`` column holds
+    None where no label came, so pandas keeps bool (and string) labels as Python objects, which
+    scikit-learn calls an "unknown" target; after the unlabelled rows are dropped the values get
+    their type back (bools stay bools, ints may come back as floats, which compare equal)."""
+    return labels.infer_objects().to_numpy()
 
 
 def _uncastable(table: pa.Table) -> int:

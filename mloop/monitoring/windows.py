@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mloop.errors import ParameterError
+from mloop.monitoring.log import label_values
 from mloop.validation.drift import detect_drift
 from mloop.validation.model import LOWER_IS_BETTER, SliceSpec, score_predictions
 from mloop.validation.stats import Statistics, compute_statistics
@@ -100,7 +101,7 @@ class WindowResult:
 def labels_and_predictions(
     frame: pd.DataFrame, task: str, classes: list[Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    y = frame["label"].to_numpy()
+    y = label_values(frame["label"])
     predicted = frame["prediction"].to_numpy()
     if task == "regression":
         return y.astype(float), predicted.astype(float), None

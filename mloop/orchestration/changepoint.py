@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mloop.monitoring.log import label_values
+
 __all__ = ["ChangePoint", "available", "detect", "row_losses", "split", "trend"]
 
 
@@ -65,7 +67,7 @@ def row_losses(frame: pd.DataFrame, task: str, classes: list[Any] | None, scale:
     """One loss per labelled row, in [0, 1]: the Brier score of the true class for binary models
     that log a score (sensitive when one class dominates), else 0/1 error; for regression the
     absolute error over four times ``scale`` (the version's hold-out MAE), clipped at 1."""
-    y = frame["label"].to_numpy()
+    y = label_values(frame["label"])
     if task == "regression":
         err = np.abs(y.astype(float) - frame["prediction"].to_numpy(dtype=float))
         unit = 4 * scale if scale and scale > 0 else max(float(np.median(err)) * 4, 1e-12)

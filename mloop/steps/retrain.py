@@ -29,7 +29,7 @@ from mloop.core.pipeline import pipeline
 from mloop.core.serialize import serialize
 from mloop.core.step import step
 from mloop.errors import DataError, NotFoundError, ParameterError
-from mloop.monitoring.log import labelled_predictions
+from mloop.monitoring.log import label_values, labelled_predictions
 from mloop.monitoring.windows import INPUT_PREFIX, window_frame
 from mloop.steps.context import workspace as step_workspace
 from mloop.steps.data import check_drift, statistics, validate_schema
@@ -118,7 +118,7 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
 def _log_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
     rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
-    rows[target] = frame["label"].to_numpy()
+    rows[target] = label_values(frame["label"])
     return rows.reset_index(drop=True)
 
 

@@ -229,3 +229,35 @@ def test_any_json_value_is_either_refused_or_written(tmp_path_factory, key, x, c
     assert log.dropped == 0
     read_log(folder, "m")
     read_log(folder, "m", "feedback")
+
+
+@pytest.mark.parametrize("classes", [[False, True], ["no", "yes"], [0, 1]])
+def test_partly_labelled_logs_score_and_train_whatever_the_class_type(tmp_path: Path, classes: list) -> None:
+    """Bool classes (a model fitted on ``df.x > 0``) with one unlabelled row made every window's
+    metrics fail ("a mix of unknown and binary targets") and stopped monitoring for good."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mloop.monitoring.windows import labels_and_predictions
+    from mloop.steps.retrain import _log_rows
+    from mloop.validation.model import score_predictions
+
+    schema, feedback = prediction_schema(RULES, classes), feedback_schema(classes)
+    log = PredictionLog(tmp_path, "m")
+    for i in range(6):
+        row = record(f"p{i}", float(i)) | {"prediction": [classes[i % 2]], "probability": [0.8]}
+        log.append(conform(row, schema), schema)
+    for i in range(5):  # the last prediction is never labelled
+        log.feedback(
+            conform(
+                {"prediction_id": [f"p{i}"], "label": [classes[i % 2]], "ts": [datetime.now(UTC)]}, feedback
+            ),
+            feedback,
+        )
+    log.flush()
+    frame = labelled_predictions(tmp_path, "m")
+    labelled = frame[frame["label"].notna()]
+    y, predicted, proba = labels_and_predictions(labelled, "classification", classes)
+    assert score_predictions("classification", y, predicted, proba, classes)["accuracy"] == 1.0
+    rows = _log_rows(labelled, "target")
+    model = LogisticRegression().fit(rows[["x"]], rows["target"])
+    assert sorted(model.classes_.tolist(), key=str) == sorted(classes, key=str)
