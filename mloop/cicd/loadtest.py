@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from mloop.entities import ModelStatus
-from mloop.errors import ConfigurationError, ParameterError
+from mloop.errors import ConfigurationError, MloopError, ParameterError
 from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, parse_model_ref
 
-__all__ = ["LoadTestReport", "load_test"]
+__all__ = ["LoadTestReport", "fit_requests", "load_test"]
 
 _ALIAS = "candidate"
 
@@ -63,6 +63,7 @@ class LoadTestReport:
     errors: list[str] = field(default_factory=list)
     rounds: int = 1
     p99_by_round_ms: list[float | None] = field(default_factory=list)
+    left_out: int = 0  # logged requests the candidate cannot take (see fit_requests)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +85,7 @@ class LoadTestReport:
         """The numbers in one line, e.g. for an alias-history reason."""
         p99 = "no answer" if self.p99_ms is None else f"p99 {self.p99_ms:.1f} ms"
         rounds = f", {self.rounds} rounds" if self.rounds > 1 else ""
+        rounds += f" ({self.left_out} logged request(s) left out)" if self.left_out else ""
         return (
             f"{p99} (budget {self.p99_budget_ms:g} ms), errors {self.error_rate:.1%} "
             f"(at most {self.max_error_rate:.1%}) on {self.requests} requests at concurrency "
@@ -247,6 +249,48 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def fit_requests(
+    workspace: Workspace, version_ref: str, requests: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """Each logged request as the candidate takes it, and how many could not be fitted.
+
+    A request keeps only the candidate's own columns: traffic logged by a version with other features
+    carries columns this one refuses. A candidate that reads features by key gets its features looked
+    up in the workspace's online store by the entity keys the log recorded (its throw-away copy is
+    served without a feature store), so a candidate that reads one more feature than the versions
+    before it is tested on the same entities with its own features. A request with no logged entity
+    keys, or whose entity the online store does not know, is left out (counted).
+    """
+    version = workspace.model_version(version_ref)
+    columns = list(version.signature.get("inputs", {}).get("columns", {}))
+    service = version.signature.get("feature_service")
+    if not service:
+        if not columns:
+            return [dict(r) for r in requests], 0
+        return [{c: r[c] for c in columns if c in r} for r in requests], 0
+    from mloop.features.online import lookup
+
+    selection = workspace.features.selection(service=service)
+    store = workspace.features.online_store()
+    keys = sorted({k for view, _ in selection for k in view.join_keys})
+    fitted: list[dict[str, Any]] = []
+    for request in requests:
+        if columns and all(c in request for c in columns):  # it carries what was served: no lookup
+            fitted.append({c: request[c] for c in columns})
+            continue
+        if any(k not in request for k in keys):
+            continue
+        try:
+            found = lookup(store, selection, [{k: request[k] for k in keys}])[0]
+        except MloopError:
+            continue
+        if not all(found["found"].values()):
+            continue
+        row = {**found["features"], **{c: v for c, v in request.items() if c not in found["features"]}}
+        fitted.append({c: row[c] for c in columns if c in row} if columns else row)
+    return fitted, len(requests) - len(fitted)
+
+
 def load_test(
     workspace: Workspace,
     version_ref: str,
@@ -263,6 +307,14 @@ def load_test(
     over budget is measured again up to ``rounds`` replays (see the module docstring)."""
     if not requests:
         raise ParameterError("a load test needs at least one request to replay", field="requests")
+    logged = len(requests)
+    requests, unfit = fit_requests(workspace, version_ref, requests)
+    if not requests:
+        raise ConfigurationError(
+            f"none of the {logged} recent request(s) can be replayed to {version_ref}: it reads features "
+            "by key and no request carries logged entity keys that its online store knows",
+            field="requests",
+        )
     if concurrency < 1:
         raise ParameterError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
     if rounds < 1:
@@ -320,4 +372,5 @@ def load_test(
         errors=errors[:5],
         rounds=len(by_round),
         p99_by_round_ms=by_round,
+        left_out=unfit,
     )

@@ -25,6 +25,7 @@ Layout: ``<root>/<model>/predictions/*.parquet``, ``<root>/<model>/feedback/*.pa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -263,7 +264,8 @@ def count_logged(root: Path, model: str, *, since_segment: str | None = None) ->
 def recent_requests(root: Path, model: str, limit: int) -> list[dict[str, Any]]:
     """The instances of up to ``limit`` most recently logged predictions, oldest first, as clients sent
     them: the serving version's feature columns without their ``input.`` prefix, a null where the
-    client sent null (shadow answers, which repeat a request, are not counted).
+    client sent null, and the entity keys of a row that was served by key (shadow answers, which
+    repeat a request, are not counted).
 
     Reads segments newest first and stops once it has ``limit`` rows (a bounded read, whatever the
     log's size). What a load test replays.
@@ -274,16 +276,28 @@ def recent_requests(root: Path, model: str, limit: int) -> list[dict[str, Any]]:
         if table is None:
             continue
         inputs = [c for c in table.column_names if c.startswith("input.")]
-        roles = table.column("role").to_pylist() if "role" in table.column_names else [None] * len(table)
+        names = table.column_names
+        roles = table.column("role").to_pylist() if "role" in names else [None] * len(table)
+        entities = table.column("entity").to_pylist() if "entity" in names else [None] * len(table)
         rows = [
-            {k.removeprefix("input."): v for k, v in row.items()}
-            for row, role in zip(table.select(inputs).to_pylist(), roles, strict=True)
+            {**_entity(entity), **{k.removeprefix("input."): v for k, v in row.items()}}
+            for row, role, entity in zip(table.select(inputs).to_pylist(), roles, entities, strict=True)
             if role != "shadow"  # a shadow answer repeats a request another role answered
         ]
         found[:0] = rows
         if len(found) >= limit:
             break
     return found[-limit:] if limit > 0 else []
+
+
+def _entity(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def quarantined_segments(root: Path, model: str) -> int:

@@ -83,6 +83,9 @@ def prediction_schema(inputs: Mapping[str, Mapping[str, Any]], classes: Sequence
         pa.field("role", pa.string()),
         pa.field("latency_ms", pa.float64()),
         pa.field("request_key", pa.string()),
+        # the entity keys a request was served by (JSON text; null when it carried the features):
+        # what a load test replays to a candidate that reads other features by key
+        pa.field("entity", pa.string()),
         value.with_name("prediction"),
         pa.field("probability", pa.float64()),
         pa.field("score", pa.float64()),

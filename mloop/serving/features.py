@@ -10,6 +10,7 @@ validation like any missing value.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,20 @@ class FeatureHook:
         """The join keys a request may carry instead of the features (none without a feature service)."""
         resolved = self._selection(version, columns)
         return [] if resolved is None else sorted({k for view, _ in resolved[0] for k in view.join_keys})
+
+    def entities(
+        self, version: ModelVersion, columns: Sequence[str], rows: list[Any]
+    ) -> list[str | None] | None:
+        """Each row's entity keys as JSON text (None for a row that carries none), for the log;
+        None for a version that reads no features by key."""
+        keys = self.entity_keys(version, columns)
+        if not keys:
+            return None
+        out: list[str | None] = []
+        for row in rows:
+            found = {k: row[k] for k in keys if isinstance(row, dict) and k in row}
+            out.append(json.dumps(found, sort_keys=True, default=str) if found else None)
+        return out
 
     def fill(
         self, version: ModelVersion, columns: Sequence[str], rows: list[dict[str, Any]]

@@ -51,8 +51,10 @@ class Recorder:
         role: str,
         latency: float,
         key: str | None,
+        entities: list[str | None] | None = None,
     ) -> None:
-        """One request's records: its inputs (by column), answers and ids, as ``role`` served them."""
+        """One request's records: its inputs (by column), answers and ids, as ``role`` served them,
+        and the entity keys each row was looked up by (when it was served by key)."""
         if self.log is None:
             return
         n = len(ids)
@@ -64,6 +66,7 @@ class Recorder:
             "role": [role] * n,
             "latency_ms": [latency * 1000 / n] * n,
             "request_key": [key] * n,
+            "entity": entities if entities is not None else [None] * n,
             "prediction": predictions,
             "probability": [max(p) for p in probabilities] if probabilities else [None] * n,
             # binary models: P(second class), what ROC-AUC needs when the labels arrive

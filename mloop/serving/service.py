@@ -53,6 +53,7 @@ class Prepared:
     predictor: Predictor
     checked: Validation
     started: float  # perf_counter when its work began (the logged latency counts from here)
+    entities: list[str | None] | None = None  # each row's entity keys (JSON), when served by key
 
 
 class ModelService:
@@ -203,7 +204,9 @@ class ModelService:
                 raise NotFoundError(f"version {version} of {self.config.model!r} is not served here")
             role, predictor = pinned
         started = time.perf_counter()
-        rows = self.features.fill(predictor.loaded.version, predictor.loaded.columns, rows)
+        loaded = predictor.loaded
+        entities = self.features.entities(loaded.version, loaded.columns, rows)
+        rows = self.features.fill(loaded.version, loaded.columns, rows)
         try:
             checked = predictor.validate(rows)
         except InputError:
@@ -211,7 +214,7 @@ class ModelService:
             raise
         for column, n in checked.out_of_domain.items():
             self.metrics.out_of_domain.labels(self.config.model, column).inc(n)
-        return Prepared(rows, key, role, predictor, checked, started)
+        return Prepared(rows, key, role, predictor, checked, started, entities)
 
     def predict_many(self, batch: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
         """Answer prepared requests with one model call per served version among them.
@@ -283,7 +286,15 @@ class ModelService:
         # conformed to the version's pinned log types before the answer: a value the log cannot
         # hold is this request's 422, never a failed flush that takes other requests' records
         self.recorder.record(
-            predictor, prepared.checked.columns, ids, predictions, probabilities, role, latency, key
+            predictor,
+            prepared.checked.columns,
+            ids,
+            predictions,
+            probabilities,
+            role,
+            latency,
+            key,
+            prepared.entities,
         )
         self.metrics.of(self.metrics.rows, self.config.model, str(served.version), role).inc(len(rows))
         shadow = self.slots.shadow

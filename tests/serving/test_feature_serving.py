@@ -103,11 +103,66 @@ def test_the_feature_values_used_are_logged(tmp_path: Path, serve: Callable[...,
             assert time.monotonic() < deadline, "prediction not logged"
             time.sleep(0.1)
         row = frame[frame["prediction_id"] == pid].iloc[0]
+        assert row["entity"] == '{"driver_id": 4}'  # what a load test replays to a later candidate
         assert row["input.driver_stats:trips"] == 12
         assert row["input.driver_stats:conv_rate"] == pytest.approx(0.4)
         # monitoring shows how fresh the online features this version reads are
         report = mloop.monitor(ws, "clf", window=1, log_dir=tmp_path / "log", store=False)
         fresh = report.to_dict()["feature_freshness"]["driver_stats"]
         assert fresh["end"] is not None and fresh["ttl_seconds"] == 86400
+    finally:
+        ws.close()
+
+
+def test_a_candidate_reading_other_features_is_replayed_the_logged_entities_with_its_own_features(
+    tmp_path: Path, serve: Callable[..., object]
+) -> None:
+    """A load test of a version that reads one feature more than the logged traffic carried got 422
+    'missing column' for every request and was refused for good; a version that reads fewer got
+    'unexpected column'. The logged entity keys let the gate look the candidate's own features up."""
+    from mloop.cicd.loadtest import fit_requests
+    from mloop.monitoring.log import recent_requests
+
+    ws = _setup(tmp_path)
+    try:
+        served = serve(ws)
+        for driver in (1, 2, 3):
+            r = served.client.post("/predict", json={"instances": [{"driver_id": driver, "hour": 2.0}]})  # type: ignore[attr-defined]
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        while len(requests := recent_requests(tmp_path / "log", "clf", 10)) < 3:
+            assert time.monotonic() < deadline, "predictions not logged"
+            time.sleep(0.1)
+        assert [r["driver_id"] for r in requests] == [1, 2, 3]
+        requests.append({"driver_stats:conv_rate": 0.5, "driver_stats:trips": 3, "hour": 1.0})  # no keys
+
+        # v2 reads conv_rate and hour only (fewer columns than were logged)
+        x = pd.DataFrame({"driver_stats:conv_rate": [0.1, 0.9], "hour": [1.0, 2.0]})
+        inputs = mloop.infer_schema(mloop.compute_statistics(x)).to_dict()
+        ws.register_model("clf", LogisticRegression().fit(x, [0, 1]), signature={"inputs": inputs})
+        fitted, left_out = fit_requests(ws, "clf:2", requests)
+        assert left_out == 0 and all(set(r) == {"driver_stats:conv_rate", "hour"} for r in fitted)
+
+        # v3 reads its features from another service, plus a request-time column: looked up by the keys
+        (tmp_path / "features.py").write_text(
+            DEFINITIONS
+            + 'svc2 = FeatureService("driver_model2", ["driver_stats:trips", "driver_stats:conv_rate"])\n'
+        )
+        ws.features.apply(tmp_path / "features.py")
+        x3 = pd.DataFrame({"driver_stats:trips": [1.0, 9.0], "driver_stats:conv_rate": [0.1, 0.9],
+                           "hour": [1.0, 2.0], "hour2": [0.0, 1.0]})  # fmt: skip
+        inputs3 = mloop.infer_schema(mloop.compute_statistics(x3)).to_dict()
+        ws.register_model(
+            "clf",
+            LogisticRegression().fit(x3, [0, 1]),
+            signature={"inputs": inputs3, "feature_service": "driver_model2"},
+        )
+        fitted, left_out = fit_requests(ws, "clf:3", [{**r, "hour2": 1.0} for r in requests])
+        assert left_out == 0, fitted
+        assert [r["driver_stats:trips"] for r in fitted[:3]] == [3, 6, 9]  # the online values (d * 3)
+        assert set(fitted[0]) == {"driver_stats:trips", "driver_stats:conv_rate", "hour", "hour2"}
+        # a logged row without its keys and without the new column cannot be fitted: left out
+        fitted, left_out = fit_requests(ws, "clf:3", requests)
+        assert (len(fitted), left_out) == (3, 1)
     finally:
         ws.close()
