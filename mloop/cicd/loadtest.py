@@ -223,7 +223,8 @@ def _p99(latencies: Sequence[float | None]) -> float | None:
 def _serve(root: Path, name: str, start_timeout_s: float) -> tuple[str, subprocess.Popen[bytes]]:
     """``mloop serve`` of the one-model workspace under ``root`` on a free loopback port, once ready."""
     port = _free_port()
-    env = {**os.environ, "MLOOP_WORKSPACE": str(root / ".mloop")}
+    # MLOOP_PARENT_PID: the service stops by itself if this process dies without stopping it
+    env = {**os.environ, "MLOOP_WORKSPACE": str(root / ".mloop"), "MLOOP_PARENT_PID": str(os.getpid())}
     for key in ("MLOOP_METADATA_URL", "MLOOP_ARTIFACT_URL"):
         env.pop(key, None)
     command = [sys.executable, "-m", "mloop", "serve", name, "--alias", _ALIAS, "--host", "127.0.0.1"]

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -243,3 +244,64 @@ def test_a_corrupted_production_model_is_named_as_corrupted(ws_dir: Path) -> Non
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model clf v1 (clf@production)"), done.stderr
     assert "corrupted" in lines[0] and "no alias" not in lines[0]
+
+
+def _gone(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v2/health/live", timeout=2)
+        except httpx.TransportError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow  # a two-worker start, then a shutdown by the workers themselves
+def test_workers_stop_and_flush_when_their_supervisor_is_sigkilled(ws_dir: Path) -> None:
+    """Orphaned workers kept serving and held the port; a restart then failed with 'already in use'."""
+    proc, url = start(ws_dir, "--workers", "2", "--flush-interval", "60")
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for _ in range(10):
+            assert c.post("/predict", json={"instances": rows(2)}).status_code == 200
+    proc.send_signal(signal.SIGKILL)  # the supervisor only: its workers are left behind
+    proc.wait(timeout=30)
+    assert _gone(url, 60), "the workers outlived their supervisor"
+    deadline = time.monotonic() + 60  # the socket closes first; the flush follows in the shutdown
+    while read_log(ws_dir / "prediction-log", "clf").num_rows < 20:  # they stopped as on SIGTERM
+        assert time.monotonic() < deadline, "the workers did not flush their records"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow  # one service start
+def test_a_service_stops_when_the_process_that_started_it_is_sigkilled(ws_dir: Path, tmp_path: Path) -> None:
+    """What a load test does: the candidate's service names its launcher (MLOOP_PARENT_PID), so a
+    SIGKILLed scheduler does not leave the candidate serving."""
+    port = free_port()
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import os, subprocess, sys, time\n"
+        f"cmd = {[*mloop_command(), 'serve', 'clf', '--port', str(port), '--workspace', str(ws_dir)]!r}\n"
+        "subprocess.Popen(cmd, env={**os.environ, 'MLOOP_PARENT_PID': str(os.getpid())},\n"
+        "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "time.sleep(600)\n",
+        encoding="utf-8",
+    )
+    parent = subprocess.Popen([sys.executable, str(launcher)], start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        assert _gone(url, 60), "the service outlived the process that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
