@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import logging
 import os
+import signal
 import socket
+import threading
+import time
 from typing import Annotated
 
 import typer
@@ -15,6 +19,9 @@ from mloop.cli.common import WorkspaceOpt, err, open_workspace
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
+
+PARENT_ENV = "MLOOP_PARENT_PID"  # a service stops once this process (its launcher) is gone
+_watching = threading.Event()
 
 
 def serve(
@@ -134,6 +141,9 @@ def serve(
         os.environ.setdefault(var, "1")
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
+    exit_with_parent()  # whoever started this service (e.g. a scheduler's load test), if it said so
+    if workers > 1:  # each worker stops once this supervisor is gone, even by SIGKILL
+        os.environ[PARENT_ENV] = str(os.getpid())
     err.print(f"serving {name}@{alias} on http://{host}:{port} ({workers} worker(s))", markup=False)
     uvicorn.run(
         "mloop.cli.serve:app_in_worker",
@@ -154,11 +164,33 @@ def app_in_worker() -> object:
     from mloop.serving.app import app_from_env
 
     configure_logging(os.environ.get("MLOOP_LOG_LEVEL", "info"), os.environ.get("MLOOP_LOG_FORMAT", "text"))
+    exit_with_parent()
     if os.environ.get("OMP_NUM_THREADS") == "1":
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)  # also for libraries loaded before the variable was read
     return app_from_env()
+
+
+def exit_with_parent() -> None:
+    """Stop, as on SIGTERM (the prediction log is flushed), once the process named by
+    ``MLOOP_PARENT_PID`` is no longer this one's parent. Without it a worker whose ``mloop serve``
+    was SIGKILLed, or a candidate's service whose scheduler was, kept serving and holding the port
+    with nobody left to stop it."""
+    wanted = os.environ.get(PARENT_ENV, "")
+    if not wanted.isdigit() or os.getppid() != int(wanted) or _watching.is_set():
+        return
+    _watching.set()
+    parent = int(wanted)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        log = logging.getLogger("mloop.serving")
+        log.warning("the process that started this service (pid %d) is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mloop-parent-watch", daemon=True).start()
 
 
 def _check_port_free(host: str, port: int) -> None:
