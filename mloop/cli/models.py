@@ -236,6 +236,9 @@ def promote(
     if as_json:
         print_json(event)
         return
+    if event.from_version == event.to_version:
+        out.print(f"{name}@{alias}: already v{event.to_version} (nothing recorded)")
+        return
     before = f"v{event.from_version}" if event.from_version is not None else "nobody"
     out.print(f"{name}@{alias}: {before} → v{event.to_version}")
 

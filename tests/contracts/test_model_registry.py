@@ -78,6 +78,21 @@ def test_alias_moves_are_recorded_and_roll_back_in_order(stores) -> None:
     assert all(e.at.tzinfo is not None for e in history)
 
 
+def test_a_repeated_promotion_records_nothing_and_rollback_still_goes_back(stores) -> None:
+    """An automated promote run twice recorded v2 → v2, and the next rollback then 'went back' to v2."""
+    for n in (1, 2):
+        register(stores, n=n)
+    _, reg = stores
+    reg.set_alias("churn", "production", 1, who="a", reason="first")
+    reg.set_alias("churn", "production", 2, who="a", reason="better")
+    again = reg.set_alias("churn", "production", 2, who="a", reason="the same job, run twice")
+    assert (again.from_version, again.to_version) == (2, 2)
+    assert len(reg.history("churn", "production")) == 2
+    back = reg.rollback("churn", "production", who="a", reason="incident")
+    assert (back.from_version, back.to_version) == (2, 1)
+    assert reg.get("churn", alias="production").version == 1
+
+
 def test_remove_alias_and_roll_it_back(stores) -> None:
     register(stores, n=1)
     _, reg = stores

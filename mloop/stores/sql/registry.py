@@ -126,7 +126,10 @@ class SqlModelRegistry(SqlStore):
     def set_alias(
         self, name: str, alias: str, version: int, *, who: str, reason: str, force: bool = False
     ) -> AliasEvent:
-        """Point ``alias`` at ``version`` (a rejected version only with ``force`` and a reason)."""
+        """Point ``alias`` at ``version`` (a rejected version only with ``force`` and a reason). When
+        the alias already points there nothing is recorded (the event returned has ``from_version ==
+        to_version``): a repeated promotion must not become a history entry that a later rollback
+        would "return" to."""
         check_name(alias, what="alias", field="alias")
         with self._model_locked(name, create=False) as (conn, last):
             status = conn.execute(_STATUS, {"n": name, "v": version}).scalar()
@@ -140,6 +143,8 @@ class SqlModelRegistry(SqlStore):
                 )
             if force and not reason.strip():
                 raise ParameterError("forcing a promotion needs a reason", field="reason")
+            if self._holder(conn, name, alias) == version:
+                return AliasEvent(name, alias, PROMOTE, version, version, utcnow(), who, reason, {})
             return self._move(conn, name, alias, version, PROMOTE, who, reason)
 
     def remove_alias(self, name: str, alias: str, *, who: str, reason: str) -> AliasEvent:
@@ -209,7 +214,7 @@ class SqlModelRegistry(SqlStore):
                 continue
             if action == ROLLBACK:
                 stack.pop()
-            else:
+            elif not stack or stack[-1] != to_version:  # a repeated move (older mloops) counts once
                 stack.append(to_version)
         return stack
 
