@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop.errors import MloopError
 from mloop.server.api import artifacts, evaluations, models, pipelines, runs, session, tokens, triggers
+from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.workspace import Workspace
 
 __all__ = ["app_from_env", "create_server_app"]
@@ -70,6 +71,8 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.auth = auth
+    # the runs page's in-memory index of latest metric values, one per process (see run_index)
+    app.state.run_index = LatestMetricsIndex()
     for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session):
         app.include_router(module.router, prefix="/api/v1")
 
