@@ -304,6 +304,38 @@ def bench_mloop(metadata_url: str, workdir: Path, n: int) -> dict[str, float]:
     }
 
 
+def bench_in_process(metadata_url: str, workdir: Path, n: int) -> None:
+    """The runs page's library call, without HTTP: ``SqlRunPages.page`` with and without the
+    server's in-memory index, over random thresholds (median, p95), and the run page's calls."""
+    from mloop.stores.sql.run_index import LatestMetricsIndex
+    from mloop.stores.sql.run_pages import RunPageQuery, SqlRunPages
+
+    with mloop.Workspace.open(workdir / "ws", metadata_url=metadata_url) as ws:
+        fill_mloop(metadata_url, n)
+        engine = ws.metadata.engine  # type: ignore[attr-defined]
+        rng = random.Random(0)
+        thresholds = [rng.uniform(0.1, 0.9) for _ in range(40)]
+        for name, pages in (
+            ("index", SqlRunPages(engine, index=LatestMetricsIndex())),
+            ("sql", SqlRunPages(engine)),
+        ):
+            t0 = time.perf_counter()
+            pages.page(RunPageQuery(metrics=(("m0", ">", 0.5),), sort_metric="m1", limit=50))
+            first = time.perf_counter() - t0
+            samples = []
+            for x in thresholds:
+                t0 = time.perf_counter()
+                page = pages.page(RunPageQuery(metrics=(("m0", ">", x),), sort_metric="m1", limit=50))
+                samples.append(time.perf_counter() - t0)
+                assert len(page.runs) == 50
+            print(
+                f"in process, {name}: first page {first * 1000:.1f} ms, then median "
+                f"{statistics.median(samples) * 1000:.1f} ms, p95 {pctl(samples, 0.95) * 1000:.1f} ms "
+                f"(load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+
+
 def bench_mlflow(url: str, n: int) -> dict[str, float]:
     exp = fill_mlflow(url, n)
     port = free_port()
@@ -372,6 +404,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--in-process", action="store_true", help="time the library call of the runs page only (no servers)"
+    )
     args = parser.parse_args()
     console = Console()
     pg = os.environ.get("MLOOP_TEST_POSTGRES_URL")
@@ -394,6 +429,10 @@ def main() -> None:
                         pg.replace("+psycopg", "+psycopg2") if _has_psycopg2() else pg, admins
                     )
                     schemas += [s1, s2]
+                if args.in_process:
+                    console.print(f"{backend}: in process, {args.runs:,} runs…", markup=False)
+                    bench_in_process(ours_url, work, args.runs)
+                    continue
                 console.print(f"{backend}: mloop, {args.runs:,} runs…", markup=False)
                 ours = bench_mloop(ours_url, work, args.runs)
                 theirs = None
@@ -407,6 +446,8 @@ def main() -> None:
                         for s in schemas:
                             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{s}" CASCADE'))
                     admin.dispose()
+    if not results:
+        return
     table = Table(title=f"team server, {args.runs:,} runs × (5 params + 5 metrics)", title_justify="left")
     for col in ("backend", "measure", "mloop", "MLflow", "MLflow / mloop", "goal"):
         table.add_column(col)

@@ -28,8 +28,8 @@ The index is per process and thread-safe; ``mloop server start`` makes one per w
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -61,17 +61,25 @@ class LatestMetricsIndex:
         self._ids = np.empty(0, dtype=_ID_DTYPE)
         self._columns: dict[str, np.ndarray] = {}
         self._mark: int | None = None  # what the previous look saw (seq or transaction id), None: never
+        self._fresh_from = float("-inf")  # when (time.monotonic()) the latest look began
 
     # keeping up ----------------------------------------------------------------------------------
 
     def refresh(self, conn: sa.Connection, keys: Iterable[str]) -> None:
         """Read what changed since the last look, then load the columns of ``keys`` not held yet."""
+        asked = time.monotonic()
         with self._lock:
             postgres = conn.dialect.name == "postgresql"
-            if self._mark is None:
+            if self._fresh_from >= asked:
+                # a look that began after this request arrived has finished meanwhile: it saw every
+                # change committed before the request, so many viewers share one look
+                pass
+            elif self._mark is None:
                 # the first look: no column is held, so nothing to bring up to date; start the marks
+                self._fresh_from = time.monotonic()
                 self._mark = self._now(conn, postgres)
             else:
+                self._fresh_from = time.monotonic()
                 mark = self._now(conn, postgres) if postgres else None
                 lm = t.latest_metrics
                 since = lm.c.seq >= self._mark if postgres else lm.c.seq > self._mark
@@ -85,6 +93,13 @@ class LatestMetricsIndex:
             for key in keys:
                 if key not in self._columns:
                     self._load(conn, key)
+
+    def warm(self, conn: sa.Connection, *, keys: int = 64) -> None:
+        """Load the columns of up to ``keys`` metric keys now (a server does it before its first
+        request, so no viewer waits for a column to be read)."""
+        lm = t.latest_metrics
+        found = conn.execute(sa.select(lm.c.key).distinct().order_by(lm.c.key).limit(keys)).scalars().all()
+        self.refresh(conn, found)
 
     @staticmethod
     def _now(conn: sa.Connection, postgres: bool) -> int:
@@ -106,11 +121,9 @@ class LatestMetricsIndex:
         taken before), so the next look reads them again."""
         lm = t.latest_metrics
         rows = conn.execute(sa.select(lm.c.run_id, lm.c.value).where(lm.c.key == key)).all()
-        for run_id, _ in rows:
-            self._row(run_id)
+        positions = np.fromiter((self._row(run_id) for run_id, _ in rows), dtype=np.intp, count=len(rows))
         column = np.full(len(self._ids), np.nan)
-        if rows:
-            column[[self._rows[r] for r, _ in rows]] = [v for _, v in rows]
+        column[positions] = np.fromiter((value for _, value in rows), dtype=float, count=len(rows))
         self._columns[key] = column
 
     def _row(self, run_id: str) -> int:
@@ -132,24 +145,28 @@ class LatestMetricsIndex:
         self._rows[run_id] = row
         return row
 
-    def correct(self, run_id: str, values: dict[str, float | None]) -> bool:
-        """Set ``run_id``'s held values of ``values``' keys to the database's (None: no value, e.g. a
-        deleted run); whether anything changed."""
+    def correct(self, truth: dict[str, dict[str, float | None]]) -> bool:
+        """Set the held values of these runs (``{run id: {key: value}}``, None: no value, e.g. a
+        deleted run) to the database's; whether any was stale."""
+        changed = False
         with self._lock:
-            row = self._rows.get(run_id)
-            if row is None:
-                return False
-            changed = False
-            for key, value in values.items():
-                column = self._columns.get(key)
-                if column is None:
+            for run_id, values in truth.items():
+                row = self._rows.get(run_id)
+                if row is None:
                     continue
-                new = np.nan if value is None else float(value)
-                old = column[row]
-                if not (old == new or (np.isnan(old) and np.isnan(new))):
-                    column[row] = new
-                    changed = True
-            return changed
+                for key, value in values.items():
+                    column = self._columns.get(key)
+                    if column is None:
+                        continue
+                    old = column[row]
+                    if value is None:
+                        if not np.isnan(old):
+                            column[row] = np.nan
+                            changed = True
+                    elif old != value:
+                        column[row] = value
+                        changed = True
+        return changed
 
     # pages ---------------------------------------------------------------------------------------
 
@@ -216,11 +233,3 @@ class LatestMetricsIndex:
             by_value = np.argsort(keys[by_id], kind="stable")
             chosen = chosen[by_id][by_value][:count]
             return [(str(ids[i]), float(sort[i])) for i in chosen]
-
-    def check(self, rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> bool:
-        """Compare the database's values of ``keys`` for these runs (``{run id: {key: value}}``) with
-        the held ones and correct the index; whether it held anything stale."""
-        stale = False
-        for run_id, values in rows.items():
-            stale |= self.correct(run_id, {k: values.get(k) for k in keys})
-        return stale

@@ -362,7 +362,7 @@ class SqlRunPages:
                     }
                     for run_id in ids
                 }
-                if index.check(truth, keys):
+                if index.correct(truth):
                     stale = True
                     break
                 for run_id, value in proposals:
