@@ -21,7 +21,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop.errors import MloopError
-from mloop.server.api import artifacts, evaluations, models, pipelines, runs, session, tokens, triggers
+from mloop.server.api import (
+    artifacts,
+    evaluations,
+    models,
+    pipelines,
+    reports,
+    runs,
+    session,
+    tokens,
+    triggers,
+)
 from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.workspace import Workspace
 
@@ -30,7 +40,9 @@ __all__ = ["app_from_env", "create_server_app"]
 log = logging.getLogger("mloop.server")
 STATIC = Path(__file__).parent / "static"
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    # reports are shown in sandboxed srcdoc frames, which inherit this policy: they need inline styles
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+    "style-src 'self' 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -106,7 +118,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     # the runs page's in-memory index of latest metric values, one per process (see run_index)
     app.state.run_index = LatestMetricsIndex()
-    for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session):
+    for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session, reports):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(MloopError)
