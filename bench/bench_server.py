@@ -213,10 +213,28 @@ def timed_requests(
     return samples
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def viewers(
-    call: Callable[[httpx.Client, float], httpx.Response], make: Callable[[], httpx.Client]
+    call: Callable[[httpx.Client, float], httpx.Response],
+    make: Callable[[], httpx.Client],
+    server_pid: int | None = None,
 ) -> tuple[float, float]:
-    """p99 latency and requests/s of VIEWERS threads loading pages for VIEW_SECONDS."""
+    """p99 latency and requests/s of VIEWERS threads loading pages for VIEW_SECONDS. Also printed:
+    the CPU each request cost the server and this (client) process, and the load average, since on
+    a small shared machine the client's threads and other work compete with the server for cores."""
     samples: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -236,10 +254,19 @@ def viewers(
                 samples.extend(mine)
 
     threads = [threading.Thread(target=viewer, args=(i,)) for i in range(VIEWERS)]
+    client_cpu, server_cpu = time.process_time(), tree_cpu(server_pid) if server_pid else 0.0
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    n = max(1, len(samples))
+    print(
+        f"{VIEWERS} viewers: {n} requests; CPU per request: server "
+        f"{(tree_cpu(server_pid) - server_cpu) / n * 1000 if server_pid else float('nan'):.1f} ms, "
+        f"bench client {(time.process_time() - client_cpu) / n * 1000:.1f} ms; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     if errors:  # reported, not hidden: a failed request under load is a finding
         print(
             f"{len(errors)} of {len(samples)} requests failed under load: {sorted(set(errors))}", flush=True
@@ -288,10 +315,11 @@ def bench_mloop(metadata_url: str, workdir: Path, n: int) -> dict[str, float]:
             runs = timed_requests(run_page, client, RUN_REQUESTS)
         print(
             f"runs page p50 {statistics.median(pages) * 1000:.1f} ms, p95 {pctl(pages, 0.95) * 1000:.1f} ms; "
-            f"run page + lineage p95 {pctl(runs, 0.95) * 1000:.1f} ms",
+            f"run page + lineage p95 {pctl(runs, 0.95) * 1000:.1f} ms "
+            f"(load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
-        p99, rps = viewers(page, make)
+        p99, rps = viewers(page, make, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -376,7 +404,7 @@ def bench_mlflow(url: str, n: int) -> dict[str, float]:
 
             pages = timed_requests(page, client, max(10, PAGE_REQUESTS // 5))
             runs = timed_requests(run_page, client, RUN_REQUESTS)
-        p99, rps = viewers(page, lambda: httpx.Client(base_url=base, timeout=300))
+        p99, rps = viewers(page, lambda: httpx.Client(base_url=base, timeout=300), proc.pid)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)

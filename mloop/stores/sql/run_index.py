@@ -46,6 +46,13 @@ _OPS = {
     "=": np.equal,
     "!=": np.not_equal,
 }
+# PostgreSQL: the rows stamped by transactions not finished at the previous look, and, on a row of its
+# own (run_id NULL), the oldest transaction this statement's snapshot does not see finished
+_PG_CHANGES = sa.text(
+    "SELECT NULL AS run_id, NULL AS key, NULL AS value, "
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS seq "
+    "UNION ALL SELECT run_id, key, value, seq FROM latest_metrics WHERE seq >= :mark"
+)
 _ID_DTYPE = "<U32"  # ids are letters and digits, at most 32 (the server's check_id)
 
 
@@ -80,16 +87,24 @@ class LatestMetricsIndex:
                 self._mark = self._now(conn, postgres)
             else:
                 self._fresh_from = time.monotonic()
-                mark = self._now(conn, postgres) if postgres else None
                 lm = t.latest_metrics
-                since = lm.c.seq >= self._mark if postgres else lm.c.seq > self._mark
-                changed = conn.execute(sa.select(lm.c.run_id, lm.c.key, lm.c.value, lm.c.seq).where(since))
+                if postgres:
+                    # one statement, one snapshot: the changes and where the next look starts
+                    changed = conn.execute(_PG_CHANGES, {"mark": self._mark})
+                else:
+                    changed = conn.execute(
+                        sa.select(lm.c.run_id, lm.c.key, lm.c.value, lm.c.seq).where(lm.c.seq > self._mark)
+                    )
                 newest = self._mark
                 for run_id, key, value, seq in changed:
-                    newest = max(newest, seq)
+                    if run_id is None:  # PostgreSQL's row carrying the snapshot's oldest transaction
+                        newest = seq
+                        continue
+                    if not postgres:
+                        newest = max(newest, seq)
                     if key in self._columns:
                         self._columns[key][self._row(run_id)] = value
-                self._mark = mark if mark is not None else newest
+                self._mark = newest
             for key in keys:
                 if key not in self._columns:
                     self._load(conn, key)
