@@ -213,10 +213,28 @@ def timed_requests(
     return samples
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def viewers(
-    call: Callable[[httpx.Client, float], httpx.Response], make: Callable[[], httpx.Client]
+    call: Callable[[httpx.Client, float], httpx.Response],
+    make: Callable[[], httpx.Client],
+    server_pid: int | None = None,
 ) -> tuple[float, float]:
-    """p99 latency and requests/s of VIEWERS threads loading pages for VIEW_SECONDS."""
+    """p99 latency and requests/s of VIEWERS threads loading pages for VIEW_SECONDS. Also printed:
+    the CPU each request cost the server and this (client) process, and the load average, since on
+    a small shared machine the client's threads and other work compete with the server for cores."""
     samples: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -236,10 +254,19 @@ def viewers(
                 samples.extend(mine)
 
     threads = [threading.Thread(target=viewer, args=(i,)) for i in range(VIEWERS)]
+    client_cpu, server_cpu = time.process_time(), tree_cpu(server_pid) if server_pid else 0.0
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    n = max(1, len(samples))
+    print(
+        f"{VIEWERS} viewers: {n} requests; CPU per request: server "
+        f"{(tree_cpu(server_pid) - server_cpu) / n * 1000 if server_pid else float('nan'):.1f} ms, "
+        f"bench client {(time.process_time() - client_cpu) / n * 1000:.1f} ms; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     if errors:  # reported, not hidden: a failed request under load is a finding
         print(
             f"{len(errors)} of {len(samples)} requests failed under load: {sorted(set(errors))}", flush=True
@@ -288,10 +315,11 @@ def bench_mloop(metadata_url: str, workdir: Path, n: int) -> dict[str, float]:
             runs = timed_requests(run_page, client, RUN_REQUESTS)
         print(
             f"runs page p50 {statistics.median(pages) * 1000:.1f} ms, p95 {pctl(pages, 0.95) * 1000:.1f} ms; "
-            f"run page + lineage p95 {pctl(runs, 0.95) * 1000:.1f} ms",
+            f"run page + lineage p95 {pctl(runs, 0.95) * 1000:.1f} ms "
+            f"(load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
-        p99, rps = viewers(page, make)
+        p99, rps = viewers(page, make, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -302,6 +330,38 @@ def bench_mloop(metadata_url: str, workdir: Path, n: int) -> dict[str, float]:
         "view_p99": p99,
         "view_rps": rps,
     }
+
+
+def bench_in_process(metadata_url: str, workdir: Path, n: int) -> None:
+    """The runs page's library call, without HTTP: ``SqlRunPages.page`` with and without the
+    server's in-memory index, over random thresholds (median, p95), and the run page's calls."""
+    from mloop.stores.sql.run_index import LatestMetricsIndex
+    from mloop.stores.sql.run_pages import RunPageQuery, SqlRunPages
+
+    with mloop.Workspace.open(workdir / "ws", metadata_url=metadata_url) as ws:
+        fill_mloop(metadata_url, n)
+        engine = ws.metadata.engine  # type: ignore[attr-defined]
+        rng = random.Random(0)
+        thresholds = [rng.uniform(0.1, 0.9) for _ in range(40)]
+        for name, pages in (
+            ("index", SqlRunPages(engine, index=LatestMetricsIndex())),
+            ("sql", SqlRunPages(engine)),
+        ):
+            t0 = time.perf_counter()
+            pages.page(RunPageQuery(metrics=(("m0", ">", 0.5),), sort_metric="m1", limit=50))
+            first = time.perf_counter() - t0
+            samples = []
+            for x in thresholds:
+                t0 = time.perf_counter()
+                page = pages.page(RunPageQuery(metrics=(("m0", ">", x),), sort_metric="m1", limit=50))
+                samples.append(time.perf_counter() - t0)
+                assert len(page.runs) == 50
+            print(
+                f"in process, {name}: first page {first * 1000:.1f} ms, then median "
+                f"{statistics.median(samples) * 1000:.1f} ms, p95 {pctl(samples, 0.95) * 1000:.1f} ms "
+                f"(load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
 
 
 def bench_mlflow(url: str, n: int) -> dict[str, float]:
@@ -344,7 +404,7 @@ def bench_mlflow(url: str, n: int) -> dict[str, float]:
 
             pages = timed_requests(page, client, max(10, PAGE_REQUESTS // 5))
             runs = timed_requests(run_page, client, RUN_REQUESTS)
-        p99, rps = viewers(page, lambda: httpx.Client(base_url=base, timeout=300))
+        p99, rps = viewers(page, lambda: httpx.Client(base_url=base, timeout=300), proc.pid)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
@@ -372,6 +432,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--in-process", action="store_true", help="time the library call of the runs page only (no servers)"
+    )
     args = parser.parse_args()
     console = Console()
     pg = os.environ.get("MLOOP_TEST_POSTGRES_URL")
@@ -394,6 +457,10 @@ def main() -> None:
                         pg.replace("+psycopg", "+psycopg2") if _has_psycopg2() else pg, admins
                     )
                     schemas += [s1, s2]
+                if args.in_process:
+                    console.print(f"{backend}: in process, {args.runs:,} runs…", markup=False)
+                    bench_in_process(ours_url, work, args.runs)
+                    continue
                 console.print(f"{backend}: mloop, {args.runs:,} runs…", markup=False)
                 ours = bench_mloop(ours_url, work, args.runs)
                 theirs = None
@@ -407,6 +474,8 @@ def main() -> None:
                         for s in schemas:
                             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{s}" CASCADE'))
                     admin.dispose()
+    if not results:
+        return
     table = Table(title=f"team server, {args.runs:,} runs × (5 params + 5 metrics)", title_justify="left")
     for col in ("backend", "measure", "mloop", "MLflow", "MLflow / mloop", "goal"):
         table.add_column(col)

@@ -385,10 +385,18 @@ def lineage(
     ] = True,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Trace lineage: from a model back to its data and code, or from data forward to what used it."""
-    with open_workspace(workspace) as ws:
-        graph = ws.lineage(ref, "upstream" if upstream else "downstream")
+    direction = "upstream" if upstream else "downstream"
+    graph = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: remote.to_lineage(api.lineage(ref, direction)),
+        lambda ws: ws.lineage(ref, direction),
+    )
     if as_json:
         print_json(graph.to_dict())
         return

@@ -12,14 +12,27 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from mloop.entities import AliasEvent, Model, ModelStatus, ModelVersion, Run, RunStatus, StepRun, StepStatus
+from mloop.core.lineage import LineageGraph
+from mloop.entities import (
+    AliasEvent,
+    ArtifactRef,
+    Model,
+    ModelStatus,
+    ModelVersion,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+)
 
 __all__ = [
     "ServerOpt",
     "TokenOpt",
     "client",
     "read",
+    "to_artifact",
     "to_event",
+    "to_lineage",
     "to_model",
     "to_run",
     "to_step",
@@ -136,4 +149,28 @@ def to_event(d: dict[str, Any]) -> AliasEvent:
         who=d["who"],
         reason=d["reason"],
         evidence=d.get("evidence"),
+    )
+
+
+def to_artifact(d: dict[str, Any]) -> ArtifactRef:
+    return ArtifactRef(
+        id=d["id"],
+        digest=d["digest"],
+        type=d["type"],
+        python_type=d["python_type"],
+        size=d["size"],
+        uri=d["uri"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+    )
+
+
+def to_lineage(d: dict[str, Any]) -> LineageGraph:
+    """A lineage graph as the team server answers it (``GET /lineage/{ref}``)."""
+    return LineageGraph(
+        root=d["root"],
+        direction=d["direction"],
+        artifacts={a["id"]: to_artifact(a) for a in d["artifacts"]},
+        steps={s["id"]: to_step(s) for s in d["steps"]},
+        runs={r["id"]: to_run(r) for r in d["runs"]},
+        edges=[(e["from"], e["to"], e["name"]) for e in d["edges"]],
     )

@@ -41,6 +41,7 @@ class LineageGraph:
                     "digest": a.digest,
                     "size": a.size,
                     "uri": a.uri,
+                    "created_at": a.created_at.isoformat(),
                 }
                 for a in self.artifacts.values()
             ],
@@ -51,6 +52,9 @@ class LineageGraph:
                     "run_id": s.run_id,
                     "status": s.status.value,
                     "cached_from": s.cached_from,
+                    "cache_key": s.cache_key,
+                    "started_at": s.started_at.isoformat(),
+                    "ended_at": s.ended_at.isoformat() if s.ended_at else None,
                 }
                 for s in self.steps.values()
             ],
@@ -62,6 +66,8 @@ class LineageGraph:
                     "code_hash": r.code_hash,
                     "trigger": r.trigger,
                     "params": r.params,
+                    "status": r.status.value,
+                    "created_at": r.created_at.isoformat(),
                 }
                 for r in self.runs.values()
             ],

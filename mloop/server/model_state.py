@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from mloop.entities import ArtifactRef, ModelVersion, RunStatus, jsonable
+from mloop.entities import ArtifactRef, ModelVersion, Run, RunStatus, jsonable
 from mloop.errors import ConflictError, NotFoundError
 from mloop.orchestration.config import load_loop_config
 from mloop.orchestration.rollout import _next_candidate
@@ -80,6 +80,13 @@ def evaluations(ws: Workspace, name: str, version: int) -> dict[str, Any]:
 def monitoring(ws: Workspace, name: str, run_id: str | None = None) -> dict[str, Any]:
     """A model's monitoring report (its windows: live metrics, drift per feature, slices; and the
     deployments): the latest recorded by ``mloop monitor``, or that of the monitor run ``run_id``."""
+    run, art = monitoring_report(ws, name, run_id)
+    return {"run": jsonable(run), "report": _report(ws, art)}
+
+
+def monitoring_report(ws: Workspace, name: str, run_id: str | None = None) -> tuple[Run, ArtifactRef]:
+    """The monitor run of ``name`` (the latest succeeded, or ``run_id``) and its report's artifact;
+    NotFoundError naming what is missing."""
     ws.model_registry().versions(name)  # NotFoundError for an unknown model
     if run_id is not None:
         run = ws.metadata.get_run(run_id)
@@ -95,7 +102,7 @@ def monitoring(ws: Workspace, name: str, run_id: str | None = None) -> dict[str,
         run = found[0]
     for _, _, art in _outputs(ws, run.id):
         if art.python_type == _MONITOR_REPORT:
-            return {"run": jsonable(run), "report": _report(ws, art)}
+            return run, art
     raise NotFoundError(f"monitoring run {run.id} recorded no report", field="run_id")
 
 

@@ -117,7 +117,22 @@ def test_ui_end_to_end(server: Server) -> None:
             expect(page.locator("main table").first.locator("tbody tr")).to_have_count(4)
             expect(page.locator("#metric-charts figure")).to_have_count(1)
             expect(page.locator("#metric-charts svg circle")).to_have_count(12)
+            # the lineage drawn: this run's steps, their artifacts and the model made from them,
+            # each node a link (downstream to the model page, upstream to an artifact's lineage)
+            graph = page.locator("#lineage-graph")
+            expect(graph.locator("a.lineage-node.step.current")).to_have_count(4)
+            expect(graph.locator("a.lineage-node.model")).to_contain_text("churn v1")
             page.screenshot(path=str(SHOTS / "run.png"), full_page=True)
+            graph.locator("a.lineage-node.model").click()
+            expect(page.locator("h1")).to_have_text("Model churn")
+            page.go_back()
+            graph.locator("a.lineage-node.artifact").first.click()
+            expect(page.locator("h1")).to_contain_text("Lineage of")
+            expect(page.locator("#lineage-graph a.lineage-node.artifact.current")).to_have_count(1)
+            page.locator("#lineage-graph a.lineage-node.step").first.click()  # back upstream to a run
+            expect(page.locator("h1")).to_contain_text("Run ")
+            page.goto(f"{server.url}/#/runs/{server.seeded.model_run}")
+            expect(page.locator("h1")).to_contain_text(server.seeded.model_run)
             rows = page.locator("main table").nth(3).locator("tbody tr")
             add_output = rows.filter(has_text="add").filter(has_text="output").first
             add_output.locator("a").first.click()
@@ -140,6 +155,17 @@ def test_ui_end_to_end(server: Server) -> None:
             expect(page.locator("#drift-heat td.drifted")).to_have_count(2)
             expect(page.locator("main")).to_contain_text("city=paris")
             page.screenshot(path=str(SHOTS / "model.png"), full_page=True)
+
+            # the monitoring report mloop writes, opened in place (a sandboxed frame); deep link
+            page.click("#monitoring-report")
+            expect(page.locator("h1")).to_contain_text("Report: monitoring")
+            assert "#/reports/monitoring/churn?run_id=" in page.url
+            expect(page.frame_locator("#report-frame").locator("body")).to_contain_text("churn")
+            page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+            page.click("[data-nav=reports]")
+            expect(page.locator("a.report-link").first).to_have_text("churn")
+            page.goto(server.url + "/#/models/churn")
+            expect(page.locator("h1")).to_have_text("Model churn")
 
             # a manual rollout: v3 waits, an editor approves it with a reason
             ws.register_model("churn", {"weights": [3]})

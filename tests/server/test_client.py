@@ -54,6 +54,14 @@ def test_cli_reads_from_a_server(
     assert [v["version"] for v in json.loads(stdout)] == [1, 2]
     code, stdout, _ = run(capsys, "models", "history", "churn", "--server", server.url)
     assert code == 0 and "first" in stdout
+    # lineage from the server: the same tree and JSON as from the workspace
+    for args in (["churn:1"], [server.seeded.model_run, "--downstream"]):
+        code, remote_out, stderr = run(capsys, "lineage", *args, "--server", server.url, "--json")
+        assert code == 0, stderr
+        code, local_out, _ = run(capsys, "lineage", *args, "--workspace", str(server.ws.root), "--json")
+        assert json.loads(remote_out) == json.loads(local_out)
+    code, stdout, _ = run(capsys, "lineage", "churn:1", "--server", server.url)
+    assert code == 0 and "add" in stdout and "square" in stdout
     monkeypatch.delenv("MLOOP_TOKEN")
     code, _, stderr = run(capsys, "models", "list", "--server", server.url)
     assert code == 2 and stderr.startswith("error:") and "Bearer" in stderr and len(stderr.splitlines()) == 1

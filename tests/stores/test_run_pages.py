@@ -24,6 +24,7 @@ from mloop.entities import RunStatus, StepStatus
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.engine import connect
 from mloop.stores.sql.metadata import SqlMetadataStore
+from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.stores.sql.run_pages import COMPARATORS, RunPageQuery, SqlRunPages
 
 MIGRATIONS = Path(mloop.__file__).parent / "stores" / "sql" / "migrations"
@@ -162,7 +163,14 @@ PLANS = {
     "filter": {"selective": 10**9},
     "budget": {"selective": 0, "walk_budget": 4},
     "sort": {"selective": 0, "walk_budget": 10**9},
+    # the in-memory index (a fresh one per query); with a budget of 4 proposals it often gives way
+    "index": {"index": LatestMetricsIndex},
+    "index-budget": {"index": LatestMetricsIndex, "walk_budget": 4},
 }
+
+
+def _pages(engine: sa.Engine, knobs: dict[str, Any]) -> SqlRunPages:
+    return SqlRunPages(engine, **{k: v() if k == "index" else v for k, v in knobs.items()})
 
 
 def test_every_plan_gives_the_reference_pages(any_workspace: mloop.Workspace) -> None:
@@ -173,10 +181,10 @@ def test_every_plan_gives_the_reference_pages(any_workspace: mloop.Workspace) ->
     for q in _queries(rng):
         expected = logged.reference(q)
         for name, knobs in PLANS.items():
-            rows, plans = _walk(SqlRunPages(store.engine, **knobs), q)
+            rows, plans = _walk(_pages(store.engine, knobs), q)
             assert rows == expected, (name, q)
             used |= plans
-    assert used == {"sort", "filter"}
+    assert used == {"sort", "filter", "index"}
 
 
 def test_correlated_filter_gives_way_to_its_index(any_workspace: mloop.Workspace) -> None:
@@ -193,6 +201,63 @@ def test_correlated_filter_gives_way_to_its_index(any_workspace: mloop.Workspace
     assert SqlRunPages(store.engine, selective=10**9).page(q).plan == "filter"
     loose = RunPageQuery(metrics=(("a", ">=", 0.0),), sort_metric="b", limit=5)
     assert SqlRunPages(store.engine, selective=1, walk_budget=50).page(loose).plan == "sort"
+
+
+def test_index_sees_new_changed_and_deleted_runs_at_once(any_workspace: mloop.Workspace) -> None:
+    """The index is built once and then only brought up to date: a run logged, a value changed and a
+    run deleted since its last look are each in the very next page, as the SQL plan has them."""
+    store: SqlMetadataStore = any_workspace.metadata  # type: ignore[assignment]
+    logged = _fill(store, random.Random(3), 40)
+    pages = SqlRunPages(store.engine, index=LatestMetricsIndex())
+    q = RunPageQuery(metrics=(("a", ">", 0.3),), sort_metric="b", limit=10)
+
+    def check() -> None:
+        page = pages.page(q)
+        assert page.plan == "index"
+        assert list(zip(page.sort_values, [r.id for r in page.runs], strict=True)) == logged.reference(q)[:10]
+
+    check()
+    new = store.create_run("p", params={}, trigger="manual", code_commit=None, code_hash="h").id
+    store.log_metrics(new, [("a", 0.9, 0), ("b", 5.0, 0)])  # the best b: first on the page
+    logged.runs[new] = {"pipeline": "p", "status": "running", "trigger": "manual", "params": {}}
+    logged.latest[new] = {"a": 0.9, "b": 5.0}
+    check()
+    store.log_metrics(new, [("a", 0.1, 1)])  # no longer passes the filter
+    logged.latest[new]["a"] = 0.1
+    check()
+    top = pages.page(q).runs[0].id
+    with store.engine.begin() as conn:  # a run removed behind the index's back (no seq to read)
+        for table in (t.latest_metrics, t.metrics, t.params):
+            conn.execute(table.delete().where(table.c.run_id == top))
+        conn.execute(t.step_runs.delete().where(t.step_runs.c.run_id == top))
+        conn.execute(t.runs.delete().where(t.runs.c.id == top))
+    del logged.runs[top]
+    check()
+    assert top not in [r.id for r in pages.page(q).runs]
+
+
+def test_index_waits_for_a_transaction_that_commits_late(any_workspace: mloop.Workspace) -> None:
+    """PostgreSQL stamps rows with their transaction's id, which is not commit order: a transaction
+    that began before the index looked and commits after must still be read by the next look."""
+    store: SqlMetadataStore = any_workspace.metadata  # type: ignore[assignment]
+    run = store.create_run("p", params={}, trigger="manual", code_commit=None, code_hash="h").id
+    store.log_metrics(run, [("acc", 0.5, 0)])
+    pages = SqlRunPages(store.engine, index=LatestMetricsIndex())
+    q = RunPageQuery(sort_metric="acc", limit=5)
+    assert [r.id for r in pages.page(q).runs] == [run]
+    late = store.create_run("p", params={}, trigger="manual", code_commit=None, code_hash="h").id
+    if store.engine.dialect.name == "sqlite":
+        store.log_metrics(late, [("acc", 0.9, 0)])  # writers are serialised: nothing can commit late
+    else:
+        with store.engine.connect() as slow:
+            tx = slow.begin()
+            store._insert_metrics(slow, late, [("acc", 0.9, 0)], None)
+            newer = store.create_run("p", params={}, trigger="manual", code_commit=None, code_hash="h").id
+            store.log_metrics(newer, [("acc", 0.1, 0)])  # a later transaction commits first
+            assert [r.id for r in pages.page(q).runs] == [run, newer]
+            tx.commit()
+    ids = [r.id for r in pages.page(q).runs]
+    assert ids[0] == late and run in ids
 
 
 def test_latest_value_follows_the_last_point_logged(any_workspace: mloop.Workspace) -> None:

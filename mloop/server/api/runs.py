@@ -18,7 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from mloop.entities import RunStatus
 from mloop.errors import NotFoundError, ParameterError
@@ -96,6 +96,7 @@ def decode_cursor(cursor: str) -> tuple[float | None, str]:
 
 @router.get("", summary="A page of runs, filtered and sorted")
 def list_runs(
+    request: Request,
     ws: Annotated[Workspace, Depends(workspace)],
     pipeline: str | None = None,
     status: str | None = None,
@@ -130,7 +131,8 @@ def list_runs(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    page = SqlRunPages(ws.metadata.engine).page(query)  # type: ignore[attr-defined]
+    index = getattr(request.app.state, "run_index", None)
+    page = SqlRunPages(ws.metadata.engine, index=index).page(query)  # type: ignore[attr-defined]
     runs = []
     for run, value in zip(page.runs, page.sort_values, strict=True):
         row = jsonable(run)

@@ -35,6 +35,20 @@ async function api(path, options = {}) {
   return body;
 }
 
+// an HTML report's text (the API answers reports as text/html)
+async function apiText(path) {
+  const response = await fetch(API + path, { headers: { Authorization: "Bearer " + token() } });
+  if (response.status === 401) { sessionStorage.removeItem("mloop.token"); location.hash = "#/login"; }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error((body.error && body.error.message) || "HTTP " + response.status);
+  }
+  return response.text();
+}
+
+const REPORT_TYPES = ["DriftReport", "Statistics", "MonitorReport"];
+const isReport = (a) => REPORT_TYPES.includes((a.python_type || "").split(".").pop());
+
 function toast(text) {
   const t = document.getElementById("toast");
   t.textContent = text;
@@ -120,7 +134,11 @@ async function runs(query) {
 
 async function runPage(id) {
   const body = await api("/runs/" + encodeURIComponent(id));
-  const charts = await metricCharts(body.run.id, Object.keys(body.metrics));
+  const [charts, up, down] = await Promise.all([
+    metricCharts(body.run.id, Object.keys(body.metrics)),
+    api("/lineage/" + encodeURIComponent(body.run.id) + "?direction=upstream").catch(() => null),
+    api("/lineage/" + encodeURIComponent(body.run.id) + "?direction=downstream").catch(() => null),
+  ]);
   const r = body.run;
   const steps = table(["step", "status", "duration", "cache hit", "error"], body.steps.map((s) => h("tr", {},
     h("td", {}, s.name), h("td", {}, status(s.status)), h("td", {}, secs(s.duration_s)),
@@ -134,7 +152,8 @@ async function runPage(id) {
     h("td", {}, a.step), h("td", {}, a.kind), h("td", {}, a.name), h("td", {}, a.python_type.split(".").pop() || a.type),
     h("td", {}, a.size + " B"),
     h("td", { class: "mono" }, h("a", { href: "#/lineage/" + encodeURIComponent(a.id) }, a.id), " ",
-      h("a", { href: "#", onclick: (e) => { e.preventDefault(); download(a.id); } }, "download")))));
+      h("a", { href: "#", onclick: (e) => { e.preventDefault(); download(a.id); } }, "download"),
+      isReport(a) ? [" ", h("a", { href: "#/reports/artifact/" + encodeURIComponent(a.id), class: "report-link" }, "open report")] : null))));
   const models = body.models.map((m) => h("li", {},
     h("a", { href: "#/models/" + encodeURIComponent(m.name), class: "model-link" }, m.name + " v" + m.version),
     " ", m.aliases.map((x) => h("span", { class: "pill" }, x))));
@@ -147,6 +166,8 @@ async function runPage(id) {
       r.error ? h("div", { class: "error" }, r.error) : null,
       body.trigger_event ? h("div", {}, "started by trigger ", body.trigger_event.trigger, " (", body.trigger_event.event_key, ")") : null,
       h("div", {}, h("a", { href: "#/lineage/" + encodeURIComponent(r.id), id: "run-lineage" }, "lineage of this run"))),
+    h("h2", {}, "Lineage ", h("span", { class: "muted" }, "(data flows left to right; click a node: a step opens its run, an artifact its lineage, a model its page)")),
+    h("div", { class: "lineage-box" }, lineageSvg([up, down].filter(Boolean), { run: r.id })),
     h("h2", {}, "Steps"), steps,
     h("div", { class: "grid" }, h("div", {}, h("h2", {}, "Params"), params_), h("div", {}, h("h2", {}, "Metrics"), metrics)),
     ...(charts.length ? [h("h2", {}, "Metric charts"), h("div", { class: "charts", id: "metric-charts" }, charts)] : []),
@@ -202,8 +223,11 @@ async function download(id) {
 
 async function lineagePage(ref, query) {
   const direction = params(query).get("direction") || "upstream";
-  const g = await api("/lineage/" + encodeURIComponent(ref) + "?direction=" + direction);
   const other = direction === "upstream" ? "downstream" : "upstream";
+  const [g, g2] = await Promise.all([
+    api("/lineage/" + encodeURIComponent(ref) + "?direction=" + direction),
+    api("/lineage/" + encodeURIComponent(ref) + "?direction=" + other).catch(() => null),
+  ]);
   const label = {};
   for (const a of g.artifacts) label[a.id] = "artifact " + (a.python_type.split(".").pop() || a.type) + " " + a.id.slice(-6);
   for (const s of g.steps) label[s.id] = "step " + s.name + " (" + s.status + ")";
@@ -216,7 +240,8 @@ async function lineagePage(ref, query) {
   };
   return [
     h("h1", {}, "Lineage of ", h("span", { class: "mono" }, ref), " (" + direction + ")"),
-    h("p", {}, h("a", { href: "#/lineage/" + encodeURIComponent(ref) + "?direction=" + other }, "show " + other)),
+    h("div", { class: "lineage-box" }, lineageSvg([g, g2].filter(Boolean), { root: g.root })),
+    h("p", {}, "Lists below: ", direction, " · ", h("a", { href: "#/lineage/" + encodeURIComponent(ref) + "?direction=" + other }, "show " + other)),
     h("h2", {}, "Models"),
     g.models.length ? h("ul", {}, g.models.map((m) => h("li", {},
       h("a", { href: "#/models/" + encodeURIComponent(m.name), class: "model-link" }, m.name + " v" + m.version),
@@ -226,6 +251,34 @@ async function lineagePage(ref, query) {
     h("h2", {}, "Edges (data flows left to right)"),
     h("ul", { class: "lineage" }, g.edges.map((e) => h("li", {}, node(e.from), " → ", node(e.to), h("span", { class: "muted" }, " " + e.name)))),
   ];
+}
+
+async function reportsPage() {
+  const body = await api("/reports");
+  return [h("h1", {}, "Reports"),
+    h("h2", {}, "Monitoring (latest per model)"),
+    table(["model", "recorded", "monitor run"], body.monitoring.map((m) => h("tr", {},
+      h("td", {}, h("a", { href: "#/reports/monitoring/" + encodeURIComponent(m.model), class: "report-link" }, m.model)),
+      h("td", {}, when(m.at)), h("td", { class: "mono" }, h("a", { href: "#/runs/" + encodeURIComponent(m.run_id) }, m.run_id))))),
+    h("h2", {}, "Report files in the workspace"),
+    h("p", { class: "muted" }, "mloop demo writes loop-report.html here; write others with --html .mloop/reports/NAME.html (backtest, monitor, drift)."),
+    table(["file", "size", "modified"], body.files.map((f) => h("tr", {},
+      h("td", {}, h("a", { href: "#/reports/file/" + encodeURIComponent(f.name), class: "report-link" }, f.name)),
+      h("td", {}, Math.round(f.size / 1024) + " KiB"), h("td", {}, when(new Date(f.modified * 1000).toISOString()))))),
+    h("p", { class: "muted" }, "Drift and statistics reports recorded by runs open from the run's artifacts (open report).")];
+}
+
+// a report opened in place: its HTML in a sandboxed frame (no script, no navigation, no requests)
+async function reportView(kind, ref, query) {
+  const path = { monitoring: "/reports/monitoring/", artifact: "/reports/artifacts/", file: "/reports/files/" }[kind];
+  if (!path) return [h("h1", {}, "Not found"), h("p", {}, "No report kind " + kind)];
+  const run = params(query).get("run_id");
+  const html = await apiText(path + encodeURIComponent(ref) + (run ? "?run_id=" + encodeURIComponent(run) : ""));
+  const back = kind === "monitoring" ? h("a", { href: "#/models/" + encodeURIComponent(ref) }, "model " + ref)
+    : kind === "artifact" ? h("a", { href: "#/lineage/" + encodeURIComponent(ref) }, "lineage of the artifact")
+    : h("a", { href: "#/reports" }, "all reports");
+  return [h("h1", {}, "Report: ", kind, " ", h("span", { class: "mono" }, ref)), h("p", {}, back),
+    h("iframe", { class: "report", id: "report-frame", sandbox: "", srcdoc: html, title: kind + " report " + ref })];
 }
 
 async function models() {
@@ -258,6 +311,8 @@ async function audit() {
 // router ------------------------------------------------------------------------------------------
 
 async function route() {
+  // a page still loading when the address changes again must not replace the newer page
+  const mine = (route.seq = (route.seq || 0) + 1);
   const [path, query] = (location.hash.slice(1) || "/runs").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   document.getElementById("logout").hidden = !token();
@@ -278,10 +333,13 @@ async function route() {
     else if (parts[0] === "models") view = await models();
     else if (parts[0] === "triggers") view = await triggers();
     else if (parts[0] === "audit") view = await audit();
+    else if (parts[0] === "reports" && parts[1] && parts[2]) view = await reportView(parts[1], parts[2], query);
+    else if (parts[0] === "reports") view = await reportsPage();
     else view = [h("h1", {}, "Not found"), h("p", {}, "No page at " + path)];
   } catch (err) {
     view = [h("h1", {}, "Error"), h("p", { class: "error", id: "page-error" }, err.message)];
   }
+  if (mine !== route.seq) return;
   main().replaceChildren(...view);
   main().dataset.page = parts[0] || "runs";
 }

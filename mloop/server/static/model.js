@@ -103,7 +103,8 @@ function monitoringSection(name, monitoring) {
   return [
     h("h2", {}, "Live metrics over time"),
     h("p", { class: "muted" }, windows.length + " window(s) of " + report.window + " · recorded by run ",
-      h("a", { href: "#/runs/" + encodeURIComponent(monitoring.run.id) }, monitoring.run.id),
+      h("a", { href: "#/runs/" + encodeURIComponent(monitoring.run.id) }, monitoring.run.id), " · ",
+      h("a", { href: "#/reports/monitoring/" + encodeURIComponent(name) + "?run_id=" + encodeURIComponent(monitoring.run.id), id: "monitoring-report" }, "full report"),
       " · dashed lines: deployments"),
     h("div", { id: "live-metrics" }, lineChart(series, { xs, markers })),
     h("h2", {}, "Drift per feature (score 1 = at the threshold)"), h("div", { id: "drift-heat" }, heat),

@@ -59,7 +59,9 @@ class SqlMetadataStore(SqlStore):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._metric_insert = _DriverInsert(engine, t.metrics)
-        self._latest_upsert = _DriverInsert(engine, t.latest_metrics, upsert_on=_LATEST_KEY)
+        self._latest_upsert = _DriverInsert(
+            engine, t.latest_metrics, statement=_latest_upsert(engine.dialect.name), computed=("seq",)
+        )
         self._run_insert = _DriverInsert(engine, t.runs)
         self._param_insert = _DriverInsert(engine, t.params)
         self._sqlite = engine.dialect.name == "sqlite"
@@ -499,7 +501,7 @@ class SqlMetadataStore(SqlStore):
         rows = _metric_rows(run_id, metrics, step_run_id)
         if rows:
             conn.execute(t.metrics.insert(), rows)
-            conn.execute(_upsert(conn.dialect.name, t.latest_metrics, _LATEST_KEY), _latest_rows(rows))
+            conn.execute(_latest_upsert(conn.dialect.name), _latest_rows(rows))
 
     @staticmethod
     def _insert_params(
@@ -596,18 +598,41 @@ def _upsert(dialect: str, table: sa.Table, key: tuple[str, ...]) -> Any:
     )
 
 
+def _latest_upsert(dialect: str) -> Any:
+    """The upsert of a run's latest metric values, stamping each row's ``seq`` (when it changed)."""
+    insert = insert_ignoring_conflicts(dialect, t.latest_metrics).values(seq=t.latest_metrics_seq(dialect))
+    return insert.on_conflict_do_update(
+        index_elements=list(_LATEST_KEY),
+        set_={c: insert.excluded[c] for c in ("value", "step", "timestamp", "seq")},
+    )
+
+
 class _DriverInsert:
     """An INSERT into ``table`` compiled once for the engine's dialect, run on the driver directly;
-    with ``upsert_on`` (the primary key's columns) a row replaces the one with the same key.
+    with ``upsert_on`` (the primary key's columns) a row replaces the one with the same key; or the
+    given ``statement``, whose ``computed`` columns are SQL expressions rather than values.
 
     Every column is named (primary keys too, unless autoincremented) and values pass through the
     columns' bind processors, so rows equal those the Core path writes.
     """
 
-    def __init__(self, engine: Engine, table: sa.Table, *, upsert_on: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        table: sa.Table,
+        *,
+        upsert_on: tuple[str, ...] = (),
+        statement: Any = None,
+        computed: tuple[str, ...] = (),
+    ) -> None:
         dialect = engine.dialect
-        columns = [c.key for c in table.columns if not (c.primary_key and c.autoincrement is True)]
-        statement = _upsert(dialect.name, table, upsert_on) if upsert_on else table.insert()
+        columns = [
+            c.key
+            for c in table.columns
+            if not (c.primary_key and c.autoincrement is True) and c.key not in computed
+        ]
+        if statement is None:
+            statement = _upsert(dialect.name, table, upsert_on) if upsert_on else table.insert()
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         self.columns = columns
         self.sql = str(compiled)

@@ -19,6 +19,11 @@ the filters happen to be correlated:
   lie far down that order; so the walk is bounded to the first ``WALK_BUDGET`` entries of the order,
   and when those hold less than a page the page is read filter-driven after all. Cost: at most the
   budget plus the filter's matches (at most twice those), never the sort index's length.
+
+Given a :class:`~mloop.stores.sql.run_index.LatestMetricsIndex` (the team server keeps one per
+process), a page filtered or sorted on metrics is ordered from the index's in-memory columns instead,
+and only the proposed runs are read, checked against every condition by the database (``index``
+plan); the SQL plans above remain for everything else and when the index cannot fill a page.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from mloop.entities import Run
 from mloop.errors import ParameterError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.metadata import _run
+from mloop.stores.sql.run_index import LatestMetricsIndex
 
 __all__ = ["COMPARATORS", "SELECTIVE", "WALK_BUDGET", "RunPage", "RunPageQuery", "SqlRunPages"]
 
@@ -79,7 +85,7 @@ class RunPageQuery:
 @dataclass(frozen=True, slots=True)
 class RunPage:
     """Runs of one page, the sort metric's value of each (None when sorted by time), the cursor, and
-    the plan that found it (``sort`` or ``filter``: for tests and benchmarks)."""
+    the plan that found it (``sort``, ``filter`` or ``index``: for tests and benchmarks)."""
 
     runs: list[Run]
     sort_values: list[float | None]
@@ -119,7 +125,14 @@ class _Statement:
             out.append(runs.c.created_at < sa.bindparam("until", type_=t.UTCDateTime))
         return out
 
-    def probes(self, run_id: Any, *, skip_metric: int | None = None, with_runs: bool = True) -> list[Any]:
+    def probes(
+        self,
+        run_id: Any,
+        *,
+        skip_metric: int | None = None,
+        with_runs: bool = True,
+        with_metrics: bool = True,
+    ) -> list[Any]:
         """Conditions on the run whose id is ``run_id``, each a primary-key or index probe."""
         out: list[Any] = []
         if with_runs and (conditions := self.run_conditions(t.runs)):
@@ -134,7 +147,7 @@ class _Statement:
                     p.c.step_run_id.is_(None),
                 )
             )
-        for i, (_, op, _) in enumerate(self.query.metrics):
+        for i, (_, op, _) in enumerate(self.query.metrics if with_metrics else ()):
             if i != skip_metric:
                 f = t.latest_metrics.alias(f"mf{i}")
                 out.append(
@@ -250,6 +263,20 @@ class _Statement:
             .limit(sa.bindparam("limit"))
         )
 
+    def candidates(self, keys: list[str]) -> sa.Select[Any]:
+        """The runs ``:ids`` (those the index proposes): each run's row, whether it meets the
+        conditions the index does not hold (``ok``: pipeline, status, trigger, time, params), and the
+        database's latest value of each of ``keys`` (``v0``, ``v1``, … bound as ``vk0``, …)."""
+        r = t.runs
+        conditions = self.run_conditions(r) + self.probes(r.c.id, with_runs=False, with_metrics=False)
+        ok = sa.case((sa.and_(*conditions), 1), else_=0) if conditions else sa.literal_column("1")
+        values = []
+        for j in range(len(keys)):
+            lm = t.latest_metrics.alias(f"v{j}")
+            value = sa.select(lm.c.value).where(lm.c.run_id == r.c.id, lm.c.key == sa.bindparam(f"vk{j}"))
+            values.append(value.scalar_subquery().label(f"v{j}"))
+        return sa.select(r, ok.label("ok"), *values).where(r.c.id.in_(sa.bindparam("ids", expanding=True)))
+
     def matches(self, i: int) -> sa.Select[Any]:
         """How many runs pass metric filter ``i``, counted on its index up to ``selective``."""
         _, op, _ = self.query.metrics[i]
@@ -266,10 +293,18 @@ class SqlRunPages:
     """Pages of runs over the metadata database of a workspace (the thresholds of the plan choice
     can be set, so that tests reach every plan with little data)."""
 
-    def __init__(self, engine: Engine, *, selective: int = SELECTIVE, walk_budget: int = WALK_BUDGET) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        selective: int = SELECTIVE,
+        walk_budget: int = WALK_BUDGET,
+        index: LatestMetricsIndex | None = None,
+    ) -> None:
         self.engine = engine
         self.selective = selective
         self.walk_budget = walk_budget
+        self.index = index
 
     def page(self, query: RunPageQuery) -> RunPage:
         if not 1 <= query.limit <= 1000:
@@ -283,14 +318,67 @@ class SqlRunPages:
             raise ParameterError("cursor does not belong to this sort", field="cursor")
         st = _Statement(query, self.selective, self.walk_budget)
         with self.engine.connect() as conn:
-            keys, plan = self._keys(conn, st)
-            rows = self._runs(conn, [run_id for run_id, _ in keys[: query.limit]])
+            found = None
+            if self.index is not None and (query.sort_metric is not None or query.metrics):
+                found = self._indexed(conn, st, self.index)
+            if found is not None:
+                keys, rows = found
+                plan = "index"
+            else:
+                keys, plan = self._keys(conn, st)
+                rows = self._runs(conn, [run_id for run_id, _ in keys[: query.limit]])
         more = len(keys) > query.limit
         keys = keys[: query.limit]
         runs = [_run(rows[run_id]) for run_id, _ in keys]
         sort_values = [value for _, value in keys]
         next_after = (sort_values[-1], runs[-1].id) if more and keys else None
         return RunPage(runs, sort_values, next_after, plan)
+
+    def _indexed(
+        self, conn: sa.Connection, st: _Statement, index: LatestMetricsIndex
+    ) -> tuple[list[tuple[str, float | None]], dict[str, Any]] | None:
+        """The page's (run id, sort value) and rows, in the order the index gives and with the
+        membership the database gives; None when the conditions the index does not hold left fewer
+        than a page among ``walk_budget`` proposals (the SQL plan then reads the page)."""
+        q = st.query
+        keys = list(dict.fromkeys([k for k, _, _ in q.metrics] + ([q.sort_metric] if q.sort_metric else [])))
+        index.refresh(conn, keys)
+        statement = st.candidates(keys)
+        key_values = {f"vk{j}": key for j, key in enumerate(keys)}
+        for _ in range(3):  # a value corrected under the page's feet: compute it again, at most twice
+            found: list[tuple[str, float | None]] = []
+            rows: dict[str, Any] = {}
+            after, count, proposed, stale = q.after, q.limit + 1, 0, False
+            while True:
+                proposals = index.order(q.metrics, q.sort_metric, q.descending, after, count)
+                ids = [run_id for run_id, _ in proposals]
+                db = {
+                    r["id"]: r
+                    for r in conn.execute(statement, st.values | key_values | {"ids": ids}).mappings()
+                }
+                truth = {
+                    run_id: {
+                        key: (db[run_id][f"v{j}"] if run_id in db else None) for j, key in enumerate(keys)
+                    }
+                    for run_id in ids
+                }
+                if index.correct(truth):
+                    stale = True
+                    break
+                for run_id, value in proposals:
+                    if run_id in db and db[run_id]["ok"]:
+                        found.append((run_id, value))
+                        rows[run_id] = db[run_id]
+                proposed += len(proposals)
+                if len(found) > q.limit or len(proposals) < count:
+                    return found[: q.limit + 1], rows
+                if proposed >= self.walk_budget:
+                    return None
+                last_id, last_value = proposals[-1]
+                after, count = (last_value, last_id), min(4 * count, self.walk_budget)
+            if not stale:
+                break
+        return None
 
     @staticmethod
     def _keys(conn: sa.Connection, st: _Statement) -> tuple[list[tuple[str, float | None]], str]:

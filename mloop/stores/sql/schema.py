@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -150,9 +150,31 @@ latest_metrics = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("timestamp", UTCDateTime, nullable=False),
+    # When the row last changed, in commit order (see latest_metrics_seq; migration 0011): the team
+    # server's in-memory index of this table reads only the rows changed since its last look.
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index(None, "key", "value", "run_id"),
+    sa.Index(None, "seq"),
     sqlite_with_rowid=False,
 )
+
+
+def latest_metrics_seq(dialect: str) -> Any:
+    """The ``seq`` a write to ``latest_metrics`` stamps on its rows, so that a reader can ask "what
+    changed since I last looked" and miss nothing (``mloop.stores.sql.run_index`` relies on it):
+
+    * SQLite: one more than the table's largest. Writers are serialised (``BEGIN IMMEDIATE``) and
+      the subquery runs under the write lock, so seq grows in commit order.
+    * PostgreSQL: the writing transaction's id (``pg_current_xact_id()``). Ids are not in commit
+      order, so a reader keeps the oldest transaction still running when it last looked
+      (``pg_snapshot_xmin``) and reads from there: no transaction with a smaller id can commit later.
+    """
+    if dialect == "postgresql":
+        return sa.literal_column("pg_current_xact_id()::text::bigint", sa.BigInteger)
+    table = latest_metrics.alias("newest")
+    one, zero = sa.literal_column("1", sa.BigInteger), sa.literal_column("0", sa.BigInteger)
+    return sa.select(sa.func.coalesce(sa.func.max(table.c.seq), zero) + one).scalar_subquery()
+
 
 params = sa.Table(
     "params",
