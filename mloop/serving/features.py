@@ -89,6 +89,14 @@ class FeatureHook:
                     f"by key from feature service {version.signature['feature_service']!r})",
                     field=missing[0],
                 )
+            for k in sorted(keys):  # null, a list or an object is no key: 422, not "unknown entity"
+                value = rows[i][k]
+                if value is None or isinstance(value, bool | list | dict):
+                    raise InputError(
+                        f"instances[{i}]: entity key {k!r} must be a string or a number, "
+                        f"got {type(value).__name__ if value is not None else 'null'}",
+                        field=k,
+                    )
         from mloop.features.online import lookup
 
         found = lookup(self.ws.features.online_store(), selection, [rows[i] for i in todo])

@@ -75,6 +75,9 @@ def test_a_request_with_entity_keys_is_served_from_the_online_store(
         assert "no online features for driver_id=12345" in r.json()["error"]["message"]
         r = client.post("/predict", json={"instances": [{"hour": 1.0}]})
         assert r.status_code == 422 and r.json()["error"]["field"] == "driver_id"
+        for bad in (None, [7], {"id": 7}, True):  # not a key at all: 422 naming it, not 404
+            r = client.post("/predict", json={"instances": [{"driver_id": bad, "hour": 1.0}]})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "driver_id", (bad, r.text)
         # only stale values: null, refused by the signature's validation as any missing value would be
         r = client.post("/predict", json={"instances": [{"driver_id": 50, "hour": 1.0}]})
         assert 400 <= r.status_code < 500, r.text
