@@ -107,6 +107,18 @@ def serve(
                 " or missing (register it again, or move the alias to another version)",
                 field="model",
             )
+        if shadow is not None:
+            if shadow == alias:
+                raise ParameterError(
+                    f"--shadow {shadow!r} is the alias being served: a shadow must be another alias",
+                    field="shadow",
+                )
+            if not any(shadow in v.aliases for v in ws.registry.versions(name)):
+                err.print(
+                    f"warning: model {name!r} has no alias {shadow!r} yet: "
+                    "shadow traffic starts once it is set",
+                    markup=False,
+                )
         root = ws.root
         if canary_fraction is None:  # the rollout policy decides how much traffic a canary gets
             from mloop.orchestration.config import load_loop_config

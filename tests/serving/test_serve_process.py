@@ -305,3 +305,19 @@ def test_a_service_stops_when_the_process_that_started_it_is_sigkilled(ws_dir: P
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_a_shadow_of_the_served_alias_is_refused_and_a_missing_one_is_warned(ws_dir: Path) -> None:
+    done = subprocess.run(
+        [*mloop_command(), "serve", "clf", "--workspace", str(ws_dir), "--shadow", "production"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: --shadow 'production' is the alias being served: a shadow must be another alias"
+    )
+    proc, url = start(ws_dir, "--shadow", "nope")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert "warning: model 'clf' has no alias 'nope' yet" in stderr_of(proc)
