@@ -257,6 +257,12 @@ class Workspace:
         )
 
     def close(self) -> None:
+        """Close the stores and drop the values this workspace kept in memory for its steps.
+
+        A daemon thread that outlives the workspace (a scheduler's lease heartbeat) may still hold it:
+        the cached values must not live on with it, or the native sketches inside statistics are still
+        alive at interpreter exit and nanobind prints a page of "leaked instance" lines."""
+        self._shared.clear()
         if "features" in self.__dict__:
             self.features.close()
         self.metadata.close()
