@@ -24,6 +24,7 @@ from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
 from mloop.core.serialize import deserialize, store_value
+from mloop.deprecations import warn_renamed
 from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus, StepStatus
 from mloop.errors import (
     ArtifactCorruptedError,
@@ -382,20 +383,25 @@ class Workspace:
 
     # models -------------------------------------------------------------------------------------
 
+    # the method forms of the store properties: deprecated, one public way (``ws.registry``, …) stays
     def model_registry(self) -> ModelRegistry:
-        """The workspace's model registry (also ``ws.registry``)."""
+        """Deprecated: use ``ws.registry``."""
+        warn_renamed("mloop.Workspace", "model_registry()", "registry")
         return self.registry
 
     def trigger_store(self) -> TriggerStore:
-        """The workspace's trigger events and state (also ``ws.triggers``)."""
+        """Deprecated: use ``ws.triggers``."""
+        warn_renamed("mloop.Workspace", "trigger_store()", "triggers")
         return self.triggers
 
     def token_store(self) -> TokenStore:
-        """Team-server tokens and the audit trail (shared with the prediction service; also ``ws.tokens``)."""
+        """Deprecated: use ``ws.tokens``."""
+        warn_renamed("mloop.Workspace", "token_store()", "tokens")
         return self.tokens
 
     def pipeline_store(self) -> PipelineStore:
-        """Deployed pipeline versions, their aliases and CI verdicts (also ``ws.pipelines``)."""
+        """Deprecated: use ``ws.pipelines``."""
+        warn_renamed("mloop.Workspace", "pipeline_store()", "pipelines")
         return self.pipelines
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
@@ -449,7 +455,7 @@ class Workspace:
         if compile:
             value = self.load_artifact(artifact.id) if isinstance(model, ArtifactRef) else model
             signature["serving_form"] = self._serving_form(value, signature)
-        return self.model_registry().register(
+        return self.registry.register(
             name,
             artifact_id=artifact.id,
             run_id=run_id,
@@ -485,7 +491,7 @@ class Workspace:
 
     def _version_with(self, name: str, artifact_id: str) -> ModelVersion | None:
         try:
-            versions = self.model_registry().versions(name)
+            versions = self.registry.versions(name)
         except NotFoundError:
             return None
         return next((v for v in versions if v.artifact_id == artifact_id), None)
@@ -502,7 +508,7 @@ class Workspace:
     def model_version(self, ref: str) -> ModelVersion:
         """The version a reference names: ``NAME`` (newest registered), ``NAME@ALIAS`` or ``NAME:VERSION``."""
         name, version, alias = parse_model_ref(ref)
-        return self.model_registry().get(name, version=version, alias=alias)
+        return self.registry.get(name, version=version, alias=alias)
 
     def load_model(self, ref: str) -> Any:
         """The model a reference names, loaded from its digest-verified artifact.
@@ -526,16 +532,14 @@ class Workspace:
         self, name: str, version: int, alias: str = "production", *, reason: str = "", force: bool = False
     ) -> AliasEvent:
         """Move ``alias`` to ``version``; recorded with who, when and why."""
-        return self.model_registry().set_alias(
-            name, alias, version, who=current_user(), reason=reason, force=force
-        )
+        return self.registry.set_alias(name, alias, version, who=current_user(), reason=reason, force=force)
 
     def rollback(self, name: str, alias: str = "production", *, reason: str = "") -> AliasEvent:
         """Give ``alias`` back to its previous holder."""
-        return self.model_registry().rollback(name, alias, who=current_user(), reason=reason)
+        return self.registry.rollback(name, alias, who=current_user(), reason=reason)
 
     def remove_alias(self, name: str, alias: str, *, reason: str = "") -> AliasEvent:
-        return self.model_registry().remove_alias(name, alias, who=current_user(), reason=reason)
+        return self.registry.remove_alias(name, alias, who=current_user(), reason=reason)
 
     # tracking -----------------------------------------------------------------------------------
 
@@ -663,7 +667,7 @@ def _feature_store(ws: Workspace) -> FeatureStore:
 
 def _services_in_use(ws: Workspace) -> dict[str, list[str]]:
     """Feature service → the aliased model versions (``name@alias``) that read their features by it."""
-    registry = ws.model_registry()
+    registry = ws.registry
     users: dict[str, list[str]] = {}
     for model in registry.models():
         for alias, version in model.aliases.items():

@@ -203,7 +203,7 @@ def build_serve_context(workspace: Workspace, ref: str, out: Path) -> Path:
     try:
         digest, uri = bundled.artifacts.put(data)
         copy = bundled.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
-        registry = bundled.model_registry()
+        registry = bundled.registry
         new = registry.register(
             name,
             artifact_id=copy.id,
@@ -253,7 +253,7 @@ def build_pipeline_context(workspace: Workspace, ref: str, out: Path) -> Path:
         raise NotFoundError(
             f"{ref!r} is not a deployed pipeline reference (NAME, NAME@ALIAS, NAME:VERSION)", field="pipeline"
         )
-    version = workspace.pipeline_store().get_version(parsed[0], parsed[1], alias=parsed[2])
+    version = workspace.pipelines.get_version(parsed[0], parsed[1], alias=parsed[2])
     files = unpack_sources(workspace.artifacts.get(version.snapshot_digest))
     out.mkdir(parents=True, exist_ok=True)
     roots = ["mloop", *sorted(_third_party(files))]

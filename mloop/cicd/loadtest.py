@@ -110,7 +110,7 @@ def _candidate_workspace(workspace: Workspace, version_ref: str, root: Path) -> 
     try:
         digest, uri = copy.artifacts.put(data)
         stored = copy.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
-        registry = copy.model_registry()
+        registry = copy.registry
         # the replayed requests carry the feature values the service used (the log's input columns),
         # so the copy, which has no feature store, serves them as they are instead of by entity key
         signature = {k: v for k, v in version.signature.items() if k != "feature_service"}

@@ -102,7 +102,7 @@ def deploy_pipeline(
             )
     root, files = collect_sources(path)
     code_hash = sources_hash(files)
-    store = workspace.pipeline_store()
+    store = workspace.pipelines
     record = store.get_ci(code_hash)
     if record is None or not record.passed:
         why = "has no recorded `mloop ci run`" if record is None else "failed `mloop ci run`"
@@ -158,7 +158,7 @@ def promote_pipeline(
 ) -> AliasEvent:
     """Point ``alias`` of the pipeline at version ``NAME:VERSION``."""
     name, version = parse_version_ref(ref)
-    return workspace.pipeline_store().move_alias(
+    return workspace.pipelines.move_alias(
         name, alias, version, action="promote", who=who or current_user(), reason=reason
     )
 
@@ -167,6 +167,6 @@ def rollback_pipeline(
     workspace: Workspace, name: str, *, alias: str = "production", reason: str = "", who: str | None = None
 ) -> AliasEvent:
     """Give ``alias`` back to the version it pointed at before its current one."""
-    return workspace.pipeline_store().move_alias(
+    return workspace.pipelines.move_alias(
         name, alias, None, action="rollback", who=who or current_user(), reason=reason
     )

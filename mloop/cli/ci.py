@@ -51,7 +51,7 @@ def run(
         junit.write_text(report.junit_xml(), encoding="utf-8")
     if workspace is not None:
         with open_workspace(workspace, create=True) as ws:
-            record_ci(ws.pipeline_store(), report)
+            record_ci(ws.pipelines, report)
     if as_json:
         print_json(report.to_dict())
     else:

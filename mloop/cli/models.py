@@ -125,7 +125,7 @@ def list_models(
         token,
         workspace,
         lambda api: [remote.to_model(m) for m in api.models()],
-        lambda ws: ws.model_registry().models(),
+        lambda ws: ws.registry.models(),
     )
     if as_json:
         print_json(models)
@@ -154,7 +154,7 @@ def versions(
         token,
         workspace,
         lambda api: [remote.to_version(v) for v in api.versions(name)],
-        lambda ws: ws.model_registry().versions(name),
+        lambda ws: ws.registry.versions(name),
     )
     if as_json:
         print_json(found)
@@ -272,7 +272,7 @@ def history(
         token,
         workspace,
         lambda api: [remote.to_event(e) for e in api.history(name, alias)],
-        lambda ws: ws.model_registry().history(name, alias),
+        lambda ws: ws.registry.history(name, alias),
     )
     if as_json:
         print_json(events)
@@ -421,7 +421,7 @@ def _pipeline_version(ws: Any, run_id: str) -> Any:
         return None
     name, _, number = ref.rpartition(":")
     try:
-        return ws.pipeline_store().get_version(name, int(number))
+        return ws.pipelines.get_version(name, int(number))
     except (NotFoundError, ValueError):
         return None
 

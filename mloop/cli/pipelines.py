@@ -117,7 +117,7 @@ def list_(
 ) -> None:
     """Deployed pipeline versions, with their aliases."""
     with open_workspace(workspace) as ws:
-        store = ws.pipeline_store()
+        store = ws.pipelines
         versions = store.list_versions(name)
         aliases = {n: store.aliases(n) for n in {v.name for v in versions}}
     if as_json:
@@ -155,7 +155,7 @@ def show(
         raise ParameterError(f"{ref!r} is not NAME, NAME:VERSION or NAME@ALIAS", field="pipeline")
     name, number, alias = parsed
     with open_workspace(workspace) as ws:
-        v = ws.pipeline_store().get_version(name, number, alias=alias)
+        v = ws.pipelines.get_version(name, number, alias=alias)
     if as_json:
         print_json(v)
         return
@@ -178,8 +178,8 @@ def history(
 ) -> None:
     """Every alias move of a pipeline, oldest first."""
     with open_workspace(workspace) as ws:
-        ws.pipeline_store().get_version(name)  # NotFoundError names the pipeline
-        events = ws.pipeline_store().alias_history(name, alias)
+        ws.pipelines.get_version(name)  # NotFoundError names the pipeline
+        events = ws.pipelines.alias_history(name, alias)
     if as_json:
         print_json(events)
         return

@@ -32,7 +32,7 @@ def token_create(
     if role not in ROLES:
         raise ParameterError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
     with open_workspace(workspace, create=True) as ws:
-        secret, token = create_token(ws.token_store(), name, role, created_by=current_user())
+        secret, token = create_token(ws.tokens, name, role, created_by=current_user())
     if as_json:
         print_json({"token": secret, "id": token.id, "name": token.name, "role": token.role})
         return
@@ -44,7 +44,7 @@ def token_create(
 def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (never their secrets)."""
     with open_workspace(workspace) as ws:
-        tokens = ws.token_store().list_tokens()
+        tokens = ws.tokens.list_tokens()
     if as_json:
         print_json(tokens)
         return
@@ -61,8 +61,8 @@ def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None
 def token_revoke(token_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token: it is refused from the next request on."""
     with open_workspace(workspace) as ws:
-        token = ws.token_store().revoke_token(token_id)
-        ws.token_store().record_audit(
+        token = ws.tokens.revoke_token(token_id)
+        ws.tokens.record_audit(
             current_user(), "token.revoke", f"token:{token.id}", details={"name": token.name}
         )
     if as_json:

@@ -44,7 +44,7 @@ def test_healthy_project_passes_every_check_and_records_the_verdict(tmp_path: Pa
     code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
     assert report["code_hashes"] == {"toy/pipeline.py:training": code_hash}
     with mloop.Workspace.open(tmp_path / "ws") as ws:
-        record = ws.pipeline_store().get_ci(code_hash)
+        record = ws.pipelines.get_ci(code_hash)
     assert record is not None and record.passed and record.pipeline == "toy/pipeline.py:training"
 
 
@@ -86,7 +86,7 @@ def test_a_failing_check_exits_1_naming_check_step_and_value(
     assert re.search(expected, err), err
     with mloop.Workspace.open(tmp_path / "ws") as ws:
         code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
-        assert ws.pipeline_store().get_ci(code_hash).passed is False
+        assert ws.pipelines.get_ci(code_hash).passed is False
 
 
 def test_the_projects_failing_test_is_named(tmp_path: Path) -> None:

@@ -149,8 +149,8 @@ def test_auth_missing_invalid_revoked_and_underprivileged(server: Server) -> Non
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
             assert server.seeded.tokens[role] not in refused.text
     assert server.ws.model_version("churn@production").version == 1
-    token = next(t for t in server.ws.token_store().list_tokens() if t.role == "viewer")
-    server.ws.token_store().revoke_token(token.id)
+    token = next(t for t in server.ws.tokens.list_tokens() if t.role == "viewer")
+    server.ws.tokens.revoke_token(token.id)
     with server.client("viewer") as http:
         assert http.get("/api/v1/runs").status_code == 401
 

@@ -30,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, mlo
     svc.stop()
     report = monitor(ws, MODEL, window=200)
     assert report.run_id is not None
-    tokens = {"viewer": create_token(ws.token_store(), "viewer", "viewer", created_by="test")[0]}
+    tokens = {"viewer": create_token(ws.tokens, "viewer", "viewer", created_by="test")[0]}
     start, servers = _starter()
     try:
         yield start(ws), ws, tokens, report.run_id

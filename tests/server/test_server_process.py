@@ -58,7 +58,7 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def test_server_start(tmp_path: Path, no_auth: bool) -> None:
     ws_dir = tmp_path / "ws"
     with Workspace.open(ws_dir) as ws:
-        secret, _ = create_token(ws.token_store(), "ops", "viewer", created_by="test")
+        secret, _ = create_token(ws.tokens, "ops", "viewer", created_by="test")
     proc, url = _serve(ws_dir, *(["--no-auth"] if no_auth else []))
     try:
         anonymous = httpx.get(url + "/api/v1/models", timeout=10)
