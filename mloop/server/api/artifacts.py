@@ -62,7 +62,7 @@ def get_lineage(
         )
     graph = ws.lineage(ref, direction).to_dict()
     ids = {a["id"] for a in graph["artifacts"]}
-    registry = ws.model_registry()
+    registry = ws.registry
     graph["models"] = [
         {"name": v.name, "version": v.version, "artifact_id": v.artifact_id, "aliases": list(v.aliases)}
         for model in registry.models()

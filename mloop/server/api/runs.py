@@ -151,11 +151,11 @@ def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[s
     latest: dict[str, Any] = {}
     for m in ws.metadata.get_metrics(run.id):
         latest[m.key] = {"value": m.value, "step": m.step, "step_name": names.get(m.step_run_id or "")}
-    event = ws.trigger_store().event_of_run(run.id)
+    event = ws.triggers.event_of_run(run.id)
     models = [
         {"name": v.name, "version": v.version, "aliases": list(v.aliases), "artifact_id": v.artifact_id}
-        for model in ws.model_registry().models()
-        for v in ws.model_registry().versions(model.name)
+        for model in ws.registry.models()
+        for v in ws.registry.versions(model.name)
         if v.run_id == run.id
     ]
     return {
