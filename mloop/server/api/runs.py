@@ -177,19 +177,19 @@ def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[s
 
 @router.get("/{run_id}/steps", summary="The run's step executions")
 def get_steps(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     return {"steps": [jsonable(s) | {"duration_s": s.duration_s} for s in ws.metadata.list_steps(run.id)]}
 
 
 @router.get("/{run_id}/params", summary="The run's params")
 def get_params(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     return {"params": ws.metadata.get_params(run.id)}
 
 
 @router.get("/{run_id}/metrics/{key}", summary="Every logged point of one metric (a series)")
 def get_metric_series(run_id: str, key: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     points = ws.metadata.get_metrics(run.id, key)
     if not points:
         raise NotFoundError(f"run {run.id} logged no metric {key[:100]!r}", field="key")
