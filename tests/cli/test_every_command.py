@@ -25,7 +25,7 @@ NO_JSON: dict[str, str] = {
     "ci init": "writes a workflow file; prints only the file it wrote",
     "scheduler run": "a daemon: --log-format json",
     "serve": "a daemon: --log-format json",
-    "server start": "a daemon: it prints its access log",
+    "server start": "a daemon: --log-format json",
 }
 
 

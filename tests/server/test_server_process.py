@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -80,3 +81,28 @@ def test_server_start(tmp_path: Path, no_auth: bool) -> None:
     assert proc.returncode is not None
     assert secret not in stdout + stderr
     assert ("WITHOUT authentication" in stderr) == no_auth
+
+
+def test_server_start_logs_json_lines(tmp_path: Path) -> None:
+    """A daemon's output is its log: with --log-format json every stderr line is one JSON object."""
+    ws_dir = tmp_path / "ws"
+    Workspace.open(ws_dir).close()
+    proc, url = _serve(ws_dir, "--log-format", "json")
+    try:
+        assert httpx.get(url + "/api/v1/models", timeout=10).status_code == 401
+    finally:
+        _, stderr = _stop(proc)
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    started = next(r for r in records if r["message"].startswith("team server on"))
+    assert started["logger"] == "mloop.server" and started["url"] == url and started["auth"] is True
+
+
+def test_server_start_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*mloop_command(), "server", "start", "--log-format", "xml", "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --log-format 'xml'")
