@@ -482,9 +482,21 @@ def _print_demo(report: Any, root: Path | None) -> None:
     out.print(f"workspace left at {root}; try: mloop monitor rainfall --window 1816 --workspace {root}")
 
 
+def _uppercase_arguments(command: Any) -> None:
+    """Name every positional argument in capitals in help and errors (``{NAME}``, not ``{name}``
+    beside ``{MODEL}``), as the arguments given an explicit metavar already are."""
+    for sub in getattr(command, "commands", {}).values():
+        _uppercase_arguments(sub)
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every error into one ``error: …`` line and an exit code."""
-    command: Callable[..., Any] = typer.main.get_command(app).main
+    root = typer.main.get_command(app)
+    _uppercase_arguments(root)
+    command: Callable[..., Any] = root.main
     try:
         result = command(args=argv, prog_name="mloop", standalone_mode=False)
     except MloopError as exc:
