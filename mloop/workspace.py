@@ -42,6 +42,7 @@ from mloop.stores.base import (
     MetadataStore,
     MetricStore,
     ModelRegistry,
+    NewArtifact,
     OnlineStore,
     PipelineStore,
     RunQuery,
@@ -409,6 +410,12 @@ class Workspace:
         if isinstance(value, ArtifactRef):
             return value
         return self.metadata.add_artifact(store_value(self.artifacts, value, what=what))
+
+    def store_bytes(self, data: bytes, *, type: str, python_type: str) -> ArtifactRef:
+        """Store bytes already serialized (``type`` names their serializer) as an artifact: the one way
+        bytes from elsewhere (another workspace's artifact, a source snapshot) are recorded here."""
+        digest, uri = self.artifacts.put(data)
+        return self.metadata.add_artifact(NewArtifact(digest, type, python_type, len(data), uri))
 
     def load_artifact(self, artifact_id: str, *, shared: bool = False) -> Any:
         """An artifact's value, read back and verified against its digest.

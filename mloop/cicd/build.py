@@ -23,7 +23,6 @@ from pathlib import Path
 from mloop.core.sources import unpack_sources
 from mloop.entities import ModelStatus
 from mloop.errors import ConfigurationError, NotFoundError
-from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, parse_model_ref
 
 __all__ = ["build_pipeline_context", "build_serve_context", "pinned_requirements"]
@@ -201,8 +200,7 @@ def build_serve_context(workspace: Workspace, ref: str, out: Path) -> Path:
     _write_common(out, pinned_requirements(["mloop"], packages), python, serve=True)
     bundled = Workspace.open(out / "app" / "workspace" / ".mloop", metadata_url="", artifact_url="")
     try:
-        digest, uri = bundled.artifacts.put(data)
-        copy = bundled.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
+        copy = bundled.store_bytes(data, type=art.type, python_type=art.python_type)
         registry = bundled.registry
         new = registry.register(
             name,

@@ -20,7 +20,6 @@ from mloop.core import fingerprint
 from mloop.core.sources import collect_sources, is_pipeline_decorator, pack_sources, sources_hash
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, ParameterError, PipelineLoadError
-from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, current_user
 
 __all__ = ["deploy_pipeline", "environment", "parse_version_ref", "promote_pipeline", "rollback_pipeline"]
@@ -115,8 +114,7 @@ def deploy_pipeline(
         if not reason.strip():
             raise ParameterError("deploying without passing CI (--force) needs a --reason", field="reason")
     data = pack_sources(files)
-    digest, uri = workspace.artifacts.put(data)
-    artifact = workspace.metadata.add_artifact(NewArtifact(digest, SNAPSHOT_TYPE, "bytes", len(data), uri))
+    artifact = workspace.store_bytes(data, type=SNAPSHOT_TYPE, python_type="bytes")
     commit, dirty = _git_state(root)
     python, packages = environment()
     ci = (
@@ -136,7 +134,7 @@ def deploy_pipeline(
             version=0,
             entry=f"{path.relative_to(root).as_posix()}:{function}",
             snapshot_artifact_id=artifact.id,
-            snapshot_digest=digest,
+            snapshot_digest=artifact.digest,
             code_hash=code_hash,
             params=params,  # coerced by the pipeline's types when a run binds them
             git_commit=commit,
