@@ -117,6 +117,18 @@ def test_bad_input_is_one_error_line_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "exactly one of --github or --gitlab" in err
 
 
+def test_an_unreadable_mloop_toml_is_one_configuration_error(tmp_path: Path) -> None:
+    """The project's mloop.toml is read as every mloop.toml is (settings.read_config_file): a file that
+    is not UTF-8 is a ConfigurationError naming it, not an unexpected UnicodeDecodeError."""
+    from mloop.cicd.ci import smoke_specs
+    from mloop.errors import ConfigurationError
+
+    project = make_project(tmp_path / "proj")
+    (project / "mloop.toml").write_bytes(b"[ci]\nrows = 10\n# caf\xe9\n")
+    with pytest.raises(ConfigurationError, match="mloop.toml"):
+        smoke_specs(project)
+
+
 def test_init_writes_a_valid_github_workflow_and_a_gitlab_pipeline(tmp_path: Path, capsys) -> None:
     code, _, _ = run(capsys, "ci", "init", str(tmp_path), "--github")
     assert code == 0
