@@ -285,3 +285,11 @@ def test_migration_backfills_each_runs_last_point(metadata_url: str) -> None:
     store.log_metrics("r2", [("acc", 0.95, 7)])
     assert SqlRunPages(engine).page(RunPageQuery(sort_metric="acc", limit=1)).runs[0].id == "r2"
     engine.dispose()
+
+
+def test_database_errors_leave_as_mloop_errors(tmp_path: Path) -> None:
+    """The runs page reads through the SQL stores' one base: a database without the tables (or gone)
+    is an mloop error the API maps to a status, not SQLAlchemy's OperationalError (a 500)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(mloop.MloopError, match="metadata store"):
+        SqlRunPages(engine).page(RunPageQuery())
