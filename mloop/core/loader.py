@@ -35,7 +35,8 @@ class FrozenPipelines(Protocol):
     @property
     def artifacts(self) -> ArtifactStore: ...
 
-    def pipeline_store(self) -> PipelineStore: ...
+    @property
+    def pipelines(self) -> PipelineStore: ...
 
 
 def parse_pipeline_ref(ref: str) -> tuple[str, int | None, str | None] | None:

@@ -125,7 +125,7 @@ def test_an_unreadable_mloop_toml_is_one_configuration_error(tmp_path: Path) -> 
 
     project = make_project(tmp_path / "proj")
     (project / "mloop.toml").write_bytes(b"[ci]\nrows = 10\n# caf\xe9\n")
-    with pytest.raises(ConfigurationError, match="mloop.toml"):
+    with pytest.raises(ConfigurationError, match=r"mloop\.toml"):
         smoke_specs(project)
 
 
