@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,6 +24,10 @@ from mloop.cli.common import (
 from mloop.cli.logs import configure_logging
 from mloop.errors import MloopError, ParameterError
 from mloop.settings import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from mloop.orchestration.scheduler import Scheduler
+    from mloop.workspace import Workspace
 
 log = logging.getLogger("mloop.scheduler")
 
@@ -90,7 +94,7 @@ def monitor(
         out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""))
 
 
-def _scheduler(ws: Any, tick: float | None) -> Any:
+def _scheduler(ws: Workspace, tick: float | None) -> Scheduler:
     from mloop.cicd.gate import LoadTestGate
     from mloop.orchestration.config import load_loop_config
     from mloop.orchestration.scheduler import Scheduler

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,6 +20,11 @@ from mloop.cli.common import (
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
+
+if TYPE_CHECKING:
+    from mloop.entities import ModelVersion, PipelineVersion
+    from mloop.validation.model import Evaluation
+    from mloop.workspace import Workspace
 
 models_app = typer.Typer(
     help="Model registry: versions, aliases, promotion, rollback, evaluation.", no_args_is_help=True
@@ -413,7 +418,7 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "-"
 
 
-def _pipeline_version(ws: Any, run_id: str) -> Any:
+def _pipeline_version(ws: Workspace, run_id: str) -> PipelineVersion | None:
     """The deployed pipeline version a run ran (its ``pipeline.version`` param), if any: lineage
     model → run → pipeline version → commit."""
     ref = ws.metadata.get_params(run_id).get("pipeline.version")
@@ -490,8 +495,8 @@ def compare(
 
 
 def _evaluate_version(
-    ws: Any, ref: str, frame: Any, label: str | None, slices: list[str] | None
-) -> tuple[Any, Any]:
+    ws: Workspace, ref: str, frame: Any, label: str | None, slices: list[str] | None
+) -> tuple[ModelVersion, Evaluation]:
     """A registered version scored on ``frame`` with its own signature's inputs and label."""
     from mloop.validation.model import evaluate_model
 
