@@ -45,6 +45,7 @@ from mloop.stores.base import (
     NewArtifact,
     OnlineStore,
     PipelineStore,
+    RunPages,
     RunQuery,
     RunStore,
     TokenStore,
@@ -55,6 +56,7 @@ from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.pipelines import SqlPipelineStore
 from mloop.stores.sql.registry import SqlModelRegistry
+from mloop.stores.sql.run_pages import RunPage, RunPageQuery, SqlRunPages
 from mloop.stores.sql.tokens import SqlTokenStore
 from mloop.stores.sql.triggers import SqlTriggerStore
 
@@ -147,6 +149,7 @@ class Workspace:
         pipelines: PipelineStore,
         *,
         metadata_url: str,
+        run_pages: RunPages | None = None,
     ):
         self._root = root
         self._settings = settings
@@ -158,6 +161,7 @@ class Workspace:
         self._tokens = tokens
         self._pipelines = pipelines
         self._metadata_url = metadata_url
+        self._run_pages = run_pages
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
@@ -256,6 +260,7 @@ class Workspace:
             SqlTokenStore(metadata.engine),
             SqlPipelineStore(metadata.engine),
             metadata_url=metadata.engine.url.render_as_string(),  # password hidden: it names, never connects
+            run_pages=SqlRunPages(metadata.engine),
         )
 
     def close(self) -> None:
@@ -312,6 +317,13 @@ class Workspace:
 
     def runs(self, query: RunQuery | None = None) -> list[Run]:
         return self.metadata.search_runs(query or RunQuery())
+
+    def run_page(self, query: RunPageQuery) -> RunPage:
+        """One page of runs filtered by params and metrics, sorted by time or by a metric (the team
+        server's runs page); ``page.next_after`` is the cursor of the next one."""
+        if self._run_pages is None:
+            raise ConfigurationError("this workspace was built without a runs-page store", field="workspace")
+        return self._run_pages.page(query)
 
     def resolve_run(self, ref: str) -> Run:
         """A run by id or by a unique prefix of its id (as printed by ``mloop runs list``)."""
