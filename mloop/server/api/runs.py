@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query
 from mloop.entities import RunStatus
 from mloop.errors import NotFoundError, ParameterError
 from mloop.server.deps import BadRequestError, check_id, jsonable, principal, workspace
-from mloop.stores.sql.run_pages import RunPageQuery, SqlRunPages
+from mloop.stores.sql.run_pages import RunPageQuery
 from mloop.workspace import Workspace
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(principal("viewer"))])
@@ -130,7 +130,7 @@ def list_runs(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    page = SqlRunPages(ws.metadata.engine).page(query)  # type: ignore[attr-defined]
+    page = ws.run_page(query)
     runs = []
     for run, value in zip(page.runs, page.sort_values, strict=True):
         row = jsonable(run)
