@@ -231,6 +231,8 @@ class Workspace:
                 f"no workspace at {root} (give --workspace DIR or set MLOOP_WORKSPACE)", field="workspace"
             )
         if local:
+            if root.exists() and not root.is_dir():
+                raise ConfigurationError(f"workspace {root} is a file, not a folder", field="workspace")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -91,3 +91,12 @@ def test_bytes_from_another_workspace_are_stored_as_the_same_artifact(
             original.digest, original.type, original.python_type, original.size,
         )  # fmt: skip
         assert other.load_artifact(copy.id).equals(frame)
+
+
+def test_a_file_given_as_the_workspace_is_named_as_such(tmp_path: Path) -> None:
+    """`--workspace data.csv` by mistake: one clear message, not "cannot create …: File exists"."""
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n")
+    with pytest.raises(mloop.ConfigurationError, match=r"data\.csv is a file, not a folder"):
+        mloop.Workspace.open(data)
+    assert data.read_text() == "x\n1\n"
