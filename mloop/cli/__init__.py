@@ -29,6 +29,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     paint,
+    plural,
     print_json,
 )
 from mloop.cli.data import anomalies_table, data_app
@@ -183,7 +184,7 @@ def runs_list(
     if as_json:
         print_json(runs)
         return
-    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    table = Table(title=plural(len(runs), "run"), title_justify="left")
     for col in ("run", "pipeline", "status", "trigger", "started", "duration", "code"):
         table.add_column(col)
     for r in runs:
@@ -463,7 +464,8 @@ def _print_demo(report: Any, root: Path | None) -> None:
     r = loop.report
     out.print(
         f"{r.rows - r.initial_rows:,} days replayed over HTTP in {r.seconds:.0f} s; "
-        f"{r.loop.retrains} retraining run(s), {sum(e.kind == 'promote' for e in r.events)} promotion(s); "
+        f"{plural(r.loop.retrains, 'retraining run')}, "
+        f"{plural(sum(e.kind == 'promote' for e in r.events), 'promotion')}; "
         f"production is v{loop.final['version']}"
     )
     if "run" in loop.final:

@@ -70,7 +70,7 @@ def monitor(
     if as_json:
         print_json(report.to_dict())
         return
-    table = Table(title=f"{name}: {len(report.windows)} window(s) of {report.window}")
+    table = Table(title=f"{name}: {plural(len(report.windows), 'window')} of {report.window}")
     for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
         table.add_column(col)
     for w in report.windows:

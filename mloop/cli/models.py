@@ -135,7 +135,7 @@ def list_models(
     if as_json:
         print_json(models)
         return
-    table = Table(title=f"{len(models)} model(s)", title_justify="left")
+    table = Table(title=plural(len(models), "model"), title_justify="left")
     for col in ("model", "versions", "aliases"):
         table.add_column(col)
     for m in models:
@@ -164,7 +164,7 @@ def versions(
     if as_json:
         print_json(found)
         return
-    table = Table(title=f"{name}: {len(found)} version(s)", title_justify="left")
+    table = Table(title=f"{name}: {plural(len(found), 'version')}", title_justify="left")
     for col in ("version", "status", "aliases", "metrics", "run", "created", "by"):
         table.add_column(col)
     for v in found:
@@ -363,7 +363,8 @@ def monitoring_command(
         return
     report = body["report"]
     table = Table(
-        title=f"{name}: {len(report['windows'])} window(s) of {report['window']} (run {body['run']['id']})",
+        title=f"{name}: {plural(len(report['windows']), 'window')} of {report['window']}"
+        f" (run {body['run']['id']})",
         title_justify="left",
     )
     for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):

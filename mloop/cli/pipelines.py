@@ -123,7 +123,7 @@ def list_(
     if as_json:
         print_json({"versions": versions, "aliases": aliases})
         return
-    table = Table(title=f"{len(versions)} pipeline version(s)", title_justify="left")
+    table = Table(title=plural(len(versions), "pipeline version"), title_justify="left")
     for col in ("version", "aliases", "entry", "code", "commit", "ci", "deployed"):
         table.add_column(col)
     for v in versions:

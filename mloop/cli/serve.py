@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mloop.cli.common import WorkspaceOpt, err, open_workspace
+from mloop.cli.common import WorkspaceOpt, err, open_workspace, plural
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
@@ -134,7 +134,7 @@ def serve(
         os.environ.setdefault(var, "1")
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
-    err.print(f"serving {name}@{alias} on http://{host}:{port} ({workers} worker(s))", markup=False)
+    err.print(f"serving {name}@{alias} on http://{host}:{port} ({plural(workers, 'worker')})", markup=False)
     uvicorn.run(
         "mloop.cli.serve:app_in_worker",
         factory=True,

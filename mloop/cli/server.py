@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from mloop.auth import ROLES, create_token
-from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, plural, print_json
 from mloop.cli.logs import configure_logging
 from mloop.errors import ConfigurationError, ParameterError
 from mloop.workspace import current_user, find_workspace_dir
@@ -50,7 +50,7 @@ def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None
     if as_json:
         print_json(tokens)
         return
-    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
+    table = Table(title=plural(len(tokens), "token"), title_justify="left")
     for col in ("id", "name", "role", "created", "by", "revoked"):
         table.add_column(col)
     for t in tokens:
@@ -114,7 +114,7 @@ def start(
     os.environ["MLOOP_SERVER_AUTH"] = "0" if no_auth else "1"
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
     mode = "WITHOUT authentication" if no_auth else "tokens required"
-    started = f"team server on http://{host}:{port} ({workers} worker(s), {mode})"
+    started = f"team server on http://{host}:{port} ({plural(workers, 'worker')}, {mode})"
     if log_format.lower() == "json":  # every stderr line is then a JSON object
         logging.getLogger("mloop.server").info(
             started, extra={"url": f"http://{host}:{port}", "workers": workers, "auth": not no_auth}

@@ -92,7 +92,7 @@ def test_cli_reads_evaluations_and_monitoring_from_a_server_and_locally(
         code, stdout, stderr = run(capsys, "models", "monitoring", MODEL, *where, "--json")
         assert code == 0 and json.loads(stdout)["run"]["id"] == monitor_run, stderr
         code, stdout, stderr = run(capsys, "models", "monitoring", MODEL, *where)
-        assert code == 0 and "2 window(s) of 200" in stdout, stderr
+        assert code == 0 and "2 windows of 200" in stdout, stderr
     code, _, stderr = run(capsys, "models", "evaluations", MODEL, *local)
     assert code == 2 and stderr.startswith("error:") and "NAME:VERSION" in stderr
     assert len(stderr.splitlines()) == 1
