@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ import typer
 from rich.console import Console
 
 from mloop.entities import jsonable
+from mloop.errors import ParameterError
 from mloop.workspace import Workspace
 
 # Piped output keeps whole lines: rich wraps at 80 columns when it is not a terminal, which cut ids and
@@ -136,3 +139,18 @@ def alias_history_table(title: str, events: list[Any]) -> Any:
             e.reason,
         )
     return table
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line, before announcing anything, when the port is taken (the daemons
+    `serve` and `server start`; uvicorn would log its own error and exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+            )
+            raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
-import socket
 from typing import Annotated
 
 import typer
 
-from mloop.cli.common import WorkspaceOpt, err, open_workspace, plural
+from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace, plural
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
@@ -126,7 +124,7 @@ def serve(
         predict_auth=auth_predictions,
         **options,
     )
-    _check_port_free(host, port)
+    check_port_free(host, port)
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
     # one-row predictions are what a service does: OpenMP/BLAS thread pools only add spinning
     # (HistGradientBoosting: p99 381 ms → 6 ms on a busy 2-core machine); the user's setting wins
@@ -159,20 +157,6 @@ def app_in_worker() -> object:
 
         threadpool_limits(1)  # also for libraries loaded before the variable was read
     return app_from_env()
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line, before announcing anything, when the port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = (
-                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
-            )
-            raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc
 
 
 def _loopback(host: str) -> bool:

@@ -11,7 +11,16 @@ import typer
 from rich.table import Table
 
 from mloop.auth import ROLES, create_token
-from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, plural, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    check_port_free,
+    err,
+    open_workspace,
+    out,
+    plural,
+    print_json,
+)
 from mloop.cli.logs import configure_logging
 from mloop.errors import ConfigurationError, ParameterError
 from mloop.workspace import current_user, find_workspace_dir
@@ -110,6 +119,7 @@ def start(
         )
     with open_workspace(workspace) as ws:  # fail now, with a clear error, not inside a worker
         root = ws.root
+    check_port_free(host, port)
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
     os.environ["MLOOP_SERVER_AUTH"] = "0" if no_auth else "1"
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format

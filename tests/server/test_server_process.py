@@ -106,3 +106,20 @@ def test_server_start_refuses_an_unknown_log_format(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: --log-format 'xml'")
+
+
+def test_server_start_on_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
+    """As `serve` does: a taken port is one `error:` line and exit 2, not uvicorn's ERROR and exit 3."""
+    ws_dir = tmp_path / "ws"
+    Workspace.open(ws_dir).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*mloop_command(), "server", "start", "--port", str(port), "--workspace", str(ws_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stderr == f"error: port {port} on 127.0.0.1 is already in use\n"
