@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.tree import Tree
 
 from mloop.cli import remote
 from mloop.cli.ci import ci_app
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     count_progress,
     duration,

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, duration, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, duration, err, open_workspace, out, print_json
 from mloop.errors import ParameterError
 
 __all__ = ["ci_app"]

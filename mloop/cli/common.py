@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import rich.table
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from mloop.entities import jsonable
 from mloop.errors import ParameterError
@@ -22,6 +24,18 @@ from mloop.workspace import Workspace
 # paths mid-word. On a terminal the terminal's width applies.
 out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 10_000)
+
+
+class Table(rich.table.Table):
+    """rich's Table, except that a title printed to a pipe stays one line: rich wraps a title to the
+    table's width, so a narrow table broke the path or the source named in its title mid-word."""
+
+    def __init__(self, *headers: Any, title: str | Text | None = None, **options: Any) -> None:
+        if isinstance(title, str) and not sys.stdout.isatty():
+            title = Text.from_markup(title, overflow="ignore")
+            title.no_wrap = True
+        super().__init__(*headers, title=title, **options)
+
 
 WorkspaceOpt = Annotated[
     Path | None,

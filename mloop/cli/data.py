@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.workspace import Workspace
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, plural, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, open_workspace, out, plural, print_json
 from mloop.errors import DataError, ParameterError
 
 features_app = typer.Typer(

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     count_progress,
     err,

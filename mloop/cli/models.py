@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     alias_history_table,
     open_workspace,

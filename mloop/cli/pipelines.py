@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     alias_history_table,
     open_workspace,

@@ -8,11 +8,11 @@ import os
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mloop.auth import ROLES, create_token
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     check_port_free,
     err,
