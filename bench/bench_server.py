@@ -281,7 +281,7 @@ def bench_mloop(metadata_url: str, workdir: Path, n: int) -> dict[str, float]:
     with mloop.Workspace.open(ws_dir, metadata_url=metadata_url) as ws:
         fill_mloop(metadata_url, n)
         pipeline_run = ws.run(arithmetic, n=3).run.id
-        secret, _ = create_token(ws.token_store(), "bench", "viewer", created_by="bench")
+        secret, _ = create_token(ws.tokens, "bench", "viewer", created_by="bench")
     port = free_port()
     env = {
         **os.environ,

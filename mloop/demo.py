@@ -352,7 +352,7 @@ def _run_loop(
     html.write_text(
         backtest_html(report, title="mloop demo: the continuous-training loop", extra=extra, row_name="day")
     )
-    event = workspace.trigger_store().events("incoming", limit=1)
+    event = workspace.triggers.events("incoming", limit=1)
     if not event or event[0].run_id is None:
         raise AssertionError("the incoming batch did not start a run")
     return LoopSummary(report, accuracy, final, html, monitored.run_id), event[0].run_id, batch
@@ -378,7 +378,7 @@ def _final_model(workspace: Workspace) -> dict[str, Any]:
     out: dict[str, Any] = {"version": version.version, "metrics": version.metrics}
     if version.run_id:
         run = workspace.metadata.get_run(version.run_id)
-        event = workspace.trigger_store().event_of_run(run.id)
+        event = workspace.triggers.event_of_run(run.id)
         out["run"] = {
             "id": run.id,
             "pipeline": run.pipeline,
@@ -403,7 +403,7 @@ def _final_model(workspace: Workspace) -> dict[str, Any]:
             "version": e.to_version,
             "reason": e.reason,
         }
-        for e in workspace.model_registry().history("rainfall")
+        for e in workspace.registry.history("rainfall")
     ]
     return out
 

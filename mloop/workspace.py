@@ -24,6 +24,7 @@ from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
 from mloop.core.runner import Runner, RunResult, StepListener
 from mloop.core.serialize import deserialize, store_value
+from mloop.deprecations import warn_renamed
 from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, Run, RunStatus, StepStatus
 from mloop.errors import (
     ArtifactCorruptedError,
@@ -41,8 +42,10 @@ from mloop.stores.base import (
     MetadataStore,
     MetricStore,
     ModelRegistry,
+    NewArtifact,
     OnlineStore,
     PipelineStore,
+    RunPages,
     RunQuery,
     RunStore,
     TokenStore,
@@ -53,6 +56,7 @@ from mloop.stores.sql.features import SqlFeatureRegistry
 from mloop.stores.sql.metadata import SqlMetadataStore
 from mloop.stores.sql.pipelines import SqlPipelineStore
 from mloop.stores.sql.registry import SqlModelRegistry
+from mloop.stores.sql.run_pages import RunPage, RunPageQuery, SqlRunPages
 from mloop.stores.sql.tokens import SqlTokenStore
 from mloop.stores.sql.triggers import SqlTriggerStore
 
@@ -145,6 +149,7 @@ class Workspace:
         pipelines: PipelineStore,
         *,
         metadata_url: str,
+        run_pages: RunPages | None = None,
     ):
         self._root = root
         self._settings = settings
@@ -156,6 +161,7 @@ class Workspace:
         self._tokens = tokens
         self._pipelines = pipelines
         self._metadata_url = metadata_url
+        self._run_pages = run_pages
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
@@ -225,6 +231,8 @@ class Workspace:
                 f"no workspace at {root} (give --workspace DIR or set MLOOP_WORKSPACE)", field="workspace"
             )
         if local:
+            if root.exists() and not root.is_dir():
+                raise ConfigurationError(f"workspace {root} is a file, not a folder", field="workspace")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -254,9 +262,16 @@ class Workspace:
             SqlTokenStore(metadata.engine),
             SqlPipelineStore(metadata.engine),
             metadata_url=metadata.engine.url.render_as_string(),  # password hidden: it names, never connects
+            run_pages=SqlRunPages(metadata.engine),
         )
 
     def close(self) -> None:
+        """Close the stores and drop the values this workspace kept in memory for its steps.
+
+        A daemon thread that outlives the workspace (a scheduler's lease heartbeat) may still hold it:
+        the cached values must not live on with it, or the native sketches inside statistics are still
+        alive at interpreter exit and nanobind prints a page of "leaked instance" lines."""
+        self._shared.clear()
         if "features" in self.__dict__:
             self.features.close()
         self.metadata.close()
@@ -304,6 +319,13 @@ class Workspace:
 
     def runs(self, query: RunQuery | None = None) -> list[Run]:
         return self.metadata.search_runs(query or RunQuery())
+
+    def run_page(self, query: RunPageQuery) -> RunPage:
+        """One page of runs filtered by params and metrics, sorted by time or by a metric (the team
+        server's runs page); ``page.next_after`` is the cursor of the next one."""
+        if self._run_pages is None:
+            raise ConfigurationError("this workspace was built without a runs-page store", field="workspace")
+        return self._run_pages.page(query)
 
     def resolve_run(self, ref: str) -> Run:
         """A run by id or by a unique prefix of its id (as printed by ``mloop runs list``)."""
@@ -376,20 +398,25 @@ class Workspace:
 
     # models -------------------------------------------------------------------------------------
 
+    # the method forms of the store properties: deprecated, one public way (``ws.registry``, …) stays
     def model_registry(self) -> ModelRegistry:
-        """The workspace's model registry (also ``ws.registry``)."""
+        """Deprecated: use ``ws.registry``."""
+        warn_renamed("mloop.Workspace", "model_registry()", "registry")
         return self.registry
 
     def trigger_store(self) -> TriggerStore:
-        """The workspace's trigger events and state (also ``ws.triggers``)."""
+        """Deprecated: use ``ws.triggers``."""
+        warn_renamed("mloop.Workspace", "trigger_store()", "triggers")
         return self.triggers
 
     def token_store(self) -> TokenStore:
-        """Team-server tokens and the audit trail (shared with the prediction service; also ``ws.tokens``)."""
+        """Deprecated: use ``ws.tokens``."""
+        warn_renamed("mloop.Workspace", "token_store()", "tokens")
         return self.tokens
 
     def pipeline_store(self) -> PipelineStore:
-        """Deployed pipeline versions, their aliases and CI verdicts (also ``ws.pipelines``)."""
+        """Deprecated: use ``ws.pipelines``."""
+        warn_renamed("mloop.Workspace", "pipeline_store()", "pipelines")
         return self.pipelines
 
     def store_artifact(self, value: Any, *, what: str = "value") -> ArtifactRef:
@@ -397,6 +424,12 @@ class Workspace:
         if isinstance(value, ArtifactRef):
             return value
         return self.metadata.add_artifact(store_value(self.artifacts, value, what=what))
+
+    def store_bytes(self, data: bytes, *, type: str, python_type: str) -> ArtifactRef:
+        """Store bytes already serialized (``type`` names their serializer) as an artifact: the one way
+        bytes from elsewhere (another workspace's artifact, a source snapshot) are recorded here."""
+        digest, uri = self.artifacts.put(data)
+        return self.metadata.add_artifact(NewArtifact(digest, type, python_type, len(data), uri))
 
     def load_artifact(self, artifact_id: str, *, shared: bool = False) -> Any:
         """An artifact's value, read back and verified against its digest.
@@ -443,7 +476,7 @@ class Workspace:
         if compile:
             value = self.load_artifact(artifact.id) if isinstance(model, ArtifactRef) else model
             signature["serving_form"] = self._serving_form(value, signature)
-        return self.model_registry().register(
+        return self.registry.register(
             name,
             artifact_id=artifact.id,
             run_id=run_id,
@@ -479,7 +512,7 @@ class Workspace:
 
     def _version_with(self, name: str, artifact_id: str) -> ModelVersion | None:
         try:
-            versions = self.model_registry().versions(name)
+            versions = self.registry.versions(name)
         except NotFoundError:
             return None
         return next((v for v in versions if v.artifact_id == artifact_id), None)
@@ -496,7 +529,7 @@ class Workspace:
     def model_version(self, ref: str) -> ModelVersion:
         """The version a reference names: ``NAME`` (newest registered), ``NAME@ALIAS`` or ``NAME:VERSION``."""
         name, version, alias = parse_model_ref(ref)
-        return self.model_registry().get(name, version=version, alias=alias)
+        return self.registry.get(name, version=version, alias=alias)
 
     def load_model(self, ref: str) -> Any:
         """The model a reference names, loaded from its digest-verified artifact.
@@ -520,16 +553,14 @@ class Workspace:
         self, name: str, version: int, alias: str = "production", *, reason: str = "", force: bool = False
     ) -> AliasEvent:
         """Move ``alias`` to ``version``; recorded with who, when and why."""
-        return self.model_registry().set_alias(
-            name, alias, version, who=current_user(), reason=reason, force=force
-        )
+        return self.registry.set_alias(name, alias, version, who=current_user(), reason=reason, force=force)
 
     def rollback(self, name: str, alias: str = "production", *, reason: str = "") -> AliasEvent:
         """Give ``alias`` back to its previous holder."""
-        return self.model_registry().rollback(name, alias, who=current_user(), reason=reason)
+        return self.registry.rollback(name, alias, who=current_user(), reason=reason)
 
     def remove_alias(self, name: str, alias: str, *, reason: str = "") -> AliasEvent:
-        return self.model_registry().remove_alias(name, alias, who=current_user(), reason=reason)
+        return self.registry.remove_alias(name, alias, who=current_user(), reason=reason)
 
     # tracking -----------------------------------------------------------------------------------
 
@@ -657,7 +688,7 @@ def _feature_store(ws: Workspace) -> FeatureStore:
 
 def _services_in_use(ws: Workspace) -> dict[str, list[str]]:
     """Feature service → the aliased model versions (``name@alias``) that read their features by it."""
-    registry = ws.model_registry()
+    registry = ws.registry
     users: dict[str, list[str]] = {}
     for model in registry.models():
         for alias, version in model.aliases.items():

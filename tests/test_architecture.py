@@ -46,3 +46,26 @@ def test_only_the_typed_accessor_reads_the_step_s_workspace_handle() -> None:
     assert users == [], f"use mloop.steps.workspace() instead: {users}"
     core = (ROOT / "mloop" / "core" / "context.py").read_text(encoding="utf-8")
     assert "def current_workspace() -> object:" in core  # opaque below the workspace, typed above it
+
+
+def test_no_workspace_is_typed_any() -> None:
+    """A workspace passed as ``Any`` is an import in disguise (DESIGN: no untyped handle): every
+    parameter or field named ws/workspace is typed (``object`` only where it is opaque by design)."""
+    import ast
+
+    untyped = []
+    for path in sorted((ROOT / "mloop").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named: list[tuple[str, ast.expr | None]] = []
+            if isinstance(node, ast.arg):
+                named.append((node.arg, node.annotation))
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                named.append((node.target.id, node.annotation))
+            for name, annotation in named:
+                if (
+                    name in ("ws", "workspace")
+                    and annotation is not None
+                    and ast.unparse(annotation) == "Any"
+                ):
+                    untyped.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')} {name}")
+    assert untyped == []

@@ -69,3 +69,24 @@ def test_pipeline_run_warns_and_still_runs(workspace: mloop.Workspace) -> None:
     with pytest.warns(DeprecationWarning, match=r"workspace\.run\(pipeline"):
         result = twice.run(workspace, x=4)
     assert result.load("double") == 8
+
+
+@pytest.mark.parametrize(
+    ("method", "prop"),
+    [
+        ("model_registry", "registry"),
+        ("trigger_store", "triggers"),
+        ("token_store", "tokens"),
+        ("pipeline_store", "pipelines"),
+    ],
+)
+def test_the_store_methods_warn_and_are_the_properties(
+    workspace: mloop.Workspace, method: str, prop: str
+) -> None:
+    """One public way to a workspace's stores: the read-only properties; the method forms warn."""
+    with pytest.warns(
+        DeprecationWarning, match=rf"Workspace\.{method}\(\) is deprecated.*Workspace\.{prop}"
+    ) as seen:
+        store = getattr(workspace, method)()
+    assert store is getattr(workspace, prop)
+    assert seen[0].filename == __file__

@@ -34,3 +34,13 @@ def test_tool_passes(command: list[str]) -> None:
         [_tool(command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_merge_leftovers_in_the_package() -> None:
+    """A merge's *.orig/*.rej copies are not code: they would be read as the module and shipped."""
+    leftovers = sorted(
+        str(p.relative_to(ROOT))
+        for pattern in ("*.orig", "*.rej", "*.bak")
+        for p in (ROOT / "mloop").rglob(pattern)
+    )
+    assert leftovers == []

@@ -133,7 +133,7 @@ def test_register_model_is_idempotent_on_identical_bytes(workspace: mloop.Worksp
     assert (again.version, again.id, again.metrics) == (1, v1.id, {"accuracy": 1.0})
     other = LogisticRegression(C=0.5).fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
     assert workspace.register_model("same", other).version == 2
-    assert [v.version for v in workspace.model_registry().versions("same")] == [1, 2]
+    assert [v.version for v in workspace.registry.versions("same")] == [1, 2]
     assert workspace.register_model("same-too", model).version == 1  # per model name
 
 
@@ -153,11 +153,11 @@ def test_model_names_follow_the_one_grammar(workspace: mloop.Workspace, name: st
     with pytest.raises(ParameterError, match="letters, digits"):
         workspace.register_model(name, model)
     with pytest.raises(ParameterError, match="letters, digits"):
-        workspace.model_registry().register(
+        workspace.registry.register(
             name, artifact_id="x", run_id=None, signature={}, metrics={}, tags={},
             status=mloop.ModelStatus.REGISTERED, who="me",
         )  # fmt: skip
-    assert workspace.model_registry().models() == []
+    assert workspace.registry.models() == []
 
 
 def test_valid_names_are_accepted(workspace: mloop.Workspace) -> None:

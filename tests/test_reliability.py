@@ -98,7 +98,7 @@ def test_eight_processes_register_and_move_aliases(tmp_path: Path, metadata_url:
     numbers = sorted(n for worker in results for n in worker)
     assert numbers == list(range(1, workers * per_worker + 1))  # unique and gap-free
     with mloop.Workspace.open(root, metadata_url=metadata_url) as ws:
-        registry = ws.model_registry()
+        registry = ws.registry
         versions = registry.versions("shared")
         assert [v.version for v in versions] == numbers
         history = registry.history("shared")

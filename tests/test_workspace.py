@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 import mloop
@@ -71,3 +74,29 @@ def test_a_step_run_that_cannot_be_recorded_ends_failed(workspace: mloop.Workspa
         workspace.record_step_run("measure/x", "measure", params={}, inputs={}, outputs={"report": object()})
     [run] = workspace.runs()
     assert run.status == mloop.RunStatus.FAILED and "SerializationError" in (run.error or "")
+
+
+def test_bytes_from_another_workspace_are_stored_as_the_same_artifact(
+    workspace: mloop.Workspace, tmp_path: Path
+) -> None:
+    """store_bytes is the one way serialized bytes (a model copied into a load test's or a build's
+    workspace, a source snapshot) become an artifact: same digest, type and Python type."""
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    original = workspace.store_artifact(frame)
+    with mloop.Workspace.open(tmp_path / "other" / ".mloop") as other:
+        copy = other.store_bytes(
+            workspace.artifacts.get(original.digest), type=original.type, python_type=original.python_type
+        )
+        assert (copy.digest, copy.type, copy.python_type, copy.size) == (
+            original.digest, original.type, original.python_type, original.size,
+        )  # fmt: skip
+        assert other.load_artifact(copy.id).equals(frame)
+
+
+def test_a_file_given_as_the_workspace_is_named_as_such(tmp_path: Path) -> None:
+    """`--workspace data.csv` by mistake: one clear message, not "cannot create …: File exists"."""
+    data = tmp_path / "data.csv"
+    data.write_text("x\n1\n")
+    with pytest.raises(mloop.ConfigurationError, match=r"data\.csv is a file, not a folder"):
+        mloop.Workspace.open(data)
+    assert data.read_text() == "x\n1\n"

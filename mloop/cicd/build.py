@@ -23,7 +23,6 @@ from pathlib import Path
 from mloop.core.sources import unpack_sources
 from mloop.entities import ModelStatus
 from mloop.errors import ConfigurationError, NotFoundError
-from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, parse_model_ref
 
 __all__ = ["build_pipeline_context", "build_serve_context", "pinned_requirements"]
@@ -201,9 +200,8 @@ def build_serve_context(workspace: Workspace, ref: str, out: Path) -> Path:
     _write_common(out, pinned_requirements(["mloop"], packages), python, serve=True)
     bundled = Workspace.open(out / "app" / "workspace" / ".mloop", metadata_url="", artifact_url="")
     try:
-        digest, uri = bundled.artifacts.put(data)
-        copy = bundled.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
-        registry = bundled.model_registry()
+        copy = bundled.store_bytes(data, type=art.type, python_type=art.python_type)
+        registry = bundled.registry
         new = registry.register(
             name,
             artifact_id=copy.id,
@@ -253,7 +251,7 @@ def build_pipeline_context(workspace: Workspace, ref: str, out: Path) -> Path:
         raise NotFoundError(
             f"{ref!r} is not a deployed pipeline reference (NAME, NAME@ALIAS, NAME:VERSION)", field="pipeline"
         )
-    version = workspace.pipeline_store().get_version(parsed[0], parsed[1], alias=parsed[2])
+    version = workspace.pipelines.get_version(parsed[0], parsed[1], alias=parsed[2])
     files = unpack_sources(workspace.artifacts.get(version.snapshot_digest))
     out.mkdir(parents=True, exist_ok=True)
     roots = ["mloop", *sorted(_third_party(files))]

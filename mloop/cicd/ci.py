@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from mloop.core.serialize import serialize
 from mloop.core.sources import collect_sources, is_pipeline_decorator, sources_hash
 from mloop.entities import CiRecord, utcnow
 from mloop.errors import ConfigurationError, MloopError, NotFoundError, StepFailedError
+from mloop.settings import CONFIG_FILE, read_config_file
 from mloop.stores.base import PipelineStore
 from mloop.testing import (
     CheckFailed,
@@ -159,12 +159,9 @@ def smoke_specs(project: Path, *, names: Sequence[str] = (), rows: int | None = 
     """What to smoke-run: ``[[ci.pipelines]]`` of the project's ``mloop.toml``, else every pipeline
     found; ``names`` (a pipeline's function name or ``file.py:name``) keeps only those."""
     config: dict[str, Any] = {}
-    toml = project / "mloop.toml"
+    toml = project / CONFIG_FILE
     if toml.is_file():
-        try:
-            config = tomllib.loads(toml.read_text(encoding="utf-8")).get("ci", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{toml} is not valid TOML: {exc}", field="ci") from exc
+        config = read_config_file(toml).get("ci", {})
     default_rows = int(config.get("rows", 1000))
     listed = config.get("pipelines")
     specs: list[SmokeSpec] = []

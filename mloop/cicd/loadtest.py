@@ -37,7 +37,6 @@ from typing import Any
 
 from mloop.entities import ModelStatus
 from mloop.errors import ConfigurationError, MloopError, ParameterError
-from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, parse_model_ref
 
 __all__ = ["LoadTestReport", "fit_requests", "load_test"]
@@ -110,9 +109,8 @@ def _candidate_workspace(workspace: Workspace, version_ref: str, root: Path) -> 
     data = workspace.artifacts.get(art.digest)
     copy = Workspace.open(root / ".mloop", metadata_url="", artifact_url="")
     try:
-        digest, uri = copy.artifacts.put(data)
-        stored = copy.metadata.add_artifact(NewArtifact(digest, art.type, art.python_type, len(data), uri))
-        registry = copy.model_registry()
+        stored = copy.store_bytes(data, type=art.type, python_type=art.python_type)
+        registry = copy.registry
         # the replayed requests carry the feature values the service used (the log's input columns),
         # so the copy, which has no feature store, serves them as they are instead of by entity key
         signature = {k: v for k, v in version.signature.items() if k != "feature_service"}

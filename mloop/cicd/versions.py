@@ -20,7 +20,6 @@ from mloop.core import fingerprint
 from mloop.core.sources import collect_sources, is_pipeline_decorator, pack_sources, sources_hash
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, ParameterError, PipelineLoadError
-from mloop.stores.base import NewArtifact
 from mloop.workspace import Workspace, current_user
 
 __all__ = ["deploy_pipeline", "environment", "parse_version_ref", "promote_pipeline", "rollback_pipeline"]
@@ -102,7 +101,7 @@ def deploy_pipeline(
             )
     root, files = collect_sources(path)
     code_hash = sources_hash(files)
-    store = workspace.pipeline_store()
+    store = workspace.pipelines
     record = store.get_ci(code_hash)
     if record is None or not record.passed:
         why = "has no recorded `mloop ci run`" if record is None else "failed `mloop ci run`"
@@ -115,8 +114,7 @@ def deploy_pipeline(
         if not reason.strip():
             raise ParameterError("deploying without passing CI (--force) needs a --reason", field="reason")
     data = pack_sources(files)
-    digest, uri = workspace.artifacts.put(data)
-    artifact = workspace.metadata.add_artifact(NewArtifact(digest, SNAPSHOT_TYPE, "bytes", len(data), uri))
+    artifact = workspace.store_bytes(data, type=SNAPSHOT_TYPE, python_type="bytes")
     commit, dirty = _git_state(root)
     python, packages = environment()
     ci = (
@@ -136,7 +134,7 @@ def deploy_pipeline(
             version=0,
             entry=f"{path.relative_to(root).as_posix()}:{function}",
             snapshot_artifact_id=artifact.id,
-            snapshot_digest=digest,
+            snapshot_digest=artifact.digest,
             code_hash=code_hash,
             params=params,  # coerced by the pipeline's types when a run binds them
             git_commit=commit,
@@ -158,7 +156,7 @@ def promote_pipeline(
 ) -> AliasEvent:
     """Point ``alias`` of the pipeline at version ``NAME:VERSION``."""
     name, version = parse_version_ref(ref)
-    return workspace.pipeline_store().move_alias(
+    return workspace.pipelines.move_alias(
         name, alias, version, action="promote", who=who or current_user(), reason=reason
     )
 
@@ -167,6 +165,6 @@ def rollback_pipeline(
     workspace: Workspace, name: str, *, alias: str = "production", reason: str = "", who: str | None = None
 ) -> AliasEvent:
     """Give ``alias`` back to the version it pointed at before its current one."""
-    return workspace.pipeline_store().move_alias(
+    return workspace.pipelines.move_alias(
         name, alias, None, action="rollback", who=who or current_user(), reason=reason
     )

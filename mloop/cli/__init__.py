@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.tree import Tree
 
 from mloop.cli import remote
 from mloop.cli.ci import ci_app
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     count_progress,
     duration,
@@ -29,6 +29,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     paint,
+    plural,
     print_json,
 )
 from mloop.cli.data import anomalies_table, data_app
@@ -183,7 +184,7 @@ def runs_list(
     if as_json:
         print_json(runs)
         return
-    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    table = Table(title=plural(len(runs), "run"), title_justify="left")
     for col in ("run", "pipeline", "status", "trigger", "started", "duration", "code"):
         table.add_column(col)
     for r in runs:
@@ -471,7 +472,8 @@ def _print_demo(report: Any, root: Path | None) -> None:
     r = loop.report
     out.print(
         f"{r.rows - r.initial_rows:,} days replayed over HTTP in {r.seconds:.0f} s; "
-        f"{r.loop.retrains} retraining run(s), {sum(e.kind == 'promote' for e in r.events)} promotion(s); "
+        f"{plural(r.loop.retrains, 'retraining run')}, "
+        f"{plural(sum(e.kind == 'promote' for e in r.events), 'promotion')}; "
         f"production is v{loop.final['version']}"
     )
     if "run" in loop.final:
@@ -490,9 +492,21 @@ def _print_demo(report: Any, root: Path | None) -> None:
     out.print(f"workspace left at {root}; try: mloop monitor rainfall --window 1816 --workspace {root}")
 
 
+def _uppercase_arguments(command: Any) -> None:
+    """Name every positional argument in capitals in help and errors (``{NAME}``, not ``{name}``
+    beside ``{MODEL}``), as the arguments given an explicit metavar already are."""
+    for sub in getattr(command, "commands", {}).values():
+        _uppercase_arguments(sub)
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every error into one ``error: …`` line and an exit code."""
-    command: Callable[..., Any] = typer.main.get_command(app).main
+    root = typer.main.get_command(app)
+    _uppercase_arguments(root)
+    command: Callable[..., Any] = root.main
     try:
         result = command(args=argv, prog_name="mloop", standalone_mode=False)
     except MloopError as exc:

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, duration, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, duration, err, open_workspace, out, print_json
 from mloop.errors import ParameterError
 
 __all__ = ["ci_app"]
@@ -51,7 +50,7 @@ def run(
         junit.write_text(report.junit_xml(), encoding="utf-8")
     if workspace is not None:
         with open_workspace(workspace, create=True) as ws:
-            record_ci(ws.pipeline_store(), report)
+            record_ci(ws.pipelines, report)
     if as_json:
         print_json(report.to_dict())
     else:

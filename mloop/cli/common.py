@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import rich.table
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from mloop.entities import jsonable
+from mloop.errors import ParameterError
 from mloop.workspace import Workspace
 
 # Piped output keeps whole lines: rich wraps at 80 columns when it is not a terminal, which cut ids and
 # paths mid-word. On a terminal the terminal's width applies.
 out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 10_000)
+
+
+class Table(rich.table.Table):
+    """rich's Table, except that a title printed to a pipe stays one line: rich wraps a title to the
+    table's width, so a narrow table broke the path or the source named in its title mid-word."""
+
+    def __init__(self, *headers: Any, title: str | Text | None = None, **options: Any) -> None:
+        if isinstance(title, str) and not sys.stdout.isatty():
+            title = Text.from_markup(title, overflow="ignore")
+            title.no_wrap = True
+        super().__init__(*headers, title=title, **options)
+
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -136,3 +153,18 @@ def alias_history_table(title: str, events: list[Any]) -> Any:
             e.reason,
         )
     return table
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line, before announcing anything, when the port is taken (the daemons
+    `serve` and `server start`; uvicorn would log its own error and exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+            )
+            raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.workspace import Workspace
 
@@ -298,7 +297,7 @@ def _report_json(report: Any) -> dict[str, Any]:
 
 def _print_drift(report: Any) -> None:
     table = Table(
-        title=f"drift: {report.current_source} ({report.current_rows:,} rows) vs "
+        title=f"{report.kind}: {report.current_source} ({report.current_rows:,} rows) vs "
         f"{report.reference_source} ({report.reference_rows:,} rows)",
         title_justify="left",
     )
@@ -321,7 +320,8 @@ def _print_drift(report: Any) -> None:
             f"[yellow]columns on one side only[/]: missing from current {report.only_in_reference or '-'}, "
             f"new in current {report.only_in_current or '-'}"
         )
-    verdict = "[red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
+    what = "training–serving skew" if report.kind == "skew" else "dataset drift"
+    verdict = f"[red]{what}[/]" if report.dataset_drift else f"[green]no {what}[/]"
     out.print(
         f"{verdict}: {len(report.drifted_features)} of {len(report.features)} features drifted "
         f"({report.drift_share:.0%}; threshold {report.share_threshold:.0%}). * = from quantile sketches"

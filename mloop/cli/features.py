@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, open_workspace, out, print_json
+from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, open_workspace, out, plural, print_json
 from mloop.errors import DataError, ParameterError
 
 features_app = typer.Typer(
@@ -82,7 +81,7 @@ def list_definitions(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
     if as_json:
         print_json(defs)
         return
-    table = Table(title=f"{len(defs)} definition(s)", title_justify="left")
+    table = Table(title=plural(len(defs), "definition"), title_justify="left")
     for col in ("kind", "name", "version", "details"):
         table.add_column(col)
     from mloop.features.sources import source_from_spec
@@ -219,7 +218,7 @@ def online(
         print_json(result)
         return
     refs = list(result[0]["features"]) if result else []
-    table = Table(title=f"{len(result)} entity row(s)", title_justify="left")
+    table = Table(title=plural(len(result), "entity row"), title_justify="left")
     keys = [k for k in result[0] if k not in ("features", "age_seconds", "found")] if result else []
     for col in [*keys, *refs, "age (s)"]:
         table.add_column(col)
@@ -243,7 +242,8 @@ def skew(
     if as_json:
         print_json(report)
     else:
-        title = f"skew: {report['mismatches']} mismatch(es), {report['missing_online']} missing online"
+        mismatches = plural(report["mismatches"], "mismatch", "mismatches")
+        title = f"skew: {mismatches}, {report['missing_online']} missing online"
         table = Table(title=title, title_justify="left")
         for col in ("feature", "compared", "missing online", "mismatches"):
             table.add_column(col)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     count_progress,
     err,
@@ -24,6 +24,10 @@ from mloop.cli.common import (
 from mloop.cli.logs import configure_logging
 from mloop.errors import MloopError, ParameterError
 from mloop.settings import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from mloop.orchestration.scheduler import Scheduler
+    from mloop.workspace import Workspace
 
 log = logging.getLogger("mloop.scheduler")
 
@@ -66,7 +70,7 @@ def monitor(
     if as_json:
         print_json(report.to_dict())
         return
-    table = Table(title=f"{name}: {len(report.windows)} window(s) of {report.window}")
+    table = Table(title=f"{name}: {plural(len(report.windows), 'window')} of {report.window}")
     for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
         table.add_column(col)
     for w in report.windows:
@@ -90,7 +94,7 @@ def monitor(
         out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""))
 
 
-def _scheduler(ws: Any, tick: float | None) -> Any:
+def _scheduler(ws: Workspace, tick: float | None) -> Scheduler:
     from mloop.cicd.gate import LoadTestGate
     from mloop.orchestration.config import load_loop_config
     from mloop.orchestration.scheduler import Scheduler

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     alias_history_table,
     open_workspace,
@@ -20,6 +20,11 @@ from mloop.cli.common import (
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
+
+if TYPE_CHECKING:
+    from mloop.entities import ModelVersion, PipelineVersion
+    from mloop.validation.model import Evaluation
+    from mloop.workspace import Workspace
 
 models_app = typer.Typer(
     help="Model registry: versions, aliases, promotion, rollback, evaluation.", no_args_is_help=True
@@ -125,12 +130,12 @@ def list_models(
         token,
         workspace,
         lambda api: [remote.to_model(m) for m in api.models()],
-        lambda ws: ws.model_registry().models(),
+        lambda ws: ws.registry.models(),
     )
     if as_json:
         print_json(models)
         return
-    table = Table(title=f"{len(models)} model(s)", title_justify="left")
+    table = Table(title=plural(len(models), "model"), title_justify="left")
     for col in ("model", "versions", "aliases"):
         table.add_column(col)
     for m in models:
@@ -154,12 +159,12 @@ def versions(
         token,
         workspace,
         lambda api: [remote.to_version(v) for v in api.versions(name)],
-        lambda ws: ws.model_registry().versions(name),
+        lambda ws: ws.registry.versions(name),
     )
     if as_json:
         print_json(found)
         return
-    table = Table(title=f"{name}: {len(found)} version(s)", title_justify="left")
+    table = Table(title=f"{name}: {plural(len(found), 'version')}", title_justify="left")
     for col in ("version", "status", "aliases", "metrics", "run", "created", "by"):
         table.add_column(col)
     for v in found:
@@ -275,7 +280,7 @@ def history(
         token,
         workspace,
         lambda api: [remote.to_event(e) for e in api.history(name, alias)],
-        lambda ws: ws.model_registry().history(name, alias),
+        lambda ws: ws.registry.history(name, alias),
     )
     if as_json:
         print_json(events)
@@ -361,7 +366,8 @@ def monitoring_command(
         return
     report = body["report"]
     table = Table(
-        title=f"{name}: {len(report['windows'])} window(s) of {report['window']} (run {body['run']['id']})",
+        title=f"{name}: {plural(len(report['windows']), 'window')} of {report['window']}"
+        f" (run {body['run']['id']})",
         title_justify="left",
     )
     for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
@@ -416,7 +422,7 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "-"
 
 
-def _pipeline_version(ws: Any, run_id: str) -> Any:
+def _pipeline_version(ws: Workspace, run_id: str) -> PipelineVersion | None:
     """The deployed pipeline version a run ran (its ``pipeline.version`` param), if any: lineage
     model → run → pipeline version → commit."""
     ref = ws.metadata.get_params(run_id).get("pipeline.version")
@@ -424,7 +430,7 @@ def _pipeline_version(ws: Any, run_id: str) -> Any:
         return None
     name, _, number = ref.rpartition(":")
     try:
-        return ws.pipeline_store().get_version(name, int(number))
+        return ws.pipelines.get_version(name, int(number))
     except (NotFoundError, ValueError):
         return None
 
@@ -493,8 +499,8 @@ def compare(
 
 
 def _evaluate_version(
-    ws: Any, ref: str, frame: Any, label: str | None, slices: list[str] | None
-) -> tuple[Any, Any]:
+    ws: Workspace, ref: str, frame: Any, label: str | None, slices: list[str] | None
+) -> tuple[ModelVersion, Evaluation]:
     """A registered version scored on ``frame`` with its own signature's inputs and label."""
     from mloop.validation.model import evaluate_model
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mloop.cli.common import (
     JsonOpt,
+    Table,
     WorkspaceOpt,
     alias_history_table,
     open_workspace,
@@ -117,13 +117,13 @@ def list_(
 ) -> None:
     """Deployed pipeline versions, with their aliases."""
     with open_workspace(workspace) as ws:
-        store = ws.pipeline_store()
+        store = ws.pipelines
         versions = store.list_versions(name)
         aliases = {n: store.aliases(n) for n in {v.name for v in versions}}
     if as_json:
         print_json({"versions": versions, "aliases": aliases})
         return
-    table = Table(title=f"{len(versions)} pipeline version(s)", title_justify="left")
+    table = Table(title=plural(len(versions), "pipeline version"), title_justify="left")
     for col in ("version", "aliases", "entry", "code", "commit", "ci", "deployed"):
         table.add_column(col)
     for v in versions:
@@ -155,7 +155,7 @@ def show(
         raise ParameterError(f"{ref!r} is not NAME, NAME:VERSION or NAME@ALIAS", field="pipeline")
     name, number, alias = parsed
     with open_workspace(workspace) as ws:
-        v = ws.pipeline_store().get_version(name, number, alias=alias)
+        v = ws.pipelines.get_version(name, number, alias=alias)
     if as_json:
         print_json(v)
         return
@@ -178,8 +178,8 @@ def history(
 ) -> None:
     """Every alias move of a pipeline, oldest first."""
     with open_workspace(workspace) as ws:
-        ws.pipeline_store().get_version(name)  # NotFoundError names the pipeline
-        events = ws.pipeline_store().alias_history(name, alias)
+        ws.pipelines.get_version(name)  # NotFoundError names the pipeline
+        events = ws.pipelines.alias_history(name, alias)
     if as_json:
         print_json(events)
         return

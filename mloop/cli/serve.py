@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from typing import Annotated
 
 import typer
 
-from mloop.cli.common import WorkspaceOpt, err, open_workspace
+from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace, plural
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
 from mloop.workspace import find_workspace_dir
@@ -145,7 +143,7 @@ def serve(
         predict_auth=auth_predictions,
         **options,
     )
-    _check_port_free(host, port)
+    check_port_free(host, port)
     os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
     # one-row predictions are what a service does: OpenMP/BLAS thread pools only add spinning
     # (HistGradientBoosting: p99 381 ms → 6 ms on a busy 2-core machine); the user's setting wins
@@ -156,7 +154,7 @@ def serve(
     exit_with_parent()  # whoever started this service (e.g. a scheduler's load test), if it said so
     if workers > 1:  # each worker stops once this supervisor is gone, even by SIGKILL
         os.environ[PARENT_ENV] = str(os.getpid())
-    err.print(f"serving {name}@{alias} on http://{host}:{port} ({workers} worker(s))", markup=False)
+    err.print(f"serving {name}@{alias} on http://{host}:{port} ({plural(workers, 'worker')})", markup=False)
     uvicorn.run(
         "mloop.cli.serve:app_in_worker",
         factory=True,
@@ -203,20 +201,6 @@ def exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="mloop-parent-watch", daemon=True).start()
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line, before announcing anything, when the port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = (
-                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
-            )
-            raise ParameterError(f"port {port} on {host} {reason}", field="port") from exc
 
 
 def _loopback(host: str) -> bool:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mloop.auth import ROLES, create_token
-from mloop.cli.common import JsonOpt, WorkspaceOpt, err, open_workspace, out, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    Table,
+    WorkspaceOpt,
+    check_port_free,
+    err,
+    open_workspace,
+    out,
+    plural,
+    print_json,
+)
+from mloop.cli.logs import configure_logging
 from mloop.errors import ConfigurationError, ParameterError
 from mloop.workspace import current_user, find_workspace_dir
 
@@ -32,7 +43,7 @@ def token_create(
     if role not in ROLES:
         raise ParameterError(f"--role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
     with open_workspace(workspace, create=True) as ws:
-        secret, token = create_token(ws.token_store(), name, role, created_by=current_user())
+        secret, token = create_token(ws.tokens, name, role, created_by=current_user())
     if as_json:
         print_json({"token": secret, "id": token.id, "name": token.name, "role": token.role})
         return
@@ -44,11 +55,11 @@ def token_create(
 def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (never their secrets)."""
     with open_workspace(workspace) as ws:
-        tokens = ws.token_store().list_tokens()
+        tokens = ws.tokens.list_tokens()
     if as_json:
         print_json(tokens)
         return
-    table = Table(title=f"{len(tokens)} token(s)", title_justify="left")
+    table = Table(title=plural(len(tokens), "token"), title_justify="left")
     for col in ("id", "name", "role", "created", "by", "revoked"):
         table.add_column(col)
     for t in tokens:
@@ -61,8 +72,8 @@ def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None
 def token_revoke(token_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token: it is refused from the next request on."""
     with open_workspace(workspace) as ws:
-        token = ws.token_store().revoke_token(token_id)
-        ws.token_store().record_audit(
+        token = ws.tokens.revoke_token(token_id)
+        ws.tokens.record_audit(
             current_user(), "token.revoke", f"token:{token.id}", details={"name": token.name}
         )
     if as_json:
@@ -89,13 +100,18 @@ def start(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without tokens (only on a loopback address).")
     ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json (to stderr).")] = "text",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Serve the REST API (/api/v1, OpenAPI at /docs) and the web UI (/) over a workspace."""
+    """Serve the REST API (/api/v1, OpenAPI at /docs) and the web UI (/) over a workspace.
+
+    A daemon: what it prints is its log on stderr, one JSON object per line with --log-format json."""
     try:
         import uvicorn
     except ImportError as exc:
         raise ConfigurationError("the team server needs the serve extra: pip install 'mloop[serve]'") from exc
+    configure_logging(log_level, log_format)  # a bad value is one error line, before anything starts
     if no_auth and not is_loopback(host):
         raise ParameterError(
             f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {host!r}",
@@ -103,12 +119,20 @@ def start(
         )
     with open_workspace(workspace) as ws:  # fail now, with a clear error, not inside a worker
         root = ws.root
+    check_port_free(host, port)
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
     os.environ["MLOOP_SERVER_AUTH"] = "0" if no_auth else "1"
+    os.environ["MLOOP_LOG_LEVEL"], os.environ["MLOOP_LOG_FORMAT"] = log_level, log_format
     mode = "WITHOUT authentication" if no_auth else "tokens required"
-    err.print(f"team server on http://{host}:{port} ({workers} worker(s), {mode})", markup=False)
+    started = f"team server on http://{host}:{port} ({plural(workers, 'worker')}, {mode})"
+    if log_format.lower() == "json":  # every stderr line is then a JSON object
+        logging.getLogger("mloop.server").info(
+            started, extra={"url": f"http://{host}:{port}", "workers": workers, "auth": not no_auth}
+        )
+    else:
+        err.print(started, markup=False)
     uvicorn.run(
-        "mloop.server.app:app_from_env",
+        "mloop.cli.server:server_in_worker",
         factory=True,
         host=host,
         port=port,
@@ -116,3 +140,11 @@ def start(
         log_level="warning",
         access_log=False,  # access lines carry query strings; tokens only travel in headers, but be safe
     )
+
+
+def server_in_worker() -> object:
+    """The team server's app in each uvicorn worker process, with the logging ``server start`` was given."""
+    from mloop.server.app import app_from_env
+
+    configure_logging(os.environ.get("MLOOP_LOG_LEVEL", "info"), os.environ.get("MLOOP_LOG_FORMAT", "text"))
+    return app_from_env()

@@ -35,7 +35,8 @@ class FrozenPipelines(Protocol):
     @property
     def artifacts(self) -> ArtifactStore: ...
 
-    def pipeline_store(self) -> PipelineStore: ...
+    @property
+    def pipelines(self) -> PipelineStore: ...
 
 
 def parse_pipeline_ref(ref: str) -> tuple[str, int | None, str | None] | None:
@@ -148,7 +149,7 @@ def _extracted(workspace: FrozenPipelines, digest: str) -> Path:
 
 
 def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: str | None) -> Pipeline:
-    frozen = workspace.pipeline_store().get_version(name, version, alias=alias)
+    frozen = workspace.pipelines.get_version(name, version, alias=alias)
     folder = _extracted(workspace, frozen.snapshot_digest)
     rel, _, function = frozen.entry.rpartition(":")
     modules = [module_name(p.relative_to(folder).as_posix()) for p in folder.rglob("*.py")]

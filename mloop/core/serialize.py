@@ -92,12 +92,31 @@ def _is_series(value: Any) -> bool:
     return isinstance(value, pd.Series)
 
 
+def _json_attrs(attrs: dict[Any, Any]) -> dict[Any, Any]:
+    """The entries of ``DataFrame.attrs`` that Parquet can keep (JSON values).
+
+    Other entries (the prediction log's ``LogHealth``, say) describe how a frame was read, not its
+    content: they are left out of the artifact without pyarrow's warning on every write."""
+    kept = {}
+    for key, value in attrs.items():
+        try:
+            json.dumps({key: value})
+        except (TypeError, ValueError):
+            continue
+        kept[key] = value
+    return kept
+
+
 def _dump_parquet(df: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not all(isinstance(c, str) for c in df.columns):
         df = df.rename(columns=str)
+    kept = _json_attrs(df.attrs)
+    if kept != df.attrs:
+        df = df.copy(deep=False)
+        df.attrs = kept
     table = pa.Table.from_pandas(df, preserve_index=True)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")

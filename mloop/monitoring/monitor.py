@@ -154,7 +154,7 @@ def monitor(
     if frame.empty:
         raise DataError(f"model {model!r} has no logged predictions under {root}", field="model")
     windows = measure(workspace, model, frame, size, slices=slices, share_threshold=share_threshold)
-    history = workspace.model_registry().history(model)
+    history = workspace.registry.history(model)
     report = MonitorReport(
         model,
         _window_text(size),

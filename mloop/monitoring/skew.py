@@ -37,8 +37,11 @@ def serving_skew(workspace: Workspace, ref: str, log_root: Path | None = None) -
             f"{version.name} v{version.version} has no training statistics in its signature", field="model"
         )
     training: Statistics = workspace.load_artifact(artifact)
-    if training.source.startswith("<"):  # computed from an in-memory frame: name what it was
-        training = training.with_source(f"training data of {version.name} v{version.version}")
+    # both sides say what they are, whatever the training data was read from (a file, a frame, or the
+    # prediction log itself for a retrained version: "prediction log vs prediction log" told nothing)
+    label = f"{version.name} v{version.version}"
+    origin = "" if training.source.startswith("<") or not training.source else f", from {training.source}"
+    training = training.with_source(f"training data of {label}{origin}")
     root = log_root or workspace.prediction_log_dir
     serving = logged_input_statistics(root, version.name, version.version)
-    return training_serving_skew(training, serving)
+    return training_serving_skew(training, serving.with_source(f"inputs served to {label}"))

@@ -111,14 +111,12 @@ def _alias(workspace: Workspace, model: str, alias: str) -> ModelVersion | None:
 
 def _tried(workspace: Workspace, model: str) -> set[int | None]:
     """Versions that were canary or production, or were refused canary traffic."""
-    return {
-        e.to_version for e in workspace.model_registry().history(model) if e.alias in ("canary", "production")
-    }
+    return {e.to_version for e in workspace.registry.history(model) if e.alias in ("canary", "production")}
 
 
 def _next_candidate(workspace: Workspace, model: str, production: ModelVersion) -> ModelVersion | None:
     tried = _tried(workspace, model)
-    for v in sorted(workspace.model_registry().versions(model), key=lambda v: -v.version):
+    for v in sorted(workspace.registry.versions(model), key=lambda v: -v.version):
         if v.version <= production.version:
             return None
         if v.status == ModelStatus.REGISTERED and v.version not in tried:
@@ -127,7 +125,7 @@ def _next_candidate(workspace: Workspace, model: str, production: ModelVersion) 
 
 
 def _canary_started(workspace: Workspace, model: str, version: int) -> datetime:
-    moves = [e for e in workspace.model_registry().history(model, "canary") if e.to_version == version]
+    moves = [e for e in workspace.registry.history(model, "canary") if e.to_version == version]
     return moves[-1].at
 
 
@@ -205,9 +203,7 @@ def _load_test(
         f"v{version} refused canary traffic by its load test: {'; '.join(report.reasons)} "
         f"({report.summary()})"
     )
-    workspace.model_registry().refuse(
-        model, "canary", version, who=current_user(), reason=reason, evidence=evidence
-    )
+    workspace.registry.refuse(model, "canary", version, who=current_user(), reason=reason, evidence=evidence)
     return RolloutDecision(model, "refuse", version, reason, evidence)
 
 

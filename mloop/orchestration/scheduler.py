@@ -96,7 +96,7 @@ class Scheduler:
         self.clock = clock
         self.on_run = on_run
         self.owner = owner or _owner_id()
-        self.store: TriggerStore = workspace.trigger_store()
+        self.store: TriggerStore = workspace.triggers
         self.last_error: str | None = None  # the failure of the latest pass, None once one succeeds
         self._stop = threading.Event()
         self._held: set[str] = set()  # events this scheduler is preparing or running

@@ -59,7 +59,7 @@ def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
             f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"
         )
     if spec.kind in ("drift", "degradation") and spec.model is not None:
-        workspace.model_registry().get(spec.model)  # NotFoundError names the model
+        workspace.registry.get(spec.model)  # NotFoundError names the model
 
 
 def _exists(path: str) -> bool:
@@ -251,7 +251,7 @@ def _monitored(
 
 
 def _held_since(workspace: Workspace, model: str, version: int) -> datetime | None:
-    moves = [e for e in workspace.model_registry().history(model, "production") if e.to_version == version]
+    moves = [e for e in workspace.registry.history(model, "production") if e.to_version == version]
     return moves[-1].at if moves else None
 
 

@@ -118,6 +118,11 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     # the runs page's in-memory index of latest metric values, one per process (see run_index)
     app.state.run_index = LatestMetricsIndex()
+    engine = getattr(workspace.metadata, "engine", None)
+    if engine is not None:  # the runs page through that index (else the workspace's own pages)
+        from mloop.stores.sql.run_pages import SqlRunPages
+
+        app.state.run_pages = SqlRunPages(engine, index=app.state.run_index)
     for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session, reports):
         app.include_router(module.router, prefix="/api/v1")
 

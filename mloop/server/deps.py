@@ -36,9 +36,7 @@ def principal(role: str = "viewer") -> Callable[[Request], Principal]:
     def dependency(request: Request) -> Principal:
         if not request.app.state.auth:
             return ANONYMOUS
-        found = check_token(
-            workspace(request).token_store(), request.headers.get("authorization"), roles=ROLES
-        )
+        found = check_token(workspace(request).tokens, request.headers.get("authorization"), roles=ROLES)
         return require_role(found, role)
 
     return dependency

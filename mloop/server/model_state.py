@@ -62,7 +62,7 @@ def _outputs(ws: Workspace, run_id: str) -> list[tuple[str, str, ArtifactRef]]:
 
 def evaluations(ws: Workspace, name: str, version: int) -> dict[str, Any]:
     """The evaluations, validation verdicts and infra checks recorded by the run that made a version."""
-    found = ws.model_registry().get(name, version=version)
+    found = ws.registry.get(name, version=version)
     reports = [
         {
             "kind": REPORTS[art.python_type],
@@ -87,7 +87,7 @@ def monitoring(ws: Workspace, name: str, run_id: str | None = None) -> dict[str,
 def monitoring_report(ws: Workspace, name: str, run_id: str | None = None) -> tuple[Run, ArtifactRef]:
     """The monitor run of ``name`` (the latest succeeded, or ``run_id``) and its report's artifact;
     NotFoundError naming what is missing."""
-    ws.model_registry().versions(name)  # NotFoundError for an unknown model
+    ws.registry.versions(name)  # NotFoundError for an unknown model
     if run_id is not None:
         run = ws.metadata.get_run(run_id)
         if run.pipeline != f"monitor/{name}":
@@ -120,11 +120,11 @@ def _holder(ws: Workspace, name: str, alias: str) -> ModelVersion | None:
 def rollout_state(ws: Workspace, name: str) -> dict[str, Any]:
     """The rollout policy, production, canary, the version a manual rollout waits with (None once a
     person rejected it) and the decisions people took, newest first."""
-    versions = ws.model_registry().versions(name)  # NotFoundError for an unknown model
+    versions = ws.registry.versions(name)  # NotFoundError for an unknown model
     policy = load_loop_config(ws.config_dir).policy(name)
     production, canary = _holder(ws, name, "production"), _holder(ws, name, "canary")
     known = {_target(name, v.version) for v in versions}
-    tokens = ws.token_store()
+    tokens = ws.tokens
     decisions = [e for action in _DECISIONS for e in tokens.audit_entries(action=action, limit=1000)]
     decisions = sorted((e for e in decisions if e.target in known), key=lambda e: e.id, reverse=True)
     pending = None
@@ -162,8 +162,8 @@ def decide_rollout(
         raise ConflictError(f"{name} v{version} is not waiting for a decision ({waiting})", field="version")
     details: dict[str, Any] = {}
     if approve:
-        event = ws.model_registry().set_alias(name, "production", version, who=who, reason=reason)
+        event = ws.registry.set_alias(name, "production", version, who=who, reason=reason)
         details = {"from_version": event.from_version, "to_version": event.to_version}
     action = "rollout.approve" if approve else "rollout.reject"
-    ws.token_store().record_audit(who, action, _target(name, version), reason=reason, details=details)
+    ws.tokens.record_audit(who, action, _target(name, version), reason=reason, details=details)
     return rollout_state(ws, name)

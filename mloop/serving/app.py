@@ -158,7 +158,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     def authorize(request: Request, roles: tuple[str, ...]) -> None:
         """The request's bearer token must hold one of ``roles`` (the team server's token store)."""
-        check_token(workspace.token_store(), request.headers.get("authorization"), roles)
+        check_token(workspace.tokens, request.headers.get("authorization"), roles)
 
     def predicted(request: Request, result: dict[str, Any]) -> dict[str, Any]:
         request.state.version = str(result["version"])

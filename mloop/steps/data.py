@@ -57,7 +57,8 @@ def validate_schema(data: pd.DataFrame, schema: Path | Schema) -> Anomalies:
     log_metrics({"anomalies": len(anomalies.items), "rows_validated": anomalies.rows})
     if not anomalies.ok:
         raise SchemaSkewError(
-            f"schema skew: {len(anomalies.items)} anomalies: {anomalies.summary()}",
+            f"schema skew: {len(anomalies.items)} anomal{'y' if len(anomalies.items) == 1 else 'ies'}: "
+            f"{anomalies.summary()}",
             artifacts={"anomalies": anomalies},
         )
     return anomalies

@@ -193,7 +193,7 @@ def model_signature(
 
 def _already_registered(ws: Workspace, name: str, digest: str) -> ModelVersion | None:
     try:
-        versions = ws.model_registry().versions(name)
+        versions = ws.registry.versions(name)
     except NotFoundError:
         return None
     for v in versions:

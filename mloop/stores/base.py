@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mloop.entities import (
     AliasEvent,
@@ -35,6 +35,9 @@ from mloop.entities import (
     TriggerState,
 )
 
+if TYPE_CHECKING:  # the page types live with their one implementation
+    from mloop.stores.sql.run_pages import RunPage, RunPageQuery
+
 __all__ = [
     "ArtifactStore",
     "FeatureRegistry",
@@ -45,6 +48,7 @@ __all__ = [
     "NewArtifact",
     "OnlineStore",
     "PipelineStore",
+    "RunPages",
     "RunQuery",
     "RunStore",
     "StepStore",
@@ -426,3 +430,10 @@ class PipelineStore(Protocol):
     def get_ci(self, code_hash: str) -> CiRecord | None:
         """The newest CI verdict recorded for ``code_hash``, or None."""
         ...
+
+
+class RunPages(Protocol):
+    """Pages of runs filtered by params and metrics and sorted by a metric, with a keyset cursor (the
+    team server's runs page); the query plan is chosen by the implementation."""
+
+    def page(self, query: RunPageQuery) -> RunPage: ...

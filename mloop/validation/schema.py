@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from mloop.deprecations import renamed
 from mloop.errors import DataError
 from mloop.validation.io import Progress, Source, describe, scan
-from mloop.validation.stats import _NUMBER, Statistics, _dtype_of
+from mloop.validation.stats import _NUMBER, ColumnStats, Statistics, _dtype_of
 
 __all__ = ["Anomalies", "Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate_schema"]
 
@@ -33,6 +33,7 @@ DEFAULT_RANGE_TOLERANCE = 0.01
 DEFAULT_UNSEEN_TOLERANCE = 0.01
 DEFAULT_RANGE_MARGIN = 0.25  # inferred ranges: observed [min, max] widened by this share of the width
 INFERRED_TOLERANCE = 0.05  # inferred rules judge a batch by more than single outliers (a sample's range)
+ROW_NUMBER_MIN_ROWS = 20  # fewer rows than this are too few to tell a row number from a small range
 
 
 @dataclass
@@ -185,6 +186,8 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
     and its ``out_of_range_tolerance`` and ``unseen_tolerance`` are 5 % instead of 1 %, so that other
     rows of the same data pass (checked on held-out splits of three datasets). ``range_margin=0`` gives
     the observed range exactly (what a model's signature records: the range it was trained on).
+    A column that numbers the rows (integers, all distinct, filling their range: a CSV's written-out
+    index, an id sequence) gets no inferred range, since other rows carry other numbers.
     Tighten the written schema by hand where the domain is known.
     """
     if range_margin < 0:
@@ -199,7 +202,12 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
             col.out_of_range_tolerance = col.unseen_tolerance = INFERRED_TOLERANCE
         if col.nullable:
             col.max_null_fraction = min(1.0, round(2 * c.missing / max(c.rows, 1) + 0.01, 4))
-        if c.kind == "numeric" and c.min is not None and c.max is not None:
+        if (
+            c.kind == "numeric"
+            and c.min is not None
+            and c.max is not None
+            and not _row_number(c, range_margin)
+        ):
             col.min, col.max = _widened(c.min, c.max, range_margin, integral=kind == "int")
         if (
             c.kind == "categorical"
@@ -213,6 +221,22 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
             col.vocabulary = None
         columns[name] = col
     return Schema(columns)
+
+
+def _row_number(c: ColumnStats, range_margin: float) -> bool:
+    """Whether ``c`` counts rows (a written-out index, an id sequence): integers, all distinct, filling
+    [min, max]. The next batch's rows carry the next numbers, so a range inferred from them refuses
+    every new row; with a margin, such a column gets no range (type and nullability still apply)."""
+    if (
+        range_margin == 0
+        or c.dtype != "int"
+        or c.count < ROW_NUMBER_MIN_ROWS
+        or c.min is None
+        or c.max is None
+    ):
+        return False
+    span = c.max - c.min + 1
+    return c.distinct >= 0.97 * c.count and abs(span - c.count) <= 0.03 * c.count
 
 
 def _widened(lo: float, hi: float, margin: float, *, integral: bool) -> tuple[float, float]:

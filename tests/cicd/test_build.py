@@ -66,7 +66,7 @@ def test_pipeline_context_is_pinned_and_lints_clean(tmp_path: Path, capsys, fake
     final = dockerfile.split("\nFROM ")[-1]
     assert "pip install" not in final and "apt-get" not in final  # no build tools in the final stage
     with mloop.Workspace.open(ws) as w:
-        version = w.pipeline_store().get_version("toy")
+        version = w.pipelines.get_version("toy")
     assert f"FROM python:{version.python_version}-slim-bookworm" in dockerfile
     pins = (ctx / "requirements.txt").read_text().split()
     assert all("==" in p for p in pins)

@@ -44,7 +44,7 @@ def test_healthy_project_passes_every_check_and_records_the_verdict(tmp_path: Pa
     code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
     assert report["code_hashes"] == {"toy/pipeline.py:training": code_hash}
     with mloop.Workspace.open(tmp_path / "ws") as ws:
-        record = ws.pipeline_store().get_ci(code_hash)
+        record = ws.pipelines.get_ci(code_hash)
     assert record is not None and record.passed and record.pipeline == "toy/pipeline.py:training"
 
 
@@ -86,7 +86,7 @@ def test_a_failing_check_exits_1_naming_check_step_and_value(
     assert re.search(expected, err), err
     with mloop.Workspace.open(tmp_path / "ws") as ws:
         code_hash = sources_hash(collect_sources(project / "toy" / "pipeline.py")[1])
-        assert ws.pipeline_store().get_ci(code_hash).passed is False
+        assert ws.pipelines.get_ci(code_hash).passed is False
 
 
 def test_the_projects_failing_test_is_named(tmp_path: Path) -> None:
@@ -115,6 +115,18 @@ def test_bad_input_is_one_error_line_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "no pipeline 'nope'" in err
     code, _, err = run(capsys, "ci", "init", str(project))
     assert code == 2 and "exactly one of --github or --gitlab" in err
+
+
+def test_an_unreadable_mloop_toml_is_one_configuration_error(tmp_path: Path) -> None:
+    """The project's mloop.toml is read as every mloop.toml is (settings.read_config_file): a file that
+    is not UTF-8 is a ConfigurationError naming it, not an unexpected UnicodeDecodeError."""
+    from mloop.cicd.ci import smoke_specs
+    from mloop.errors import ConfigurationError
+
+    project = make_project(tmp_path / "proj")
+    (project / "mloop.toml").write_bytes(b"[ci]\nrows = 10\n# caf\xe9\n")
+    with pytest.raises(ConfigurationError, match=r"mloop\.toml"):
+        smoke_specs(project)
 
 
 def test_init_writes_a_valid_github_workflow_and_a_gitlab_pipeline(tmp_path: Path, capsys) -> None:

@@ -70,7 +70,7 @@ def test_without_logged_requests_it_waits_and_a_disabled_gate_is_skipped(
     version, _ = candidate(ws)
     waiting = advance(ws, policy(), utcnow(), log_dir=tmp_path / "no-log", gate=LoadTestGate())
     assert waiting.action == "wait" and "waits for logged requests" in waiting.reason
-    assert [e.action for e in ws.model_registry().history(MODEL, "canary")] == []
+    assert [e.action for e in ws.registry.history(MODEL, "canary")] == []
     skipped = advance(ws, policy(enabled=False), utcnow(), log_dir=tmp_path / "no-log", gate=LoadTestGate())
     assert (skipped.action, skipped.version) == ("canary", version) and "load test" not in skipped.reason
 
@@ -84,7 +84,7 @@ def test_a_candidate_that_fails_the_recorded_requests_is_refused_with_the_number
     assert "error rate 100.0% exceeds 1.0% (first: HTTP 4" in decision.reason
     # at most one request per client was in flight when the first failure spent the error budget
     assert "request(s) not sent once the error budget was spent" in decision.reason
-    [event] = ws.model_registry().history(MODEL, "canary")
+    [event] = ws.registry.history(MODEL, "canary")
     assert (event.action, event.from_version, event.to_version) == ("refuse", None, version)
     assert event.reason == decision.reason
     numbers = event.evidence["load_test"]
@@ -131,7 +131,7 @@ def test_a_slow_candidate_is_refused_after_re_measuring_and_a_good_one_goes_to_c
     decision = advance(ws, policy(p99_ms=100, requests=6, rounds=2), utcnow(), gate=LoadTestGate())
     assert (decision.action, decision.version) == ("refuse", slow)
     assert "p99 latency" in decision.reason and "exceeds the 100 ms budget" in decision.reason
-    numbers = ws.model_registry().history(MODEL, "canary")[-1].evidence["load_test"]
+    numbers = ws.registry.history(MODEL, "canary")[-1].evidence["load_test"]
     assert numbers["rounds"] == 2 and all(p99 >= 300 for p99 in numbers["p99_by_round_ms"])
     assert numbers["error_rate"] == 0.0  # it answered every request, validly: only too late
     good, run_id = candidate(ws)
@@ -139,7 +139,7 @@ def test_a_slow_candidate_is_refused_after_re_measuring_and_a_good_one_goes_to_c
     assert (decision.action, decision.version) == ("canary", good)
     assert "load test passed: p99" in decision.reason and decision.evidence["load_test"]["passed"]
     assert ws.model_version(f"{MODEL}@canary").version == good
-    assert ws.model_registry().history(MODEL, "canary")[-1].reason == decision.reason
+    assert ws.registry.history(MODEL, "canary")[-1].reason == decision.reason
     metrics = {m.key: m.value for m in ws.metadata.get_metrics(run_id)}
     assert metrics["load_test.passed"] == 1.0 and metrics["load_test.error_rate"] == 0.0
 
@@ -170,12 +170,12 @@ p99_ms = 60000
     bad, _ = candidate(ws, extra_column=True)
     log = scheduler_pass()
     assert f"rollout {MODEL}: refuse v{bad}" in log and "error rate 100.0%" in log
-    [refused] = ws.model_registry().history(MODEL, "canary")
+    [refused] = ws.registry.history(MODEL, "canary")
     assert refused.action == "refuse" and refused.evidence["load_test"]["requests"] == 10
     good, _ = candidate(ws)
     log = scheduler_pass()
     assert f"rollout {MODEL}: canary v{good}" in log
     assert ws.model_version(f"{MODEL}@canary").version == good
     assert ws.model_version(f"{MODEL}@production").version == 1
-    history = [(e.action, e.to_version) for e in ws.model_registry().history(MODEL, "canary")]
+    history = [(e.action, e.to_version) for e in ws.registry.history(MODEL, "canary")]
     assert history == [("refuse", bad), ("promote", good)]

@@ -52,7 +52,7 @@ def test_a_candidate_within_budget_passes_and_a_broken_replay_fails_naming_the_n
     assert slow.rounds == 2 and len(slow.p99_by_round_ms) == 2  # a latency failure is measured again
     assert slow.p99_ms <= min(slow.p99_by_round_ms) and "2 rounds" in slow.summary()  # per-request best
     assert {"p99_ms", "error_rate", "passed"} <= set(slow.metrics()) and slow.metrics()["passed"] == 0.0
-    assert candidate.model_registry().history("clf") == []  # the real registry's aliases never moved
+    assert candidate.registry.history("clf") == []  # the real registry's aliases never moved
 
 
 def test_bad_arguments_are_named(candidate) -> None:

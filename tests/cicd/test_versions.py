@@ -24,7 +24,7 @@ def _ci(project: Path, ws_dir: Path) -> None:
     report = ci_run(project, tests=False)
     assert report.passed, [c.message for c in report.failures]
     with mloop.Workspace.open(ws_dir) as ws:
-        record_ci(ws.pipeline_store(), report)
+        record_ci(ws.pipelines, report)
 
 
 def test_deploy_needs_a_passing_ci_run_or_force_with_a_reason(tmp_path: Path, capsys) -> None:
@@ -77,7 +77,7 @@ def test_deploy_records_code_environment_and_ci_and_becomes_staging(tmp_path: Pa
     assert v["ci"]["passed"] is True and v["forced_reason"] is None
     assert v["python_version"] == platform.python_version() and "scikit-learn" in v["packages"]
     with mloop.Workspace.open(tmp_path / "ws") as ws:
-        assert ws.pipeline_store().aliases("toy") == {"staging": 1}
+        assert ws.pipelines.aliases("toy") == {"staging": 1}
         snapshot = ws.metadata.get_artifact(v["snapshot_artifact_id"])
         assert snapshot.type == "pipeline_snapshot"
 

@@ -184,6 +184,9 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    # stderr is the loop's story and nothing else: no pyarrow warning about the log's attrs, no
+    # nanobind "leaked instance" page at exit (statistics kept alive by a daemon thread)
+    assert "Warning" not in done.stderr and "leaked" not in done.stderr, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert 0.7 < report["metrics"]["accuracy"] < 0.9
     statuses = {s["name"]: s["status"] for s in report["rerun_steps"]}
@@ -241,3 +244,23 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert shown.returncode == 0 and "missing_column" in shown.stdout and "Anomalies" in shown.stdout
+    monitored = subprocess.run(  # the command the demo suggests, on the windows the demo printed
+        [*exe, "monitor", "rainfall", "--window", "1816", "--workspace", str(ws), "--no-store"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert monitored.returncode == 0, monitored.stderr
+    rows = [line.split("│") for line in monitored.stdout.splitlines() if line.startswith("│")]
+    rows = [cells for cells in rows if cells[1].strip().isdigit()]  # not a wrapped cell's next line
+    share = [cells[6].strip() for cells in rows]  # the drift-share column holds numbers, never "failed"
+    assert share and all(float(value) >= 0 for value in share), share
+    skew = subprocess.run(
+        [*exe, "models", "skew", "rainfall@production", "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert skew.returncode == 0 and skew.stdout.startswith("skew: inputs served to rainfall v"), skew.stdout

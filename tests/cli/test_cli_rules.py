@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,8 @@ from commands import mloop_command
 from sklearn.linear_model import LogisticRegression
 
 import mloop
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pipelines.py"
 
@@ -136,3 +139,37 @@ def test_version_help_and_messages(project: Path, capsys: pytest.CaptureFixture[
     pd.DataFrame({"x": range(50)}).to_csv("a.csv", index=False)
     code, _, err = run_cli(capsys, "data", "drift", "a.csv", "a.csv", "--method", "nocol=psi")
     assert code == 2 and "'nocol'" in err and "no such column" in err
+
+
+def test_counts_are_plural_words_not_parentheses(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ "1 run", "2 runs": counts read as words (the CLI printed "1 run(s)", "1 rollout polic(ies)")."""
+    for factor, title in (("1", "1 run"), ("2", "2 runs")):
+        assert (
+            run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=numbers.txt", "-p", f"factor={factor}")[0]
+            == 0
+        )
+        code, out, _ = run_cli(capsys, "runs", "list")
+        assert code == 0 and out.split("\n")[0].strip() == title, out[:200]
+    sources = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "mloop" / "cli").glob("*.py"))
+    assert re.search(r"\w\((s|es|ies)\)", sources) is None  # cli/common.plural says it once
+
+
+def test_a_title_printed_to_a_pipe_stays_one_line(tmp_path: Path) -> None:
+    """A narrow table under a long title (a path, a data source) printed to a pipe: the title is one
+    whole line, never wrapped to the table's width mid-path."""
+    folder = tmp_path / ("a-folder-with-a-rather-long-name-" * 4)
+    folder.mkdir()
+    pd.DataFrame({"x": [1.0, 2.0]}).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame({"y": [1.0]}).to_csv(folder / "batch.csv", index=False)
+    schema = tmp_path / "schema.json"
+    exe = mloop_command()
+    subprocess.run(
+        [*exe, "data", "schema", "infer", str(folder / "train.csv"), "-o", str(schema)], check=True
+    )
+    done = subprocess.run(
+        [*exe, "data", "validate", str(folder / "batch.csv"), "--schema", str(schema)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"2 anomalies in {folder / 'batch.csv'}" in done.stdout.splitlines(), done.stdout

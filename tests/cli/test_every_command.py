@@ -4,6 +4,7 @@ takes --json when it prints data, its help renders, and a bad option is one clea
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ NO_JSON: dict[str, str] = {
     "ci init": "writes a workflow file; prints only the file it wrote",
     "scheduler run": "a daemon: --log-format json",
     "serve": "a daemon: --log-format json",
-    "server start": "a daemon: it prints its access log",
+    "server start": "a daemon: --log-format json",
 }
 
 
@@ -75,6 +76,8 @@ def test_help_renders(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and err == ""
     assert "Usage: mloop " + name in out, out[:300]
     assert "<bool>" not in out and "[]" not in out  # no flag metavars, no markup eaten
+    usage = out.split("\n\n")[0]
+    assert re.search(r"[{\[][a-z_]+[}\]]", usage) is None, usage  # arguments in capitals, all alike
     described = [p for p in _option_params(COMMANDS[name]) if not p.hidden]
     for option in described:
         assert option.help, f"{name} {option.opts[0]} has no help text"

@@ -166,6 +166,58 @@ def test_models_register_cli(
         assert code == 2 and err.startswith("error: ") and message in err, (argv, err)
 
 
+def test_models_skew_names_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models skew` says "skew", names the version's training data and the inputs it was served (not
+    "drift: prediction log of … vs <DataFrame>" or, for a retrained version, log vs log)."""
+    from datetime import UTC, datetime
+
+    from mloop.monitoring.log import PredictionLog
+    from mloop.monitoring.log_schema import conform, prediction_schema
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOOP_WORKSPACE", raising=False)
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    df["y"] = (df["a"] > 0).astype(int)
+    df.to_csv("train.csv", index=False)
+    with mloop.Workspace.open(tmp_path / ".mloop") as ws:
+        art = ws.store_artifact(LogisticRegression().fit(df[["a", "b"]], df["y"]), what="model")
+        log_dir = ws.prediction_log_dir
+    code, _, err = _register(capsys, "clf", art.id, "--data", "train.csv", "--label", "y", "--no-compile")
+    assert code == 0, err
+    schema = prediction_schema({"a": {"type": "float"}, "b": {"type": "float"}}, [0, 1])
+    n = 200
+    log = PredictionLog(log_dir, "clf")
+    log.append(
+        conform(
+            {
+                "prediction_id": [f"p{i}" for i in range(n)],
+                "ts": [datetime.now(UTC)] * n,
+                "model": ["clf"] * n,
+                "version": [1] * n,
+                "role": ["production"] * n,
+                "latency_ms": [0.5] * n,
+                "request_key": [None] * n,
+                "prediction": [1] * n,
+                "probability": [0.9] * n,
+                "score": [0.9] * n,
+                "input.a": (rng.normal(size=n) + 3).tolist(),
+                "input.b": rng.normal(size=n).tolist(),
+            },
+            schema,
+        ),
+        schema,
+    )
+    log.close()
+    code, out, err = run(capsys, "models", "skew", "clf:1")
+    assert code == 0, err
+    title = " ".join(out.split("\n")[0].split())
+    assert title.startswith("skew: inputs served to clf v1 (200 rows) vs training data of clf v1, from ")
+    assert "train.csv" in title and "training–serving skew" in out and "dataset drift" not in out
+
+
 def test_corrupted_production_model_is_reported_as_corrupted(
     ws_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

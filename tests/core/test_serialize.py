@@ -31,6 +31,24 @@ def test_dataframe_roundtrips_with_index_and_dtypes() -> None:
     pd.testing.assert_frame_equal(back, df)
 
 
+def test_attrs_that_are_not_json_are_left_out_without_a_warning() -> None:
+    """A frame read from the prediction log carries its LogHealth in attrs: storing it as an artifact
+    keeps the JSON attrs (where it came from), drops the rest and warns nobody (the demo printed
+    pyarrow's UserWarning on every retraining)."""
+    import warnings
+
+    df = pd.DataFrame({"a": [1.0, 2.0]})
+    df.attrs.update(source="incoming/batch.csv", health=object())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kind, back = roundtrip(df)
+    assert kind == "parquet" and back.attrs == {"source": "incoming/batch.csv"}  # type: ignore[attr-defined]
+    assert set(df.attrs) == {"source", "health"}  # the caller's frame is untouched
+    plain = df.copy()
+    plain.attrs = {"source": "incoming/batch.csv"}
+    assert serialize(plain) == serialize(df)  # the same content, the same bytes (and digest)
+
+
 def test_series_roundtrips() -> None:
     kind, back = roundtrip(pd.Series([1.0, 2.0], name="y"))
     assert kind == "parquet-series"

@@ -50,7 +50,7 @@ def test_an_underperforming_canary_is_rolled_back_with_the_numbers(
     assert decision.evidence["canary"]["rows"] >= 60 and decision.evidence["production"]["rows"] >= 60
     with pytest.raises(NotFoundError):
         ws.model_version(f"{MODEL}@canary")
-    last = ws.model_registry().history(MODEL, "canary")[-1]
+    last = ws.registry.history(MODEL, "canary")[-1]
     assert last.action == "remove" and last.reason == decision.reason
     assert ws.model_version(f"{MODEL}@production").version == 1
     assert advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log").action == "none"  # never retried
@@ -68,7 +68,7 @@ def test_a_better_canary_is_promoted_and_the_old_one_kept_for_rollback(
     decision = advance(ws, AUTO, utcnow(), log_dir=tmp_path / "log")
     assert decision.action == "promote", decision.reason
     assert ws.model_version(f"{MODEL}@production").version == good
-    assert "promoted" in ws.model_registry().history(MODEL, "production")[-1].reason
+    assert "promoted" in ws.registry.history(MODEL, "production")[-1].reason
     ws.rollback(MODEL, reason="second thoughts")
     assert ws.model_version(f"{MODEL}@production").version == 1
 

@@ -84,7 +84,7 @@ def test_schedule_fires_once_per_due_time(workspace: mloop.Workspace, project: P
     assert params["trigger.name"] == "nightly" and params["trigger.event"].startswith(
         "schedule/2026-12-02T03:00"
     )
-    event = workspace.trigger_store().event_of_run(run.id)
+    event = workspace.triggers.event_of_run(run.id)
     assert event is not None and event.evidence["cron"] == "0 3 * * *" and event.status == "succeeded"
     clock.now += timedelta(days=1)
     assert len(scheduler.tick().runs) == 1
@@ -108,7 +108,7 @@ def test_new_files_fire_once_with_the_files_as_a_parameter(workspace: mloop.Work
     (inbox / "b.csv").write_text("x\n2\n")
     assert len(scheduler.tick().runs) == 1
     assert marks(project, "new")[-1] == str(inbox / "b.csv")
-    assert [e.status for e in workspace.trigger_store().events("inbox")] == ["succeeded", "succeeded"]
+    assert [e.status for e in workspace.triggers.events("inbox")] == ["succeeded", "succeeded"]
 
 
 def test_new_rows_past_the_watermark(workspace: mloop.Workspace, project: Path) -> None:
@@ -151,7 +151,7 @@ def test_cooldown_records_but_does_not_run(workspace: mloop.Workspace, project: 
     assert len(scheduler.tick().runs) == 1
     (inbox / "b.csv").write_text("2")
     assert scheduler.tick().runs == []
-    statuses = [e.status for e in workspace.trigger_store().events("inbox")]
+    statuses = [e.status for e in workspace.triggers.events("inbox")]
     assert statuses == ["suppressed", "succeeded"]
 
 
@@ -167,7 +167,7 @@ def test_a_failing_run_is_recorded_and_the_scheduler_carries_on(
     broken = scheduler.fire("broken", "testing")
     [(run_id, status)] = broken.runs
     assert status == "failed" and workspace.metadata.get_run(run_id).status == RunStatus.FAILED
-    assert workspace.trigger_store().events("broken")[0].status == "failed"
+    assert workspace.triggers.events("broken")[0].status == "failed"
     assert [s for _, s in scheduler.fire("fine").runs] == ["succeeded"]
     with pytest.raises(NotFoundError, match="no trigger named 'nope'"):
         scheduler.fire("nope")
@@ -235,7 +235,7 @@ def test_sigkill_mid_run_then_restart_fires_again_exactly_once(project: Path) ->
     with mloop.Workspace.open(ws) as w:
         runs = w.runs(mloop.RunQuery(pipeline="job"))
         assert sorted(r.status.value for r in runs) == ["failed", "succeeded"]  # nothing duplicated
-        [event] = w.trigger_store().events("inbox")
+        [event] = w.triggers.events("inbox")
         assert (event.status, event.attempts) == ("succeeded", 2)
         assert event.run_id == next(r.id for r in runs if r.status == RunStatus.SUCCEEDED)
     assert len(marks(project, "k")) == 2  # the interrupted attempt and exactly one more

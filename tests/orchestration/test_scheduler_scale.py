@@ -177,7 +177,7 @@ def _marked(project: Path) -> list[str]:
 
 def _runs_of(project: Path, metadata_url: str) -> tuple[list[mloop.Run], list[mloop.TriggerEvent]]:
     with mloop.Workspace.open(project / ".mloop", metadata_url=metadata_url) as ws:
-        return ws.runs(mloop.RunQuery(pipeline="batch", limit=1000)), ws.trigger_store().events(limit=1000)
+        return ws.runs(mloop.RunQuery(pipeline="batch", limit=1000)), ws.triggers.events(limit=1000)
 
 
 def _files_of(run: mloop.Run) -> list[str]:
@@ -207,7 +207,7 @@ def test_fire_beside_a_running_daemon_starts_exactly_one_run(project: Path, meta
 
 def _evaluated(project: Path, metadata_url: str) -> bool:
     with mloop.Workspace.open(project / ".mloop", metadata_url=metadata_url) as ws:
-        return ws.trigger_store().state("inbox").evaluated_at is not None
+        return ws.triggers.state("inbox").evaluated_at is not None
 
 
 @pytest.mark.slow
@@ -271,9 +271,7 @@ def test_a_scheduler_rides_out_a_database_outage(project: Path, proxied: tuple[T
     try:
         daemon.start()
         _drop(project / "inbox", "before.csv")
-        _wait_for(
-            lambda: [e.status for e in ws.trigger_store().events()] == ["succeeded"], what="the first run"
-        )
+        _wait_for(lambda: [e.status for e in ws.triggers.events()] == ["succeeded"], what="the first run")
         proxy.down()
         _drop(project / "inbox", "during.csv")
         _wait_for(lambda: scheduler.last_error is not None, what="the outage to be noticed")
@@ -283,7 +281,7 @@ def test_a_scheduler_rides_out_a_database_outage(project: Path, proxied: tuple[T
         proxy.up()
         _wait_for(lambda: len(_marked(project)) == 2, what="the file that arrived during the outage")
         _wait_for(lambda: scheduler.last_error is None, what="last_error to clear")
-        assert ws.trigger_store().state("inbox").last_error is None
+        assert ws.triggers.state("inbox").last_error is None
     finally:
         scheduler.stop()
         daemon.join(60)

@@ -46,7 +46,7 @@ def seed_workspace(ws: mloop.Workspace) -> Seeded:
     v1 = ws.register_model("churn", ws.metadata.get_artifact(output.artifact_id), run_id=model_run)
     ws.register_model("churn", {"weights": [1, 2]}, run_id=runs[0])
     ws.promote("churn", v1.version, "production", reason="first")
-    store = ws.token_store()
+    store = ws.tokens
     tokens = {
         role: create_token(store, f"{role}-token", role, created_by="test")[0] for role in mloop_roles()
     }

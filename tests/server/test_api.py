@@ -84,6 +84,27 @@ def test_run_page_steps_params_metrics_and_lineage_to_the_model(shared_server: S
         assert len(series["points"]) == 1
 
 
+def test_artifacts_and_runs_by_the_references_the_cli_takes(shared_server: Server) -> None:
+    """The API resolves what the CLI prints and takes: an artifact by id, digest, ``sha256:`` digest or a
+    unique prefix of either; a run's sub-resources by a unique id prefix; lineage by a printed digest."""
+    run_id = shared_server.seeded.model_run
+    with shared_server.client() as http:
+        body = http.get(f"/api/v1/runs/{run_id}").json()
+        output = next(a for a in body["artifacts"] if a["step"] == "add" and a["kind"] == "output")
+        digest = output["digest"]
+        for ref in (output["id"], output["id"][:20], digest, f"sha256:{digest}", f"sha256:{digest[:12]}"):
+            found = http.get(f"/api/v1/artifacts/{ref}")
+            assert found.status_code == 200 and found.json()["id"] == output["id"], (ref, found.text)
+            content = http.get(f"/api/v1/artifacts/{ref}/content")
+            assert content.headers["x-content-digest"] == f"sha256:{digest}", ref
+        graph = http.get(f"/api/v1/lineage/sha256:{digest[:12]}")
+        assert graph.status_code == 200 and output["id"] in {a["id"] for a in graph.json()["artifacts"]}
+        steps = http.get(f"/api/v1/runs/{run_id[:20]}/steps")
+        assert steps.status_code == 200 and {s["run_id"] for s in steps.json()["steps"]} == {run_id}
+        bad = http.get("/api/v1/artifacts/sha256:xyz")
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "artifact_id"
+
+
 def test_corrupted_artifact_is_refused_not_served(server: Server) -> None:
     version = server.ws.model_version("churn:2")
     art = server.ws.metadata.get_artifact(version.artifact_id)
@@ -149,8 +170,8 @@ def test_auth_missing_invalid_revoked_and_underprivileged(server: Server) -> Non
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
             assert server.seeded.tokens[role] not in refused.text
     assert server.ws.model_version("churn@production").version == 1
-    token = next(t for t in server.ws.token_store().list_tokens() if t.role == "viewer")
-    server.ws.token_store().revoke_token(token.id)
+    token = next(t for t in server.ws.tokens.list_tokens() if t.role == "viewer")
+    server.ws.tokens.revoke_token(token.id)
     with server.client("viewer") as http:
         assert http.get("/api/v1/runs").status_code == 401
 

@@ -30,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, mlo
     svc.stop()
     report = monitor(ws, MODEL, window=200)
     assert report.run_id is not None
-    tokens = {"viewer": create_token(ws.token_store(), "viewer", "viewer", created_by="test")[0]}
+    tokens = {"viewer": create_token(ws.tokens, "viewer", "viewer", created_by="test")[0]}
     start, servers = _starter()
     try:
         yield start(ws), ws, tokens, report.run_id
@@ -92,7 +92,7 @@ def test_cli_reads_evaluations_and_monitoring_from_a_server_and_locally(
         code, stdout, stderr = run(capsys, "models", "monitoring", MODEL, *where, "--json")
         assert code == 0 and json.loads(stdout)["run"]["id"] == monitor_run, stderr
         code, stdout, stderr = run(capsys, "models", "monitoring", MODEL, *where)
-        assert code == 0 and "2 window(s) of 200" in stdout, stderr
+        assert code == 0 and "2 windows of 200" in stdout, stderr
     code, _, stderr = run(capsys, "models", "evaluations", MODEL, *local)
     assert code == 2 and stderr.startswith("error:") and "NAME:VERSION" in stderr
     assert len(stderr.splitlines()) == 1

@@ -26,14 +26,14 @@ def _deploy(server: Server, code: str) -> PipelineVersion:
         created_at=utcnow(),
         created_by="alice",
     )
-    return server.ws.pipeline_store().create_version(draft)
+    return server.ws.pipelines.create_version(draft)
 
 
 def test_pipeline_versions_aliases_and_history(server: Server) -> None:
     with server.client("viewer") as http:
         assert http.get("/api/v1/pipelines").json() == {"pipelines": []}
         v1, v2 = _deploy(server, "a" * 64), _deploy(server, "b" * 64)
-        store = server.ws.pipeline_store()
+        store = server.ws.pipelines
         store.move_alias("training", "production", v1.version, action="promote", who="alice", reason="first")
         store.move_alias(
             "training", "production", v2.version, action="promote", who="bob", reason="ci passed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -58,7 +59,7 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def test_server_start(tmp_path: Path, no_auth: bool) -> None:
     ws_dir = tmp_path / "ws"
     with Workspace.open(ws_dir) as ws:
-        secret, _ = create_token(ws.token_store(), "ops", "viewer", created_by="test")
+        secret, _ = create_token(ws.tokens, "ops", "viewer", created_by="test")
     proc, url = _serve(ws_dir, *(["--no-auth"] if no_auth else []))
     try:
         anonymous = httpx.get(url + "/api/v1/models", timeout=10)
@@ -80,3 +81,45 @@ def test_server_start(tmp_path: Path, no_auth: bool) -> None:
     assert proc.returncode is not None
     assert secret not in stdout + stderr
     assert ("WITHOUT authentication" in stderr) == no_auth
+
+
+def test_server_start_logs_json_lines(tmp_path: Path) -> None:
+    """A daemon's output is its log: with --log-format json every stderr line is one JSON object."""
+    ws_dir = tmp_path / "ws"
+    Workspace.open(ws_dir).close()
+    proc, url = _serve(ws_dir, "--log-format", "json")
+    try:
+        assert httpx.get(url + "/api/v1/models", timeout=10).status_code == 401
+    finally:
+        _, stderr = _stop(proc)
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    started = next(r for r in records if r["message"].startswith("team server on"))
+    assert started["logger"] == "mloop.server" and started["url"] == url and started["auth"] is True
+
+
+def test_server_start_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*mloop_command(), "server", "start", "--log-format", "xml", "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --log-format 'xml'")
+
+
+def test_server_start_on_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
+    """As `serve` does: a taken port is one `error:` line and exit 2, not uvicorn's ERROR and exit 3."""
+    ws_dir = tmp_path / "ws"
+    Workspace.open(ws_dir).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*mloop_command(), "server", "start", "--port", str(port), "--workspace", str(ws_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stderr == f"error: port {port} on 127.0.0.1 is already in use\n"

@@ -26,13 +26,13 @@ def test_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0 and [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [("ci", "editor", None)]
     assert secret not in stdout and "hash" not in stdout
     with Workspace.open(ws_dir) as ws:
-        assert check_token(ws.token_store(), f"Bearer {secret}", roles=("editor",)).name == "ci"
+        assert check_token(ws.tokens, f"Bearer {secret}", roles=("editor",)).name == "ci"
     code, stdout, _ = run(capsys, "server", "token", "revoke", listed[0]["id"], "-w", ws_dir)
     assert code == 0 and "revoked" in stdout
     with Workspace.open(ws_dir) as ws:
         with pytest.raises(UnauthorizedError):
-            check_token(ws.token_store(), f"Bearer {secret}")
-        assert ws.token_store().audit_entries()[0].action == "token.revoke"
+            check_token(ws.tokens, f"Bearer {secret}")
+        assert ws.tokens.audit_entries()[0].action == "token.revoke"
 
 
 def test_token_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

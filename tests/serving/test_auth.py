@@ -26,7 +26,7 @@ def ws(tmp_path: Path):
 
 
 def test_a_forged_label_without_a_token_is_refused_and_changes_nothing(ws, serve, tmp_path: Path) -> None:
-    tokens = {role: create_token(ws.token_store(), role, role, created_by="t")[0] for role in (
+    tokens = {role: create_token(ws.tokens, role, role, created_by="t")[0] for role in (
         "viewer", "feedback", "editor")}  # fmt: skip
     served = serve(ws, feedback_auth=True)
     rows = training_data(5, 3)[COLS].to_dict("records")
@@ -48,7 +48,7 @@ def test_a_forged_label_without_a_token_is_refused_and_changes_nothing(ws, serve
 
 
 def test_prediction_routes_take_a_token_by_option(ws, serve) -> None:
-    secret, _ = create_token(ws.token_store(), "reader", "viewer", created_by="t")
+    secret, _ = create_token(ws.tokens, "reader", "viewer", created_by="t")
     served = serve(ws, predict_auth=True)
     body = {"instances": training_data(5, 1)[COLS].to_dict("records")}
     assert served.client.post("/predict", json=body).status_code == 401

@@ -317,7 +317,7 @@ def test_a_shadow_of_the_served_alias_is_refused_and_a_missing_one_is_warned(ws_
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: --shadow 'production' is the alias being served: a shadow must be another alias"
     )
-    proc, url = start(ws_dir, "--shadow", "nope")
+    proc, _url = start(ws_dir, "--shadow", "nope")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert "warning: model 'clf' has no alias 'nope' yet" in stderr_of(proc)

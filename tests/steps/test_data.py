@@ -61,7 +61,7 @@ def test_conforming_data_passes_and_drift_is_reported(
 def test_schema_skew_stops_the_run_with_the_anomalies_attached(
     workspace: mloop.Workspace, files: dict[str, Path]
 ) -> None:
-    with pytest.raises(StepFailedError, match="schema skew: 1 anomalies: k: missing_column") as info:
+    with pytest.raises(StepFailedError, match="schema skew: 1 anomaly: k: missing_column") as info:
         workspace.run(
             gated, data=str(files["dropped"]), reference=str(files["ref"]), schema=str(files["schema"])
         )

@@ -350,3 +350,24 @@ def test_migration_backfills_each_runs_last_point(metadata_url: str) -> None:
     store.log_metrics("r2", [("acc", 0.95, 7)])
     assert SqlRunPages(engine).page(RunPageQuery(sort_metric="acc", limit=1)).runs[0].id == "r2"
     engine.dispose()
+
+
+def test_database_errors_leave_as_mloop_errors(tmp_path: Path) -> None:
+    """The runs page reads through the SQL stores' one base: a database without the tables (or gone)
+    is an mloop error the API maps to a status, not SQLAlchemy's OperationalError (a 500)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(mloop.MloopError, match="metadata store"):
+        SqlRunPages(engine).page(RunPageQuery())
+
+
+def test_the_workspace_serves_the_pages(any_workspace: mloop.Workspace) -> None:
+    """Callers (the team server) ask the workspace for a page, not a SQL engine behind its Protocol."""
+    ws = any_workspace
+    for i in range(3):
+        with ws.start_run("sweep", {"i": i}) as tr:
+            tr.log_metric("acc", float(i))
+    query = RunPageQuery(pipeline="sweep", sort_metric="acc", limit=2)
+    page = ws.run_page(query)
+    direct = SqlRunPages(ws.metadata.engine).page(query)  # type: ignore[attr-defined]
+    assert [r.id for r in page.runs] == [r.id for r in direct.runs]
+    assert page.sort_values == [2.0, 1.0] and page.next_after is not None

@@ -181,3 +181,22 @@ def test_an_inferred_schema_accepts_other_rows_of_the_same_data(seed: int) -> No
     rescaled = df.iloc[400:].assign(**{"mean radius": df.iloc[400:]["mean radius"] * 2.54})  # inches → cm
     found = validate_schema(rescaled, schema)
     assert [(a.column, a.kind) for a in found.items] == [("mean radius", "out_of_range")]
+
+
+def test_a_written_out_index_gets_no_inferred_range(tmp_path: Path) -> None:
+    """A CSV saved with pandas' default index has a row-number column: inferred from the first 400 rows,
+    the schema must not refuse the next rows for carrying the next numbers (the rainfall file did:
+    40 % out_of_range on its unnamed first column, exit 1); real ranges still hold."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"temp": rng.normal(15, 5, 600), "n": rng.integers(0, 10, 600)})
+    path = tmp_path / "weather.csv"
+    frame.to_csv(path)  # index=True: the unnamed first column is 0..599
+    schema = infer_schema(compute_statistics(pd.read_csv(path).iloc[:400]))
+    [index_column] = [name for name in schema.columns if name not in ("temp", "n")]
+    rule = schema.columns[index_column]
+    assert rule.type == "int" and rule.min is None and rule.max is None
+    later = pd.read_csv(path).iloc[400:]
+    assert validate_schema(later, schema).ok
+    assert schema.columns["n"].max is not None  # a small integer domain keeps its range
+    exact = infer_schema(compute_statistics(pd.read_csv(path).iloc[:400]), range_margin=0)
+    assert exact.columns[index_column].max == 399  # range_margin=0 keeps what was observed

@@ -12,20 +12,33 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response
 
-from mloop.server.deps import BadRequestError, check_id, jsonable, principal, workspace
+from mloop.entities import ArtifactRef
+from mloop.server.deps import BadRequestError, jsonable, principal, workspace
 from mloop.workspace import Workspace
 
 router = APIRouter(tags=["artifacts"], dependencies=[Depends(principal("viewer"))])
 
-# artifact/step/run ids, sha256:digest, NAME:VERSION, NAME@ALIAS
+# an artifact's id, digest (sha256: optional) or a prefix of either, as the CLI takes them
+_ARTIFACT_REF = re.compile(r"^(sha256:[0-9a-f]{6,64}|[0-9a-f]{33,64}|[0-9A-Za-z]{6,32})$")
+# artifact/step/run ids (or prefixes), sha256:digest (or a prefix), NAME:VERSION, NAME@ALIAS
 _REF = re.compile(
-    r"^(sha256:[0-9a-f]{64}|[0-9a-f]{64}|[0-9A-Za-z]{4,32}|[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[0-9]{1,9}|@[A-Za-z0-9][A-Za-z0-9._-]{0,99}))$"
+    r"^(sha256:[0-9a-f]{6,64}|[0-9a-f]{64}|[0-9A-Za-z]{4,32}|[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[0-9]{1,9}|@[A-Za-z0-9][A-Za-z0-9._-]{0,99}))$"
 )
+
+
+def _artifact(ws: Workspace, ref: str) -> ArtifactRef:
+    """The artifact ``ref`` names: an id, a digest (``sha256:`` optional) or a unique prefix of either."""
+    if not _ARTIFACT_REF.match(ref):
+        raise BadRequestError(
+            f"artifact_id {ref[:80]!r}: expected an artifact id, sha256:DIGEST or a prefix of either",
+            field="artifact_id",
+        )
+    return ws.resolve_artifact(ref)
 
 
 @router.get("/artifacts/{artifact_id}", summary="An artifact's metadata and the steps that wrote and read it")
 def get_artifact(artifact_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    art = ws.metadata.get_artifact(check_id(artifact_id, "artifact_id"))
+    art = _artifact(ws, artifact_id)
     events = ws.metadata.events(artifact_ids=[art.id])
     return jsonable(art) | {"events": [jsonable(e) for e in events]}
 
@@ -37,7 +50,7 @@ def get_artifact(artifact_id: str, ws: Annotated[Workspace, Depends(workspace)])
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_artifact_content(artifact_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> Response:
-    art = ws.metadata.get_artifact(check_id(artifact_id, "artifact_id"))
+    art = _artifact(ws, artifact_id)
     data = ws.artifacts.get(art.digest)  # raises ArtifactCorruptedError when the bytes do not match
     return Response(
         data,
@@ -62,7 +75,7 @@ def get_lineage(
         )
     graph = ws.lineage(ref, direction).to_dict()
     ids = {a["id"] for a in graph["artifacts"]}
-    registry = ws.model_registry()
+    registry = ws.registry
     graph["models"] = [
         {"name": v.name, "version": v.version, "artifact_id": v.artifact_id, "aliases": list(v.aliases)}
         for model in registry.models()

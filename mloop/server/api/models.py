@@ -36,12 +36,12 @@ class Rollback(BaseModel):
 
 @router.get("", summary="Every registered model with its aliases")
 def list_models(ws: Ws, _: Viewer) -> dict[str, Any]:
-    return {"models": [jsonable(m) for m in ws.model_registry().models()]}
+    return {"models": [jsonable(m) for m in ws.registry.models()]}
 
 
 @router.get("/{name}", summary="A model: its versions, aliases and full alias history")
 def get_model(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
-    registry = ws.model_registry()
+    registry = ws.registry
     versions = registry.versions(check_name(name, "name"))
     model = next(m for m in registry.models() if m.name == name)
     return {
@@ -53,19 +53,19 @@ def get_model(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
 
 @router.get("/{name}/versions", summary="Every version of a model, newest first")
 def list_versions(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
-    return {"versions": [jsonable(v) for v in ws.model_registry().versions(check_name(name, "name"))]}
+    return {"versions": [jsonable(v) for v in ws.registry.versions(check_name(name, "name"))]}
 
 
 @router.get("/{name}/versions/{version}", summary="One version")
 def get_version(name: str, version: int, ws: Ws, _: Viewer) -> dict[str, Any]:
-    return jsonable(ws.model_registry().get(check_name(name, "name"), version=version))
+    return jsonable(ws.registry.get(check_name(name, "name"), version=version))
 
 
 @router.get("/{name}/history", summary="Alias moves with who, when and why")
 def get_history(name: str, ws: Ws, _: Viewer, alias: str | None = None) -> dict[str, Any]:
     if alias is not None:
         check_name(alias, "alias")
-    events = ws.model_registry().history(check_name(name, "name"), alias)
+    events = ws.registry.history(check_name(name, "name"), alias)
     return {"events": [jsonable(e) for e in events]}
 
 
@@ -73,10 +73,10 @@ def get_history(name: str, ws: Ws, _: Viewer, alias: str | None = None) -> dict[
 def move_alias(name: str, alias: str, body: AliasMove, ws: Ws, who: Editor) -> dict[str, Any]:
     check_name(name, "name")
     check_name(alias, "alias")
-    event = ws.model_registry().set_alias(
+    event = ws.registry.set_alias(
         name, alias, body.version, who=who.name, reason=body.reason, force=body.force
     )
-    ws.token_store().record_audit(
+    ws.tokens.record_audit(
         who.name,
         "alias.move",
         f"model:{name}@{alias}",
@@ -90,8 +90,8 @@ def move_alias(name: str, alias: str, body: AliasMove, ws: Ws, who: Editor) -> d
 def rollback_alias(name: str, alias: str, body: Rollback, ws: Ws, who: Editor) -> dict[str, Any]:
     check_name(name, "name")
     check_name(alias, "alias")
-    event = ws.model_registry().rollback(name, alias, who=who.name, reason=body.reason)
-    ws.token_store().record_audit(
+    event = ws.registry.rollback(name, alias, who=who.name, reason=body.reason)
+    ws.tokens.record_audit(
         who.name,
         "alias.rollback",
         f"model:{name}@{alias}",

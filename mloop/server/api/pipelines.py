@@ -18,7 +18,7 @@ Ws = Annotated[Workspace, Depends(workspace)]
 
 @router.get("", summary="Every deployed pipeline: its newest version and aliases")
 def list_pipelines(ws: Ws) -> dict[str, Any]:
-    store = ws.pipeline_store()
+    store = ws.pipelines
     newest: dict[str, Any] = {}
     for v in store.list_versions():
         if v.name not in newest or v.version > newest[v.name].version:
@@ -38,7 +38,7 @@ def list_pipelines(ws: Ws) -> dict[str, Any]:
 
 @router.get("/{name}", summary="A deployed pipeline: its versions (code, CI verdict), aliases, history")
 def get_pipeline(name: str, ws: Ws) -> dict[str, Any]:
-    store = ws.pipeline_store()
+    store = ws.pipelines
     versions = store.list_versions(check_name(name, "name"))
     if not versions:
         store.get_version(name)  # the store's own NotFoundError (404) for an unknown pipeline

@@ -54,7 +54,7 @@ def _folders(ws: Workspace) -> list[Path]:
 @router.get("", summary="Reports that can be opened: monitoring per model, HTML report files")
 def list_reports(ws: Ws) -> dict[str, Any]:
     monitoring = []
-    for model in ws.model_registry().models():
+    for model in ws.registry.models():
         try:
             run, _ = model_state.monitoring_report(ws, model.name)
         except NotFoundError:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from mloop.entities import RunStatus
 from mloop.errors import NotFoundError, ParameterError
 from mloop.server.deps import BadRequestError, check_id, jsonable, principal, workspace
-from mloop.stores.sql.run_pages import RunPageQuery, SqlRunPages
+from mloop.stores.sql.run_pages import RunPageQuery
 from mloop.workspace import Workspace
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(principal("viewer"))])
@@ -131,8 +131,8 @@ def list_runs(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    index = getattr(request.app.state, "run_index", None)
-    page = SqlRunPages(ws.metadata.engine, index=index).page(query)  # type: ignore[attr-defined]
+    pages = getattr(request.app.state, "run_pages", None)  # with the process's metric index
+    page = pages.page(query) if pages is not None else ws.run_page(query)
     runs = []
     for run, value in zip(page.runs, page.sort_values, strict=True):
         row = jsonable(run)
@@ -153,11 +153,11 @@ def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[s
     latest: dict[str, Any] = {}
     for m in ws.metadata.get_metrics(run.id):
         latest[m.key] = {"value": m.value, "step": m.step, "step_name": names.get(m.step_run_id or "")}
-    event = ws.trigger_store().event_of_run(run.id)
+    event = ws.triggers.event_of_run(run.id)
     models = [
         {"name": v.name, "version": v.version, "aliases": list(v.aliases), "artifact_id": v.artifact_id}
-        for model in ws.model_registry().models()
-        for v in ws.model_registry().versions(model.name)
+        for model in ws.registry.models()
+        for v in ws.registry.versions(model.name)
         if v.run_id == run.id
     ]
     return {
@@ -179,19 +179,19 @@ def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[s
 
 @router.get("/{run_id}/steps", summary="The run's step executions")
 def get_steps(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     return {"steps": [jsonable(s) | {"duration_s": s.duration_s} for s in ws.metadata.list_steps(run.id)]}
 
 
 @router.get("/{run_id}/params", summary="The run's params")
 def get_params(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     return {"params": ws.metadata.get_params(run.id)}
 
 
 @router.get("/{run_id}/metrics/{key}", summary="Every logged point of one metric (a series)")
 def get_metric_series(run_id: str, key: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
-    run = ws.metadata.get_run(check_id(run_id, "run_id"))
+    run = ws.resolve_run(check_id(run_id, "run_id"))
     points = ws.metadata.get_metrics(run.id, key)
     if not points:
         raise NotFoundError(f"run {run.id} logged no metric {key[:100]!r}", field="key")

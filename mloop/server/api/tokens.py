@@ -24,13 +24,13 @@ class NewToken(BaseModel):
 
 @router.get("", summary="Every token (never a secret or a hash); admins")
 def list_tokens(ws: Ws, _: Admin) -> dict[str, Any]:
-    return {"tokens": [jsonable(t) for t in ws.token_store().list_tokens()]}
+    return {"tokens": [jsonable(t) for t in ws.tokens.list_tokens()]}
 
 
 @router.post("", summary="Create a token; its secret is returned in this answer only; admins")
 def new_token(body: NewToken, ws: Ws, who: Admin) -> dict[str, Any]:
-    secret, token = create_token(ws.token_store(), body.name, body.role, created_by=who.name)
-    ws.token_store().record_audit(
+    secret, token = create_token(ws.tokens, body.name, body.role, created_by=who.name)
+    ws.tokens.record_audit(
         who.name, "token.create", f"token:{token.id}", details={"name": token.name, "role": token.role}
     )
     return jsonable(token) | {"token": secret}
@@ -38,6 +38,6 @@ def new_token(body: NewToken, ws: Ws, who: Admin) -> dict[str, Any]:
 
 @router.post("/{token_id}/revoke", summary="Revoke a token; admins")
 def revoke(token_id: str, ws: Ws, who: Admin) -> dict[str, Any]:
-    token = ws.token_store().revoke_token(check_id(token_id, "token_id"))
-    ws.token_store().record_audit(who.name, "token.revoke", f"token:{token.id}", details={"name": token.name})
+    token = ws.tokens.revoke_token(check_id(token_id, "token_id"))
+    ws.tokens.record_audit(who.name, "token.revoke", f"token:{token.id}", details={"name": token.name})
     return jsonable(token)

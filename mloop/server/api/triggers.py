@@ -33,7 +33,7 @@ class Fire(BaseModel):
 @router.get("/triggers", summary="Configured triggers with their scheduler state")
 def list_triggers(ws: Ws, _: Viewer) -> dict[str, Any]:
     config = load_loop_config(ws.config_dir)
-    store = ws.trigger_store()
+    store = ws.triggers
     return {
         "triggers": [
             {
@@ -53,7 +53,7 @@ def list_events(
 ) -> dict[str, Any]:
     if trigger is not None:
         check_name(trigger, "trigger")
-    return {"events": [jsonable(e) for e in ws.trigger_store().events(trigger, limit=limit)]}
+    return {"events": [jsonable(e) for e in ws.triggers.events(trigger, limit=limit)]}
 
 
 @router.post(
@@ -66,7 +66,7 @@ def fire_trigger(trigger: str, body: Fire, ws: Ws, who: Editor) -> dict[str, Any
     if spec is None:
         known = ", ".join(s.name for s in config.triggers) or "none"
         raise NotFoundError(f"no trigger named {trigger!r} (configured: {known})", field="trigger")
-    event = ws.trigger_store().claim(
+    event = ws.triggers.claim(
         trigger,
         f"manual/{new_id()}",
         kind="manual",
@@ -74,7 +74,7 @@ def fire_trigger(trigger: str, body: Fire, ws: Ws, who: Editor) -> dict[str, Any
         evidence={"reason": body.reason, "by": who.name, "params": {}},
     )
     assert event is not None  # a fresh event key cannot collide
-    ws.token_store().record_audit(
+    ws.tokens.record_audit(
         who.name, "trigger.fire", f"trigger:{trigger}", reason=body.reason, details={"event_id": event.id}
     )
     return jsonable(event)
@@ -91,5 +91,5 @@ def list_audit(
 ) -> dict[str, Any]:
     if before is not None:
         check_id(before, "before")
-    entries = ws.token_store().audit_entries(target=target, action=action, before=before, limit=limit)
+    entries = ws.tokens.audit_entries(target=target, action=action, before=before, limit=limit)
     return {"entries": [jsonable(e) for e in entries]}

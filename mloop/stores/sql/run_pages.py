@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from mloop.entities import Run
 from mloop.errors import ParameterError
 from mloop.stores.sql import schema as t
+from mloop.stores.sql.base import SqlStore
 from mloop.stores.sql.metadata import _run
 from mloop.stores.sql.run_index import LatestMetricsIndex
 
@@ -289,9 +290,10 @@ def _metric_test(alias: Any, i: int, op: str) -> Any:
     return COMPARATORS[op](alias.c.value, sa.bindparam(f"mv{i}", type_=sa.Float))
 
 
-class SqlRunPages:
+class SqlRunPages(SqlStore):
     """Pages of runs over the metadata database of a workspace (the thresholds of the plan choice
-    can be set, so that tests reach every plan with little data)."""
+    can be set, so that tests reach every plan with little data). Database errors leave as mloop's,
+    as from every SQL store."""
 
     def __init__(
         self,
@@ -301,7 +303,7 @@ class SqlRunPages:
         walk_budget: int = WALK_BUDGET,
         index: LatestMetricsIndex | None = None,
     ) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.selective = selective
         self.walk_budget = walk_budget
         self.index = index
@@ -317,7 +319,7 @@ class SqlRunPages:
         if query.after is not None and query.sort_metric is not None and query.after[0] is None:
             raise ParameterError("cursor does not belong to this sort", field="cursor")
         st = _Statement(query, self.selective, self.walk_budget)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             found = None
             if self.index is not None and (query.sort_metric is not None or query.metrics):
                 found = self._indexed(conn, st, self.index)
