@@ -37,6 +37,7 @@ __all__ = [
     "value_type",
 ]
 
+MAX_KEY_CHARS = 256  # a request key routes and identifies a caller: an id, not a payload
 LENIENT = b"mloop.json"  # field metadata: non-string values are stored as JSON text, not refused
 PINNED = {b"mloop.pinned": b"1"}  # schema metadata of segments written with pinned types
 
@@ -109,6 +110,10 @@ def request_key(key: Any) -> str | None:
         raise DataError(f"the request key must be a string, got {_short(key)}", field="key")
     if not _encodable(key):
         raise DataError("the request key is not valid UTF-8 text (a lone surrogate)", field="key")
+    if len(key) > MAX_KEY_CHARS:  # it is logged with every row of the request
+        raise DataError(
+            f"the request key has {len(key)} characters, over the limit of {MAX_KEY_CHARS}", field="key"
+        )
     return key
 
 

@@ -179,3 +179,15 @@ def test_a_non_finite_prediction_is_an_error_not_a_served_answer(served, tmp_pat
 def test_feedback_with_a_non_string_id_is_a_4xx(served, body: object) -> None:
     response = served.client.post("/feedback", json=body)
     assert response.status_code == 422 and response.json()["error"]["field"] == "prediction_id"
+
+
+def test_a_long_request_key_and_a_huge_label_batch_are_refused_naming_the_limit(served) -> None:
+    """A 100 KB key was logged with every row; 115,000 labels in one body raised RSS for good."""
+    row = {"instances": [{"a": 0.1, "b": 0.2}]}
+    r = served.client.post("/predict", json={**row, "key": "k" * 257})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "key"
+    assert "limit of 256" in r.json()["error"]["message"]
+    assert served.client.post("/predict", json={**row, "key": "k" * 256}).status_code == 200
+    labels = [{"prediction_id": f"01M9{i:022d}-0", "label": 1} for i in range(10_001)]
+    r = served.client.post("/feedback", json={"feedback": labels})
+    assert r.status_code == 422 and "limit of 10000" in r.json()["error"]["message"]

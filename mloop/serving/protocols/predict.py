@@ -46,6 +46,9 @@ def rows_from(body: Any) -> list[dict[str, Any]]:
     return rows
 
 
+MAX_FEEDBACK_ITEMS = 10_000
+
+
 def feedback_items(body: Any) -> list[Any]:
     """``{"prediction_id", "label"}`` or ``{"feedback": [...]}`` → the list of items."""
     if isinstance(body, dict) and "feedback" in body and len(body) > 1:
@@ -53,6 +56,10 @@ def feedback_items(body: Any) -> list[Any]:
     items = body.get("feedback", [body]) if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise InputError("expected {'prediction_id', 'label'} or {'feedback': [...]}", field="body")
+    if len(items) > MAX_FEEDBACK_ITEMS:  # as predictions have max_batch_rows: memory stays bounded
+        raise InputError(
+            f"{len(items)} labels exceed the limit of {MAX_FEEDBACK_ITEMS} per request", field="feedback"
+        )
     for i, item in enumerate(items):
         extra = [k for k in item if k not in ("prediction_id", "label")] if isinstance(item, dict) else []
         if extra:
