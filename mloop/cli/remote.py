@@ -170,7 +170,7 @@ def to_lineage(d: dict[str, Any]) -> LineageGraph:
         root=d["root"],
         direction=d["direction"],
         artifacts={a["id"]: to_artifact(a) for a in d["artifacts"]},
-        steps={s["id"]: to_step(s) for s in d["steps"]},
+        steps={step["id"]: to_step(step) for step in d["steps"]},
         runs={r["id"]: to_run(r) for r in d["runs"]},
         edges=[(e["from"], e["to"], e["name"]) for e in d["edges"]],
     )
