@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mloop.cli.common import JsonOpt, WorkspaceOpt, duration, err, open_workspace, out, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    check_output_file,
+    check_workspace_dir,
+    duration,
+    err,
+    open_workspace,
+    out,
+    print_json,
+)
 from mloop.errors import ParameterError
 
 __all__ = ["ci_app"]
@@ -39,6 +49,10 @@ def run(
     `mloop pipelines deploy` requires); the smoke runs always use a throw-away workspace.
     """
     from mloop.cicd.ci import Check, ci_run, record_ci
+
+    if junit is not None:  # the checks take a while: refuse where their results cannot go first
+        check_output_file(junit, "--junit")
+    check_workspace_dir(workspace)
 
     def show(c: Check) -> None:
         if not as_json:

@@ -14,6 +14,7 @@ from mloop.cli.common import (
     JsonOpt,
     WorkspaceOpt,
     alias_history_table,
+    check_output_dir,
     open_workspace,
     out,
     plural,
@@ -220,6 +221,7 @@ def build_serve(
     """Write a build context serving a model version (Dockerfile, wheel, pinned requirements, model)."""
     from mloop.cicd.build import build_serve_context
 
+    check_output_dir(output, "--output")
     with open_workspace(workspace) as ws:
         build_serve_context(ws, ref, output)
     out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
@@ -236,6 +238,7 @@ def build_pipeline(
     """Write a build context running a deployed pipeline version in its recorded environment."""
     from mloop.cicd.build import build_pipeline_context
 
+    check_output_dir(output, "--output")
     with open_workspace(workspace) as ws:
         build_pipeline_context(ws, ref, output)
     out.print(f"wrote build context {output} (runs {ref})", markup=False)

@@ -142,3 +142,19 @@ def test_the_example_projects_workflow_is_the_generated_one(tmp_path: Path, caps
     run(capsys, "ci", "init", str(tmp_path), "--github")
     example = Path(__file__).parents[2] / "examples" / "project" / ".github" / "workflows" / "mloop-ci.yml"
     assert example.read_text() == (tmp_path / ".github" / "workflows" / "mloop-ci.yml").read_text()
+
+
+def test_output_paths_are_refused_before_any_check_runs(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "suite-ran"
+    project = make_project(
+        tmp_path / "proj", tests=f"def test_x():\n    open({str(marker)!r}, 'w').close()\n"
+    )
+    for option, value, message in (
+        ("--junit", str(tmp_path / "nowhere" / "x.xml"), "does not exist"),
+        ("--junit", "/", "is a directory"),
+        ("--workspace", "/dev/null", "is not a folder"),
+    ):
+        code, _, err = run(capsys, "ci", "run", str(project), option, value)
+        assert code == 2 and err.startswith(f"error: {option} ") and message in err, err
+        assert err.count("\n") == 1, err
+    assert not marker.exists()  # refused up front: the project's suite never ran
