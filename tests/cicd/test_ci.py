@@ -158,3 +158,39 @@ def test_output_paths_are_refused_before_any_check_runs(tmp_path: Path, capsys) 
         assert code == 2 and err.startswith(f"error: {option} ") and message in err, err
         assert err.count("\n") == 1, err
     assert not marker.exists()  # refused up front: the project's suite never ran
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_init_follows_the_branch_and_installs_the_projects_own_dependencies(tmp_path: Path, capsys) -> None:
+    _git(tmp_path, "init", "-q", "-b", "trunk")
+    (tmp_path / "requirements.txt").write_text("pandas\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\ndependencies = []\n')
+    code, out, _ = run(capsys, "ci", "init", str(tmp_path), "--github")
+    assert code == 0 and "wrote" in out and ".gitignore" in out
+    workflow = tmp_path / ".github" / "workflows" / "mloop-ci.yml"
+    text = workflow.read_text()
+    assert "branches: [trunk]" in text, text
+    assert "python -m pip install -r requirements.txt . mloop pytest" in text, text
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+         str(workflow)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert run(capsys, "ci", "init", str(tmp_path), "--gitlab")[0] == 0
+    gitlab = (tmp_path / ".gitlab-ci.yml").read_text()
+    assert "python -m pip install -r requirements.txt . mloop pytest" in gitlab
+    assert ".mloop/" in (tmp_path / ".gitignore").read_text().splitlines()
+    (tmp_path / ".gitignore").write_text("mine\n")  # the user's own is left alone
+    assert run(capsys, "ci", "init", str(tmp_path), "--gitlab", "--force")[0] == 0
+    assert (tmp_path / ".gitignore").read_text() == "mine\n"
+
+
+def test_the_example_project_ignores_its_workspace_like_ci_init_does() -> None:
+    from mloop.cicd.workflows import GITIGNORE
+
+    example = Path(__file__).parents[2] / "examples" / "project" / ".gitignore"
+    assert example.read_text() == GITIGNORE
