@@ -171,4 +171,6 @@ def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: s
     pipe = _pick(vars(module), function, frozen.ref)
     pipe.version_ref = frozen.ref
     pipe.version_params = dict(frozen.params)
+    if frozen.git_commit is not None:
+        pipe.version_commit = frozen.git_commit + ("+dirty" if frozen.git_dirty else "")
     return pipe

@@ -207,7 +207,10 @@ class Runner:
             pipeline.name,
             params=bound,
             trigger=trigger,
-            code_commit=fingerprint.git_commit(source) if source else None,
+            # a deployed version runs from a cache folder: its commit is the one recorded at deploy
+            code_commit=pipeline.version_commit
+            if pipeline.version_ref is not None
+            else (fingerprint.git_commit(source) if source else None),
             code_hash=pipeline.code_hash(),
             resumed_from=resumed_from,
         )
