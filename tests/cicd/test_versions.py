@@ -331,3 +331,34 @@ def test_deploying_outside_git_says_so_in_one_warning_line(tmp_path: Path, capsy
     code, out, err = _deploy(capsys, str(project / "toy" / "pipeline.py") + ":training", tmp_path / "ws")
     assert code == 0 and "no commit" in out
     assert err == "warning: not in a git repository: the version records no commit\n", err
+
+
+def test_the_extracted_snapshot_is_checked_against_its_digest_and_re_extracted(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MLOOP_CACHE_DIR", str(cache))
+    project = make_project(tmp_path / "proj")
+    ws_dir = tmp_path / "ws"
+    _ci(project, ws_dir)
+    assert _deploy(capsys, str(project / "toy" / "pipeline.py") + ":training", ws_dir)[0] == 0
+    data = write_sample(sample_from_schema(SCHEMA, rows=100), tmp_path / "d.csv")
+    with mloop.Workspace.open(ws_dir) as ws:
+        digest = ws.pipeline_store().get_version("toy").snapshot_digest
+
+        def features() -> int:
+            return (
+                ws.run(load_pipeline("toy:1", workspace=ws), cache=False, data=str(data))
+                .load("fit")
+                .n_features_in_
+            )
+
+        assert features() == 2
+        extracted = cache / "pipelines" / digest
+        (extracted / "toy" / "features.py").write_text('FEATURES = ["x1"]\n')  # edited in the cache
+        assert features() == 2  # still the frozen code
+        assert (extracted / "toy" / "features.py").read_text() == 'FEATURES = ["x1", "x2"]\n'
+        (extracted / "toy" / "features.py").unlink()  # deleted in the cache
+        assert features() == 2
+        (extracted / "toy" / "extra.py").write_text("raise SystemExit\n")  # added in the cache
+        assert features() == 2 and not (extracted / "toy" / "extra.py").exists()
