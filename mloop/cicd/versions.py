@@ -21,7 +21,13 @@ from typing import Any
 
 from mloop.core import fingerprint
 from mloop.core.pipeline import coerce_param
-from mloop.core.sources import collect_sources, is_pipeline_decorator, pack_sources, sources_hash
+from mloop.core.sources import (
+    collect_sources,
+    is_pipeline_decorator,
+    outside_modules,
+    pack_sources,
+    sources_hash,
+)
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, NotFoundError, ParameterError, PipelineLoadError
 from mloop.stores.base import NewArtifact, PipelineStore
@@ -239,6 +245,13 @@ def deploy_pipeline(
     warnings = [] if ci is None else _untested_params(params, ci["smoke_params"], hints)
     if commit is None:
         warnings.append("not in a git repository: the version records no commit")
+    outside = outside_modules(root, files)
+    if outside:  # warned, not frozen: they are no part of the project's commit either
+        named = ", ".join(f"{m} ({where})" for m, where in outside.items())
+        warnings.append(
+            f"not frozen: imported from outside the project and not an installed package: {named}; "
+            "the version runs whatever they hold when it runs (move them into the project or install them)"
+        )
     who = who or current_user()
     draft = PipelineVersion(
         id="",

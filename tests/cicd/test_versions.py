@@ -362,3 +362,18 @@ def test_the_extracted_snapshot_is_checked_against_its_digest_and_re_extracted(
         assert features() == 2
         (extracted / "toy" / "extra.py").write_text("raise SystemExit\n")  # added in the cache
         assert features() == 2 and not (extracted / "toy" / "extra.py").exists()
+
+
+def test_deploy_names_modules_imported_from_outside_the_project(tmp_path: Path, capsys, monkeypatch) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "extlib.py").write_text("SCALE = 2\n")
+    monkeypatch.syspath_prepend(str(outside))  # as PYTHONPATH would put it there
+    project = make_project(tmp_path / "proj")
+    (project / "toy" / "features.py").write_text('import extlib  # noqa: F401\n\nFEATURES = ["x1", "x2"]\n')
+    ref = str(project / "toy" / "pipeline.py") + ":training"
+    code, _, err = _deploy(capsys, ref, tmp_path / "ws", "--force", "--reason", "t")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "not frozen" in line]
+    assert len(lines) == 1 and f"extlib ({outside / 'extlib.py'})" in lines[0], err
+    assert "numpy" not in lines[0] and "mloop" not in lines[0] and "pathlib" not in lines[0]
