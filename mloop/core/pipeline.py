@@ -61,6 +61,21 @@ class Pipeline:
         except Exception:
             return {}
 
+    def path_params(self) -> set[str]:
+        """The parameters annotated ``Path`` (or ``Path | None``): files a run reads."""
+        return {
+            name
+            for name, hint in self._hints.items()
+            if name in self.signature.parameters
+            and (
+                hint is Path
+                or (
+                    typing.get_origin(hint) in (typing.Union, types.UnionType)
+                    and Path in typing.get_args(hint)
+                )
+            )
+        }
+
     def code_hash(self) -> str:
         """Content hash of the pipeline body and every step's code."""
         h = hashlib.sha256(fingerprint.code_hash(self.fn).encode())

@@ -377,3 +377,34 @@ def test_deploy_names_modules_imported_from_outside_the_project(tmp_path: Path, 
     lines = [line for line in err.splitlines() if "not frozen" in line]
     assert len(lines) == 1 and f"extlib ({outside / 'extlib.py'})" in lines[0], err
     assert "numpy" not in lines[0] and "mloop" not in lines[0] and "pathlib" not in lines[0]
+
+
+def test_relative_paths_in_mloop_toml_resolve_against_its_folder_not_the_current_one(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("MLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    project = make_project(tmp_path / "proj")
+    (project / "data").mkdir()
+    write_sample(sample_from_schema(SCHEMA, rows=100), project / "data" / "latest.csv")
+    (project / "inbox").mkdir()
+    (project / "inbox" / "batch.csv").write_text("1\n")
+    ws = project / ".mloop"
+    _ci(project, ws)
+    monkeypatch.chdir(project)  # deploying from the project, with a relative data file
+    code, _, err = _deploy(capsys, "toy/pipeline.py:training", ws, "-p", "data=data/latest.csv")
+    assert code == 0, err
+    config = (project / "mloop.toml").read_text()
+    (project / "mloop.toml").write_text(
+        config
+        + '\n[[triggers]]\nname = "frozen"\nkind = "new_data"\npath = "inbox"\npipeline = "toy@staging"\n'
+        + '\n[[triggers]]\nname = "file"\nkind = "new_data"\npath = "inbox"\n'
+        + 'pipeline = "toy/pipeline.py:training"\nparams = { data = "data/latest.csv" }\n'
+    )
+    done = subprocess.run(
+        [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(ws)],
+        cwd="/", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with mloop.Workspace.open(ws) as w:
+        runs = w.runs(mloop.RunQuery(pipeline="training"))
+        assert sorted(r.status.value for r in runs) == ["succeeded", "succeeded"], done.stderr
