@@ -172,7 +172,13 @@ class LoadTestPolicy(_Strict):
     """
 
     enabled: bool = True
-    requests: int = Field(200, ge=1, le=100_000)
+    requests: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="how many of the most recent logged requests to replay (a count; "
+        "mloop.cicd.loadtest.load_test takes the list of requests itself)",
+    )
     concurrency: int = Field(4, ge=1, le=256)
     p99_ms: float = Field(250.0, gt=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
