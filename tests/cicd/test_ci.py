@@ -194,3 +194,45 @@ def test_the_example_project_ignores_its_workspace_like_ci_init_does() -> None:
 
     example = Path(__file__).parents[2] / "examples" / "project" / ".gitignore"
     assert example.read_text() == GITIGNORE
+
+
+NAN_FEATURES = """
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+import mloop
+
+
+@mloop.step
+def load(data: Path) -> pd.DataFrame:
+    return pd.read_csv(data)
+
+
+@mloop.step
+def features(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["r"] = np.log(out["x1"])  # NaN for every negative x1: HistGradientBoosting accepts it silently
+    return out
+
+
+@mloop.step
+def fit(df: pd.DataFrame) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=20).fit(df[["x1", "r"]], df["y"])
+
+
+@mloop.pipeline
+def training(data: Path):
+    fit(features(load(data)))
+"""
+
+
+def test_feature_logic_that_makes_nan_fails_the_finite_check_naming_step_and_column(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj")
+    (project / "toy" / "pipeline.py").write_text(NAN_FEATURES)
+    report = ci_run(project, tests=False)
+    [finite] = [c for c in report.checks if c.check == "finite"]
+    assert finite.status == "failed" and finite.step == "features", finite
+    assert "column 'r'" in finite.detail and int(finite.value or 0) > 0, finite
