@@ -96,6 +96,7 @@ class CiReport:
     checks: list[Check]
     code_hashes: dict[str, str]
     seconds: float
+    smoke_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # the params each smoke run had
 
     @property
     def passed(self) -> bool:
@@ -111,6 +112,7 @@ class CiReport:
             "passed": self.passed,
             "seconds": round(self.seconds, 3),
             "code_hashes": self.code_hashes,
+            "smoke_params": self.smoke_params,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -426,7 +428,8 @@ def ci_run(
         if code:
             hashes[spec.ref] = code
         add(found)
-    return CiReport(str(root), checks, hashes, time.perf_counter() - start)
+    smoke_params = {s.ref: dict(s.params) for s in specs}
+    return CiReport(str(root), checks, hashes, time.perf_counter() - start, smoke_params)
 
 
 def record_ci(store: PipelineStore, report: CiReport) -> list[CiRecord]:

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, duration, err, open_workspace, out, print_json
+from mloop.cli.common import (
+    JsonOpt,
+    Table,
+    WorkspaceOpt,
+    check_output_file,
+    check_workspace_dir,
+    duration,
+    err,
+    open_workspace,
+    out,
+    print_json,
+)
 from mloop.errors import ParameterError
 
 __all__ = ["ci_app"]
@@ -38,6 +49,10 @@ def run(
     `mloop pipelines deploy` requires); the smoke runs always use a throw-away workspace.
     """
     from mloop.cicd.ci import Check, ci_run, record_ci
+
+    if junit is not None:  # the checks take a while: refuse where their results cannot go first
+        check_output_file(junit, "--junit")
+    check_workspace_dir(workspace)
 
     def show(c: Check) -> None:
         if not as_json:
@@ -73,12 +88,18 @@ def init(
     path: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
     github: Annotated[bool, typer.Option("--github", help="Write .github/workflows/mloop-ci.yml.")] = False,
     gitlab: Annotated[bool, typer.Option("--gitlab", help="Write .gitlab-ci.yml.")] = False,
-    install: Annotated[str, typer.Option(help="What the workflow pip-installs.")] = "mloop pytest",
+    install: Annotated[
+        str | None,
+        typer.Option(
+            help="What the workflow pip-installs (default: the project's requirements.txt / pyproject.toml"
+            " dependencies, then mloop and pytest)."
+        ),
+    ] = None,
     python: Annotated[str, typer.Option(help="Python version of the CI job.")] = "3.11",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing workflow.")] = False,
 ) -> None:
     """Write a CI workflow that runs `mloop ci run` on the project."""
-    from mloop.cicd.workflows import write_workflow
+    from mloop.cicd.workflows import write_gitignore, write_workflow
 
     if github == gitlab:
         raise ParameterError("give exactly one of --github or --gitlab", field="github")
@@ -88,3 +109,6 @@ def init(
         path, "github" if github else "gitlab", install=install, python=python, force=force
     )
     out.print(f"wrote {written}", markup=False)
+    ignore = write_gitignore(path)
+    if ignore is not None:
+        out.print(f"wrote {ignore} (keeps the .mloop/ workspace and mloop-ci.xml out of git)", markup=False)

@@ -85,6 +85,33 @@ def open_workspace(workspace: Path | None, *, create: bool = False) -> Iterator[
         ws.close()
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, a file a command would write where it cannot: in a missing folder, or
+    at a path that is a folder."""
+    if path.is_dir():
+        raise ParameterError(f"{option} {path}: is a directory, not a file", field=option.lstrip("-"))
+    parent = path.expanduser().absolute().parent
+    if not parent.is_dir():
+        raise ParameterError(f"{option} {path}: folder {parent} does not exist", field=option.lstrip("-"))
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, a folder a command would write into that is a file (or under one)."""
+    for folder in (path.expanduser().absolute(), *path.expanduser().absolute().parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ParameterError(
+                    f"{option} {path}: {folder} exists and is not a folder", field=option.lstrip("-")
+                )
+            return
+
+
+def check_workspace_dir(workspace: Path | None) -> None:
+    """Refuse a ``--workspace`` that exists and is not a folder (e.g. ``/dev/null``) before any work."""
+    if workspace is not None:
+        check_output_dir(workspace, "--workspace")
+
+
 @contextmanager
 def byte_progress(description: str, enabled: bool = True) -> Iterator[Any]:
     """A transient progress bar on stderr for reading data; yields a ``(done, total)`` callback."""

@@ -14,12 +14,14 @@ from mloop.cli.common import (
     Table,
     WorkspaceOpt,
     alias_history_table,
+    check_output_dir,
+    err,
     open_workspace,
     out,
     plural,
     print_json,
 )
-from mloop.entities import AliasEvent
+from mloop.entities import AliasEvent, jsonable
 from mloop.errors import ConfigurationError, ParameterError
 
 __all__ = ["build_app", "pipelines_app"]
@@ -55,16 +57,30 @@ def deploy(
     from mloop.cicd.versions import deploy_pipeline
 
     with open_workspace(workspace, create=True) as ws:
-        version = deploy_pipeline(
+        done = deploy_pipeline(
             ws, pipeline_ref, name=name, params=_params(param or []), force=force, reason=reason
         )
+    version = done.version
+    for warning in done.warnings:
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
-        print_json(version)
+        print_json({**jsonable(version), "created": done.created, "warnings": list(done.warnings)})
+        return
+    if not done.created:
+        out.print(
+            f"already deployed as {version.ref} (identical code, params and environment): nothing changed",
+            markup=False,
+        )
         return
     ci = "forced: " + (version.forced_reason or "") if version.forced_reason else "CI passed"
+    commit = (
+        "no commit"
+        if version.git_commit is None
+        else f"commit {version.git_commit[:12]}{' (dirty)' if version.git_dirty else ''}"
+    )
+    params = ", ".join(f"{k}={v!r}" for k, v in version.params.items()) or "defaults"
     out.print(
-        f"deployed {version.ref} (staging): code {version.code_hash[:12]}, "
-        f"commit {(version.git_commit or 'none')[:12]}{' (dirty)' if version.git_dirty else ''}, {ci}",
+        f"deployed {version.ref} (staging): code {version.code_hash[:12]}, {commit}, params {params}, {ci}",
         markup=False,
     )
 
@@ -84,6 +100,9 @@ def promote(
         event = promote_pipeline(ws, ref, alias=alias, reason=reason)
     if as_json:
         print_json(event)
+        return
+    if event.action == "unchanged":
+        out.print(f"{event.name}@{event.alias} is already v{event.to_version}: nothing moved", markup=False)
         return
     out.print(_event_line(event, event.name), markup=False)
 
@@ -220,6 +239,7 @@ def build_serve(
     """Write a build context serving a model version (Dockerfile, wheel, pinned requirements, model)."""
     from mloop.cicd.build import build_serve_context
 
+    check_output_dir(output, "--output")
     with open_workspace(workspace) as ws:
         build_serve_context(ws, ref, output)
     out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
@@ -236,6 +256,7 @@ def build_pipeline(
     """Write a build context running a deployed pipeline version in its recorded environment."""
     from mloop.cicd.build import build_pipeline_context
 
+    check_output_dir(output, "--output")
     with open_workspace(workspace) as ws:
         build_pipeline_context(ws, ref, output)
     out.print(f"wrote build context {output} (runs {ref})", markup=False)

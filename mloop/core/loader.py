@@ -7,6 +7,8 @@ keyed by the snapshot's digest and imported from there, never from the project's
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mloop.core.pipeline import Pipeline
-from mloop.core.sources import module_name, project_root, unpack_sources
+from mloop.core.sources import module_name, pack_sources, project_root, unpack_sources
 from mloop.errors import PipelineLoadError
 from mloop.stores.base import ArtifactStore, PipelineStore
 
@@ -130,9 +132,10 @@ def _from_module(ref: str, module_name: str, name: str) -> Pipeline:
 
 
 def _extracted(workspace: FrozenPipelines, digest: str) -> Path:
-    """The snapshot's folder in the cache, extracted once (atomically: a temp folder renamed)."""
+    """The snapshot's folder in the cache, extracted (atomically: a temp folder renamed) when it is
+    missing or no longer holds exactly the snapshot's files (edited, deleted or added in the cache)."""
     target = snapshot_cache_dir() / digest
-    if (target / ".complete").is_file():
+    if (target / ".complete").is_file() and _tree_digest(target) == digest:
         return target
     files = unpack_sources(workspace.artifacts.get(digest))  # verified against the digest
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,11 +144,28 @@ def _extracted(workspace: FrozenPipelines, digest: str) -> Path:
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
         (staging / rel).write_bytes(data)
     (staging / ".complete").write_text(digest)
+    if target.exists():  # a tampered or broken copy: set it aside, then put the good one in its place
+        stale = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-stale-", dir=target.parent))
+        with contextlib.suppress(OSError):  # another process replaced it first
+            target.rename(stale / "tree")
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         staging.rename(target)
     except OSError:  # another process extracted it first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _tree_digest(folder: Path) -> str:
+    """The digest the snapshot's packed bytes would have if packed from ``folder`` now (Python's own
+    ``__pycache__`` and the ``.complete`` marker aside): equal to the snapshot's digest only when the
+    folder holds exactly its files with exactly their bytes."""
+    files = {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".complete" and "__pycache__" not in p.relative_to(folder).parts
+    }
+    return hashlib.sha256(pack_sources(files)).hexdigest()
 
 
 def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: str | None) -> Pipeline:
@@ -172,4 +192,6 @@ def _frozen(workspace: FrozenPipelines, name: str, version: int | None, alias: s
     pipe = _pick(vars(module), function, frozen.ref)
     pipe.version_ref = frozen.ref
     pipe.version_params = dict(frozen.params)
+    if frozen.git_commit is not None:
+        pipe.version_commit = frozen.git_commit + ("+dirty" if frozen.git_dirty else "")
     return pipe

@@ -20,7 +20,7 @@ from mloop.names import check_name
 if TYPE_CHECKING:
     from mloop.core.runner import RunResult, Stores
 
-__all__ = ["Pipeline", "pipeline"]
+__all__ = ["Pipeline", "coerce_param", "pipeline"]
 
 
 class Pipeline:
@@ -42,6 +42,7 @@ class Pipeline:
         # ``NAME:VERSION`` when loaded from a deployed (frozen) version: recorded on each run
         self.version_ref: str | None = None
         self.version_params: dict[str, Any] = {}  # the deployed version's parameters (a run's override)
+        self.version_commit: str | None = None  # the deployed version's git commit (``+dirty`` if so)
 
     @cached_property
     def graph(self) -> Graph:
@@ -59,6 +60,21 @@ class Pipeline:
             return typing.get_type_hints(self.fn)
         except Exception:
             return {}
+
+    def path_params(self) -> set[str]:
+        """The parameters annotated ``Path`` (or ``Path | None``): files a run reads."""
+        return {
+            name
+            for name, hint in self._hints.items()
+            if name in self.signature.parameters
+            and (
+                hint is Path
+                or (
+                    typing.get_origin(hint) in (typing.Union, types.UnionType)
+                    and Path in typing.get_args(hint)
+                )
+            )
+        }
 
     def code_hash(self) -> str:
         """Content hash of the pipeline body and every step's code."""
@@ -88,20 +104,11 @@ class Pipeline:
         bound: dict[str, Any] = {}
         for name, p in known.items():
             if name in params:
-                bound[name] = _coerce(name, params[name], self._hints.get(name))
+                bound[name] = coerce_param(name, params[name], self._hints.get(name))
             elif p.default is not p.empty:
-                bound[name] = p.default
+                bound[name] = coerce_param(name, p.default, None)
             else:
                 raise ParameterError(f"missing parameter {name!r} for pipeline {self.name!r}", field=name)
-            try:
-                json.dumps(bound[name], allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                problem = (
-                    f"{bound[name]!r} is not a finite number (JSON has no NaN or infinity)"
-                    if isinstance(exc, ValueError)
-                    else f"value of type {type(bound[name]).__name__} is not JSON-serialisable"
-                )
-                raise ParameterError(f"parameter {name!r}: {problem}", field=name) from exc
         return bound
 
     def run(
@@ -139,6 +146,25 @@ def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     if fn is not None:
         return Pipeline(fn, name=name)
     return lambda f: Pipeline(f, name=name)
+
+
+def coerce_param(name: str, value: Any, hint: Any) -> Any:
+    """``value`` of parameter ``name`` as its annotated type ``hint`` (strings, as the CLI gives them,
+    are parsed); ParameterError for a mistyped or non-JSON value (NaN and infinity included).
+
+    The one rule for a parameter's value: ``mloop run`` and ``mloop pipelines deploy`` both apply it.
+    """
+    value = _coerce(name, value, hint)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        problem = (
+            f"{value!r} is not a finite number (JSON has no NaN or infinity)"
+            if isinstance(exc, ValueError)
+            else f"value of type {type(value).__name__} is not JSON-serialisable"
+        )
+        raise ParameterError(f"parameter {name!r}: {problem}", field=name) from exc
+    return value
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

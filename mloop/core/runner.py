@@ -144,6 +144,8 @@ class RunResult:
     steps: list[StepRun]
     outputs: dict[str, dict[str, ArtifactRef]]
     artifacts: ArtifactStore
+    # node → the (node, output) pairs it read: which artifacts each step's outputs were made from
+    upstream: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def step(self, name: str) -> StepRun:
         for s in self.steps:
@@ -207,7 +209,10 @@ class Runner:
             pipeline.name,
             params=bound,
             trigger=trigger,
-            code_commit=fingerprint.git_commit(source) if source else None,
+            # a deployed version runs from a cache folder: its commit is the one recorded at deploy
+            code_commit=pipeline.version_commit
+            if pipeline.version_ref is not None
+            else (fingerprint.git_commit(source) if source else None),
             code_hash=pipeline.code_hash(),
             resumed_from=resumed_from,
         )
@@ -229,7 +234,11 @@ class Runner:
             stop_beat.set()
         if failure is None:
             final = self.metadata.finish_run(run.id, RunStatus.SUCCEEDED)
-            return RunResult(final, self.metadata.list_steps(run.id), outputs, self.artifacts)
+            upstream = {
+                name: [(src.node, src.output) for src in node.inputs.values() if isinstance(src, OutputRef)]
+                for name, node in graph.nodes.items()
+            }
+            return RunResult(final, self.metadata.list_steps(run.id), outputs, self.artifacts, upstream)
         node, outcome = failure
         status = RunStatus.STOPPED if outcome.stops_run else RunStatus.FAILED
         message = f"step {node!r} {'stopped the run' if outcome.stops_run else 'failed'}: " + (

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
+import sys
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from mloop.errors import PipelineLoadError
 
-__all__ = ["collect_sources", "module_name", "pack_sources", "project_root", "sources_hash", "unpack_sources"]
+__all__ = [
+    "collect_sources",
+    "module_name",
+    "outside_modules",
+    "pack_sources",
+    "project_root",
+    "sources_hash",
+    "unpack_sources",
+]
 
 
 def is_pipeline_decorator(node: ast.expr) -> bool:
@@ -96,6 +107,35 @@ def collect_sources(entry: Path) -> tuple[Path, dict[str, bytes]]:
         for name in _imports(path, root):
             todo.extend(p for p in _resolve(root, name) if p.relative_to(root).as_posix() not in files)
     return root, dict(sorted(files.items()))
+
+
+def outside_modules(root: Path, files: Mapping[str, bytes]) -> dict[str, str]:
+    """``{module: where it is found}`` of the top-level modules the snapshot imports that are neither
+    in it, nor the standard library, nor an installed distribution: found some other way (PYTHONPATH,
+    a folder on ``sys.path``), so not frozen, and not recorded as the environment either.
+
+    Found without importing them (``importlib.util.find_spec`` of a top-level name only locates it).
+    """
+    installed = importlib.metadata.packages_distributions()
+    tops: set[str] = set()
+    for rel in files:
+        for name in _imports(root / rel, root):
+            tops.add(name.split(".")[0])
+    found: dict[str, str] = {}
+    for top in sorted(tops):
+        if top in sys.stdlib_module_names or top == "__future__" or top in installed or _resolve(root, top):
+            continue
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            continue  # not importable here (the run says so), or part of the interpreter
+        where = (
+            spec.origin if spec.origin != "namespace" else ", ".join(spec.submodule_search_locations or [])
+        )
+        found[top] = where
+    return found
 
 
 def sources_hash(files: Mapping[str, bytes]) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "LoopConfig",
     "RolloutPolicy",
     "TriggerSpec",
+    "anchor_path_params",
     "load_loop_config",
     "parse_duration",
 ]
@@ -171,7 +172,13 @@ class LoadTestPolicy(_Strict):
     """
 
     enabled: bool = True
-    requests: int = Field(200, ge=1, le=100_000)
+    requests: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="how many of the most recent logged requests to replay (a count; "
+        "mloop.cicd.loadtest.load_test takes the list of requests itself)",
+    )
     concurrency: int = Field(4, ge=1, le=256)
     p99_ms: float = Field(250.0, gt=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
@@ -225,6 +232,10 @@ class LoopConfig(_Strict):
     """Every trigger and rollout policy of a workspace."""
 
     triggers: list[TriggerSpec] = Field(default_factory=list)
+    # the folder of the configuration file: relative paths in it (a trigger's pipeline file, watched
+    # path, and file parameters, the deployed version's included) are relative to it, not to the
+    # current directory. None: built in Python, paths as given.
+    root: str | None = None
     rollout: list[RolloutPolicy] = Field(default_factory=list)
     tick_s: float = Field(5.0, gt=0)
     # [scheduler]: an event's lease, renewed every heartbeat_s while its run is prepared and runs;
@@ -271,7 +282,42 @@ def load_loop_config(location: Path) -> LoopConfig:
     if not path.is_file():
         return LoopConfig()
     data = read_config_file(path)
-    section = {"triggers": data.get("triggers", []), "rollout": data.get("rollout", [])}
+    base = path.resolve().parent
+    triggers = [_anchored(t, base) if isinstance(t, dict) else t for t in data.get("triggers", [])]
+    section: dict[str, Any] = {"triggers": triggers, "rollout": data.get("rollout", [])}
     if "scheduler" in data:
         section.update(data["scheduler"])
+    section["root"] = str(base)
     return LoopConfig.parse(section, str(path))
+
+
+def _local_relative(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and "://" not in value
+        and not Path(value).expanduser().is_absolute()
+    )
+
+
+def _anchored(trigger: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A trigger table with its pipeline file and watched path made absolute against ``base``."""
+    trigger = dict(trigger)
+    pipeline = trigger.get("pipeline")
+    if isinstance(pipeline, str):
+        file_part, sep, name = pipeline.rpartition(":")
+        if sep and (file_part.endswith(".py") or "/" in file_part) and _local_relative(file_part):
+            trigger["pipeline"] = f"{base / file_part}:{name}"
+    if _local_relative(trigger.get("path")):
+        trigger["path"] = str(base / trigger["path"])
+    return trigger
+
+
+def anchor_path_params(params: dict[str, Any], path_params: set[str], root: str | None) -> dict[str, Any]:
+    """``params`` with the relative local paths of file parameters made absolute against ``root``
+    (the configuration's folder); unchanged when ``root`` is None."""
+    if root is None:
+        return params
+    return {
+        k: str(Path(root) / v) if k in path_params and _local_relative(v) else v for k, v in params.items()
+    }

@@ -34,7 +34,7 @@ from typing import Any
 from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
-from mloop.orchestration.config import LoopConfig, TriggerSpec
+from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import check_trigger, validate_trigger
 from mloop.stores.base import TriggerStore
@@ -329,7 +329,11 @@ class Scheduler:
             return
         accepted = set(inspect.signature(pipeline.fn).parameters)
         extra = {k: v for k, v in event.evidence.get("params", {}).items() if k in accepted}
-        params = {**spec.params, **extra}
+        # relative file params (the trigger's and the deployed version's) are relative to mloop.toml
+        params = anchor_path_params(
+            {**pipeline.version_params, **spec.params}, pipeline.path_params(), self.config.root
+        )
+        params.update(extra)
 
         def started(run: Run) -> None:
             self.store.update(event.id, status="running", run_id=run.id)

@@ -420,7 +420,8 @@ class PipelineStore(Protocol):
     def move_alias(
         self, name: str, alias: str, version: int | None, *, action: str, who: str, reason: str
     ) -> AliasEvent:
-        """Point ``alias`` at ``version`` (None removes it) and record the move, in one transaction."""
+        """Point ``alias`` at ``version`` (None removes it) and record the move, in one transaction;
+        a promotion to the version it already holds records nothing (the event's action: unchanged)."""
         ...
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...

@@ -132,18 +132,56 @@ def assert_finite(value: Any, *, step: str | None = None, what: str = "value") -
     """No NaN or infinity in predictions, probabilities, metrics or artifacts.
 
     ``value`` may be an array, a DataFrame, a dict of metrics, a fitted model (its coefficients), or a
-    RunResult: then every output of every step (or only ``step``'s) is checked.
+    RunResult: then every output of every step (or only ``step``'s) is checked. A table's missing
+    values are legitimate input, so NaN in a DataFrame column fails only where a step introduced it: a
+    numeric column of a step's output holding NaN/inf that is new, or that none of the step's input
+    tables had NaN/inf in (the failure names the step, the column and the count). NaN in the output of
+    a step that reads no table (it loads the raw data) is the data's own.
     """
     if isinstance(value, RunResult):
         for node, outputs in value.outputs.items():
             if step is not None and node != step:
                 continue
+            inputs = [value.load(n, o) for n, o in value.upstream.get(node, []) if n in value.outputs]
+            tables = [t for t in inputs if isinstance(t, pd.DataFrame)]
             for name in outputs:
-                assert_finite(value.load(node, name), step=node, what=name)
+                out = value.load(node, name)
+                if isinstance(out, pd.DataFrame) and tables:
+                    _introduced(out, tables, node, name)
+                assert_finite(out, step=node, what=name)
         return
     found = _non_finite(value, what)
     if found is not None:
         raise CheckFailed("finite", step, found[1], f"{found[0]} is not finite")
+
+
+def _non_finite_count(column: pd.Series) -> int:
+    values = column.to_numpy(dtype=float, na_value=np.nan)
+    return int((~np.isfinite(values)).sum())
+
+
+def _numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _introduced(out: pd.DataFrame, inputs: Sequence[pd.DataFrame], step: str, name: str) -> None:
+    """CheckFailed for the first numeric column of ``out`` with NaN/inf its step introduced."""
+    for col in out.columns:
+        if not _numeric(out[col]):
+            continue
+        count = _non_finite_count(out[col])
+        if not count:
+            continue
+        before = [t[col] for t in inputs if col in t.columns]
+        if any((_non_finite_count(c) if _numeric(c) else int(c.isna().sum())) for c in before):
+            continue  # already missing in what the step read: not the step's doing
+        how = "a new column" if not before else "its inputs had none there"
+        raise CheckFailed(
+            "finite",
+            step,
+            count,
+            f"output {name!r} column {col!r} has {count} NaN/inf value(s) the step introduced ({how})",
+        )
 
 
 def _shape_ok(actual: tuple[int, ...], expected: Sequence[int | None]) -> bool:

@@ -104,6 +104,11 @@ def test_build_errors_are_one_line_exit_2(tmp_path: Path, capsys, fake_wheel: Pa
     ws = _deployed(tmp_path, capsys)
     code, _, err = run(capsys, "build", "pipeline", "ghost", "-o", str(tmp_path / "c"), "--workspace", ws)
     assert code == 2 and "no deployed pipeline 'ghost'" in err
+    for target in ("/etc/passwd", "/etc/passwd/ctx"):  # a file, or under one: refused before writing
+        for kind, ref in (("pipeline", "toy@staging"), ("serve", "clf@production")):
+            code, _, err = run(capsys, "build", kind, ref, "-o", target, "--workspace", ws)
+            assert code == 2 and err.startswith("error: --output ") and "is not a folder" in err, err
+            assert err.count("\n") == 1, err
     code, _, err = run(
         capsys, "build", "serve", "clf@production", "-o", str(tmp_path / "c"), "--workspace", ws
     )

@@ -154,3 +154,97 @@ def test_the_example_projects_workflow_is_the_generated_one(tmp_path: Path, caps
     run(capsys, "ci", "init", str(tmp_path), "--github")
     example = Path(__file__).parents[2] / "examples" / "project" / ".github" / "workflows" / "mloop-ci.yml"
     assert example.read_text() == (tmp_path / ".github" / "workflows" / "mloop-ci.yml").read_text()
+
+
+def test_output_paths_are_refused_before_any_check_runs(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "suite-ran"
+    project = make_project(
+        tmp_path / "proj", tests=f"def test_x():\n    open({str(marker)!r}, 'w').close()\n"
+    )
+    for option, value, message in (
+        ("--junit", str(tmp_path / "nowhere" / "x.xml"), "does not exist"),
+        ("--junit", "/", "is a directory"),
+        ("--workspace", "/dev/null", "is not a folder"),
+    ):
+        code, _, err = run(capsys, "ci", "run", str(project), option, value)
+        assert code == 2 and err.startswith(f"error: {option} ") and message in err, err
+        assert err.count("\n") == 1, err
+    assert not marker.exists()  # refused up front: the project's suite never ran
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_init_follows_the_branch_and_installs_the_projects_own_dependencies(tmp_path: Path, capsys) -> None:
+    _git(tmp_path, "init", "-q", "-b", "trunk")
+    (tmp_path / "requirements.txt").write_text("pandas\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\ndependencies = []\n')
+    code, out, _ = run(capsys, "ci", "init", str(tmp_path), "--github")
+    assert code == 0 and "wrote" in out and ".gitignore" in out
+    workflow = tmp_path / ".github" / "workflows" / "mloop-ci.yml"
+    text = workflow.read_text()
+    assert "branches: [trunk]" in text, text
+    assert "python -m pip install -r requirements.txt . mloop pytest" in text, text
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+         str(workflow)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert run(capsys, "ci", "init", str(tmp_path), "--gitlab")[0] == 0
+    gitlab = (tmp_path / ".gitlab-ci.yml").read_text()
+    assert "python -m pip install -r requirements.txt . mloop pytest" in gitlab
+    assert ".mloop/" in (tmp_path / ".gitignore").read_text().splitlines()
+    (tmp_path / ".gitignore").write_text("mine\n")  # the user's own is left alone
+    assert run(capsys, "ci", "init", str(tmp_path), "--gitlab", "--force")[0] == 0
+    assert (tmp_path / ".gitignore").read_text() == "mine\n"
+
+
+def test_the_example_project_ignores_its_workspace_like_ci_init_does() -> None:
+    from mloop.cicd.workflows import GITIGNORE
+
+    example = Path(__file__).parents[2] / "examples" / "project" / ".gitignore"
+    assert example.read_text() == GITIGNORE
+
+
+NAN_FEATURES = """
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+import mloop
+
+
+@mloop.step
+def load(data: Path) -> pd.DataFrame:
+    return pd.read_csv(data)
+
+
+@mloop.step
+def features(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["r"] = np.log(out["x1"])  # NaN for every negative x1: HistGradientBoosting accepts it silently
+    return out
+
+
+@mloop.step
+def fit(df: pd.DataFrame) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=20).fit(df[["x1", "r"]], df["y"])
+
+
+@mloop.pipeline
+def training(data: Path):
+    fit(features(load(data)))
+"""
+
+
+def test_feature_logic_that_makes_nan_fails_the_finite_check_naming_step_and_column(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj")
+    (project / "toy" / "pipeline.py").write_text(NAN_FEATURES)
+    report = ci_run(project, tests=False)
+    [finite] = [c for c in report.checks if c.check == "finite"]
+    assert finite.status == "failed" and finite.step == "features", finite
+    assert "column 'r'" in finite.detail and int(finite.value or 0) > 0, finite

@@ -113,6 +113,22 @@ def test_aliases_move_with_history_and_roll_back_in_order(store: PipelineStore) 
         store.move_alias("churn", "canary", None, action="rollback", who="x", reason="")
 
 
+def test_promoting_the_current_holder_records_nothing_and_rollback_skips_repeats(
+    store: PipelineStore,
+) -> None:
+    for _ in range(2):
+        store.create_version(draft())
+    store.move_alias("churn", "production", 1, action="promote", who="a", reason="")
+    store.move_alias("churn", "production", 2, action="promote", who="a", reason="")
+    same = store.move_alias("churn", "production", 2, action="promote", who="a", reason="again")
+    assert (same.action, same.from_version, same.to_version) == ("unchanged", 2, 2)
+    assert [e.to_version for e in store.alias_history("churn", "production")] == [1, 2]
+    back = store.move_alias("churn", "production", None, action="rollback", who="a", reason="")
+    assert (back.from_version, back.to_version) == (2, 1)
+    with pytest.raises(ConflictError, match="no earlier version to roll back to"):
+        store.move_alias("churn", "production", None, action="rollback", who="a", reason="")
+
+
 def test_ci_verdicts_are_kept_per_code_hash_newest_first(store: PipelineStore) -> None:
     assert store.get_ci("f" * 64) is None
     now = utcnow()

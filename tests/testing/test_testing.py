@@ -12,6 +12,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+import mloop
 from mloop.errors import DataError
 from mloop.testing import (
     CheckFailed,
@@ -128,3 +129,46 @@ def test_broken_lineage_is_named(mloop_workspace) -> None:
 def test_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["pytest11"] == {"mloop": "mloop.testing.fixtures"}
+
+
+@mloop.step
+def _raw(data: Path) -> pd.DataFrame:
+    return pd.read_csv(data)
+
+
+@mloop.step
+def _features(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["r"] = np.log(out["a"])  # NaN where a is negative: a feature-logic bug
+    return out
+
+
+@mloop.step
+def _keep(df: pd.DataFrame) -> pd.DataFrame:
+    return df[["a", "m"]].copy()  # carries the raw data's missing values along
+
+
+@mloop.pipeline
+def nan_features(data: Path):
+    raw = _raw(data)
+    _keep(raw)
+    _features(raw)
+
+
+@mloop.pipeline
+def missing_only(data: Path):
+    _keep(_raw(data))
+
+
+def test_nan_a_step_introduces_is_named_but_the_raw_datas_missing_values_are_left_alone(
+    mloop_workspace,
+) -> None:
+    sample = pd.DataFrame({"a": [1.0, -2.0, 3.0, -4.0, 5.0], "m": [1.0, np.nan, 2.0, np.nan, 3.0]})
+    run = run_pipeline(mloop_workspace, missing_only, sample=sample)
+    assert_finite(run)  # 'm' is missing in the raw data: legitimate input
+    run = run_pipeline(mloop_workspace, nan_features, sample=sample)
+    with pytest.raises(
+        CheckFailed, match=r"at step '_features': output 'output' column 'r' has 2 NaN"
+    ) as info:
+        assert_finite(run)
+    assert (info.value.step, info.value.value) == ("_features", 2)

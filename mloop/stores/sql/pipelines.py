@@ -26,6 +26,7 @@ from mloop.stores.sql.engine import translate_errors
 __all__ = ["SqlPipelineStore"]
 
 PROMOTE, ROLLBACK = "promote", "rollback"
+UNCHANGED = "unchanged"  # a promotion to the version the alias already holds: returned, never recorded
 _V, _A, _E = t.pipeline_versions, t.pipeline_aliases, t.pipeline_alias_events
 
 
@@ -98,7 +99,8 @@ class SqlPipelineStore(SqlStore):
         self, name: str, alias: str, version: int | None, *, action: str = PROMOTE, who: str, reason: str
     ) -> AliasEvent:
         """Point ``alias`` at ``version``; ``action="rollback"`` (version None) gives it back to the
-        holder it had before its current one."""
+        previous holder different from its current one. Promoting to the version the alias already
+        holds records nothing and returns an event whose action is ``unchanged``."""
         _check_name("alias", alias)
         with self._write() as conn:
             last = conn.execute(sa.select(sa.func.max(_V.c.version)).where(_V.c.name == name)).scalar()
@@ -111,17 +113,20 @@ class SqlPipelineStore(SqlStore):
                 stack = self._holder_stack(conn, name, alias)
                 if not stack:
                     raise NotFoundError(_no_alias(conn, name, alias), field="alias")
-                if len(stack) < 2:
+                earlier = [v for v in stack if v != current]
+                if not earlier:
                     raise ConflictError(
                         f"alias {alias!r} of pipeline {name!r} has no earlier version to roll back to",
                         field="alias",
                     )
-                version = stack[-2]
+                version = earlier[-1]  # the previous *different* holder
             elif version is None or not 1 <= version <= int(last):
                 raise NotFoundError(
                     f"pipeline {name!r} has no version {version} (versions 1-{last})", field="version"
                 )
             now = utcnow()
+            if action == PROMOTE and current == version:  # nothing moves: nothing is recorded
+                return AliasEvent(name, alias, UNCHANGED, current, version, now, who, reason)
             if current is None:
                 conn.execute(
                     _A.insert(), {"name": name, "alias": alias, "version": version, "updated_at": now}
@@ -153,9 +158,10 @@ class SqlPipelineStore(SqlStore):
             .order_by(_E.c.id)
         )
         for action, to_version in rows:
-            if action == ROLLBACK:
-                stack.pop()
-            else:
+            if action == ROLLBACK:  # back to the previous different holder: drop everything above it
+                while stack and stack[-1] != to_version:
+                    stack.pop()
+            elif not stack or stack[-1] != to_version:  # a repeated promotion is no earlier version
                 stack.append(to_version)
         return stack
 
