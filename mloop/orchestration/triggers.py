@@ -316,6 +316,7 @@ def _degradation(
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
     holdout_rows = baseline_rows
+    trained_rows = int(info.version.tags.get("trained_rows", 0))
     if rebased is not None:
         baseline, baseline_rows = float(rebased["value"]), int(rebased["rows"])
     size = parse_window(spec.window)
@@ -339,7 +340,7 @@ def _degradation(
         pending = change is not None and change.get("pending", False)
         change = None if pending else change
         if change is None and acted != -2 and not pending:
-            change = _grown(spec, holdout_rows, frame, size, w.index)
+            change = _grown(spec, holdout_rows, frame, size, w.index, trained_rows)
         if change is None and not pending and retry is not None:
             change = _retry(frame, w.end, size, w.index, retry)
         if change is None and not pending:
@@ -450,7 +451,12 @@ REFRESH = 3
 
 
 def _grown(
-    spec: TriggerSpec, holdout_rows: int, frame: pd.DataFrame | None, size: Any, index: int
+    spec: TriggerSpec,
+    holdout_rows: int,
+    frame: pd.DataFrame | None,
+    size: Any,
+    index: int,
+    trained_rows: int = 0,
 ) -> dict[str, Any] | None:
     """A version trained on few rows right after a change point (``min_rows`` of them) is refitted
     once, when its own regime has given ``REFRESH`` times as many labelled rows (at most the trigger's
@@ -458,7 +464,9 @@ def _grown(
     max_rows = int(spec.params.get("max_rows") or 0)
     if spec.detector == "none" or frame is None or frame.empty or not spec.min_rows or not max_rows:
         return None
-    trained = int(holdout_rows / 0.2 * 0.8)  # the pipeline holds out its newest 20 %
+    # the rows it was fitted on (the longer window, when the pipeline kept it), else as the built-in
+    # pipeline sizes them: its newest 20 % held out
+    trained = trained_rows or int(holdout_rows / 0.2 * 0.8)
     if trained * 2 > max_rows:
         return None
     part = frame.iloc[: (index + 1) * size] if isinstance(size, int) else frame
