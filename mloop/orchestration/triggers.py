@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mloop.entities import TriggerState, id_floor
@@ -27,7 +30,7 @@ from mloop.orchestration.config import TriggerSpec
 from mloop.validation.model import LOWER_IS_BETTER
 from mloop.workspace import Workspace
 
-__all__ = ["Firing", "TriggerCheck", "check_trigger", "validate_trigger"]
+__all__ = ["Firing", "TriggerCheck", "check_trigger", "persisted", "validate_trigger"]
 
 
 @dataclass
@@ -316,6 +319,7 @@ def _degradation(
         )
     baseline_rows = int(info.version.tags.get("evaluated_rows", 1000))
     holdout_rows = baseline_rows
+    trained_rows = int(info.version.tags.get("trained_rows", 0))
     if rebased is not None:
         baseline, baseline_rows = float(rebased["value"]), int(rebased["rows"])
     size = parse_window(spec.window)
@@ -339,9 +343,9 @@ def _degradation(
         pending = change is not None and change.get("pending", False)
         change = None if pending else change
         if change is None and acted != -2 and not pending:
-            change = _grown(spec, holdout_rows, frame, size, w.index)
+            change = _grown(spec, holdout_rows, frame, size, w.index, trained_rows)
         if change is None and not pending and retry is not None:
-            change = _retry(frame, w.end, size, w.index, retry)
+            change = _retry(frame, w.end, size, w.index, retry, _losses(info), spec.z)
         if change is None and not pending:
             change = _trend(spec, info, frame, w.end, size, w.index, acted)
         if not verdict.degraded:
@@ -417,7 +421,14 @@ def _degradation(
                 if trained * 2 <= max_rows:
                     need = min(REFRESH * trained, max_rows)
                     start = 0 if change.get("refresh") else change.get("regime_row", change["row"])
-                    watermark["retry"] = {"row": start, "start": since, "trained": trained, "need": need}
+                    fired = len(_labelled_upto(frame, w.end, size, w.index)) if frame is not None else 0
+                    watermark["retry"] = {
+                        "row": start,
+                        "start": since,
+                        "trained": trained,
+                        "need": need,
+                        "fired": fired,
+                    }
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
                 params["min_rows"] = spec.min_rows
@@ -450,7 +461,12 @@ REFRESH = 3
 
 
 def _grown(
-    spec: TriggerSpec, holdout_rows: int, frame: pd.DataFrame | None, size: Any, index: int
+    spec: TriggerSpec,
+    holdout_rows: int,
+    frame: pd.DataFrame | None,
+    size: Any,
+    index: int,
+    trained_rows: int = 0,
 ) -> dict[str, Any] | None:
     """A version trained on few rows right after a change point (``min_rows`` of them) is refitted
     once, when its own regime has given ``REFRESH`` times as many labelled rows (at most the trigger's
@@ -458,7 +474,9 @@ def _grown(
     max_rows = int(spec.params.get("max_rows") or 0)
     if spec.detector == "none" or frame is None or frame.empty or not spec.min_rows or not max_rows:
         return None
-    trained = int(holdout_rows / 0.2 * 0.8)  # the pipeline holds out its newest 20 %
+    # the rows it was fitted on (the longer window, when the pipeline kept it), else as the built-in
+    # pipeline sizes them: its newest 20 % held out
+    trained = trained_rows or int(holdout_rows / 0.2 * 0.8)
     if trained * 2 > max_rows:
         return None
     part = frame.iloc[: (index + 1) * size] if isinstance(size, int) else frame
@@ -521,15 +539,47 @@ def _trend(
     }
 
 
+def _losses(info: Any) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Per-row losses of the version ``info`` describes (:func:`changepoint.row_losses`)."""
+    scale = info.version.metrics.get("mae") if info.task == "regression" else None
+    return lambda part: changepoint.row_losses(part, info.task, info.classes, scale)
+
+
+def persisted(before: np.ndarray, since: np.ndarray, z: float) -> bool:
+    """Whether the loss on the rows logged since the trigger fired is still above the loss before the
+    regime it fired on, by more than ``z`` standard errors (Welch). Only rows the trigger had not seen
+    count: the regime's own rows were chosen for being bad."""
+    if len(before) < 2 or len(since) < 2:
+        return True  # nothing to compare with: the rule as before
+    se = math.sqrt(float(before.var(ddof=1)) / len(before) + float(since.var(ddof=1)) / len(since))
+    return float(since.mean() - before.mean()) > z * max(se, 1e-12)
+
+
 def _retry(
-    frame: pd.DataFrame | None, end: Any, size: Any, index: int, retry: dict[str, Any]
+    frame: pd.DataFrame | None,
+    end: Any,
+    size: Any,
+    index: int,
+    retry: dict[str, Any],
+    losses: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    z: float = 2.0,
 ) -> dict[str, Any] | None:
-    """The regime of a refused run has grown to ``retry["need"]`` labelled rows: train on them."""
+    """The regime of a refused run has grown to ``retry["need"]`` labelled rows: train on them, if the
+    shortfall it fired on persisted (:func:`persisted`): after a false alarm the version's loss goes
+    back to what it was, the refused candidate said as much, and a second run would be a second
+    false alarm."""
     if frame is None or frame.empty:
         return None
-    grown = len(_labelled_upto(frame, end, size, index)) - int(retry["row"])
+    upto = _labelled_upto(frame, end, size, index)
+    row = int(retry["row"])
+    grown = len(upto) - row
     if grown < int(retry["need"]):
         return None
+    fired = int(retry.get("fired") or 0)
+    if losses is not None and row > 0 and fired:
+        loss = losses(upto)
+        if not persisted(loss[:row], loss[fired:], z):
+            return None
     return {
         "retry": True,
         "row": int(retry["row"]),

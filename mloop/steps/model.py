@@ -149,6 +149,7 @@ def register_model(
             "infra_passed": infra.passed,
             "rejected_because": reasons,
             "evaluated_rows": evaluation.rows,  # how sure the metrics are: monitoring's noise allowance
+            "trained_rows": training.rows,  # a version fitted on few rows is refitted when more come
         },
     )
     alias = None

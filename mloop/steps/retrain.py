@@ -227,7 +227,7 @@ def features_of(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     return rows.drop(columns=[target])
 
 
-@step
+@step(outputs=["model", "fitted"])
 def fit_model(
     train: pd.DataFrame,
     target: str,
@@ -235,8 +235,9 @@ def fit_model(
     older: pd.DataFrame | None = None,
     test: pd.DataFrame | None = None,
     compare_wider: bool = False,
-) -> Any:
-    """Fit the estimator ``estimator`` names (task inferred from the target column). With
+) -> tuple:
+    """Fit the estimator ``estimator`` names (task inferred from the target column); returns the model
+    and the rows it was fitted on (its training statistics and size are recorded from them). With
     ``compare_wider``, given ``older`` rows (the ones before the current regime) and ``test`` (the
     newest rows, held out), a second fit on ``older`` + ``train`` is kept instead when it scores better
     on ``test``: after an abrupt change the regime's own rows win, under slow drift or a false alarm
@@ -245,6 +246,7 @@ def fit_model(
     task = infer_task(y)
     factory = estimator_factory(estimator)
     model = factory(features, task).fit(features, y)
+    fitted = train
     chosen = {"window": "regime", "n_train": len(train)}
     comparable = older is not None and test is not None and len(older) > 0 and len(test) > 0
     if compare_wider and comparable and older is not None and test is not None:
@@ -256,11 +258,11 @@ def fit_model(
         narrow_score = narrow_eval.metrics.get(metric, float("nan"))
         wide_score = wide_eval.metrics.get(metric, float("nan"))
         if sign * (wide_score - narrow_score) > 0:
-            model, chosen = wide_model, {"window": "wider", "n_train": len(wide)}
+            model, fitted, chosen = wide_model, wide, {"window": "wider", "n_train": len(wide)}
         log_metrics({f"regime_{metric}": narrow_score, f"wider_{metric}": wide_score})
     described = describe_default_model(features, task) if estimator == "auto" else estimator
     log_params({"model": described, "task": task, **chosen})
-    return model
+    return model, fitted
 
 
 @pipeline
@@ -282,9 +284,13 @@ def retrain(
     schema = production_schema(rows, model_name, target)
     validate_schema(features_of(rows, target), schema)
     train, test = split_recent(rows, holdout_fraction=holdout_fraction)
-    reference = statistics(train)
+    model, fitted = fit_model(
+        train, target, estimator=estimator, older=older, test=test, compare_wider=compare_wider
+    )
+    # the version's training statistics (its signature, drift reference and size) are those of the
+    # rows it was fitted on, the longer window when that one was kept
+    reference = statistics(fitted)
     check_drift(reference, test)
-    model = fit_model(train, target, estimator=estimator, older=older, test=test, compare_wider=compare_wider)
     evaluation = evaluate_model(model, test, target)
     verdict = validate_model(evaluation, test, model_name)
     infra = latency_gate(model, test, target, budget_p99_ms=budget_p99_ms, enforce_latency=enforce_latency)
