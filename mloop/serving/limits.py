@@ -8,12 +8,12 @@ before any model sees it. Messages quote at most ~200 characters of what was sen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from typing import Any
 
-import anyio
 from starlette.requests import ClientDisconnect, Request
 
 from mloop.errors import BodyTooLargeError, InputError, NotFiniteError, ReadTimeoutError
@@ -40,26 +40,37 @@ def clip(text: str, limit: int = QUOTE_CHARS) -> str:
 
 
 async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
-    """The body, refused early when it is (or declares it will be) larger than ``max_bytes``."""
+    """The body, refused early when it is (or declares it will be) larger than ``max_bytes``.
+
+    Read from the ASGI messages directly under one ``asyncio.timeout``: anyio's ``fail_after`` and
+    Starlette's ``stream()`` generator cost ~8 µs per request, as much as validating a row.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise BodyTooLargeError(
             f"the body ({int(declared)} bytes) exceeds the limit of {max_bytes} bytes", field="body"
         )
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     try:
-        with anyio.fail_after(timeout_s):
-            async for chunk in request.stream():
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > max_bytes:
                     raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes", field="body")
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError as exc:
         raise ReadTimeoutError(f"the body was not received within {timeout_s:g} s", field="body") from exc
     except ClientDisconnect as exc:
         raise ReadTimeoutError("the client disconnected before sending its body", field="body") from exc
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json(raw: bytes | str, max_depth: int) -> Any:
