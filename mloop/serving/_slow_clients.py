@@ -4,6 +4,10 @@ uvicorn times out idle keep-alive connections and the app times out slow bodies 
 times out a request whose headers trickle in: 800 half-sent requests would hold 800 connections
 forever. This subclass of uvicorn's httptools protocol arms a timer when a connection opens and
 when each request begins, and disarms it when the headers are complete.
+
+It also tells the app how busy the server is: each request's scope carries uvicorn's set of request
+tasks in flight under :data:`~mloop.serving.batching.IN_FLIGHT`, so a request that is alone is
+predicted at once instead of waiting a turn of the event loop for partners that are not coming.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mloop.serving.batching import IN_FLIGHT
 
 __all__ = ["HeaderTimeoutProtocol"]
 
@@ -37,6 +43,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self.scope[IN_FLIGHT] = self.tasks  # type: ignore[literal-required]  # the live set, not a count
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:

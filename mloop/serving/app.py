@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from mloop.auth import ROLES, check_token
 from mloop.errors import MloopError
 from mloop.serving import openapi
-from mloop.serving.batching import Batcher
+from mloop.serving.batching import Batcher, alone
 from mloop.serving.hotpath import ServiceApp
 from mloop.serving.limits import read_body
 from mloop.serving.metrics import RequestCounter
@@ -152,7 +152,9 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             return await run(request, size, work)
         started = time.perf_counter()
         rows, key, version = decode()
-        response = encode(predicted(request, await batcher.predict(rows, key, version)))
+        response = encode(
+            predicted(request, await batcher.predict(rows, key, version, lone=alone(request.scope)))
+        )
         metrics = service.metrics
         metrics.of(metrics.latency, model, request.state.version).observe(time.perf_counter() - started)
         return response
