@@ -30,11 +30,12 @@ from starlette.exceptions import HTTPException
 from mloop.auth import ROLES, check_token
 from mloop.errors import MloopError
 from mloop.serving import openapi
-from mloop.serving.batching import Batcher
+from mloop.serving.batching import Batcher, alone
 from mloop.serving.hotpath import ServiceApp
 from mloop.serving.limits import read_body
 from mloop.serving.metrics import RequestCounter
 from mloop.serving.protocols import mlflow, oip_v2, predict
+from mloop.serving.responses import AnswerResponse
 from mloop.serving.service import ModelService, ServeConfig
 from mloop.workspace import Workspace
 
@@ -151,7 +152,9 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             return await run(request, size, work)
         started = time.perf_counter()
         rows, key, version = decode()
-        response = encode(predicted(request, await batcher.predict(rows, key, version)))
+        response = encode(
+            predicted(request, await batcher.predict(rows, key, version, lone=alone(request.scope)))
+        )
         metrics = service.metrics
         metrics.of(metrics.latency, model, request.state.version).observe(time.perf_counter() - started)
         return response
@@ -254,7 +257,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             return mlflow.rows_from_body(raw, content_type, config.max_json_depth, rules), key, None
 
         def encode(result: dict[str, Any]) -> Response:
-            return JSONResponse(
+            return AnswerResponse(
                 {"predictions": result["predictions"], "prediction_ids": result["prediction_ids"]}
             )
 
@@ -274,7 +277,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             return predict.rows_from(body), predict.request_key(body, header_key), None
 
         # a ready Response skips FastAPI's element-by-element jsonable_encoder (slow on large batches)
-        return await answer(request, len(raw), decode, JSONResponse)
+        return await answer(request, len(raw), decode, AnswerResponse)
 
     @app.post("/feedback", **openapi.FEEDBACK)
     async def feedback(request: Request) -> Response:

@@ -11,18 +11,35 @@ while requests that arrive during a model call are answered together by the next
 canary or shadow routing, and its own error (:meth:`ModelService.predict_many`).
 
 The batch runs on the event loop, as single requests did before: no thread hand-off, and nothing to
-coalesce would arrive faster from a thread on a machine whose cores are busy anyway.
+coalesce would arrive faster from a thread on a machine whose cores are busy anyway. A request that
+the server says is the only one in flight (:func:`alone`), with no batch pending, is predicted in
+the same turn, without the future and the extra turn of the loop (~8 µs, 7 % of a one-row answer at
+concurrency 1): no other request can join a batch that nobody else is waiting for. It is the same
+work on the same event loop as a batch of one, so large bodies (offloaded to threads before they
+get here) keep the loop as responsive as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from mloop.serving.service import ModelService, Prepared
 
-__all__ = ["Batcher"]
+__all__ = ["IN_FLIGHT", "Batcher", "alone"]
+
+# the ASGI scope key under which mloop's uvicorn protocol (``serving/_slow_clients.py``) puts the
+# server's set of request tasks in flight (uvicorn's own, which ``limit_concurrency`` counts too)
+IN_FLIGHT = "mloop.requests_in_flight"
+
+
+def alone(scope: Mapping[str, Any]) -> bool:
+    """True when the server says this request is the only one in flight; False when it says
+    nothing (another server, or a test calling the app directly)."""
+    tasks = scope.get(IN_FLIGHT)
+    return tasks is not None and len(tasks) <= 1
 
 
 class Batcher:
@@ -35,12 +52,23 @@ class Batcher:
         self._scheduled = False
 
     async def predict(
-        self, rows: list[dict[str, Any]], key: str | None = None, version: int | None = None
+        self,
+        rows: list[dict[str, Any]],
+        key: str | None = None,
+        version: int | None = None,
+        *,
+        lone: bool = False,
     ) -> dict[str, Any]:
         """What :meth:`ModelService.predict` answers, from a model call shared with the requests
-        that are ready at the same time. Errors of this request alone are raised here."""
+        that are ready at the same time. Errors of this request alone are raised here. ``lone``:
+        the server says no other request is in flight (:func:`alone`), so it is answered now
+        unless a batch is already pending."""
         prepared = self.service.prepare(rows, key, version)  # this request's own input errors
-        if self.max_rows <= 1 or len(prepared.rows) >= self.max_rows:
+        if (
+            self.max_rows <= 1
+            or len(prepared.rows) >= self.max_rows
+            or (lone and not self._scheduled and not self._pending)
+        ):
             return _raised(self.service.predict_many([prepared])[0])
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()

@@ -16,6 +16,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="serving needs mloop[serve]")
 httpx = pytest.importorskip("httpx", reason="serving tests need httpx")
 
 from mloop.serving.app import ServeConfig, create_app  # noqa: E402
+from mloop.serving.server import header_timeout_protocol  # noqa: E402
 
 
 class Served:
@@ -36,7 +37,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        # the protocol `mloop serve` runs (header timeout, requests in flight, one write per answer)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", http=header_timeout_protocol())
+        )
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 60  # generous: a busy machine starts slowly

@@ -294,3 +294,68 @@ def test_batch_rows_from_the_command_line_and_mloop_toml(ws, tmp_path: Path) -> 
         timeout=120,
     )
     assert done.returncode == 2 and "--batch-rows" in done.stderr
+
+
+def test_a_lone_request_is_answered_at_once_and_a_pending_batch_still_takes_it(ws, tmp_path: Path) -> None:
+    """``lone`` (the server has no other request in flight) skips the wait for partners, but never
+    jumps a batch already pending: it joins it."""
+    service = ModelService(ws, ServeConfig(model="clf", log_predictions=False), tmp_path / "log")
+    service.start()
+    try:
+        sample = distinct_rows(2)
+        batcher = Batcher(service, 64)
+
+        async def lone() -> dict:
+            return await batcher.predict([sample[0]], lone=True)
+
+        answer = asyncio.run(lone())
+        assert calls(service) == (1, 1)
+        assert answer["predictions"] == service.predict([sample[0]])["predictions"]
+
+        async def behind_a_pending_one() -> list[dict]:
+            return await asyncio.gather(batcher.predict([sample[0]]), batcher.predict([sample[1]], lone=True))
+
+        before = calls(service)
+        answers = asyncio.run(behind_a_pending_one())
+        after = calls(service)
+        assert (after[0] - before[0], after[1] - before[1]) == (2, 1)  # one call answered both
+        assert answers[1]["predictions"] == service.predict([sample[1]])["predictions"]
+    finally:
+        service.stop()
+
+
+def test_mloop_serve_protocol_tells_the_app_whether_a_request_is_alone() -> None:
+    """Over real HTTP: under ``mloop serve``'s protocol a lone request's scope says it is alone;
+    under uvicorn's own protocol nothing is said, so requests wait for partners as before."""
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from mloop.serving._slow_clients import HeaderTimeoutProtocol
+    from mloop.serving.batching import alone
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        body = b"alone" if alone(scope) else b"not said"
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    for protocol, expected in ((HeaderTimeoutProtocol, "alone"), ("httptools", "not said")):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", http=protocol))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+                time.sleep(0.02)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                assert [client.post("/predict").text for _ in range(3)] == [expected] * 3
+        finally:
+            server.should_exit = True
+            thread.join(timeout=20)

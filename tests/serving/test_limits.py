@@ -135,6 +135,13 @@ def test_half_sent_headers_are_cut_off(ws) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as ok:  # others are still served
             ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
             assert ok.recv(1024).split()[1] == b"200"
+            time.sleep(0.7)  # past the first timeout: a later request gets its own time
+            ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ok.recv(1024).split()[1] == b"200"
+            started = time.monotonic()
+            ok.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # a later request, half-sent
+            assert ok.recv(1024) == b"", "the server kept a half-sent later request open"
+            assert time.monotonic() - started >= 0.4
     finally:
         server.should_exit = True
         thread.join(timeout=20)

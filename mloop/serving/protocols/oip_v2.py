@@ -36,6 +36,7 @@ from mloop.serving.protocols.tensors import (
     encode_binary,
     flatten,
 )
+from mloop.serving.responses import AnswerResponse
 
 __all__ = ["InferRequest", "decode_request", "error_response", "infer_response", "metadata"]
 
@@ -240,7 +241,7 @@ def infer_response(model: str, request: InferRequest, result: dict[str, Any]) ->
         "outputs": outputs,
     }
     if not blobs:
-        return JSONResponse(body)
+        return AnswerResponse(body)
     header = json.dumps(body, separators=(",", ":")).encode()
     return Response(
         header + b"".join(blobs),
