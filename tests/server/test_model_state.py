@@ -182,7 +182,9 @@ def test_client_fires_a_trigger(server: Server) -> None:
     )
     with mloop.Client(server.url, token=server.seeded.tokens["editor"]) as api:
         event = api.fire_trigger("nightly", reason="data fixed")
-        assert event["status"] == "pending" and event["pipeline"] == "sample_pipelines.py:arithmetic"
+        assert event["status"] == "pending"
+        # relative to mloop.toml's folder, recorded resolved
+        assert event["pipeline"] == f"{server.ws.root.parent / 'sample_pipelines.py'}:arithmetic"
         assert [t["name"] for t in api.triggers()] == ["nightly"]
         assert api.trigger_events("nightly")[0]["id"] == event["id"]
         with pytest.raises(mloop.NotFoundError):
