@@ -365,7 +365,8 @@ def _smoke(project: Path, spec: SmokeSpec) -> tuple[list[Check], str | None]:
                     "smoke",
                     name,
                     "passed",
-                    detail=f"run {run.run.id} on {len(sample) if sample is not None else 0} rows",
+                    detail=f"run {run.run.id} on "
+                    + (f"{len(sample)} sample rows" if sample is not None else "the pipeline's own data"),
                     seconds=time.perf_counter() - start,
                 )
             ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,8 +136,9 @@ def assert_finite(value: Any, *, step: str | None = None, what: str = "value") -
     RunResult: then every output of every step (or only ``step``'s) is checked. A table's missing
     values are legitimate input, so NaN in a DataFrame column fails only where a step introduced it: a
     numeric column of a step's output holding NaN/inf that is new, or that none of the step's input
-    tables had NaN/inf in (the failure names the step, the column and the count). NaN in the output of
-    a step that reads no table (it loads the raw data) is the data's own.
+    tables had NaN/inf in (the failure names the step, the column and the count). For a step that reads no table
+    but loads CSV/Parquet files named by its parameters, the files are its inputs; NaN the file already
+    had is the data's own.
     """
     if isinstance(value, RunResult):
         for node, outputs in value.outputs.items():
@@ -144,6 +146,8 @@ def assert_finite(value: Any, *, step: str | None = None, what: str = "value") -
                 continue
             inputs = [value.load(n, o) for n, o in value.upstream.get(node, []) if n in value.outputs]
             tables = [t for t in inputs if isinstance(t, pd.DataFrame)]
+            if not tables:  # a step that loads its data from files: those files are what it read
+                tables = _files_read(value, node)
             for name in outputs:
                 out = value.load(node, name)
                 if isinstance(out, pd.DataFrame) and tables:
@@ -153,6 +157,28 @@ def assert_finite(value: Any, *, step: str | None = None, what: str = "value") -
     found = _non_finite(value, what)
     if found is not None:
         raise CheckFailed("finite", step, found[1], f"{found[0]} is not finite")
+
+
+def _files_read(run: RunResult, node: str) -> list[pd.DataFrame]:
+    """The CSV/Parquet files a step's string parameters name (relative paths from the current
+    folder, as the step opened them): a feature step that loads a file and computes ``log(x)`` in
+    the same step introduced the NaN its output holds where the file had none."""
+    try:
+        params = run.step(node).params
+    except KeyError:
+        return []
+    tables = []
+    for value in params.values():
+        if not isinstance(value, str) or not value.lower().endswith((".csv", ".parquet")):
+            continue
+        path = Path(value)
+        if not path.is_file():
+            continue
+        try:
+            tables.append(pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path))
+        except (OSError, ValueError):
+            continue
+    return tables
 
 
 def _non_finite_count(column: pd.Series) -> int:

@@ -172,3 +172,25 @@ def test_nan_a_step_introduces_is_named_but_the_raw_datas_missing_values_are_lef
     ) as info:
         assert_finite(run)
     assert (info.value.step, info.value.value) == ("_features", 2)
+
+
+@mloop.step
+def _load_and_log(data: Path) -> pd.DataFrame:
+    out = pd.read_csv(data)
+    out["r"] = np.log(out["a"])  # loaded and derived in one step: the same bug, one step earlier
+    return out
+
+
+@mloop.pipeline
+def load_and_log(data: Path):
+    _load_and_log(data)
+
+
+def test_nan_introduced_by_the_step_that_loads_the_file_is_named(mloop_workspace) -> None:
+    """A step that reads the CSV and computes log(x) in one go passed: it read no table, so all its
+    NaN counted as the raw data's. The file it read is its input now."""
+    sample = pd.DataFrame({"a": [1.0, -2.0, 3.0, -4.0, 5.0], "m": [1.0, np.nan, 2.0, np.nan, 3.0]})
+    run = run_pipeline(mloop_workspace, load_and_log, sample=sample)
+    with pytest.raises(CheckFailed, match=r"at step '_load_and_log': output 'output' column 'r' has 2 NaN"):
+        assert_finite(run)
+    assert_finite(run_pipeline(mloop_workspace, missing_only, sample=sample))  # 'm': the file's own NaN
