@@ -29,6 +29,7 @@ from mloop.entities import AliasEvent, ArtifactRef, ModelStatus, ModelVersion, R
 from mloop.errors import (
     ArtifactCorruptedError,
     ConfigurationError,
+    DataError,
     MloopError,
     NotFoundError,
     ParameterError,
@@ -471,6 +472,17 @@ class Workspace:
         if existing is not None:  # identical bytes: registering is idempotent (no compile, no new version)
             return existing
         signature = dict(signature or {})
+        if "inputs" in signature:  # refused now, not when a service first loads the version
+            from mloop.validation.schema import Schema
+
+            try:
+                Schema.from_dict(signature["inputs"])
+            except DataError as exc:
+                raise ParameterError(
+                    f"signature 'inputs' must be a schema document (mloop.infer_schema(...).to_dict()): "
+                    f"{exc.message}",
+                    field="signature",
+                ) from exc
         if "feature_service" in signature:
             self._check_feature_service(signature)
         if compile:

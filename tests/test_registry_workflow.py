@@ -164,3 +164,16 @@ def test_valid_names_are_accepted(workspace: mloop.Workspace) -> None:
     model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
     for name in ("a", "churn-model_v2.1", "9lives", "x" * 128):
         assert workspace.register_model(name, model).version == 1
+
+
+@pytest.mark.parametrize("inputs", [{"a": "float64", "b": "float64"}, {"columns": {}}, "a,b"])
+def test_a_signature_whose_inputs_are_no_schema_is_refused_at_registration(
+    workspace: mloop.Workspace, inputs: object
+) -> None:
+    """It was accepted, and every service that loaded the version crashed on it."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
+    with pytest.raises(mloop.ParameterError, match="signature 'inputs' must be a schema document") as info:
+        workspace.register_model("sig", model, signature={"inputs": inputs})
+    assert info.value.field == "signature"

@@ -136,9 +136,9 @@ def assert_finite(value: Any, *, step: str | None = None, what: str = "value") -
     RunResult: then every output of every step (or only ``step``'s) is checked. A table's missing
     values are legitimate input, so NaN in a DataFrame column fails only where a step introduced it: a
     numeric column of a step's output holding NaN/inf that is new, or that none of the step's input
-    tables had NaN/inf in (the failure names the step, the column and the count). For a step that reads no table
-    but loads CSV/Parquet files named by its parameters, the files are its inputs; NaN the file already
-    had is the data's own.
+    tables had NaN/inf in (the failure names the step, the column and the count). For a step that
+    reads no table but loads CSV/Parquet files named by its parameters, the files are its inputs; NaN
+    the file already had is the data's own.
     """
     if isinstance(value, RunResult):
         for node, outputs in value.outputs.items():
