@@ -7,11 +7,11 @@ model at registration: the default when the onnx extra is installed); the "mloop
 column serves the unpickled scikit-learn model itself (``--no-compiled``). Each load phase is bounded
 in time (``--seconds``).
 
-The load comes from :class:`KeepAlive`, a keep-alive HTTP/1.1 client on a raw socket that sends
-pre-encoded requests and reads the status line, headers and body by Content-Length (or chunks), as
-load generators such as wrk do: Python's ``http.client`` costs ~120 µs of the client's own CPU per
-request (its header parsing goes through ``email.parser``), a third of mloop's whole round trip at
-concurrency 1, so it measured the client more than the server. For continuity with earlier figures,
+The load comes from :class:`loadclient.KeepAlive`, a keep-alive HTTP/1.1 client on a raw socket that
+sends pre-encoded requests and reads the answer by its Content-Length, as load generators such as wrk
+do: Python's ``http.client`` costs ~120 µs of the client's own CPU per request (its header parsing
+goes through ``email.parser``), a third of mloop's whole round trip at concurrency 1, so it measured
+the client more than the server. For continuity with earlier figures,
 each server's concurrency-1 phase is also run through ``http.client`` and printed under the table.
 Goals (issue 14): >= 10x MLflow's requests/s at concurrency 1 (median of 3 runs) and >= 15x at 16;
 single-row p99 <= 5 ms at concurrency 1 and <= 40 ms at 16; first answer <= 1 s. The same service is
@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from loadclient import KeepAlive
 
 BIN = Path(sys.executable).parent
 
@@ -54,8 +55,12 @@ def free_port() -> int:
 HEADERS: dict[bytes, dict[str, str]] = {}  # per body: extra headers (the binary tensor header length)
 
 
+def request_headers(body: bytes) -> dict[str, str]:
+    return {"Content-Type": "application/json", **HEADERS.get(body, {})}
+
+
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
-    conn.request("POST", path, body, {"Content-Type": "application/json", **HEADERS.get(body, {})})
+    conn.request("POST", path, body, request_headers(body))
     response = conn.getresponse()
     return response.status, response.read()
 
@@ -78,59 +83,6 @@ def wait_first_answer(
     raise RuntimeError("no answer before the timeout")
 
 
-class KeepAlive:
-    """One keep-alive connection sending one pre-encoded POST again and again (see the docstring)."""
-
-    def __init__(self, port: int, path: str, body: bytes) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        extra = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.get(body, {}).items())
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"{extra}Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.request = head.encode() + body
-        self.buffer = b""
-
-    def post(self) -> tuple[int, bytes]:
-        self.sock.sendall(self.request)
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            self._fill()
-        head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4 :]
-        lines = head.split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        if "content-length" in fields:
-            return status, self._take(int(fields["content-length"]))
-        if fields.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                while (eol := self.buffer.find(b"\r\n")) < 0:
-                    self._fill()
-                size = int(self.buffer[:eol].split(b";")[0], 16)
-                self.buffer = self.buffer[eol + 2 :]
-                chunk = self._take(size + 2)[:size]
-                if size == 0:
-                    return status, b"".join(chunks)
-                chunks.append(chunk)
-        raise RuntimeError(f"a response with neither Content-Length nor chunks: {head!r}")
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            self._fill()
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-    def _fill(self) -> None:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def load(
     port: int, path: str, body: bytes, concurrency: int, seconds: float, client: str = "raw"
 ) -> dict[str, float]:
@@ -141,8 +93,11 @@ def load(
 
     def worker(i: int) -> None:
         if client == "raw":
-            conn = KeepAlive(port, path, body)
-            send = conn.post
+            conn = KeepAlive(port)
+            request = conn.prepare(
+                "POST", path, body, {"Content-Type": "application/json", **HEADERS.get(body, {})}
+            )
+            send = lambda: conn.send(request)  # noqa: E731
         else:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # type: ignore[assignment]
             send = lambda: post(conn, path, body)  # type: ignore[arg-type]  # noqa: E731
@@ -171,11 +126,12 @@ def load(
 
 
 def batch_latency(port: int, path: str, body: bytes, n: int = 20) -> float:
-    conn = KeepAlive(port, path, body)
+    conn = KeepAlive(port)
+    request = conn.prepare("POST", path, body, request_headers(body))
     samples = []
     for _ in range(n):
         start = time.perf_counter()
-        status, _ = conn.post()
+        status, _ = conn.send(request)
         assert status == 200
         samples.append(time.perf_counter() - start)
     conn.close()
