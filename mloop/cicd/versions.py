@@ -29,8 +29,7 @@ from mloop.core.sources import (
     sources_hash,
 )
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
-from mloop.errors import ConflictError, NotFoundError, ParameterError, PipelineLoadError
-from mloop.stores.base import PipelineStore
+from mloop.errors import ConflictError, ParameterError, PipelineLoadError
 from mloop.workspace import Workspace, current_user
 
 __all__ = [
@@ -271,10 +270,9 @@ def deploy_pipeline(
         created_at=utcnow(),
         created_by=who,
     )
-    existing = _existing(store, draft)
-    if existing is not None:
-        return Deployment(existing, created=False, warnings=tuple(warnings))
-    version = store.create_version(draft)
+    version, created = store.create_or_reuse(draft, lambda v: _same(v, draft))
+    if not created:
+        return Deployment(version, created=False, warnings=tuple(warnings))
     store.move_alias(name, "staging", version.version, action="promote", who=who, reason="deployed")
     return Deployment(version, created=True, warnings=tuple(warnings))
 
@@ -294,15 +292,6 @@ def _untested_params(
 
 
 _UNSET = object()
-
-
-def _existing(store: PipelineStore, draft: PipelineVersion) -> PipelineVersion | None:
-    """The newest version of ``draft.name`` identical to ``draft``, if any."""
-    try:
-        versions = store.list_versions(draft.name)
-    except NotFoundError:
-        return None
-    return next((v for v in reversed(versions) if _same(v, draft)), None)
 
 
 def promote_pipeline(

@@ -407,6 +407,14 @@ class PipelineStore(Protocol):
         """Store ``version`` under the next number of its name (its ``version``/``id`` are assigned)."""
         ...
 
+    def create_or_reuse(
+        self, version: PipelineVersion, same: Callable[[PipelineVersion], bool] | None = None
+    ) -> tuple[PipelineVersion, bool]:
+        """``(stored, True)`` as :meth:`create_version`, or ``(existing, False)`` when a version of
+        the name already satisfies ``same`` (the newest such), decided atomically: concurrent
+        identical deploys make one version."""
+        ...
+
     def get_version(
         self, name: str, version: int | None = None, *, alias: str | None = None
     ) -> PipelineVersion:

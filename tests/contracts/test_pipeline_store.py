@@ -72,6 +72,29 @@ def test_concurrent_deploys_get_unique_numbers(store: PipelineStore) -> None:
     assert sorted(numbers) == list(range(1, 16))
 
 
+def test_concurrent_identical_deploys_make_one_version(store: PipelineStore) -> None:
+    """Six threads deploy the same code at once (twice over): one version is created, every other
+    deploy gets it back, and a different code still makes a new one."""
+    results: list[tuple[int, bool]] = []
+    barrier = threading.Barrier(6)
+
+    def deploy() -> None:
+        barrier.wait()
+        for _ in range(2):
+            version, created = store.create_or_reuse(draft(), lambda v: v.code_hash == draft().code_hash)
+            results.append((version.version, created))
+
+    threads = [threading.Thread(target=deploy) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [(1, False)] * 11 + [(1, True)]
+    assert [v.version for v in store.list_versions("churn")] == [1]
+    other, created = store.create_or_reuse(draft(code="b" * 64), lambda v: v.code_hash == "b" * 64)
+    assert (other.version, created) == (2, True)
+
+
 def test_missing_names_versions_and_aliases_are_named(store: PipelineStore) -> None:
     with pytest.raises(NotFoundError, match="no deployed pipeline 'nope'"):
         store.get_version("nope")

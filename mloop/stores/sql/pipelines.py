@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,17 +40,29 @@ class SqlPipelineStore(SqlStore):
     store_name = "pipeline store"
 
     def create_version(self, version: PipelineVersion) -> PipelineVersion:
+        return self.create_or_reuse(version)[0]
+
+    def create_or_reuse(
+        self, version: PipelineVersion, same: Callable[[PipelineVersion], bool] | None = None
+    ) -> tuple[PipelineVersion, bool]:
         _check_name("pipeline name", version.name)
         for _ in range(20):
             try:
                 with translate_errors(self.store_name, integrity=False), self._writer.begin() as conn:
+                    if same is not None:  # looked for inside the write: two identical deploys make one
+                        rows = conn.execute(
+                            sa.select(_V).where(_V.c.name == version.name).order_by(_V.c.version.desc())
+                        ).mappings()
+                        found = next((v for v in map(_version, rows) if same(v)), None)
+                        if found is not None:
+                            return found, False
                     last = conn.execute(sa.select(sa.func.max(_V.c.version)).where(_V.c.name == version.name))
                     number = int(last.scalar() or 0) + 1
                     stored = dataclasses.replace(version, id=new_id(), version=number, created_at=utcnow())
                     conn.execute(_V.insert(), _row(stored))
-                return stored
+                return stored, True
             except IntegrityError:
-                continue  # a concurrent deploy took the number: take the next
+                continue  # a concurrent deploy took the number: look again, then take the next
         raise ConflictError(f"could not number a new version of {version.name!r}", field="name")
 
     def get_version(
