@@ -19,10 +19,11 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
+from mloop.entities import AliasEvent, Model, ModelVersion
 from mloop.errors import DataError, NotFoundError, ParameterError
 
 if TYPE_CHECKING:
-    from mloop.entities import ModelVersion, PipelineVersion
+    from mloop.entities import PipelineVersion
     from mloop.validation.model import Evaluation
     from mloop.workspace import Workspace
 
@@ -129,7 +130,7 @@ def list_models(
         server,
         token,
         workspace,
-        lambda api: [remote.to_model(m) for m in api.models()],
+        lambda api: [remote.entity(Model, m) for m in api.models()],
         lambda ws: ws.registry.models(),
     )
     if as_json:
@@ -158,7 +159,7 @@ def versions(
         server,
         token,
         workspace,
-        lambda api: [remote.to_version(v) for v in api.versions(name)],
+        lambda api: [remote.entity(ModelVersion, v) for v in api.versions(name)],
         lambda ws: ws.registry.versions(name),
     )
     if as_json:
@@ -279,7 +280,7 @@ def history(
         server,
         token,
         workspace,
-        lambda api: [remote.to_event(e) for e in api.history(name, alias)],
+        lambda api: [remote.entity(AliasEvent, e) for e in api.history(name, alias)],
         lambda ws: ws.registry.history(name, alias),
     )
     if as_json:
