@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.tree import Tree
@@ -22,8 +23,12 @@ from mloop.cli.common import (
 from mloop.cli.data import anomalies_table
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.core.lineage import LineageGraph
-from mloop.entities import Run, RunStatus, StepRun
+from mloop.entities import ArtifactRef, Metric, Run, RunStatus, StepRun
 from mloop.stores.base import RunQuery
+
+if TYPE_CHECKING:
+    from mloop.validation.schema import Anomalies
+    from mloop.workspace import Workspace
 
 __all__ = ["artifacts_app", "lineage", "lineage_tree", "runs_app"]
 
@@ -70,6 +75,82 @@ def runs_list(
     out.print(table)
 
 
+@dataclass(frozen=True)
+class _RunDetail:
+    """What ``runs show`` prints, from a workspace or from a team server alike."""
+
+    run: Run
+    steps: list[StepRun]
+    params: dict[str, Any]
+    metrics: list[Metric]
+    outputs: list[dict[str, Any]]
+    anomalies: list[Anomalies]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "steps": self.steps,
+            "params": self.params,
+            "metrics": self.metrics,
+            "outputs": self.outputs,
+        }
+
+
+def _output(step: str, name: str, art: ArtifactRef) -> dict[str, Any]:
+    return {
+        "step": step,
+        "output": name,
+        "artifact_id": art.id,
+        "type": art.type,
+        "python_type": art.python_type,
+    }
+
+
+_ANOMALIES = "mloop.validation.schema.Anomalies"  # the recorded class of a schema gate's anomalies
+
+
+def _is_anomalies(output: dict[str, Any]) -> bool:
+    return bool(output["output"] == "anomalies" and output["python_type"] == _ANOMALIES)
+
+
+def _local_run(ws: Workspace, run_id: str) -> _RunDetail:
+    run_ = ws.resolve_run(run_id)
+    steps = ws.metadata.list_steps(run_.id)
+    names = {s.id: s.name for s in steps}
+    # no steps (a tracking run): no events either (an empty filter would match every event)
+    events = ws.metadata.events(step_run_ids=list(names), kind="output") if steps else []
+    outputs = [_output(names[e.step_run_id], e.name, ws.metadata.get_artifact(e.artifact_id)) for e in events]
+    return _RunDetail(
+        run_,
+        steps,
+        ws.metadata.get_params(run_.id),
+        ws.metadata.get_metrics(run_.id),
+        outputs,
+        [ws.load_artifact(o["artifact_id"]) for o in outputs if _is_anomalies(o)],
+    )
+
+
+def _remote_run(api: Any, run_id: str) -> _RunDetail:
+    from mloop.validation.schema import Anomalies
+
+    body = api.run(run_id)
+    run_ = remote.entity(Run, body["run"])
+    outputs = [
+        _output(a["step"], a["name"], remote.entity(ArtifactRef, a))
+        for a in body["artifacts"]
+        if a["kind"] == "output"
+    ]
+    return _RunDetail(
+        run_,
+        [remote.entity(StepRun, s) for s in body["steps"]],
+        body["params"],
+        [remote.entity(Metric, m) for m in api.run_metrics(run_.id)],
+        outputs,
+        # a JSON report read as one, never unpickled (only Anomalies' own bytes are decoded)
+        [Anomalies.from_bytes(api.artifact_content(o["artifact_id"])) for o in outputs if _is_anomalies(o)],
+    )
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: str,
@@ -79,32 +160,13 @@ def runs_show(
     token: TokenOpt = None,
 ) -> None:
     """Show one run: parameters, steps, metrics."""
-    if server:
-        _remote_run_show(server, token, run_id, as_json)
-        return
-    with open_workspace(workspace) as ws:
-        run_ = ws.resolve_run(run_id)
-        run_id = run_.id
-        steps = ws.metadata.list_steps(run_id)
-        metrics = ws.metadata.get_metrics(run_id)
-        params = ws.metadata.get_params(run_id)
-        events = ws.metadata.events(step_run_ids=[s.id for s in steps], kind="output")
-        artifacts = {e.artifact_id: ws.metadata.get_artifact(e.artifact_id) for e in events}
-        anomalies = [ws.load_artifact(e.artifact_id) for e in events if e.name == "anomalies"]
-    names = {s.id: s.name for s in steps}
-    outputs = [
-        {
-            "step": names[e.step_run_id],
-            "output": e.name,
-            "artifact_id": e.artifact_id,
-            "type": artifacts[e.artifact_id].type,
-            "python_type": artifacts[e.artifact_id].python_type,
-        }
-        for e in events
-    ]
+    detail = remote.read(
+        server, token, workspace, lambda api: _remote_run(api, run_id), lambda ws: _local_run(ws, run_id)
+    )
     if as_json:
-        print_json({"run": run_, "steps": steps, "params": params, "metrics": metrics, "outputs": outputs})
+        print_json(detail.to_dict())
         return
+    run_ = detail.run
     out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
     out.print(
         f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -120,56 +182,32 @@ def runs_show(
     table = Table(title="steps", title_justify="left")
     for col in ("step", "status", "duration", "error"):
         table.add_column(col)
-    for s in steps:
+    for s in detail.steps:
         error = f"{s.error_type}: {s.error_message}" if s.error_type else ""
         table.add_row(s.name, paint(s.status.value), duration(s.duration_s), error)
     out.print(table)
-    if params:
-        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
-    if outputs:
+    if detail.params:
+        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in detail.params.items()))
+    if detail.outputs:
         at = Table(title="artifacts", title_justify="left")
         for col in ("step", "output", "type", "artifact"):
             at.add_column(col)
-        for o in outputs:
+        for o in detail.outputs:
             at.add_row(
                 o["step"], o["output"], o["python_type"].rpartition(".")[2] or o["type"], o["artifact_id"]
             )
         out.print(at)
-    for found in anomalies:
+    for found in detail.anomalies:
         if not found.ok:
             out.print(anomalies_table(found))
-    if metrics:
+    if detail.metrics:
+        names = {s.id: s.name for s in detail.steps}
         mt = Table(title="metrics", title_justify="left")
         for col in ("step", "key", "value", "index"):
             mt.add_column(col)
-        for m in metrics:
+        for m in detail.metrics:
             mt.add_row(names.get(m.step_run_id or "", "-"), m.key, f"{m.value:.6g}", str(m.step))
         out.print(mt)
-
-
-def _remote_run_show(server: str, token: str | None, run_id: str, as_json: bool) -> None:
-    with remote.client(server, token) as api:
-        body = api.run(run_id)
-    if as_json:
-        print_json(body)
-        return
-    run_ = remote.entity(Run, body["run"])
-    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
-    out.print(
-        f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
-        f" · {duration(run_.duration_s)}"
-    )
-    table = Table(title="steps", title_justify="left")
-    for col in ("step", "status", "duration", "error"):
-        table.add_column(col)
-    for s in (remote.entity(StepRun, s) for s in body["steps"]):
-        error = f"{s.error_type}: {s.error_message}" if s.error_type else ""
-        table.add_row(s.name, paint(s.status.value), duration(s.duration_s), error)
-    out.print(table)
-    if body["params"]:
-        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in body["params"].items()))
-    for key, m in body["metrics"].items():
-        out.print(f"metric {key} = {m['value']:.6g}", markup=False)
 
 
 @artifacts_app.command("show")

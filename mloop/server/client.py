@@ -111,6 +111,10 @@ class Client:
         """A run with its steps, params, metrics and outputs."""
         return self._get(f"/runs/{quote(run_id, safe='')}")
 
+    def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Every logged point of every metric of a run, in the order they were logged."""
+        return self._get(f"/runs/{quote(run_id, safe='')}/metrics")["metrics"]
+
     def metric_series(self, run_id: str, key: str) -> list[dict[str, Any]]:
         return self._get(f"/runs/{quote(run_id, safe='')}/metrics/{quote(key, safe='')}")["points"]
 
