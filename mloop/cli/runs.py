@@ -23,7 +23,7 @@ from mloop.cli.common import (
 from mloop.cli.data import anomalies_table
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.core.lineage import LineageGraph
-from mloop.entities import ArtifactRef, Metric, Run, RunStatus, StepRun
+from mloop.entities import ArtifactRef, Event, Metric, Run, RunStatus, StepRun
 from mloop.stores.base import RunQuery
 
 if TYPE_CHECKING:
@@ -211,13 +211,22 @@ def runs_show(
 
 
 @artifacts_app.command("show")
-def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def artifacts_show(
+    artifact_id: str,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Show an artifact (by id, digest or a unique prefix of either): type, size, digest, where it lives,
     who made and used it."""
-    with open_workspace(workspace) as ws:
-        art = ws.resolve_artifact(artifact_id)
-        events = ws.metadata.events(artifact_ids=[art.id])
-        steps = {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
+    art, events, steps = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: _remote_artifact(api, artifact_id),
+        lambda ws: _local_artifact(ws, artifact_id),
+    )
     if as_json:
         print_json({"artifact": art, "events": events})
         return
@@ -231,6 +240,18 @@ def artifacts_show(artifact_id: str, workspace: WorkspaceOpt = None, as_json: Js
         s = steps[e.step_run_id]
         table.add_row(e.kind, e.name, s.name, s.run_id, paint(s.status.value))
     out.print(table)
+
+
+def _local_artifact(ws: Workspace, ref: str) -> tuple[ArtifactRef, list[Event], dict[str, StepRun]]:
+    art = ws.resolve_artifact(ref)
+    events = ws.metadata.events(artifact_ids=[art.id])
+    return art, events, {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
+
+
+def _remote_artifact(api: Any, ref: str) -> tuple[ArtifactRef, list[Event], dict[str, StepRun]]:
+    body = api.artifact(ref)
+    steps = {s["id"]: remote.entity(StepRun, s) for s in body["steps"]}
+    return remote.entity(ArtifactRef, body), [remote.entity(Event, e) for e in body["events"]], steps
 
 
 def lineage_tree(graph: LineageGraph) -> Tree:
