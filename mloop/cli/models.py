@@ -19,11 +19,10 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
-from mloop.entities import AliasEvent, Model, ModelVersion
+from mloop.entities import AliasEvent, Model, ModelVersion, PipelineVersion, Run
 from mloop.errors import DataError, NotFoundError, ParameterError
 
 if TYPE_CHECKING:
-    from mloop.entities import PipelineVersion
     from mloop.validation.model import Evaluation
     from mloop.workspace import Workspace
 
@@ -188,15 +187,19 @@ def show(
     ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """One version: signature, metrics, tags, lineage."""
-    with open_workspace(workspace) as ws:
-        v = ws.model_version(ref)
-        run = ws.metadata.get_run(v.run_id) if v.run_id else None
-        pipeline = _pipeline_version(ws, run.id) if run is not None else None
+    from mloop.server.model_state import version_card
+
+    card = remote.read(
+        server, token, workspace, lambda api: _card(api.model_version(ref)), lambda ws: version_card(ws, ref)
+    )
     if as_json:
-        print_json({"version": v, "run": run, "pipeline_version": pipeline})
+        print_json(card)
         return
+    v, run, pipeline = card["version"], card["run"], card["pipeline_version"]
     out.print(f"[bold]{v.name} v{v.version}[/] ({v.status.value}) aliases: {', '.join(v.aliases) or '-'}")
     out.print(f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}")
     if run is not None:
@@ -423,17 +426,15 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "-"
 
 
-def _pipeline_version(ws: Workspace, run_id: str) -> PipelineVersion | None:
-    """The deployed pipeline version a run ran (its ``pipeline.version`` param), if any: lineage
-    model → run → pipeline version → commit."""
-    ref = ws.metadata.get_params(run_id).get("pipeline.version")
-    if not isinstance(ref, str) or ":" not in ref:
-        return None
-    name, _, number = ref.rpartition(":")
-    try:
-        return ws.pipelines.get_version(name, int(number))
-    except (NotFoundError, ValueError):
-        return None
+def _card(body: dict[str, Any]) -> dict[str, Any]:
+    """A version card (``model_state.version_card``) from the team server's answer."""
+    return {
+        "version": remote.entity(ModelVersion, body["version"]),
+        "run": remote.entity(Run, body["run"]) if body["run"] else None,
+        "pipeline_version": remote.entity(PipelineVersion, body["pipeline_version"])
+        if body["pipeline_version"]
+        else None,
+    }
 
 
 def _read(path: Path) -> Any:

@@ -148,6 +148,11 @@ class Client:
         body = {"reason": reason}
         return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}/rollback", body)
 
+    def model_version(self, ref: str) -> dict[str, Any]:
+        """``{"version", "run", "pipeline_version"}`` of ``NAME`` (newest), ``NAME:VERSION`` or
+        ``NAME@ALIAS``: the version, the run that made it, the deployed pipeline version that run ran."""
+        return self._get(f"/model-versions/{quote(ref, safe='')}")
+
     def evaluations(self, name: str, version: int) -> dict[str, Any]:
         """Evaluations, validation verdicts and infra checks recorded by the run that made a version."""
         return self._get(f"/models/{quote(name, safe='')}/versions/{int(version)}/evaluations")
@@ -172,6 +177,21 @@ class Client:
         return self._post(
             f"/models/{quote(name, safe='')}/rollout/reject", {"version": version, "reason": reason}
         )
+
+    # deployed pipelines -------------------------------------------------------------------------
+
+    def pipeline_versions(self, name: str | None = None) -> dict[str, Any]:
+        """``{"versions": [...], "aliases": {name: {alias: version}}}``: every deployed version, or
+        those of ``name``."""
+        return self._get("/pipeline-versions", name=name)
+
+    def pipeline_version(self, ref: str) -> dict[str, Any]:
+        """The version ``NAME`` (production), ``NAME:VERSION`` or ``NAME@ALIAS`` names."""
+        return self._get(f"/pipeline-versions/{quote(ref, safe='')}")
+
+    def pipeline_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every alias move of a deployed pipeline (of ``alias`` only), oldest first."""
+        return self._get(f"/pipelines/{quote(name, safe='')}/history", alias=alias)["events"]
 
     # triggers and audit -------------------------------------------------------------------------
 
