@@ -207,5 +207,9 @@ class Client:
         """Configured triggers with their scheduler state."""
         return self._get("/triggers")["triggers"]
 
+    def scheduler_status(self) -> list[dict[str, Any]]:
+        """Each configured trigger: last evaluation and result, last firing, next due time, latest event."""
+        return self._get("/scheduler/status")["triggers"]
+
     def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/audit", target=target, limit=limit)["entries"]
