@@ -24,6 +24,7 @@ from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
     evaluations,
+    features,
     models,
     pipelines,
     reports,
@@ -128,6 +129,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
         runs,
         artifacts,
         models,
+        features,
         evaluations,
         versions,
         pipelines,

@@ -193,6 +193,38 @@ class Client:
         """Every alias move of a deployed pipeline (of ``alias`` only), oldest first."""
         return self._get(f"/pipelines/{quote(name, safe='')}/history", alias=alias)["events"]
 
+    # feature store ------------------------------------------------------------------------------
+
+    def feature_definitions(self) -> list[dict[str, Any]]:
+        """Every entity, feature view and feature service (latest versions)."""
+        return self._get("/features/definitions")["definitions"]
+
+    def feature_definition(self, name: str) -> dict[str, Any]:
+        """One definition: kind, latest spec, versions and (for a view) its last materialization."""
+        return self._get(f"/features/definitions/{quote(name, safe='')}")
+
+    def feature_freshness(
+        self, features: Sequence[str] | None = None, *, service: str | None = None
+    ) -> dict[str, Any]:
+        """Per view: the newest event time the online store holds, its age, the last materialization."""
+        query = [("feature", f) for f in features or ()] + ([("service", service)] if service else [])
+        return self._request("GET", "/features/freshness", params=query).json()["views"]
+
+    def online_features(
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        features: Sequence[str] | None = None,
+        *,
+        service: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The latest values by entity key (``VIEW:FEATURE`` references or a feature service's)."""
+        body = {
+            "entities": [dict(e) for e in entities],
+            "features": list(features) if features is not None else None,
+            "service": service,
+        }
+        return self._post("/features/online", body)["rows"]
+
     # triggers and audit -------------------------------------------------------------------------
 
     def trigger_events(self, trigger: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
