@@ -243,5 +243,9 @@ class Client:
         """Each configured trigger: last evaluation and result, last firing, next due time, latest event."""
         return self._get("/scheduler/status")["triggers"]
 
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every token, never a secret or a hash (admin role)."""
+        return self._get("/tokens")["tokens"]
+
     def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/audit", target=target, limit=limit)["entries"]
