@@ -18,7 +18,7 @@ from mloop.cli.common import (
     plural,
     print_json,
 )
-from mloop.cli.remote import ServerOpt, TokenOpt
+from mloop.cli.remote import LocalServerOpt, LocalTokenOpt, ServerOpt, TokenOpt
 from mloop.entities import AliasEvent, Model, ModelVersion, PipelineVersion, Run
 from mloop.errors import DataError, NotFoundError, ParameterError
 
@@ -462,8 +462,11 @@ def evaluate_command(
     slices: SliceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Metrics of a registered model on a dataset, overall and per slice."""
+    remote.local_only(server, "models evaluate", "reads DATA on this machine and runs the model here")
 
     frame = _read(data)
     with open_workspace(workspace) as ws:
@@ -488,8 +491,11 @@ def compare(
     slices: SliceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Two versions side by side on the same data."""
+    remote.local_only(server, "models compare", "reads --data on this machine and runs both models here")
 
     frame = _read(data)
     with open_workspace(workspace) as ws:
@@ -536,8 +542,11 @@ def skew(
     ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Training–serving skew: the version's training statistics vs the inputs it was served."""
+    remote.local_only(server, "models skew", "reads the prediction log folder of a workspace on this machine")
     from mloop.cli.data import _print_drift, _report_json
     from mloop.monitoring.skew import serving_skew
 

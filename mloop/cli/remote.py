@@ -56,8 +56,7 @@ def local_only(server: str | None, command: str, why: str) -> None:
     or writes here): ParameterError, so one ``error:`` line and exit 2."""
     if server:
         raise ParameterError(
-            f"--server: `mloop {command}` {why}, so it runs only on a machine that has them, not against "
-            "a team server; run it without --server",
+            f"--server: `mloop {command}` {why}, so it has no team-server form; run it without --server",
             field="server",
         )
 
