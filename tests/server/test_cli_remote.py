@@ -296,3 +296,53 @@ def test_a_local_only_command_refuses_server_in_one_line(
     assert code == 2 and stdout == ""
     assert stderr.startswith("error: --server: `mloop ") and stderr.count("\n") == 1, stderr
     assert "mloop_x" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("GET", "/model-versions/churn:0", None, 400, "ref"),
+        ("GET", "/model-versions/churn%40", None, 400, "alias"),
+        ("GET", "/model-versions/nope", None, 404, "name"),
+        ("GET", "/pipeline-versions/training.py", None, 400, "ref"),
+        ("GET", "/pipeline-versions/training:9", None, 404, "version"),
+        ("GET", "/pipeline-versions?name=..", None, 400, "name"),
+        ("GET", "/pipelines/nope/history", None, 404, "name"),
+        ("GET", "/pipelines/training/history?alias=a%20b", None, 400, "alias"),
+        ("GET", "/runs/01NOPE/metrics", None, 404, None),
+        ("GET", "/features/definitions/nope", None, 404, "name"),
+        ("GET", "/features/freshness?feature=driver_stats", None, 400, "features"),
+        ("GET", "/features/freshness?service=..", None, 400, "service"),
+        ("POST", "/features/online", {"entities": []}, 400, "entities"),
+        ("POST", "/features/online", {"entities": [{"driver_id": 1}], "extra": 1}, 400, "extra"),
+        (
+            "POST",
+            "/features/online",
+            {"entities": [{"driver_id": [1]}], "service": "driver_model"},
+            400,
+            None,
+        ),
+    ],
+)
+def test_the_read_routes_answer_malformed_and_unknown_input_in_json(
+    shared: Shared, method: str, path: str, body: object, status: int, field: str | None
+) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {shared.tokens['viewer']}"}
+    response = httpx.request(method, shared.url + "/api/v1" + path, json=body, headers=headers, timeout=30)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "field"} and error["message"]
+    if field is not None:
+        assert error["field"] == field or error["field"].startswith(field), error
+
+
+def test_a_viewer_may_look_up_online_features_and_nobody_else(shared: Shared) -> None:
+    import httpx
+
+    body = {"entities": [{"driver_id": "1"}], "features": ["driver_stats:trips"]}
+    url = shared.url + "/api/v1/features/online"
+    ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {shared.tokens['viewer']}"})
+    assert ok.status_code == 200 and ok.json()["rows"][0]["features"] == {"driver_stats:trips": 2}
+    assert httpx.post(url, json=body).status_code == 401

@@ -8,11 +8,14 @@ show`` and ``mloop pipelines show``. A malformed reference is a 400, an unknown 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
 from mloop.cicd.versions import deployed_versions, find_version
+from mloop.errors import ParameterError
 from mloop.server import model_state
 from mloop.server.deps import BadRequestError, check_name, jsonable, principal, workspace
 from mloop.workspace import Workspace
@@ -21,6 +24,18 @@ router = APIRouter(tags=["versions"], dependencies=[Depends(principal("viewer"))
 Ws = Annotated[Workspace, Depends(workspace)]
 
 _REF = re.compile(r"^(?P<name>[^:@]*)(:[1-9][0-9]{0,8}|@(?P<alias>[^:@]*))?$")
+
+
+@contextmanager
+def _malformed_is_400() -> Iterator[None]:
+    """A reference the resolvers refuse (e.g. a pipeline ``NAME`` ending in ``.py``, which reads as a
+    file) is malformed input: 400, not the 422 of a ParameterError."""
+    try:
+        yield
+    except BadRequestError:
+        raise
+    except ParameterError as exc:
+        raise BadRequestError(exc.message, field="ref") from exc
 
 
 def _check_ref(ref: str, what: str) -> str:
@@ -41,7 +56,8 @@ def _check_ref(ref: str, what: str) -> str:
     summary="A model version by reference: the version, the run that made it, the pipeline version it ran",
 )
 def get_model_version(ref: str, ws: Ws) -> dict[str, Any]:
-    return jsonable(model_state.version_card(ws, _check_ref(ref, "model")))
+    with _malformed_is_400():
+        return jsonable(model_state.version_card(ws, _check_ref(ref, "model")))
 
 
 @router.get("/pipeline-versions", summary="Every deployed pipeline version (of one pipeline) and aliases")
@@ -52,4 +68,5 @@ def list_pipeline_versions(ws: Ws, name: str | None = None) -> dict[str, Any]:
 
 @router.get("/pipeline-versions/{ref}", summary="A deployed pipeline version by reference")
 def get_pipeline_version(ref: str, ws: Ws) -> dict[str, Any]:
-    return jsonable(find_version(ws.pipelines, _check_ref(ref, "pipeline")))
+    with _malformed_is_400():
+        return jsonable(find_version(ws.pipelines, _check_ref(ref, "pipeline")))
