@@ -311,3 +311,31 @@ def rollback_pipeline(
     return workspace.pipelines.move_alias(
         name, alias, None, action="rollback", who=who or current_user(), reason=reason
     )
+
+
+def deployed_versions(
+    store: PipelineStore, name: str | None = None
+) -> tuple[list[PipelineVersion], dict[str, dict[str, int]]]:
+    """Every deployed version (of ``name`` only, when given: NotFoundError for an unknown pipeline)
+    and the aliases of each pipeline listed."""
+    versions = store.list_versions(name)
+    return versions, {n: store.aliases(n) for n in sorted({v.name for v in versions})}
+
+
+def find_version(store: PipelineStore, ref: str) -> PipelineVersion:
+    """The version ``ref`` names: ``NAME`` (its production version), ``NAME:VERSION`` or ``NAME@ALIAS``;
+    ParameterError for anything else, NotFoundError naming what is missing."""
+    from mloop.core.loader import parse_pipeline_ref
+
+    parsed = parse_pipeline_ref(ref)
+    if parsed is None:
+        raise ParameterError(f"{ref!r} is not NAME, NAME:VERSION or NAME@ALIAS", field="pipeline")
+    name, number, alias = parsed
+    return store.get_version(name, number, alias=alias)
+
+
+def alias_history(store: PipelineStore, name: str, alias: str | None = None) -> list[AliasEvent]:
+    """Every alias move of a deployed pipeline (of ``alias`` only, when given), oldest first;
+    NotFoundError for an unknown pipeline (which has no history, rather than an empty one)."""
+    store.get_version(name)
+    return store.alias_history(name, alias)

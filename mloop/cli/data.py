@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from mloop.cli import remote
 from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
+from mloop.cli.remote import LocalServerOpt, LocalTokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.workspace import Workspace
 
@@ -46,8 +48,11 @@ def stats_command(
     encoding: EncodingOpt = "utf-8",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Per-column statistics in one pass (exact counts; quantiles and large distinct counts approximate)."""
+    remote.local_only(server, "data stats", "reads FILE on this machine")
     from mloop.validation.report import statistics_html
     from mloop.validation.stats import Statistics, compute_statistics
 
@@ -148,8 +153,11 @@ def validate_command(
     encoding: EncodingOpt = "utf-8",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Check a file against a schema. Exit 1 and list every anomaly when it does not conform."""
+    remote.local_only(server, "data validate", "reads FILE on this machine")
     from mloop.validation.schema import validate_schema
 
     rules = _schema_of(schema, workspace)
@@ -260,8 +268,11 @@ def drift_command(
     encoding: EncodingOpt = "utf-8",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Per-feature drift tests and a dataset verdict. Exit 1 when the dataset drifted."""
+    remote.local_only(server, "data drift", "reads its data files on this machine and tests drift here")
     from mloop.validation.drift import detect_drift
     from mloop.validation.report import drift_html
 

@@ -8,7 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from mloop.cli import remote
 from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, open_workspace, out, plural, print_json
+from mloop.cli.remote import LocalServerOpt, LocalTokenOpt, ServerOpt, TokenOpt
+from mloop.entities import FeatureDefinition, Materialization
 from mloop.errors import DataError, ParameterError
 
 features_app = typer.Typer(
@@ -74,10 +77,17 @@ def apply(
 
 
 @features_app.command("list")
-def list_definitions(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def list_definitions(
+    workspace: WorkspaceOpt = None, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
     """Every entity, feature view and feature service (latest versions)."""
-    with open_workspace(workspace) as ws:
-        defs = ws.features.definitions()
+    defs = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.entity(FeatureDefinition, d) for d in api.feature_definitions()],
+        lambda ws: ws.features.definitions(),
+    )
     if as_json:
         print_json(defs)
         return
@@ -101,10 +111,21 @@ def list_definitions(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
 
 
 @features_app.command("show")
-def show(name: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def show(
+    name: str,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """One definition: its latest spec, its versions and (for a view) its last materialization."""
-    with open_workspace(workspace) as ws:
-        info = ws.features.show(name)
+    info = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: _definition(api.feature_definition(name)),
+        lambda ws: ws.features.show(name),
+    )
     if as_json:
         print_json(info)
         return
@@ -129,8 +150,11 @@ def historical(
     ] = "event_timestamp",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Point-in-time correct features for each entity row, written to OUTPUT (one row per input row)."""
+    remote.local_only(server, "features historical", "reads ENTITIES and writes OUTPUT on this machine")
     if output.suffix.lower() != ".parquet":
         raise ParameterError(f"--output {output}: the output is Parquet; name it *.parquet", field="output")
     with open_workspace(workspace) as ws:
@@ -167,6 +191,16 @@ def materialize(
     for m in done:
         since = m.start.isoformat() if m.start else "the beginning"
         out.print(f"{m.view} v{m.version}: {m.rows:,} entities, events from {since} to {m.end.isoformat()}")
+
+
+def _definition(body: dict[str, Any]) -> dict[str, Any]:
+    """``FeatureStore.show``'s answer from the team server, with its times and materialization as the
+    local answer holds them."""
+    versions = [{**v, "created_at": datetime.fromisoformat(v["created_at"])} for v in body["versions"]]
+    last = body.get("last_materialization")
+    if last is not None:
+        body = {**body, "last_materialization": remote.entity(Materialization, last)}
+    return {**body, "versions": versions}
 
 
 def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[str, Any]]:
@@ -209,11 +243,19 @@ def online(
     service: ServiceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """The latest feature values by entity key (stale ones null, with their age)."""
     rows = _entity_rows(entity, entities)
-    with open_workspace(workspace) as ws:
-        result = ws.features.online(rows, _refs(features), service=service)
+    refs = _refs(features)
+    result = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: api.online_features(rows, refs, service=service),
+        lambda ws: ws.features.online(rows, refs, service=service),
+    )
     if as_json:
         print_json(result)
         return
@@ -235,8 +277,11 @@ def skew(
     sample: Annotated[int, typer.Option("--sample", help="How many entities to compare per view.")] = 100,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Online values vs the offline join for a sample of entities; exit 1 when any differ."""
+    remote.local_only(server, "features skew", "joins the offline sources on this machine")
     with open_workspace(workspace) as ws:
         report = ws.features.skew(_refs(features), service=service, sample=sample)
     if as_json:
@@ -260,10 +305,18 @@ def freshness(
     service: ServiceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """How old each view's online values are: the newest event time the online store holds."""
-    with open_workspace(workspace) as ws:
-        report = ws.features.freshness(_refs(features), service=service)
+    refs = _refs(features)
+    report = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: api.feature_freshness(refs, service=service),
+        lambda ws: ws.features.freshness(refs, service=service),
+    )
     if as_json:
         print_json(report)
         return

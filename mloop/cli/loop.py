@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
     Table,
@@ -22,6 +24,7 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.logs import configure_logging
+from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import MloopError, ParameterError
 from mloop.settings import CONFIG_FILE
 
@@ -153,10 +156,20 @@ def scheduler_run(
 
 
 @scheduler_app.command("status")
-def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+def scheduler_status(
+    workspace: WorkspaceOpt = None, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
     """Each trigger: last evaluation and its result, last firing, next due time."""
-    with open_workspace(workspace) as ws:
-        rows = _scheduler(ws, None).status()
+    from mloop.orchestration.config import load_loop_config
+    from mloop.orchestration.scheduler import trigger_status
+
+    rows = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [_status_row(r) for r in api.scheduler_status()],
+        lambda ws: trigger_status(ws.triggers, load_loop_config(ws.config_dir)),
+    )
     if as_json:
         print_json(rows)
         return
@@ -187,6 +200,12 @@ def scheduler_status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -
             f"{paint(last['status'])} {last['run_id'] or ''}" if last else "-",
         )
     out.print(table)
+
+
+def _status_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A status row from the team server, with its times as the local rows hold them."""
+    times = ("evaluated_at", "fired_at", "next_due_at")
+    return {k: datetime.fromisoformat(v) if k in times and v else v for k, v in row.items()}
 
 
 @scheduler_app.command("fire")

@@ -18,11 +18,11 @@ from mloop.cli.common import (
     plural,
     print_json,
 )
-from mloop.cli.remote import ServerOpt, TokenOpt
+from mloop.cli.remote import LocalServerOpt, LocalTokenOpt, ServerOpt, TokenOpt
+from mloop.entities import AliasEvent, Model, ModelVersion, PipelineVersion, Run
 from mloop.errors import DataError, NotFoundError, ParameterError
 
 if TYPE_CHECKING:
-    from mloop.entities import ModelVersion, PipelineVersion
     from mloop.validation.model import Evaluation
     from mloop.workspace import Workspace
 
@@ -129,7 +129,7 @@ def list_models(
         server,
         token,
         workspace,
-        lambda api: [remote.to_model(m) for m in api.models()],
+        lambda api: [remote.entity(Model, m) for m in api.models()],
         lambda ws: ws.registry.models(),
     )
     if as_json:
@@ -158,7 +158,7 @@ def versions(
         server,
         token,
         workspace,
-        lambda api: [remote.to_version(v) for v in api.versions(name)],
+        lambda api: [remote.entity(ModelVersion, v) for v in api.versions(name)],
         lambda ws: ws.registry.versions(name),
     )
     if as_json:
@@ -187,15 +187,19 @@ def show(
     ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """One version: signature, metrics, tags, lineage."""
-    with open_workspace(workspace) as ws:
-        v = ws.model_version(ref)
-        run = ws.metadata.get_run(v.run_id) if v.run_id else None
-        pipeline = _pipeline_version(ws, run.id) if run is not None else None
+    from mloop.server.model_state import version_card
+
+    card = remote.read(
+        server, token, workspace, lambda api: _card(api.model_version(ref)), lambda ws: version_card(ws, ref)
+    )
     if as_json:
-        print_json({"version": v, "run": run, "pipeline_version": pipeline})
+        print_json(card)
         return
+    v, run, pipeline = card["version"], card["run"], card["pipeline_version"]
     out.print(f"[bold]{v.name} v{v.version}[/] ({v.status.value}) aliases: {', '.join(v.aliases) or '-'}")
     out.print(f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}")
     if run is not None:
@@ -279,7 +283,7 @@ def history(
         server,
         token,
         workspace,
-        lambda api: [remote.to_event(e) for e in api.history(name, alias)],
+        lambda api: [remote.entity(AliasEvent, e) for e in api.history(name, alias)],
         lambda ws: ws.registry.history(name, alias),
     )
     if as_json:
@@ -422,17 +426,15 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "-"
 
 
-def _pipeline_version(ws: Workspace, run_id: str) -> PipelineVersion | None:
-    """The deployed pipeline version a run ran (its ``pipeline.version`` param), if any: lineage
-    model → run → pipeline version → commit."""
-    ref = ws.metadata.get_params(run_id).get("pipeline.version")
-    if not isinstance(ref, str) or ":" not in ref:
-        return None
-    name, _, number = ref.rpartition(":")
-    try:
-        return ws.pipelines.get_version(name, int(number))
-    except (NotFoundError, ValueError):
-        return None
+def _card(body: dict[str, Any]) -> dict[str, Any]:
+    """A version card (``model_state.version_card``) from the team server's answer."""
+    return {
+        "version": remote.entity(ModelVersion, body["version"]),
+        "run": remote.entity(Run, body["run"]) if body["run"] else None,
+        "pipeline_version": remote.entity(PipelineVersion, body["pipeline_version"])
+        if body["pipeline_version"]
+        else None,
+    }
 
 
 def _read(path: Path) -> Any:
@@ -460,8 +462,11 @@ def evaluate_command(
     slices: SliceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Metrics of a registered model on a dataset, overall and per slice."""
+    remote.local_only(server, "models evaluate", "reads DATA on this machine and runs the model here")
 
     frame = _read(data)
     with open_workspace(workspace) as ws:
@@ -486,8 +491,11 @@ def compare(
     slices: SliceOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Two versions side by side on the same data."""
+    remote.local_only(server, "models compare", "reads --data on this machine and runs both models here")
 
     frame = _read(data)
     with open_workspace(workspace) as ws:
@@ -534,8 +542,11 @@ def skew(
     ref: Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]")],
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: LocalServerOpt = None,
+    token: LocalTokenOpt = None,
 ) -> None:
     """Training–serving skew: the version's training statistics vs the inputs it was served."""
+    remote.local_only(server, "models skew", "reads the prediction log folder of a workspace on this machine")
     from mloop.cli.data import _print_drift, _report_json
     from mloop.monitoring.skew import serving_skew
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
     Table,
@@ -21,7 +22,8 @@ from mloop.cli.common import (
     plural,
     print_json,
 )
-from mloop.entities import AliasEvent, jsonable
+from mloop.cli.remote import ServerOpt, TokenOpt
+from mloop.entities import AliasEvent, PipelineVersion, jsonable
 from mloop.errors import ConfigurationError, ParameterError
 
 __all__ = ["build_app", "pipelines_app"]
@@ -133,12 +135,19 @@ def list_(
     name: Annotated[str | None, typer.Argument(help="Only this pipeline's versions.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Deployed pipeline versions, with their aliases."""
-    with open_workspace(workspace) as ws:
-        store = ws.pipelines
-        versions = store.list_versions(name)
-        aliases = {n: store.aliases(n) for n in {v.name for v in versions}}
+    from mloop.cicd.versions import deployed_versions
+
+    def from_server(api: Any) -> tuple[list[PipelineVersion], dict[str, dict[str, int]]]:
+        body = api.pipeline_versions(name)
+        return [remote.entity(PipelineVersion, v) for v in body["versions"]], body["aliases"]
+
+    versions, aliases = remote.read(
+        server, token, workspace, from_server, lambda ws: deployed_versions(ws.pipelines, name)
+    )
     if as_json:
         print_json({"versions": versions, "aliases": aliases})
         return
@@ -165,16 +174,19 @@ def show(
     ref: Annotated[str, typer.Argument(metavar="NAME | NAME:VERSION | NAME@ALIAS")],
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """One version: its code, params, environment and CI verdict."""
-    from mloop.core.loader import parse_pipeline_ref
+    from mloop.cicd.versions import find_version
 
-    parsed = parse_pipeline_ref(ref)
-    if parsed is None:
-        raise ParameterError(f"{ref!r} is not NAME, NAME:VERSION or NAME@ALIAS", field="pipeline")
-    name, number, alias = parsed
-    with open_workspace(workspace) as ws:
-        v = ws.pipelines.get_version(name, number, alias=alias)
+    v = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: remote.entity(PipelineVersion, api.pipeline_version(ref)),
+        lambda ws: find_version(ws.pipelines, ref),
+    )
     if as_json:
         print_json(v)
         return
@@ -194,11 +206,19 @@ def history(
     alias: Annotated[str | None, typer.Option("--alias", help="Only this alias's moves.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Every alias move of a pipeline, oldest first."""
-    with open_workspace(workspace) as ws:
-        ws.pipelines.get_version(name)  # NotFoundError names the pipeline
-        events = ws.pipelines.alias_history(name, alias)
+    from mloop.cicd.versions import alias_history
+
+    events = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.entity(AliasEvent, e) for e in api.pipeline_history(name, alias)],
+        lambda ws: alias_history(ws.pipelines, name, alias),
+    )
     if as_json:
         print_json(events)
         return

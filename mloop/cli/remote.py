@@ -6,37 +6,29 @@ Answers come back as the entities the local commands render, so one table serves
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import typer
 
 from mloop.core.lineage import LineageGraph
-from mloop.entities import (
-    AliasEvent,
-    ArtifactRef,
-    Model,
-    ModelStatus,
-    ModelVersion,
-    Run,
-    RunStatus,
-    StepRun,
-    StepStatus,
-)
+from mloop.entities import ArtifactRef, Run, StepRun
+from mloop.errors import ParameterError
 
 __all__ = [
+    "LocalServerOpt",
+    "LocalTokenOpt",
     "ServerOpt",
     "TokenOpt",
     "client",
+    "entity",
+    "local_only",
     "read",
-    "to_artifact",
-    "to_event",
     "to_lineage",
-    "to_model",
-    "to_run",
-    "to_step",
-    "to_version",
 ]
 
 T = TypeVar("T")
@@ -51,6 +43,22 @@ TokenOpt = Annotated[
         "--token", envvar="MLOOP_TOKEN", show_envvar=True, show_default=False, help="Team server token."
     ),
 ]
+
+# Read commands that work on this machine's files (a data file, an output file, the offline sources)
+# take --server only to refuse it in one line, instead of click's bare "no such option": hidden, as
+# the option never works there.
+LocalServerOpt = Annotated[str | None, typer.Option("--server", hidden=True)]
+LocalTokenOpt = Annotated[str | None, typer.Option("--token", hidden=True)]
+
+
+def local_only(server: str | None, command: str, why: str) -> None:
+    """Refuse ``--server`` on a command that only runs where its data is (``why`` says what it reads
+    or writes here): ParameterError, so one ``error:`` line and exit 2."""
+    if server:
+        raise ParameterError(
+            f"--server: `mloop {command}` {why}, so it has no team-server form; run it without --server",
+            field="server",
+        )
 
 
 def client(server: str, token: str | None) -> Any:
@@ -77,91 +85,27 @@ def read(
         return from_workspace(ws)
 
 
-def _t(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def entity(cls: type[T], d: dict[str, Any]) -> T:
+    """The entity ``cls`` (a frozen dataclass of ``mloop.entities``) from its JSON form (``jsonable``'s
+    output): times, enums and tuples come back as what the local command renders; keys the server
+    adds beside the fields (``duration_s``…) are left out."""
+    hints = get_type_hints(cls)
+    given = [f.name for f in fields(cls) if f.name in d]  # type: ignore[arg-type]
+    return cls(**{name: _decode(hints[name], d[name]) for name in given})
 
 
-def to_run(d: dict[str, Any]) -> Run:
-    return Run(
-        id=d["id"],
-        pipeline=d["pipeline"],
-        status=RunStatus(d["status"]),
-        trigger=d["trigger"],
-        params=d["params"],
-        code_commit=d["code_commit"],
-        code_hash=d["code_hash"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-        ended_at=_t(d.get("ended_at")),
-        error=d.get("error"),
-        resumed_from=d.get("resumed_from"),
-        host=d.get("host"),
-        pid=d.get("pid"),
-    )
-
-
-def to_step(d: dict[str, Any]) -> StepRun:
-    return StepRun(
-        id=d["id"],
-        run_id=d["run_id"],
-        name=d["name"],
-        status=StepStatus(d["status"]),
-        cache_key=d["cache_key"],
-        started_at=datetime.fromisoformat(d["started_at"]),
-        params=d.get("params") or {},
-        ended_at=_t(d.get("ended_at")),
-        cached_from=d.get("cached_from"),
-        error_type=d.get("error_type"),
-        error_message=d.get("error_message"),
-    )
-
-
-def to_model(d: dict[str, Any]) -> Model:
-    return Model(
-        d["name"], datetime.fromisoformat(d["created_at"]), d["last_version"], d.get("aliases") or {}
-    )
-
-
-def to_version(d: dict[str, Any]) -> ModelVersion:
-    return ModelVersion(
-        name=d["name"],
-        version=d["version"],
-        id=d["id"],
-        status=ModelStatus(d["status"]),
-        artifact_id=d["artifact_id"],
-        run_id=d["run_id"],
-        signature=d["signature"],
-        metrics=d["metrics"],
-        tags=d["tags"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-        created_by=d["created_by"],
-        aliases=tuple(d.get("aliases") or ()),
-    )
-
-
-def to_event(d: dict[str, Any]) -> AliasEvent:
-    return AliasEvent(
-        name=d["name"],
-        alias=d["alias"],
-        action=d["action"],
-        from_version=d["from_version"],
-        to_version=d["to_version"],
-        at=datetime.fromisoformat(d["at"]),
-        who=d["who"],
-        reason=d["reason"],
-        evidence=d.get("evidence"),
-    )
-
-
-def to_artifact(d: dict[str, Any]) -> ArtifactRef:
-    return ArtifactRef(
-        id=d["id"],
-        digest=d["digest"],
-        type=d["type"],
-        python_type=d["python_type"],
-        size=d["size"],
-        uri=d["uri"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-    )
+def _decode(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if get_origin(hint) in (Union, UnionType):  # X | None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if hint is datetime:
+        return datetime.fromisoformat(value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if get_origin(hint) is tuple:
+        return tuple(value)
+    return value
 
 
 def to_lineage(d: dict[str, Any]) -> LineageGraph:
@@ -169,8 +113,8 @@ def to_lineage(d: dict[str, Any]) -> LineageGraph:
     return LineageGraph(
         root=d["root"],
         direction=d["direction"],
-        artifacts={a["id"]: to_artifact(a) for a in d["artifacts"]},
-        steps={step["id"]: to_step(step) for step in d["steps"]},
-        runs={r["id"]: to_run(r) for r in d["runs"]},
+        artifacts={a["id"]: entity(ArtifactRef, a) for a in d["artifacts"]},
+        steps={step["id"]: entity(StepRun, step) for step in d["steps"]},
+        runs={r["id"]: entity(Run, r) for r in d["runs"]},
         edges=[(e["from"], e["to"], e["name"]) for e in d["edges"]],
     )

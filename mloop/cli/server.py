@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mloop.auth import ROLES, create_token
+from mloop.cli import remote
 from mloop.cli.common import (
     JsonOpt,
     Table,
@@ -22,6 +23,8 @@ from mloop.cli.common import (
     print_json,
 )
 from mloop.cli.logs import configure_logging
+from mloop.cli.remote import ServerOpt, TokenOpt
+from mloop.entities import ApiToken
 from mloop.errors import ConfigurationError, ParameterError
 from mloop.workspace import current_user, find_workspace_dir
 
@@ -52,10 +55,17 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """List tokens (never their secrets)."""
-    with open_workspace(workspace) as ws:
-        tokens = ws.tokens.list_tokens()
+def token_list(
+    workspace: WorkspaceOpt = None, as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None
+) -> None:
+    """List tokens (never their secrets); from a team server, with an admin's token."""
+    tokens = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [remote.entity(ApiToken, t) for t in api.tokens()],
+        lambda ws: ws.tokens.list_tokens(),
+    )
     if as_json:
         print_json(tokens)
         return

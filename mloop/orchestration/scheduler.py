@@ -40,7 +40,7 @@ from mloop.orchestration.triggers import check_trigger, validate_trigger
 from mloop.stores.base import TriggerStore
 from mloop.workspace import Workspace, _pid_alive
 
-__all__ = ["Scheduler", "TickReport"]
+__all__ = ["Scheduler", "TickReport", "trigger_status"]
 
 log = logging.getLogger("mloop.scheduler")
 
@@ -410,28 +410,34 @@ class Scheduler:
 
     def status(self) -> list[dict[str, Any]]:
         """Each trigger: kind, pipeline, last evaluation, result and error, last firing, next due time."""
-        rows = []
-        for spec in self.config.triggers:
-            state = self.store.state(spec.name)
-            last = self.store.events(spec.name, limit=1)
-            rows.append(
-                {
-                    "name": spec.name,
-                    "kind": spec.kind,
-                    "pipeline": spec.pipeline,
-                    "evaluated_at": state.evaluated_at,
-                    "result": state.last_result,
-                    "last_error": state.last_error,
-                    "fired_at": state.fired_at,
-                    "next_due_at": state.next_due_at,
-                    "last_event": {
-                        "key": last[0].event_key,
-                        "status": last[0].status,
-                        "run_id": last[0].run_id,
-                        "owner": last[0].owner,
-                    }
-                    if last
-                    else None,
+        return trigger_status(self.store, self.config)
+
+
+def trigger_status(store: TriggerStore, config: LoopConfig) -> list[dict[str, Any]]:
+    """Each configured trigger: kind, pipeline, last evaluation, result and error, last firing, next
+    due time and its latest event (what ``mloop scheduler status`` shows, locally or from a server)."""
+    rows = []
+    for spec in config.triggers:
+        state = store.state(spec.name)
+        last = store.events(spec.name, limit=1)
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "pipeline": spec.pipeline,
+                "evaluated_at": state.evaluated_at,
+                "result": state.last_result,
+                "last_error": state.last_error,
+                "fired_at": state.fired_at,
+                "next_due_at": state.next_due_at,
+                "last_event": {
+                    "key": last[0].event_key,
+                    "status": last[0].status,
+                    "run_id": last[0].run_id,
+                    "owner": last[0].owner,
                 }
-            )
-        return rows
+                if last
+                else None,
+            }
+        )
+    return rows

@@ -24,6 +24,7 @@ from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
     evaluations,
+    features,
     models,
     pipelines,
     reports,
@@ -31,6 +32,7 @@ from mloop.server.api import (
     session,
     tokens,
     triggers,
+    versions,
 )
 from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.workspace import Workspace
@@ -123,7 +125,19 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
         from mloop.stores.sql.run_pages import SqlRunPages
 
         app.state.run_pages = SqlRunPages(engine, index=app.state.run_index)
-    for module in (runs, artifacts, models, evaluations, pipelines, triggers, tokens, session, reports):
+    for module in (
+        runs,
+        artifacts,
+        models,
+        features,
+        evaluations,
+        versions,
+        pipelines,
+        triggers,
+        tokens,
+        session,
+        reports,
+    ):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(MloopError)

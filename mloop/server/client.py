@@ -111,6 +111,10 @@ class Client:
         """A run with its steps, params, metrics and outputs."""
         return self._get(f"/runs/{quote(run_id, safe='')}")
 
+    def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Every logged point of every metric of a run, in the order they were logged."""
+        return self._get(f"/runs/{quote(run_id, safe='')}/metrics")["metrics"]
+
     def metric_series(self, run_id: str, key: str) -> list[dict[str, Any]]:
         return self._get(f"/runs/{quote(run_id, safe='')}/metrics/{quote(key, safe='')}")["points"]
 
@@ -144,6 +148,11 @@ class Client:
         body = {"reason": reason}
         return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}/rollback", body)
 
+    def model_version(self, ref: str) -> dict[str, Any]:
+        """``{"version", "run", "pipeline_version"}`` of ``NAME`` (newest), ``NAME:VERSION`` or
+        ``NAME@ALIAS``: the version, the run that made it, the deployed pipeline version that run ran."""
+        return self._get(f"/model-versions/{quote(ref, safe='')}")
+
     def evaluations(self, name: str, version: int) -> dict[str, Any]:
         """Evaluations, validation verdicts and infra checks recorded by the run that made a version."""
         return self._get(f"/models/{quote(name, safe='')}/versions/{int(version)}/evaluations")
@@ -169,6 +178,53 @@ class Client:
             f"/models/{quote(name, safe='')}/rollout/reject", {"version": version, "reason": reason}
         )
 
+    # deployed pipelines -------------------------------------------------------------------------
+
+    def pipeline_versions(self, name: str | None = None) -> dict[str, Any]:
+        """``{"versions": [...], "aliases": {name: {alias: version}}}``: every deployed version, or
+        those of ``name``."""
+        return self._get("/pipeline-versions", name=name)
+
+    def pipeline_version(self, ref: str) -> dict[str, Any]:
+        """The version ``NAME`` (production), ``NAME:VERSION`` or ``NAME@ALIAS`` names."""
+        return self._get(f"/pipeline-versions/{quote(ref, safe='')}")
+
+    def pipeline_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every alias move of a deployed pipeline (of ``alias`` only), oldest first."""
+        return self._get(f"/pipelines/{quote(name, safe='')}/history", alias=alias)["events"]
+
+    # feature store ------------------------------------------------------------------------------
+
+    def feature_definitions(self) -> list[dict[str, Any]]:
+        """Every entity, feature view and feature service (latest versions)."""
+        return self._get("/features/definitions")["definitions"]
+
+    def feature_definition(self, name: str) -> dict[str, Any]:
+        """One definition: kind, latest spec, versions and (for a view) its last materialization."""
+        return self._get(f"/features/definitions/{quote(name, safe='')}")
+
+    def feature_freshness(
+        self, features: Sequence[str] | None = None, *, service: str | None = None
+    ) -> dict[str, Any]:
+        """Per view: the newest event time the online store holds, its age, the last materialization."""
+        query = [("feature", f) for f in features or ()] + ([("service", service)] if service else [])
+        return self._request("GET", "/features/freshness", params=query).json()["views"]
+
+    def online_features(
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        features: Sequence[str] | None = None,
+        *,
+        service: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The latest values by entity key (``VIEW:FEATURE`` references or a feature service's)."""
+        body = {
+            "entities": [dict(e) for e in entities],
+            "features": list(features) if features is not None else None,
+            "service": service,
+        }
+        return self._post("/features/online", body)["rows"]
+
     # triggers and audit -------------------------------------------------------------------------
 
     def trigger_events(self, trigger: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -182,6 +238,14 @@ class Client:
     def triggers(self) -> list[dict[str, Any]]:
         """Configured triggers with their scheduler state."""
         return self._get("/triggers")["triggers"]
+
+    def scheduler_status(self) -> list[dict[str, Any]]:
+        """Each configured trigger: last evaluation and result, last firing, next due time, latest event."""
+        return self._get("/scheduler/status")["triggers"]
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every token, never a secret or a hash (admin role)."""
+        return self._get("/tokens")["tokens"]
 
     def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/audit", target=target, limit=limit)["entries"]

@@ -1,6 +1,7 @@
-"""What the team server (and the CLI, locally) shows about a model beyond its registry rows: the
-evaluations recorded by the run that made a version, the monitoring windows of its served traffic, and
-its rollout, with a person's approval or rejection of a manual one.
+"""What the team server (and the CLI, locally) shows about a model beyond its registry rows: where a
+version came from (its run, the deployed pipeline version that run ran), the evaluations recorded by
+that run, the monitoring windows of its served traffic, and its rollout, with a person's approval or
+rejection of a manual one.
 
 Only reports are read back, never models: an artifact is decoded here only when its recorded class is
 one of mloop's JSON reports, so no request makes the server unpickle anything.
@@ -17,14 +18,22 @@ import json
 import math
 from typing import Any
 
-from mloop.entities import ArtifactRef, ModelVersion, Run, RunStatus, jsonable
+from mloop.entities import ArtifactRef, ModelVersion, PipelineVersion, Run, RunStatus, jsonable
 from mloop.errors import ConflictError, NotFoundError
 from mloop.orchestration.config import load_loop_config
 from mloop.orchestration.rollout import _next_candidate
 from mloop.stores.base import RunQuery
 from mloop.workspace import Workspace
 
-__all__ = ["REPORTS", "decide_rollout", "evaluations", "finite", "monitoring", "rollout_state"]
+__all__ = [
+    "REPORTS",
+    "decide_rollout",
+    "evaluations",
+    "finite",
+    "monitoring",
+    "rollout_state",
+    "version_card",
+]
 
 # recorded class → the kind of report it is
 REPORTS = {
@@ -58,6 +67,30 @@ def _outputs(ws: Workspace, run_id: str) -> list[tuple[str, str, ArtifactRef]]:
     names = {s.id: s.name for s in steps}
     events = ws.metadata.events(step_run_ids=list(names), kind="output") if steps else []
     return [(names[e.step_run_id], e.name, ws.metadata.get_artifact(e.artifact_id)) for e in events]
+
+
+def version_card(ws: Workspace, ref: str) -> dict[str, Any]:
+    """The version ``ref`` names (``NAME``: the newest, ``NAME:VERSION``, ``NAME@ALIAS``), the run that
+    made it and the deployed pipeline version that run ran (its ``pipeline.version`` param), if any:
+    lineage model → run → pipeline version → commit."""
+    version = ws.model_version(ref)
+    run = ws.metadata.get_run(version.run_id) if version.run_id else None
+    return {
+        "version": version,
+        "run": run,
+        "pipeline_version": _pipeline_version(ws, run.id) if run is not None else None,
+    }
+
+
+def _pipeline_version(ws: Workspace, run_id: str) -> PipelineVersion | None:
+    ref = ws.metadata.get_params(run_id).get("pipeline.version")
+    if not isinstance(ref, str) or ":" not in ref:
+        return None
+    name, _, number = ref.rpartition(":")
+    try:
+        return ws.pipelines.get_version(name, int(number))
+    except (NotFoundError, ValueError):
+        return None
 
 
 def evaluations(ws: Workspace, name: str, version: int) -> dict[str, Any]:

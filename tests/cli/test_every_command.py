@@ -29,6 +29,45 @@ NO_JSON: dict[str, str] = {
     "server start": "a daemon: --log-format json",
 }
 
+# commands that change state or run something (no --server: a team server's API only reads, except
+# alias moves, rollout decisions and firing triggers, which have their own Client methods), and why
+WRITES: dict[str, str] = {
+    "backtest": "replays DATA into a workspace of its own",
+    "build pipeline": "writes a build context folder",
+    "build serve": "writes a build context folder",
+    "ci init": "writes a CI workflow file",
+    "ci run": "runs the project's tests and pipelines, records the verdict",
+    "data schema infer": "writes a schema file (and with --save an artifact)",
+    "demo": "runs the whole loop into a workspace",
+    "features apply": "records definitions",
+    "features materialize": "writes the online store",
+    "models promote": "moves an alias (Client.promote over the server)",
+    "models register": "registers a version",
+    "models rollback": "moves an alias (Client.rollback over the server)",
+    "monitor": "records a monitoring run (read it back with models monitoring --server)",
+    "pipelines deploy": "freezes a pipeline version",
+    "pipelines promote": "moves an alias",
+    "pipelines rollback": "moves an alias",
+    "run": "runs a pipeline",
+    "scheduler fire": "runs a trigger's pipeline (Client.fire_trigger over the server)",
+    "scheduler run": "a daemon",
+    "serve": "a daemon",
+    "server start": "a daemon",
+    "server token create": "creates a token",
+    "server token revoke": "revokes a token",
+}
+# read commands that only work on this machine's files: a hidden --server refused in one line
+LOCAL_ONLY = {
+    "data drift",
+    "data stats",
+    "data validate",
+    "features historical",
+    "features skew",
+    "models compare",
+    "models evaluate",
+    "models skew",
+}
+
 
 def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
     if hasattr(command, "commands"):  # a group (typer vendors click: its own classes, not click's)
@@ -52,6 +91,23 @@ def _options(command: Any) -> set[str]:
 def test_the_walk_finds_the_commands_and_the_exemptions_are_real() -> None:
     assert {"run", "runs list", "serve", "backtest", "scheduler run", "data schema infer"} <= set(COMMANDS)
     assert set(NO_WORKSPACE) <= set(COMMANDS) and set(NO_JSON) <= set(COMMANDS)
+    assert set(WRITES) <= set(COMMANDS) and set(LOCAL_ONLY) <= set(COMMANDS)
+    assert not set(WRITES) & LOCAL_ONLY
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_read_command_takes_server(name: str) -> None:
+    """A read command reads from a team server with --server/--token (MLOOP_TOKEN), or refuses
+    --server in one line when it only works on this machine's files; a write takes neither."""
+    options = {opt: p for p in _option_params(COMMANDS[name]) for opt in p.opts}
+    if name in WRITES:
+        assert "--server" not in options, f"{name} writes ({WRITES[name]}) but takes --server"
+        return
+    assert {"--server", "--token"} <= set(options), f"{name} reads but lacks --server/--token"
+    hidden = name in LOCAL_ONLY
+    assert options["--server"].hidden is hidden and options["--token"].hidden is hidden, name
+    if not hidden:
+        assert options["--token"].envvar == "MLOOP_TOKEN"
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -216,6 +216,16 @@ def test_openapi_describes_every_route(shared_server: Server) -> None:
         "/api/v1/models/{name}/aliases/{alias}",
         "/api/v1/triggers/{trigger}/fire",
         "/api/v1/audit",
+        "/api/v1/runs/{run_id}/metrics",
+        "/api/v1/model-versions/{ref}",
+        "/api/v1/pipeline-versions",
+        "/api/v1/pipeline-versions/{ref}",
+        "/api/v1/pipelines/{name}/history",
+        "/api/v1/scheduler/status",
+        "/api/v1/features/definitions",
+        "/api/v1/features/definitions/{name}",
+        "/api/v1/features/freshness",
+        "/api/v1/features/online",
     ):
         assert expected in paths, expected
 

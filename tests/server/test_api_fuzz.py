@@ -43,6 +43,12 @@ def test_run_query_parameters(shared_server: Server, field: str, value: str) -> 
             "/api/v1/models/{}/rollout",
             "/api/v1/models/{}/monitoring",
             "/api/v1/models/{}/versions/1/evaluations",
+            "/api/v1/runs/{}/metrics",
+            "/api/v1/artifacts/{}",
+            "/api/v1/model-versions/{}",
+            "/api/v1/pipeline-versions/{}",
+            "/api/v1/pipelines/{}/history",
+            "/api/v1/features/definitions/{}",
         ]
     ),
     value=HOSTILE.filter(lambda v: v.strip(".") != ""),

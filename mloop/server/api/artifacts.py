@@ -1,4 +1,5 @@
-"""``/api/v1/artifacts/{id}`` (metadata, the steps that wrote and read it), its bytes, and lineage graphs.
+"""``/api/v1/artifacts/{id}`` (metadata, the events and step runs that wrote and read it), its bytes, and
+lineage graphs.
 
 The bytes are read by digest from the artifact store, which verifies them against the digest: a
 tampered file is answered 409 ``artifact_corrupted``, never served. No path from a request reaches
@@ -36,11 +37,18 @@ def _artifact(ws: Workspace, ref: str) -> ArtifactRef:
     return ws.resolve_artifact(ref)
 
 
-@router.get("/artifacts/{artifact_id}", summary="An artifact's metadata and the steps that wrote and read it")
+@router.get(
+    "/artifacts/{artifact_id}",
+    summary="An artifact's metadata, its events and the step runs that wrote and read it",
+)
 def get_artifact(artifact_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
     art = _artifact(ws, artifact_id)
     events = ws.metadata.events(artifact_ids=[art.id])
-    return jsonable(art) | {"events": [jsonable(e) for e in events]}
+    steps = {e.step_run_id: ws.metadata.get_step(e.step_run_id) for e in events}
+    return jsonable(art) | {
+        "events": [jsonable(e) for e in events],
+        "steps": [jsonable(s) for s in steps.values()],
+    }
 
 
 @router.get(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from mloop.cicd.versions import alias_history
 from mloop.server.deps import check_name, jsonable, principal, workspace
 from mloop.workspace import Workspace
 
@@ -48,3 +49,10 @@ def get_pipeline(name: str, ws: Ws) -> dict[str, Any]:
         "aliases": store.aliases(name),
         "history": [jsonable(e) for e in store.alias_history(name)],
     }
+
+
+@router.get("/{name}/history", summary="Alias moves of a deployed pipeline, oldest first: who, when, why")
+def get_history(name: str, ws: Ws, alias: str | None = None) -> dict[str, Any]:
+    if alias is not None:
+        check_name(alias, "alias")
+    return {"events": [jsonable(e) for e in alias_history(ws.pipelines, check_name(name, "name"), alias)]}

@@ -1,4 +1,4 @@
-"""``/api/v1/runs``: pages of runs (filters, sort, cursor), one run, its steps, params and metric series.
+"""``/api/v1/runs``: pages of runs (filters, sort, cursor), one run, its steps, params, metrics and series.
 
 Query syntax of ``GET /runs``:
 
@@ -187,6 +187,12 @@ def get_steps(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict
 def get_params(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
     run = ws.resolve_run(check_id(run_id, "run_id"))
     return {"params": ws.metadata.get_params(run.id)}
+
+
+@router.get("/{run_id}/metrics", summary="Every logged point of every metric, in the order logged")
+def get_metrics(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[str, Any]:
+    run = ws.resolve_run(check_id(run_id, "run_id"))
+    return {"metrics": [jsonable(m) for m in ws.metadata.get_metrics(run.id)]}
 
 
 @router.get("/{run_id}/metrics/{key}", summary="Every logged point of one metric (a series)")

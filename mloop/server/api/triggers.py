@@ -1,4 +1,5 @@
-"""``/api/v1/triggers`` (events, evidence, runs started, scheduler state; firing) and ``/api/v1/audit``.
+"""``/api/v1/triggers`` (events, evidence, runs started, scheduler state; firing),
+``/api/v1/scheduler/status`` and ``/api/v1/audit``.
 
 Firing a trigger here records a ``pending`` manual event; the scheduler daemon's next pass hands it to
 a run (as it does with any event no run holds yet). The server never runs a pipeline itself: runs
@@ -16,6 +17,7 @@ from mloop.auth import Principal
 from mloop.entities import new_id
 from mloop.errors import NotFoundError
 from mloop.orchestration.config import load_loop_config
+from mloop.orchestration.scheduler import trigger_status
 from mloop.server.deps import check_id, check_name, jsonable, principal, workspace
 from mloop.workspace import Workspace
 
@@ -45,6 +47,14 @@ def list_triggers(ws: Ws, _: Viewer) -> dict[str, Any]:
             for spec in config.triggers
         ]
     }
+
+
+@router.get(
+    "/scheduler/status",
+    summary="Each trigger: last evaluation and result, last firing, next due time, latest event",
+)
+def scheduler_status(ws: Ws, _: Viewer) -> dict[str, Any]:
+    return {"triggers": jsonable(trigger_status(ws.triggers, load_loop_config(ws.config_dir)))}
 
 
 @router.get("/triggers/events", summary="Trigger events, newest first: evidence, status, the run started")

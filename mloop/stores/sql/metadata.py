@@ -383,7 +383,9 @@ class SqlMetadataStore(SqlStore):
         if kind is not None:
             stmt = stmt.where(t.events.c.kind == kind)
         with self._read() as conn:
-            return [Event(**r) for r in conn.execute(stmt.order_by(t.events.c.step_run_id)).mappings()]
+            # the whole key: ties on step_run_id came back in whatever order the query plan gave
+            stmt = stmt.order_by(*t.events.primary_key.columns)
+            return [Event(**r) for r in conn.execute(stmt).mappings()]
 
     # metrics & params ---------------------------------------------------------------------------
 
