@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio.to_thread
-from fastapi import Request
+from fastapi import Request, Response
+from pydantic_core import to_json
 
 from mloop import names
 from mloop.auth import ANONYMOUS, ROLES, Principal, TokenCache, bearer_hash, principal_of, require_role
@@ -18,7 +20,15 @@ from mloop.entities import jsonable
 from mloop.errors import ParameterError
 from mloop.workspace import Workspace
 
-__all__ = ["BadRequestError", "check_id", "check_name", "jsonable", "principal", "workspace"]
+__all__ = [
+    "BadRequestError",
+    "check_id",
+    "check_name",
+    "json_response",
+    "jsonable",
+    "principal",
+    "workspace",
+]
 
 _ID = re.compile(r"^[0-9A-Za-z]{1,32}$")
 
@@ -51,6 +61,14 @@ def principal(role: str = "viewer") -> Callable[[Request], Awaitable[Principal]]
         return require_role(principal_of(token, ROLES), role)
 
     return dependency
+
+
+def json_response(content: Any) -> Response:
+    """``content`` (JSON values) as the JSON response FastAPI would make of it, serialised by the same
+    encoder (pydantic's: compact, UTF-8, NaN and infinities as null) but without validating it against
+    the route's ``response_model`` first: FastAPI does that in a worker thread of its own, for a
+    ``dict[str, Any]`` that says nothing. Routes returning it declare ``response_model`` for OpenAPI."""
+    return Response(to_json(content, inf_nan_mode="null"), media_type="application/json")
 
 
 def check_id(value: str, field: str) -> str:
