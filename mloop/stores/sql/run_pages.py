@@ -264,6 +264,14 @@ class _Statement:
             .limit(sa.bindparam("limit"))
         )
 
+    def candidates_shape(self, keys: list[str]) -> tuple[Any, ...]:
+        """What :meth:`candidates` depends on (every value in it is bound): equal shapes, equal SQL."""
+        q = self.query
+        present = tuple(
+            getattr(q, f) is not None for f in ("pipeline", "status", "trigger", "since", "until")
+        )
+        return present, len(q.params), len(keys)
+
     def candidates(self, keys: list[str]) -> sa.Select[Any]:
         """The runs ``:ids`` (those the index proposes): each run's row, whether it meets the
         conditions the index does not hold (``ok``: pipeline, status, trigger, time, params), and the
@@ -307,6 +315,9 @@ class SqlRunPages(SqlStore):
         self.selective = selective
         self.walk_budget = walk_budget
         self.index = index
+        # the index plan's statements by shape: building one costs as much as running it, and a
+        # statement object used again also keeps SQLAlchemy's cache key of it
+        self._candidates: dict[tuple[Any, ...], sa.Select[Any]] = {}
 
     def page(self, query: RunPageQuery) -> RunPage:
         if not 1 <= query.limit <= 1000:
@@ -345,7 +356,12 @@ class SqlRunPages(SqlStore):
         q = st.query
         keys = list(dict.fromkeys([k for k, _, _ in q.metrics] + ([q.sort_metric] if q.sort_metric else [])))
         index.refresh(conn, keys)
-        statement = st.candidates(keys)
+        shape = st.candidates_shape(keys)
+        statement = self._candidates.get(shape)
+        if statement is None:
+            if len(self._candidates) >= 256:  # shapes are few in practice; bound them anyway
+                self._candidates.clear()
+            statement = self._candidates[shape] = st.candidates(keys)
         key_values = {f"vk{j}": key for j, key in enumerate(keys)}
         for _ in range(3):  # a value corrected under the page's feet: compute it again, at most twice
             found: list[tuple[str, float | None]] = []
