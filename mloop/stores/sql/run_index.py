@@ -313,8 +313,8 @@ class LatestMetricsIndex:
         while start < stop and have < count:
             at, at_values = rows[start : start + size], values[start : start + size]
             keep = mask[at] & ~moved[at] & beyond(at, at_values)
-            found.append(at[keep])
-            have += int(keep.sum())
+            found.append(at[keep][: count - have])  # a doubled chunk may hold thousands: keep a page
+            have += len(found[-1])
             start += size
             size *= 2
         if have >= count:  # the rows tied with the count-th lie next to it in the order
