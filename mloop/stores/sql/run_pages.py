@@ -272,10 +272,13 @@ class _Statement:
         )
         return present, len(q.params), len(keys)
 
-    def candidates(self, keys: list[str]) -> sa.Select[Any]:
+    def candidates(self, keys: list[str], dialect: str) -> sa.Select[Any]:
         """The runs ``:ids`` (those the index proposes): each run's row, whether it meets the
         conditions the index does not hold (``ok``: pipeline, status, trigger, time, params), and the
-        database's latest value of each of ``keys`` (``v0``, ``v1``, … bound as ``vk0``, …)."""
+        database's latest value of each of ``keys`` (``v0``, ``v1``, … bound as ``vk0``, …).
+
+        ``:ids`` is one value (see :func:`bind_ids`), not one placeholder per id: the SQL text is then
+        the same for every page, so it is not rendered again per page and PostgreSQL prepares it."""
         r = t.runs
         conditions = self.run_conditions(r) + self.probes(r.c.id, with_runs=False, with_metrics=False)
         ok = sa.case((sa.and_(*conditions), 1), else_=0) if conditions else sa.literal_column("1")
@@ -284,7 +287,13 @@ class _Statement:
             lm = t.latest_metrics.alias(f"v{j}")
             value = sa.select(lm.c.value).where(lm.c.run_id == r.c.id, lm.c.key == sa.bindparam(f"vk{j}"))
             values.append(value.scalar_subquery().label(f"v{j}"))
-        return sa.select(r, ok.label("ok"), *values).where(r.c.id.in_(sa.bindparam("ids", expanding=True)))
+        if dialect == "postgresql":
+            among = r.c.id == sa.any_(sa.bindparam("ids", type_=sa.ARRAY(t.ID)))
+        else:
+            among = r.c.id.in_(
+                sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("ids")))
+            )
+        return sa.select(r, ok.label("ok"), *values).where(among)
 
     def matches(self, i: int) -> sa.Select[Any]:
         """How many runs pass metric filter ``i``, counted on its index up to ``selective``."""
@@ -292,6 +301,11 @@ class _Statement:
         f = t.latest_metrics.alias("c")
         inner = sa.select(sa.literal(1)).where(f.c.key == sa.bindparam(f"mk{i}"), _metric_test(f, i, op))
         return sa.select(sa.func.count()).select_from(inner.limit(self.selective).subquery())
+
+
+def bind_ids(ids: list[str], dialect: str) -> Any:
+    """The value of ``:ids`` in :meth:`_Statement.candidates`: an array (PostgreSQL), a JSON list (SQLite)."""
+    return ids if dialect == "postgresql" else json.dumps(ids)
 
 
 def _metric_test(alias: Any, i: int, op: str) -> Any:
@@ -318,6 +332,10 @@ class SqlRunPages(SqlStore):
         # the index plan's statements by shape: building one costs as much as running it, and a
         # statement object used again also keeps SQLAlchemy's cache key of it
         self._candidates: dict[tuple[Any, ...], sa.Select[Any]] = {}
+        postgres = engine.dialect.name == "postgresql"
+        self._statement_reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+        )
 
     def page(self, query: RunPageQuery) -> RunPage:
         if not 1 <= query.limit <= 1000:
@@ -361,7 +379,7 @@ class SqlRunPages(SqlStore):
         if statement is None:
             if len(self._candidates) >= 256:  # shapes are few in practice; bound them anyway
                 self._candidates.clear()
-            statement = self._candidates[shape] = st.candidates(keys)
+            statement = self._candidates[shape] = st.candidates(keys, conn.dialect.name)
         key_values = {f"vk{j}": key for j, key in enumerate(keys)}
         for _ in range(3):  # a value corrected under the page's feet: compute it again, at most twice
             found: list[tuple[str, float | None]] = []
@@ -372,7 +390,9 @@ class SqlRunPages(SqlStore):
                 ids = [run_id for run_id, _ in proposals]
                 db = {
                     r["id"]: r
-                    for r in conn.execute(statement, st.values | key_values | {"ids": ids}).mappings()
+                    for r in conn.execute(
+                        statement, st.values | key_values | {"ids": bind_ids(ids, conn.dialect.name)}
+                    ).mappings()
                 }
                 truth = {
                     run_id: {
