@@ -41,6 +41,7 @@ from mloop.entities import Run
 from mloop.errors import ParameterError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.base import SqlStore
+from mloop.stores.sql.engine import translate_errors
 from mloop.stores.sql.metadata import _run
 from mloop.stores.sql.run_index import LatestMetricsIndex
 
@@ -348,14 +349,17 @@ class SqlRunPages(SqlStore):
         if query.after is not None and query.sort_metric is not None and query.after[0] is None:
             raise ParameterError("cursor does not belong to this sort", field="cursor")
         st = _Statement(query, self.selective, self.walk_budget)
-        with self._read() as conn:
-            found = None
-            if self.index is not None and (query.sort_metric is not None or query.metrics):
+        found = None
+        if self.index is not None and (query.sort_metric is not None or query.metrics):
+            # each of its statements is whole on its own (a run is read with its values and
+            # conditions in one), so no transaction is needed: on PostgreSQL, no BEGIN and ROLLBACK
+            with translate_errors(self.store_name), self._statement_reader.connect() as conn:
                 found = self._indexed(conn, st, self.index)
-            if found is not None:
-                keys, rows = found
-                plan = "index"
-            else:
+        if found is not None:
+            keys, rows = found
+            plan = "index"
+        else:
+            with self._read() as conn:  # several statements that must agree: one transaction
                 keys, plan = self._keys(conn, st)
                 rows = self._runs(conn, [run_id for run_id, _ in keys[: query.limit]])
         more = len(keys) > query.limit
