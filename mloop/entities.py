@@ -393,15 +393,19 @@ def jsonable(value: Any) -> Any:
         return value
     names = _FIELD_NAMES[kind] if kind in _FIELD_NAMES else _field_names(kind)
     if names is not None:
-        return {name: jsonable(getattr(value, name)) for name in names}
+        out = {}
+        for name in names:  # a plain field is copied without a call (most of an entity's fields)
+            field_value = getattr(value, name)
+            out[name] = field_value if type(field_value) in _PLAIN else jsonable(field_value)
+        return out
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): v if type(v) in _PLAIN else jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [v if type(v) in _PLAIN else jsonable(v) for v in value]
     return value
 
 
