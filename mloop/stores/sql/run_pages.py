@@ -294,7 +294,8 @@ class _Statement:
             among = r.c.id.in_(sa.select(sa.func.json_array_elements_text(sa.cast(ids, sa.JSON))))
         else:
             among = r.c.id.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(ids)))
-        return sa.select(r, ok.label("ok"), *values).where(among)
+        columns = [c for c in r.c if c.name != "heartbeat_at"]  # all a Run is made of
+        return sa.select(*columns, ok.label("ok"), *values).where(among)
 
     def matches(self, i: int) -> sa.Select[Any]:
         """How many runs pass metric filter ``i``, counted on its index up to ``selective``."""
