@@ -80,7 +80,8 @@ def token_list(
 
 @token_app.command("revoke")
 def token_revoke(token_id: str, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Revoke a token: it is refused from the next request on."""
+    """Revoke a token: a running team server refuses it within a second (each of its processes
+    trusts a token it has read for that long)."""
     with open_workspace(workspace) as ws:
         token = ws.tokens.revoke_token(token_id)
         ws.tokens.record_audit(

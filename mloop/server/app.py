@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mloop.auth import TokenCache
 from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
@@ -118,6 +119,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     )
     app.state.workspace = workspace
     app.state.auth = auth
+    app.state.tokens = TokenCache(workspace.tokens)  # every request's token check (see mloop.auth)
     # the runs page's in-memory index of latest metric values, one per process (see run_index)
     app.state.run_index = LatestMetricsIndex()
     engine = getattr(workspace.metadata, "engine", None)

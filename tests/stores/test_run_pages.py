@@ -236,6 +236,32 @@ def test_index_sees_new_changed_and_deleted_runs_at_once(any_workspace: mloop.Wo
     assert top not in [r.id for r in pages.page(q).runs]
 
 
+@pytest.mark.parametrize("resort", [1, 10**6], ids=["resorted-often", "never-resorted"])
+def test_a_long_lived_index_stays_exact_as_values_move(any_workspace: mloop.Workspace, resort: int) -> None:
+    """One index serving many pages while runs are logged and values change between them: the sort
+    orders it keeps (sorted again after ``resort`` moves, or never) give the reference pages, cursor
+    walks included, every time."""
+    store: SqlMetadataStore = any_workspace.metadata  # type: ignore[assignment]
+    rng = random.Random(resort)
+    logged = _fill(store, rng, 50)
+    pages = SqlRunPages(store.engine, index=LatestMetricsIndex(resort=resort))
+    for _ in range(12):
+        for run_id in rng.sample(sorted(logged.runs), 4):  # values that move, often onto ties
+            points = [(k, round(rng.random(), 1), 2) for k in rng.sample("abc", 2)]
+            store.log_metrics(run_id, points)
+            logged.latest.setdefault(run_id, {}).update({k: v for k, v, _ in points})
+        if rng.random() < 0.5:  # a run that came after the orders were sorted
+            new = store.create_run("p", params={}, trigger="manual", code_commit=None, code_hash="h").id
+            values = {"a": round(rng.random(), 1), "b": rng.random()}
+            store.log_metrics(new, [(k, v, 0) for k, v in values.items()])
+            logged.runs[new] = {"pipeline": "p", "status": "running", "trigger": "manual", "params": {}}
+            logged.latest[new] = values
+        for q in [q for q in _queries(rng) if q.sort_metric is not None][:3]:
+            rows, plans = _walk(pages, q)
+            assert rows == logged.reference(q), q
+            assert plans <= {"index", "sort", "filter"}
+
+
 def test_index_waits_for_a_transaction_that_commits_late(any_workspace: mloop.Workspace) -> None:
     """PostgreSQL stamps rows with their transaction's id, which is not commit order: a transaction
     that began before the index looked and commits after must still be read by the next look."""

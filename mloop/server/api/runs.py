@@ -18,11 +18,11 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from mloop.entities import RunStatus
 from mloop.errors import NotFoundError, ParameterError
-from mloop.server.deps import BadRequestError, check_id, jsonable, principal, workspace
+from mloop.server.deps import BadRequestError, check_id, json_response, jsonable, principal, workspace
 from mloop.stores.sql.run_pages import RunPageQuery
 from mloop.workspace import Workspace
 
@@ -94,7 +94,7 @@ def decode_cursor(cursor: str) -> tuple[float | None, str]:
         ) from None
 
 
-@router.get("", summary="A page of runs, filtered and sorted")
+@router.get("", summary="A page of runs, filtered and sorted", response_model=dict[str, Any])
 def list_runs(
     request: Request,
     ws: Annotated[Workspace, Depends(workspace)],
@@ -107,7 +107,7 @@ def list_runs(
     sort: str = "-created_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     if status is not None and status not in {s.value for s in RunStatus}:
         raise BadRequestError(
             f"status {status[:40]!r} is not one of {', '.join(s.value for s in RunStatus)}", field="status"
@@ -140,7 +140,9 @@ def list_runs(
         if query.sort_metric is not None:
             row["sort_value"] = value
         runs.append(row)
-    return {"runs": runs, "next_cursor": encode_cursor(page.next_after) if page.next_after else None}
+    return json_response(
+        {"runs": runs, "next_cursor": encode_cursor(page.next_after) if page.next_after else None}
+    )
 
 
 @router.get("/{run_id}", summary="One run: steps, params, latest metrics, artifacts, trigger event, models")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mloop.auth import Principal, create_token
@@ -37,7 +37,8 @@ def new_token(body: NewToken, ws: Ws, who: Admin) -> dict[str, Any]:
 
 
 @router.post("/{token_id}/revoke", summary="Revoke a token; admins")
-def revoke(token_id: str, ws: Ws, who: Admin) -> dict[str, Any]:
+def revoke(token_id: str, request: Request, ws: Ws, who: Admin) -> dict[str, Any]:
     token = ws.tokens.revoke_token(check_id(token_id, "token_id"))
+    request.app.state.tokens.clear()  # refused at once by this process; by the others within the TTL
     ws.tokens.record_audit(who.name, "token.revoke", f"token:{token.id}", details={"name": token.name})
     return jsonable(token)

@@ -41,6 +41,7 @@ from mloop.entities import Run
 from mloop.errors import ParameterError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.base import SqlStore
+from mloop.stores.sql.engine import translate_errors
 from mloop.stores.sql.metadata import _run
 from mloop.stores.sql.run_index import LatestMetricsIndex
 
@@ -264,10 +265,22 @@ class _Statement:
             .limit(sa.bindparam("limit"))
         )
 
-    def candidates(self, keys: list[str]) -> sa.Select[Any]:
+    def candidates_shape(self, keys: list[str]) -> tuple[Any, ...]:
+        """What :meth:`candidates` depends on (every value in it is bound): equal shapes, equal SQL."""
+        q = self.query
+        present = tuple(
+            getattr(q, f) is not None for f in ("pipeline", "status", "trigger", "since", "until")
+        )
+        return present, len(q.params), len(keys)
+
+    def candidates(self, keys: list[str], dialect: str) -> sa.Select[Any]:
         """The runs ``:ids`` (those the index proposes): each run's row, whether it meets the
         conditions the index does not hold (``ok``: pipeline, status, trigger, time, params), and the
-        database's latest value of each of ``keys`` (``v0``, ``v1``, … bound as ``vk0``, …)."""
+        database's latest value of each of ``keys`` (``v0``, ``v1``, … bound as ``vk0``, …).
+
+        ``:ids`` is one value, a JSON list, not one placeholder per id: the SQL text is then the same
+        for every page, so it is not rendered again per page and PostgreSQL prepares it (a JSON list
+        also costs the driver less to send than an array)."""
         r = t.runs
         conditions = self.run_conditions(r) + self.probes(r.c.id, with_runs=False, with_metrics=False)
         ok = sa.case((sa.and_(*conditions), 1), else_=0) if conditions else sa.literal_column("1")
@@ -276,7 +289,13 @@ class _Statement:
             lm = t.latest_metrics.alias(f"v{j}")
             value = sa.select(lm.c.value).where(lm.c.run_id == r.c.id, lm.c.key == sa.bindparam(f"vk{j}"))
             values.append(value.scalar_subquery().label(f"v{j}"))
-        return sa.select(r, ok.label("ok"), *values).where(r.c.id.in_(sa.bindparam("ids", expanding=True)))
+        ids = sa.bindparam("ids", type_=sa.Text)  # a JSON list of the ids
+        if dialect == "postgresql":
+            among = r.c.id.in_(sa.select(sa.func.json_array_elements_text(sa.cast(ids, sa.JSON))))
+        else:
+            among = r.c.id.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(ids)))
+        columns = [c for c in r.c if c.name != "heartbeat_at"]  # all a Run is made of
+        return sa.select(*columns, ok.label("ok"), *values).where(among)
 
     def matches(self, i: int) -> sa.Select[Any]:
         """How many runs pass metric filter ``i``, counted on its index up to ``selective``."""
@@ -307,6 +326,13 @@ class SqlRunPages(SqlStore):
         self.selective = selective
         self.walk_budget = walk_budget
         self.index = index
+        # the index plan's statements by shape: building one costs as much as running it, and a
+        # statement object used again also keeps SQLAlchemy's cache key of it
+        self._candidates: dict[tuple[Any, ...], sa.Select[Any]] = {}
+        postgres = engine.dialect.name == "postgresql"
+        self._statement_reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+        )
 
     def page(self, query: RunPageQuery) -> RunPage:
         if not 1 <= query.limit <= 1000:
@@ -319,14 +345,17 @@ class SqlRunPages(SqlStore):
         if query.after is not None and query.sort_metric is not None and query.after[0] is None:
             raise ParameterError("cursor does not belong to this sort", field="cursor")
         st = _Statement(query, self.selective, self.walk_budget)
-        with self._read() as conn:
-            found = None
-            if self.index is not None and (query.sort_metric is not None or query.metrics):
+        found = None
+        if self.index is not None and (query.sort_metric is not None or query.metrics):
+            # each of its statements is whole on its own (a run is read with its values and
+            # conditions in one), so no transaction is needed: on PostgreSQL, no BEGIN and ROLLBACK
+            with translate_errors(self.store_name), self._statement_reader.connect() as conn:
                 found = self._indexed(conn, st, self.index)
-            if found is not None:
-                keys, rows = found
-                plan = "index"
-            else:
+        if found is not None:
+            keys, rows = found
+            plan = "index"
+        else:
+            with self._read() as conn:  # several statements that must agree: one transaction
                 keys, plan = self._keys(conn, st)
                 rows = self._runs(conn, [run_id for run_id, _ in keys[: query.limit]])
         more = len(keys) > query.limit
@@ -345,7 +374,12 @@ class SqlRunPages(SqlStore):
         q = st.query
         keys = list(dict.fromkeys([k for k, _, _ in q.metrics] + ([q.sort_metric] if q.sort_metric else [])))
         index.refresh(conn, keys)
-        statement = st.candidates(keys)
+        shape = st.candidates_shape(keys)
+        statement = self._candidates.get(shape)
+        if statement is None:
+            if len(self._candidates) >= 256:  # shapes are few in practice; bound them anyway
+                self._candidates.clear()
+            statement = self._candidates[shape] = st.candidates(keys, conn.dialect.name)
         key_values = {f"vk{j}": key for j, key in enumerate(keys)}
         for _ in range(3):  # a value corrected under the page's feet: compute it again, at most twice
             found: list[tuple[str, float | None]] = []
@@ -356,7 +390,9 @@ class SqlRunPages(SqlStore):
                 ids = [run_id for run_id, _ in proposals]
                 db = {
                     r["id"]: r
-                    for r in conn.execute(statement, st.values | key_values | {"ids": ids}).mappings()
+                    for r in conn.execute(
+                        statement, st.values | key_values | {"ids": json.dumps(ids)}
+                    ).mappings()
                 }
                 truth = {
                     run_id: {

@@ -48,6 +48,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
+        if value.tzinfo is UTC:  # as both drivers give it back (fromisoformat, psycopg's session in UTC)
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
