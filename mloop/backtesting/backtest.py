@@ -7,6 +7,11 @@ like any other); the rest is replayed in ``windows`` equal windows. ``static`` i
 scoring every window. ``every_window`` refits the same kind of model on the newest ``initial``-sized
 slice before each window. ``loop`` is whatever the service answered while the scheduler's triggers,
 the pipeline's gates and the rollout policy reacted to the labels and drift they saw.
+
+A policy's gain over ``static`` comes with its standard error (``gain_se``): the spread of the gain
+over resamples of the replayed rows (a paired bootstrap, rows redrawn within each window, both
+policies scored on the same draw). It says how much of a gain the rows' sampling noise alone could
+make, so a reader can tell a gain from none.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ __all__ = [
     "BacktestReport",
     "PolicyResult",
     "backtest",
+    "gain_se",
     "load_stream",
     "score_policies",
 ]
 
 MIN_WINDOW_ROWS = 20
+RESAMPLES = 200  # bootstrap draws for a gain's standard error (its own relative error is about 5 %)
 
 
 @dataclass
@@ -50,6 +57,10 @@ class PolicyResult:
     metrics: dict[str, float]
     windows: list[dict[str, float]]
     retrains: int
+    # what it answered, row by row (labels, predictions, positive-class scores): for gain_se
+    answers: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "retrains": self.retrains, "windows": self.windows}
@@ -75,6 +86,8 @@ class BacktestReport:
     refused_rows: int = 0
     seconds: float = 0.0
     workspace: str = ""
+    # standard error of each policy's gain over static, by policy name (module docstring)
+    gain_se: dict[str, float] = field(default_factory=dict)
 
     @property
     def primary(self) -> str:
@@ -107,6 +120,7 @@ class BacktestReport:
             "static": self.static.to_dict(),
             "every_window": self.every_window.to_dict(),
             "recovered_gain": self.recovered,
+            "gain_se": self.gain_se,
             "events": [_event_dict(e) for e in self.events],
             "refused_rows": self.refused_rows,
             "seconds": round(self.seconds, 2),
@@ -191,7 +205,55 @@ def _policy(
         }
         for lo, hi in itertools.pairwise(bounds)
     ]
-    return PolicyResult(_scores(task, y, predicted, score, classes, metric), windows, retrains)
+    return PolicyResult(
+        _scores(task, y, predicted, score, classes, metric), windows, retrains, (y, predicted, score)
+    )
+
+
+def _metric(
+    task: str,
+    answers: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    rows: np.ndarray,
+    classes: list[Any],
+    metric: str,
+) -> float | None:
+    """``metric`` of ``answers`` on ``rows`` (indices); accuracy and MAE as the per-row means they
+    are (a bootstrap scores hundreds of draws), any other metric as :func:`_scores` computes it."""
+    y, predicted, score = answers
+    if metric == "accuracy":
+        return float(np.mean(predicted[rows] == y[rows]))
+    if metric == "mae" and task == "regression":
+        return float(np.mean(np.abs(y[rows].astype(float) - predicted[rows].astype(float))))
+    part = None if score is None else score[rows]
+    return _scores(task, y[rows], predicted[rows], part, classes, metric).get(metric)
+
+
+def gain_se(
+    task: str,
+    policy: PolicyResult,
+    static: PolicyResult,
+    bounds: list[int],
+    classes: list[Any],
+    metric: str,
+    resamples: int = RESAMPLES,
+) -> float | None:
+    """Standard error of ``policy``'s gain over ``static`` on ``metric``: its standard deviation over
+    ``resamples`` paired bootstrap draws of the rows, each window's rows redrawn within that window
+    (so every draw keeps the stream's drift where it was). Seeded: the same answers give the same
+    figure. None when either policy has no row-by-row answers or the metric is undefined on a draw."""
+    if policy.answers is None or static.answers is None:
+        return None
+    rng = np.random.default_rng(0)
+    spans = list(itertools.pairwise(bounds))
+    diffs = []
+    for _ in range(resamples):
+        rows = np.concatenate([rng.integers(lo, hi, hi - lo) for lo, hi in spans if hi > lo])
+        a = _metric(task, policy.answers, rows, classes, metric)
+        b = _metric(task, static.answers, rows, classes, metric)
+        if a is None or b is None or not np.isfinite(a - b):
+            return None
+        diffs.append(a - b)
+    return float(np.std(diffs, ddof=1))
 
 
 def _positive(model: Any, x: pd.DataFrame) -> np.ndarray | None:
@@ -302,6 +364,12 @@ def backtest(
         loop, static, every = score_policies(
             frame, target, task, n0, window_rows, static_model, replay, factory, progress=stage, metric=metric
         )
+        bounds = [*range(0, n - n0, window_rows), n - n0]
+        classes = sorted(pd.unique(frame[target]).tolist(), key=str) if task == "classification" else []
+        noise = {
+            name: gain_se(task, p, static, bounds, classes, metric)
+            for name, p in (("every_window", every), ("loop", loop))
+        }
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -322,6 +390,7 @@ def backtest(
         refused_rows=replay.refused_rows,
         seconds=time.perf_counter() - started,
         workspace="" if tmp is not None else str(workspace_dir),
+        gain_se={k: round(v, 6) for k, v in noise.items() if v is not None},
     )
 
 

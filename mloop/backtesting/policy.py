@@ -32,8 +32,9 @@ def default_loop_config(
     - **on what**: the rows since the change point (estimated where the loss rose most when no
       detector placed it; nothing fires until ``min_rows`` = half a window of rows followed it), or,
       when it scores better on the newest held-out rows, those plus the rows before them up to as many
-      as the first model had; a run that trained on few rows of a regime and was refused is retried
-      once the regime has three times as many;
+      as the first model had; once validated, the model is fitted again with its held-out rows (the
+      newest ones) before it is registered; a run that trained on few rows of a regime and was
+      refused is retried once the regime has three times as many;
     - **rollout**: a validated candidate (checked against production on the newest rows) serves half
       the traffic; both versions re-predict every labelled row since (a paired comparison on all the
       traffic): a difference beyond 3 standard errors decides at once, otherwise half a window of
@@ -52,6 +53,7 @@ def default_loop_config(
             "max_rows": initial_rows,
             "enforce_latency": False,
             "compare_wider": True,
+            "refit": True,
         },
     }
     return LoopConfig(

@@ -133,3 +133,28 @@ def test_a_drifting_regression_stream_is_judged_by_mae_and_the_loop_recovers() -
     assert 1 <= report.loop.retrains <= report.every_window.retrains
     chosen = backtest(frame, "y", windows=6, metric="rmse")
     assert chosen.metric == "rmse" and chosen.triggers[0]["metric"] == "rmse"
+
+
+def test_a_gains_standard_error_is_the_row_sampling_noise_of_the_paired_difference() -> None:
+    """gain_se: identical answers have no noise; answers that differ on random rows have the
+    standard error of a mean of per-row differences, whichever windows the rows fall in."""
+    from mloop.backtesting.backtest import PolicyResult, gain_se
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = rng.integers(0, 2, n)
+    static = np.where(rng.random(n) < 0.8, y, 1 - y)  # right on 80 % of rows
+    other = np.where(rng.random(n) < 0.1, 1 - static, static)  # flips 10 % of static's answers
+
+    def result(predicted: np.ndarray) -> PolicyResult:
+        return PolicyResult({}, [], 0, (y, predicted, None))
+
+    bounds = list(range(0, n + 1, 500))
+    assert gain_se("classification", result(static), result(static), bounds, [0, 1], "accuracy") == 0
+    se = gain_se("classification", result(other), result(static), bounds, [0, 1], "accuracy")
+    d = (other == y).astype(float) - (static == y)
+    assert se == pytest.approx(d.std() / np.sqrt(n), rel=0.15)
+    assert se == gain_se("classification", result(other), result(static), bounds, [0, 1], "accuracy")
+    assert (
+        gain_se("classification", PolicyResult({}, [], 0), result(static), bounds, [0, 1], "accuracy") is None
+    )

@@ -27,3 +27,20 @@ def test_the_public_pipeline_trains_validates_and_registers(
     assert registered["alias"] == "production", registered["reasons"]
     version = workspace.model_version(f"{MODEL}@production")
     assert version.version == 1 and version.run_id == result.run.id
+
+
+def test_a_validated_model_is_refitted_with_its_held_out_rows_only_when_asked() -> None:
+    """refit_on_holdout: the registered model has seen the newest (held-out) rows when ``refit``."""
+    from mloop.steps.retrain import default_model, refit_on_holdout
+
+    rows = stream(300, seed=3)
+    fitted, test = rows.iloc[:240], rows.iloc[240:]
+    model = default_model(fitted.drop(columns=["y"]), "classification").fit(
+        fitted.drop(columns=["y"]), fitted["y"]
+    )
+    same, same_rows = refit_on_holdout(model, fitted, test, "y")
+    assert same is model and same_rows is fitted
+    refitted, all_rows = refit_on_holdout(model, fitted, test, "y", refit=True)
+    assert refitted is not model and len(all_rows) == 300
+    assert all_rows.iloc[-60:].reset_index(drop=True).equals(test.reset_index(drop=True))
+    assert refitted.predict(test.drop(columns=["y"])).shape == (60,)
