@@ -30,6 +30,7 @@ from mloop.core.sources import (
 )
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, ParameterError, PipelineLoadError
+from mloop.stores.base import PipelineStore
 from mloop.workspace import Workspace, current_user
 
 __all__ = [
