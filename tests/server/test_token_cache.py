@@ -4,11 +4,9 @@ caller sends (unknown, malformed, revoked tokens) is kept."""
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime
-
 import pytest
 
+import mloop
 from mloop.auth import TOKEN_CACHE_SECONDS, TokenCache, bearer_hash, check_token, hash_token
 from mloop.entities import ApiToken
 from mloop.errors import UnauthorizedError
@@ -17,20 +15,26 @@ SECRET = "mloop_" + "x" * 43
 
 
 class Store:
-    """Tokens by hash, counting reads; ``during_read`` runs inside a read (a concurrent revocation)."""
+    """The workspace's real token store, counting reads; ``during_read`` runs inside a read (a
+    concurrent revocation, or a slow database)."""
 
-    def __init__(self) -> None:
-        self.tokens: dict[str, ApiToken] = {}
+    def __init__(self, ws: mloop.Workspace) -> None:
+        self.tokens = ws.tokens
         self.reads = 0
         self.during_read = lambda: None
 
     def token_by_hash(self, token_hash: str) -> ApiToken | None:
         self.reads += 1
         self.during_read()
-        return self.tokens.get(token_hash)
+        return self.tokens.token_by_hash(token_hash)
 
-    def revoke(self, token_hash: str) -> None:
-        self.tokens[token_hash] = dataclasses.replace(self.tokens[token_hash], revoked_at=datetime.now(UTC))
+    def add(self, secret: str, name: str) -> None:
+        self.tokens.add_token(name, "viewer", hash_token(secret), created_by="test")
+
+    def revoke(self, secret: str) -> None:
+        token = self.tokens.token_by_hash(hash_token(secret))
+        assert token is not None
+        self.tokens.revoke_token(token.id)
 
 
 class Clock:
@@ -42,11 +46,9 @@ class Clock:
 
 
 @pytest.fixture
-def store() -> Store:
-    s = Store()
-    s.tokens[hash_token(SECRET)] = ApiToken(
-        id="t1", name="ci", role="viewer", created_at=datetime.now(UTC), created_by="test", revoked_at=None
-    )
+def store(workspace: mloop.Workspace) -> Store:
+    s = Store(workspace)
+    s.add(SECRET, "ci")
     return s
 
 
@@ -67,7 +69,7 @@ def test_a_revoked_token_is_refused_within_the_period(store: Store) -> None:
     cache = TokenCache(store, 1.0, clock=clock)
     check_token(cache, f"Bearer {SECRET}", roles=("viewer",))
     clock.now += 0.25
-    store.revoke(hash_token(SECRET))  # committed 0.25 s after the read began
+    store.revoke(SECRET)  # committed 0.25 s after the read began
     check_token(cache, f"Bearer {SECRET}", roles=("viewer",))  # still trusted: inside the bound
     clock.now += 0.75  # the read that found it valid began 1.0 s ago: 0.75 s after the revocation
     for _ in range(3):
@@ -113,9 +115,7 @@ def test_clear_forgets_and_a_read_begun_before_it_is_not_kept(store: Store) -> N
 def test_the_cache_holds_at_most_size_tokens(store: Store) -> None:
     secrets = [f"mloop_{i:043d}" for i in range(10)]
     for i, secret in enumerate(secrets):
-        store.tokens[hash_token(secret)] = dataclasses.replace(
-            store.tokens[hash_token(SECRET)], id=f"t{i}", name=f"n{i}"
-        )
+        store.add(secret, f"n{i}")
     cache = TokenCache(store, 60.0, size=4)
     for secret in secrets:
         cache.token_by_hash(hash_token(secret))
