@@ -50,14 +50,24 @@ class SqlPipelineStore(SqlStore):
             try:
                 with translate_errors(self.store_name, integrity=False), self._writer.begin() as conn:
                     if same is not None:  # looked for inside the write: two identical deploys make one
-                        rows = conn.execute(
-                            sa.select(_V).where(_V.c.name == version.name).order_by(_V.c.version.desc())
-                        ).mappings()
-                        found = next((v for v in map(_version, rows) if same(v)), None)
+                        # The match and the next number come from one statement, so from one snapshot:
+                        # under PostgreSQL's READ COMMITTED a second statement could see a version
+                        # committed after the first looked, and number a duplicate after it.
+                        rows = [
+                            _version(r)
+                            for r in conn.execute(
+                                sa.select(_V).where(_V.c.name == version.name).order_by(_V.c.version.desc())
+                            ).mappings()
+                        ]
+                        found = next((v for v in rows if same(v)), None)
                         if found is not None:
                             return found, False
-                    last = conn.execute(sa.select(sa.func.max(_V.c.version)).where(_V.c.name == version.name))
-                    number = int(last.scalar() or 0) + 1
+                        number = (rows[0].version if rows else 0) + 1
+                    else:
+                        last = conn.execute(
+                            sa.select(sa.func.max(_V.c.version)).where(_V.c.name == version.name)
+                        )
+                        number = int(last.scalar() or 0) + 1
                     stored = dataclasses.replace(version, id=new_id(), version=number, created_at=utcnow())
                     conn.execute(_V.insert(), _row(stored))
                 return stored, True
