@@ -120,7 +120,11 @@ def bearer_hash(authorization_header: str | None) -> str:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise UnauthorizedError("Authorization header must be 'Bearer <token>'", field="authorization")
-    if not hmac.compare_digest(secret[: len(TOKEN_PREFIX)], TOKEN_PREFIX) or len(secret) > 200:
+    if (
+        not secret.isascii()
+        or len(secret) > 200
+        or not hmac.compare_digest(secret[: len(TOKEN_PREFIX)], TOKEN_PREFIX)
+    ):
         raise UnauthorizedError("invalid token", field="authorization")
     return hash_token(secret)
 
@@ -195,3 +199,8 @@ class TokenCache:
         with self._lock:
             self._entries.clear()
             self._cleared += 1
+
+
+def challenge(status: int) -> dict[str, str] | None:
+    """The ``WWW-Authenticate`` header HTTP requires on a 401 (RFC 9110 §11.6.1); None otherwise."""
+    return {"WWW-Authenticate": 'Bearer realm="mloop"'} if status == 401 else None

@@ -114,7 +114,7 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
         return name, None, alias
     if ":" in ref:
         name, _, version = ref.rpartition(":")
-        if not name or not version.isdigit() or int(version) < 1:
+        if not name or not (version.isascii() and version.isdigit()) or int(version) < 1:
             raise ParameterError(
                 f"model reference {ref!r}: expected NAME:VERSION with VERSION ≥ 1", field="model"
             )

@@ -182,7 +182,7 @@ def check_params(path: Path, function: str, params: Mapping[str, Any]) -> dict[s
 def parse_version_ref(ref: str) -> tuple[str, int]:
     """``NAME:VERSION`` → (name, version); ParameterError otherwise."""
     name, _, version = ref.rpartition(":")
-    if not name or not version.isdigit() or int(version) < 1:
+    if not name or not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise ParameterError(
             f"pipeline version {ref!r}: expected NAME:VERSION with VERSION ≥ 1", field="version"
         )

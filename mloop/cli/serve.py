@@ -188,7 +188,7 @@ def exit_with_parent() -> None:
     was SIGKILLed, or a candidate's service whose scheduler was, kept serving and holding the port
     with nobody left to stop it."""
     wanted = os.environ.get(PARENT_ENV, "")
-    if not wanted.isdigit() or os.getppid() != int(wanted) or _watching.is_set():
+    if not (wanted.isascii() and wanted.isdigit()) or os.getppid() != int(wanted) or _watching.is_set():
         return
     _watching.set()
     parent = int(wanted)

@@ -43,7 +43,7 @@ def parse_window(spec: str | int | timedelta) -> int | timedelta:
             raise ParameterError(f"window must be at least 1 row, got {spec}", field="window")
         return spec
     text = str(spec).strip().lower()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return parse_window(int(text))
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     number, unit = text[:-1], text[-1:]

@@ -258,7 +258,7 @@ class Scheduler:
         elif event.owner is not None:
             host, _, rest = event.owner.partition(":")
             pid = rest.partition(":")[0]
-            if host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid)):
+            if host == socket.gethostname() and pid.isascii() and pid.isdigit() and _pid_alive(int(pid)):
                 return False  # alive on this host, only late to renew (a busy machine): not dead
         if event.run_id is not None:
             try:

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mloop.auth import TokenCache
+from mloop.auth import TokenCache, challenge
 from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
@@ -53,7 +53,11 @@ _SECURITY_HEADERS = {
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}},
+        status_code=status,
+        headers=challenge(status),
+    )
 
 
 # Requests served at once per process: the metadata engine's pool size (5), so a burst of viewers
@@ -144,7 +148,7 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
 
     @app.exception_handler(MloopError)
     async def _mloop_error(_: Request, exc: MloopError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=challenge(exc.http_status))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -175,7 +175,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             raise oip_v2.ModelNotReady(f"{model!r} is not loaded yet")
         if version is None:
             return production, None
-        pinned = service.serving(int(version)) if version.isdigit() and len(version) < 10 else None
+        number = version.isascii() and version.isdigit() and len(version) < 10
+        pinned = service.serving(int(version)) if number else None
         if pinned is None:
             raise oip_v2.not_served(model, name, version)
         return pinned[1], int(version)

@@ -68,3 +68,23 @@ def test_prediction_routes_take_a_token_by_option(ws, serve) -> None:
 )  # fmt: skip
 def test_auth_is_on_by_default_off_loopback(host: str, local: bool) -> None:
     assert _loopback(host) is local
+
+
+def test_a_non_ascii_token_is_a_401_with_a_challenge_on_every_protocol(ws, serve) -> None:
+    """A token with a byte outside ASCII (latin-1 in the header) was a 500 from the comparison."""
+    served = serve(ws, feedback_auth=True, predict_auth=True)
+    bad = {"Authorization": "Bearer mloop_\xe9t\xe9".encode("latin-1")}
+    row = training_data(5, 1)[COLS].to_dict("records")
+    v2 = {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.1]} for c in COLS]}
+    for path, body in [
+        ("/feedback", {"prediction_id": "x", "label": 1}),
+        ("/predict", {"instances": row}),
+        ("/v2/models/clf/infer", v2),
+        ("/invocations", {"dataframe_records": row}),
+    ]:
+        for headers in (bad, {}):
+            answer = served.client.post(path, json=body, headers=headers)
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.headers["www-authenticate"].startswith("Bearer"), path
+    mlflow = served.client.post("/invocations", json={"dataframe_records": row}).json()
+    assert mlflow["error_code"] == "UNAUTHENTICATED"

@@ -191,3 +191,21 @@ def test_a_long_request_key_and_a_huge_label_batch_are_refused_naming_the_limit(
     labels = [{"prediction_id": f"01M9{i:022d}-0", "label": 1} for i in range(10_001)]
     r = served.client.post("/feedback", json={"feedback": labels})
     assert r.status_code == 422 and "limit of 10000" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "%D9%A3", "1" * 5000])
+def test_a_non_ascii_or_huge_version_is_a_404(served, version: str) -> None:
+    """``'²'.isdigit()`` is true but ``int('²')`` fails: that was a 500 on every version route."""
+    for method, suffix in (("GET", ""), ("GET", "/ready"), ("POST", "/infer")):
+        answer = served.client.request(method, f"/v2/models/clf/versions/{version}{suffix}", json={})
+        assert answer.status_code == 404 and isinstance(answer.json()["error"], str), answer.text
+
+
+@pytest.mark.parametrize("length", ["\xb2".encode("latin-1"), b"9" * 5000, b"-1", "٣".encode()])
+def test_a_binary_header_length_that_is_not_a_number_is_a_400(served, length: bytes) -> None:
+    answer = served.client.post(
+        "/v2/models/clf/infer",
+        content=b"{}",
+        headers={"Inference-Header-Content-Length": length},
+    )
+    assert answer.status_code == 400 and "Inference-Header-Content-Length" in answer.json()["error"]

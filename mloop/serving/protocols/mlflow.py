@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from mloop.auth import challenge
 from mloop.serving.limits import clip, parse_json
 from mloop.serving.predictor import InputError
 
@@ -23,6 +24,8 @@ __all__ = ["error_response", "rows_from_body", "rows_from_split"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _CODES = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     405: "METHOD_NOT_ALLOWED",
     408: "REQUEST_TIMEOUT",
@@ -44,7 +47,11 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     if 400 <= status < 500 and status not in _CODES:
         status = 400
     error_code = _CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
-    return JSONResponse({"error_code": error_code, "message": clip(message, 400)}, status_code=status)
+    return JSONResponse(
+        {"error_code": error_code, "message": clip(message, 400)},
+        status_code=status,
+        headers=challenge(status),
+    )
 
 
 def rows_from_body(
@@ -152,7 +159,7 @@ def _typed(value: str, rule: dict[str, Any]) -> Any:
     kind = rule.get("type")
     try:
         if kind == "int":
-            return int(value) if value.lstrip("+-").isdigit() else float(value)
+            return int(value) if value.isascii() and value.lstrip("+-").isdigit() else float(value)
         if kind == "float":
             return float(value)
     except ValueError:

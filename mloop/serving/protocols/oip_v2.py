@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
+from mloop.auth import challenge
 from mloop.entities import new_id
 from mloop.errors import MloopError, NotFoundError
 from mloop.serving.limits import clip, parse_json
@@ -49,7 +50,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     missing or insufficient token 401/403, which HTTP clients act on)."""
     if 400 <= status < 500 and status not in (401, 403, 404, 405, 408, 413):
         status = 400
-    return JSONResponse({"error": clip(message, 400)}, status_code=status)
+    return JSONResponse({"error": clip(message, 400)}, status_code=status, headers=challenge(status))
 
 
 @dataclass
@@ -74,7 +75,11 @@ def decode_request(
     features from the online store by those keys)."""
     blobs = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        if (
+            not (header_length.isascii() and header_length.isdigit())
+            or len(header_length) > 18
+            or int(header_length) > len(raw)
+        ):
             raise TensorError(
                 f"{HEADER_LENGTH} {clip(header_length, 40)!r} does not fit the body", field="body"
             )

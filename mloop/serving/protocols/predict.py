@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from mloop.auth import challenge
 from mloop.serving.limits import clip, parse_json
 from mloop.serving.predictor import InputError
 from mloop.serving.protocols.mlflow import rows_from_split
@@ -21,7 +22,7 @@ def error(status: int, code: str, message: str, field: str | None = None) -> JSO
     body = {
         "error": {"code": code, "message": clip(message, 400), "field": clip(field, 100) if field else field}
     }
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=challenge(status))
 
 
 def parse(raw: bytes, max_depth: int) -> Any:
