@@ -114,9 +114,11 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
         return name, None, alias
     if ":" in ref:
         name, _, version = ref.rpartition(":")
-        if not name or not (version.isascii() and version.isdigit()) or int(version) < 1:
+        digits = version.isascii() and version.isdigit() and len(version) <= 9
+        if not name or not digits or int(version) < 1:
             raise ParameterError(
-                f"model reference {ref!r}: expected NAME:VERSION with VERSION ≥ 1", field="model"
+                f"model reference {ref[:80]!r}: expected NAME:VERSION with VERSION from 1 to 999999999",
+                field="model",
             )
         return name, int(version), None
     if not ref:

@@ -24,6 +24,7 @@ _BY_CODE = {
     for cls in (getattr(errors, name) for name in errors.__all__)
     if isinstance(cls, type) and issubclass(cls, MloopError) and cls.__init__ is MloopError.__init__
 }
+_BY_CODE["bad_request"] = errors.ParameterError  # the server's malformed-parameter 400 (deps.BadRequestError)
 
 
 class Client:
@@ -109,24 +110,24 @@ class Client:
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A run with its steps, params, metrics and outputs."""
-        return self._get(f"/runs/{quote(run_id, safe='')}")
+        return self._get(f"/runs/{_segment(run_id)}")
 
     def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
         """Every logged point of every metric of a run, in the order they were logged."""
-        return self._get(f"/runs/{quote(run_id, safe='')}/metrics")["metrics"]
+        return self._get(f"/runs/{_segment(run_id)}/metrics")["metrics"]
 
     def metric_series(self, run_id: str, key: str) -> list[dict[str, Any]]:
-        return self._get(f"/runs/{quote(run_id, safe='')}/metrics/{quote(key, safe='')}")["points"]
+        return self._get(f"/runs/{_segment(run_id)}/metrics/{_segment(key)}")["points"]
 
     def artifact(self, artifact_id: str) -> dict[str, Any]:
-        return self._get(f"/artifacts/{quote(artifact_id, safe='')}")
+        return self._get(f"/artifacts/{_segment(artifact_id)}")
 
     def artifact_content(self, artifact_id: str) -> bytes:
         """The artifact's bytes, verified against its digest by the server."""
-        return self._request("GET", f"/artifacts/{quote(artifact_id, safe='')}/content").content
+        return self._request("GET", f"/artifacts/{_segment(artifact_id)}/content").content
 
     def lineage(self, ref: str, direction: str = "upstream") -> dict[str, Any]:
-        return self._get(f"/lineage/{quote(ref, safe='')}", direction=direction)
+        return self._get(f"/lineage/{_segment(ref)}", direction=direction)
 
     # models -------------------------------------------------------------------------------------
 
@@ -134,49 +135,45 @@ class Client:
         return self._get("/models")["models"]
 
     def versions(self, name: str) -> list[dict[str, Any]]:
-        return self._get(f"/models/{quote(name, safe='')}/versions")["versions"]
+        return self._get(f"/models/{_segment(name)}/versions")["versions"]
 
     def history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        return self._get(f"/models/{quote(name, safe='')}/history", alias=alias)["events"]
+        return self._get(f"/models/{_segment(name)}/history", alias=alias)["events"]
 
     def promote(self, name: str, version: int, alias: str = "production", *, reason: str) -> dict[str, Any]:
         """Move ``alias`` to ``version`` (editor role; recorded in the audit trail with ``reason``)."""
         body = {"version": version, "reason": reason}
-        return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}", body)
+        return self._post(f"/models/{_segment(name)}/aliases/{_segment(alias)}", body)
 
     def rollback(self, name: str, alias: str = "production", *, reason: str) -> dict[str, Any]:
         body = {"reason": reason}
-        return self._post(f"/models/{quote(name, safe='')}/aliases/{quote(alias, safe='')}/rollback", body)
+        return self._post(f"/models/{_segment(name)}/aliases/{_segment(alias)}/rollback", body)
 
     def model_version(self, ref: str) -> dict[str, Any]:
         """``{"version", "run", "pipeline_version"}`` of ``NAME`` (newest), ``NAME:VERSION`` or
         ``NAME@ALIAS``: the version, the run that made it, the deployed pipeline version that run ran."""
-        return self._get(f"/model-versions/{quote(ref, safe='')}")
+        return self._get(f"/model-versions/{_segment(ref)}")
 
     def evaluations(self, name: str, version: int) -> dict[str, Any]:
         """Evaluations, validation verdicts and infra checks recorded by the run that made a version."""
-        return self._get(f"/models/{quote(name, safe='')}/versions/{int(version)}/evaluations")
+        return self._get(f"/models/{_segment(name)}/versions/{int(version)}/evaluations")
 
     def monitoring(self, name: str, *, run_id: str | None = None) -> dict[str, Any]:
         """The latest recorded monitoring report of a model (``run``, ``report`` with its windows), or
         that of the monitor run ``run_id``."""
-        return self._get(f"/models/{quote(name, safe='')}/monitoring", run_id=run_id)
+        return self._get(f"/models/{_segment(name)}/monitoring", run_id=run_id)
 
     def rollout(self, name: str) -> dict[str, Any]:
         """A model's rollout: policy, production, canary, the version a manual rollout waits with."""
-        return self._get(f"/models/{quote(name, safe='')}/rollout")
+        return self._get(f"/models/{_segment(name)}/rollout")
 
     def approve_rollout(self, name: str, version: int, *, reason: str) -> dict[str, Any]:
         """Promote the version a manual rollout waits with to production (editor role; audited)."""
-        return self._post(
-            f"/models/{quote(name, safe='')}/rollout/approve", {"version": version, "reason": reason}
-        )
+        return self._post(f"/models/{_segment(name)}/rollout/approve", {"version": version, "reason": reason})
 
     def reject_rollout(self, name: str, version: int, *, reason: str) -> dict[str, Any]:
         """Decline the version a manual rollout waits with (editor role; audited)."""
-        return self._post(
-            f"/models/{quote(name, safe='')}/rollout/reject", {"version": version, "reason": reason}
-        )
+        return self._post(f"/models/{_segment(name)}/rollout/reject", {"version": version, "reason": reason})
 
     # deployed pipelines -------------------------------------------------------------------------
 
@@ -187,11 +184,11 @@ class Client:
 
     def pipeline_version(self, ref: str) -> dict[str, Any]:
         """The version ``NAME`` (production), ``NAME:VERSION`` or ``NAME@ALIAS`` names."""
-        return self._get(f"/pipeline-versions/{quote(ref, safe='')}")
+        return self._get(f"/pipeline-versions/{_segment(ref)}")
 
     def pipeline_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
         """Every alias move of a deployed pipeline (of ``alias`` only), oldest first."""
-        return self._get(f"/pipelines/{quote(name, safe='')}/history", alias=alias)["events"]
+        return self._get(f"/pipelines/{_segment(name)}/history", alias=alias)["events"]
 
     # feature store ------------------------------------------------------------------------------
 
@@ -201,7 +198,7 @@ class Client:
 
     def feature_definition(self, name: str) -> dict[str, Any]:
         """One definition: kind, latest spec, versions and (for a view) its last materialization."""
-        return self._get(f"/features/definitions/{quote(name, safe='')}")
+        return self._get(f"/features/definitions/{_segment(name)}")
 
     def feature_freshness(
         self, features: Sequence[str] | None = None, *, service: str | None = None
@@ -233,7 +230,7 @@ class Client:
     def fire_trigger(self, trigger: str, *, reason: str) -> dict[str, Any]:
         """Record a pending manual event for ``trigger``: the scheduler starts its run (editor role).
         The pipeline is the trigger's own, from the workspace's configuration."""
-        return self._post(f"/triggers/{quote(trigger, safe='')}/fire", {"reason": reason})
+        return self._post(f"/triggers/{_segment(trigger)}/fire", {"reason": reason})
 
     def triggers(self) -> list[dict[str, Any]]:
         """Configured triggers with their scheduler state."""
@@ -249,3 +246,10 @@ class Client:
 
     def audit(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return self._get("/audit", target=target, limit=limit)["entries"]
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: slashes escaped, and ``.``/``..`` spelled with ``%2E`` so that
+    the URL is not normalised to another route (``/runs/.`` would be the runs list)."""
+    quoted = quote(str(value), safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted

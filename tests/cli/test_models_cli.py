@@ -103,6 +103,7 @@ def test_evaluate_and_compare(ws_dir: Path, capsys: pytest.CaptureFixture[str]) 
         (["models", "evaluate", "m:1", "eval.csv", "--slice", "town"], "slice column 'town'"),
         (["models", "evaluate", "m:1", "missing.csv"], "missing.csv: no such file"),
         (["models", "show", "m:zero"], "expected NAME:VERSION"),
+        (["models", "show", "m:99999999999999999999"], "expected NAME:VERSION"),
     ],
 )
 def test_bad_input(ws_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

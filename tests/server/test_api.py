@@ -53,6 +53,8 @@ def test_runs_page_filters_sorts_and_pages(shared_server: Server) -> None:
         ({"sort": "name; DROP TABLE runs"}, "sort"),
         ({"status": "done"}, "status"),
         ({"since": "yesterday"}, "since"),
+        ({"since": "9999-12-31T23:59:59-23:59"}, "since"),
+        ({"until": "0001-01-01T00:00:00+14:00"}, "until"),
         ({"cursor": "!!!"}, "cursor"),
         ({"limit": "0"}, "limit"),
         ({"limit": "many"}, "limit"),
@@ -200,6 +202,12 @@ def test_writes_move_aliases_and_are_audited(server: Server) -> None:
             "/api/v1/models/churn/aliases/production", json={"version": 2, "reason": "x", "sql": 1}
         )
         assert extra.status_code == 400 and extra.json()["error"]["field"] == "sql"
+        for loose in ({"version": "1"}, {"version": True}, {"version": 1e3}, {"version": 1, "force": "yes"}):
+            refused = http.post("/api/v1/models/churn/aliases/production", json={"reason": "x", **loose})
+            assert refused.status_code == 400, (loose, refused.text)
+        huge = http.get("/api/v1/models/churn/versions/99999999999999999999999")
+        assert huge.status_code == 400 and huge.json()["error"]["field"] == "version"
+        assert http.get("/api/v1/models/churn/versions/2").json()["version"] == 2
         back = http.post("/api/v1/models/churn/aliases/production/rollback", json={"reason": "regression"})
         assert back.json()["to_version"] == 1
         history = http.get("/api/v1/models/churn/history", params={"alias": "production"}).json()["events"]

@@ -67,3 +67,13 @@ def test_cli_reads_from_a_server(
     assert code == 2 and stderr.startswith("error:") and "Bearer" in stderr and len(stderr.splitlines()) == 1
     code, _, stderr = run(capsys, "models", "list", "--server", "http://127.0.0.1:9", "--token", "mloop_x")
     assert code != 0 and stderr.startswith("error:") and "mloop_x" not in stderr
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_dot_segments_reach_the_route_they_name(server: Server, name: str) -> None:
+    """``/runs/.`` was normalised by the HTTP library to ``/runs/``: the client got the runs list."""
+    with mloop.Client(server.url, token=server.seeded.tokens["viewer"]) as api:
+        for call in (api.run, api.versions, api.pipeline_version, api.run_metrics):
+            with pytest.raises((mloop.NotFoundError, mloop.ParameterError)) as refused:
+                call(name)
+            assert repr(name) in str(refused.value), str(refused.value)

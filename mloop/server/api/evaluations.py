@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mloop.auth import Principal
@@ -18,12 +18,13 @@ router = APIRouter(prefix="/models", tags=["models"])
 Viewer = Annotated[Principal, Depends(principal("viewer"))]
 Editor = Annotated[Principal, Depends(principal("editor"))]
 Ws = Annotated[Workspace, Depends(workspace)]
+VersionNumber = Annotated[int, Path(ge=1, le=10**9)]
 
 
 class Decision(BaseModel):
     """A person's decision on the version a manual rollout waits with."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(ge=1, le=10**9)
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -32,7 +33,7 @@ class Decision(BaseModel):
     "/{name}/versions/{version}/evaluations",
     summary="Evaluations, validation verdicts and infra checks recorded by the run that made a version",
 )
-def get_evaluations(name: str, version: int, ws: Ws, _: Viewer) -> dict[str, Any]:
+def get_evaluations(name: str, version: VersionNumber, ws: Ws, _: Viewer) -> dict[str, Any]:
     return model_state.evaluations(ws, check_name(name, "name"), version)
 
 

@@ -39,7 +39,7 @@ Store = Annotated[FeatureStore, Depends(feature_store)]
 class Lookup(BaseModel):
     """Entity keys to look up, and which features: ``features`` references or a ``service``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     entities: list[dict[str, _Scalar]] = Field(min_length=1, max_length=10_000)
     features: list[str] | None = Field(None, max_length=1000)
     service: str | None = None

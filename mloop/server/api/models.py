@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from mloop.auth import Principal
@@ -18,19 +18,20 @@ router = APIRouter(prefix="/models", tags=["models"])
 Viewer = Annotated[Principal, Depends(principal("viewer"))]
 Editor = Annotated[Principal, Depends(principal("editor"))]
 Ws = Annotated[Workspace, Depends(workspace)]
+VersionNumber = Annotated[int, Path(ge=1, le=10**9)]
 
 
 class AliasMove(BaseModel):
     """Point an alias at a version: a promotion, or any deliberate move."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(ge=1, le=10**9)
     reason: str = Field(min_length=1, max_length=2000)
     force: bool = Field(False, description="Allow a version that model validation rejected.")
 
 
 class Rollback(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -57,7 +58,7 @@ def list_versions(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
 
 
 @router.get("/{name}/versions/{version}", summary="One version")
-def get_version(name: str, version: int, ws: Ws, _: Viewer) -> dict[str, Any]:
+def get_version(name: str, version: VersionNumber, ws: Ws, _: Viewer) -> dict[str, Any]:
     return jsonable(ws.registry.get(check_name(name, "name"), version=version))
 
 

@@ -75,7 +75,10 @@ def _time(value: str | None, field: str) -> datetime | None:
         at = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequestError(f"{field} {value[:60]!r} is not an ISO-8601 time", field=field) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    try:  # in UTC, as stored; a time whose UTC falls outside years 1-9999 cannot match anything
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        raise BadRequestError(f"{field} {value[:60]!r} is outside years 1-9999 in UTC", field=field) from None
 
 
 def encode_cursor(after: tuple[float | None, str]) -> str:

@@ -17,7 +17,7 @@ Ws = Annotated[Workspace, Depends(workspace)]
 
 
 class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, max_length=200)
     role: Literal["viewer", "feedback", "editor", "admin"]
 

@@ -28,7 +28,7 @@ Ws = Annotated[Workspace, Depends(workspace)]
 
 
 class Fire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: str = Field(min_length=1, max_length=2000)
 
 
