@@ -165,7 +165,7 @@ def serve(
         access_log=False,
         timeout_keep_alive=5,
         http=header_timeout_protocol(),  # half-sent headers are cut off after 10 s
-        h11_max_incomplete_event_size=64 * 1024,  # headers larger than this are refused
+        h11_max_incomplete_event_size=64 * 1024,  # h11 only; the httptools protocol above refuses them too
     )
 
 

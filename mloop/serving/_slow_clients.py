@@ -34,6 +34,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     """Closes connections whose request headers take longer than ``header_timeout_s``."""
 
     header_timeout_s = float(os.environ.get("MLOOP_HEADER_TIMEOUT_S", "10"))
+    # request line + headers larger than this get a 431 and the connection is closed; httptools
+    # itself buffers a header of any size (uvicorn's h11_max_incomplete_event_size is h11's only)
+    max_header_bytes = 64 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -43,19 +46,59 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         # fires it closes the connection if the headers are late, waits again if they are not yet
         # due, and stops if no request is being received.
         self._headers_due: float | None = None
+        self._header_bytes = 0  # bytes received while the current request's headers are incomplete
+        self._parsed_header_bytes = 0  # the current request's URL and headers, as parsed
+        self._headers_too_large = False
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._headers_due is None or self.transport is None or self.transport.is_closing():
+            return  # headers complete (a body in the same read is not counted), or closed
+        self._header_bytes += len(data)  # headers still incomplete: httptools is buffering them
+        if self._header_bytes > self.max_header_bytes:
+            self._send_431()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsed_header_bytes = 0
+        if self._headers_due is None:
+            self._await_headers()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed_header_bytes += len(name) + len(value) + 4
+        if self._parsed_header_bytes > self.max_header_bytes:  # complete headers within one read
+            self._headers_too_large = True
+            raise ValueError("request headers too large")  # stops the parser: send_400_response
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._headers_too_large:
+            self._send_431()
+        else:
+            super().send_400_response(msg)
+
+    def _send_431(self) -> None:
+        if self.transport.is_closing():
+            return
+        message = b'{"error":"the request headers exceed %d bytes"}' % self.max_header_bytes
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message)
+        )
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._one_write = _OneWrite(transport, self.loop)
         self._await_headers()
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._headers_due is None:
-            self._await_headers()
-
     def on_headers_complete(self) -> None:
         self._headers_due = None
+        self._header_bytes = 0
         self.scope[IN_FLIGHT] = self.tasks  # type: ignore[literal-required]  # the live set, not a count
         # the request's cycle is built here and takes self.transport: it gets the coalescing one,
         # everything else (flow control, timeouts, upgrades) keeps the real transport
