@@ -209,3 +209,34 @@ def test_a_binary_header_length_that_is_not_a_number_is_a_400(served, length: by
         headers={"Inference-Header-Content-Length": length},
     )
     assert answer.status_code == 400 and "Inference-Header-Content-Length" in answer.json()["error"]
+
+
+def test_a_number_beyond_1e300_is_refused_on_every_encoding(served) -> None:
+    """The ±1e300 guard held for JSON only: 1e308 through CSV or a binary tensor got a confident answer
+    where the model itself refuses the row."""
+    import struct
+
+    client = served.client
+    csv = client.post("/invocations", content=b"a,b\n1e308,0.5\n", headers={"content-type": "text/csv"})
+    assert csv.status_code == 400 and "1e308" in csv.json()["message"], csv.text
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": c, "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}}
+                for c in COLS
+            ]
+        }  # fmt: skip
+    ).encode()
+    binary = client.post(
+        "/v2/models/clf/infer",
+        content=header + struct.pack("<d", 1e308) + struct.pack("<d", 0.5),
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
+    )
+    assert binary.status_code == 400 and "finite" in binary.json()["error"], binary.text
+    fp32 = {"inputs": [{"name": c, "shape": [1], "datatype": "FP32", "data": [1e300 * 10]} for c in COLS]}
+    assert client.post("/v2/models/clf/infer", json=fp32).status_code in (400, 422)
+    fine = client.post("/invocations", content=b"a,b\n1e3,0.5\n", headers={"content-type": "text/csv"})
+    assert fine.status_code == 200, fine.text

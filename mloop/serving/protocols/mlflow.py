@@ -17,7 +17,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from mloop.auth import challenge
-from mloop.serving.limits import clip, parse_json
+from mloop.serving.limits import LARGEST, clip, parse_json
 from mloop.serving.predictor import InputError
 
 __all__ = ["error_response", "rows_from_body", "rows_from_split"]
@@ -158,12 +158,20 @@ def _typed(value: str, rule: dict[str, Any]) -> Any:
         return None
     kind = rule.get("type")
     try:
-        if kind == "int":
-            return int(value) if value.isascii() and value.lstrip("+-").isdigit() else float(value)
-        if kind == "float":
-            return float(value)
+        if kind == "int" and value.isascii() and value.lstrip("+-").isdigit():
+            number: float | None = int(value)
+        elif kind in ("int", "float"):
+            number = float(value)
+        else:
+            number = None
     except ValueError:
         return value
+    if number is not None:
+        if not -LARGEST <= number <= LARGEST:  # as in JSON bodies: beyond, a model's arithmetic overflows
+            raise InputError(
+                f"CSV value {clip(value, 40)!r} is not a finite number within ±{LARGEST:g}", field="body"
+            )
+        return number
     if kind == "bool" and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return value

@@ -8,13 +8,12 @@ row-major; ``BYTES`` elements are a 4-byte little-endian length followed by that
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Any
 
 import numpy as np
 
-from mloop.serving.limits import clip
+from mloop.serving.limits import LARGEST, clip
 from mloop.serving.predictor import InputError
 
 __all__ = ["DATATYPES", "check_data", "compatible", "decode_binary", "encode_binary", "flatten"]
@@ -86,7 +85,7 @@ _OK = object()
 
 
 def _finite_number(v: int | float) -> bool:
-    return math.isfinite(v) if isinstance(v, float) else abs(v) <= 1e308
+    return -LARGEST <= v <= LARGEST  # beyond, a model's arithmetic overflows (as in JSON bodies)
 
 
 def compatible(datatype: str, rule: dict[str, Any]) -> bool:
@@ -131,8 +130,10 @@ def decode_binary(blob: bytes, datatype: str, count: int, where: str) -> list[An
             f"{where}: {len(blob)} bytes, the shape and {datatype} need {count * dtype.itemsize}", field=where
         )
     values = np.frombuffer(blob, dtype=dtype)
-    if datatype in _FLOATS and not np.isfinite(values).all():
-        raise TensorError(f"{where}: holds a value that is not a finite number", field=where)
+    if datatype in _FLOATS and not (np.abs(values.astype(np.float64)) <= LARGEST).all():
+        raise TensorError(
+            f"{where}: holds a value that is not a finite number within ±{LARGEST:g}", field=where
+        )
     return values.tolist()
 
 
