@@ -290,3 +290,30 @@ def test_admins_manage_tokens_and_others_cannot(server: Server) -> None:
             assert anon.get("/api/v1/whoami", headers=bearer).status_code == 401
         actions = [e["action"] for e in http.get("/api/v1/audit").json()["entries"][:2]]
         assert actions == ["token.revoke", "token.create"]
+
+
+def test_a_cursor_is_refused_outside_the_sort_it_was_given_for(shared_server: Server) -> None:
+    """A cursor from another sort gave a silently empty or wrong page."""
+    import base64
+    import json
+
+    with shared_server.client() as http:
+        first = http.get("/api/v1/runs", params={"sort": "-metric.accuracy", "limit": 3}).json()
+        cursor = first["next_cursor"]
+        same = http.get("/api/v1/runs", params={"sort": "-metric.accuracy", "limit": 3, "cursor": cursor})
+        assert same.status_code == 200 and same.json()["runs"][0]["id"] not in {
+            r["id"] for r in first["runs"]
+        }
+        for sort in ("metric.accuracy", "-created_at", "-metric.loss"):
+            other = http.get("/api/v1/runs", params={"sort": sort, "cursor": cursor})
+            assert other.status_code == 400 and other.json()["error"]["field"] == "cursor", other.text
+        run_id = first["runs"][0]["id"]
+        for value in ("NaN", "Infinity", "true", "1e999", '"x"'):
+            raw = f'[{value}, "{run_id}", "-metric.accuracy"]'.encode()
+            forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            answer = http.get("/api/v1/runs", params={"sort": "-metric.accuracy", "cursor": forged})
+            assert answer.status_code == 400 and answer.json()["error"]["field"] == "cursor", (
+                value,
+                answer.text,
+            )
+        assert json.loads(base64.urlsafe_b64decode(cursor + "==="))[-1] == "-metric.accuracy"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -81,20 +82,28 @@ def _time(value: str | None, field: str) -> datetime | None:
         raise BadRequestError(f"{field} {value[:60]!r} is outside years 1-9999 in UTC", field=field) from None
 
 
-def encode_cursor(after: tuple[float | None, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(after)).encode()).decode().rstrip("=")
+def encode_cursor(after: tuple[float | None, str], sort: str) -> str:
+    """The position after a page, bound to the sort it was taken in."""
+    return base64.urlsafe_b64encode(json.dumps([*after, sort]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float | None, str]:
+def decode_cursor(cursor: str, sort: str) -> tuple[float | None, str]:
+    """A cursor this server gave for ``sort``; 400 for anything else (another sort's, hand-made)."""
+    refused = BadRequestError("cursor is not one this server gave (use next_cursor as given)", field="cursor")
     try:
-        value, run_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if value is not None:
-            value = float(value)
-        return value, check_id(str(run_id), "cursor")
-    except (ValueError, TypeError, ParameterError):
+        value, run_id, taken_in = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise refused
+        if value is not None and not math.isfinite(value := float(value)):
+            raise refused
+        run_id = check_id(str(run_id), "cursor")
+    except (ValueError, TypeError, ParameterError, OverflowError):
+        raise refused from None
+    if taken_in != sort:
         raise BadRequestError(
-            "cursor is not one this server gave (use next_cursor as given)", field="cursor"
-        ) from None
+            f"cursor was given for sort {str(taken_in)[:80]!r}, not {sort[:80]!r}", field="cursor"
+        )
+    return value, run_id
 
 
 @router.get("", summary="A page of runs, filtered and sorted", response_model=dict[str, Any])
@@ -132,7 +141,7 @@ def list_runs(
         sort_metric=sort_match.group(3),
         descending=sort_match.group(1) == "-",
         limit=limit,
-        after=decode_cursor(cursor) if cursor else None,
+        after=decode_cursor(cursor, sort) if cursor else None,
     )
     pages = getattr(request.app.state, "run_pages", None)  # with the process's metric index
     page = pages.page(query) if pages is not None else ws.run_page(query)
@@ -144,7 +153,7 @@ def list_runs(
             row["sort_value"] = value
         runs.append(row)
     return json_response(
-        {"runs": runs, "next_cursor": encode_cursor(page.next_after) if page.next_after else None}
+        {"runs": runs, "next_cursor": encode_cursor(page.next_after, sort) if page.next_after else None}
     )
 
 
