@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Annotated
@@ -154,6 +157,11 @@ def serve(
     exit_with_parent()  # whoever started this service (e.g. a scheduler's load test), if it said so
     if workers > 1:  # each worker stops once this supervisor is gone, even by SIGKILL
         os.environ[PARENT_ENV] = str(os.getpid())
+        # prometheus_client's multiprocess mode: every worker's metrics in files of this folder, so
+        # any worker's /metrics answers for all of them and counters never go back between scrapes
+        metrics_dir = tempfile.mkdtemp(prefix="mloop-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     err.print(f"serving {name}@{alias} on http://{host}:{port} ({plural(workers, 'worker')})", markup=False)
     uvicorn.run(
         "mloop.cli.serve:app_in_worker",

@@ -24,7 +24,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mloop.auth import ROLES, check_token
@@ -294,7 +294,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
 
     @app.get("/metrics", **openapi.METRICS)
     async def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     openapi.install(app, service)
     app.hot_routes(PREDICTING, counter)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 __all__ = ["ServiceMetrics"]
+
+# set by `mloop serve --workers N` (N > 1) before the workers start: see mloop.cli.serve
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+DROPPED = "mloop_prediction_log_dropped"
+DROPPED_HELP = "Prediction log records dropped (buffer full or failed flush)"
 
 
 class ServiceMetrics:
@@ -48,7 +55,11 @@ class ServiceMetrics:
             "mloop_model_loads", "Model load attempts", ["model", "version", "outcome"], registry=r
         )
         self.alias = Gauge(
-            "mloop_alias_version", "Version currently served per alias", ["model", "alias"], registry=r
+            "mloop_alias_version",
+            "Version currently served per alias",
+            ["model", "alias"],
+            registry=r,
+            multiprocess_mode="mostrecent",  # one value across workers: the latest any of them set
         )
         self.http = Counter(
             "mloop_http_requests",
@@ -63,6 +74,8 @@ class ServiceMetrics:
             registry=r,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._dropped: tuple[Counter, str, Callable[[], int]] | None = None
+        self._dropped_seen = 0  # of the log's dropped records, how many the shared counter holds
 
     def of(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: the lookup is ~3 µs, a tenth of a single-row answer."""
@@ -74,7 +87,25 @@ class ServiceMetrics:
 
     def watch_dropped(self, model: str, read: Callable[[], int]) -> None:
         """Expose ``mloop_prediction_log_dropped_total{model}``, read from the log when scraped."""
-        self.registry.register(_DroppedCollector(model, read))
+        if MULTIPROCESS:  # a counter kept in the shared files, brought up to the log's count per scrape
+            self._dropped = (Counter(DROPPED, DROPPED_HELP, ["model"], registry=self.registry), model, read)
+        else:
+            self.registry.register(_DroppedCollector(model, read))
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: under ``mloop serve --workers N``, every worker's metrics
+        summed from prometheus_client's multiprocess files, so any worker answers for all."""
+        if not MULTIPROCESS:
+            return generate_latest(self.registry)
+        if self._dropped is not None:
+            counter, model, read = self._dropped
+            behind = read() - self._dropped_seen
+            if behind > 0:
+                self.of(counter, model).inc(behind)
+                self._dropped_seen += behind
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone)
+        return generate_latest(everyone)
 
 
 class _DroppedCollector(Collector):
@@ -84,11 +115,7 @@ class _DroppedCollector(Collector):
         self.model, self.read = model, read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "mloop_prediction_log_dropped",
-            "Prediction log records dropped (buffer full or failed flush)",
-            labels=["model"],
-        )
+        family = CounterMetricFamily(DROPPED, DROPPED_HELP, labels=["model"])
         family.add_metric([self.model], self.read())
         yield family
 

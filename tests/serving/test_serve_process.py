@@ -321,3 +321,29 @@ def test_a_shadow_of_the_served_alias_is_refused_and_a_missing_one_is_warned(ws_
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert "warning: model 'clf' has no alias 'nope' yet" in stderr_of(proc)
+
+
+def test_metrics_under_several_workers_count_every_request_and_never_go_back(ws_dir: Path) -> None:
+    """Each worker had its own counters: 12 scrapes after 5 requests each read 5, 9, 10, 14, 15, 20,
+    19, 25, 30, 24, 35, 29 (60 sent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def answered(text: str) -> float:
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return sum(s.value for s in families["mloop_requests"].samples if s.name == "mloop_requests_total")
+
+    proc, url = start(ws_dir, "--workers", "2")
+    seen: list[float] = []
+    try:
+        for _ in range(12):
+            for _ in range(5):  # a new connection each time: the workers share them
+                assert (
+                    httpx.post(f"{url}/predict", json={"instances": rows(1)}, timeout=60).status_code == 200
+                )
+            scrape = httpx.get(f"{url}/metrics", timeout=60)
+            assert scrape.status_code == 200
+            seen.append(answered(scrape.text))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert seen == [5.0 * (i + 1) for i in range(12)], seen
