@@ -289,7 +289,8 @@ def _schemas(service: Any) -> dict[str, Any]:
                 {"required": ["inputs"]},
             ],
             "properties": {"dataframe_records": rows, "instances": rows, "inputs": rows},
-            "additionalProperties": True,  # MLflow ignores keys that are not an input format
+            # MLflow ignores keys that are not an input format (their numbers are still bounded)
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         },
         "MlflowPredictions": {
             "type": "object",
@@ -300,7 +301,7 @@ def _schemas(service: Any) -> dict[str, Any]:
             "type": "object",
             "required": ["instances"],
             "properties": {"instances": rows, "key": nullable_str},
-            "additionalProperties": True,  # other keys are ignored
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},  # other keys are ignored
         },
         "Predictions": {
             "type": "object",
@@ -312,9 +313,21 @@ def _schemas(service: Any) -> dict[str, Any]:
                 "prediction_ids": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "JsonValue": {
+            "description": "Any JSON value whose numbers are within ±1e300 (every body is checked so)",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "boolean"},
+                {"type": "null"},
+                {"type": "number", "minimum": -LARGEST, "maximum": LARGEST},
+                {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+            ],
+        },
         "FeedbackRequest": {
             "oneOf": [
                 label,
+                {"type": "array", "items": label},
                 {
                     "type": "object",
                     "required": ["feedback"],
