@@ -3,6 +3,7 @@ long values refused with short messages, on every protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -190,10 +191,9 @@ def test_one_row_requests_are_answered_while_a_large_body_is_being_handled(ws, s
 
 def _answer(port: int, request: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        try:
+        # refused before everything was sent: the answer is still there to read
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before everything was sent: the answer is still there to read
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -214,5 +214,6 @@ def test_request_headers_beyond_64_kib_are_a_431(ws, serve) -> None:
     near = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n"
     assert _answer(port, near).split()[1] == b"200"
     body = json.dumps({"instances": training_data(3, 5)[COLS].to_dict("records")}).encode() + b" " * 200_000
-    head = f"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: "
+    head += str(len(body))
     assert _answer(port, head.encode() + b"\r\n\r\n" + body).split()[1] == b"200"  # a body is not a header
