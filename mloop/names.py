@@ -12,9 +12,19 @@ import re
 
 from mloop.errors import ParameterError
 
-__all__ = ["NAME_PATTERN", "check_name"]
+__all__ = ["NAME_PATTERN", "check_name", "decimal"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def decimal(text: str, max_digits: int = 9) -> int | None:
+    """The number ``text`` spells in 1 to ``max_digits`` ASCII digits (no sign, space or
+    underscore), else None. Every version, length or process id read from outside goes through this
+    one check: ``'²'.isdigit()`` is true yet ``int('²')`` fails, ``int('٣')`` is 3, and Python
+    refuses to convert more than 4,300 digits (and a database column overflows long before)."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def check_name(value: object, *, what: str = "model name", field: str = "name") -> str:

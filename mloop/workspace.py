@@ -34,7 +34,7 @@ from mloop.errors import (
     NotFoundError,
     ParameterError,
 )
-from mloop.names import check_name
+from mloop.names import check_name, decimal
 from mloop.settings import Settings, load_settings
 from mloop.stores.artifacts import FsspecArtifactStore
 from mloop.stores.base import (
@@ -114,13 +114,13 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
         return name, None, alias
     if ":" in ref:
         name, _, version = ref.rpartition(":")
-        digits = version.isascii() and version.isdigit() and len(version) <= 9
-        if not name or not digits or int(version) < 1:
+        number = decimal(version)
+        if not name or number is None or number < 1:
             raise ParameterError(
                 f"model reference {ref[:80]!r}: expected NAME:VERSION with VERSION from 1 to 999999999",
                 field="model",
             )
-        return name, int(version), None
+        return name, number, None
     if not ref:
         raise ParameterError("model reference is empty", field="model")
     return ref, None, None

@@ -30,6 +30,7 @@ from mloop.core.sources import (
 )
 from mloop.entities import AliasEvent, PipelineVersion, utcnow
 from mloop.errors import ConflictError, ParameterError, PipelineLoadError
+from mloop.names import decimal
 from mloop.stores.base import PipelineStore
 from mloop.workspace import Workspace, current_user
 
@@ -182,11 +183,13 @@ def check_params(path: Path, function: str, params: Mapping[str, Any]) -> dict[s
 def parse_version_ref(ref: str) -> tuple[str, int]:
     """``NAME:VERSION`` → (name, version); ParameterError otherwise."""
     name, _, version = ref.rpartition(":")
-    if not name or not (version.isascii() and version.isdigit()) or int(version) < 1:
+    number = decimal(version)
+    if not name or number is None or number < 1:
         raise ParameterError(
-            f"pipeline version {ref!r}: expected NAME:VERSION with VERSION ≥ 1", field="version"
+            f"pipeline version {ref[:80]!r}: expected NAME:VERSION with VERSION from 1 to 999999999",
+            field="version",
         )
-    return name, int(version)
+    return name, number
 
 
 def deploy_pipeline(

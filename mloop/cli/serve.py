@@ -19,6 +19,7 @@ import typer
 from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace, plural
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
+from mloop.names import decimal
 from mloop.workspace import find_workspace_dir
 
 PARENT_ENV = "MLOOP_PARENT_PID"  # a service stops once this process (its launcher) is gone
@@ -195,11 +196,10 @@ def exit_with_parent() -> None:
     ``MLOOP_PARENT_PID`` is no longer this one's parent. Without it a worker whose ``mloop serve``
     was SIGKILLed, or a candidate's service whose scheduler was, kept serving and holding the port
     with nobody left to stop it."""
-    wanted = os.environ.get(PARENT_ENV, "")
-    if not (wanted.isascii() and wanted.isdigit()) or os.getppid() != int(wanted) or _watching.is_set():
+    parent = decimal(os.environ.get(PARENT_ENV, ""), 18)
+    if parent is None or os.getppid() != parent or _watching.is_set():
         return
     _watching.set()
-    parent = int(wanted)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mloop.errors import ParameterError
 from mloop.monitoring.log import label_values
+from mloop.names import decimal
 from mloop.validation.drift import detect_drift
 from mloop.validation.model import LOWER_IS_BETTER, SliceSpec, score_predictions
 from mloop.validation.stats import Statistics, compute_statistics
@@ -43,8 +44,9 @@ def parse_window(spec: str | int | timedelta) -> int | timedelta:
             raise ParameterError(f"window must be at least 1 row, got {spec}", field="window")
         return spec
     text = str(spec).strip().lower()
-    if text.isascii() and text.isdigit():
-        return parse_window(int(text))
+    rows = decimal(text, 18)
+    if rows is not None:
+        return parse_window(rows)
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     number, unit = text[:-1], text[-1:]
     try:

@@ -171,6 +171,11 @@ def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> No
     assert code == 2 and "no version 9" in err
     code, _, err = run(capsys, "pipelines", "promote", "toy", "--workspace", ws)
     assert code == 2 and "expected NAME:VERSION" in err
+    # numbers from outside: 5,000 digits (Python refuses to convert them), beyond a database
+    # integer, a superscript digit that isdigit() accepts: each one error line
+    for version in ("9" * 5000, "9" * 20, "²", "-1", "0"):
+        code, _, err = run(capsys, "pipelines", "promote", f"toy:{version}", "--workspace", ws)
+        assert code == 2 and "VERSION from 1 to 999999999" in err and len(err.splitlines()) == 1, err
     code, _, err = run(capsys, "pipelines", "deploy", "nope.py:training", "--name", "x", "--workspace", ws)
     assert code == 2 and "pipeline file nope.py does not exist" in err
     code, _, err = run(
