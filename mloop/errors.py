@@ -31,6 +31,7 @@ __all__ = [
     "StepFailedError",
     "StoreUnavailableError",
     "UnauthorizedError",
+    "UnsupportedEncodingError",
 ]
 
 EXIT_USAGE = 2
@@ -204,6 +205,15 @@ class BodyTooLargeError(MloopError):
 
     code = "body_too_large"
     http_status = 413
+
+
+class UnsupportedEncodingError(MloopError):
+    """A request body sent compressed (``Content-Encoding: gzip``, …): the service reads bodies as
+    sent, so it answers 415 with ``Accept-Encoding: identity`` (RFC 7694) rather than parse
+    compressed bytes as JSON or CSV."""
+
+    code = "unsupported_encoding"
+    http_status = 415
 
 
 class ReadTimeoutError(MloopError):

@@ -28,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mloop.auth import ROLES, check_token
-from mloop.errors import MloopError
+from mloop.errors import MloopError, UnsupportedEncodingError
+from mloop.names import decimal
 from mloop.serving import openapi
 from mloop.serving.batching import Batcher, alone
 from mloop.serving.hotpath import ServiceApp
@@ -97,6 +98,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         response = fail(request, exc.http_status, exc.code, exc.message, exc.field)
         if exc.http_status in (408, 413):  # the rest of the body is not wanted: stop reading it
             response.headers["connection"] = "close"
+        if isinstance(exc, UnsupportedEncodingError):
+            response.headers["accept-encoding"] = "identity"
         return response
 
     @app.exception_handler(HTTPException)
@@ -175,11 +178,11 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             raise oip_v2.ModelNotReady(f"{model!r} is not loaded yet")
         if version is None:
             return production, None
-        number = version.isascii() and version.isdigit() and len(version) < 10
-        pinned = service.serving(int(version)) if number else None
-        if pinned is None:
+        number = decimal(version)
+        pinned = service.serving(number) if number is not None else None
+        if pinned is None or number is None:
             raise oip_v2.not_served(model, name, version)
-        return pinned[1], int(version)
+        return pinned[1], number
 
     def versions() -> list[str]:
         slots = (service.slots.production, service.slots.canary, service.slots.shadow)

@@ -33,7 +33,7 @@ def _errors(schema: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
         405: "Method not allowed",
         408: "Body not received in time",
         413: "Body too large",
-        415: "Unsupported media type",
+        415: "Unsupported media type or Content-Encoding (bodies are read uncompressed)",
         422: "Invalid input",
         503: "Not ready",
     }
@@ -67,7 +67,7 @@ V2_INFER: dict[str, Any] = {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        **_errors("V2Error", *_V2_COMMON, 408, 413, 503),
+        **_errors("V2Error", *_V2_COMMON, 408, 413, 415, 503),
     },
     "openapi_extra": {"x-mloop-body": "V2InferenceRequest"},
 }
@@ -89,7 +89,7 @@ INVOCATIONS: dict[str, Any] = {
     "responses": {
         200: _json("MlflowPredictions", "Predictions"),
         415: {
-            "description": "Unsupported media type",
+            "description": "Unsupported media type or Content-Encoding (bodies are read uncompressed)",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
         **_errors("MlflowError", 400, 404, 405, 408, 413),
@@ -97,13 +97,16 @@ INVOCATIONS: dict[str, Any] = {
     "openapi_extra": {"x-mloop-body": "MlflowRequest"},
 }
 PREDICT: dict[str, Any] = {
-    "responses": {200: _json("Predictions", "Predictions"), **_errors("Error", 404, 405, 408, 413, 422)},
+    "responses": {
+        200: _json("Predictions", "Predictions"),
+        **_errors("Error", 404, 405, 408, 413, 415, 422),
+    },
     "openapi_extra": {"x-mloop-body": "PredictRequest"},
 }
 FEEDBACK: dict[str, Any] = {
     "responses": {
         200: _json("FeedbackAccepted", "Labels accepted"),
-        **_errors("Error", 404, 405, 408, 413, 422),
+        **_errors("Error", 404, 405, 408, 413, 415, 422),
     },
     "openapi_extra": {"x-mloop-body": "FeedbackRequest"},
 }

@@ -106,6 +106,28 @@ def test_deep_json_and_long_values_get_short_4xx(ws, serve, path: str) -> None:
     assert 400 <= response.status_code < 500 and len(response.content) < 1200, response.text[:2000]
 
 
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/clf/infer", "/invocations", "/feedback"])
+def test_a_compressed_body_is_a_415_that_names_the_encoding(ws, serve, path: str) -> None:
+    import gzip
+
+    served = serve(ws)
+    body = {"/feedback": {"prediction_id": "x", "label": 1}}.get(path, {"instances": [{"a": 1.0, "b": 2.0}]})
+    if path.startswith("/v2"):
+        body = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+    raw = json.dumps(body).encode()
+    for encoding in ("gzip", "Deflate", "br, gzip"):
+        response = served.client.post(
+            path,
+            content=gzip.compress(raw),
+            headers={"content-type": "application/json", "content-encoding": encoding},
+        )
+        assert response.status_code == 415, (encoding, response.status_code, response.text[:300])
+        assert encoding.lower() in response.text and response.headers["accept-encoding"] == "identity"
+    plain = served.client.post(path, content=raw, headers={"content-type": "application/json",
+                                                           "content-encoding": "identity"})  # fmt: skip
+    assert plain.status_code != 415, plain.text
+
+
 def test_half_sent_headers_are_cut_off(ws) -> None:
     import threading
     import time

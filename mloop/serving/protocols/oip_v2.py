@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from mloop.auth import challenge
 from mloop.entities import new_id
 from mloop.errors import MloopError, NotFoundError
+from mloop.names import decimal
 from mloop.serving.limits import clip, parse_json
 from mloop.serving.predictor import Predictor
 from mloop.serving.protocols.tensors import (
@@ -46,9 +47,9 @@ OUTPUTS = ("predict", "predict_proba")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """The spec's error body; input errors of any kind are 400 (not found 404, limits 408/413, and a
-    missing or insufficient token 401/403, which HTTP clients act on)."""
-    if 400 <= status < 500 and status not in (401, 403, 404, 405, 408, 413):
+    """The spec's error body; input errors of any kind are 400 (not found 404, limits 408/413, a
+    compressed body 415, and a missing or insufficient token 401/403, which HTTP clients act on)."""
+    if 400 <= status < 500 and status not in (401, 403, 404, 405, 408, 413, 415):
         status = 400
     return JSONResponse({"error": clip(message, 400)}, status_code=status, headers=challenge(status))
 
@@ -75,15 +76,11 @@ def decode_request(
     features from the online store by those keys)."""
     blobs = b""
     if header_length is not None:
-        if (
-            not (header_length.isascii() and header_length.isdigit())
-            or len(header_length) > 18
-            or int(header_length) > len(raw)
-        ):
+        n = decimal(header_length, 18)
+        if n is None or n > len(raw):
             raise TensorError(
                 f"{HEADER_LENGTH} {clip(header_length, 40)!r} does not fit the body", field="body"
             )
-        n = int(header_length)
         raw, blobs = raw[:n], raw[n:]
     body = parse_json(raw, max_depth)
     if not isinstance(body, dict):
