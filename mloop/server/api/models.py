@@ -52,7 +52,7 @@ def get_model(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
     }
 
 
-@router.get("/{name}/versions", summary="Every version of a model, newest first")
+@router.get("/{name}/versions", summary="Every version of a model, in version order (oldest first)")
 def list_versions(name: str, ws: Ws, _: Viewer) -> dict[str, Any]:
     return {"versions": [jsonable(v) for v in ws.registry.versions(check_name(name, "name"))]}
 
