@@ -303,7 +303,13 @@ def _schemas(service: Any) -> dict[str, Any]:
         "PredictRequest": {
             "type": "object",
             "required": ["instances"],
-            "properties": {"instances": rows, "key": nullable_str},
+            # MLflow's row keys are accepted instead of instances (one of them, never two)
+            "properties": {
+                "instances": rows,
+                "key": nullable_str,
+                "dataframe_records": False,
+                "dataframe_split": False,
+            },
             "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},  # other keys are ignored
         },
         "Predictions": {

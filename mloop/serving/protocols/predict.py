@@ -34,17 +34,20 @@ def rows_from(body: Any) -> list[dict[str, Any]]:
     """``instances`` or MLflow's ``dataframe_split`` / ``dataframe_records``."""
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object", field="body")
-    if "instances" in body:
-        rows = body["instances"]
-    elif "dataframe_records" in body:
-        rows = body["dataframe_records"]
-    elif "dataframe_split" in body:
-        rows = rows_from_split(body["dataframe_split"])
-    else:
-        raise InputError("expected 'instances', 'dataframe_split' or 'dataframe_records'", field="body")
+    given = [key for key in ROW_KEYS if key in body]
+    if len(given) != 1:
+        found = f", got {' and '.join(repr(k) for k in given)}" if given else ""
+        raise InputError(
+            f"expected one of 'instances', 'dataframe_split' or 'dataframe_records'{found}", field="body"
+        )
+    key = given[0]
+    rows = rows_from_split(body[key]) if key == "dataframe_split" else body[key]
     if not isinstance(rows, list):
-        raise InputError("the rows must be a JSON array", field="instances")
+        raise InputError(f"{key!r}: the rows must be a JSON array", field=key)
     return rows
+
+
+ROW_KEYS = ("instances", "dataframe_records", "dataframe_split")
 
 
 MAX_FEEDBACK_ITEMS = 10_000
