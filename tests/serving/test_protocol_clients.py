@@ -191,6 +191,17 @@ def test_invocations_csv_and_errors(ws, serve) -> None:
     bad = c.post("/invocations", json={"inputs": [{"a": "x", "b": 1}]})
     assert bad.status_code == 400 and set(bad.json()) == {"error_code", "message"}
     assert c.post("/invocations", content=b"a", headers={"content-type": "text/plain"}).status_code == 415
+    # media types are case-insensitive and a parameter value may be quoted (RFC 9110 8.3)
+    for spelled in ("Application/JSON", 'application/json; Charset="UTF-8"', "TEXT/CSV; charset=utf-8"):
+        body = (
+            x.to_csv(index=False) if "csv" in spelled.lower() else json.dumps({"inputs": x.to_dict("list")})
+        )
+        answer = c.post("/invocations", content=body, headers={"content-type": spelled})
+        assert answer.status_code == 200, (spelled, answer.text)
+    latin = c.post(
+        "/invocations", content=b"{}", headers={"content-type": "application/json; charset=latin-1"}
+    )
+    assert latin.status_code == 415 and "UTF-8" in latin.text
     assert c.get("/ping").status_code == 200 and c.get("/version").text
 
 

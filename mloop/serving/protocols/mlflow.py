@@ -58,8 +58,12 @@ def rows_from_body(
     raw: bytes, content_type: str, max_depth: int, rules: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """An ``/invocations`` body → rows (CSV values typed by the signature's ``rules``)."""
+    # media types and parameter names are case-insensitive, and a value may be quoted (RFC 9110 8.3)
     mime, *options = [part.strip() for part in (content_type or "application/json").split(";")]
-    params = {key.strip().lower(): value.strip() for key, _, value in (o.partition("=") for o in options)}
+    mime = mime.lower()
+    params = {
+        key.strip().lower(): value.strip().strip('"') for key, _, value in (o.partition("=") for o in options)
+    }
     if params.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("the scoring server only supports UTF-8")
     if set(params) - {"charset"}:
