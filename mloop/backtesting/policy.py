@@ -26,7 +26,11 @@ def default_loop_config(
     - **when**: the production version's live loss rises at a change point (ADWIN, river) that
       ``min_rows`` labelled rows have followed, or a window of half the replay's window falls below
       its own hold-out score beyond noise, or its live loss rises steadily (a least-squares trend
-      beyond 3 standard errors, for drift too slow for one change point to stand out). The baseline
+      beyond 3 standard errors, for drift too slow for one change point to stand out), or, once a
+      version has degraded, when the version in production has served three quarters of the median
+      life of the versions that degraded (``cadence``: drift that never stops is kept up with on
+      schedule rather than waited for; a scheduled candidate that does not beat production ends it
+      until the next version degrades). The baseline
       belongs to the version in production, and that version was validated on the newest rows of the
       regime it was trained on;
     - **on what**: the rows since the change point (estimated where the loss rose most when no
@@ -35,10 +39,12 @@ def default_loop_config(
       as the first model had; once validated, the model is fitted again with its held-out rows (the
       newest ones) before it is registered; a run that trained on few rows of a regime and was
       refused is retried once the regime has three times as many;
-    - **rollout**: a validated candidate (checked against production on the newest rows) serves half
-      the traffic; both versions re-predict every labelled row since (a paired comparison on all the
-      traffic): a difference beyond 3 standard errors decides at once, otherwise half a window of
-      rows does, promoting the candidate only if its metric is no worse than production's.
+    - **rollout**: a validated candidate (checked against production on the newest rows) serves 80 %
+      of the traffic; both versions re-predict every labelled row since (a paired comparison on all
+      the traffic, so the share decides what callers get, not how fast evidence comes: the validated
+      candidate is the better bet, and a clearly worse one is rolled back after 30 rows): a
+      difference beyond 3 standard errors decides at once, otherwise half a window of rows does,
+      promoting the candidate only if its metric is no worse than production's.
     Latencies are recorded but never decide in a replay (``enforce_latency=False``)."""
     metric = metric or ("accuracy" if task == "classification" else "mae")
     lower = metric in LOWER_IS_BETTER
@@ -68,13 +74,14 @@ def default_loop_config(
                 detector="adwin" if changepoint.available() else "none",
                 min_rows=min_rows,
                 trend_z=3.0,
+                cadence=0.75,
                 **common,
             ),
         ],
         rollout=[
             RolloutPolicy(
                 model=model,
-                canary_fraction=0.5,
+                canary_fraction=0.8,
                 metric=metric,
                 judge="paired",
                 min_labelled=max(50, min(400, window_rows // 2)),

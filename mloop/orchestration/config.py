@@ -110,6 +110,13 @@ class TriggerSpec(_Strict):
     # degradation: a steady rise of the live loss (its least-squares slope beyond ``trend_z`` standard
     # errors, rising by at least ``margin`` over the rows) also fires; the run trains on the newest rows
     trend_z: float | None = Field(None, gt=0, description="z of a rising loss trend that fires (None: off)")
+    # degradation: drift that never stops. Once the last ``CADENCE_LIVES`` production versions each
+    # degraded (the trigger fired on them) after L labelled rows, the version in production is retrained
+    # when it has served ``cadence`` x their median L, before it degrades too; a scheduled candidate
+    # that does not beat production ends the schedule until new versions degrade again
+    cadence: float | None = Field(
+        None, gt=0, le=1, description="share of recent versions' median life before a scheduled retrain"
+    )
 
     @field_validator("cron")
     @classmethod

@@ -242,9 +242,24 @@ def _monitored(
         acted = int(mark.get("acted", -1)) if same else -1
         rebased = mark.get("rebased") if same else None
         retry = mark.get("retry") if same else None
+        # how long recent versions served before they degraded: kept across versions (a cadence)
+        lives = [int(n) for n in mark.get("lives", [])]
+        scheduled = bool(mark.get("scheduled")) if same else False
+        lived = bool(mark.get("lived")) if same else False
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
         check = _degradation(
-            spec, workspace, model, version, fresh, streak, last, logged, acted, rebased, retry
+            spec,
+            workspace,
+            model,
+            version,
+            fresh,
+            streak,
+            last,
+            logged,
+            acted,
+            rebased,
+            retry,
+            cadence=Cadence(lives, scheduled, lived),
         )
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
@@ -296,6 +311,7 @@ def _degradation(
     acted: int = -1,
     rebased: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
+    cadence: Cadence | None = None,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
@@ -308,7 +324,11 @@ def _degradation(
     the level it was at when it fired is its baseline (``rebased``): retraining did not beat it, so it
     is what the current regime allows, and the same shortfall does not start run after run. A run
     that trained on few rows of a new regime (``retry``) is tried once more, as a version trained on
-    few rows is refitted, once the regime has ``REFRESH`` times as many rows (at most ``max_rows``)."""
+    few rows is refitted, once the regime has ``REFRESH`` times as many rows (at most ``max_rows``).
+
+    With ``cadence`` (drift that never stops: :class:`Cadence`), the version is also retrained once it
+    has served ``spec.cadence`` times the median life of the last versions that degraded."""
+    cadence = cadence or Cadence([], False, False)
     info = served_versions(workspace, model, [version])[version]
     baseline = info.version.metrics.get(spec.metric)
     if baseline is None and spec.threshold is None:
@@ -348,6 +368,9 @@ def _degradation(
             change = _retry(frame, w.end, size, w.index, retry, _losses(info), spec.z)
         if change is None and not pending:
             change = _trend(spec, info, frame, w.end, size, w.index, acted)
+        if change is None and not pending and not verdict.degraded:
+            upto = _labelled_upto(frame, w.end, size, w.index) if frame is not None else None
+            change = cadence.due(spec, upto, _losses(info))
         if not verdict.degraded:
             streak = []
             if change is None:
@@ -357,7 +380,7 @@ def _degradation(
                 {"index": w.index, "start": w.start, "value": verdict.value, "limit": verdict.limit}
             )
         if not pending and (change is not None or len(streak) >= spec.windows):
-            if change is None or change.get("trend"):
+            if change is None or change.get("trend") or change.get("cadence"):
                 # no change point found it: estimate where the regime began, and wait for its rows
                 regime = _regime(spec, info, frame, w.end, size, w.index, acted)
                 if regime is not None and regime.get("pending"):
@@ -374,6 +397,12 @@ def _degradation(
             since = change["start"] if change is not None else streak[0]["start"]
             if verdict.degraded or change is None:
                 detail = verdict.detail
+            elif change.get("cadence"):
+                detail = (
+                    f"v{version} has served {change['served']} labelled rows; the last versions "
+                    f"degraded after {', '.join(str(n) for n in change['lives'])}: retrain on schedule, "
+                    "before it degrades too"
+                )
             elif change.get("trend"):
                 detail = (
                     f"loss rising steadily: {change['rise']:+.4f} over {change['rows']} labelled rows "
@@ -411,6 +440,7 @@ def _degradation(
                 "index": w.index,
                 "streak": [],
                 "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
+                **cadence.fired(change, frame, w, size),
             }
             if baseline is not None and spec.threshold is None:
                 worse = max if spec.metric in LOWER_IS_BETTER else min
@@ -442,6 +472,7 @@ def _degradation(
         "index": judged_to,
         "streak": streak,
         "acted": acted,
+        **cadence.state(),
     }
     if rebased is not None:
         watermark["rebased"] = rebased
@@ -458,6 +489,61 @@ def _degradation(
 
 
 REFRESH = 3
+CADENCE_LIVES = 1  # lives (versions that degraded) a cadence is estimated from: their median
+LIVES_KEPT = 4
+
+
+@dataclass
+class Cadence:
+    """A trigger's memory of how long production versions lasted: ``lives``, the labelled rows each of
+    the last versions served before the trigger fired on it for degrading (a change point, a trend, a
+    degraded window; not a refit). When drift never stops, each version's life is about as long as
+    the last ones', and waiting for the next to degrade costs the part of its life spent degraded
+    and then detected. ``scheduled``: a scheduled run already fired for the version in production
+    (if it is still there, its candidate did not beat it: no second one); ``lived``: its own life is
+    recorded (it degraded; if it still serves, retraining did not beat it yet)."""
+
+    lives: list[int]
+    scheduled: bool
+    lived: bool
+
+    def due(
+        self,
+        spec: TriggerSpec,
+        served: pd.DataFrame | None,
+        losses: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    ) -> dict[str, Any] | None:
+        """A scheduled retrain, when the version has served its share of recent lives. A version that
+        degraded itself and still serves (its candidate was refused or rolled back) is scheduled only
+        while its shortfall persists: its loss since it fired is still above the first half of its
+        life's (:func:`persisted`); after a false alarm it is not."""
+        if spec.cadence is None or self.scheduled or served is None or len(self.lives) < CADENCE_LIVES:
+            return None
+        recent = self.lives[-CADENCE_LIVES:]
+        if len(served) < max(spec.min_rows, 1) or len(served) < spec.cadence * float(np.median(recent)):
+            return None
+        if self.lived:
+            life = self.lives[-1]
+            if losses is None or len(served) - life < max(spec.min_rows, 1):
+                return None
+            loss = losses(served)
+            if not persisted(loss[: life // 2], loss[life:], spec.z):
+                return None
+        return {"cadence": True, "row": len(served), "start": "", "served": len(served), "lives": recent}
+
+    def fired(
+        self, change: dict[str, Any] | None, frame: pd.DataFrame | None, w: WindowResult, size: Any
+    ) -> dict[str, Any]:
+        """The watermark's cadence fields after the trigger fired with ``change``."""
+        if change is not None and change.get("cadence"):
+            return {**self.state(), "scheduled": True}
+        if (change is not None and (change.get("refresh") or change.get("retry"))) or self.lived:
+            return self.state()
+        life = len(_labelled_upto(frame, w.end, size, w.index)) if frame is not None else 0
+        return {"lives": [*self.lives, life][-LIVES_KEPT:], "scheduled": self.scheduled, "lived": True}
+
+    def state(self) -> dict[str, Any]:
+        return {"lives": self.lives, "scheduled": self.scheduled, "lived": self.lived}
 
 
 def _grown(

@@ -158,3 +158,27 @@ def test_a_gains_standard_error_is_the_row_sampling_noise_of_the_paired_differen
     assert (
         gain_se("classification", PolicyResult({}, [], 0), result(static), bounds, [0, 1], "accuracy") is None
     )
+
+
+def rotating(n: int, *, turns: float, seed: int) -> pd.DataFrame:
+    """A concept that never stops moving: the label is the side of a line through the origin that
+    turns ``turns`` full circles over the stream (5 % label noise), plus a feature it ignores."""
+    rng = np.random.default_rng(seed)
+    x1, x2, x3 = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    angle = 2 * np.pi * turns * np.arange(n) / n
+    y = ((np.cos(angle) * x1 + np.sin(angle) * x2 > 0) ^ (rng.random(n) < 0.05)).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "y": y})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # long replays; a loaded machine slows them, never changes them
+def test_drift_that_never_stops_is_retrained_on_schedule_before_each_version_degrades() -> None:
+    report = backtest(rotating(4000, turns=0.4, seed=3), "y")
+    scheduled = [e for e in report.events if e.kind == "trigger" and "on schedule" in e.detail]
+    assert scheduled, [e.detail for e in report.events]
+    # the first version had to degrade before a cadence existed: its life is the one quoted
+    first = next(e for e in report.events if e.kind == "trigger")
+    assert "on schedule" not in first.detail
+    assert report.every_window.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
+    assert report.recovered is not None and report.recovered >= 0.75, report.recovered
+    assert report.loop.retrains < report.every_window.retrains

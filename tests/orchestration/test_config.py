@@ -30,6 +30,8 @@ def parse(**trigger: object) -> LoopConfig:
         ({"kind": "drift", "model": "m", "window": "soon"}, "window"),
         ({"kind": "manual", "cooldown": "a while"}, "cooldown"),
         ({"kind": "manual", "colour": "red"}, "colour"),
+        ({"kind": "degradation", "model": "m", "cadence": 1.5}, "cadence"),
+        ({"kind": "degradation", "model": "m", "cadence": 0}, "cadence"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:

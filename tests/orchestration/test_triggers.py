@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mloop.monitoring.windows import WindowResult
 from mloop.orchestration.config import TriggerSpec
-from mloop.orchestration.triggers import _grown, _retry, persisted
+from mloop.orchestration.triggers import CADENCE_LIVES, Cadence, _grown, _retry, persisted
 
 SPEC = TriggerSpec(
     name="degradation",
@@ -58,3 +59,49 @@ def test_retry_waits_for_its_rows_then_asks_whether_the_shortfall_persisted() ->
     assert _retry(frame, None, 200, 5, retry, lambda part: loss[: len(part)], 2.5) is not None
     calm = np.r_[np.zeros(400), np.ones(300), np.zeros(500)]  # back to normal after the fire
     assert _retry(frame, None, 200, 5, retry, lambda part: calm[: len(part)], 2.5) is None
+
+
+def _window(index: int) -> WindowResult:
+    return WindowResult(index=index, start="", end="", rows=200, labelled=200, complete=True, versions={})
+
+
+def test_a_cadence_needs_versions_that_degraded_and_fires_at_its_share_of_their_lives() -> None:
+    spec = SPEC.model_copy(update={"cadence": 0.75})
+    lives = [600, 400, 800][-CADENCE_LIVES:]
+    median = float(np.median(lives))
+    due_at = max(int(np.ceil(0.75 * median)), spec.min_rows)
+    fresh = Cadence(lives, scheduled=False, lived=False)
+    assert fresh.due(spec, _log(due_at - 1)) is None  # not yet its share of their lives
+    due = fresh.due(spec, _log(due_at))
+    assert due is not None and due["cadence"] and due["served"] == due_at and due["lives"] == lives
+    # off, or too few lives to call the drift steady, or already scheduled once for this version
+    assert fresh.due(SPEC, _log(5000)) is None
+    assert Cadence(lives[: CADENCE_LIVES - 1], False, False).due(spec, _log(5000)) is None
+    assert Cadence(lives, scheduled=True, lived=False).due(spec, _log(5000)) is None
+    # a version that degraded itself and still serves (its candidate was refused): scheduled only
+    # while its shortfall persists, not after a false alarm
+    degraded = Cadence([600], scheduled=False, lived=True)
+    fresh_then_worse = np.r_[np.zeros(300), np.ones(300) * (np.arange(300) % 2), np.ones(400) * 0.5]
+    back_to_normal = np.r_[np.full(600, 0.2), np.full(400, 0.2)]
+    still_bad = np.r_[np.full(300, 0.1), np.full(700, 0.6)]
+    assert degraded.due(spec, _log(1000), lambda part: still_bad[: len(part)]) is not None
+    assert degraded.due(spec, _log(1000), lambda part: back_to_normal[: len(part)]) is None
+    assert degraded.due(spec, _log(1000), lambda part: fresh_then_worse[: len(part)]) is not None
+    assert degraded.due(spec, _log(700), lambda part: still_bad[: len(part)]) is None  # 100 rows since
+    assert degraded.due(spec, _log(1000)) is None  # no losses to tell
+
+
+def test_only_a_degrading_version_adds_a_life_once_and_a_scheduled_run_is_not_repeated() -> None:
+    frame, w = _log(1000), _window(2)  # 600 labelled rows up to the end of window 2
+    fresh = Cadence([400], scheduled=False, lived=False)
+    degraded = fresh.fired(None, frame, w, 200)  # a degraded window (no change point)
+    assert degraded == {"lives": [400, 600], "scheduled": False, "lived": True}
+    assert fresh.fired({"row": 300, "before": 0.1, "after": 0.3}, frame, w, 200)["lives"] == [400, 600]
+    # a refit of a version fitted on few rows, or a retry of a refused run, is not a life
+    assert fresh.fired({"refresh": True}, frame, w, 200)["lives"] == [400]
+    assert fresh.fired({"retry": True}, frame, w, 200)["lives"] == [400]
+    # the version already left its life (it fired before and its candidate was refused)
+    assert Cadence([400, 500], False, True).fired(None, frame, w, 200)["lives"] == [400, 500]
+    scheduled = fresh.fired({"cadence": True}, frame, w, 200)
+    assert scheduled["scheduled"] and scheduled["lives"] == [400]
+    assert len(Cadence([1, 2, 3, 4], False, False).fired(None, frame, w, 200)["lives"]) == 4  # kept
