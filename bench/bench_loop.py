@@ -88,6 +88,8 @@ def loop_latency(folder: Path) -> dict[str, float]:
         "traffic": serving,
         "bookkeeping": total - training - serving,
         "retrains": report.loop.report.loop.retrains,
+        "start": start,  # wall-clock bounds of the interval, for a profile of it
+        "end": end,
     }
 
 
@@ -98,6 +100,7 @@ def make_log(
     import mloop
     from mloop.entities import new_id
     from mloop.monitoring.log import PredictionLog
+    from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema
     from mloop.steps.retrain import retrain
 
     rng = np.random.default_rng(seed)
@@ -115,6 +118,8 @@ def make_log(
     ws.run(retrain, model_name="bench", target="y", data=str(folder / "train.parquet"))
     live = pd.concat([frame(rows // 2, 0.0), frame(rows - rows // 2, 0.8)], ignore_index=True)
     log = PredictionLog(folder / ".mloop" / "prediction-log", "bench")
+    predictions = prediction_schema({c: {"type": "float"} for c in names}, [0, 1])
+    feedback = feedback_schema([0, 1])
     for lo in range(0, rows, 10_000):
         part = live.iloc[lo : lo + 10_000]
         n = len(part)
@@ -132,8 +137,10 @@ def make_log(
             "score": [0.9] * n,
         }
         chunk.update({f"input.{c}": part[c].tolist() for c in names})
-        log.append(chunk)
-        log.feedback({"prediction_id": ids, "label": part["y"].tolist(), "ts": chunk["ts"]})
+        chunk["entity"] = [None] * n
+        log.append(conform(chunk, predictions), predictions)
+        labels = {"prediction_id": ids, "label": part["y"].tolist(), "ts": chunk["ts"]}
+        log.feedback(conform(labels, feedback), feedback)
         log.flush()
     return train, live, ws
 

@@ -48,6 +48,57 @@ def test_classification_metrics_equal_sklearn(model: LogisticRegression, data: p
     assert ev.sanity["converged"] is True and ev.sanity["probabilities_out_of_range"] == 0
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_metrics_from_predictions_equal_sklearn_on_generated_cases(seed: int) -> None:
+    """mloop computes the metrics with numpy (sklearn's validation cost ~10 ms a call); sklearn is
+    the reference: binary and multiclass, ints and strings, ties, classes never predicted or absent,
+    a constant regression target."""
+    import warnings
+
+    from mloop.validation.model import score_predictions
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    k = [2, 2, 3, 4][seed % 4]
+    classes = [f"c{i}" for i in range(k)] if seed % 3 == 0 else list(range(k))
+    y = np.array([classes[i] for i in rng.integers(0, k, n)])
+    raw = rng.random((n, k)).round(int(rng.integers(1, 4)))  # rounding makes ties
+    proba = (raw + 1e-3) / (raw + 1e-3).sum(axis=1, keepdims=True)
+    predicted = np.array([classes[i] for i in proba.argmax(axis=1)])
+    if seed % 5 == 1:
+        predicted[:] = classes[0]  # one class never predicted
+    ours = score_predictions("classification", y, predicted, proba, classes)
+    binary = k == 2
+    kw = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ours["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted), abs=1e-12)
+        for name, fn in (
+            ("precision", skm.precision_score),
+            ("recall", skm.recall_score),
+            ("f1", skm.f1_score),
+        ):
+            assert ours[name] == pytest.approx(fn(y, predicted, zero_division=0, **kw), abs=1e-12), name
+        assert ours["log_loss"] == pytest.approx(skm.log_loss(y, proba, labels=classes), abs=1e-9)
+        if len(set(y.tolist())) == k:
+            expected = (
+                skm.roc_auc_score(y == classes[1], proba[:, 1])
+                if binary
+                else skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+            )
+            assert ours["roc_auc"] == pytest.approx(expected, abs=1e-12)
+        if binary:
+            assert ours["brier"] == pytest.approx(
+                skm.brier_score_loss(y == classes[1], proba[:, 1]), abs=1e-12
+            )
+        target = rng.normal(size=n) * (seed % 4 != 3)  # every fourth: a constant target
+        guess = target + rng.normal(size=n) * (seed % 2)  # every other: predicted exactly
+        reg = score_predictions("regression", target, guess, None, [])
+        assert reg["mae"] == pytest.approx(skm.mean_absolute_error(target, guess), abs=1e-12)
+        assert reg["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(target, guess)), abs=1e-12)
+        assert reg["r2"] == pytest.approx(skm.r2_score(target, guess), abs=1e-12)
+
+
 def test_slices_by_value_and_by_range(model: LogisticRegression, data: pd.DataFrame) -> None:
     ev = evaluate_model(model, data, "y", slices=["city", "age:18,40,80"], inputs=["x1", "x2"])
     assert set(ev.slices) == {"city=paris", "city=rome", "age in [18, 40)", "age in [40, 80)"}
