@@ -48,6 +48,7 @@ from mloop.errors import (
     StepFailedError,
     StoreUnavailableError,
     UnauthorizedError,
+    UnsupportedEncodingError,
 )
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
@@ -165,6 +166,7 @@ __all__ = [
     "TrackingRun",
     "TriggerSpec",
     "UnauthorizedError",
+    "UnsupportedEncodingError",
     "Verdict",
     "Workspace",
     "__version__",
