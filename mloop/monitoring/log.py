@@ -165,6 +165,9 @@ class PredictionLog:
         self._predictions = _Buffer(self.root / "predictions", max_buffered)
         self._feedback = _Buffer(self.root / "feedback", max_buffered)
         self._lock = threading.Lock()
+        # one flush at a time: a flush that finds the buffers empty because the writer thread took
+        # them waits for that write, so whatever was appended before flush() is on disk after it
+        self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -195,22 +198,25 @@ class PredictionLog:
         return quarantined_segments(self.root.parent, self.root.name)
 
     def flush(self) -> int:
-        """Write what is buffered now; returns the number of prediction records written."""
-        with self._lock:
-            (predictions, rows), (labels, label_rows) = self._predictions.take(), self._feedback.take()
-        try:
-            lost = _write_segments(self._predictions.folder, predictions)
-        except Exception:
-            self._predictions.dropped += rows + label_rows  # reported as dropped, never silently lost
-            raise
-        self._predictions.dropped += lost
-        try:
-            self._feedback.dropped += _write_segments(self._feedback.folder, labels)
-        except Exception:
-            self._feedback.dropped += label_rows
-            raise
-        self.written += rows - lost
-        return rows - lost
+        """Write what is buffered now, and wait for a write the writer thread has under way: on
+        return, every record appended before the call is on disk. Returns the number of prediction
+        records this call wrote."""
+        with self._flushing:
+            with self._lock:
+                (predictions, rows), (labels, label_rows) = self._predictions.take(), self._feedback.take()
+            try:
+                lost = _write_segments(self._predictions.folder, predictions)
+            except Exception:
+                self._predictions.dropped += rows + label_rows  # reported as dropped, never silently lost
+                raise
+            self._predictions.dropped += lost
+            try:
+                self._feedback.dropped += _write_segments(self._feedback.folder, labels)
+            except Exception:
+                self._feedback.dropped += label_rows
+                raise
+            self.written += rows - lost
+            return rows - lost
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):

@@ -261,3 +261,20 @@ def test_partly_labelled_logs_score_and_train_whatever_the_class_type(tmp_path: 
     rows = _log_rows(labelled, "target")
     model = LogisticRegression().fit(rows[["x"]], rows["target"])
     assert sorted(model.classes_.tolist(), key=str) == sorted(classes, key=str)
+
+
+def test_after_flush_returns_every_record_appended_before_it_is_on_disk(tmp_path: Path) -> None:
+    """The writer thread flushes on its own; a flush() called while it writes must wait for that
+    write, not return at once because the buffers it finds are empty (read_log then missed records)."""
+    log = PredictionLog(tmp_path, "m", flush_interval_s=0.001)
+    log.start()
+    try:
+        for i in range(60):
+            pids = [f"r{i}-{j}" for j in range(50)]
+            for pid in pids:
+                log.append(conform(record(pid), SCHEMA), SCHEMA)
+            log.flush()
+            written = set(read_log(tmp_path, "m").to_pydict()["prediction_id"])
+            assert set(pids) <= written, f"round {i}: {len(set(pids) - written)} records not on disk yet"
+    finally:
+        log.close()
