@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from mloop.core.lineage import Direction, LineageGraph, lineage
 from mloop.core.pipeline import Pipeline
@@ -737,9 +739,20 @@ def _dask_executor(spec: str) -> Iterator[Executor]:
         raise ConfigurationError(
             "executor 'dask://…' needs dask.distributed: pip install 'mloop[dask]'", field="executor"
         ) from exc
-    address = spec.replace("dask://", "tcp://", 1)
+    parts = urlsplit(spec)
+    address = f"tcp://{parts.netloc}"
+    given = parse_qs(parts.query).get("timeout", ["10"])[-1]
+    try:  # seconds to wait for the scheduler before giving up (dask retries a refused connection)
+        timeout = float(given)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout <= 3600:
+        raise ConfigurationError(
+            f"executor {spec!r}: timeout must be a number of seconds in (0, 3600], got {given!r}",
+            field="executor",
+        )
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise MloopError(
             f"cannot connect to the Dask scheduler at {address}: {exc}", field="executor"

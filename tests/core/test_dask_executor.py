@@ -35,7 +35,19 @@ def test_pipeline_runs_on_dask_workers(tmp_path: Path, scheduler: str) -> None:
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
     with (
-        mloop.Workspace.open(tmp_path / "ws", executor="dask://127.0.0.1:1") as ws,
-        pytest.raises(mloop.errors.MloopError, match="cannot connect to the Dask scheduler"),
+        mloop.Workspace.open(tmp_path / "ws", executor="dask://127.0.0.1:1?timeout=1") as ws,
+        pytest.raises(
+            mloop.errors.MloopError, match=r"cannot connect to the Dask scheduler at tcp://127\.0\.0\.1:1:"
+        ),
     ):
         ws.run(sp.arithmetic)
+
+
+@pytest.mark.parametrize("timeout", ["soon", "0", "-1", "nan", "1e9"])
+def test_a_bad_connect_timeout_names_the_executor(tmp_path: Path, timeout: str) -> None:
+    with (
+        mloop.Workspace.open(tmp_path / "ws", executor=f"dask://127.0.0.1:1?timeout={timeout}") as ws,
+        pytest.raises(mloop.errors.ConfigurationError, match="timeout must be a number of seconds") as info,
+    ):
+        ws.run(sp.arithmetic)
+    assert info.value.field == "executor"
