@@ -92,6 +92,7 @@ print("won" if got is not None else "lost")
 """
 
 
+@pytest.mark.slow  # several processes racing: the slow tier
 def test_concurrent_claims_from_processes_have_one_winner(store: SqlTriggerStore, metadata_url: str) -> None:
     start_at = time.time() + 4  # every process connected and waiting when the race starts
     procs = [

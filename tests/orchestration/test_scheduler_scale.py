@@ -247,6 +247,7 @@ def proxied(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
         yield proxy, url.set(port=proxy.port).render_as_string(hide_password=False)
 
 
+@pytest.mark.slow  # chaos (the database drops away): the slow tier
 def test_a_scheduler_rides_out_a_database_outage(project: Path, proxied: tuple[TcpProxy, str]) -> None:
     proxy, url = proxied
     os.environ["MARK_DIR"] = str(project / "marks")

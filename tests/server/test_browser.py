@@ -21,7 +21,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
-# about 10 s: in the default tier (the brief's bar for `slow` is 20 s)
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)"
 )
@@ -68,6 +67,7 @@ def _record_monitoring(ws: mloop.Workspace) -> None:
     _record(ws, "churn", report, 1)
 
 
+@pytest.mark.slow  # a browser: the slow tier
 def test_ui_end_to_end(server: Server) -> None:
     SHOTS.mkdir(exist_ok=True)
     ws = server.ws

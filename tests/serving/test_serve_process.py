@@ -108,6 +108,7 @@ def test_sigterm_flushes_every_prediction(ws_dir: Path) -> None:
     assert read_log(ws_dir / "prediction-log", "clf").num_rows == answered == 300
 
 
+@pytest.mark.slow  # chaos (a SIGKILLed server): the slow tier
 def test_sigkill_loses_at_most_one_flush_interval(ws_dir: Path) -> None:
     interval = 0.5
     proc, url = start(ws_dir, "--flush-interval", str(interval))
@@ -175,6 +176,7 @@ def test_serving_an_unknown_alias_fails_fast(ws_dir: Path) -> None:
     )
 
 
+@pytest.mark.slow  # several server processes: the slow tier
 def test_several_workers_serve_and_all_flush(ws_dir: Path) -> None:
     proc, url = start(ws_dir, "--workers", "2", "--flush-interval", "60")
     try:
@@ -323,6 +325,7 @@ def test_a_shadow_of_the_served_alias_is_refused_and_a_missing_one_is_warned(ws_
     assert "warning: model 'clf' has no alias 'nope' yet" in stderr_of(proc)
 
 
+@pytest.mark.slow  # several server processes: the slow tier
 def test_metrics_under_several_workers_count_every_request_and_never_go_back(ws_dir: Path) -> None:
     """Each worker had its own counters: 12 scrapes after 5 requests each read 5, 9, 10, 14, 15, 20,
     19, 25, 30, 24, 35, 29 (60 sent)."""
