@@ -230,7 +230,7 @@ def show(
 @models_app.command("promote")
 def promote(
     name: str,
-    version: int,
+    version: Annotated[int, typer.Argument(min=1, max=999_999_999, help="Version number.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to move.")] = "production",
     reason: ReasonOpt = "",
     force: Annotated[

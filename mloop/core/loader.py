@@ -22,12 +22,13 @@ from typing import Protocol
 from mloop.core.pipeline import Pipeline
 from mloop.core.sources import module_name, pack_sources, project_root, unpack_sources
 from mloop.errors import PipelineLoadError
+from mloop.names import decimal
 from mloop.stores.base import ArtifactStore, PipelineStore
 
 __all__ = ["FrozenPipelines", "load_pipeline", "parse_pipeline_ref", "snapshot_cache_dir"]
 
 _VERSION_REF = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@(?P<alias>[A-Za-z0-9._-]+)|:(?P<version>\d+))?$"
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@(?P<alias>[A-Za-z0-9._-]+)|:(?P<version>[0-9]+))?$"
 )
 
 
@@ -50,7 +51,13 @@ def parse_pipeline_ref(ref: str) -> tuple[str, int | None, str | None] | None:
         return None
     version = found["version"]
     alias = found["alias"] or (None if version else "production")
-    return found["name"], int(version) if version else None, alias
+    number = decimal(version) if version else None
+    if version and (number is None or number < 1):
+        raise PipelineLoadError(
+            f"pipeline version {ref[:80]!r}: expected NAME:VERSION with VERSION from 1 to 999999999",
+            field="pipeline",
+        )
+    return found["name"], number, alias
 
 
 def snapshot_cache_dir() -> Path:

@@ -257,7 +257,13 @@ def _classification_metrics(
         "recall": float(np.mean(recall)) if labels else 0.0,
         "f1": float(np.mean(f1)) if labels else 0.0,
     }
-    if proba is not None and np.isfinite(proba).all() and ((proba >= 0) & (proba <= 1)).all():
+    if (
+        proba is not None
+        and proba.ndim == 2
+        and proba.shape[1] == len(classes)  # a model that never saw a class has no column for it
+        and np.isfinite(proba).all()
+        and ((proba >= 0) & (proba <= 1)).all()
+    ):
         index = {c: i for i, c in enumerate(classes)}
         try:
             truth = np.array([index[v] for v in y.tolist()], dtype=np.int64)

@@ -176,6 +176,10 @@ def test_promote_rollback_history_and_their_errors(tmp_path: Path, capsys) -> No
     for version in ("9" * 5000, "9" * 20, "²", "-1", "0"):
         code, _, err = run(capsys, "pipelines", "promote", f"toy:{version}", "--workspace", ws)
         assert code == 2 and "VERSION from 1 to 999999999" in err and len(err.splitlines()) == 1, err
+    # where a pipeline reference is read (show, run, build, triggers), the same check: '٣' is not 3
+    for version in ("9" * 5000, "9" * 20, "٣", "\uff11", "0"):
+        code, _, err = run(capsys, "pipelines", "show", f"toy:{version}", "--workspace", ws)
+        assert code == 2 and len(err.splitlines()) == 1 and "unexpected" not in err, err
     code, _, err = run(capsys, "pipelines", "deploy", "nope.py:training", "--name", "x", "--workspace", ws)
     assert code == 2 and "pipeline file nope.py does not exist" in err
     code, _, err = run(

@@ -98,6 +98,8 @@ def test_evaluate_and_compare(ws_dir: Path, capsys: pytest.CaptureFixture[str]) 
         (["models", "show", "m:9"], "has no version 9"),
         (["models", "show", "m@staging"], "no alias 'staging'"),
         (["models", "promote", "m", "9"], "has no version 9"),
+        (["models", "promote", "m", "9" * 20], "less than or equal to 999999999"),  # not a SQL overflow
+        (["models", "promote", "m", "0"], "greater than or equal to 1"),
         (["models", "rollback", "m"], "no alias 'production'"),
         (["models", "evaluate", "m:1", "eval.csv", "--label", "target"], "no label column 'target'"),
         (["models", "evaluate", "m:1", "eval.csv", "--slice", "town"], "slice column 'town'"),

@@ -123,6 +123,13 @@ def test_a_compressed_body_is_a_415_that_names_the_encoding(ws, serve, path: str
         )
         assert response.status_code == 415, (encoding, response.status_code, response.text[:300])
         assert encoding.lower() in response.text and response.headers["accept-encoding"] == "identity"
+    # two headers mean their values joined: identity, then gzip, is gzip
+    twice = [
+        ("content-type", "application/json"),
+        ("content-encoding", "identity"),
+        ("content-encoding", "gzip"),
+    ]
+    assert served.client.post(path, content=gzip.compress(raw), headers=twice).status_code == 415
     plain = served.client.post(path, content=raw, headers={"content-type": "application/json",
                                                            "content-encoding": "identity"})  # fmt: skip
     assert plain.status_code != 415, plain.text

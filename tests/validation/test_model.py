@@ -99,6 +99,17 @@ def test_metrics_from_predictions_equal_sklearn_on_generated_cases(seed: int) ->
         assert reg["r2"] == pytest.approx(skm.r2_score(target, guess), abs=1e-12)
 
 
+def test_a_class_the_model_never_saw_scores_without_probability_metrics() -> None:
+    """Labels of a class that first appears after training (a backtest's stream): the model's
+    probabilities have no column for it; the label metrics are still scored."""
+    from mloop.validation.model import score_predictions
+
+    y = np.array([0, 1, 2, 2])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    out = score_predictions("classification", y, np.array([0, 1, 0, 1]), proba, [0, 1, 2])
+    assert out["accuracy"] == 0.5 and "log_loss" not in out and "roc_auc" not in out
+
+
 def test_slices_by_value_and_by_range(model: LogisticRegression, data: pd.DataFrame) -> None:
     ev = evaluate_model(model, data, "y", slices=["city", "age:18,40,80"], inputs=["x1", "x2"])
     assert set(ev.slices) == {"city=paris", "city=rome", "age in [18, 40)", "age in [40, 80)"}
