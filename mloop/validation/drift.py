@@ -169,7 +169,16 @@ def detect_drift(
         if r.count == 0 or c.count == 0:
             skipped[name] = "no values on the " + ("reference" if r.count == 0 else "current") + " side"
             continue
-        method = (methods or {}).get(name) or _default_method(r, c, ref.rows)
+        chosen = (methods or {}).get(name)
+        method = chosen or _default_method(r, c, ref.rows)
+        if chosen is None:
+            try:  # numbers on one side, categories on the other (a timestamp read as text, say)
+                _as_categories(name, r, c, method)
+            except ParameterError:
+                skipped[name] = (
+                    f"{r.kind} on the reference side, {c.kind} on the current side: not comparable"
+                )
+                continue
         threshold = float((thresholds or {}).get(name, DEFAULT_THRESHOLDS[method]))
         features.append(_compare(name, r, c, method, threshold))
     features.sort(key=lambda f: (not f.drifted, -f.score))

@@ -161,3 +161,18 @@ def test_method_overrides_on_numbers_and_small_domains() -> None:
     assert small["label"].method == "ks" and small["label"].kind == "numeric"
     with pytest.raises(ParameterError, match="holds numbers; chi2 needs categories"):
         detect_drift(ref, cur, methods={"x": "chi2"})
+
+
+def test_numbers_on_one_side_and_text_on_the_other_are_skipped_unless_a_method_is_asked_for() -> None:
+    """A timestamp feature: numbers in the training data, ISO text in the prediction log. By default
+    the column is skipped with the reason (every degradation check failed on it before); a method
+    asked for by name still refuses it."""
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2026-01-01", periods=5000, freq="min", tz="UTC")
+    ref = pd.DataFrame({"ts": days.asi8 / 1e9, "x": rng.normal(size=5000)})
+    cur = pd.DataFrame({"ts": days.astype(str), "x": rng.normal(size=5000) + 2})
+    report = detect_drift(ref, cur)
+    assert [f.column for f in report.features] == ["x"] and report.features[0].drifted
+    assert "numeric on the reference side, categorical on the current side" in report.skipped["ts"]
+    with pytest.raises(ParameterError, match="holds categories; ks needs numbers"):
+        detect_drift(ref, cur, methods={"ts": "ks"})
