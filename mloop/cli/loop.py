@@ -15,6 +15,7 @@ from mloop.cli.common import (
     JsonOpt,
     Table,
     WorkspaceOpt,
+    check_output_file,
     count_progress,
     err,
     open_workspace,
@@ -290,7 +291,12 @@ def backtest(
     from mloop.orchestration.config import load_loop_config
 
     if not data.is_file():
-        raise ParameterError(f"data file {data} does not exist", field="data")
+        what = "is a folder, not a file" if data.is_dir() else "does not exist"
+        raise ParameterError(f"data file {data} {what}", field="data")
+    if time_col is not None and time_col == target:
+        raise ParameterError(f"--time-col {time_col!r} is the target: name the time column", field="time_col")
+    if html is not None:  # before the replay, not after it
+        check_output_file(html, "--html")
     loop_config = load_loop_config(config) if config is not None else None
     with count_progress() as update:
         report = run_backtest(

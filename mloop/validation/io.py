@@ -97,7 +97,12 @@ def scan(
 def read_table(source: Source, *, encoding: str = "utf-8", progress: Progress | None = None) -> pa.Table:
     """The whole source as one Arrow table (for data that fits in memory)."""
     if isinstance(source, str | os.PathLike) and Path(source).is_file() and _is_parquet(Path(source)):
-        return pq.read_table(source)
+        try:
+            return pq.read_table(source)
+        except (pa.ArrowInvalid, OSError) as exc:  # truncated, or not Parquet inside
+            raise DataError(
+                f"{source}: not a readable Parquet file ({str(exc)[:120]})", field="data"
+            ) from None
     batches: list[pa.RecordBatch] = []
     schema: list[pa.Schema] = []
 

@@ -72,12 +72,24 @@ def test_cli_json_over_http(tmp_path: Path) -> None:
 def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "d.csv"
     stream(300).to_csv(data, index=False)
+    whole = tmp_path / "whole.parquet"
+    stream(300).to_parquet(whole)
+    truncated = tmp_path / "cut.parquet"
+    truncated.write_bytes(whole.read_bytes()[:1000])
     cases = [
         (["backtest", str(data), "--target", "label"], "no target column 'label'"),
         (["backtest", str(tmp_path / "missing.csv"), "--target", "y"], "does not exist"),
         (["backtest", str(data), "--target", "y", "--time-col", "when"], "no time column 'when'"),
         (["backtest", str(data), "--target", "y", "--initial", "1.5"], "initial"),
         (["backtest", str(data), "--target", "y", "--config", str(tmp_path / "none.toml")], "does not exist"),
+        (["backtest", str(data), "--target", "y", "--time-col", "y"], "is the target"),
+        (
+            ["backtest", str(data), "--target", "y", "--html", str(tmp_path / "no" / "x.html")],
+            "does not exist",
+        ),
+        (["backtest", str(data), "--target", "y", "--html", str(tmp_path)], "is a directory"),
+        (["backtest", str(tmp_path), "--target", "y"], "is a folder, not a file"),
+        (["backtest", str(truncated), "--target", "y"], "not a readable Parquet file"),
     ]
     for args, message in cases:  # in-process: the same CLI entry point, without 5 interpreter starts
         code = main(args)
