@@ -153,6 +153,7 @@ def _write_segments(folder: Path, groups: list[_Columns]) -> int:
             tmp = folder / f".{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, folder / name)  # readers see whole segments or none
+            _SEGMENTS.keep(folder / name, table)  # a reader in this process need not read it back
     return lost
 
 
@@ -244,9 +245,18 @@ def read_log(
     be cast (now null) is in the table's schema metadata under ``mloop.uncastable``. An unreadable
     segment is quarantined and skipped.
     """
-    tables = [
-        t for t in (_read_segment(f) for f in _segments(root, model, kind, since_segment)) if t is not None
-    ]
+    files = _segments(root, model, kind, since_segment)
+    key = (str(root), model, kind, since_segment)
+    known = _READS.get(key)
+    if known is not None and files[: len(known.files)] == known.files:
+        # the same segments and some new ones (segments are immutable): cast only the new ones
+        added = [t for t in (_read_segment(f) for f in files[len(known.files) :]) if t is not None]
+        if all(_fits(t.schema, known.schema) for t in added):
+            if added:
+                known = _Read(files, known.schema, [*known.tables, *added], known.lost)
+                _remember(key, known)
+            return known.table()
+    tables = [t for t in (_read_segment(f) for f in files) if t is not None]
     if not tables:
         return pa.table({})
     schema = target_schema(tables)
@@ -259,14 +269,68 @@ def read_log(
         log.warning(
             "prediction log %s/%s: %d value(s) of older segments could not be cast", root, model, lost
         )
-    out = pa.concat_tables(cast)
-    return out.replace_schema_metadata({b"mloop.uncastable": str(lost).encode()})
+    read = _Read(files, schema, cast, lost)
+    _remember(key, read)
+    return read.table()
+
+
+@dataclass
+class _Read:
+    """One read of a log: its segments, their common schema and the segments cast to it."""
+
+    files: list[Path]
+    schema: pa.Schema
+    tables: list[pa.Table]
+    lost: int
+
+    def table(self) -> pa.Table:
+        out = pa.concat_tables(self.tables) if self.tables else pa.table({})
+        return out.replace_schema_metadata({b"mloop.uncastable": str(self.lost).encode()})
+
+
+_READS: OrderedDict[tuple[str, str, str, str | None], _Read] = OrderedDict()
+_READS_KEPT = 16  # a scheduler reads a few ranges per model (since a promotion, a canary's start)
+_READS_LOCK = threading.Lock()
+
+
+def _remember(key: tuple[str, str, str, str | None], read: _Read) -> None:
+    with _READS_LOCK:
+        _READS[key] = read
+        _READS.move_to_end(key)
+        while len(_READS) > _READS_KEPT:
+            _READS.popitem(last=False)
+
+
+def _fits(schema: pa.Schema, target: pa.Schema) -> bool:
+    """A segment with exactly the target's columns and types: it leaves the common schema as it is
+    (see target_schema) and needs no cast."""
+    return len(schema) == len(target) and all(
+        a.name == b.name and a.type == b.type for a, b in zip(schema, target, strict=True)
+    )
 
 
 def count_logged(root: Path, model: str, *, since_segment: str | None = None) -> int:
-    """How many predictions the flushed segments hold (a bound callers check before reading)."""
-    tables = (_read_segment(f) for f in _segments(root, model, "predictions", since_segment))
-    return sum(t.num_rows for t in tables if t is not None)
+    """How many predictions the flushed segments hold (a bound callers check before reading).
+
+    A scheduler asks on every pass: each segment's row count is read once per process (a segment
+    is immutable under its unique name), so a pass costs one listing of the folder."""
+    total = 0
+    for path in _segments(root, model, "predictions", since_segment):
+        key = str(path)
+        rows = _ROW_COUNTS.get(key)
+        if rows is None:
+            table = _read_segment(path)
+            if table is None:
+                continue
+            if len(_ROW_COUNTS) >= _MAX_COUNTED:
+                _ROW_COUNTS.clear()
+            rows = _ROW_COUNTS[key] = table.num_rows
+        total += rows
+    return total
+
+
+_ROW_COUNTS: dict[str, int] = {}  # segment path → rows (names are ULIDs: never reused)
+_MAX_COUNTED = 1_000_000
 
 
 def recent_requests(root: Path, model: str, limit: int) -> list[dict[str, Any]]:
@@ -316,10 +380,14 @@ def quarantined_segments(root: Path, model: str) -> int:
 
 def _segments(root: Path, model: str, kind: str, since_segment: str | None) -> list[Path]:
     folder = Path(root) / check_name(model) / kind
-    files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    try:
+        with os.scandir(folder) as entries:  # one listing; no stat per file
+            names = sorted(e.name for e in entries if e.name.endswith(".parquet") and e.name[0] != ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     if since_segment is not None:
-        files = [f for f in files if f.stem >= since_segment]
-    return files
+        names = [n for n in names if n[: -len(".parquet")] >= since_segment]
+    return [folder / n for n in names]
 
 
 def _read_segment(path: Path) -> pa.Table | None:
@@ -366,13 +434,23 @@ class _SegmentCache:
                 self.tables.move_to_end(key)
                 return table
         table = pq.read_table(path)
+        self._add(key, table)
+        return table
+
+    def keep(self, path: Path, table: pa.Table) -> None:
+        """A segment this process just wrote (as Parquet gives it back: one chunk per column)."""
+        _ROW_COUNTS[str(path)] = table.num_rows
+        self._add((str(path), path.stat().st_mtime_ns), table.combine_chunks())
+
+    def _add(self, key: tuple[str, int], table: pa.Table) -> None:
         with self.lock:
+            if key in self.tables:
+                return
             self.tables[key] = table
             self.rows += table.num_rows
             while self.rows > self.max_rows and len(self.tables) > 1:
                 _, old = self.tables.popitem(last=False)
                 self.rows -= old.num_rows
-        return table
 
 
 _SEGMENTS = _SegmentCache()

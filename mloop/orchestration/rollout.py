@@ -114,9 +114,11 @@ def _tried(workspace: Workspace, model: str) -> set[int | None]:
     return {e.to_version for e in workspace.registry.history(model) if e.alias in ("canary", "production")}
 
 
-def _next_candidate(workspace: Workspace, model: str, production: ModelVersion) -> ModelVersion | None:
+def _next_candidate(
+    workspace: Workspace, model: str, production: ModelVersion, versions: list[ModelVersion]
+) -> ModelVersion | None:
     tried = _tried(workspace, model)
-    for v in sorted(workspace.registry.versions(model), key=lambda v: -v.version):
+    for v in sorted(versions, key=lambda v: -v.version):
         if v.version <= production.version:
             return None
         if v.status == ModelStatus.REGISTERED and v.version not in tried:
@@ -140,12 +142,17 @@ def advance(
     """Take the next rollout step for ``policy.model`` (see the module docstring)."""
     model = policy.model
     root = log_dir or workspace.prediction_log_dir
-    production = _alias(workspace, model, "production")
+    try:
+        versions = workspace.registry.versions(model)  # one read for production, canary and candidates
+    except NotFoundError:
+        versions = []
+    holders = {alias: v for v in versions for alias in v.aliases}
+    production = holders.get("production")
     if production is None:
         return RolloutDecision(model, "none", None, "no production version yet")
-    canary = _alias(workspace, model, "canary")
+    canary = holders.get("canary")
     if canary is None:
-        candidate = _next_candidate(workspace, model, production)
+        candidate = _next_candidate(workspace, model, production, versions)
         if candidate is None:
             return RolloutDecision(
                 model, "none", None, f"v{production.version} serves; no new validated version"

@@ -34,6 +34,7 @@ from typing import Any
 from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
+from mloop.monitoring.log import count_logged
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import check_trigger, validate_trigger
@@ -103,6 +104,8 @@ class Scheduler:
         self._evaluating: set[str] = set()  # triggers it is evaluating
         self._guard = threading.Lock()
         self._heartbeat: threading.Thread | None = None
+        # trigger → (log rows before it can fire, what it said): a pass skips it until then
+        self._quiet: dict[str, tuple[int, str]] = {}
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger that could never work."""
@@ -132,6 +135,8 @@ class Scheduler:
         for spec in self.config.triggers:
             if self._stop.is_set():
                 break
+            if self._still_quiet(spec, report):
+                continue
             try:
                 fired = self._evaluate(spec, report, cache, started)
             except StoreUnavailableError:
@@ -158,6 +163,19 @@ class Scheduler:
                 log.info("rollout %s: %s v%s: %s", decision.model, decision.action, decision.version,
                          decision.reason)  # fmt: skip
         return report
+
+    def _still_quiet(self, spec: TriggerSpec, report: TickReport) -> bool:
+        """Whether ``spec`` said at its last evaluation that it cannot fire before its model's log
+        has grown, and it has not: then the pass skips it (no lease, no state read or write). A
+        count read after another scheduler promoted or evaluated can only end the wait sooner."""
+        quiet = self._quiet.get(spec.name)
+        if quiet is None or spec.model is None:
+            return False
+        if count_logged(self.log_dir or self.ws.prediction_log_dir, spec.model) >= quiet[0]:
+            del self._quiet[spec.name]
+            return False
+        report.checks[spec.name] = quiet[1]
+        return True
 
     def _evaluate(
         self,
@@ -192,6 +210,8 @@ class Scheduler:
             )
             return None
         report.checks[spec.name] = check.result
+        if check.quiet_until is not None:
+            self._quiet[spec.name] = (check.quiet_until, check.result)
         self.store.save_state(
             spec.name,
             evaluated_at=now,

@@ -50,6 +50,9 @@ class TriggerCheck:
     fired: Firing | None = None
     watermark: dict[str, Any] | None = None
     next_due: datetime | None = None
+    # nothing can change before the model's prediction log holds this many rows (count_logged): a
+    # scheduler may skip the trigger until then; a later count only makes it evaluate sooner
+    quiet_until: int | None = None
 
 
 def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
@@ -199,15 +202,14 @@ def _monitored(
     model = spec.model
     assert model is not None
     try:
-        production = workspace.model_version(f"{model}@production")
+        holders = {a: v.version for v in workspace.registry.versions(model) for a in v.aliases}
     except NotFoundError:
+        holders = {}
+    if "production" not in holders:
         return TriggerCheck(f"{model} has no production version yet")
-    try:
-        canary = workspace.model_version(f"{model}@canary")
-        return TriggerCheck(f"waiting: {model} v{canary.version} is in canary rollout")
-    except NotFoundError:
-        pass
-    version = production.version
+    if "canary" in holders:
+        return TriggerCheck(f"waiting: {model} v{holders['canary']} is in canary rollout")
+    version = holders["production"]
     since = _held_since(workspace, model, version)
     held = since.isoformat() if since else ""
     mark = state.watermark
@@ -216,12 +218,14 @@ def _monitored(
     key = (model, str(spec.window), version, last)
     size = parse_window(spec.window)
     floor = id_floor(since) if since else None
-    if (
-        key not in cache
-        and isinstance(size, int)
-        and count_logged(root, model, since_segment=floor) < (last + 2) * size
-    ):
-        cache[key] = []  # too few rows logged for a new complete window: no need to read them
+    quiet_until: int | None = None
+    if isinstance(size, int):
+        rows_logged = count_logged(root, model, since_segment=floor)
+        if rows_logged < (last + 2) * size:
+            # too few rows logged for a new complete window: no need to read them, and nothing can
+            # fire before the log has grown by the rest of that window (the scheduler waits for it)
+            cache.setdefault(key, [])
+            quiet_until = count_logged(root, model) - rows_logged + (last + 2) * size
     if key not in cache:
         served = (model, version, held)  # one read of the log per pass, shared by every trigger
         if served not in cache:
@@ -265,6 +269,8 @@ def _monitored(
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
     if check.fired is not None:
         check.fired.key += f"@{held}"
+    elif quiet_until is not None and not fresh:
+        check.quiet_until = quiet_until
     return check
 
 

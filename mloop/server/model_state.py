@@ -162,7 +162,7 @@ def rollout_state(ws: Workspace, name: str) -> dict[str, Any]:
     decisions = sorted((e for e in decisions if e.target in known), key=lambda e: e.id, reverse=True)
     pending = None
     if policy is not None and policy.mode == "manual" and production is not None and canary is None:
-        candidate = _next_candidate(ws, name, production)
+        candidate = _next_candidate(ws, name, production, versions)
         if candidate is not None and _target(name, candidate.version) not in {e.target for e in decisions}:
             pending = candidate
     return finite(

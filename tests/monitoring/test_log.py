@@ -18,6 +18,7 @@ from mloop.entities import new_id
 from mloop.errors import DataError, ParameterError
 from mloop.monitoring.log import (
     PredictionLog,
+    count_logged,
     labelled_predictions,
     quarantined_segments,
     read_log,
@@ -278,3 +279,39 @@ def test_after_flush_returns_every_record_appended_before_it_is_on_disk(tmp_path
             assert set(pids) <= written, f"round {i}: {len(set(pids) - written)} records not on disk yet"
     finally:
         log.close()
+
+
+def _fresh_read(root: Path, model: str) -> pa.Table:
+    """What a reader that never saw the log reads (another process)."""
+    from mloop.monitoring import log as log_module
+
+    kept = dict(log_module._READS), dict(log_module._SEGMENTS.tables), dict(log_module._ROW_COUNTS)
+    log_module._READS.clear()
+    log_module._SEGMENTS.tables.clear()
+    log_module._ROW_COUNTS.clear()
+    try:
+        return read_log(root, model)
+    finally:
+        log_module._READS.update(kept[0])
+        log_module._SEGMENTS.tables.update(kept[1])
+        log_module._ROW_COUNTS.update(kept[2])
+
+
+def test_a_reader_that_keeps_what_it_read_sees_what_a_new_reader_sees(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "m")
+    predictions = tmp_path / "m" / "predictions"
+    seen = []
+    for step, pid in enumerate("abcdef"):
+        if step == 3:  # a segment of an older writer: other types, one column fewer
+            _legacy(predictions, {"prediction_id": ["old"], "ts": [datetime.now(UTC)], "version": [1],
+                                  "role": ["production"], "prediction": [1], "input.x": [7]})  # fmt: skip
+        elif step == 4:  # a segment that cannot be read: quarantined, the read rebuilt without it
+            (predictions / f"{new_id()}.parquet").write_bytes(b"PAR1 broken")
+        log.append(conform(record(pid, float(step)), SCHEMA), SCHEMA)
+        log.flush()
+        kept = read_log(tmp_path, "m")
+        assert kept.equals(_fresh_read(tmp_path, "m")), step
+        assert count_logged(tmp_path, "m") == kept.num_rows
+        seen.append(kept.column("prediction_id").to_pylist())
+    assert seen[-1] == ["a", "b", "c", "old", "d", "e", "f"]
+    assert read_log(tmp_path, "m").schema.field("input.x").type == pa.float64()

@@ -48,6 +48,7 @@ _STATUS = sa.select(t.model_versions.c.status).where(
     t.model_versions.c.name == _B("n"), t.model_versions.c.version == _B("v")
 )
 _HOLDER = sa.select(t.aliases.c.version).where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
+_HELD = _HOLDER.scalar_subquery()  # the version an alias names, inside one query
 _SET_HOLDER = (
     t.aliases.update()
     .where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
@@ -255,24 +256,26 @@ class SqlModelRegistry(SqlStore):
 
     def get(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion:
         """A version by number or alias (the newest registered one when neither is given)."""
+        # two round trips when the version exists (schedulers and services ask on every pass);
+        # the error paths ask again to say what is missing
+        query = sa.select(t.model_versions).where(t.model_versions.c.name == name)
+        if alias is not None:
+            query = query.where(t.model_versions.c.version == _HELD)
+        elif version is None:
+            query = query.where(t.model_versions.c.status == ModelStatus.REGISTERED.value)
+            query = query.order_by(t.model_versions.c.version.desc()).limit(1)
+        else:
+            query = query.where(t.model_versions.c.version == version)
         with self._read() as conn:
+            row = conn.execute(query, {"n": name, "a": alias}).mappings().first()
+            if row is not None:
+                return _version(row, self._aliases_of(conn, name).get(row["version"], ()))
             last = conn.execute(sa.select(t.models.c.last_version).where(t.models.c.name == name)).scalar()
             if last is None:
                 raise NotFoundError(f"model {name!r} not found", field="name")
             if alias is not None:
-                version = self._holder(conn, name, alias)
-                if version is None:
-                    raise NotFoundError(_no_alias(conn, name, alias), field="alias")
-            query = sa.select(t.model_versions).where(t.model_versions.c.name == name)
-            if version is None:
-                query = query.where(t.model_versions.c.status == ModelStatus.REGISTERED.value)
-                query = query.order_by(t.model_versions.c.version.desc()).limit(1)
-            else:
-                query = query.where(t.model_versions.c.version == version)
-            row = conn.execute(query).mappings().first()
-            if row is None:
-                raise NotFoundError(_no_version(name, version, int(last)), field="version")
-            return _version(row, self._aliases_of(conn, name).get(row["version"], ()))
+                raise NotFoundError(_no_alias(conn, name, alias), field="alias")
+            raise NotFoundError(_no_version(name, version, int(last)), field="version")
 
     def versions(self, name: str) -> list[ModelVersion]:
         with self._read() as conn:
