@@ -130,7 +130,7 @@ def replay_stream(
     serve = ServeConfig(
         model=model,
         canary_fraction=policy.canary_fraction if policy else 0.0,
-        poll_interval_s=0.2,
+        poll_interval_s=3600.0,  # no watcher thread: react() refreshes after every registry change
         flush_interval_s=3600.0,  # the replay flushes at the moments that matter
         max_batch_rows=max(batch_rows, 1),
     )

@@ -34,7 +34,6 @@ from typing import Any
 from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
-from mloop.monitoring.log import count_logged
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import check_trigger, validate_trigger
@@ -104,8 +103,8 @@ class Scheduler:
         self._evaluating: set[str] = set()  # triggers it is evaluating
         self._guard = threading.Lock()
         self._heartbeat: threading.Thread | None = None
-        # trigger → (log rows before it can fire, what it said): a pass skips it until then
-        self._quiet: dict[str, tuple[int, str]] = {}
+        # trigger → (whether its inputs are unchanged, what it said then): passes skip it meanwhile
+        self._quiet: dict[str, tuple[Callable[[], bool], str]] = {}
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger that could never work."""
@@ -165,15 +164,16 @@ class Scheduler:
         return report
 
     def _still_quiet(self, spec: TriggerSpec, report: TickReport) -> bool:
-        """Whether ``spec`` said at its last evaluation that it cannot fire before its model's log
-        has grown, and it has not: then the pass skips it (no lease, no state read or write). A
-        count read after another scheduler promoted or evaluated can only end the wait sooner."""
-        quiet = self._quiet.get(spec.name)
-        if quiet is None or spec.model is None:
+        """Whether ``spec``'s inputs are as they were when it last evaluated without firing (its
+        model's log has not grown by a window, the watched files are the same): then evaluating it
+        again could not fire, and the pass skips it (no lease, no state read or write)."""
+        quiet = self._quiet.pop(spec.name, None)
+        try:
+            if quiet is None or not quiet[0]():
+                return False
+        except Exception:  # the watched folder is gone, say: evaluating reports it
             return False
-        if count_logged(self.log_dir or self.ws.prediction_log_dir, spec.model) >= quiet[0]:
-            del self._quiet[spec.name]
-            return False
+        self._quiet[spec.name] = quiet
         report.checks[spec.name] = quiet[1]
         return True
 
@@ -210,8 +210,6 @@ class Scheduler:
             )
             return None
         report.checks[spec.name] = check.result
-        if check.quiet_until is not None:
-            self._quiet[spec.name] = (check.quiet_until, check.result)
         self.store.save_state(
             spec.name,
             evaluated_at=now,
@@ -221,6 +219,8 @@ class Scheduler:
             last_error="",
         )
         if check.fired is None:
+            if check.unchanged is not None:  # only once its watermark is saved
+                self._quiet[spec.name] = (check.unchanged, check.result)
             return None
         cooling = state.fired_at is not None and now - state.fired_at < spec.cooldown_td
         target = (spec.pipeline, json.dumps(spec.params, sort_keys=True, default=str))

@@ -50,9 +50,9 @@ class TriggerCheck:
     fired: Firing | None = None
     watermark: dict[str, Any] | None = None
     next_due: datetime | None = None
-    # nothing can change before the model's prediction log holds this many rows (count_logged): a
-    # scheduler may skip the trigger until then; a later count only makes it evaluate sooner
-    quiet_until: int | None = None
+    # True while what the trigger reads is as it was at this evaluation, so that evaluating it again
+    # could not fire nor move its watermark: a scheduler may skip it until then (see Scheduler.tick)
+    unchanged: Callable[[], bool] | None = None
 
 
 def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
@@ -143,7 +143,11 @@ def _new_files(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
     new = sorted(name for name, sig in listed.items() if seen.get(name) != sig)
     watermark = {"files": listed}
     if not new:
-        return TriggerCheck(f"no new files under {spec.path} ({len(listed)} seen)", watermark=watermark)
+        return TriggerCheck(
+            f"no new files under {spec.path} ({len(listed)} seen)",
+            watermark=watermark,
+            unchanged=lambda: _list_files(spec) == listed,
+        )
     digest = hashlib.sha256("\n".join(f"{n}:{listed[n]}" for n in new).encode()).hexdigest()[:24]
     params = {spec.param: new if len(new) > 1 else new[0]} if spec.param else {}
     evidence = {"path": spec.path, "new_files": new[:1000], "count": len(new)}
@@ -270,7 +274,10 @@ def _monitored(
     if check.fired is not None:
         check.fired.key += f"@{held}"
     elif quiet_until is not None and not fresh:
-        check.quiet_until = quiet_until
+        # the log must grow by the rest of a window first; a count taken after another scheduler
+        # promoted or evaluated can only be larger against this bound (it evaluates sooner)
+        bound = quiet_until
+        check.unchanged = lambda: count_logged(root, model) < bound
     return check
 
 
