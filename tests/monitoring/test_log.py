@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -315,3 +316,53 @@ def test_a_reader_that_keeps_what_it_read_sees_what_a_new_reader_sees(tmp_path: 
         seen.append(kept.column("prediction_id").to_pylist())
     assert seen[-1] == ["a", "b", "c", "old", "d", "e", "f"]
     assert read_log(tmp_path, "m").schema.field("input.x").type == pa.float64()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_read_since_a_segment_labels_its_rows_as_the_whole_read_does(tmp_path: Path, seed: int) -> None:
+    """Labels come late, conflict, and some name no prediction; the canary judge reads since a
+    segment. Each read gives every prediction its latest label (by arrival time), as a plain oracle
+    over every label does, and a read since a segment labels its rows as the whole read does."""
+    import random
+    from datetime import timedelta
+
+    rng = random.Random(seed)
+    log = PredictionLog(tmp_path, "m")
+    start, events, pids = datetime(2026, 1, 1, tzinfo=UTC), [], []
+    for _round in range(12):
+        for _ in range(rng.randint(1, 5)):
+            pid = f"p{len(pids)}"
+            pids.append(pid)
+            role = rng.choice(["production", "canary", "shadow"])
+            log.append(conform(record(pid) | {"role": [role]}, SCHEMA), SCHEMA)
+        for _ in range(rng.randint(0, 6)):  # labels for any earlier prediction, or for none
+            pid = rng.choice([*pids, "nobody"])
+            at = start + timedelta(seconds=rng.randint(0, 10_000))  # arrival order ≠ write order
+            events.append((at, pid, rng.choice([0, 1])))
+            log.feedback(conform({"prediction_id": [pid], "label": [events[-1][2]], "ts": [at]}, FEEDBACK),
+                         FEEDBACK)  # fmt: skip
+        log.flush()
+    latest: dict[str, int] = {}
+    seen: dict[str, set[int]] = {}
+    for _at, pid, label in sorted(events, key=lambda e: e[0]):
+        latest[pid] = label
+        seen.setdefault(pid, set()).add(label)
+    whole = labelled_predictions(tmp_path, "m").set_index("prediction_id")
+    assert "shadow" not in set(whole["role"])
+    expected = {pid: latest.get(pid) for pid in whole.index}
+    assert _labels(whole) == expected
+    health = whole.attrs["log_health"]
+    assert health.conflicting_labels == sum(len(v) > 1 for v in seen.values())
+    assert health.unmatched_labels == int("nobody" in latest)
+    segments = sorted(p.stem for p in (tmp_path / "m" / "predictions").glob("*.parquet"))
+    for since in segments:
+        part = labelled_predictions(tmp_path, "m", since_segment=since).set_index("prediction_id")
+        assert _labels(part) == {pid: expected[pid] for pid in part.index}, since
+        read = set(read_log(tmp_path, "m", since_segment=since).column("prediction_id").to_pylist())
+        assert part.attrs["log_health"].conflicting_labels == sum(
+            len(v) > 1 for pid, v in seen.items() if pid in read
+        )
+
+
+def _labels(frame: pd.DataFrame) -> dict[str, int | None]:
+    return {pid: (None if pd.isna(v) else int(v)) for pid, v in frame["label"].items()}
