@@ -297,6 +297,8 @@ def backtest(
         )
     task = infer_task(frame[target])
     metric = choose_metric(task, frame[target], metric)
+    if task == "classification":  # else the first model answers one class and every check fails
+        check_target(frame[target].iloc[:n0], target, f"the initial rows (the first {n0}, {initial:.0%})")
     window_rows = int(np.ceil((n - n0) / windows))
     factory = estimator_factory(estimator)
     features = frame.drop(columns=[target])

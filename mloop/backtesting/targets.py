@@ -19,11 +19,18 @@ BINARY_METRICS = ("roc_auc", "log_loss", "brier")  # need the positive class's s
 REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
-def check_target(y: pd.Series, target: str) -> None:
-    """A target with a single value has nothing to learn or to judge."""
+def check_target(y: pd.Series, target: str, rows: str = "") -> None:
+    """A target with a single value (in ``rows``, when named: the rows the first model learns from) has
+    nothing to learn or to judge."""
     values = y.dropna().unique()
     if len(values) < 2:
         shown = repr(values[0].item() if hasattr(values[0], "item") else values[0]) if len(values) else "none"
+        if rows:
+            raise DataError(
+                f"target {target!r} has a single value ({shown}) in {rows}: the first model has nothing "
+                "to learn; raise --initial so they hold two classes",
+                field="target",
+            )
         raise DataError(
             f"target {target!r} has a single value ({shown}): nothing to learn or to judge", field="target"
         )

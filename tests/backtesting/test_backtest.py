@@ -103,18 +103,22 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A metric that does not fit the target, a one-class target, a time column that does not sort
-    as time, too few rows for two windows: one ``error:`` line naming the problem, exit 2."""
+    """A metric that does not fit the target, a one-class target (or initial rows of one class), a
+    time column that does not sort as time, too few rows for two windows: one ``error:`` line naming
+    the problem, exit 2."""
     data = tmp_path / "d.csv"
     stream(300).to_csv(data, index=False)
     one = tmp_path / "one.csv"
     stream(300).assign(y=1).to_csv(one, index=False)
+    late = tmp_path / "late.csv"  # the second class only after the initial rows: checks could never run
+    stream(300).assign(y=[0] * 100 + [0, 1] * 100).to_csv(late, index=False)
     days = tmp_path / "days.csv"
     stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
     cases = [
         (["backtest", str(data), "--target", "y", "--metric", "rmse"], "metric 'rmse' does not fit"),
         (["backtest", str(data), "--target", "x1", "--metric", "roc_auc"], "does not fit a regression"),
         (["backtest", str(one), "--target", "y"], "target 'y' has a single value"),
+        (["backtest", str(late), "--target", "y"], "single value (0) in the initial rows (the first 60"),
         (["backtest", str(days), "--target", "y", "--time-col", "when"], "not sortable as time"),
         (["backtest", str(data), "--target", "y", "--windows", "1"], "at least 2"),
         (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
