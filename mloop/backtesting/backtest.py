@@ -136,9 +136,15 @@ def _event_dict(event: LoopEvent) -> dict[str, Any]:
     return out
 
 
-def load_stream(source: Path | pd.DataFrame, target: str, time_col: str | None = None) -> pd.DataFrame:
+def load_stream(
+    source: Path | pd.DataFrame, target: str, time_col: str | None = None, encoding: str = "utf-8"
+) -> pd.DataFrame:
     """The table in time order, rows without a target dropped, the time column removed."""
-    frame = source if isinstance(source, pd.DataFrame) else read_table(Path(source)).to_pandas()
+    frame = (
+        source
+        if isinstance(source, pd.DataFrame)
+        else read_table(Path(source), encoding=encoding).to_pandas()
+    )
     if target not in frame.columns:
         raise DataError(f"no target column {target!r} (columns: {list(frame.columns)})", field="target")
     if time_col is not None:
@@ -268,6 +274,7 @@ def backtest(
     target: str,
     *,
     time_col: str | None = None,
+    encoding: str = "utf-8",
     initial: float = 0.2,
     windows: int = 8,
     config: LoopConfig | None = None,
@@ -287,7 +294,7 @@ def backtest(
             f"windows must be at least 2 (policies are compared across windows), got {windows}",
             field="windows",
         )
-    frame = load_stream(source, target, time_col)
+    frame = load_stream(source, target, time_col, encoding)
     n, n0 = len(frame), int(len(frame) * initial)
     if n0 < 50 or n - n0 < windows * MIN_WINDOW_ROWS:
         raise DataError(

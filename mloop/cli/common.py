@@ -44,6 +44,8 @@ WorkspaceOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV files.")]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
 
 STATUS_STYLE = {
     "succeeded": "green",

@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from mloop.cli import remote
-from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, byte_progress, err, open_workspace, out, print_json
+from mloop.cli.common import (
+    EncodingOpt,
+    HtmlOpt,
+    JsonOpt,
+    Table,
+    WorkspaceOpt,
+    byte_progress,
+    err,
+    open_workspace,
+    out,
+    print_json,
+)
 from mloop.cli.remote import LocalServerOpt, LocalTokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.workspace import Workspace
@@ -17,9 +28,6 @@ from mloop.workspace import Workspace
 data_app = typer.Typer(help="Data validation: statistics, schemas, anomalies, drift.", no_args_is_help=True)
 schema_app = typer.Typer(help="Schemas: infer one from data.", no_args_is_help=True)
 data_app.add_typer(schema_app, name="schema")
-
-EncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV files.")]
-HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
 
 
 def _write_html(path: Path, content: str) -> None:

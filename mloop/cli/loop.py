@@ -12,6 +12,8 @@ import typer
 
 from mloop.cli import remote
 from mloop.cli.common import (
+    EncodingOpt,
+    HtmlOpt,
     JsonOpt,
     Table,
     WorkspaceOpt,
@@ -41,7 +43,6 @@ LogLevelOpt = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error (logs go to stderr).")
 ]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")]
-HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report to this file.")]
 
 
 def monitor(
@@ -279,6 +280,7 @@ def backtest(
     keep: Annotated[
         Path | None, typer.Option("--keep-workspace", hidden=True, help="The old name of --workspace.")
     ] = None,
+    encoding: EncodingOpt = "utf-8",
     html: HtmlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -303,6 +305,7 @@ def backtest(
             data,
             target,
             time_col=time_col,
+            encoding=encoding,
             initial=initial,
             windows=windows,
             config=loop_config,

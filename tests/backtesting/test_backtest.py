@@ -12,7 +12,7 @@ import pytest
 from commands import mloop_command
 from loop_helpers import stream
 
-from mloop.backtesting.backtest import backtest
+from mloop.backtesting.backtest import backtest, load_stream
 from mloop.backtesting.report import backtest_html
 from mloop.cli import main
 from mloop.errors import DataError, ParameterError
@@ -112,6 +112,8 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     stream(300).assign(y=1).to_csv(one, index=False)
     late = tmp_path / "late.csv"  # the second class only after the initial rows: checks could never run
     stream(300).assign(y=[0] * 100 + [0, 1] * 100).to_csv(late, index=False)
+    latin = tmp_path / "latin.csv"
+    stream(300).assign(city=["Genève", "Zürich", "Lyon"] * 100).to_csv(latin, index=False, encoding="latin-1")
     days = tmp_path / "days.csv"
     stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
     cases = [
@@ -120,6 +122,8 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(one), "--target", "y"], "target 'y' has a single value"),
         (["backtest", str(late), "--target", "y"], "single value (0) in the initial rows (the first 60"),
         (["backtest", str(days), "--target", "y", "--time-col", "when"], "not sortable as time"),
+        (["backtest", str(latin), "--target", "y"], "pass the file's encoding, e.g. --encoding latin-1"),
+        (["backtest", str(latin), "--target", "y", "--encoding", "klingon"], "unknown text encoding"),
         (["backtest", str(data), "--target", "y", "--windows", "1"], "at least 2"),
         (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
     ]
@@ -134,6 +138,7 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         assert code == 2, (args, err)
         assert err.startswith("error:") and message in err, (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
+    assert set(load_stream(latin, "y", encoding="latin-1")["city"]) == {"Genève", "Zürich", "Lyon"}
     mixed = stream(300).assign(when=[1, "b", 2.5] * 100)
     with pytest.raises(DataError, match="not sortable"):
         backtest(mixed, "y", time_col="when")
