@@ -147,6 +147,16 @@ def load_stream(
     )
     if target not in frame.columns:
         raise DataError(f"no target column {target!r} (columns: {list(frame.columns)})", field="target")
+    for name in [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]:  # before any run
+        first = frame[name].dropna()
+        if len(first) and isinstance(first.iloc[0], list | tuple | dict | set | np.ndarray):
+            value = first.iloc[0]
+            shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)[:60]
+            raise DataError(
+                f"column {name!r} holds nested values such as {shown}: a model takes flat columns; "
+                "flatten it into columns or drop it",
+                field=str(name),
+            )
     if time_col is not None:
         if time_col not in frame.columns:
             raise DataError(f"no time column {time_col!r} (columns: {list(frame.columns)})", field="time_col")

@@ -313,6 +313,13 @@ class _ColumnCheck:
         self.nulls += array.null_count
         values = pc.drop_null(array)
         self.values += len(values)
+        if pa.types.is_nested(array.type):  # lists, structs, maps: a schema describes flat values
+            self.found_types.add(str(array.type))
+            self.bad_type += len(values)
+            for v in values.slice(0, EXAMPLES).to_pylist():
+                if len(self.examples["type"]) < EXAMPLES and v not in self.examples["type"]:
+                    self.examples["type"].append(v)
+            return
         dtype = _dtype_of(array.type)
         if len(values) == 0:
             return

@@ -411,6 +411,12 @@ class Statistics:
     def update(self, batch: pa.RecordBatch) -> None:
         """Add one batch: some rows of some or all columns (see ``io.read_batches``)."""
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_nested(array.type):  # lists, structs, maps: no domain, range or histogram
+                raise DataError(
+                    f"column {name!r} holds nested values ({array.type}): statistics, schemas and models "
+                    "take flat columns; flatten it into columns or drop it",
+                    field=name,
+                )
             dtype = _dtype_of(array.type)
             col = self.columns.get(name)
             if col is None:

@@ -112,6 +112,8 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     stream(300).assign(y=1).to_csv(one, index=False)
     late = tmp_path / "late.csv"  # the second class only after the initial rows: checks could never run
     stream(300).assign(y=[0] * 100 + [0, 1] * 100).to_csv(late, index=False)
+    nested = tmp_path / "nested.parquet"
+    stream(300).assign(tags=[[1, 2]] * 300).to_parquet(nested)
     latin = tmp_path / "latin.csv"
     stream(300).assign(city=["Genève", "Zürich", "Lyon"] * 100).to_csv(latin, index=False, encoding="latin-1")
     days = tmp_path / "days.csv"
@@ -122,6 +124,7 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(one), "--target", "y"], "target 'y' has a single value"),
         (["backtest", str(late), "--target", "y"], "single value (0) in the initial rows (the first 60"),
         (["backtest", str(days), "--target", "y", "--time-col", "when"], "not sortable as time"),
+        (["backtest", str(nested), "--target", "y"], "column 'tags' holds nested values such as [1, 2]"),
         (["backtest", str(latin), "--target", "y"], "pass the file's encoding, e.g. --encoding latin-1"),
         (["backtest", str(latin), "--target", "y", "--encoding", "klingon"], "unknown text encoding"),
         (["backtest", str(data), "--target", "y", "--windows", "1"], "at least 2"),

@@ -200,3 +200,10 @@ def test_a_written_out_index_gets_no_inferred_range(tmp_path: Path) -> None:
     assert schema.columns["n"].max is not None  # a small integer domain keeps its range
     exact = infer_schema(compute_statistics(pd.read_csv(path).iloc[:400]), range_margin=0)
     assert exact.columns[index_column].max == 399  # range_margin=0 keeps what was observed
+
+
+def test_a_nested_column_is_a_type_mismatch_not_a_crash(schema: Schema, train: pd.DataFrame) -> None:
+    bad = train.assign(city=[["paris", "rome"]] * len(train))
+    [anomaly] = validate_schema(bad, schema).items
+    assert (anomaly.column, anomaly.kind, anomaly.count) == ("city", "type_mismatch", len(train))
+    assert anomaly.found.startswith("list<") and anomaly.examples == [["paris", "rome"]]

@@ -212,3 +212,13 @@ def test_wide_parquet_is_read_a_group_of_columns_at_a_time(
     assert [(a.column, a.kind) for a in validate_schema(tmp_path / "b.parquet", schema).items] == [
         ("k", "missing_column")
     ]
+
+
+def test_nested_columns_are_a_clear_error_naming_the_column(tmp_path: Path) -> None:
+    """Lists and structs have no domain, range or histogram: one error naming the column (was
+    ArrowNotImplementedError from value_counts, shown as a bug)."""
+    path = tmp_path / "nested.parquet"
+    pd.DataFrame({"x": [1.0, 2.0], "tags": [[1, 2], [3]], "meta": [{"a": 1}, {"a": 2}]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"column 'tags' holds nested values \(list<") as caught:
+        compute_statistics(path)
+    assert caught.value.field == "tags"
