@@ -12,6 +12,7 @@ __all__ = [
     "ArtifactCorruptedError",
     "ArtifactNotFoundError",
     "BodyTooLargeError",
+    "BusyError",
     "ConfigurationError",
     "ConflictError",
     "DataError",
@@ -32,6 +33,7 @@ __all__ = [
     "StoreUnavailableError",
     "UnauthorizedError",
     "UnsupportedEncodingError",
+    "UnsupportedMediaTypeError",
 ]
 
 EXIT_USAGE = 2
@@ -214,6 +216,27 @@ class UnsupportedEncodingError(MloopError):
 
     code = "unsupported_encoding"
     http_status = 415
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A body sent as a media type or charset the endpoint does not read (HTTP 415). mloop's own
+    endpoints take JSON only: a browser sends ``text/plain`` or form bodies to any origin without a
+    CORS preflight, so accepting them would let any web page post labels to a local server."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class BusyError(MloopError):
+    """The service cannot take this now, and says when to retry (HTTP 503 with ``Retry-After``):
+    labels waiting to be written have filled their buffer, say. Nothing of the request was kept."""
+
+    code = "busy"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
 
 
 class ReadTimeoutError(MloopError):

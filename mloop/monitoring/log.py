@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mloop.entities import new_id
+from mloop.errors import BusyError
 from mloop.monitoring.log_schema import cast_table, target_schema
 from mloop.names import check_name
 
@@ -112,7 +113,7 @@ def _typed(schema: pa.Schema, values: list[list[Any]]) -> pa.Table:
 
 class _Buffer:
     """Records waiting to be written, by schema (one, or two while a canary serves); bounded by
-    rows, never blocks the caller."""
+    rows, never blocks the caller: :meth:`add` says whether the chunk was kept."""
 
     def __init__(self, folder: Path, limit: int) -> None:
         self.folder = folder
@@ -121,11 +122,11 @@ class _Buffer:
         self.rows = 0
         self.dropped = 0
 
-    def add(self, schema: pa.Schema, chunk: Chunk) -> None:
+    def add(self, schema: pa.Schema, chunk: Chunk, *, count_drop: bool = True) -> bool:
         n = len(next(iter(chunk.values()), []))
         if self.rows + n > self.limit:
-            self.dropped += n
-            return
+            self.dropped += n if count_drop else 0
+            return False
         group = next((g for g in self.groups if g.schema is schema), None)
         if group is None:
             group = next((g for g in self.groups if g.schema.equals(schema)), None)
@@ -134,6 +135,7 @@ class _Buffer:
                 self.groups.append(group)
         group.add(chunk, n)
         self.rows += n
+        return True
 
     def take(self) -> tuple[list[_Columns], int]:
         taken, rows = self.groups, self.rows
@@ -185,9 +187,21 @@ class PredictionLog:
             self._predictions.add(schema, chunk)
 
     def feedback(self, chunk: Chunk, schema: pa.Schema) -> None:
-        """Delayed labels (``prediction_id``, ``label``, ``ts``), conformed to ``schema``."""
+        """Delayed labels (``prediction_id``, ``label``, ``ts``), conformed to ``schema``.
+
+        Unlike a prediction's record (dropped and counted when the buffer is full: the answer matters
+        more), labels are what their request is for: a full buffer refuses the whole chunk with
+        :class:`BusyError` (HTTP 503, ``Retry-After``), and the caller sends it again."""
         with self._lock:
-            self._feedback.add(schema, chunk)
+            kept = self._feedback.add(schema, chunk, count_drop=False)
+            waiting = self._feedback.rows
+        if not kept:
+            raise BusyError(
+                f"labels not recorded: {waiting} labels already wait to be written (at most "
+                f"{self._feedback.limit}); send them again after the next write",
+                retry_after_s=self.flush_interval_s,
+                field="feedback",
+            )
 
     @property
     def dropped(self) -> int:

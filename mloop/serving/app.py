@@ -12,6 +12,7 @@ and predicted in a worker thread so one-row requests stay fast beside them.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -28,12 +29,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mloop.auth import ROLES, check_token
-from mloop.errors import MloopError, UnsupportedEncodingError
+from mloop.errors import BusyError, MloopError, UnsupportedEncodingError
 from mloop.names import decimal
 from mloop.serving import openapi
 from mloop.serving.batching import Batcher, alone
 from mloop.serving.hotpath import ServiceApp
-from mloop.serving.limits import read_body
+from mloop.serving.limits import json_only, read_body
 from mloop.serving.metrics import RequestCounter
 from mloop.serving.protocols import mlflow, oip_v2, predict
 from mloop.serving.responses import AnswerResponse
@@ -100,6 +101,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
             response.headers["connection"] = "close"
         if isinstance(exc, UnsupportedEncodingError):
             response.headers["accept-encoding"] = "identity"
+        if isinstance(exc, BusyError):
+            response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_s)))
         return response
 
     @app.exception_handler(HTTPException)
@@ -273,6 +276,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     async def predict_route(request: Request) -> Response:
         if config.predict_auth:
             authorize(request, ROLES)
+        json_only(request.headers.get("content-type"))  # before the body: a form post is refused
         raw = await body_of(request)
         header_key = request.headers.get("x-request-key")
 
@@ -287,6 +291,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     async def feedback(request: Request) -> Response:
         if config.feedback_auth:  # refused before the body is read: a forged label changes nothing
             authorize(request, FEEDBACK_ROLES)
+        json_only(request.headers.get("content-type"))
         raw = await body_of(request)
 
         def work() -> Response:

@@ -35,6 +35,9 @@ class ServeConfig:
     poll_interval_s: float = 1.0
     log_predictions: bool = True
     flush_interval_s: float = 1.0
+    # records waiting for the next write: beyond it a prediction's record is dropped (and counted),
+    # a request's labels are refused with 503 and Retry-After (the caller sends them again)
+    log_buffer_rows: int = 200_000
     compiled: bool = True  # serve a version's proven-equal compiled form (ONNX) when it has one
     max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413, refused while they stream in
     max_json_depth: int = 32  # deeper JSON gets 400/422 before any model sees it

@@ -22,12 +22,15 @@ from mloop.errors import (
     NotFiniteError,
     ReadTimeoutError,
     UnsupportedEncodingError,
+    UnsupportedMediaTypeError,
 )
 from mloop.names import decimal
 
 __all__ = [
     "check_finite",
     "clip",
+    "json_only",
+    "media_type",
     "parse_json",
     "read_body",
 ]
@@ -35,6 +38,35 @@ __all__ = [
 QUOTE_CHARS = 200
 LARGEST = 1e300  # numbers beyond overflow a model's arithmetic (NaN answers): refused up front
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def media_type(content_type: str | None, default: str = "application/json") -> tuple[str, dict[str, str]]:
+    """The media type (lower case) and its parameters; names are case-insensitive and a value may be
+    quoted (RFC 9110 8.3). A charset other than UTF-8 is refused: bodies are read as UTF-8."""
+    mime, *options = [part.strip() for part in (content_type or default).split(";")]
+    params = {
+        key.strip().lower(): value.strip().strip('"') for key, _, value in (o.partition("=") for o in options)
+    }
+    if params.get("charset", "utf-8").lower() != "utf-8":
+        raise UnsupportedMediaTypeError(
+            f"bodies are read as UTF-8, got charset {clip(params['charset'], 40)!r}", field="content-type"
+        )
+    return mime.lower(), params
+
+
+def json_only(content_type: str | None) -> None:
+    """mloop's own endpoints read JSON: ``application/json`` (or ``…+json``), or no content type."""
+    mime, params = media_type(content_type)
+    if not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))):
+        raise UnsupportedMediaTypeError(
+            f"send the body as Content-Type: application/json (curl: -H 'content-type: application/json'), "
+            f"got {clip(content_type or '', 80)!r}",
+            field="content-type",
+        )
+    if set(params) - {"charset"}:
+        raise UnsupportedMediaTypeError(
+            f"unrecognized content type parameters: {', '.join(sorted(params))}", field="content-type"
+        )
 
 
 def clip(text: str, limit: int = QUOTE_CHARS) -> str:

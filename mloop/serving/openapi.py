@@ -33,9 +33,10 @@ def _errors(schema: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
         405: "Method not allowed",
         408: "Body not received in time",
         413: "Body too large",
-        415: "Unsupported media type or Content-Encoding (bodies are read uncompressed)",
+        409: "Labels are not recorded: the server keeps no prediction log",
+        415: "Unsupported media type (JSON, UTF-8) or Content-Encoding (bodies are read uncompressed)",
         422: "Invalid input",
-        503: "Not ready",
+        503: "Not ready, or busy: retry after the Retry-After header's seconds",
     }
     return {status: _json(schema, text[status]) for status in statuses}
 
@@ -106,7 +107,7 @@ PREDICT: dict[str, Any] = {
 FEEDBACK: dict[str, Any] = {
     "responses": {
         200: _json("FeedbackAccepted", "Labels accepted"),
-        **_errors("Error", 404, 405, 408, 413, 415, 422),
+        **_errors("Error", 404, 405, 408, 409, 413, 415, 422, 503),
     },
     "openapi_extra": {"x-mloop-body": "FeedbackRequest"},
 }

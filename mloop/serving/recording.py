@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from mloop.entities import utcnow
+from mloop.errors import ConflictError
 from mloop.monitoring.log import PredictionLog
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema
 from mloop.serving.metrics import ServiceMetrics
@@ -147,8 +148,13 @@ class Recorder:
                 raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
             ids.append(pid)
             labels.append(label)
+        if self.log is None:  # accepted and thrown away, a caller would believe its labels counted
+            raise ConflictError(
+                "labels are not recorded: this server keeps no prediction log (started with --no-log)",
+                field="feedback",
+            )
         chunk = conform({"prediction_id": ids, "label": labels, "ts": [utcnow()] * len(ids)}, schema)
-        if self.log is not None and ids:
+        if ids:
             self.log.feedback(chunk, schema)
         return len(ids)
 

@@ -66,7 +66,12 @@ class ModelService:
         self.metrics = ServiceMetrics()
         root = log_root or workspace.prediction_log_dir
         self.log = (
-            PredictionLog(root, config.model, flush_interval_s=config.flush_interval_s)
+            PredictionLog(
+                root,
+                config.model,
+                flush_interval_s=config.flush_interval_s,
+                max_buffered=config.log_buffer_rows,
+            )
             if config.log_predictions
             else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -203,3 +204,64 @@ def test_sklearn_checks_stay_on_unless_validation_proved_the_values(ws) -> None:
     assert "a" not in checked.finite  # …so the bulk numeric path did not vouch for column a
     with pytest.raises(ValueError, match="NaN"):  # scikit-learn still refuses it: no silent NaN answer
         predictor.predict_rows(sample, checked)
+
+
+def test_labels_are_never_accepted_and_then_lost(ws, serve, tmp_path: Path) -> None:
+    """A full label buffer refuses the whole request with 503 and Retry-After (it said "accepted" and
+    dropped them); a server without a prediction log refuses labels (it said "accepted" and threw
+    them away)."""
+    served = serve(ws, log_buffer_rows=6)
+    ids = served.client.post("/predict", json={"instances": rows(6)}).json()["prediction_ids"]
+    served.service.log.flush()
+    ids.append(ids[0])  # seven labels
+    too_many = served.client.post(
+        "/feedback", json={"feedback": [{"prediction_id": i, "label": 1} for i in ids]}
+    )
+    assert too_many.status_code == 503 and too_many.headers["retry-after"] == "1"
+    assert (
+        too_many.json()["error"]["code"] == "busy"
+        and "send them again" in too_many.json()["error"]["message"]
+    )
+    ok = served.client.post(
+        "/feedback", json={"feedback": [{"prediction_id": i, "label": 0} for i in ids[:5]]}
+    )
+    assert ok.json() == {"accepted": 5}
+    served.service.log.flush()
+    labels = read_log(tmp_path / "log", "clf", "feedback").to_pydict()
+    assert sorted(labels["prediction_id"]) == sorted(ids[:5]) and set(labels["label"]) == {0}
+    assert served.service.log.dropped == 0  # refused, not dropped: the caller knows
+    unlogged = serve(ws, log_predictions=False)
+    refused = unlogged.client.post("/feedback", json={"prediction_id": ids[0], "label": 1})
+    assert refused.status_code == 409 and refused.json()["error"]["field"] == "feedback"
+    assert "--no-log" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/feedback"])
+def test_only_json_bodies_reach_mloops_own_endpoints(ws, serve, tmp_path: Path, path: str) -> None:
+    """A browser posts text/plain and form bodies to any origin without a CORS preflight: were they
+    read as JSON, any web page could post labels to a server on localhost."""
+    served = serve(ws)
+    [pid] = served.client.post("/predict", json={"instances": rows(1)}).json()["prediction_ids"]
+    body = json.dumps(
+        {"/predict": {"instances": rows(1)}, "/feedback": {"prediction_id": pid, "label": 1}}[path]
+    )
+    for refused in (
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/json; charset=latin-1",
+        "application/json; version=2",
+    ):
+        answer = served.client.post(path, content=body, headers={"content-type": refused})
+        assert answer.status_code == 415, (refused, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "unsupported_media_type" and error["field"] == "content-type", refused
+    for taken in ("application/json", 'Application/JSON; charset="utf-8"', "application/vnd.api+json", None):
+        headers = {"content-type": taken} if taken else {}
+        answer = served.client.post(path, content=body, headers=headers)
+        assert answer.status_code == 200, (taken, answer.text)
+    served.service.log.flush()
+    if path == "/feedback":  # only the four accepted posts were recorded
+        assert read_log(tmp_path / "log", "clf", "feedback").num_rows == 4

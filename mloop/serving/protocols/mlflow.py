@@ -17,7 +17,8 @@ from typing import Any
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from mloop.auth import challenge
-from mloop.serving.limits import LARGEST, clip, parse_json
+from mloop.errors import UnsupportedMediaTypeError
+from mloop.serving.limits import LARGEST, clip, media_type, parse_json
 from mloop.serving.predictor import InputError
 
 __all__ = ["error_response", "rows_from_body", "rows_from_split"]
@@ -33,11 +34,7 @@ _CODES = {
 }
 
 
-class UnsupportedMediaType(InputError):
-    """A content type or charset the scoring protocol does not take (HTTP 415)."""
-
-    code = "unsupported_media_type"
-    http_status = 415
+UnsupportedMediaType = UnsupportedMediaTypeError  # the scoring protocol's 415 (a plain-text body)
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
@@ -58,14 +55,10 @@ def rows_from_body(
     raw: bytes, content_type: str, max_depth: int, rules: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """An ``/invocations`` body → rows (CSV values typed by the signature's ``rules``)."""
-    # media types and parameter names are case-insensitive, and a value may be quoted (RFC 9110 8.3)
-    mime, *options = [part.strip() for part in (content_type or "application/json").split(";")]
-    mime = mime.lower()
-    params = {
-        key.strip().lower(): value.strip().strip('"') for key, _, value in (o.partition("=") for o in options)
-    }
-    if params.get("charset", "utf-8").lower() != "utf-8":
-        raise UnsupportedMediaType("the scoring server only supports UTF-8")
+    try:
+        mime, params = media_type(content_type)
+    except UnsupportedMediaType:
+        raise UnsupportedMediaType("the scoring server only supports UTF-8") from None
     if set(params) - {"charset"}:
         raise UnsupportedMediaType(f"unrecognized content type parameters: {', '.join(sorted(params))}")
     if mime == "text/csv":
