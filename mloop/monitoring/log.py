@@ -500,11 +500,13 @@ def labelled_predictions(
 ) -> pd.DataFrame:
     """Logged predictions in arrival order, with a ``label`` column (None until feedback arrived).
 
-    The latest label (by arrival time) wins when one prediction id got several. Feedback segments
-    are read whole (labels arrive late, after the predictions they belong to), and labels are cast
-    to the predictions' type. ``frame.attrs["log_health"]`` is the :class:`LogHealth` of the read
-    (unmatched labels only counted when the whole log was read; a read since a segment counts the
-    conflicting labels of the predictions it read).
+    The latest label (by arrival time) wins when one prediction id got several; a label that is
+    missing or cannot be cast to the predictions' type labels nothing (it is counted as uncastable),
+    and one without a time is the oldest. Feedback segments are read whole (labels arrive late,
+    after the predictions they belong to), and labels are cast to the predictions' type.
+    ``frame.attrs["log_health"]`` is the :class:`LogHealth` of the read (unmatched labels only
+    counted when the whole log was read; a read since a segment counts the conflicting labels of the
+    predictions it read).
     """
     table = read_log(root, model, since_segment=since_segment)
     uncastable = _uncastable(table)
@@ -534,19 +536,24 @@ def labelled_predictions(
         # in Arrow, not pandas: pandas' isin/groupby on Arrow-backed strings go value by value; and
         # with compute functions only (a group_by loads Acero: ~0.2 s in a one-shot command)
         ids = labels_table.column("prediction_id")
+        # a label that is missing or could not be cast (counted above) labels nothing: it never
+        # hides an earlier, valid one
+        labelled = pc.is_valid(labels_table.column("label"))
         if since_segment is None:
-            feedback = labels_table.filter(pc.is_valid(ids))
+            feedback = labels_table.filter(pc.and_(labelled, pc.is_valid(ids)))
         else:  # the labels of the predictions read (feedback is read whole: labels come late)
-            feedback = labels_table.filter(pc.is_in(ids, value_set=all_ids.combine_chunks()))
-        order = pc.sort_indices(feedback, [("ts", "ascending")])  # stable; nulls last
+            read = pc.is_in(ids, value_set=all_ids.combine_chunks())
+            feedback = labels_table.filter(pc.and_(labelled, read))
+        # stable; a label without a time is the oldest (it cannot claim to be the latest)
+        ts = feedback.column("ts")
+        keys = pa.table({"timed": pc.is_valid(ts), "ts": ts})
+        order = pc.sort_indices(keys, [("timed", "ascending"), ("ts", "ascending")])
         newest_first = feedback.take(order[::-1])  # arrival order reversed: the first match is the latest
         latest = _first_per_id(newest_first)
-        given = newest_first.filter(pc.is_valid(newest_first.column("label")))
-        if given.num_rows:
-            reference = _first_per_id(given)  # each id's latest label: any other label is a conflict
-            at = pc.index_in(given.column("prediction_id"), value_set=reference.column("prediction_id"))
-            differs = pc.not_equal(given.column("label"), reference.column("label").take(at))
-            conflicts = len(pc.unique(given.column("prediction_id").filter(differs)))
+        if latest.num_rows:  # each id's latest label: any other label is a conflict
+            at = pc.index_in(newest_first.column("prediction_id"), value_set=latest.column("prediction_id"))
+            differs = pc.not_equal(newest_first.column("label"), latest.column("label").take(at))
+            conflicts = len(pc.unique(newest_first.column("prediction_id").filter(differs)))
         if since_segment is None:
             known = pc.is_in(latest.column("prediction_id"), value_set=all_ids.combine_chunks())
             unmatched = latest.num_rows - int(pc.sum(known).as_py() or 0)

@@ -366,3 +366,27 @@ def test_a_read_since_a_segment_labels_its_rows_as_the_whole_read_does(tmp_path:
 
 def _labels(frame: pd.DataFrame) -> dict[str, int | None]:
     return {pid: (None if pd.isna(v) else int(v)) for pid, v in frame["label"].items()}
+
+
+def test_a_label_that_cannot_be_read_never_hides_a_valid_one(tmp_path: Path) -> None:
+    """Segments written by other tools: a later label that cannot be cast to the classes' type, or
+    a label without a time, must not erase (or outrank) the valid label an id already has."""
+    from datetime import timedelta
+
+    log = PredictionLog(tmp_path, "m")
+    for pid in ("a", "b"):
+        log.append(conform(record(pid), SCHEMA), SCHEMA)
+    then = datetime.now(UTC)
+    for pid in ("a", "b"):
+        log.feedback(conform({"prediction_id": [pid], "label": [1], "ts": [then]}, FEEDBACK), FEEDBACK)
+    log.flush()
+    feedback = tmp_path / "m" / "feedback"
+    later = then + timedelta(hours=1)
+    _legacy(feedback, {"prediction_id": ["a"], "label": ["yes"], "ts": [later]})  # cannot be an int class
+    _legacy(
+        feedback, {"prediction_id": ["b"], "label": [0], "ts": pa.array([None], pa.timestamp("us", "UTC"))}
+    )
+    frame = labelled_predictions(tmp_path, "m")
+    assert frame.set_index("prediction_id")["label"].to_dict() == {"a": 1, "b": 1}
+    health = frame.attrs["log_health"]
+    assert health.uncastable_values == 1 and health.conflicting_labels == 1  # b: 0 (untimed) vs 1
