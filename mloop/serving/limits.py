@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -129,6 +130,10 @@ def parse_json(raw: bytes | str, max_depth: int) -> Any:
     except RecursionError as exc:
         raise InputError(f"the JSON nests deeper than {max_depth} levels", field="body") from exc
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        if "integer string conversion" in str(exc):  # Python's own limit; its hint is for developers
+            raise InputError(
+                f"the body holds an integer of more than {sys.get_int_max_str_digits()} digits", field="body"
+            ) from exc
         raise InputError(clip(f"the body is not valid JSON: {exc}"), field="body") from exc
     _check_value(value, max_depth)
     return value

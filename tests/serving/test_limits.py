@@ -104,6 +104,10 @@ def test_deep_json_and_long_values_get_short_4xx(ws, serve, path: str) -> None:
     }
     response = served.client.post(path, json=bodies[path])
     assert 400 <= response.status_code < 500 and len(response.content) < 1200, response.text[:2000]
+    digits = served.client.post(path, content=b'{"instances": [{"a": ' + b"9" * 5000 + b"}]}",
+                                headers={"content-type": "application/json"})  # fmt: skip
+    assert 400 <= digits.status_code < 500 and "integer of more than 4300 digits" in digits.text
+    assert "sys." not in digits.text  # Python's hint to developers is not the caller's concern
 
 
 @pytest.mark.parametrize("path", ["/predict", "/v2/models/clf/infer", "/invocations", "/feedback"])
