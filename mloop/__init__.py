@@ -29,6 +29,7 @@ from mloop.errors import (
     ArtifactCorruptedError,
     ArtifactNotFoundError,
     BodyTooLargeError,
+    BusyError,
     ConfigurationError,
     ConflictError,
     DataError,
@@ -49,6 +50,7 @@ from mloop.errors import (
     StoreUnavailableError,
     UnauthorizedError,
     UnsupportedEncodingError,
+    UnsupportedMediaTypeError,
 )
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
@@ -119,6 +121,7 @@ __all__ = [
     "ArtifactRef",
     "BacktestReport",
     "BodyTooLargeError",
+    "BusyError",
     "Client",
     "ConfigurationError",
     "ConflictError",
@@ -167,6 +170,7 @@ __all__ = [
     "TriggerSpec",
     "UnauthorizedError",
     "UnsupportedEncodingError",
+    "UnsupportedMediaTypeError",
     "Verdict",
     "Workspace",
     "__version__",

@@ -63,6 +63,8 @@ def test_public_api_is_pinned() -> None:
         "NotFiniteError",
         "ReadTimeoutError",
         "UnsupportedEncodingError",
+        "UnsupportedMediaTypeError",
+        "BusyError",
         "ArtifactCorruptedError",
         "ArtifactNotFoundError",
         "ConfigurationError",
