@@ -64,6 +64,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    except RecursionError:
+        raise ConfigurationError(f"{path}: its values nest too deeply", field=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"{path} is a folder, not a TOML file", field=str(path)) from None
 
 
 def _explicit_env(settings: Settings) -> dict[str, Any]:

@@ -147,6 +147,12 @@ def load_stream(
     )
     if target not in frame.columns:
         raise DataError(f"no target column {target!r} (columns: {list(frame.columns)})", field="target")
+    named = pd.Index([str(c) for c in frame.columns])
+    if named.has_duplicates:
+        twice = sorted(set(named[named.duplicated()]))
+        raise DataError(f"column {twice[0]!r} appears twice: name each column once", field=twice[0])
+    if len(frame.columns) < 2:
+        raise DataError(f"no feature columns: the table holds only the target {target!r}", field="data")
     for name in [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]:  # before any run
         first = frame[name].dropna()
         if len(first) and isinstance(first.iloc[0], list | tuple | dict | set | np.ndarray):
@@ -171,6 +177,12 @@ def load_stream(
                     f"neither numbers nor ISO dates ({str(exc).splitlines()[0][:80]})",
                     field="time_col",
                 ) from None
+        untimed = int(pd.isna(order).sum())
+        if untimed:  # sorted last, they would be replayed as the newest rows
+            raise DataError(
+                f"time column {time_col!r} has {untimed} row(s) without a time: drop or fill them",
+                field="time_col",
+            )
         try:
             frame = frame.assign(**{time_col: order}).sort_values(time_col, kind="stable")
             frame = frame.drop(columns=[time_col])
@@ -181,11 +193,36 @@ def load_stream(
                 field="time_col",
             ) from None
     frame = frame[frame[target].notna()].reset_index(drop=True)
+    # a target column that held blanks beside bools or ints is typed again without them
+    frame[target] = frame[target].infer_objects()
     check_target(frame[target], target)
+    if pd.api.types.is_datetime64_any_dtype(frame[target]):
+        raise DataError(f"target {target!r} holds times: it is neither classes nor numbers", field="target")
     frame.columns = [str(c) for c in frame.columns]
+    _check_values(frame, target)
     if len(frame) < 100:
         raise DataError(f"{len(frame)} labelled rows: a backtest needs at least 100", field="data")
     return frame
+
+
+LARGEST = 1e150  # beyond it, a column's squares overflow its statistics (variance, histogram)
+
+
+def _check_values(frame: pd.DataFrame, target: str) -> None:
+    """Numbers a model and the statistics can take, and no feature column without a value."""
+    for name in frame.columns:
+        column = frame[name]
+        if name != target and column.isna().all():
+            raise DataError(f"column {name!r} holds no values: drop it", field=name)
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            x = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isinf(x) | (np.abs(np.nan_to_num(x)) > LARGEST)
+            if bad.any():
+                raise DataError(
+                    f"column {name!r} holds {int(bad.sum())} value(s) like {float(x[bad][0])!r} beyond "
+                    f"±{LARGEST:g}: drop or clip them",
+                    field=name,
+                )
 
 
 def _scores(
@@ -313,17 +350,26 @@ def backtest(
             field="data",
         )
     task = infer_task(frame[target])
-    metric = choose_metric(task, frame[target], metric)
+    requested, metric = metric, choose_metric(task, frame[target], metric)
     if task == "classification":  # else the first model answers one class and every check fails
         check_target(frame[target].iloc[:n0], target, f"the initial rows (the first {n0}, {initial:.0%})")
     window_rows = int(np.ceil((n - n0) / windows))
     factory = estimator_factory(estimator)
     features = frame.drop(columns=[target])
-    loop_config = (
-        adapt(config, MODEL, target, window_rows, n0)
-        if config is not None
-        else default_loop_config(task, target, window_rows, n0, metric=metric)
-    )
+    if config is not None:
+        loop_config = adapt(
+            config, MODEL, target, window_rows, n0, task=task, metric=requested, default_metric=metric
+        )
+        for where, named in [(f"trigger {t.name!r}", t.metric) for t in loop_config.triggers] + [
+            ("rollout", p.metric) for p in loop_config.rollout
+        ]:
+            try:  # a metric the task has not got: every check would fail, and the replay exit 0
+                choose_metric(task, frame[target], named)
+            except ParameterError as exc:
+                raise ParameterError(f"--config {where}: {exc.message}", field="metric") from None
+        metric = next((t.metric for t in loop_config.triggers if t.kind == "degradation"), metric)
+    else:
+        loop_config = default_loop_config(task, target, window_rows, n0, metric=metric)
     if estimator != "auto":
         loop_config = LoopConfig(
             triggers=[
@@ -338,6 +384,16 @@ def backtest(
         workspace_dir = Path(tmp.name) / ".mloop"
     try:
         with Workspace.open(workspace_dir) as ws:
+            try:  # its registry would answer with the earlier replay's model
+                earlier = ws.model_version(f"{MODEL}@production")
+            except NotFoundError:
+                earlier = None
+            if earlier is not None:
+                raise ParameterError(
+                    f"workspace {workspace_dir} already holds a backtest (model {MODEL!r} v"
+                    f"{earlier.version}): replay in a new folder",
+                    field="workspace",
+                )
             stage = (lambda name, done, total: progress(name, done, total)) if progress else (lambda *a: None)
             stage("initial model", 0, 1)
             initial_path = Path(workspace_dir) / "initial.parquet"
@@ -359,6 +415,12 @@ def backtest(
                 registered = result.load("register_model") if "register_model" in result.outputs else {}
                 reasons = "; ".join(registered.get("reasons", [])) or "the pipeline registered no version"
                 raise DataError(f"the initial model was not accepted: {reasons}", field="data") from None
+            if metric not in first.metrics:  # its validation rows could not score it (one class, say)
+                raise DataError(
+                    f"the first model could not be scored by {metric!r} on its validation rows (the "
+                    f"newest of the initial {n0}): raise --initial, or choose another --metric",
+                    field="metric",
+                )
             static_model = ws.load_artifact(first.artifact_id)
             stage("initial model", 1, 1)
             stream = frame.iloc[n0:].reset_index(drop=True)

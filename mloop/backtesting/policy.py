@@ -94,12 +94,27 @@ def default_loop_config(
     )
 
 
-def adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial_rows: int) -> LoopConfig:
-    """A user's triggers and rollout policy, pointed at the backtest's model and windows."""
+def adapt(
+    config: LoopConfig,
+    model: str,
+    target: str,
+    window_rows: int,
+    initial_rows: int,
+    *,
+    task: str = "classification",
+    metric: str | None = None,
+    default_metric: str | None = None,
+) -> LoopConfig:
+    """A user's triggers and rollout policy, pointed at the backtest's model and windows. ``metric``
+    (``--metric``) overrides theirs; a metric they left out is ``default_metric`` (the one chosen
+    for the target)."""
+    default = metric or default_metric or ("accuracy" if task == "classification" else "mae")
     triggers = []
     for spec in config.triggers:
         if spec.kind not in ("drift", "degradation"):
             continue  # schedules and new files have no meaning on a replayed history
+        if metric is not None or "metric" not in spec.model_fields_set:
+            spec = spec.model_copy(update={"metric": default})
         params = {
             **spec.params,
             "model_name": model,
@@ -108,7 +123,13 @@ def adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial
             "enforce_latency": False,  # a replay's decisions never depend on the machine's load
         }
         triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
-    rollout = [p.model_copy(update={"model": model, "mode": "auto"}) for p in config.rollout[:1]]
+    rollout = [
+        p.model_copy(
+            update={"model": model, "mode": "auto"}
+            | ({"metric": default} if metric is not None or "metric" not in p.model_fields_set else {})
+        )
+        for p in config.rollout[:1]
+    ]
     if not triggers:
         raise ParameterError(
             "the configuration has no drift or degradation trigger to backtest", field="config"
@@ -116,5 +137,5 @@ def adapt(config: LoopConfig, model: str, target: str, window_rows: int, initial
     return LoopConfig(
         triggers=triggers,
         rollout=rollout
-        or default_loop_config("classification", target, window_rows, initial_rows, model).rollout,
+        or default_loop_config(task, target, window_rows, initial_rows, model, metric=default).rollout,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -92,6 +93,9 @@ def check_output_file(path: Path, option: str) -> None:
     at a path that is a folder."""
     if path.is_dir():
         raise ParameterError(f"{option} {path}: is a directory, not a file", field=option.lstrip("-"))
+    if path.exists() and not (path.is_file() and os.access(path, os.W_OK)):
+        what = "cannot be written" if path.is_file() else "is not a regular file"
+        raise ParameterError(f"{option} {path}: {what}", field=option.lstrip("-"))
     parent = path.expanduser().absolute().parent
     if not parent.is_dir():
         raise ParameterError(f"{option} {path}: folder {parent} does not exist", field=option.lstrip("-"))

@@ -253,7 +253,7 @@ def backtest(
     time_col: Annotated[str | None, typer.Option("--time-col", help="Sort by this column first.")] = None,
     initial: Annotated[float, typer.Option("--initial", help="Fraction that trains the first model.")] = 0.2,
     windows: Annotated[
-        int, typer.Option("--windows", min=1, max=1000, help="Windows the rest is replayed in.")
+        int, typer.Option("--windows", min=2, max=1000, help="Windows the rest is replayed in.")
     ] = 8,
     config: Annotated[Path | None, typer.Option("--config", help="mloop.toml with triggers/rollout.")] = None,
     estimator: Annotated[
@@ -299,6 +299,8 @@ def backtest(
         raise ParameterError(f"--time-col {time_col!r} is the target: name the time column", field="time_col")
     if html is not None:  # before the replay, not after it
         check_output_file(html, "--html")
+        if html.exists() and html.resolve() == data.resolve():
+            raise ParameterError(f"--html {html} is the data file: name another file", field="html")
     loop_config = load_loop_config(config) if config is not None else None
     with count_progress() as update:
         report = run_backtest(
@@ -316,7 +318,10 @@ def backtest(
             progress=update,
         )
     if html is not None:
-        html.write_text(backtest_html(report), encoding="utf-8")
+        try:
+            html.write_text(backtest_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise ParameterError(f"--html {html}: cannot be written ({exc.strerror})", field="html") from None
     if as_json:
         print_json(report.to_dict())
         return

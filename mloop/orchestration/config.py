@@ -290,6 +290,14 @@ def load_loop_config(location: Path) -> LoopConfig:
         return LoopConfig()
     data = read_config_file(path)
     base = path.resolve().parent
+    for key in ("triggers", "rollout"):
+        if not isinstance(data.get(key, []), list):
+            raise ConfigurationError(
+                f"{path}: {key} must be a list of tables ([[{key}]]), got {type(data[key]).__name__}",
+                field=key,
+            )
+    if not isinstance(data.get("scheduler", {}), dict):
+        raise ConfigurationError(f"{path}: scheduler must be a table ([scheduler])", field="scheduler")
     triggers = [_anchored(t, base) if isinstance(t, dict) else t for t in data.get("triggers", [])]
     section: dict[str, Any] = {"triggers": triggers, "rollout": data.get("rollout", [])}
     if "scheduler" in data:

@@ -113,6 +113,11 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
         raise ParameterError(
             f"estimator {estimator!r} is not 'auto' or an importable module:function", field="estimator"
         ) from exc
+    if not callable(factory):
+        raise ParameterError(
+            f"estimator {estimator!r} is a {type(factory).__name__}, not a factory(features, task)",
+            field="estimator",
+        )
     return factory
 
 

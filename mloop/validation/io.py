@@ -6,6 +6,7 @@ Every reading problem becomes a :class:`~mloop.errors.DataError` that names the 
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -74,7 +75,18 @@ def read_batches(
     if _is_parquet(path):
         yield from _parquet_batches(path, progress)
     else:
+        _check_encoding(encoding)
         yield from _csv_batches(path, encoding, progress, _strings)
+
+
+def _check_encoding(encoding: str) -> None:
+    """A known codec that decodes bytes to text (``base64`` and ``rot13`` are codecs, not text)."""
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise DataError(f"{encoding!r} is not a text encoding (e.g. utf-8, latin-1)", field="encoding")
 
 
 def scan(
@@ -231,7 +243,12 @@ def _csv_error(path: Path, encoding: str, exc: Exception) -> DataError:
     message = str(exc).strip().splitlines()[0]
     if "Empty CSV file" in message:
         return DataError(f"{path}: the file is empty", field="path")
-    if "UTF8" in message or "UTF-8" in message or "decode" in message.lower():
+    if (
+        isinstance(exc, UnicodeError)
+        or "UTF8" in message
+        or "UTF-8" in message
+        or "decode" in message.lower()
+    ):
         return DataError(
             f"{path}: not valid {encoding} text ({message}); "
             "pass the file's encoding, e.g. --encoding latin-1",
@@ -251,7 +268,7 @@ def _csv_batches(
         reader = pacsv.open_csv(
             _csv_input(path, progress), read_options=read_options, convert_options=convert
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError, LookupError) as exc:
+    except (pa.ArrowInvalid, UnicodeError, LookupError) as exc:
         if isinstance(exc, LookupError):
             raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from exc
         raise _csv_error(path, encoding, exc) from exc
@@ -275,6 +292,6 @@ def _csv_batches(
                 if column and "conversion error" in str(exc).lower():
                     raise _TypeChangedMidStream(int(column.group(1))) from exc
                 raise _csv_error(path, encoding, exc) from exc
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:  # a decode error, or a UTF-16/32 stream without its BOM
                 raise _csv_error(path, encoding, exc) from exc
             yield batch

@@ -18,6 +18,81 @@ from mloop.cli import main
 from mloop.errors import DataError, ParameterError
 
 
+def test_hostile_tables_and_options_are_one_line_before_any_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tables and options that used to crash ("a bug in mloop"), fail a run (exit 1), or replay
+    nonsense with exit 0: each is one ``error:`` line naming the problem, exit 2, before a replay."""
+    base = stream(300)
+    files: dict[str, pd.DataFrame | str] = {
+        "dup.csv": "x1,x1,y\n" + "\n".join(f"{i},{i},{i % 2}" for i in range(300)),
+        "only.csv": base[["y"]],
+        "empty_col.parquet": base.assign(x2=np.nan),
+        "inf.csv": base.assign(x2=base["x2"].where(base.index % 10 != 0, np.inf)),
+        "huge.csv": base.assign(y=np.where(base["x1"] > 0, 1e300, -1e300)),
+        "times.parquet": base.assign(y=pd.date_range("2026-01-01", periods=300, freq="h")),
+        "untimed.csv": base.assign(
+            t=pd.date_range("2026-01-01", periods=300, freq="h").where(base.index % 5 != 0)
+        ),
+        "rare.csv": base.assign(y=[1 if i in (5, 7, 250) else 0 for i in range(300)]),
+    }
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content)
+        elif name.endswith(".parquet"):
+            content.to_parquet(path)
+        else:
+            content.to_csv(path, index=False)
+    (tmp_path / "mae.toml").write_text(
+        '[[triggers]]\nname = "d"\nmodel = "m"\nkind = "degradation"\n'
+        'pipeline = "mloop.steps.retrain:retrain"\nmetric = "mae"\n'
+    )
+    (tmp_path / "five.toml").write_text("triggers = 5\n")
+    (tmp_path / "deep.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    data = tmp_path / "d.csv"
+    base.to_csv(data, index=False)
+    at = str(tmp_path)
+    cases = [
+        ([f"{at}/dup.csv"], "column 'x1' appears twice"),
+        ([f"{at}/only.csv"], "no feature columns"),
+        ([f"{at}/empty_col.parquet"], "column 'x2' holds no values"),
+        ([f"{at}/inf.csv"], "column 'x2' holds 30 value(s) like inf"),
+        ([f"{at}/huge.csv"], "column 'y' holds 300 value(s) like 1e+300"),
+        ([f"{at}/times.parquet"], "target 'y' holds times"),
+        ([f"{at}/untimed.csv", "--time-col", "t"], "time column 't' has 60 row(s) without a time"),
+        ([f"{at}/rare.csv"], "could not be scored by 'roc_auc' on its validation rows"),
+        ([str(data), "--config", f"{at}/mae.toml"], "trigger 'd': metric 'mae' does not fit"),
+        ([str(data), "--config", f"{at}/five.toml"], "triggers must be a list of tables"),
+        ([str(data), "--config", f"{at}/deep.toml"], "its values nest too deeply"),
+        ([str(data), "--encoding", "base64"], "'base64' is not a text encoding"),
+        ([str(data), "--encoding", "utf-16"], "not valid utf-16 text"),
+        ([str(data), "--html", str(data)], "is the data file"),
+        ([str(data), "--html", "/dev/null"], "is not a regular file"),
+        ([str(data), "--estimator", "math:pi"], "is a float, not a factory"),
+    ]
+    for args, message in cases:
+        code = main(["backtest", *args, "--target", "y"])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.startswith("error:") and message in err, (args, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert data.read_text().startswith("x1,x2")  # --html never wrote over the data
+
+
+def test_a_workspace_that_holds_a_backtest_is_refused_and_blank_bool_labels_train(tmp_path: Path) -> None:
+    """A second replay into the same workspace scored the first replay's model; a CSV bool target
+    with blanks was read as objects and the every-window refit failed ("Unknown label type")."""
+    labels = pd.Series(stream(300)["y"].astype(bool), dtype=object)
+    labels[::9] = None
+    data = tmp_path / "bools.csv"
+    stream(300).assign(y=labels).to_csv(data, index=False)
+    report = backtest(data, "y", workspace_dir=tmp_path / "ws")
+    assert report.task == "classification" and report.rows == 300 - len(range(0, 300, 9))
+    with pytest.raises(ParameterError, match="already holds a backtest"):
+        backtest(data, "y", workspace_dir=tmp_path / "ws")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # long replays; a loaded machine slows them, never changes them
 def test_a_stationary_stream_triggers_no_retraining() -> None:
@@ -127,7 +202,7 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(nested), "--target", "y"], "column 'tags' holds nested values such as [1, 2]"),
         (["backtest", str(latin), "--target", "y"], "pass the file's encoding, e.g. --encoding latin-1"),
         (["backtest", str(latin), "--target", "y", "--encoding", "klingon"], "unknown text encoding"),
-        (["backtest", str(data), "--target", "y", "--windows", "1"], "at least 2"),
+        (["backtest", str(data), "--target", "y", "--windows", "1"], "greater than or equal to 2"),
         (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
     ]
     # the first through a real process (its exit status and stderr), the rest in-process: the same
