@@ -9,6 +9,7 @@ model's artifact and whose output is the :class:`MonitorReport`, with the per-wi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -72,12 +73,16 @@ class ServedVersion:
     classes: list[Any] | None
 
 
-def served_versions(workspace: Workspace, model: str, versions: list[int]) -> dict[int, ServedVersion]:
-    """Signature and training statistics of each version that answered requests."""
+def served_versions(
+    workspace: Workspace, model: str, versions: list[int], *, known: Sequence[ModelVersion] = ()
+) -> dict[int, ServedVersion]:
+    """Signature and training statistics of each version that answered requests (``known``: versions
+    the caller has just read, which are not asked for again)."""
     out: dict[int, ServedVersion] = {}
+    at_hand = {v.version: v for v in known if v.name == model}
     for number in versions:
         try:
-            v = workspace.model_version(f"{model}:{number}")
+            v = at_hand.get(number) or workspace.model_version(f"{model}:{number}")
         except NotFoundError:
             continue
         output = v.signature.get("output", {})

@@ -252,7 +252,7 @@ def _judge_canary(
     frame = labelled_predictions(root, model, since_segment=id_floor(started))
     if not frame.empty:
         frame = frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(started)]
-    info = served_versions(workspace, model, [canary.version])[canary.version]
+    info = served_versions(workspace, model, [canary.version], known=[canary])[canary.version]
     if frame.empty:
         live_c, live_p = {"rows": 0.0}, {"rows": 0.0}
     else:

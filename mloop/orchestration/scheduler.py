@@ -105,6 +105,7 @@ class Scheduler:
         self._heartbeat: threading.Thread | None = None
         # trigger → (whether its inputs are unchanged, what it said then): passes skip it meanwhile
         self._quiet: dict[str, tuple[Callable[[], bool], str]] = {}
+        self._next_recovery = 0.0  # time.monotonic() of the next look for expired leases
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger that could never work."""
@@ -127,8 +128,12 @@ class Scheduler:
         on; an unreachable database ends the pass with StoreUnavailableError (nothing else can work).
         """
         report = TickReport(self.clock())
-        for event in self.recover():
-            self._run(event, report)
+        if time.monotonic() >= self._next_recovery:
+            # a lease is only reclaimable lease_s after its last renewal: looking more often than a
+            # quarter of that finds nothing new, and costs a query on every pass
+            self._next_recovery = time.monotonic() + self.config.lease_s / 4
+            for event in self.recover():
+                self._run(event, report)
         cache: dict[Any, Any] = {}
         started: dict[tuple[str, str], str] = {}  # (pipeline, params) → trigger that ran it this pass
         for spec in self.config.triggers:

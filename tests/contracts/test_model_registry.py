@@ -166,5 +166,8 @@ def test_unknown_names(stores) -> None:
         reg.rollback("churn", "production", who="a", reason="")
     with pytest.raises(ParameterError, match="alias 'bad alias!'"):
         reg.set_alias("churn", "bad alias!", 1, who="a", reason="")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="model 'nope' not found"):
         reg.history("nope")
+    with pytest.raises(NotFoundError, match="model 'nope' not found"):
+        reg.versions("nope")
+    assert reg.history("churn") == []  # known, never moved: empty, not "not found"

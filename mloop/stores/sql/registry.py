@@ -278,15 +278,22 @@ class SqlModelRegistry(SqlStore):
             raise NotFoundError(_no_version(name, version, int(last)), field="version")
 
     def versions(self, name: str) -> list[ModelVersion]:
+        # schedulers and services ask on every pass: whether the model exists is asked only when
+        # it has no version (a model is created with its first one)
         with self._read() as conn:
-            if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
-                raise NotFoundError(f"model {name!r} not found", field="name")
+            rows = (
+                conn.execute(
+                    sa.select(t.model_versions)
+                    .where(t.model_versions.c.name == name)
+                    .order_by(t.model_versions.c.version)
+                )
+                .mappings()
+                .all()
+            )
+            if not rows:
+                self._exists(conn, name)
+                return []
             by_version = self._aliases_of(conn, name)
-            rows = conn.execute(
-                sa.select(t.model_versions)
-                .where(t.model_versions.c.name == name)
-                .order_by(t.model_versions.c.version)
-            ).mappings()
             return [_version(r, by_version.get(r["version"], ())) for r in rows]
 
     def models(self) -> list[Model]:
@@ -307,10 +314,15 @@ class SqlModelRegistry(SqlStore):
         if alias is not None:
             query = query.where(t.alias_events.c.alias == alias)
         with self._read() as conn:
-            if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
-                raise NotFoundError(f"model {name!r} not found", field="name")
-            rows = conn.execute(query.order_by(t.alias_events.c.id)).mappings()
+            rows = conn.execute(query.order_by(t.alias_events.c.id)).mappings().all()
+            if not rows:
+                self._exists(conn, name)
             return [_event(r) for r in rows]
+
+    @staticmethod
+    def _exists(conn: sa.Connection, name: str) -> None:
+        if conn.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).scalar() is None:
+            raise NotFoundError(f"model {name!r} not found", field="name")
 
     def _aliases_of(self, conn: sa.Connection, name: str) -> dict[int, tuple[str, ...]]:
         found: dict[int, list[str]] = {}
