@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mloop.core.serialize import parquet_codec
 from mloop.entities import new_id
 from mloop.errors import BusyError
 from mloop.monitoring.log_schema import cast_table, target_schema
@@ -61,7 +62,6 @@ __all__ = [
 
 Chunk = dict[str, list[Any]]  # one request's records, column by column, conformed to its schema
 _UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError, ValueError, TypeError)
-_ZSTD_FROM_ROWS = 5_000  # segments this large are compressed with zstd (see _write_segments)
 
 
 class _Columns:
@@ -155,10 +155,7 @@ def _write_segments(folder: Path, groups: list[_Columns]) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"{new_id()}.parquet"
             tmp = folder / f".{name}.tmp"
-            # zstd sets up a codec per column chunk (~1 ms for a few hundred rows of 20 columns):
-            # the small segments of frequent flushes are written with snappy
-            codec = "zstd" if table.num_rows >= _ZSTD_FROM_ROWS else "snappy"
-            pq.write_table(table, tmp, compression=codec)
+            pq.write_table(table, tmp, compression=parquet_codec(table.num_rows))
             os.replace(tmp, folder / name)  # readers see whole segments or none
             _SEGMENTS.keep(folder / name, table)  # a reader in this process need not read it back
     return lost

@@ -182,17 +182,17 @@ class SqlTriggerStore(SqlStore):
         """Hold the right to evaluate ``trigger`` inside the block (yields False while another
         scheduler holds an unexpired one). Re-entrant for its owner, renewed by :meth:`renew`."""
         now = utcnow()
+        free = sa.or_(_state.c.locked_by.is_(None), _state.c.locked_by == owner, _state.c.locked_until < now)
+        take = (
+            _state.update()
+            .where(_state.c.trigger == trigger, free)
+            .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
+            .returning(_state.c.trigger)
+        )
         with self._write() as conn:
-            self._ensure_state(conn, trigger)
-            free = sa.or_(
-                _state.c.locked_by.is_(None), _state.c.locked_by == owner, _state.c.locked_until < now
-            )
-            taken = conn.execute(
-                _state.update()
-                .where(_state.c.trigger == trigger, free)
-                .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
-                .returning(_state.c.trigger)
-            ).first()
+            taken = conn.execute(take).first()
+            if taken is None and self._ensure_state(conn, trigger):  # its first evaluation ever
+                taken = conn.execute(take).first()
         if taken is None:
             yield False
             return
@@ -208,7 +208,11 @@ class SqlTriggerStore(SqlStore):
 
     def state(self, trigger: str) -> TriggerState:
         with self._read() as conn:
-            row = conn.execute(sa.select(_state).where(_state.c.trigger == trigger)).mappings().first()
+            return self._state(conn, trigger)
+
+    @staticmethod
+    def _state(conn: sa.Connection, trigger: str) -> TriggerState:
+        row = conn.execute(sa.select(_state).where(_state.c.trigger == trigger)).mappings().first()
         if row is None:
             return TriggerState(trigger, None, None, None, "", {})
         return TriggerState(
@@ -233,25 +237,28 @@ class SqlTriggerStore(SqlStore):
         last_error: str | None = None,
     ) -> None:
         """Update the given fields (others keep their value); ``last_error=""`` clears the error."""
-        current = self.state(trigger)
-        row = {
-            "evaluated_at": evaluated_at or current.evaluated_at,
-            "fired_at": fired_at or current.fired_at,
-            "next_due_at": next_due_at if next_due_at is not None else current.next_due_at,
-            "last_result": last_result if last_result is not None else current.last_result,
-            "watermark": dumps(dict(watermark) if watermark is not None else current.watermark),
-            "last_error": (last_error or None) if last_error is not None else current.last_error,
-        }
-        with self._write() as conn:
+        with self._write() as conn:  # read and write in one transaction: no other update lost
             self._ensure_state(conn, trigger)
+            current = self._state(conn, trigger)
+            row = {
+                "evaluated_at": evaluated_at or current.evaluated_at,
+                "fired_at": fired_at or current.fired_at,
+                "next_due_at": next_due_at if next_due_at is not None else current.next_due_at,
+                "last_result": last_result if last_result is not None else current.last_result,
+                "watermark": dumps(dict(watermark) if watermark is not None else current.watermark),
+                "last_error": (last_error or None) if last_error is not None else current.last_error,
+            }
             conn.execute(_state.update().where(_state.c.trigger == trigger).values(**row))
 
-    def _ensure_state(self, conn: sa.Connection, trigger: str) -> None:
-        conn.execute(
+    def _ensure_state(self, conn: sa.Connection, trigger: str) -> bool:
+        """Create ``trigger``'s state row if it has none; whether it was created."""
+        inserted = conn.execute(
             insert_ignoring_conflicts(self._dialect, _state)
             .values(trigger=trigger, last_result="", watermark="{}")
             .on_conflict_do_nothing(index_elements=["trigger"])
-        )
+            .returning(_state.c.trigger)
+        ).first()
+        return inserted is not None
 
 
 def _event(row: Any) -> TriggerEvent:
