@@ -51,8 +51,8 @@ def loop_latency(folder: Path) -> dict[str, float]:
         return original(dataclasses.replace(task, fn=call))
 
     traffic: list[tuple[float, float]] = []
-    for name in ("predict", "feedback"):
-        method = getattr(replay._Channel, name)
+    originals = {name: getattr(replay._Channel, name) for name in ("predict", "feedback")}
+    for name, method in originals.items():
 
         def wrapped(self: object, *args: object, _m: object = method) -> object:
             start = time.time()
@@ -69,9 +69,13 @@ def loop_latency(folder: Path) -> dict[str, float]:
         if not drifted_at and done >= DRIFT_DAY - 3631:
             drifted_at.append(time.time())
 
-    with mloop.Workspace.open(folder / ".mloop") as ws:
-        report = run_demo(ws, progress=progress, http=False)
-    runner.execute_step = original  # type: ignore[assignment]
+    try:
+        with mloop.Workspace.open(folder / ".mloop") as ws:
+            report = run_demo(ws, progress=progress, http=False)
+    finally:
+        runner.execute_step = original  # type: ignore[assignment]
+        for name, method in originals.items():
+            setattr(replay._Channel, name, method)
     start = drifted_at[0]
     promoted = [e.at for e in report.loop.report.events if e.kind == "promote" and e.at >= start]
     end = promoted[0]
@@ -188,23 +192,32 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=20_000)
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--skip-loop", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="demo loops timed; the median share counts")
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=150)
     if not args.skip_loop:
-        with tempfile.TemporaryDirectory() as tmp:
-            t = loop_latency(Path(tmp))
+        runs = []
+        for _ in range(max(args.repeat, 1)):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(loop_latency(Path(tmp)))
         table = Table(title="demo stream: first drifted request → new model answers 100 % of traffic")
-        for col in ("part", "seconds", "share"):
+        for col in ("run", "training s", "traffic s", "bookkeeping s", "total s", "bookkeeping share"):
             table.add_column(col)
-        for part in ("training", "traffic", "bookkeeping", "total"):
-            table.add_row(part, f"{t[part]:.2f}", f"{t[part] / t['total']:.1%}")
+        for i, t in enumerate(runs, 1):
+            table.add_row(
+                str(i),
+                *(f"{t[part]:.2f}" for part in ("training", "traffic", "bookkeeping", "total")),
+                f"{t['bookkeeping'] / t['total']:.1%}",
+            )
         console.print(table)
-        goal = "met" if t["bookkeeping"] <= 0.05 * t["total"] else "NOT met"
+        share = float(np.median([t["bookkeeping"] / t["total"] for t in runs]))
+        goal = "met" if share <= 0.05 else "NOT met"
         console.print(
-            f"bookkeeping ≤ 5 % of the loop: {goal} ({t['retrains']} retraining run(s) in the demo)"
+            f"bookkeeping ≤ 5 % of the loop (median of {len(runs)}): {share:.1%}, {goal} "
+            f"({runs[0]['retrains']} retraining run(s) in the demo)"
         )
     with tempfile.TemporaryDirectory() as tmp:
         m = monitoring(Path(tmp), args.rows, args.columns, args.window, not args.skip_evidently)

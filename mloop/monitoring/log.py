@@ -152,10 +152,15 @@ def _write_segments(folder: Path, groups: list[_Columns]) -> int:
         table, failed = group.table()
         lost += failed
         if table.num_rows:
-            folder.mkdir(parents=True, exist_ok=True)
             name = f"{new_id()}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(table, tmp, compression=parquet_codec(table.num_rows))
+            sink = pa.BufferOutputStream()  # in memory: pyarrow need not work out a filesystem
+            pq.write_table(table, sink, compression=parquet_codec(table.num_rows))
+            try:
+                tmp.write_bytes(sink.getvalue())
+            except FileNotFoundError:  # the model's first segment
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(sink.getvalue())
             os.replace(tmp, folder / name)  # readers see whole segments or none
             _SEGMENTS.keep(folder / name, table)  # a reader in this process need not read it back
     return lost
