@@ -146,7 +146,12 @@ def load_stream(
         else read_table(Path(source), encoding=encoding).to_pandas()
     )
     if target not in frame.columns:
-        raise DataError(f"no target column {target!r} (columns: {list(frame.columns)})", field="target")
+        hint = ""
+        if len(frame.columns) == 1:
+            sep = next((c for c in ";\t|" if c in str(frame.columns[0])), None)
+            if sep is not None:
+                hint = f"; the file seems separated by {sep!r}: save it comma-separated or as Parquet"
+        raise DataError(f"no target column {target!r} (columns: {list(frame.columns)}){hint}", field="target")
     named = pd.Index([str(c) for c in frame.columns])
     if named.has_duplicates:
         twice = sorted(set(named[named.duplicated()]))
@@ -169,7 +174,7 @@ def load_stream(
         order = frame[time_col]
         if not (pd.api.types.is_numeric_dtype(order) or pd.api.types.is_datetime64_any_dtype(order)):
             try:  # strings sort as text: only ISO-like dates sort in time order
-                order = pd.to_datetime(order, utc=True, format="ISO8601")
+                order = _as_time(order)
             except (ValueError, TypeError) as exc:
                 example = next((repr(v) for v in frame[time_col] if v is not None), "none")
                 raise DataError(
@@ -206,6 +211,35 @@ def load_stream(
 
 
 LARGEST = 1e150  # beyond it, a column's squares overflow its statistics (variance, histogram)
+
+
+def _as_time(order: pd.Series) -> pd.Series:
+    """An object column as a sortable time: numbers as numbers (Python ints from JSON, say), anything
+    else as ISO 8601 text (ValueError otherwise)."""
+    present = order.dropna()
+    if len(present) and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in present
+    ):
+        return pd.to_numeric(order)
+    return pd.to_datetime(order.where(order.isna(), order.astype(str)), utc=True, format="ISO8601")
+
+
+def _window_rows(rows: int, windows: int) -> int:
+    """Rows per window: equal windows of ``rows``, the last one shorter by the remainder. Refused when
+    the last would fall below MIN_WINDOW_ROWS (or not exist): 49 windows of 2,549 rows are 48 of 53
+    and a last one of 5."""
+    size = int(np.ceil(rows / windows))
+    if rows - (windows - 1) * size >= MIN_WINDOW_ROWS:
+        return size
+    fits = [
+        w for w in range(windows - 1, 1, -1) if rows - (w - 1) * int(np.ceil(rows / w)) >= MIN_WINDOW_ROWS
+    ]
+    hint = f"; {fits[0]} windows fit" if fits else ""
+    raise ParameterError(
+        f"windows: {rows} replayed rows cannot make {windows} windows of about {size} rows with a last "
+        f"one of at least {MIN_WINDOW_ROWS} (it would have {max(rows - (windows - 1) * size, 0)}){hint}",
+        field="windows",
+    )
 
 
 def _check_values(frame: pd.DataFrame, target: str) -> None:
@@ -353,7 +387,7 @@ def backtest(
     requested, metric = metric, choose_metric(task, frame[target], metric)
     if task == "classification":  # else the first model answers one class and every check fails
         check_target(frame[target].iloc[:n0], target, f"the initial rows (the first {n0}, {initial:.0%})")
-    window_rows = int(np.ceil((n - n0) / windows))
+    window_rows = _window_rows(n - n0, windows)
     factory = estimator_factory(estimator)
     features = frame.drop(columns=[target])
     if config is not None:

@@ -155,8 +155,11 @@ def replay_stream(
         if on_event is not None:
             on_event(event)
 
+    last_window = max(len(stream) - 1, 0) // window_rows
+
     def react(row: int, tick: TickReport | None, decisions: list[RolloutDecision]) -> None:
-        window = row // window_rows
+        # the window from which a decision serves (one taken after the last batch: the last window)
+        window = min(row // window_rows, last_window)
         if tick is not None:
             for ev in tick.events:
                 note(LoopEvent(row, window, "trigger", _evidence_text(ev.evidence), trigger=ev.trigger))

@@ -32,6 +32,7 @@ from mloop.errors import MloopError, ParameterError
 from mloop.settings import CONFIG_FILE
 
 if TYPE_CHECKING:
+    from mloop.backtesting.backtest import BacktestReport
     from mloop.orchestration.scheduler import Scheduler
     from mloop.workspace import Workspace
 
@@ -335,7 +336,8 @@ def backtest(
         table.add_column(m, justify="right")
     table.add_column("retrains", justify="right")
     for name, p in (("loop", report.loop), ("static", report.static), ("every_window", report.every_window)):
-        table.add_row(name, *(f"{p.metrics.get(m, float('nan')):.4f}" for m in metric_names), str(p.retrains))
+        shown = (f"{p.metrics[m]:.4f}" if m in p.metrics else "–" for m in metric_names)
+        table.add_row(name, *shown, str(p.retrains))
     out.print(table)
     out.print(f"model: {report.model}", markup=False)
     out.print("triggers: " + "; ".join(f"{t['name']} ({t['kind']})" for t in report.triggers), markup=False)
@@ -345,6 +347,23 @@ def backtest(
             markup=False,
         )
     if report.recovered is not None:
-        out.print(f"the loop kept {report.recovered:.0%} of every_window's gain over static")
+        out.print(_kept_line(report), markup=False)
     if html is not None:
         out.print(f"HTML report: {html}")
+
+
+def _kept_line(report: BacktestReport) -> str:
+    """The share of every_window's gain the loop kept, with that gain and its noise: a share of a gain
+    within two standard errors of zero says little."""
+    from mloop.validation.model import LOWER_IS_BETTER
+
+    m = report.metric
+    sign = -1 if m in LOWER_IS_BETTER else 1
+    gain = sign * (report.every_window.metrics[m] - report.static.metrics[m])
+    kept = round((report.recovered or 0.0) * 100)  # an int: never "-0"
+    line = f"the loop kept {kept}% of every_window's gain over static ({m} {gain:+.4f}"
+    se = report.gain_se.get("every_window")
+    if se is None:
+        return line + ")"
+    noisy = ": within noise, the share says little" if gain < 2 * se else ""
+    return f"{line} ± {se:.4f}{noisy})"

@@ -140,6 +140,8 @@ def test_cli_json_over_http(tmp_path: Path) -> None:
     assert report["metric"] == "accuracy"  # balanced binary target: the triggers' default metric too
     assert report["triggers"][0].get("metric", "accuracy") == "accuracy"
     assert report["loop"]["metrics"]["accuracy"] > report["static"]["metrics"]["accuracy"]
+    # an event is tagged with the window it serves from; one after the last batch, the last window
+    assert report["events"] and all(0 <= e["window"] < 4 for e in report["events"]), report["events"]
     assert "HistGradientBoostingClassifier" in report["model"]
     assert (tmp_path / "bt.html").read_text().startswith("<!doctype html>")
 
@@ -191,6 +193,10 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     stream(300).assign(tags=[[1, 2]] * 300).to_parquet(nested)
     latin = tmp_path / "latin.csv"
     stream(300).assign(city=["Genève", "Zürich", "Lyon"] * 100).to_csv(latin, index=False, encoding="latin-1")
+    uneven = tmp_path / "uneven.csv"  # 264 replayed rows: 12 windows of 21 and a last one of 12
+    stream(330).to_csv(uneven, index=False)
+    semicolons = tmp_path / "semicolons.csv"
+    stream(300).to_csv(semicolons, index=False, sep=";")
     days = tmp_path / "days.csv"
     stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
     cases = [
@@ -204,6 +210,11 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(latin), "--target", "y", "--encoding", "klingon"], "unknown text encoding"),
         (["backtest", str(data), "--target", "y", "--windows", "1"], "greater than or equal to 2"),
         (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
+        (["backtest", str(semicolons), "--target", "y"], "seems separated by ';': save it comma-separated"),
+        (
+            ["backtest", str(uneven), "--target", "y", "--windows", "13"],
+            "a last one of at least 20 (it would have 12); 12 windows fit",
+        ),
     ]
     # the first through a real process (its exit status and stderr), the rest in-process: the same
     # entry point without five more interpreter starts
@@ -217,6 +228,9 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         assert err.startswith("error:") and message in err, (args, err)
         assert err.count("\n") == 1 and "Traceback" not in err
     assert set(load_stream(latin, "y", encoding="latin-1")["city"]) == {"Genève", "Zürich", "Lyon"}
+    numbers = stream(300)  # Python ints in an object column (read from JSON, say) sort as numbers
+    numbers.insert(0, "ts", pd.Series(list(range(300, 0, -1)), dtype=object))
+    assert load_stream(numbers, "y", "ts")["x1"].tolist() == numbers["x1"].tolist()[::-1]
     mixed = stream(300).assign(when=[1, "b", 2.5] * 100)
     with pytest.raises(DataError, match="not sortable"):
         backtest(mixed, "y", time_col="when")
@@ -287,3 +301,28 @@ def test_drift_that_never_stops_is_retrained_on_schedule_before_each_version_deg
     assert report.every_window.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
     assert report.recovered is not None and report.recovered >= 0.75, report.recovered
     assert report.loop.retrains < report.every_window.retrains
+
+
+def test_the_share_kept_is_shown_with_the_gain_and_its_noise() -> None:
+    """A loop a hair below static keeps "0%", never "-0%"; a gain within two standard errors is
+    called noise; a lower-is-better metric counts a drop as the gain."""
+    from mloop.backtesting.backtest import BacktestReport, PolicyResult
+    from mloop.cli.loop import _kept_line
+
+    def report(metric: str, loop: float, static: float, every: float, se: float) -> BacktestReport:
+        return BacktestReport(
+            1000, "classification", "y", 200, 100, "m", [], None,
+            PolicyResult({metric: loop}, [], 1), PolicyResult({metric: static}, [], 0),
+            PolicyResult({metric: every}, [], 7), metric=metric, gain_se={"every_window": se},
+        )  # fmt: skip
+
+    assert _kept_line(report("accuracy", 0.799, 0.8, 0.9, 0.01)) == (
+        "the loop kept -1% of every_window's gain over static (accuracy +0.1000 ± 0.0100)"
+    )
+    assert "kept 0% " in _kept_line(report("accuracy", 0.7999, 0.8, 0.9, 0.01))
+    assert _kept_line(report("accuracy", 0.81, 0.8, 0.82, 0.015)).endswith(
+        "(accuracy +0.0200 ± 0.0150: within noise, the share says little)"
+    )
+    assert "kept 50% of every_window's gain over static (mae +2.0000 ± 0.1000)" in _kept_line(
+        report("mae", 9.0, 10.0, 8.0, 0.1)
+    )
