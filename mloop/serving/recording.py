@@ -114,8 +114,9 @@ class Recorder:
         a row number): labels are joined to predictions when the log is read, so they survive
         restarts and reach the prediction whichever worker or replica answered it. An id the log
         never holds is counted as an unmatched label by ``mloop monitor``; a repeated id's latest
-        label wins. The label must be one of the production version's classes, of their type
-        (``true`` is not ``1``), or a finite number for regression.
+        label wins. The label must be of the type of the production version's classes (``true`` is not
+        ``1``; a class it never saw is taken: a new class is what the loop must see), or a finite
+        number for regression.
         """
         classes = production.loaded.classes if production else None
         schema = self._schemas.get(("feedback", production.loaded.version.id) if production else None)
@@ -136,10 +137,14 @@ class Recorder:
                     f"feedback[{i}]: {shown} is not a prediction id (a ULID, '-', a row number)",
                     field="prediction_id",
                 )
-            if classes is not None and not any(_same_class(label, c) for c in classes):
+            if classes is not None and isinstance(label, float) and not _finite(label):
+                raise InputError(f"feedback[{i}]: label {label!r} is not a class", field="label")
+            if classes is not None and not any(_same_kind(label, c) for c in classes):
+                # a class of the classes' type the model never saw is taken: one that appeared after
+                # it was trained is what the loop must see (it counts as a miss) to retrain
                 shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
                 raise InputError(
-                    f"feedback[{i}]: label {shown} is not one of the model's classes {classes}",
+                    f"feedback[{i}]: label {shown} is not of the type of the model's classes {classes}",
                     field="label",
                 )
             if classes is None and (
@@ -159,11 +164,11 @@ class Recorder:
         return len(ids)
 
 
-def _same_class(label: Any, cls: Any) -> bool:
-    """``label`` names class ``cls``: equal and of its type (``true`` is not ``1``); an integer
-    names a float class (JSON writes ``1.0`` as ``1``)."""
+def _same_kind(label: Any, cls: Any) -> bool:
+    """``label`` could name a class like ``cls``: of its type (``true`` is not ``1``, ``"1"`` is not
+    ``1``); an integer names a float class (JSON writes ``1.0`` as ``1``)."""
     kind = type(label)
-    return label == cls and (kind is type(cls) or (kind is int and type(cls) is float))
+    return kind is type(cls) or (kind is int and type(cls) is float and not isinstance(label, bool))
 
 
 def _finite(value: float) -> bool:

@@ -265,12 +265,12 @@ def _classification_metrics(
         and ((proba >= 0) & (proba <= 1)).all()
     ):
         index = {c: i for i, c in enumerate(classes)}
-        try:
-            truth = np.array([index[v] for v in y.tolist()], dtype=np.int64)
-        except KeyError as exc:
-            raise ValueError(f"y holds {exc.args[0]!r}, which is not one of the classes {classes}") from None
+        # a label the model never saw (a class that appeared after it was trained) has no column:
+        # its probability is 0 for log-loss, and the metrics that rank known classes are undefined
+        truth = np.array([index.get(v, -1) for v in y.tolist()], dtype=np.int64)
+        unseen = truth < 0
         present = set(truth.tolist())
-        if len(present) > 1:
+        if len(present) > 1 and not unseen.any():
             if len(classes) == 2:
                 positive = truth == 1
                 out["roc_auc"] = _auc(positive, proba[:, 1])
@@ -278,7 +278,8 @@ def _classification_metrics(
             elif len(present) == len(classes):  # one-vs-rest, macro
                 out["roc_auc"] = float(np.mean([_auc(truth == i, proba[:, i]) for i in range(len(classes))]))
         eps = np.finfo(float).eps
-        chosen = np.clip(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1), eps, 1 - eps)
+        chosen = np.where(unseen, 0.0, proba[np.arange(len(truth)), np.maximum(truth, 0)])
+        chosen = np.clip(np.clip(chosen, 1e-15, 1), eps, 1 - eps)
         out["log_loss"] = float(-np.mean(np.log(chosen)))
     return out
 

@@ -326,3 +326,20 @@ def test_the_share_kept_is_shown_with_the_gain_and_its_noise() -> None:
     assert "kept 50% of every_window's gain over static (mae +2.0000 ± 0.1000)" in _kept_line(
         report("mae", 9.0, 10.0, 8.0, 0.1)
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # long replays; a loaded machine slows them, never changes them
+def test_a_class_that_appears_after_training_is_labelled_seen_and_learned() -> None:
+    """Labels of a class the production version never saw are taken (they count as misses), so the
+    loop degrades, retrains on rows that hold the class, and serves a version that predicts it."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3000, 3))
+    y = np.where(x[:, 0] + x[:, 1] > 0, "a", "b").astype(object)
+    y[(np.arange(3000) >= 1500) & (x[:, 2] > 0.3)] = "c"  # ~38 % of the later rows
+    frame = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "y": y})
+    report = backtest(frame, "y")
+    assert report.loop.retrains >= 1 and any(e.kind == "promote" for e in report.events)
+    late = [w["accuracy"] for w in report.loop.windows[-3:]]
+    static = [w["accuracy"] for w in report.static.windows[-3:]]
+    assert min(late) > 0.9 and max(static) < 0.7, (late, static)

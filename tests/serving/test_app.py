@@ -124,11 +124,20 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
     malformed = served.client.post("/feedback", json={"prediction_id": "nope", "label": 1})
     assert malformed.status_code == 422 and malformed.json()["error"]["field"] == "prediction_id"
     wrong = served.client.post("/feedback", json={"prediction_id": ids[3], "label": "rain"})
-    assert wrong.status_code == 422 and "not one of the model's classes" in wrong.json()["error"]["message"]
+    assert (
+        wrong.status_code == 422
+        and "not of the type of the model's classes" in wrong.json()["error"]["message"]
+    )
+    for label in (True, 1.5, "1"):  # classes [0, 1]: a bool, a float, a string are other types
+        refused = served.client.post("/feedback", json={"prediction_id": ids[3], "label": label})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "label", label
+    # a class the model never saw (one that appeared after training) is what the loop must see
+    new_class = served.client.post("/feedback", json={"prediction_id": ids[4], "label": 2})
+    assert new_class.json() == {"accepted": 1}
     deadline = time.monotonic() + 10
     while (
         read_log(tmp_path / "log", "clf").num_rows < 5
-        or read_log(tmp_path / "log", "clf", "feedback").num_rows < 3
+        or read_log(tmp_path / "log", "clf", "feedback").num_rows < 4
     ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -136,7 +145,8 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
     assert sorted(logged["prediction_id"]) == sorted(ids) and set(logged["version"]) == {1}
     assert {"input.a", "input.b", "prediction", "latency_ms", "role"} <= set(logged.columns)
     labels = read_log(tmp_path / "log", "clf", "feedback").to_pandas()
-    assert sorted(labels["prediction_id"]) == sorted(ids[:3])
+    assert sorted(labels["prediction_id"]) == sorted([*ids[:3], ids[4]])
+    assert labels.set_index("prediction_id")["label"][ids[4]] == 2
 
 
 def test_a_huge_integer_is_answered_and_logged(ws, serve, tmp_path: Path) -> None:

@@ -205,3 +205,17 @@ def test_bad_evaluation_input(model: LogisticRegression, data: pd.DataFrame) -> 
         SliceSpec.parse("age:young,old")
     with pytest.raises(ParameterError, match="unknown threshold setting 'minimal'"):
         validate_evaluation(evaluate_model(model, data, "y"), None, {"minimal": {}})
+
+
+def test_a_label_the_model_never_saw_is_a_miss_not_an_error() -> None:
+    """A class that appeared after training: it counts against accuracy and log-loss (probability 0,
+    clipped), and the metrics that rank the known classes are left out rather than made up."""
+    from mloop.validation.model import score_predictions
+
+    y = np.array(["a", "b", "c", "c"], dtype=object)
+    predicted = np.array(["a", "b", "a", "b"], dtype=object)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    out = score_predictions("classification", y, predicted, proba, ["a", "b"])
+    assert out["accuracy"] == 0.5
+    assert "roc_auc" not in out and "brier" not in out
+    assert out["log_loss"] > 15  # two rows at the clipped probability (-log 1e-15 ≈ 34.5 each)
