@@ -175,11 +175,9 @@ def load_stream(
         if not (pd.api.types.is_numeric_dtype(order) or pd.api.types.is_datetime64_any_dtype(order)):
             try:  # strings sort as text: only ISO-like dates sort in time order
                 order = _as_time(order)
-            except (ValueError, TypeError) as exc:
-                example = next((repr(v) for v in frame[time_col] if v is not None), "none")
+            except (ValueError, TypeError):
                 raise DataError(
-                    f"time column {time_col!r} is not sortable as time: values like {example} are "
-                    f"neither numbers nor ISO dates ({str(exc).splitlines()[0][:80]})",
+                    f"time column {time_col!r} is not sortable as time: {_unsortable(order)}",
                     field="time_col",
                 ) from None
         untimed = int(pd.isna(order).sum())
@@ -222,6 +220,22 @@ def _as_time(order: pd.Series) -> pd.Series:
     ):
         return pd.to_numeric(order)
     return pd.to_datetime(order.where(order.isna(), order.astype(str)), utc=True, format="ISO8601")
+
+
+def _unsortable(order: pd.Series) -> str:
+    """What keeps an object column from being a time: numbers mixed with text, or the first value
+    that is not an ISO date."""
+    present = [v for v in order.tolist() if not pd.isna(v)]
+    numbers = [v for v in present if isinstance(v, int | float | np.number) and not isinstance(v, bool)]
+    if numbers and len(numbers) < len(present):
+        text = next(v for v in present if v not in numbers)
+        return f"it mixes numbers (such as {numbers[0]!r}) and other values (such as {text!r:.60})"
+    for v in present:
+        try:
+            pd.to_datetime(str(v), utc=True, format="ISO8601")
+        except (ValueError, TypeError):
+            return f"values like {v!r:.60} are neither numbers nor ISO dates"
+    return "its values are neither numbers nor ISO dates"
 
 
 def _window_rows(rows: int, windows: int) -> int:
@@ -377,7 +391,13 @@ def backtest(
         )
     frame = load_stream(source, target, time_col, encoding)
     n, n0 = len(frame), int(len(frame) * initial)
-    if n0 < 50 or n - n0 < windows * MIN_WINDOW_ROWS:
+    if n0 < 50:
+        raise DataError(
+            f"{initial:.0%} of {n} rows is {n0} initial rows: the first model needs at least 50 "
+            f"(raise --initial to {int(np.ceil(50 / n * 100)) if n >= 100 else 100}% or more, or add rows)",
+            field="initial",
+        )
+    if n - n0 < windows * MIN_WINDOW_ROWS:
         raise DataError(
             f"{n} rows are too few for {initial:.0%} initial rows and {windows} windows of at least "
             f"{MIN_WINDOW_ROWS} rows",

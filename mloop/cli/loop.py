@@ -361,7 +361,8 @@ def _kept_line(report: BacktestReport) -> str:
     sign = -1 if m in LOWER_IS_BETTER else 1
     gain = sign * (report.every_window.metrics[m] - report.static.metrics[m])
     kept = round((report.recovered or 0.0) * 100)  # an int: never "-0"
-    line = f"the loop kept {kept}% of every_window's gain over static ({m} {gain:+.4f}"
+    moved = "lowered" if sign < 0 else "raised"
+    line = f"the loop kept {kept}% of every_window's gain over static (every_window {moved} {m} by {gain:.4f}"
     se = report.gain_se.get("every_window")
     if se is None:
         return line + ")"

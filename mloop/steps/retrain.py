@@ -248,12 +248,26 @@ def fit_model(
     newest rows, held out), a second fit on ``older`` + ``train`` is kept instead when it scores better
     on ``test``: after an abrupt change the regime's own rows win, under slow drift or a false alarm
     the longer window does."""
+    task = infer_task(train[target])
+    window = "regime"
+    if task == "classification" and train[target].nunique() < 2:
+        # a regime of one class (a stretch of "no", say) has nothing to learn: a model of it answers
+        # that class whatever it is asked, and its hold-out of the same class would bless it
+        wider = pd.concat([older[train.columns], train], ignore_index=True) if older is not None else train
+        if wider[target].nunique() < 2:
+            only = train[target].dropna().unique()
+            shown = repr(only[0].item() if hasattr(only[0], "item") else only[0]) if len(only) else "none"
+            raise DataError(
+                f"the {len(wider)} labelled rows to train on hold a single class ({shown}): nothing to "
+                "learn; the production version keeps serving",
+                field="target",
+            )
+        train, older, compare_wider, window = wider, None, False, "wider: the regime holds one class"
     features, y = train.drop(columns=[target]), train[target]
-    task = infer_task(y)
     factory = estimator_factory(estimator)
     model = factory(features, task).fit(features, y)
     fitted = train
-    chosen = {"window": "regime", "n_train": len(train)}
+    chosen = {"window": window, "n_train": len(train)}
     comparable = older is not None and test is not None and len(older) > 0 and len(test) > 0
     if compare_wider and comparable and older is not None and test is not None:
         wide = pd.concat([older[train.columns], train], ignore_index=True)

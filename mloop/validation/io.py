@@ -254,7 +254,25 @@ def _csv_error(path: Path, encoding: str, exc: Exception) -> DataError:
             "pass the file's encoding, e.g. --encoding latin-1",
             field="encoding",
         )
-    return DataError(f"{path}: cannot parse CSV ({message})", field="path")
+    return DataError(f"{path}: cannot parse CSV ({message}){_sniffed(path)}", field="path")
+
+
+def _sniffed(path: Path) -> str:
+    """A hint from the file's first bytes when a CSV cannot be parsed: a UTF-16/32 byte-order mark
+    (read without --encoding), or a first line separated by ';', tabs or '|' rather than commas."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return ""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "; the file starts with a UTF-16/32 byte-order mark: pass --encoding utf-16 (or utf-32)"
+    first = head.split(b"\n", 1)[0]
+    counts = {sep: first.count(sep.encode()) for sep in (";", "\t", "|")}
+    sep, n = max(counts.items(), key=lambda kv: kv[1])
+    if n and n >= first.count(b","):
+        return f"; the file seems separated by {sep!r}: save it comma-separated or as Parquet"
+    return ""
 
 
 def _csv_batches(
@@ -273,9 +291,15 @@ def _csv_batches(
             raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from exc
         raise _csv_error(path, encoding, exc) from exc
     with reader:
-        binary = [
-            f.name for f in reader.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-        ]
+        try:  # column names are decoded on first use
+            reader.schema.names  # noqa: B018 (decodes them: a header in another encoding fails here)
+            binary = [
+                f.name
+                for f in reader.schema
+                if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+            ]
+        except UnicodeError as exc:
+            raise _csv_error(path, encoding, exc) from exc
         if binary:  # pyarrow infers text it cannot decode as raw bytes instead of failing
             raise DataError(
                 f"{path}: column {binary[0]!r} is not valid {encoding} text; "

@@ -197,6 +197,16 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     stream(330).to_csv(uneven, index=False)
     semicolons = tmp_path / "semicolons.csv"
     stream(300).to_csv(semicolons, index=False, sep=";")
+    decimal_commas = tmp_path / "decimal_commas.csv"  # a parse error before any column is named
+    stream(300).to_csv(decimal_commas, index=False, sep=";", decimal=",")
+    utf16 = tmp_path / "utf16.csv"
+    stream(300).to_csv(utf16, index=False, encoding="utf-16")
+    latin_header = tmp_path / "latin_header.csv"
+    stream(300).rename(columns={"x1": "größe"}).to_csv(latin_header, index=False, encoding="latin-1")
+    bad_date = tmp_path / "bad_date.csv"
+    stream(300).assign(when=[f"2024-01-{d % 28 + 1:02d}" for d in range(299)] + ["2024-13-45"]).to_csv(
+        bad_date, index=False
+    )
     days = tmp_path / "days.csv"
     stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
     cases = [
@@ -211,6 +221,17 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(data), "--target", "y", "--windows", "1"], "greater than or equal to 2"),
         (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
         (["backtest", str(semicolons), "--target", "y"], "seems separated by ';': save it comma-separated"),
+        (["backtest", str(decimal_commas), "--target", "y"], "seems separated by ';'"),
+        (["backtest", str(utf16), "--target", "y"], "byte-order mark: pass --encoding utf-16"),
+        (
+            ["backtest", str(latin_header), "--target", "y"],
+            "pass the file's encoding, e.g. --encoding latin-1",
+        ),
+        (["backtest", str(bad_date), "--target", "y", "--time-col", "when"], "values like '2024-13-45' are"),
+        (
+            ["backtest", str(data), "--target", "y", "--initial", "0.1"],
+            "30 initial rows: the first model needs",
+        ),
         (
             ["backtest", str(uneven), "--target", "y", "--windows", "13"],
             "a last one of at least 20 (it would have 12); 12 windows fit",
@@ -317,14 +338,16 @@ def test_the_share_kept_is_shown_with_the_gain_and_its_noise() -> None:
         )  # fmt: skip
 
     assert _kept_line(report("accuracy", 0.799, 0.8, 0.9, 0.01)) == (
-        "the loop kept -1% of every_window's gain over static (accuracy +0.1000 ± 0.0100)"
+        "the loop kept -1% of every_window's gain over static "
+        "(every_window raised accuracy by 0.1000 ± 0.0100)"
     )
     assert "kept 0% " in _kept_line(report("accuracy", 0.7999, 0.8, 0.9, 0.01))
     assert _kept_line(report("accuracy", 0.81, 0.8, 0.82, 0.015)).endswith(
-        "(accuracy +0.0200 ± 0.0150: within noise, the share says little)"
+        "(every_window raised accuracy by 0.0200 ± 0.0150: within noise, the share says little)"
     )
-    assert "kept 50% of every_window's gain over static (mae +2.0000 ± 0.1000)" in _kept_line(
-        report("mae", 9.0, 10.0, 8.0, 0.1)
+    assert (
+        "kept 50% of every_window's gain over static (every_window lowered mae by 2.0000 ± 0.1000)"
+        in _kept_line(report("mae", 9.0, 10.0, 8.0, 0.1))
     )
 
 
@@ -343,3 +366,18 @@ def test_a_class_that_appears_after_training_is_labelled_seen_and_learned() -> N
     late = [w["accuracy"] for w in report.loop.windows[-3:]]
     static = [w["accuracy"] for w in report.static.windows[-3:]]
     assert min(late) > 0.9 and max(static) < 0.7, (late, static)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_regime_of_one_class_is_not_trained_on() -> None:
+    """Labels that turn to one class for a stretch: the retraining run refuses to fit that class alone
+    (its hold-out of the same class would bless a model that answers "no" to everything)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(600, 3))
+    y = np.where(1 / (1 + np.exp(-2 * x @ [1.5, -1, 0.5])) > rng.random(600), "yes", "no").astype(object)
+    y[120:421] = "no"
+    report = backtest(pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "y": y}), "y", windows=4)
+    assert not any(e.kind in ("canary", "promote") for e in report.events), report.events
+    errors = [e.detail for e in report.events if e.kind == "error"]
+    assert errors and all("hold a single class ('no'): nothing to learn" in d for d in errors), errors
