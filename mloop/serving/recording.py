@@ -139,6 +139,16 @@ class Recorder:
                 )
             if classes is not None and isinstance(label, float) and not _finite(label):
                 raise InputError(f"feedback[{i}]: label {label!r} is not a class", field="label")
+            if (
+                type(label) is int
+                and not -(2**63) <= label < 2**63
+                and all(type(c) is int for c in classes or ())
+            ):
+                shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
+                raise InputError(
+                    f"feedback[{i}]: label {shown} is beyond a 64-bit integer (the classes' type)",
+                    field="label",
+                )
             if classes is not None and not any(_same_kind(label, c) for c in classes):
                 # a class of the classes' type the model never saw is taken: one that appeared after
                 # it was trained is what the loop must see (it counts as a miss) to retrain

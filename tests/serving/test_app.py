@@ -131,6 +131,9 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
     for label in (True, 1.5, "1"):  # classes [0, 1]: a bool, a float, a string are other types
         refused = served.client.post("/feedback", json={"prediction_id": ids[3], "label": label})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "label", label
+    beyond = {"feedback": [{"prediction_id": ids[3], "label": 1}, {"prediction_id": ids[3], "label": 2**63}]}
+    refused = served.client.post("/feedback", json=beyond)
+    assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("feedback[1]: label")
     # a class the model never saw (one that appeared after training) is what the loop must see
     new_class = served.client.post("/feedback", json={"prediction_id": ids[4], "label": 2})
     assert new_class.json() == {"accepted": 1}
