@@ -142,7 +142,8 @@ class Recorder:
             if (
                 type(label) is int
                 and not -(2**63) <= label < 2**63
-                and all(type(c) is int for c in classes or ())
+                and classes  # regression labels are floats: a big integer is a finite number there
+                and all(type(c) is int for c in classes)
             ):
                 shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
                 raise InputError(

@@ -278,3 +278,18 @@ def test_only_json_bodies_reach_mloops_own_endpoints(ws, serve, tmp_path: Path, 
     served.service.log.flush()
     if path == "/feedback":  # only the four accepted posts were recorded
         assert read_log(tmp_path / "log", "clf", "feedback").num_rows == 4
+
+
+def test_a_regression_label_may_be_an_integer_beyond_64_bits(tmp_path: Path) -> None:
+    """The 64-bit bound names integer classes; a regression label is a float, and 2**64 is a finite one
+    (without a production version, labels are taken as regression values)."""
+    from mloop.monitoring.log import PredictionLog
+    from mloop.serving.metrics import ServiceMetrics
+    from mloop.serving.recording import Recorder
+
+    log = PredictionLog(tmp_path / "log", "reg")
+    recorder = Recorder("reg", log, ServiceMetrics())
+    pid = "01M96QW4DG8YG2Y2427F1PHC9Q-0"
+    assert recorder.feedback([{"prediction_id": pid, "label": 2**64}], None) == 1
+    log.flush()
+    assert read_log(tmp_path / "log", "reg", "feedback").to_pydict()["label"] == [float(2**64)]
