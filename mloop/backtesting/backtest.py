@@ -33,7 +33,7 @@ from mloop.backtesting.targets import check_target, choose_metric
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.orchestration.config import LoopConfig
 from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task
-from mloop.validation.io import read_table
+from mloop.validation.io import read_table, separator_hint
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
 
@@ -146,11 +146,7 @@ def load_stream(
         else read_table(Path(source), encoding=encoding).to_pandas()
     )
     if target not in frame.columns:
-        hint = ""
-        if len(frame.columns) == 1:
-            sep = next((c for c in ";\t|" if c in str(frame.columns[0])), None)
-            if sep is not None:
-                hint = f"; the file seems separated by {sep!r}: save it comma-separated or as Parquet"
+        hint = separator_hint(str(frame.columns[0])) if len(frame.columns) == 1 else ""
         raise DataError(f"no target column {target!r} (columns: {list(frame.columns)}){hint}", field="target")
     named = pd.Index([str(c) for c in frame.columns])
     if named.has_duplicates:
@@ -215,18 +211,20 @@ def _as_time(order: pd.Series) -> pd.Series:
     """An object column as a sortable time: numbers as numbers (Python ints from JSON, say), anything
     else as ISO 8601 text (ValueError otherwise)."""
     present = order.dropna()
-    if len(present) and all(
-        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in present
-    ):
+    if len(present) and all(_is_number(v) for v in present):
         return pd.to_numeric(order)
     return pd.to_datetime(order.where(order.isna(), order.astype(str)), utc=True, format="ISO8601")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
 
 
 def _unsortable(order: pd.Series) -> str:
     """What keeps an object column from being a time: numbers mixed with text, or the first value
     that is not an ISO date."""
     present = [v for v in order.tolist() if not pd.isna(v)]
-    numbers = [v for v in present if isinstance(v, int | float | np.number) and not isinstance(v, bool)]
+    numbers = [v for v in present if _is_number(v)]
     if numbers and len(numbers) < len(present):
         text = next(v for v in present if v not in numbers)
         return f"it mixes numbers (such as {numbers[0]!r}) and other values (such as {text!r:.60})"
@@ -242,16 +240,18 @@ def _window_rows(rows: int, windows: int) -> int:
     """Rows per window: equal windows of ``rows``, the last one shorter by the remainder. Refused when
     the last would fall below MIN_WINDOW_ROWS (or not exist): 49 windows of 2,549 rows are 48 of 53
     and a last one of 5."""
+
+    def last(w: int) -> int:  # rows left for the last of w windows of ceil(rows / w)
+        return rows - (w - 1) * int(np.ceil(rows / w))
+
     size = int(np.ceil(rows / windows))
-    if rows - (windows - 1) * size >= MIN_WINDOW_ROWS:
+    if last(windows) >= MIN_WINDOW_ROWS:
         return size
-    fits = [
-        w for w in range(windows - 1, 1, -1) if rows - (w - 1) * int(np.ceil(rows / w)) >= MIN_WINDOW_ROWS
-    ]
-    hint = f"; {fits[0]} windows fit" if fits else ""
+    fits = next((w for w in range(windows - 1, 1, -1) if last(w) >= MIN_WINDOW_ROWS), None)
+    hint = f"; {fits} windows fit" if fits else ""
     raise ParameterError(
-        f"windows: {rows} replayed rows cannot make {windows} windows of about {size} rows with a last "
-        f"one of at least {MIN_WINDOW_ROWS} (it would have {max(rows - (windows - 1) * size, 0)}){hint}",
+        f"windows: {rows} replayed rows cannot make {windows} windows of about {size} "
+        f"rows with a last one of at least {MIN_WINDOW_ROWS} (it would have {max(last(windows), 0)}){hint}",
         field="windows",
     )
 

@@ -267,10 +267,14 @@ def _sniffed(path: Path) -> str:
         return ""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "; the file starts with a UTF-16/32 byte-order mark: pass --encoding utf-16 (or utf-32)"
-    first = head.split(b"\n", 1)[0]
-    counts = {sep: first.count(sep.encode()) for sep in (";", "\t", "|")}
-    sep, n = max(counts.items(), key=lambda kv: kv[1])
-    if n and n >= first.count(b","):
+    return separator_hint(head.split(b"\n", 1)[0].decode("utf-8", "replace"))
+
+
+def separator_hint(line: str) -> str:
+    """``"; the file seems separated by ';' …"`` when ``line`` (a CSV's first line, or the one column
+    name a comma-separated read found) holds more ';', tabs or '|' than commas; else ``""``."""
+    sep, n = max(((s, line.count(s)) for s in (";", "\t", "|")), key=lambda kv: kv[1])
+    if n and n >= line.count(","):
         return f"; the file seems separated by {sep!r}: save it comma-separated or as Parquet"
     return ""
 
