@@ -29,7 +29,7 @@ __all__ = [
     "Serializer",
     "deserialize",
     "file_artifact",
-    "parquet_codec",
+    "parquet_options",
     "python_type_name",
     "serialize",
     "store_value",
@@ -128,7 +128,7 @@ def _dump_parquet(df: Any) -> bytes:
     small = df.size < _THREADED_FROM_CELLS
     table = pa.Table.from_pandas(df, preserve_index=True, nthreads=1 if small else None)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=parquet_codec(table.num_rows))
+    pq.write_table(table, sink, **parquet_options(table))
     return sink.getvalue()
 
 
@@ -146,11 +146,21 @@ _THREADED_FROM_BYTES = 16 * 2**20
 _ZSTD_FROM_ROWS = 20_000
 
 
-def parquet_codec(rows: int) -> str:
-    """The compression of a Parquet table of ``rows`` rows that mloop writes (artifacts, prediction
-    log segments): zstd for large tables; below ``_ZSTD_FROM_ROWS``, snappy, because zstd sets up a
-    codec per column chunk (~1 ms a table of 20 columns: most of the cost of writing a small one)."""
-    return "zstd" if rows >= _ZSTD_FROM_ROWS else "snappy"
+def parquet_options(table: Any) -> dict[str, Any]:
+    """How mloop writes a Parquet table (artifacts, prediction log segments).
+
+    Compression: zstd for large tables; below ``_ZSTD_FROM_ROWS`` rows, snappy, because zstd sets up
+    a codec per column chunk (~1 ms a table of 20 columns: most of the cost of writing a small one).
+    Dictionary encoding for every column but floating-point ones: measured values rarely repeat, so
+    their dictionary is hashed and then thrown away (half the time of writing 2,000 rows × 9
+    columns, for a larger file), while labels, categories and ids compress well with one.
+    """
+    import pyarrow as pa
+
+    return {
+        "compression": "zstd" if table.num_rows >= _ZSTD_FROM_ROWS else "snappy",
+        "use_dictionary": [f.name for f in table.schema if not pa.types.is_floating(f.type)],
+    }
 
 
 def _dump_series(series: Any) -> bytes:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mloop.core.serialize import parquet_codec
+from mloop.core.serialize import parquet_options
 from mloop.entities import new_id
 from mloop.errors import BusyError
 from mloop.monitoring.log_schema import cast_table, target_schema
@@ -155,7 +155,7 @@ def _write_segments(folder: Path, groups: list[_Columns]) -> int:
             name = f"{new_id()}.parquet"
             tmp = folder / f".{name}.tmp"
             sink = pa.BufferOutputStream()  # in memory: pyarrow need not work out a filesystem
-            pq.write_table(table, sink, compression=parquet_codec(table.num_rows))
+            pq.write_table(table, sink, **parquet_options(table))
             try:
                 tmp.write_bytes(sink.getvalue())
             except FileNotFoundError:  # the model's first segment

@@ -473,13 +473,15 @@ class SqlMetadataStore(SqlStore):
             "uri": artifact.uri,
             "created_at": utcnow(),
         }
-        conn.execute(
-            insert_ignoring_conflicts(conn.dialect.name, t.artifacts)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["digest"])
-        )
+        insert = insert_ignoring_conflicts(conn.dialect.name, t.artifacts).values(values)
+        # one statement whether the digest is new or known: a no-op update returns the stored row
+        # (DO NOTHING would return none), the one every later step links to
         row = (
-            conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == artifact.digest))
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["digest"], set_={"digest": insert.excluded.digest}
+                ).returning(*t.artifacts.c)
+            )
             .mappings()
             .one()
         )

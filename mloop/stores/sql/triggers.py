@@ -208,13 +208,15 @@ class SqlTriggerStore(SqlStore):
 
     def state(self, trigger: str) -> TriggerState:
         with self._read() as conn:
-            return self._state(conn, trigger)
+            found = self._state(conn, trigger)
+        return found if found is not None else TriggerState(trigger, None, None, None, "", {})
 
     @staticmethod
-    def _state(conn: sa.Connection, trigger: str) -> TriggerState:
-        row = conn.execute(sa.select(_state).where(_state.c.trigger == trigger)).mappings().first()
+    def _state(conn: sa.Connection, trigger: str, *, for_update: bool = False) -> TriggerState | None:
+        query = sa.select(_state).where(_state.c.trigger == trigger)
+        row = conn.execute(query.with_for_update() if for_update else query).mappings().first()
         if row is None:
-            return TriggerState(trigger, None, None, None, "", {})
+            return None
         return TriggerState(
             trigger,
             row["evaluated_at"],
@@ -238,8 +240,13 @@ class SqlTriggerStore(SqlStore):
     ) -> None:
         """Update the given fields (others keep their value); ``last_error=""`` clears the error."""
         with self._write() as conn:  # read and write in one transaction: no other update lost
-            self._ensure_state(conn, trigger)
-            current = self._state(conn, trigger)
+            # locked on PostgreSQL (SQLite's BEGIN IMMEDIATE already holds the write lock); the row
+            # is created only when missing: a trigger's first save, once
+            current = self._state(conn, trigger, for_update=True)
+            if current is None:
+                self._ensure_state(conn, trigger)
+                current = self._state(conn, trigger, for_update=True)
+            assert current is not None
             row = {
                 "evaluated_at": evaluated_at or current.evaluated_at,
                 "fired_at": fired_at or current.fired_at,
