@@ -358,9 +358,13 @@ def _degradation(
     size = parse_window(spec.window)
     judged_to = last
     for w in fresh:
-        if w.labelled < max(spec.min_labelled, w.rows // 2) or spec.metric not in w.metrics:
+        if w.labelled < max(spec.min_labelled, w.rows // 2):
             break  # labels are late: wait for them rather than judge on a few
         judged_to = w.index
+        if spec.metric not in w.metrics:
+            # labelled, but the metric is undefined here (ROC-AUC of a window of one class): the
+            # window neither degrades nor clears the streak; waiting for it would wait forever
+            continue
         verdict = degradation(
             spec.metric,
             w.metrics[spec.metric],

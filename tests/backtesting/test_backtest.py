@@ -381,3 +381,37 @@ def test_a_regime_of_one_class_is_not_trained_on() -> None:
     assert not any(e.kind in ("canary", "promote") for e in report.events), report.events
     errors = [e.detail for e in report.events if e.kind == "error"]
     assert errors and all("hold a single class ('no'): nothing to learn" in d for d in errors), errors
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_window_of_one_class_does_not_stop_a_roc_auc_trigger() -> None:
+    """A rare positive class, judged by ROC-AUC: a window whose labels were all negative has no
+    ROC-AUC, and the trigger waited for it forever: after the concept flipped the loop never retrained
+    (0.56-0.63 while retraining every window scored 0.99)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 3))
+    score = x[:, 0] + x[:, 1]
+    score[900:] = x[900:, 0] - x[900:, 1]
+    y = (score > 1.8).astype(int)  # ~10 % positive
+    y[600:900] = 0  # the first replayed window: negatives only
+    report = backtest(pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "y": y}), "y")
+    assert report.metric == "roc_auc" and "roc_auc" not in report.loop.windows[0]
+    assert report.loop.retrains >= 1 and any(e.kind == "promote" for e in report.events), report.events
+    assert min(w["roc_auc"] for w in report.loop.windows[-3:]) > 0.9, report.loop.windows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_csv_date_column_survives_the_round_trip_through_the_log(tmp_path: Path) -> None:
+    """A CSV with an ISO date column beside the features: v1 was trained on dates, the log kept the
+    requests' text (quoted, from the in-process channel), and every retrain stopped at the schema gate
+    ("expected datetime, found string") while the backtest exited 0."""
+    frame = stream(3000, drift_at=1500, seed=3)
+    frame["day"] = pd.date_range("2024-01-01", periods=3000, freq="h").strftime("%Y-%m-%d")
+    data = tmp_path / "dated.csv"
+    frame.to_csv(data, index=False)
+    report = backtest(data, "y", workspace_dir=tmp_path / "ws")
+    assert not [e for e in report.events if e.kind == "error"], report.events
+    assert report.loop.retrains >= 1 and any(e.kind == "promote" for e in report.events), report.events
+    assert report.loop.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
