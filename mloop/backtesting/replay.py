@@ -8,6 +8,7 @@ Used by ``mloop backtest`` (tune triggers on history) and ``mloop demo`` (watch 
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from collections.abc import Callable
@@ -70,7 +71,14 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     columns = {}
     for name in frame.columns:
         values = frame[name].tolist()
-        columns[name] = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+        columns[name] = [
+            None
+            if v is None or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+            else v.isoformat()  # dates and times travel as ISO-8601 text, as JSON has no time type
+            if isinstance(v, datetime.date)
+            else v
+            for v in values
+        ]
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 

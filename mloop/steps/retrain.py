@@ -15,9 +15,10 @@ which needs no scaling and treats missing values natively).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,27 +65,57 @@ def infer_task(y: pd.Series) -> str:
     return "classification" if integral and values.nunique() <= 50 else "regression"
 
 
+def _is_time(column: pd.Series) -> bool:
+    """Datetimes, or an object column of dates/times (a CSV's date column as pyarrow reads it)."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return True
+    if column.dtype != object:
+        return False
+    first = column.dropna().head(1).tolist()
+    return bool(first) and isinstance(first[0], datetime.date)
+
+
+def epoch_seconds(frame: pd.DataFrame) -> np.ndarray:
+    """Time columns as seconds since 1970 (UTC; unparsable or missing → NaN), whatever form they
+    arrive in: datetimes, date objects, or the ISO-8601 text a JSON request carries."""
+    out = np.empty(frame.shape, dtype=np.float64)
+    for i, name in enumerate(frame.columns):
+        at = pd.to_datetime(frame[name], errors="coerce", utc=True, format="ISO8601")
+        out[:, i] = (at - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    return out
+
+
 def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
-    """An unfitted scikit-learn pipeline for ``features``: categorical columns ordinal-encoded
-    (unknown and missing → NaN, rare levels grouped), then histogram gradient boosting."""
+    """An unfitted scikit-learn pipeline for ``features``: time columns as seconds since 1970 (the
+    same number whether a date arrives as a datetime or as a request's ISO text), categorical columns
+    ordinal-encoded (unknown and missing → NaN, rare levels grouped), then histogram gradient
+    boosting."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
-    categorical = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    numeric = [c for c in features.columns if c not in categorical]
+    times = [c for c in features.columns if _is_time(features[c])]
+    categorical = [
+        c for c in features.columns if c not in times and not pd.api.types.is_numeric_dtype(features[c])
+    ]
+    numeric = [c for c in features.columns if c not in categorical and c not in times]
     encoder = OrdinalEncoder(
         handle_unknown="use_encoded_value",
         unknown_value=np.nan,
         encoded_missing_value=np.nan,
         max_categories=250,
     )
+    seconds = FunctionTransformer(epoch_seconds, feature_names_out="one-to-one")
     columns = ColumnTransformer(
-        [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
+        [
+            ("numeric", "passthrough", numeric),
+            ("time", seconds, times),
+            ("categorical", encoder, categorical),
+        ],
         verbose_feature_names_out=False,
     )
-    mask = [False] * len(numeric) + [True] * len(categorical)
+    mask = [False] * (len(numeric) + len(times)) + [True] * len(categorical)
     estimator = (
         HistGradientBoostingClassifier(categorical_features=mask, random_state=seed)
         if task == "classification"
@@ -94,11 +125,15 @@ def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
 
 
 def describe_default_model(features: pd.DataFrame, task: str) -> str:
-    categorical = sum(not pd.api.types.is_numeric_dtype(features[c]) for c in features.columns)
+    times = sum(_is_time(features[c]) for c in features.columns)
+    categorical = sum(
+        not _is_time(features[c]) and not pd.api.types.is_numeric_dtype(features[c]) for c in features.columns
+    )
     kind = "HistGradientBoostingClassifier" if task == "classification" else "HistGradientBoostingRegressor"
+    when = f"{times} time (seconds since 1970), " if times else ""
     return (
-        f"{kind} on {features.shape[1]} columns ({features.shape[1] - categorical} numeric, "
-        f"{categorical} categorical, ordinal-encoded; missing values handled natively)"
+        f"{kind} on {features.shape[1]} columns ({features.shape[1] - categorical - times} numeric, "
+        f"{when}{categorical} categorical, ordinal-encoded; missing values handled natively)"
     )
 
 
@@ -121,11 +156,29 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
     return factory
 
 
-def _log_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+def _log_rows(frame: pd.DataFrame, target: str, times: Sequence[str] = ()) -> pd.DataFrame:
+    """The logged inputs and labels as training rows. The log keeps datetime inputs as the text
+    clients sent: those of a column the production version was trained on as datetime are parsed
+    back, so the retrain sees the type its schema gate expects (left as text when any value does
+    not parse: the gate then names them)."""
     inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
     rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+    for name in times:
+        if name in rows.columns and not pd.api.types.is_datetime64_any_dtype(rows[name]):
+            parsed = pd.to_datetime(rows[name], errors="coerce", format="ISO8601")
+            if not (parsed.isna() & rows[name].notna()).any():
+                rows[name] = parsed
     rows[target] = label_values(frame["label"])
     return rows.reset_index(drop=True)
+
+
+def _datetime_inputs(ws: Workspace, model_name: str) -> list[str]:
+    """The inputs the production version of ``model_name`` was trained on as datetimes."""
+    try:
+        columns = ws.model_version(f"{model_name}@production").signature["inputs"]["columns"]
+    except (NotFoundError, KeyError, TypeError):
+        return []
+    return [n for n, rule in columns.items() if isinstance(rule, dict) and rule.get("type") == "datetime"]
 
 
 @step(outputs=["rows", "older"])
@@ -144,10 +197,11 @@ def training_rows(
         frame = window_frame(everything, since or None)
         if len(frame) < min_rows:
             frame = everything.iloc[-min_rows:]
-        rows = _log_rows(frame, target)
+        times = _datetime_inputs(ws, model_name)
+        rows = _log_rows(frame, target, times)
         if max_rows and len(frame) < max_rows:
             before = everything.iloc[: len(everything) - len(frame)]
-            older = _log_rows(before.iloc[-(max_rows - len(frame)) :], target)
+            older = _log_rows(before.iloc[-(max_rows - len(frame)) :], target, times)
     else:
         rows = read_table(Path(data)).to_pandas()
     if max_rows and len(rows) > max_rows:

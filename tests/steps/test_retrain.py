@@ -44,3 +44,30 @@ def test_a_validated_model_is_refitted_with_its_held_out_rows_only_when_asked() 
     assert refitted is not model and len(all_rows) == 300
     assert all_rows.iloc[-60:].reset_index(drop=True).equals(test.reset_index(drop=True))
     assert refitted.predict(test.drop(columns=["y"])).shape == (60,)
+
+
+def test_a_date_column_means_the_same_time_as_a_datetime_or_as_a_requests_iso_text() -> None:
+    """A CSV's date column (pyarrow reads date objects) was ordinal-encoded as categories: a request's
+    ISO text of the same day was an unknown category (NaN), and a retrain from the log failed on it."""
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from mloop.steps.retrain import default_model, describe_default_model
+
+    rows = stream(400, seed=2)
+    days = pd.date_range("2024-01-01", periods=400, freq="D")
+    rows["y"] = (days.day_of_year > 200).astype(int)  # the label is the date alone
+    features = rows.drop(columns=["y"]).assign(day=[d.date() for d in days])
+    model = default_model(features, "classification").fit(features, rows["y"])
+    assert "1 time (seconds since 1970)" in describe_default_model(features, "classification")
+    as_text = features.assign(day=[d.isoformat() for d in features["day"]])
+    as_datetime = features.assign(day=days)
+    expected = model.predict_proba(features)
+    for other in (as_text, as_datetime):
+        np.testing.assert_allclose(model.predict_proba(other), expected)
+    assert (model.predict(features) == rows["y"]).mean() > 0.95
+    unparsable = as_text.assign(day=["someday"] * 400)  # not a time: missing, never an error
+    assert model.predict(unparsable).shape == (400,)
+    assert isinstance(features["day"].iloc[0], datetime.date)
