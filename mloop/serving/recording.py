@@ -124,7 +124,9 @@ class Recorder:
             schema = feedback_schema(classes)
             if production is not None:
                 self._schemas[("feedback", production.loaded.version.id)] = schema
-        ids, labels = [], []
+        ids: list[str] = []
+        labels: list[Any] = []
+        seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
                 raise InputError(
@@ -162,6 +164,14 @@ class Recorder:
                 isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
             ):
                 raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
+            first = seen.setdefault(pid, i)
+            if first != i and not _same_label(labels[first], label):
+                # both arrive at the same moment: neither is the later one, so neither can win
+                raise InputError(
+                    f"feedback[{i}]: prediction {pid} is labelled {label!r:.60} here and "
+                    f"{labels[first]!r:.60} at feedback[{first}]: one label per prediction in a request",
+                    field="label",
+                )
             ids.append(pid)
             labels.append(label)
         if self.log is None:  # accepted and thrown away, a caller would believe its labels counted
@@ -180,6 +190,11 @@ def _same_kind(label: Any, cls: Any) -> bool:
     ``1``); an integer names a float class (JSON writes ``1.0`` as ``1``)."""
     kind = type(label)
     return kind is type(cls) or (kind is int and type(cls) is float and not isinstance(label, bool))
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """The same label sent twice (a retried item): equal and of one type (``true`` is not ``1``)."""
+    return type(a) is type(b) and a == b
 
 
 def _finite(value: float) -> bool:
