@@ -16,6 +16,7 @@ make, so a reader can tell a gain from none.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import tempfile
 import time
@@ -154,8 +155,19 @@ def load_stream(
         raise DataError(f"column {twice[0]!r} appears twice: name each column once", field=twice[0])
     if len(frame.columns) < 2:
         raise DataError(f"no feature columns: the table holds only the target {target!r}", field="data")
+    for name in [c for c in frame.columns if pd.api.types.is_timedelta64_dtype(frame[c])]:
+        raise DataError(
+            f"column {name!r} holds durations: give them as numbers (seconds, say) or drop the column",
+            field=str(name),
+        )
     for name in [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]:  # before any run
         first = frame[name].dropna()
+        if len(first) and isinstance(first.iloc[0], datetime.time | datetime.timedelta):
+            raise DataError(
+                f"column {name!r} holds times of day or durations such as {str(first.iloc[0])!r}: give "
+                "them as numbers (seconds since midnight, say) or drop the column",
+                field=str(name),
+            )
         if len(first) and isinstance(first.iloc[0], list | tuple | dict | set | np.ndarray):
             value = first.iloc[0]
             shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)[:60]

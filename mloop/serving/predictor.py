@@ -21,6 +21,7 @@ import numpy as np
 from mloop.core.compiled import OnnxClassifier, OnnxModel
 from mloop.entities import ModelVersion
 from mloop.errors import InputError, MloopError
+from mloop.validation.times import seconds_since_epoch
 
 if TYPE_CHECKING:  # imported when a request needs a DataFrame, not before the first answer
     import pandas as pd
@@ -269,6 +270,19 @@ class Predictor:
             lo, hi = rule.get("min"), rule.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 self._out_of_domain(i, column, f"{value!r} is outside the training range [{lo}, {hi}]", found)
+        elif kind == "datetime":
+            # JSON has no time type: ISO-8601 text, read as the model reads it (naive = UTC)
+            seconds = seconds_since_epoch(value) if isinstance(value, str) else None
+            if seconds is None:
+                shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
+                raise InputError(
+                    f"row {i}: column {column!r}: expected an ISO-8601 date or time such as "
+                    f"'2024-06-05' or '2024-06-05T10:00:00+02:00', got {shown}",
+                    field=column,
+                )
+            lo, hi = rule.get("min"), rule.get("max")
+            if (lo is not None and seconds < lo) or (hi is not None and seconds > hi):
+                self._out_of_domain(i, column, f"{value!r} is outside the training range", found)
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise InputError(

@@ -43,6 +43,7 @@ from mloop.validation.model import evaluate_model as score_model
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
+from mloop.validation.times import epoch_seconds, to_datetimes
 from mloop.workspace import Workspace
 
 __all__ = [
@@ -73,16 +74,6 @@ def _is_time(column: pd.Series) -> bool:
         return False
     first = column.dropna().head(1).tolist()
     return bool(first) and isinstance(first[0], datetime.date)
-
-
-def epoch_seconds(frame: pd.DataFrame) -> np.ndarray:
-    """Time columns as seconds since 1970 (UTC; unparsable or missing → NaN), whatever form they
-    arrive in: datetimes, date objects, or the ISO-8601 text a JSON request carries."""
-    out = np.empty(frame.shape, dtype=np.float64)
-    for i, name in enumerate(frame.columns):
-        at = pd.to_datetime(frame[name], errors="coerce", utc=True, format="ISO8601")
-        out[:, i] = (at - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
-    return out
 
 
 def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
@@ -165,8 +156,8 @@ def _log_rows(frame: pd.DataFrame, target: str, times: Sequence[str] = ()) -> pd
     rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
     for name in times:
         if name in rows.columns and not pd.api.types.is_datetime64_any_dtype(rows[name]):
-            parsed = pd.to_datetime(rows[name], errors="coerce", format="ISO8601")
-            if not (parsed.isna() & rows[name].notna()).any():
+            parsed = to_datetimes(rows[name])  # UTC: one column may hold several offsets (DST)
+            if parsed is not None:
                 rows[name] = parsed
     rows[target] = label_values(frame["label"])
     return rows.reset_index(drop=True)

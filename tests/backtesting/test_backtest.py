@@ -209,7 +209,13 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     )
     days = tmp_path / "days.csv"
     stream(300).assign(when=["monday", "tuesday", "friday"] * 100).to_csv(days, index=False)
+    clock = tmp_path / "clock.csv"  # pyarrow reads "09:00:00" as a time of day: the schema step crashed
+    stream(300).assign(at=["09:00:00", "17:30:00"] * 150).to_csv(clock, index=False)
+    waits = tmp_path / "waits.parquet"
+    stream(300).assign(wait=pd.to_timedelta(np.arange(300), unit="s")).to_parquet(waits)
     cases = [
+        (["backtest", str(clock), "--target", "y"], "column 'at' holds times of day or durations such as"),
+        (["backtest", str(waits), "--target", "y"], "column 'wait' holds durations"),
         (["backtest", str(data), "--target", "y", "--metric", "rmse"], "metric 'rmse' does not fit"),
         (["backtest", str(data), "--target", "x1", "--metric", "roc_auc"], "does not fit a regression"),
         (["backtest", str(one), "--target", "y"], "target 'y' has a single value"),

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from serving_helpers import fit, register, training_data
@@ -298,3 +299,36 @@ def test_a_regression_label_may_be_an_integer_beyond_64_bits(tmp_path: Path) -> 
     assert recorder.feedback([{"prediction_id": pid, "label": 2**64}], None) == 1
     log.flush()
     assert read_log(tmp_path / "log", "reg", "feedback").to_pydict()["label"] == [float(2**64)]
+
+
+def test_a_datetime_feature_takes_iso_text_and_refuses_anything_else(tmp_path: Path, serve) -> None:
+    """Any value of a datetime feature was answered (garbage as a missing value, "now" as the clock),
+    and dates beyond pandas' nanosecond range or ``true`` were HTTP 500s."""
+    from mloop.steps.retrain import default_model
+
+    cols = ["a", "b", "day"]
+    df = training_data().assign(day=pd.date_range("2024-01-01", periods=600, freq="h"))
+    model = default_model(df[cols], "classification").fit(df[cols], df["y"])
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        ws.promote("clf", register(ws, model, df, cols).version)
+        served = serve(ws)
+
+        def post(day: object) -> httpx.Response:
+            return served.client.post("/predict", json={"instances": [{"a": 0.1, "b": 0.2, "day": day}]})
+
+        same = [
+            post(d).json()["probabilities"]
+            for d in ("2024-01-05", "2024-01-05T00:00:00", "2024-01-05T02:00:00+02:00")
+        ]
+        assert same[0] == same[1] == same[2]
+        for day in ("someday", "2024-13-45", "now", "", "06/05/2024", True, 1717581600, [], {"y": 1}):
+            refused = post(day)
+            assert refused.status_code == 422, (day, refused.text)
+            assert (
+                "row 0: column 'day': expected an ISO-8601 date or time" in refused.json()["error"]["message"]
+            )
+        for day in ("2300-01-01", "0001-01-01", "9999-12-31"):  # far outside training: answered, counted
+            assert post(day).status_code == 200, day
+        metrics = served.client.get("/metrics").text
+        assert 'mloop_out_of_domain_values_total{column="day",model="clf"} 3.0' in metrics
+        assert 'status="500"' not in metrics

@@ -71,3 +71,23 @@ def test_a_date_column_means_the_same_time_as_a_datetime_or_as_a_requests_iso_te
     unparsable = as_text.assign(day=["someday"] * 400)  # not a time: missing, never an error
     assert model.predict(unparsable).shape == (400,)
     assert isinstance(features["day"].iloc[0], datetime.date)
+
+
+def test_times_beyond_pandas_nanosecond_range_and_mixed_offsets_are_read() -> None:
+    """Dates before 1677 or after 2262 crashed the first fit (OutOfBoundsDatetime); a column whose
+    text carried both +01:00 and +02:00 (a zone with summer time) failed every retrain from the log."""
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from mloop.validation.times import epoch_seconds, to_datetimes
+
+    values = [datetime.date(1, 1, 1), datetime.date(2365, 11, 1), "2300-01-01", "2024-01-01T01:00:00+01:00"]
+    seconds = epoch_seconds(pd.DataFrame({"d": pd.Series([*values, "someday", True, 5, None], dtype=object)}))
+    assert seconds[:, 0][3] == 1704067200.0 and np.isfinite(seconds[:4, 0]).all()
+    assert np.isnan(seconds[4:, 0]).all()  # not a time: missing, never an error
+    offsets = pd.Series(["2024-01-01T01:00:00+01:00", "2024-07-01T02:00:00+02:00", None])
+    parsed = to_datetimes(offsets)
+    assert parsed is not None and list(parsed[:2]) == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-07-01")]
+    assert to_datetimes(pd.Series(["2024-01-01", "someday"])) is None  # left as text: the gate names it
