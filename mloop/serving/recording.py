@@ -114,9 +114,10 @@ class Recorder:
         a row number): labels are joined to predictions when the log is read, so they survive
         restarts and reach the prediction whichever worker or replica answered it. An id the log
         never holds is counted as an unmatched label by ``mloop monitor``; a repeated id's latest
-        label wins. The label must be of the type of the production version's classes (``true`` is not
-        ``1``; a class it never saw is taken: a new class is what the loop must see), or a finite
-        number for regression.
+        label wins (within one request, the later item: the API's schema allows repeats). The label
+        must be of the type of the production version's classes (``true`` is not ``1``; a class it
+        never saw is taken: a new class is what the loop must see), or a finite number for
+        regression.
         """
         classes = production.loaded.classes if production else None
         schema = self._schemas.get(("feedback", production.loaded.version.id) if production else None)
@@ -124,9 +125,7 @@ class Recorder:
             schema = feedback_schema(classes)
             if production is not None:
                 self._schemas[("feedback", production.loaded.version.id)] = schema
-        ids: list[str] = []
-        labels: list[Any] = []
-        seen: dict[str, int] = {}
+        ids, labels = [], []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "prediction_id" not in item or "label" not in item:
                 raise InputError(
@@ -164,14 +163,6 @@ class Recorder:
                 isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
             ):
                 raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
-            first = seen.setdefault(pid, i)
-            if first != i and not _same_label(labels[first], label):
-                # both arrive at the same moment: neither is the later one, so neither can win
-                raise InputError(
-                    f"feedback[{i}]: prediction {pid} is labelled {label!r:.60} here and "
-                    f"{labels[first]!r:.60} at feedback[{first}]: one label per prediction in a request",
-                    field="label",
-                )
             ids.append(pid)
             labels.append(label)
         if self.log is None:  # accepted and thrown away, a caller would believe its labels counted
@@ -190,11 +181,6 @@ def _same_kind(label: Any, cls: Any) -> bool:
     ``1``); an integer names a float class (JSON writes ``1.0`` as ``1``)."""
     kind = type(label)
     return kind is type(cls) or (kind is int and type(cls) is float and not isinstance(label, bool))
-
-
-def _same_label(a: Any, b: Any) -> bool:
-    """The same label sent twice (a retried item): equal and of one type (``true`` is not ``1``)."""
-    return type(a) is type(b) and a == b
 
 
 def _finite(value: float) -> bool:
