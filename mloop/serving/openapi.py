@@ -123,6 +123,9 @@ METRICS: dict[str, Any] = {
 }
 
 
+_TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+
+
 def _row(service: Any) -> dict[str, Any]:
     production = service.slots.production
     if production is None:
@@ -140,6 +143,8 @@ def _row(service: Any) -> dict[str, Any]:
             schema = {"type": "boolean"}
         elif kind == "string":
             schema = {"type": "string"}
+        elif kind == "datetime":  # JSON has no time type: ISO-8601 text, as /predict checks
+            schema = _TIME
         else:
             schema = {}
         properties[column] = schema
@@ -163,6 +168,7 @@ def _v2_request(service: Any) -> dict[str, Any]:
             "int": ("INT64", {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}),
             "float": ("FP64", {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}),
             "bool": ("BOOL", {"type": "boolean"}),
+            "datetime": ("BYTES", _TIME),
         }.get(kind, ("BYTES", {"type": "string"}))
         tensors.append(
             {

@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from serving_helpers import fit, register, training_data
+from serving_helpers import register, training_data
 
 import mloop
+from mloop.steps.retrain import default_model
 
-COLS = ["a", "b"]
+COLS = ["a", "b", "day"]
 
 
 @pytest.mark.slow
@@ -26,8 +28,10 @@ def test_schemathesis_finds_nothing(tmp_path: Path, serve, seed: str) -> None:
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     assert cli, "schemathesis is importable but its command is not on the path"
     with mloop.Workspace.open(tmp_path / "ws") as ws:
-        df = training_data()
-        ws.promote("clf", register(ws, fit(df, COLS), df, COLS).version)
+        # a datetime feature too: its schema (ISO-8601 text) must be exactly what /predict and v2 take
+        df = training_data().assign(day=pd.date_range("2024-01-01", periods=600, freq="h"))
+        model = default_model(df[COLS], "classification").fit(df[COLS], df["y"])
+        ws.promote("clf", register(ws, model, df, COLS).version)
         served = serve(ws)
         document = served.client.get("/openapi.json").json()
         assert "HTTPValidationError" not in str(document)
