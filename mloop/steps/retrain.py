@@ -76,6 +76,16 @@ def _is_time(column: pd.Series) -> bool:
     return bool(first) and isinstance(first[0], datetime.date)
 
 
+def _column_kinds(features: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """The default model's reading of ``features``: numeric, time and categorical columns."""
+    times = [c for c in features.columns if _is_time(features[c])]
+    categorical = [
+        c for c in features.columns if c not in times and not pd.api.types.is_numeric_dtype(features[c])
+    ]
+    numeric = [c for c in features.columns if c not in categorical and c not in times]
+    return numeric, times, categorical
+
+
 def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
     """An unfitted scikit-learn pipeline for ``features``: time columns as seconds since 1970 (the
     same number whether a date arrives as a datetime or as a request's ISO text), categorical columns
@@ -86,11 +96,7 @@ def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
-    times = [c for c in features.columns if _is_time(features[c])]
-    categorical = [
-        c for c in features.columns if c not in times and not pd.api.types.is_numeric_dtype(features[c])
-    ]
-    numeric = [c for c in features.columns if c not in categorical and c not in times]
+    numeric, times, categorical = _column_kinds(features)
     encoder = OrdinalEncoder(
         handle_unknown="use_encoded_value",
         unknown_value=np.nan,
@@ -116,15 +122,12 @@ def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
 
 
 def describe_default_model(features: pd.DataFrame, task: str) -> str:
-    times = sum(_is_time(features[c]) for c in features.columns)
-    categorical = sum(
-        not _is_time(features[c]) and not pd.api.types.is_numeric_dtype(features[c]) for c in features.columns
-    )
+    numeric, times, categorical = _column_kinds(features)
     kind = "HistGradientBoostingClassifier" if task == "classification" else "HistGradientBoostingRegressor"
-    when = f"{times} time (seconds since 1970), " if times else ""
+    when = f"{len(times)} time (seconds since 1970), " if times else ""
     return (
-        f"{kind} on {features.shape[1]} columns ({features.shape[1] - categorical - times} numeric, "
-        f"{when}{categorical} categorical, ordinal-encoded; missing values handled natively)"
+        f"{kind} on {features.shape[1]} columns ({len(numeric)} numeric, "
+        f"{when}{len(categorical)} categorical, ordinal-encoded; missing values handled natively)"
     )
 
 
