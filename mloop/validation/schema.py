@@ -313,10 +313,12 @@ class _ColumnCheck:
         self.nulls += array.null_count
         values = pc.drop_null(array)
         self.values += len(values)
-        if pa.types.is_nested(array.type):  # lists, structs, maps: a schema describes flat values
+        if pa.types.is_nested(array.type) or pa.types.is_time(array.type) or pa.types.is_duration(array.type):
+            # lists, structs, maps, times of day, durations: no schema type describes them
             self.found_types.add(str(array.type))
             self.bad_type += len(values)
             for v in values.slice(0, EXAMPLES).to_pylist():
+                v = v if pa.types.is_nested(array.type) else str(v)  # a time or duration: as JSON text
                 if len(self.examples["type"]) < EXAMPLES and v not in self.examples["type"]:
                     self.examples["type"].append(v)
             return

@@ -417,6 +417,13 @@ class Statistics:
                     "take flat columns; flatten it into columns or drop it",
                     field=name,
                 )
+            if pa.types.is_time(array.type) or pa.types.is_duration(array.type):
+                what = "times of day" if pa.types.is_time(array.type) else "durations"
+                raise DataError(
+                    f"column {name!r} holds {what} ({array.type}): give them as numbers (seconds, say) "
+                    "or drop the column",
+                    field=name,
+                )
             dtype = _dtype_of(array.type)
             col = self.columns.get(name)
             if col is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -207,3 +208,18 @@ def test_a_nested_column_is_a_type_mismatch_not_a_crash(schema: Schema, train: p
     [anomaly] = validate_schema(bad, schema).items
     assert (anomaly.column, anomaly.kind, anomaly.count) == ("city", "type_mismatch", len(train))
     assert anomaly.found.startswith("list<") and anomaly.examples == [["paris", "rome"]]
+
+
+def test_times_of_day_and_durations_are_a_type_mismatch_not_a_crash(
+    schema: Schema, train: pd.DataFrame
+) -> None:
+    """Arrow's time64 and duration columns have no schema type (was ArrowNotImplementedError from a
+    text kernel, which stopped `mloop run` in its schema step)."""
+    bad = train.assign(city=[datetime.time(12, 30)] * len(train), age=pd.to_timedelta(1, unit="s"))
+    found = {a.column: a for a in validate_schema(bad, schema).items}
+    assert {c: (a.kind, a.count) for c, a in found.items()} == {
+        "city": ("type_mismatch", len(train)),
+        "age": ("type_mismatch", len(train)),
+    }
+    assert found["city"].examples == ["12:30:00"] and found["city"].found.startswith("time64")
+    json.dumps(validate_schema(bad, schema).to_dict())  # the report stays JSON

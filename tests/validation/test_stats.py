@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 from pathlib import Path
 
@@ -222,3 +223,20 @@ def test_nested_columns_are_a_clear_error_naming_the_column(tmp_path: Path) -> N
     with pytest.raises(DataError, match=r"column 'tags' holds nested values \(list<") as caught:
         compute_statistics(path)
     assert caught.value.field == "tags"
+
+
+@pytest.mark.parametrize(
+    ("values", "what"),
+    [
+        ([datetime.time(9, 0), datetime.time(17, 30)], "times of day"),
+        (pd.to_timedelta([1, 2], unit="s"), "durations"),
+    ],
+)
+def test_times_of_day_and_durations_are_a_clear_error_naming_the_column(
+    tmp_path: Path, values: object, what: str
+) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"x": [1.0, 2.0], "t": values}).to_parquet(path)
+    with pytest.raises(DataError, match=rf"column 't' holds {what} \(") as caught:
+        compute_statistics(path)
+    assert caught.value.field == "t"
