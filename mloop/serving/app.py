@@ -34,7 +34,7 @@ from mloop.names import decimal
 from mloop.serving import openapi
 from mloop.serving.batching import Batcher, alone
 from mloop.serving.hotpath import ServiceApp
-from mloop.serving.limits import json_only, read_body
+from mloop.serving.limits import json_only, json_or_binary, read_body
 from mloop.serving.metrics import RequestCounter
 from mloop.serving.protocols import mlflow, oip_v2, predict
 from mloop.serving.responses import AnswerResponse
@@ -224,6 +224,7 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
         if config.predict_auth:
             authorize(request, ROLES)
         predictor, pinned = served(name, version)
+        json_or_binary(request.headers.get("content-type"))  # before the body: a form post is refused
         raw = await body_of(request)
         header_length = request.headers.get(oip_v2.HEADER_LENGTH)
         key = request.headers.get("x-request-key")

@@ -70,6 +70,15 @@ def json_only(content_type: str | None) -> None:
         )
 
 
+def json_or_binary(content_type: str | None) -> None:
+    """The v2 inference protocol reads JSON, or JSON followed by binary tensor data (its binary
+    extension, ``application/octet-stream``); no content type reads as JSON (Triton's client sends
+    none)."""
+    mime, _ = media_type(content_type)
+    if mime != "application/octet-stream":
+        json_only(content_type)
+
+
 def clip(text: str, limit: int = QUOTE_CHARS) -> str:
     """``text`` cut to about ``limit`` characters in the middle (a message's end often says what was
     wrong), saying how much was left out."""

@@ -8,6 +8,7 @@ writes them off the request path.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -25,7 +26,17 @@ __all__ = ["PREDICTION_ID", "Recorder"]
 log = logging.getLogger("mloop.serving")
 
 # what the service hands out: a request's ULID and the row's number within it
-PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-[0-9]{1,9}")
+# a ULID is Crockford base32, which reads either case: ids are kept in the canonical upper case
+PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}-[0-9]{1,9}")
+
+
+def _shown(value: Any) -> str:
+    """A client's value as JSON text (``null``, not ``None``), cut to 60 characters."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}…"
 
 
 class Recorder:
@@ -133,37 +144,37 @@ class Recorder:
                 )
             pid, label = item["prediction_id"], item["label"]
             if not isinstance(pid, str) or not PREDICTION_ID.fullmatch(pid):
-                shown = repr(pid) if len(repr(pid)) <= 60 else f"{repr(pid)[:60]}…"
                 raise InputError(
-                    f"feedback[{i}]: {shown} is not a prediction id (a ULID, '-', a row number)",
+                    f"feedback[{i}]: {_shown(pid)} is not a prediction id (a ULID, '-', a row number)",
                     field="prediction_id",
                 )
             if classes is not None and isinstance(label, float) and not _finite(label):
-                raise InputError(f"feedback[{i}]: label {label!r} is not a class", field="label")
+                raise InputError(f"feedback[{i}]: label {_shown(label)} is not a class", field="label")
             if (
                 type(label) is int
                 and not -(2**63) <= label < 2**63
                 and classes  # regression labels are floats: a big integer is a finite number there
                 and all(type(c) is int for c in classes)
             ):
-                shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
                 raise InputError(
-                    f"feedback[{i}]: label {shown} is beyond a 64-bit integer (the classes' type)",
+                    f"feedback[{i}]: label {_shown(label)} is beyond a 64-bit integer (the classes' type)",
                     field="label",
                 )
             if classes is not None and not any(_same_kind(label, c) for c in classes):
                 # a class of the classes' type the model never saw is taken: one that appeared after
                 # it was trained is what the loop must see (it counts as a miss) to retrain
-                shown = repr(label) if len(repr(label)) <= 60 else f"{repr(label)[:60]}…"
                 raise InputError(
-                    f"feedback[{i}]: label {shown} is not of the type of the model's classes {classes}",
+                    f"feedback[{i}]: label {_shown(label)} is not of the type of the model's classes "
+                    f"{_shown(classes)}",
                     field="label",
                 )
             if classes is None and (
                 isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
             ):
-                raise InputError(f"feedback[{i}]: label {label!r:.60} is not a finite number", field="label")
-            ids.append(pid)
+                raise InputError(
+                    f"feedback[{i}]: label {_shown(label)} is not a finite number", field="label"
+                )
+            ids.append(pid.upper())
             labels.append(label)
         if self.log is None:  # accepted and thrown away, a caller would believe its labels counted
             raise ConflictError(

@@ -136,7 +136,12 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
     refused = served.client.post("/feedback", json=beyond)
     assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("feedback[1]: label")
     # a class the model never saw (one that appeared after training) is what the loop must see
-    new_class = served.client.post("/feedback", json={"prediction_id": ids[4], "label": 2})
+    missing = served.client.post("/feedback", json={"prediction_id": ids[3], "label": None})
+    assert missing.json()["error"]["message"] == (
+        "feedback[0]: label null is not of the type of the model's classes [0, 1]"
+    )  # the client's JSON spelling, not Python's None
+    # a ULID reads either case (Crockford base32): the label joins its upper-case prediction id
+    new_class = served.client.post("/feedback", json={"prediction_id": ids[4].lower(), "label": 2})
     assert new_class.json() == {"accepted": 1}
     deadline = time.monotonic() + 10
     while (

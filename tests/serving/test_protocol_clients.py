@@ -130,6 +130,14 @@ def test_kserve_rest_client_and_models(ws, serve) -> None:
     body = {"id": "7", "inputs": tensors}
     answer = InferenceResponse.model_validate(c.post("/v2/models/clf/infer", json=body).json())
     assert answer.id == "7" and answer.model_version == "1"
+    # JSON, or JSON and binary tensors (octet-stream); a form post or text is refused, naming the header
+    for refused in ("text/plain", "application/x-www-form-urlencoded", "text/csv"):
+        wrong = c.post("/v2/models/clf/infer", content=json.dumps(body), headers={"content-type": refused})
+        assert wrong.status_code == 415 and "Content-Type" in wrong.json()["error"], wrong.text
+    raw = c.post(
+        "/v2/models/clf/infer", content=json.dumps(body), headers={"content-type": "application/octet-stream"}
+    )
+    assert raw.status_code == 200, raw.text
 
 
 def test_mlflow_scoring_server_client(ws, serve) -> None:
