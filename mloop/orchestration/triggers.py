@@ -427,9 +427,9 @@ def _degradation(
                 )
             elif change.get("retry"):
                 detail = (
-                    f"v{version} is still in production: the candidate trained on about "
-                    f"{change['trained_rows']} rows of this regime was refused; {change['rows_since']} "
-                    "labelled rows of it are there now: retrain once on them"
+                    f"v{version} is still in production: the run on about {change['trained_rows']} "
+                    "rows of this regime did not replace it (its candidate was refused, or it failed); "
+                    f"{change['rows_since']} labelled rows of it are there now: retrain once on them"
                 )
             elif change.get("refresh"):
                 detail = (
