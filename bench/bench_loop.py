@@ -81,7 +81,14 @@ def loop_latency(folder: Path) -> dict[str, float]:
     end = promoted[0]
 
     def inside(spans: list[tuple[float, float]]) -> float:
-        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in spans)
+        """Wall time covered by ``spans`` within the interval: steps that run side by side (the
+        pipeline's independent branches) count once, not once each."""
+        covered, reach = 0.0, start
+        for a, b in sorted((max(a, start), min(b, end)) for a, b in spans):
+            if a < b and b > reach:
+                covered += b - max(a, reach)
+                reach = b
+        return covered
 
     total = end - start
     training = inside(compute)
@@ -90,7 +97,7 @@ def loop_latency(folder: Path) -> dict[str, float]:
         "total": total,
         "training": training,
         "traffic": serving,
-        "bookkeeping": total - training - serving,
+        "bookkeeping": total - inside(compute + traffic),
         "retrains": report.loop.report.loop.retrains,
         "start": start,  # wall-clock bounds of the interval, for a profile of it
         "end": end,
