@@ -8,12 +8,14 @@ comments, formatting and decorators do not count.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import inspect
 import json
 import subprocess
 import textwrap
 import types
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,30 @@ def _referenced_names(tree: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
+# a function's or class's normalized source and the names it refers to, read once per object: a
+# scheduler hashes the same steps on every run, and reading and parsing their source cost ~50 ms a run.
+# The code a process runs is the code it loaded, so an edit on disk after the import must not change
+# the hash either. What the names refer to (helpers, constants) is looked up on every call.
+_ANALYSED: weakref.WeakKeyDictionary[Any, tuple[Any, str, tuple[str, ...] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _analysed(obj: Any) -> tuple[str, tuple[str, ...] | None]:
+    code = getattr(obj, "__code__", None)  # a function whose code was swapped is read again
+    try:
+        known = _ANALYSED.get(obj)
+    except TypeError:  # not weakly referenceable (a builtin, say)
+        known = None
+    if known is not None and known[0] is code:
+        return known[1], known[2]
+    source, tree = _normalized_source(obj)
+    names = None if tree is None else tuple(sorted(_referenced_names(tree)))
+    with contextlib.suppress(TypeError):
+        _ANALYSED[obj] = (code, source, names)
+    return source, names
+
+
 def code_hash(fn: Callable[..., Any]) -> str:
     """Hash of ``fn``'s normalized source plus the same-module helpers and constants it uses."""
     module = getattr(fn, "__module__", None)
@@ -59,15 +85,15 @@ def code_hash(fn: Callable[..., Any]) -> str:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        source, tree = _normalized_source(obj)
+        source, names = _analysed(obj)
         parts.append(source)
-        if tree is None:
+        if names is None:
             continue
         namespace: Mapping[str, Any] = getattr(obj, "__globals__", None) or vars(
             inspect.getmodule(obj) or types
         )
         closure = inspect.getclosurevars(obj).nonlocals if inspect.isfunction(obj) else {}
-        for name in sorted(_referenced_names(tree)):
+        for name in names:
             value = closure.get(name, namespace.get(name, _MISSING))
             if value is _MISSING:
                 continue

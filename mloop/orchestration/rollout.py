@@ -117,13 +117,11 @@ def _tried(workspace: Workspace, model: str) -> set[int | None]:
 def _next_candidate(
     workspace: Workspace, model: str, production: ModelVersion, versions: list[ModelVersion]
 ) -> ModelVersion | None:
+    newer = [v for v in versions if v.version > production.version and v.status == ModelStatus.REGISTERED]
+    if not newer:  # most passes: the alias history need not be read
+        return None
     tried = _tried(workspace, model)
-    for v in sorted(versions, key=lambda v: -v.version):
-        if v.version <= production.version:
-            return None
-        if v.status == ModelStatus.REGISTERED and v.version not in tried:
-            return v
-    return None
+    return next((v for v in sorted(newer, key=lambda v: -v.version) if v.version not in tried), None)
 
 
 def _canary_started(workspace: Workspace, model: str, version: int) -> datetime:

@@ -87,3 +87,13 @@ def test_git_commit_and_dirty_flag(tmp_path: Path) -> None:
     assert git_commit(tmp_path / "pipe.py") == head
     (tmp_path / "pipe.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "pipe.py") == f"{head}+dirty"
+
+
+def test_the_hash_is_of_the_code_loaded_not_of_the_file_edited_since(tmp_path: Path) -> None:
+    """A long-running scheduler hashes its steps on every run: what it runs is what it imported, so an
+    edit on disk shows up only once the module is loaded again."""
+    loaded = _load(tmp_path / "m.py", "def f(x):\n    return x + 1\n")
+    before = code_hash(loaded)  # type: ignore[arg-type]
+    (tmp_path / "m.py").write_text("def f(x):\n    return x + 2\n")
+    assert code_hash(loaded) == before  # type: ignore[arg-type]
+    assert code_hash(_load(tmp_path / "m.py", "def f(x):\n    return x + 2\n")) != before  # type: ignore[arg-type]
