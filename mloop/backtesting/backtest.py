@@ -57,14 +57,20 @@ class PolicyResult:
 
     metrics: dict[str, float]
     windows: list[dict[str, float]]
-    retrains: int
+    retrains: int  # runs started (``failed_runs`` of them ended in an error)
     # what it answered, row by row (labels, predictions, positive-class scores): for gain_se
     answers: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = field(
         default=None, repr=False, compare=False
     )
+    failed_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "retrains": self.retrains, "windows": self.windows}
+        return {
+            "metrics": self.metrics,
+            "retrains": self.retrains,
+            "failed_runs": self.failed_runs,
+            "windows": self.windows,
+        }
 
 
 @dataclass
@@ -308,6 +314,7 @@ def _policy(
     classes: list[Any],
     retrains: int,
     metric: str = "",
+    failed_runs: int = 0,
 ) -> PolicyResult:
     windows = [
         {
@@ -319,7 +326,11 @@ def _policy(
         for lo, hi in itertools.pairwise(bounds)
     ]
     return PolicyResult(
-        _scores(task, y, predicted, score, classes, metric), windows, retrains, (y, predicted, score)
+        _scores(task, y, predicted, score, classes, metric),
+        windows,
+        retrains,
+        (y, predicted, score),
+        failed_runs,
     )
 
 
@@ -609,4 +620,5 @@ def _loop_result(
         classes,
         replay.retrains,
         metric,
+        replay.failed_runs,
     )

@@ -59,7 +59,13 @@ class Replay:
 
     @property
     def retrains(self) -> int:
+        """Retraining runs started, whatever became of them (each cost its training)."""
         return sum(e.kind == "run" for e in self.events)
+
+    @property
+    def failed_runs(self) -> int:
+        """Runs that ended in an error, not with a model or a refusal by a validation gate."""
+        return sum(e.kind == "run" and e.detail == "failed" for e in self.events)
 
     @property
     def promotions(self) -> int:

@@ -337,7 +337,8 @@ def backtest(
     table.add_column("retrains", justify="right")
     for name, p in (("loop", report.loop), ("static", report.static), ("every_window", report.every_window)):
         shown = (f"{p.metrics[m]:.4f}" if m in p.metrics else "–" for m in metric_names)
-        table.add_row(name, *shown, str(p.retrains))
+        failed = f" ({p.failed_runs} failed)" if p.failed_runs else ""
+        table.add_row(name, *shown, f"{p.retrains}{failed}")
     out.print(table)
     out.print(f"model: {report.model}", markup=False)
     out.print("triggers: " + "; ".join(f"{t['name']} ({t['kind']})" for t in report.triggers), markup=False)

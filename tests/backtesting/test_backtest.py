@@ -136,6 +136,7 @@ def test_cli_json_over_http(tmp_path: Path) -> None:
     for policy in ("loop", "static", "every_window"):
         assert {"accuracy", "roc_auc"} <= set(report[policy]["metrics"])
         assert isinstance(report[policy]["retrains"], int) and len(report[policy]["windows"]) == 4
+        assert report[policy]["failed_runs"] == 0
     assert report["every_window"]["retrains"] == 3 and report["window_rows"] == 600
     assert report["metric"] == "accuracy"  # balanced binary target: the triggers' default metric too
     assert report["triggers"][0].get("metric", "accuracy") == "accuracy"
@@ -421,3 +422,12 @@ def test_a_csv_date_column_survives_the_round_trip_through_the_log(tmp_path: Pat
     assert not [e for e in report.events if e.kind == "error"], report.events
     assert report.loop.retrains >= 1 and any(e.kind == "promote" for e in report.events), report.events
     assert report.loop.metrics["accuracy"] > report.static.metrics["accuracy"] + 0.1
+
+
+def test_runs_that_failed_are_counted_apart_from_the_retrains() -> None:
+    from mloop.backtesting.replay import LoopEvent, Replay
+
+    events = [LoopEvent(0, 0, "run", "succeeded"), LoopEvent(9, 1, "run", "failed"),
+              LoopEvent(9, 1, "run", "stopped"), LoopEvent(9, 1, "promote", "failed")]  # fmt: skip
+    replay = Replay([], [], [], events=events)
+    assert (replay.retrains, replay.failed_runs) == (3, 1)  # a gate's refusal ("stopped") is no failure
