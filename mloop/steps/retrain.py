@@ -43,7 +43,7 @@ from mloop.validation.model import evaluate_model as score_model
 from mloop.validation.schema import Schema
 from mloop.validation.schema import infer_schema as _infer_schema
 from mloop.validation.stats import compute_statistics
-from mloop.validation.times import epoch_seconds, to_datetimes
+from mloop.validation.times import epoch_seconds, seconds_since_epoch, to_datetimes
 from mloop.workspace import Workspace
 
 __all__ = [
@@ -121,13 +121,36 @@ def default_model(features: pd.DataFrame, task: str, *, seed: int = 0) -> Any:
     return Pipeline([("columns", columns), ("model", estimator)])
 
 
+def _dates_as_text(features: pd.DataFrame, categorical: list[str]) -> list[str]:
+    """Categorical columns whose text reads as ISO-8601 dates or times (nine in ten of the first 200
+    values): text in a Parquet file, or a CSV column with one value that is not a date, is read as
+    categories, where a date column would be a time feature. Said, not guessed at."""
+    found = []
+    for name in categorical:
+        sample = features[name].dropna().head(200).tolist()
+        texts = sample and all(isinstance(v, str) for v in sample)
+        if texts and sum(seconds_since_epoch(v) is not None for v in sample) >= 0.9 * len(sample):
+            found.append(str(name))
+    return found
+
+
 def describe_default_model(features: pd.DataFrame, task: str) -> str:
+    """The default model for ``features`` in one line (a run's ``model`` parameter, a backtest's
+    report), naming text columns that look like dates but are read as categories."""
     numeric, times, categorical = _column_kinds(features)
     kind = "HistGradientBoostingClassifier" if task == "classification" else "HistGradientBoostingRegressor"
     when = f"{len(times)} time (seconds since 1970), " if times else ""
+    text = _dates_as_text(features, categorical)
+    hint = (
+        f"; {', '.join(repr(c) for c in text[:5])} hold{'s' if len(text) == 1 else ''} ISO-8601 dates as "
+        "text, read as categories: store them as dates (Parquet date/timestamp, or CSV dates with no "
+        "other values) to make them time features"
+        if text
+        else ""
+    )
     return (
         f"{kind} on {features.shape[1]} columns ({len(numeric)} numeric, "
-        f"{when}{len(categorical)} categorical, ordinal-encoded; missing values handled natively)"
+        f"{when}{len(categorical)} categorical, ordinal-encoded; missing values handled natively){hint}"
     )
 
 

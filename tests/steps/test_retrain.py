@@ -63,6 +63,11 @@ def test_a_date_column_means_the_same_time_as_a_datetime_or_as_a_requests_iso_te
     model = default_model(features, "classification").fit(features, rows["y"])
     assert "1 time (seconds since 1970)" in describe_default_model(features, "classification")
     as_text = features.assign(day=[d.isoformat() for d in features["day"]])
+    # the same days as text (a Parquet string column) are categories: the description says so
+    assert "'day' holds ISO-8601 dates as text, read as categories" in describe_default_model(
+        as_text, "classification"
+    )
+    assert "ISO-8601" not in describe_default_model(features, "classification")
     as_datetime = features.assign(day=days)
     expected = model.predict_proba(features)
     for other in (as_text, as_datetime):
