@@ -26,8 +26,9 @@ __all__ = ["PREDICTION_ID", "Recorder"]
 log = logging.getLogger("mloop.serving")
 
 # what the service hands out: a request's ULID and the row's number within it
-# a ULID is Crockford base32, which reads either case: ids are kept in the canonical upper case
-PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}-[0-9]{1,9}")
+# a ULID is Crockford base32, which reads either case: ids are kept in the canonical upper case; a
+# row number is written without leading zeros ("-01" would be accepted and join no prediction)
+PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}-(0|[1-9][0-9]{0,8})")
 
 
 def _shown(value: Any) -> str:
