@@ -33,7 +33,7 @@ from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
 from mloop.backtesting.targets import check_target, choose_metric
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.orchestration.config import LoopConfig
-from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task
+from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task, labelled_rows
 from mloop.validation.io import read_table, separator_hint
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
@@ -209,12 +209,9 @@ def load_stream(
                 f"time column {time_col!r} cannot be sorted: it mixes {', '.join(kinds)} values ({exc})",
                 field="time_col",
             ) from None
-    frame = frame[frame[target].notna()].reset_index(drop=True)
-    # a target column that held blanks beside bools or ints is typed again without them
-    frame[target] = frame[target].infer_objects()
+    # the labelled rows, a target column that held blanks beside bools or ints typed again without them
+    frame = labelled_rows(frame, target)
     check_target(frame[target], target)
-    if pd.api.types.is_datetime64_any_dtype(frame[target]):
-        raise DataError(f"target {target!r} holds times: it is neither classes nor numbers", field="target")
     frame.columns = [str(c) for c in frame.columns]
     _check_values(frame, target)
     if len(frame) < 100:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import decimal
 import hashlib
 import importlib
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "describe_default_model",
     "estimator_factory",
     "infer_task",
+    "labelled_rows",
     "refit_on_holdout",
     "retrain",
     "training_rows",
@@ -198,6 +200,38 @@ def _datetime_inputs(ws: Workspace, model_name: str) -> list[str]:
     return [n for n, rule in columns.items() if isinstance(rule, dict) and rule.get("type") == "datetime"]
 
 
+def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
+    """``rows`` with a label, the target typed again without the blanks, refused in one line when a
+    model could not learn or answer it: no target column, times as the target, integers beyond 64 bits
+    (the prediction log stores classes as 64-bit integers), a feature column without a value."""
+    if target not in rows.columns:
+        raise DataError(f"no target column {target!r} (columns: {list(rows.columns)[:20]})", field="target")
+    labelled = rows[rows[target].notna()].reset_index(drop=True)
+    y = labelled[target].infer_objects()
+    present = y.head(1).tolist()
+    if (
+        pd.api.types.is_datetime64_any_dtype(y)
+        or pd.api.types.is_timedelta64_dtype(y)
+        or (present and isinstance(present[0], datetime.date | datetime.time | datetime.timedelta))
+    ):
+        raise DataError(f"target {target!r} holds times: it is neither classes nor numbers", field="target")
+    if present and isinstance(present[0], decimal.Decimal):  # a Parquet decimal: a number
+        y = pd.to_numeric(y.astype(float))
+    if y.dtype == np.uint64 or y.dtype == object:
+        big = [v for v in y.tolist() if isinstance(v, int | np.integer) and not -(2**63) <= int(v) < 2**63]
+        if big:
+            raise DataError(
+                f"target {target!r} holds integers beyond 64 bits such as {int(big[0])}: give the classes "
+                "as text",
+                field="target",
+            )
+    labelled[target] = y
+    for name in labelled.columns:
+        if name != target and labelled[name].isna().all():
+            raise DataError(f"column {name!r} holds no values: drop it", field=str(name))
+    return labelled
+
+
 @step(outputs=["rows", "older"])
 def training_rows(
     data: str, model_name: str, target: str, since: str = "", max_rows: int = 0, min_rows: int = 0
@@ -220,7 +254,10 @@ def training_rows(
             before = everything.iloc[: len(everything) - len(frame)]
             older = _log_rows(before.iloc[-(max_rows - len(frame)) :], target, times)
     else:
-        rows = read_table(Path(data)).to_pandas()
+        read = read_table(Path(data)).to_pandas()
+        rows = labelled_rows(read, target)
+        if len(rows) < len(read):
+            log_params({"unlabelled_rows": len(read) - len(rows)})  # not trained on
     if max_rows and len(rows) > max_rows:
         rows = rows.iloc[-max_rows:].reset_index(drop=True)
     if len(rows) < 20:

@@ -96,3 +96,42 @@ def test_times_beyond_pandas_nanosecond_range_and_mixed_offsets_are_read() -> No
     parsed = to_datetimes(offsets)
     assert parsed is not None and list(parsed[:2]) == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-07-01")]
     assert to_datetimes(pd.Series(["2024-01-01", "someday"])) is None  # left as text: the gate names it
+
+
+def test_labels_a_model_cannot_learn_or_answer_are_one_clear_error_and_blank_labels_are_left_out(
+    workspace: mloop.Workspace, tmp_path: Path
+) -> None:
+    """A datetime target made 400 classes and fit for minutes; a target beyond 64 bits registered a
+    model whose every answer the log refused; blank labels and a decimal target reached scikit-learn's
+    own errors."""
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from mloop.errors import DataError, StepFailedError
+    from mloop.steps.retrain import labelled_rows
+
+    rows = stream(200, seed=4)
+    cases = {
+        "holds times": rows.assign(y=pd.date_range("2024-01-01", periods=200, freq="h")),
+        "beyond 64 bits such as 9223372036854775808": rows.assign(
+            y=np.where(rows["y"] == 1, 2**63 + 1, 2**63).astype(np.uint64)
+        ),
+        "column 'empty' holds no values": rows.assign(empty=np.nan),
+        "no target column 'y'": rows.drop(columns=["y"]),
+    }
+    for message, frame in cases.items():
+        with pytest.raises(DataError, match=message):
+            labelled_rows(frame, "y")
+    blanks = rows.assign(y=rows["y"].astype(object).where(rows.index % 10 != 0, None))
+    kept = labelled_rows(blanks, "y")
+    assert len(kept) == 180 and kept["y"].dtype == np.int64  # typed again without the blanks
+    as_decimal = labelled_rows(rows.assign(y=[decimal.Decimal(v) / 3 for v in range(200)]), "y")
+    assert as_decimal["y"].dtype == np.float64
+
+    path = tmp_path / "dated.parquet"
+    cases["holds times"].to_parquet(path)
+    with pytest.raises(StepFailedError, match="target 'y' holds times"):
+        workspace.run(mloop.retrain, model_name=MODEL, target="y", data=str(path), enforce_latency=False)
