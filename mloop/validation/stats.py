@@ -363,7 +363,8 @@ def _count_numeric_text(values: pa.Array) -> int:
 def _epoch_seconds(values: pa.Array) -> np.ndarray:
     if pa.types.is_date(values.type):
         values = values.cast(pa.timestamp("s"))
-    micros = pc.cast(values, pa.timestamp("us", tz=values.type.tz)).cast(pa.int64())
+    # nanoseconds are cut to microseconds (statistics and schemas need no finer time)
+    micros = pc.cast(values, pa.timestamp("us", tz=values.type.tz), safe=False).cast(pa.int64())
     return micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
 
 
@@ -420,8 +421,7 @@ class Statistics:
             if pa.types.is_time(array.type) or pa.types.is_duration(array.type):
                 what = "times of day" if pa.types.is_time(array.type) else "durations"
                 raise DataError(
-                    f"column {name!r} holds {what} ({array.type}): give them as numbers (seconds, say) "
-                    "or drop the column",
+                    f"column {name!r} holds {what}: give them as numbers (seconds, say) or drop the column",
                     field=name,
                 )
             dtype = _dtype_of(array.type)

@@ -237,6 +237,17 @@ def test_times_of_day_and_durations_are_a_clear_error_naming_the_column(
 ) -> None:
     path = tmp_path / "t.parquet"
     pd.DataFrame({"x": [1.0, 2.0], "t": values}).to_parquet(path)
-    with pytest.raises(DataError, match=rf"column 't' holds {what} \(") as caught:
+    with pytest.raises(DataError, match=rf"column 't' holds {what}: give them as numbers") as caught:
         compute_statistics(path)
     assert caught.value.field == "t"
+
+
+def test_nanosecond_timestamps_are_read_to_the_microsecond(tmp_path: Path) -> None:
+    """A timestamp[ns] column with nanoseconds failed the schema step with ArrowInvalid ("would lose
+    data"), naming no column."""
+    path = tmp_path / "ns.parquet"
+    times = pd.Series(pd.to_datetime(["2024-01-01"] * 3)) + pd.to_timedelta([1, 2, 1_000_001], unit="ns")
+    pd.DataFrame({"t": times, "x": [1.0, 2.0, 3.0]}).to_parquet(path)
+    stats = compute_statistics(path)
+    assert stats.columns["t"].dtype == "datetime"
+    assert stats.columns["t"].max == pytest.approx(pd.Timestamp("2024-01-01").timestamp() + 0.001001)
