@@ -201,9 +201,10 @@ def _datetime_inputs(ws: Workspace, model_name: str) -> list[str]:
 
 
 def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
-    """``rows`` with a label, the target typed again without the blanks, refused in one line when a
-    model could not learn or answer it: no target column, times as the target, integers beyond 64 bits
-    (the prediction log stores classes as 64-bit integers), a feature column without a value."""
+    """``rows`` with a label, the target typed again without the blanks and decimals as floats; refused
+    in one line when a model could not learn or answer them: no target column, times as the target,
+    integers beyond 64 bits (the prediction log stores classes as 64-bit integers), a feature column
+    without a value."""
     if target not in rows.columns:
         raise DataError(f"no target column {target!r} (columns: {list(rows.columns)[:20]})", field="target")
     labelled = rows[rows[target].notna()].reset_index(drop=True)
@@ -229,6 +230,9 @@ def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     for name in labelled.columns:
         if name != target and labelled[name].isna().all():
             raise DataError(f"column {name!r} holds no values: drop it", field=str(name))
+        first = labelled[name].dropna().head(1).tolist() if labelled[name].dtype == object else []
+        if first and isinstance(first[0], decimal.Decimal):  # a number (the schema's float), not a category
+            labelled[name] = pd.to_numeric(labelled[name].astype(float))
     return labelled
 
 

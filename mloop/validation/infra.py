@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
+import pyarrow as pa
 
 from mloop.deprecations import renamed
 
@@ -94,7 +95,10 @@ if hashlib.sha256(data).hexdigest() != digest:
     raise SystemExit("artifact digest mismatch: refusing to load it")
 model = joblib.load(io.BytesIO(data))
 load_s, load_cpu_s = time.perf_counter() - t0, time.process_time()
-rows = pd.read_json(rows_path, orient="split", convert_axes=False, convert_dates=False)
+if rows_path.endswith(".parquet"):
+    rows = pd.read_parquet(rows_path)
+else:
+    rows = pd.read_json(rows_path, orient="split", convert_axes=False, convert_dates=False)
 from typing import Any
 {measure}
 result = _time_predictions(model, rows, repeats, budget_ms, rounds)
@@ -201,9 +205,13 @@ def _measure_in_child(
 
     script = _CHILD.format(measure=inspect.getsource(_time_predictions))
     with tempfile.TemporaryDirectory(prefix="mloop-infra-") as tmp:
-        model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.json"
+        model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.parquet"
         model_path.write_bytes(model_bytes)
-        rows.to_json(rows_path, orient="split", index=False)
+        try:  # Parquet keeps the rows' types (decimals, bools with blanks, text of digits, dates)
+            rows.to_parquet(rows_path, index=False)
+        except (pa.ArrowException, ValueError, TypeError):  # a column of mixed Python objects
+            rows_path = rows_path.with_suffix(".json")
+            rows.to_json(rows_path, orient="split", index=False)
         args = [str(model_path), digest, str(rows_path), str(repeats), repr(budget_ms), str(rounds)]
         try:
             done = subprocess.run(

@@ -130,6 +130,8 @@ def test_labels_a_model_cannot_learn_or_answer_are_one_clear_error_and_blank_lab
     assert len(kept) == 180 and kept["y"].dtype == np.int64  # typed again without the blanks
     as_decimal = labelled_rows(rows.assign(y=[decimal.Decimal(v) / 3 for v in range(200)]), "y")
     assert as_decimal["y"].dtype == np.float64
+    decimal_feature = labelled_rows(rows.assign(d=[decimal.Decimal(v) / 7 for v in range(200)]), "y")
+    assert decimal_feature["d"].dtype == np.float64  # the schema's float, not 200 categories
 
     path = tmp_path / "dated.parquet"
     cases["holds times"].to_parquet(path)

@@ -134,3 +134,27 @@ def test_in_process_measures_the_same_way_and_refuses_what_cannot_load_or_predic
     assert not broken.passed and broken.p99_ms is None and broken.error
     wrong = check_serving(data, digest, rows.rename(columns={"a": "z"}), in_process=True)
     assert not wrong.passed and wrong.p99_ms is None and "feature names" in (wrong.error or "")
+
+
+def test_the_fresh_process_gets_the_rows_with_their_types() -> None:
+    """The rows went to the child as JSON and came back retyped (text of digits as ints, bools with
+    blanks as floats, times as epoch integers, year 1 an overflow): every default model trained on such
+    columns failed its check ("ufunc 'isnan' not supported") and was rejected."""
+    import datetime
+
+    from mloop.steps.retrain import default_model
+
+    n = 200
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame({
+        "digits": [str(i % 7) for i in range(n)],
+        "flag": [None if i % 5 == 0 else bool(i % 2) for i in range(n)],
+        "day": [datetime.date(1, 1, 1) + datetime.timedelta(days=int(d)) for d in rng.integers(0, 900, n)],
+        "x": rng.normal(size=n),
+    })  # fmt: skip
+    model = default_model(x, "classification").fit(x, (x["x"] > 0).astype(int))
+    sink = io.BytesIO()
+    joblib.dump(model, sink)
+    data = sink.getvalue()
+    report = check_serving(data, hashlib.sha256(data).hexdigest(), x, repeats=20, budget_p99_ms=1e9)
+    assert report.error is None and report.passed
