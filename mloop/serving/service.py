@@ -105,7 +105,8 @@ class ModelService:
             self.slots.last_error = (
                 f"v{version.version} ({alias}) failed to load: {type(exc).__name__}: {exc}"
             )
-            log.error("%s; still serving the previous version", self.slots.last_error)
+            kept = "still serving the previous version" if current is not None else "nothing served yet"
+            log.error("%s; %s", self.slots.last_error, kept)
             return current
         self.metrics.loads.labels(self.config.model, str(version.version), "loaded").inc()
         log.info("%s v%s loaded for alias %r", self.config.model, version.version, alias)
@@ -134,6 +135,10 @@ class ModelService:
         if production is None and self.slots.production is None:
             if isinstance(self._failure, MloopError):  # e.g. its artifact is corrupted: say that
                 raise self._failure
+            if self._failure is not None:  # it is there but does not load or answer: not "no alias"
+                raise MloopError(
+                    f"model {self.config.model!r}: {self.slots.last_error}", field="model"
+                ) from self._failure
             raise NotFoundError(f"model {self.config.model!r} has no alias {self.config.alias!r} to serve")
         if production is not None:
             self.slots.production = production

@@ -89,6 +89,19 @@ def test_a_version_that_fails_to_load_is_not_swapped_in(ws, serve) -> None:
     assert 'outcome="failed"' in served.client.get("/metrics").text
 
 
+def test_a_first_version_that_fails_to_load_is_named_not_called_missing(ws, tmp_path: Path) -> None:
+    """With nothing loaded before, the service said the alias did not exist ("has no alias
+    'production' to serve") and logged that it was "still serving the previous version"."""
+    from mloop.errors import MloopError
+    from mloop.serving.service import ModelService, ServeConfig
+
+    bad = ws.register_model("other", _broken_model(), signature={})
+    ws.promote("other", bad.version, reason="bad build")
+    service = ModelService(ws, ServeConfig(model="other", log_predictions=False), log_root=tmp_path / "log")
+    with pytest.raises(MloopError, match=r"'other': v1 \(production\) failed to load: \w+Error"):
+        service.refresh()
+
+
 def _broken_model() -> object:
     """A model that loads but fails its smoke prediction (a module-level name, so it pickles)."""
     from sklearn.base import BaseEstimator
