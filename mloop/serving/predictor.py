@@ -8,6 +8,7 @@ configuration.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import warnings
@@ -27,6 +28,16 @@ if TYPE_CHECKING:  # imported when a request needs a DataFrame, not before the f
     import pandas as pd
 
 __all__ = ["InputError", "LoadedModel", "OneThreadPerCaller", "Predictor"]
+
+
+def quoted(value: Any, limit: int = 60) -> str:
+    """A client's value as it sent it, in JSON (``null``, ``true``, ``{"a": 1}``, not ``None``,
+    ``True``), cut to ``limit`` characters: error messages quote what was sent."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 _NUMERIC = ("int", "float")
@@ -189,7 +200,9 @@ class Predictor:
                     raise InputError(f"row {i}: missing column {missing[0]!r}", field=missing[0])
                 extra = sorted(k for k in row if k not in expected)
                 raise InputError(
-                    f"row {i}: unexpected column {extra[0]!r} (the model takes {columns})", field=extra[0]
+                    f"row {i}: unexpected column {extra[0]!r} "
+                    f"(the model takes {', '.join(repr(c) for c in columns)})",
+                    field=extra[0],
                 )
         for column in columns:
             values = [row[column] for row in rows]
@@ -253,11 +266,11 @@ class Predictor:
         if kind in _NUMERIC:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InputError(
-                    f"row {i}: column {column!r}: expected a number, got {value!r}", field=column
+                    f"row {i}: column {column!r}: expected a number, got {quoted(value)}", field=column
                 )
             if kind == "int" and isinstance(value, float) and not value.is_integer():
                 raise InputError(
-                    f"row {i}: column {column!r}: expected an integer, got {value!r}", field=column
+                    f"row {i}: column {column!r}: expected an integer, got {quoted(value)}", field=column
                 )
             try:
                 finite = math.isfinite(value)
@@ -265,7 +278,7 @@ class Predictor:
                 finite = False
             if not finite:
                 raise InputError(
-                    f"row {i}: column {column!r}: {value!r} is not a finite number", field=column
+                    f"row {i}: column {column!r}: {quoted(value)} is not a finite number", field=column
                 )
             lo, hi = rule.get("min"), rule.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -274,10 +287,9 @@ class Predictor:
             # JSON has no time type: ISO-8601 text, read as the model reads it (naive = UTC)
             seconds = seconds_since_epoch(value) if isinstance(value, str) else None
             if seconds is None:
-                shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
                 raise InputError(
                     f"row {i}: column {column!r}: expected an ISO-8601 date or time such as "
-                    f"'2024-06-05' or '2024-06-05T10:00:00+02:00', got {shown}",
+                    f"'2024-06-05' or '2024-06-05T10:00:00+02:00', got {quoted(value)}",
                     field=column,
                 )
             lo, hi = rule.get("min"), rule.get("max")
@@ -286,12 +298,12 @@ class Predictor:
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise InputError(
-                    f"row {i}: column {column!r}: expected true or false, got {value!r}", field=column
+                    f"row {i}: column {column!r}: expected true or false, got {quoted(value)}", field=column
                 )
         elif kind == "string":
             if not isinstance(value, str):
                 raise InputError(
-                    f"row {i}: column {column!r}: expected a string, got {value!r}", field=column
+                    f"row {i}: column {column!r}: expected a string, got {quoted(value)}", field=column
                 )
             vocab = self._vocab.get(column)
             if vocab is not None and value not in vocab:

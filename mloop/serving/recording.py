@@ -8,7 +8,6 @@ writes them off the request path.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -19,7 +18,7 @@ from mloop.errors import ConflictError
 from mloop.monitoring.log import PredictionLog
 from mloop.monitoring.log_schema import conform, feedback_schema, prediction_schema
 from mloop.serving.metrics import ServiceMetrics
-from mloop.serving.predictor import InputError, Predictor
+from mloop.serving.predictor import InputError, Predictor, quoted
 
 __all__ = ["PREDICTION_ID", "Recorder"]
 
@@ -29,15 +28,6 @@ log = logging.getLogger("mloop.serving")
 # a ULID is Crockford base32, which reads either case: ids are kept in the canonical upper case; a
 # row number is written without leading zeros ("-01" would be accepted and join no prediction)
 PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}-(0|[1-9][0-9]{0,8})")
-
-
-def _shown(value: Any) -> str:
-    """A client's value as JSON text (``null``, not ``None``), cut to 60 characters."""
-    try:
-        text = json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else f"{text[:60]}…"
 
 
 class Recorder:
@@ -146,11 +136,11 @@ class Recorder:
             pid, label = item["prediction_id"], item["label"]
             if not isinstance(pid, str) or not PREDICTION_ID.fullmatch(pid):
                 raise InputError(
-                    f"feedback[{i}]: {_shown(pid)} is not a prediction id (a ULID, '-', a row number)",
+                    f"feedback[{i}]: {quoted(pid)} is not a prediction id (a ULID, '-', a row number)",
                     field="prediction_id",
                 )
             if classes is not None and isinstance(label, float) and not _finite(label):
-                raise InputError(f"feedback[{i}]: label {_shown(label)} is not a class", field="label")
+                raise InputError(f"feedback[{i}]: label {quoted(label)} is not a class", field="label")
             if (
                 type(label) is int
                 and not -(2**63) <= label < 2**63
@@ -158,22 +148,22 @@ class Recorder:
                 and all(type(c) is int for c in classes)
             ):
                 raise InputError(
-                    f"feedback[{i}]: label {_shown(label)} is beyond a 64-bit integer (the classes' type)",
+                    f"feedback[{i}]: label {quoted(label)} is beyond a 64-bit integer (the classes' type)",
                     field="label",
                 )
             if classes is not None and not any(_same_kind(label, c) for c in classes):
                 # a class of the classes' type the model never saw is taken: one that appeared after
                 # it was trained is what the loop must see (it counts as a miss) to retrain
                 raise InputError(
-                    f"feedback[{i}]: label {_shown(label)} is not of the type of the model's classes "
-                    f"{_shown(classes)}",
+                    f"feedback[{i}]: label {quoted(label)} is not of the type of the model's classes "
+                    f"{quoted(classes)}",
                     field="label",
                 )
             if classes is None and (
                 isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label)
             ):
                 raise InputError(
-                    f"feedback[{i}]: label {_shown(label)} is not a finite number", field="label"
+                    f"feedback[{i}]: label {quoted(label)} is not a finite number", field="label"
                 )
             ids.append(pid.upper())
             labels.append(label)

@@ -73,9 +73,9 @@ def test_open_inference_protocol(ws, serve) -> None:
     [
         ({"instances": [{"a": 1.0}]}, "b", "row 0: missing column 'b'"),
         ({"instances": [{"a": 1.0, "b": 2.0, "c": 3}]}, "c", "unexpected column 'c'"),
-        ({"instances": [{"a": "x", "b": 2.0}]}, "a", "expected a number, got 'x'"),
+        ({"instances": [{"a": "x", "b": 2.0}]}, "a", 'expected a number, got "x"'),
         ({"instances": [{"a": None, "b": 2.0}]}, "a", "is null"),
-        ({"instances": [{"a": True, "b": 2.0}]}, "a", "expected a number, got True"),
+        ({"instances": [{"a": True, "b": 2.0}]}, "a", "expected a number, got true"),
         ({"instances": [{"a": 10**400, "b": 2.0}]}, "a", "is not a finite number"),
         ({"instances": []}, "instances", "no rows"),
         ({"instances": "nope"}, "instances", "must be a JSON array"),
@@ -333,3 +333,15 @@ def test_a_datetime_feature_takes_iso_text_and_refuses_anything_else(tmp_path: P
         metrics = served.client.get("/metrics").text
         assert 'mloop_out_of_domain_values_total{column="day",model="clf"} 3.0' in metrics
         assert 'status="500"' not in metrics
+
+
+def test_errors_quote_the_clients_json_not_pythons_spelling(ws, serve) -> None:
+    served = serve(ws)
+    tensors = [
+        {"name": "a", "shape": [1], "datatype": "FP64", "data": [True]},
+        {"name": "b", "shape": [1], "datatype": "FP64", "data": [None]},
+    ]
+    v2 = served.client.post("/v2/models/clf/infer", json={"inputs": tensors})
+    assert v2.status_code == 400 and v2.json()["error"] == "input 'a': true is not a value of type FP64"
+    odd = served.client.post("/predict", json={"instances": [{"a": {"x": None}, "b": 1.0}]})
+    assert odd.json()["error"]["message"] == "row 0: column 'a': expected a number, got {\"x\": null}"

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mloop.serving.limits import LARGEST, clip
-from mloop.serving.predictor import InputError
+from mloop.serving.limits import LARGEST
+from mloop.serving.predictor import InputError, quoted
 
 __all__ = ["DATATYPES", "check_data", "compatible", "decode_binary", "encode_binary", "flatten"]
 
@@ -78,7 +78,7 @@ def check_data(values: list[Any], datatype: str, where: str) -> None:
     else:  # BYTES
         bad = next((v for v in values if not isinstance(v, str)), _OK)
     if bad is not _OK:
-        raise TensorError(f"{where}: {clip(repr(bad))} is not a {datatype} value", field=where)
+        raise TensorError(f"{where}: {quoted(bad)} is not a value of type {datatype}", field=where)
 
 
 _OK = object()
