@@ -208,7 +208,9 @@ def _measure_in_child(
         model_path, rows_path = Path(tmp) / "model.joblib", Path(tmp) / "rows.parquet"
         model_path.write_bytes(model_bytes)
         try:  # Parquet keeps the rows' types (decimals, bools with blanks, text of digits, dates)
-            rows.to_parquet(rows_path, index=False)
+            plain = rows.copy(deep=False)
+            plain.attrs = {}  # e.g. a log read's health: nothing the child needs, and not JSON
+            plain.to_parquet(rows_path, index=False)
         except (pa.ArrowException, ValueError, TypeError):  # a column of mixed Python objects
             rows_path = rows_path.with_suffix(".json")
             rows.to_json(rows_path, orient="split", index=False)
