@@ -134,11 +134,11 @@ def _row(service: Any) -> dict[str, Any]:
     for column in production.loaded.columns:
         kind = production.loaded.rules[column].get("type")
         if kind in ("int", "float"):
-            schema: dict[str, Any] = {
-                "type": "integer" if kind == "int" else "number",
-                "minimum": -LARGEST,
-                "maximum": LARGEST,
-            }
+            schema: dict[str, Any] = (
+                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}  # the log's 64-bit type
+                if kind == "int"
+                else {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}
+            )
         elif kind == "bool":
             schema = {"type": "boolean"}
         elif kind == "string":

@@ -41,6 +41,7 @@ def quoted(value: Any, limit: int = 60) -> str:
 
 
 _NUMERIC = ("int", "float")
+_INT64 = 2**63  # an integer column's values are 64-bit integers (the prediction log's type)
 _SMALL_BATCH = 16
 _LARGEST = 1e308  # integers beyond a float's range cannot be predicted on
 
@@ -231,6 +232,8 @@ class Predictor:
                         return False
                 elif type(v) is not int or not -_LARGEST < v < _LARGEST:  # bool, str, None, 10**400
                     return False
+                if kind == "int" and not -_INT64 <= v < _INT64:  # the log stores 64-bit integers
+                    return False
                 if (lo is not None and v < lo) or (hi is not None and v > hi):
                     outside += 1
         else:
@@ -241,6 +244,8 @@ class Predictor:
             except OverflowError:
                 return False
             if not np.isfinite(array).all() or (kind == "int" and not (array == np.round(array)).all()):
+                return False
+            if kind == "int" and not all(-_INT64 <= v < _INT64 for v in values):  # exact, not as floats
                 return False
             if lo is not None:
                 outside += int((array < lo).sum())
@@ -271,6 +276,12 @@ class Predictor:
             if kind == "int" and isinstance(value, float) and not value.is_integer():
                 raise InputError(
                     f"row {i}: column {column!r}: expected an integer, got {quoted(value)}", field=column
+                )
+            if kind == "int" and not -_INT64 <= value < _INT64:
+                raise InputError(
+                    f"row {i}: column {column!r}: {quoted(value)} is beyond a 64-bit integer (the column's "
+                    "type)",
+                    field=column,
                 )
             try:
                 finite = math.isfinite(value)

@@ -86,3 +86,17 @@ def test_each_predicting_thread_runs_openmp_on_one_thread() -> None:
     thread.start()
     thread.join()
     assert seen and set(seen) == {1}
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 1e19, 2**63 - 1])
+def test_an_integer_column_takes_64_bit_integers_in_both_paths(value: Any) -> None:
+    """2**63 was answered, then refused by the prediction log as a data error (code data_error, a
+    422 blaming no input)."""
+    p = predictor("count")
+    alone = verdict(p, [{"x": 1.0, "n": value}])
+    many = verdict(p, [{"x": 1.0, "n": 1}] * 39 + [{"x": 1.0, "n": value}])
+    assert alone[:2] == many[:2]
+    assert alone[0] == ("accepted" if value == 2**63 - 1 else "refused"), alone
+    if alone[0] == "refused":
+        with pytest.raises(InputError, match=r"column 'n': .* is beyond a 64-bit integer"):
+            p.validate([{"x": 1.0, "n": value}])
