@@ -174,6 +174,12 @@ def load_stream(
                 "them as numbers (seconds since midnight, say) or drop the column",
                 field=str(name),
             )
+        if len(first) and isinstance(first.iloc[0], bytes | bytearray):
+            raise DataError(
+                f"column {name!r} holds bytes such as {first.iloc[0]!r:.40}: decode them to text "
+                "(categories) or drop the column",
+                field=str(name),
+            )
         if len(first) and isinstance(first.iloc[0], list | tuple | dict | set | np.ndarray):
             value = first.iloc[0]
             shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)[:60]

@@ -62,6 +62,17 @@ def _dtype_of(arrow_type: pa.DataType) -> str:
 _NUMERIC = ("int", "float", "datetime")
 
 
+def _is_bytes(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        return _is_bytes(arrow_type.value_type)
+    return (
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    )
+
+
 def _merge_dtype(a: str, b: str, column: str) -> str:
     if a == b or b == "null":
         return a
@@ -422,6 +433,12 @@ class Statistics:
                 what = "times of day" if pa.types.is_time(array.type) else "durations"
                 raise DataError(
                     f"column {name!r} holds {what}: give them as numbers (seconds, say) or drop the column",
+                    field=name,
+                )
+            if _is_bytes(array.type):  # a schema's vocabulary is text: bytes would all be "unseen"
+                raise DataError(
+                    f"column {name!r} holds bytes ({array.type}): decode them to text (categories) or "
+                    "drop the column",
                     field=name,
                 )
             dtype = _dtype_of(array.type)

@@ -214,7 +214,10 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     stream(300).assign(at=["09:00:00", "17:30:00"] * 150).to_csv(clock, index=False)
     waits = tmp_path / "waits.parquet"
     stream(300).assign(wait=pd.to_timedelta(np.arange(300), unit="s")).to_parquet(waits)
+    blobs = tmp_path / "blobs.parquet"  # every value was "unseen" by the schema gate, after a run
+    stream(300).assign(blob=[b"\x00\x01", b"\x02"] * 150).to_parquet(blobs)
     cases = [
+        (["backtest", str(blobs), "--target", "y"], "column 'blob' holds bytes such as b'\\x00\\x01'"),
         (["backtest", str(clock), "--target", "y"], "column 'at' holds times of day or durations such as"),
         (["backtest", str(waits), "--target", "y"], "column 'wait' holds durations"),
         (["backtest", str(data), "--target", "y", "--metric", "rmse"], "metric 'rmse' does not fit"),

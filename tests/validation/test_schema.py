@@ -215,11 +215,14 @@ def test_times_of_day_and_durations_are_a_type_mismatch_not_a_crash(
 ) -> None:
     """Arrow's time64 and duration columns have no schema type (was ArrowNotImplementedError from a
     text kernel, which stopped `mloop run` in its schema step)."""
-    bad = train.assign(city=[datetime.time(12, 30)] * len(train), age=pd.to_timedelta(1, unit="s"))
+    bad = train.assign(
+        city=[datetime.time(12, 30)] * len(train), age=pd.to_timedelta(1, unit="s"), note=b"\x00"
+    )
     found = {a.column: a for a in validate_schema(bad, schema).items}
     assert {c: (a.kind, a.count) for c, a in found.items()} == {
         "city": ("type_mismatch", len(train)),
         "age": ("type_mismatch", len(train)),
+        "note": ("type_mismatch", len(train)),
     }
     assert found["city"].examples == ["12:30:00"] and found["city"].found.startswith("time64")
     json.dumps(validate_schema(bad, schema).to_dict())  # the report stays JSON
