@@ -18,7 +18,7 @@ import typer
 
 from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace, plural
 from mloop.cli.logs import configure_logging
-from mloop.errors import ArtifactCorruptedError, ConfigurationError, ParameterError
+from mloop.errors import ArtifactCorruptedError, ConfigurationError, MloopError, ParameterError
 from mloop.names import decimal
 from mloop.workspace import find_workspace_dir
 
@@ -156,6 +156,7 @@ def serve(
     os.environ["MLOOP_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
     os.environ["MLOOP_WORKSPACE"] = str(root or find_workspace_dir(workspace))
     exit_with_parent()  # whoever started this service (e.g. a scheduler's load test), if it said so
+    os.environ[_ONE_WORKER] = "1" if workers == 1 else "0"
     if workers > 1:  # each worker stops once this supervisor is gone, even by SIGKILL
         os.environ[PARENT_ENV] = str(os.getpid())
         # prometheus_client's multiprocess mode: every worker's metrics in files of this folder, so
@@ -188,7 +189,19 @@ def app_in_worker() -> object:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)  # also for libraries loaded before the variable was read
-    return app_from_env()
+    app = app_from_env()
+    if os.environ.get(_ONE_WORKER) == "1":
+        # the one worker is this process: load the model now, so a version that does not load is one
+        # error line and exit code, not uvicorn's startup traceback (the lifespan finds it loaded)
+        try:
+            app.state.service.refresh()
+        except MloopError as exc:
+            err.print(f"error: {exc.message}", markup=False)
+            raise SystemExit(exc.exit_code) from None
+    return app
+
+
+_ONE_WORKER = "MLOOP_SERVE_ONE_WORKER"
 
 
 def exit_with_parent() -> None:

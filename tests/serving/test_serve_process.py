@@ -350,3 +350,32 @@ def test_metrics_under_several_workers_count_every_request_and_never_go_back(ws_
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     assert seen == [5.0 * (i + 1) for i in range(12)], seen
+
+
+def test_a_production_model_that_does_not_load_is_an_error_line_not_a_traceback(
+    ws_dir: Path, tmp_path: Path
+) -> None:
+    """Its class's module is gone where it is served: uvicorn printed its startup traceback, ending in
+    "has no alias 'production' to serve"."""
+    module = tmp_path / "gone_model.py"
+    module.write_text("from sklearn.dummy import DummyClassifier\n\nclass Gone(DummyClassifier):\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import gone_model  # type: ignore[import-not-found]
+
+        df = training_data()
+        with mloop.Workspace.open(ws_dir) as ws:
+            ws.promote("clf", register(ws, gone_model.Gone().fit(df[COLS], df["y"]), df, COLS).version)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("gone_model", None)
+    module.unlink()
+    done = subprocess.run(
+        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
+    assert "gone_model" in done.stderr.strip().splitlines()[-1], done.stderr
