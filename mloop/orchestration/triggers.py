@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,21 @@ def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
     """Check what only the running system can: the pipeline loads, the watched path exists."""
     from mloop.core.loader import load_pipeline
 
-    load_pipeline(spec.pipeline, workspace=workspace)
+    pipeline = load_pipeline(spec.pipeline, workspace=workspace)
+    accepted = sorted(inspect.signature(pipeline.fn).parameters)
+    for key in spec.params:  # the run would refuse it, at the first firing
+        if key not in accepted:
+            raise ConfigurationError(
+                f"trigger {spec.name!r}: params.{key} is not a parameter of pipeline {spec.pipeline!r} "
+                f"(parameters: {', '.join(accepted)})",
+                field=f"params.{key}",
+            )
+    if spec.param is not None and spec.param not in accepted:  # the new files would reach no parameter
+        raise ConfigurationError(
+            f"trigger {spec.name!r}: param {spec.param!r} is not a parameter of pipeline {spec.pipeline!r}, "
+            f"so the new files would reach no run (parameters: {', '.join(accepted)})",
+            field="param",
+        )
     if spec.kind == "new_data" and spec.path is not None and not _exists(spec.path):
         raise ConfigurationError(
             f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"

@@ -22,6 +22,8 @@ def parse(**trigger: object) -> LoopConfig:
     ("trigger", "message"),
     [
         ({"kind": "schedule", "cron": "61 * * * *"}, "not a valid cron expression"),
+        ({"kind": "schedule", "cron": "0 3 31 2 *"}, "never matches a date"),  # failed every pass
+        ({"kind": "schedule", "cron": "* * * * * *"}, "not a valid cron expression"),  # six fields
         ({"kind": "schedule"}, "needs 'cron'"),
         ({"kind": "degradation", "model": "m", "metric": "happiness"}, "unknown metric 'happiness'"),
         ({"kind": "drift"}, "needs 'model'"),
@@ -121,3 +123,14 @@ def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_
         validate_trigger(parse(kind="manual", pipeline="mloop.steps.retrain:nothing").triggers[0], workspace)
     with pytest.raises(MloopError, match="not found"):
         validate_trigger(parse(kind="drift", model="unknown").triggers[0], workspace)
+    # refused at the first firing (unknown), or dropped without a word (the new files' parameter)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ConfigurationError, match=r"params\.bogus is not a parameter of pipeline") as info:
+        validate_trigger(parse(kind="manual", params={"bogus": 1}).triggers[0], workspace)
+    assert info.value.field == "params.bogus"
+    with pytest.raises(ConfigurationError, match="the new files would reach no run") as info:
+        validate_trigger(
+            parse(kind="new_data", path=str(tmp_path / "in"), param="files").triggers[0], workspace
+        )
+    assert info.value.field == "param"
+    validate_trigger(parse(kind="new_data", path=str(tmp_path / "in"), param="data").triggers[0], workspace)
