@@ -257,22 +257,31 @@ def _unsortable(order: pd.Series) -> str:
     return "its values are neither numbers nor ISO dates"
 
 
+def _last_window(rows: int, windows: int) -> int:
+    """Rows left for the last of ``windows`` windows of ``ceil(rows / windows)`` rows."""
+    return rows - (windows - 1) * int(np.ceil(rows / windows))
+
+
+def _most_windows(rows: int) -> int | None:
+    """The most windows (at least 2) ``rows`` make with a last one of at least MIN_WINDOW_ROWS."""
+    top = rows // MIN_WINDOW_ROWS
+    return next((w for w in range(top, 1, -1) if _last_window(rows, w) >= MIN_WINDOW_ROWS), None)
+
+
 def _window_rows(rows: int, windows: int) -> int:
     """Rows per window: equal windows of ``rows``, the last one shorter by the remainder. Refused when
     the last would fall below MIN_WINDOW_ROWS (or not exist): 49 windows of 2,549 rows are 48 of 53
     and a last one of 5."""
 
-    def last(w: int) -> int:  # rows left for the last of w windows of ceil(rows / w)
-        return rows - (w - 1) * int(np.ceil(rows / w))
-
     size = int(np.ceil(rows / windows))
-    if last(windows) >= MIN_WINDOW_ROWS:
+    if _last_window(rows, windows) >= MIN_WINDOW_ROWS:
         return size
-    fits = next((w for w in range(windows - 1, 1, -1) if last(w) >= MIN_WINDOW_ROWS), None)
+    fits = next((w for w in range(windows - 1, 1, -1) if _last_window(rows, w) >= MIN_WINDOW_ROWS), None)
     hint = f"; {fits} windows fit" if fits else ""
     raise ParameterError(
         f"windows: {rows} replayed rows cannot make {windows} windows of about {size} "
-        f"rows with a last one of at least {MIN_WINDOW_ROWS} (it would have {max(last(windows), 0)}){hint}",
+        f"rows with a last one of at least {MIN_WINDOW_ROWS} "
+        f"(it would have {max(_last_window(rows, windows), 0)}){hint}",
         field="windows",
     )
 
@@ -424,9 +433,11 @@ def backtest(
             field="initial",
         )
     if n - n0 < windows * MIN_WINDOW_ROWS:
+        fits = _most_windows(n - n0)
+        hint = f"; at most {fits} windows fit" if fits else "; lower --initial"
         raise DataError(
             f"{n} rows are too few for {initial:.0%} initial rows and {windows} windows of at least "
-            f"{MIN_WINDOW_ROWS} rows",
+            f"{MIN_WINDOW_ROWS} rows{hint}",
             field="data",
         )
     task = infer_task(frame[target])
@@ -585,9 +596,16 @@ def score_policies(
             progress("every_window", w, windows - 1)
         hi = n0 + bounds[w]  # the newest initial-sized slice before window w
         lo = max(0, hi - n0)
-        refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
         part = x_stream.iloc[bounds[w] : bounds[w + 1]]
-        every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
+        try:
+            refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
+            every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
+        except Exception as exc:  # the user's estimator, most likely: said as such, not as a bug
+            raise ParameterError(
+                f"the estimator failed refitting the every-window baseline on rows {lo}-{hi} before "
+                f"window {w + 1}: {type(exc).__name__}: {exc}",
+                field="estimator",
+            ) from exc
         if every_score is not None:
             s = _positive(refit, part)
             if s is not None:

@@ -229,7 +229,10 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         (["backtest", str(latin), "--target", "y"], "pass the file's encoding, e.g. --encoding latin-1"),
         (["backtest", str(latin), "--target", "y", "--encoding", "klingon"], "unknown text encoding"),
         (["backtest", str(data), "--target", "y", "--windows", "1"], "greater than or equal to 2"),
-        (["backtest", str(data), "--target", "y", "--windows", "20"], "too few"),
+        (
+            ["backtest", str(data), "--target", "y", "--windows", "20"],
+            "too few for 20% initial rows and 20 windows of at least 20 rows; at most 12 windows fit",
+        ),
         (["backtest", str(semicolons), "--target", "y"], "seems separated by ';': save it comma-separated"),
         (["backtest", str(decimal_commas), "--target", "y"], "seems separated by ';'"),
         (["backtest", str(utf16), "--target", "y"], "byte-order mark: pass --encoding utf-16"),
@@ -434,3 +437,27 @@ def test_runs_that_failed_are_counted_apart_from_the_retrains() -> None:
               LoopEvent(9, 1, "run", "stopped"), LoopEvent(9, 1, "promote", "failed")]  # fmt: skip
     replay = Replay([], [], [], events=events)
     assert (replay.retrains, replay.failed_runs) == (3, 1)  # a gate's refusal ("stopped") is no failure
+
+
+def test_an_estimator_that_fails_refitting_the_baseline_is_named_not_called_a_bug() -> None:
+    """It was "unexpected RuntimeError … (a bug in mloop)", and the loop's results were lost."""
+    from mloop.backtesting.backtest import score_policies
+    from mloop.backtesting.replay import Replay
+    from mloop.errors import ParameterError
+    from mloop.steps.retrain import default_model
+
+    frame = stream(600, seed=1)
+    first = frame.iloc[:120]
+    static = default_model(first.drop(columns=["y"]), "classification").fit(
+        first.drop(columns=["y"]), first["y"]
+    )
+    replay = Replay(predictions=[0] * 480, scores=[None] * 480, versions=[1] * 480)
+
+    def factory(features: object, task: str) -> object:
+        raise RuntimeError("no licence on this machine")
+
+    with pytest.raises(
+        ParameterError, match="the estimator failed refitting the every-window baseline"
+    ) as info:
+        score_policies(frame, "y", "classification", 120, 120, static, replay, factory)
+    assert info.value.field == "estimator" and "RuntimeError: no licence" in info.value.message
