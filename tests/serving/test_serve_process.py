@@ -89,6 +89,16 @@ def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
 
 
+def serve_until_it_exits(ws_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``mloop serve clf`` that is expected to stop at start-up (its output, its exit code)."""
+    return subprocess.run(
+        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def rows(n: int) -> list[dict]:
     return training_data(9, n)[COLS].to_dict("records")
 
@@ -236,12 +246,7 @@ def test_a_corrupted_production_model_is_named_as_corrupted(ws_dir: Path) -> Non
         service = ModelService(ws, ServeConfig(model="clf", log_predictions=False, compiled=False))
         with pytest.raises(ArtifactCorruptedError, match=r"clf v1 \(clf@production\)"):
             service.refresh()
-    done = subprocess.run(
-        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = serve_until_it_exits(ws_dir)
     assert done.returncode == 1, done.stderr  # ArtifactCorruptedError's exit code
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model clf v1 (clf@production)"), done.stderr
@@ -370,12 +375,7 @@ def test_a_production_model_that_does_not_load_is_an_error_line_not_a_traceback(
         sys.path.remove(str(tmp_path))
         sys.modules.pop("gone_model", None)
     module.unlink()
-    done = subprocess.run(
-        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = serve_until_it_exits(ws_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
     assert "gone_model" in done.stderr.strip().splitlines()[-1], done.stderr
