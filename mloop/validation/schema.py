@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from mloop.deprecations import renamed
 from mloop.errors import DataError
 from mloop.validation.io import Progress, Source, describe, scan
-from mloop.validation.stats import _NUMBER, ColumnStats, Statistics, _dtype_of, _is_bytes
+from mloop.validation.stats import _NUMBER, ColumnStats, Statistics, _dtype_of, _untyped
 
 __all__ = ["Anomalies", "Anomaly", "ColumnSchema", "Schema", "infer_schema", "validate_schema"]
 
@@ -313,16 +313,11 @@ class _ColumnCheck:
         self.nulls += array.null_count
         values = pc.drop_null(array)
         self.values += len(values)
-        if (
-            pa.types.is_nested(array.type)
-            or pa.types.is_time(array.type)
-            or pa.types.is_duration(array.type)
-            or _is_bytes(array.type)
-        ):  # lists, structs, maps, times of day, durations, bytes: no schema type describes them
+        if _untyped(array.type) is not None:  # lists, structs, times of day, durations, bytes
             self.found_types.add(str(array.type))
             self.bad_type += len(values)
             for v in values.slice(0, EXAMPLES).to_pylist():
-                v = v if pa.types.is_nested(array.type) else str(v)  # a time or duration: as JSON text
+                v = v if pa.types.is_nested(array.type) else str(v)  # a time, duration, bytes: as text
                 if len(self.examples["type"]) < EXAMPLES and v not in self.examples["type"]:
                     self.examples["type"].append(v)
             return

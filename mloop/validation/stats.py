@@ -73,6 +73,22 @@ def _is_bytes(arrow_type: pa.DataType) -> bool:
     )
 
 
+def _untyped(arrow_type: pa.DataType) -> str | None:
+    """Why no schema type describes a column of ``arrow_type`` (what statistics refuse and a schema
+    check reports as a type mismatch), or None when one does."""
+    if pa.types.is_nested(arrow_type):  # lists, structs, maps: no domain, range or histogram
+        return (
+            f"holds nested values ({arrow_type}): statistics, schemas and models take flat columns; "
+            "flatten it into columns or drop it"
+        )
+    if pa.types.is_time(arrow_type) or pa.types.is_duration(arrow_type):
+        what = "times of day" if pa.types.is_time(arrow_type) else "durations"
+        return f"holds {what}: give them as numbers (seconds, say) or drop the column"
+    if _is_bytes(arrow_type):  # a schema's vocabulary is text: bytes would all be "unseen"
+        return f"holds bytes ({arrow_type}): decode them to text (categories) or drop the column"
+    return None
+
+
 def _merge_dtype(a: str, b: str, column: str) -> str:
     if a == b or b == "null":
         return a
@@ -423,24 +439,9 @@ class Statistics:
     def update(self, batch: pa.RecordBatch) -> None:
         """Add one batch: some rows of some or all columns (see ``io.read_batches``)."""
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
-            if pa.types.is_nested(array.type):  # lists, structs, maps: no domain, range or histogram
-                raise DataError(
-                    f"column {name!r} holds nested values ({array.type}): statistics, schemas and models "
-                    "take flat columns; flatten it into columns or drop it",
-                    field=name,
-                )
-            if pa.types.is_time(array.type) or pa.types.is_duration(array.type):
-                what = "times of day" if pa.types.is_time(array.type) else "durations"
-                raise DataError(
-                    f"column {name!r} holds {what}: give them as numbers (seconds, say) or drop the column",
-                    field=name,
-                )
-            if _is_bytes(array.type):  # a schema's vocabulary is text: bytes would all be "unseen"
-                raise DataError(
-                    f"column {name!r} holds bytes ({array.type}): decode them to text (categories) or "
-                    "drop the column",
-                    field=name,
-                )
+            why = _untyped(array.type)
+            if why is not None:
+                raise DataError(f"column {name!r} {why}", field=name)
             dtype = _dtype_of(array.type)
             col = self.columns.get(name)
             if col is None:
