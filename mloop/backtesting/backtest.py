@@ -287,11 +287,9 @@ def _window_rows(rows: int, windows: int) -> int:
 
 
 def _check_values(frame: pd.DataFrame, target: str) -> None:
-    """Numbers a model and the statistics can take, and no feature column without a value."""
+    """Numbers a model and the statistics can take (a column without a value: ``labelled_rows``)."""
     for name in frame.columns:
         column = frame[name]
-        if name != target and column.isna().all():
-            raise DataError(f"column {name!r} holds no values: drop it", field=name)
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             x = column.to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isinf(x) | (np.abs(np.nan_to_num(x)) > LARGEST)

@@ -208,6 +208,12 @@ def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     if target not in rows.columns:
         raise DataError(f"no target column {target!r} (columns: {list(rows.columns)[:20]})", field="target")
     labelled = rows[rows[target].notna()].reset_index(drop=True)
+    for name in labelled.columns:
+        if name != target and labelled[name].isna().all():
+            raise DataError(f"column {name!r} holds no values: drop it", field=str(name))
+        first = labelled[name].dropna().head(1).tolist() if labelled[name].dtype == object else []
+        if first and isinstance(first[0], decimal.Decimal):  # a number (the schema's float), not a category
+            labelled[name] = pd.to_numeric(labelled[name].astype(float))
     y = labelled[target].infer_objects()
     present = y.head(1).tolist()
     if (
@@ -216,8 +222,6 @@ def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
         or (present and isinstance(present[0], datetime.date | datetime.time | datetime.timedelta))
     ):
         raise DataError(f"target {target!r} holds times: it is neither classes nor numbers", field="target")
-    if present and isinstance(present[0], decimal.Decimal):  # a Parquet decimal: a number
-        y = pd.to_numeric(y.astype(float))
     if y.dtype == np.uint64 or y.dtype == object:
         big = [v for v in y.tolist() if isinstance(v, int | np.integer) and not -(2**63) <= int(v) < 2**63]
         if big:
@@ -227,12 +231,6 @@ def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
                 field="target",
             )
     labelled[target] = y
-    for name in labelled.columns:
-        if name != target and labelled[name].isna().all():
-            raise DataError(f"column {name!r} holds no values: drop it", field=str(name))
-        first = labelled[name].dropna().head(1).tolist() if labelled[name].dtype == object else []
-        if first and isinstance(first[0], decimal.Decimal):  # a number (the schema's float), not a category
-            labelled[name] = pd.to_numeric(labelled[name].astype(float))
     return labelled
 
 
