@@ -7,8 +7,7 @@ watched path that does not exist is one clear error at start-up, not a silent tr
 
 from __future__ import annotations
 
-import datetime
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,15 +122,13 @@ class TriggerSpec(_Strict):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from croniter import croniter
+            from croniter import CroniterBadDateError, croniter
 
             five = value.strip().startswith("@") or len(value.split()) == 5  # croniter also takes seconds
             if not five or not croniter.is_valid(value):
                 raise ValueError(f"{value!r} is not a valid cron expression (minute hour day month weekday)")
-            from croniter import CroniterBadDateError
-
             try:  # February 31st is valid syntax and never comes: the trigger would fail every pass
-                croniter(value, datetime.datetime(2000, 1, 1)).get_next(datetime.datetime)
+                croniter(value, datetime(2000, 1, 1)).get_next(datetime)
             except CroniterBadDateError:
                 raise ValueError(f"{value!r} never matches a date: the trigger would never fire") from None
         return value

@@ -124,6 +124,7 @@ METRICS: dict[str, Any] = {
 
 
 _TIME = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+_INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}  # the prediction log's type
 
 
 def _row(service: Any) -> dict[str, Any]:
@@ -135,9 +136,7 @@ def _row(service: Any) -> dict[str, Any]:
         kind = production.loaded.rules[column].get("type")
         if kind in ("int", "float"):
             schema: dict[str, Any] = (
-                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}  # the log's 64-bit type
-                if kind == "int"
-                else {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}
+                _INT64 if kind == "int" else {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}
             )
         elif kind == "bool":
             schema = {"type": "boolean"}
@@ -165,7 +164,7 @@ def _v2_request(service: Any) -> dict[str, Any]:
     for column in columns:
         kind = production.loaded.rules[column].get("type")
         datatype, item = {
-            "int": ("INT64", {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}),
+            "int": ("INT64", _INT64),
             "float": ("FP64", {"type": "number", "minimum": -LARGEST, "maximum": LARGEST}),
             "bool": ("BOOL", {"type": "boolean"}),
             "datetime": ("BYTES", _TIME),
