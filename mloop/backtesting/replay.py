@@ -185,8 +185,8 @@ def replay_stream(
         for d in decisions:
             if d.action in ("canary", "promote", "rollback"):
                 note(LoopEvent(row, window, d.action, d.reason, version=d.version))
-        if decisions or (tick is not None and tick.runs):
-            service.refresh()
+        if any(d.action not in ("none", "wait") for d in decisions) or (tick is not None and tick.runs):
+            service.refresh()  # an alias may have moved (a wait moves none)
 
     try:
         starts = [

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -502,9 +503,16 @@ class LogHealth:
 
 
 def labelled_predictions(
-    root: Path, model: str, *, since_segment: str | None = None, include_shadow: bool = False
+    root: Path,
+    model: str,
+    *,
+    since_segment: str | None = None,
+    include_shadow: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Logged predictions in arrival order, with a ``label`` column (None until feedback arrived).
+    ``columns`` keeps only those logged columns (and the label): a caller that judges predictions
+    without their inputs, such as a canary's judge on every pass, need not convert the inputs.
 
     The latest label (by arrival time) wins when one prediction id got several; a label that is
     missing or cannot be cast to the predictions' type labels nothing (it is counted as uncastable),
@@ -526,7 +534,8 @@ def labelled_predictions(
     feedback_table = read_log(root, model, "feedback")
     uncastable += _uncastable(feedback_table)
     unmatched = conflicts = 0
-    predictions = table.to_pandas()
+    kept = table if columns is None else table.select([c for c in table.column_names if c in set(columns)])
+    predictions = kept.to_pandas()
     if feedback_table.num_rows == 0:
         out = predictions.assign(label=None)
     else:

@@ -74,10 +74,16 @@ class ServedVersion:
 
 
 def served_versions(
-    workspace: Workspace, model: str, versions: list[int], *, known: Sequence[ModelVersion] = ()
+    workspace: Workspace,
+    model: str,
+    versions: list[int],
+    *,
+    known: Sequence[ModelVersion] = (),
+    statistics: bool = True,
 ) -> dict[int, ServedVersion]:
     """Signature and training statistics of each version that answered requests (``known``: versions
-    the caller has just read, which are not asked for again)."""
+    the caller has just read, which are not asked for again; ``statistics=False``: the signature
+    alone, for callers that score answers and compare no distributions)."""
     out: dict[int, ServedVersion] = {}
     at_hand = {v.version: v for v in known if v.name == model}
     for number in versions:
@@ -87,7 +93,7 @@ def served_versions(
             continue
         output = v.signature.get("output", {})
         stats_id = v.signature.get("training_statistics")
-        reference = workspace.load_artifact(stats_id, shared=True) if stats_id else None
+        reference = workspace.load_artifact(stats_id, shared=True) if stats_id and statistics else None
         out[number] = ServedVersion(
             v,
             reference,

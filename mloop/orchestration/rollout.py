@@ -237,6 +237,9 @@ def _clearly_worse(policy: RolloutPolicy, live_c: dict[str, float], live_p: dict
     ).degraded
 
 
+_ANSWERS = ("prediction_id", "ts", "version", "role", "prediction", "probability", "score")
+
+
 def _judge_canary(
     workspace: Workspace,
     policy: RolloutPolicy,
@@ -247,10 +250,13 @@ def _judge_canary(
 ) -> RolloutDecision:
     model = policy.model
     started = _canary_started(workspace, model, canary.version)
-    frame = labelled_predictions(root, model, since_segment=id_floor(started))
+    # the paired judge re-predicts from the logged inputs; the live one needs the answers only
+    columns = None if policy.judge == "paired" else _ANSWERS
+    frame = labelled_predictions(root, model, since_segment=id_floor(started), columns=columns)
     if not frame.empty:
         frame = frame[pd.to_datetime(frame["ts"], utc=True) >= pd.Timestamp(started)]
-    info = served_versions(workspace, model, [canary.version], known=[canary])[canary.version]
+    served = served_versions(workspace, model, [canary.version], known=[canary], statistics=False)
+    info = served[canary.version]
     if frame.empty:
         live_c, live_p = {"rows": 0.0}, {"rows": 0.0}
     else:

@@ -227,7 +227,11 @@ def _monitored(
     if "production" not in holders:
         return TriggerCheck(f"{model} has no production version yet")
     if "canary" in holders:
-        return TriggerCheck(f"waiting: {model} v{holders['canary']} is in canary rollout")
+        # nothing to judge until the canary is decided: passes skip this trigger while no alias moves
+        return TriggerCheck(
+            f"waiting: {model} v{holders['canary']} is in canary rollout",
+            unchanged=lambda: workspace.registry.aliases(model) == holders,
+        )
     version = holders["production"]
     since = _held_since(workspace, model, version)
     held = since.isoformat() if since else ""

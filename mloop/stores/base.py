@@ -342,6 +342,11 @@ class ModelRegistry(Protocol):
 
     def versions(self, name: str) -> list[ModelVersion]: ...
 
+    def aliases(self, name: str) -> dict[str, int]:
+        """Which version holds each alias of ``name`` now (empty for an unknown model): one small
+        read, for callers that only need to know whether an alias moved."""
+        ...
+
     def models(self) -> list[Model]: ...
 
     def set_alias(

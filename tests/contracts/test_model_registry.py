@@ -103,6 +103,21 @@ def test_remove_alias_and_roll_it_back(stores) -> None:
     assert reg.rollback("churn", "canary", who="a", reason="undo").to_version == 1
 
 
+def test_aliases_say_which_version_holds_each_alias_as_versions_do(stores) -> None:
+    for n in (1, 2, 3):
+        register(stores, n=n)
+    _, reg = stores
+    assert reg.aliases("churn") == {} and reg.aliases("unknown") == {}
+    reg.set_alias("churn", "production", 1, who="a", reason="first")
+    reg.set_alias("churn", "canary", 3, who="a", reason="try")
+    reg.set_alias("churn", "staging", 3, who="a", reason="try")
+    assert reg.aliases("churn") == {"production": 1, "canary": 3, "staging": 3}
+    held = {v.version: v.aliases for v in reg.versions("churn")}
+    assert held == {1: ("production",), 2: (), 3: ("canary", "staging")}
+    reg.remove_alias("churn", "canary", who="a", reason="done")
+    assert reg.aliases("churn") == {"production": 1, "staging": 3}
+
+
 def test_a_refusal_is_recorded_with_its_evidence_and_moves_nothing(stores) -> None:
     for n in (1, 2, 3):
         register(stores, n=n)

@@ -179,6 +179,10 @@ def test_labels_join_last_write_wins_conflicts_and_unmatched_are_counted(tmp_pat
     assert frame.set_index("prediction_id")["label"].to_dict() == {"a": 1, "b": 1}
     health = frame.attrs["log_health"]
     assert (health.conflicting_labels, health.unmatched_labels) == (1, 1)
+    answers = labelled_predictions(tmp_path, "m", columns=["prediction_id", "prediction", "nonexistent"])
+    assert list(answers.columns) == ["prediction_id", "prediction", "label"]  # no inputs converted
+    assert answers.set_index("prediction_id")["label"].to_dict() == {"a": 1, "b": 1}
+    assert answers.attrs["log_health"] == health
 
 
 def test_the_background_writer_survives_a_failed_flush_and_counts_the_loss(tmp_path: Path) -> None:

@@ -90,3 +90,30 @@ def test_skipping_quiet_passes_fires_at_the_same_rows_as_evaluating_every_pass(t
     skipping = _firings(tmp_path / "a", remember=True)
     assert skipping, "the concept flip must fire a trigger"
     assert skipping == _firings(tmp_path / "b", remember=False)
+
+
+def test_a_trigger_waits_out_a_canary_without_evaluating_until_an_alias_moves(
+    workspace: mloop.Workspace, tmp_path: Path
+) -> None:
+    rows = stream(1200, drift_at=700, seed=6)
+    train_first(workspace, rows.iloc[:600], tmp_path)
+    log_dir = tmp_path / "log"
+    svc = service(workspace, log_dir)
+    scheduler = Scheduler(workspace, _config(tmp_path), log_dir=log_dir)
+    workspace.promote(MODEL, 1, "canary", reason="a canary under way")
+
+    serve_rows(svc, rows.iloc[600:900])  # a complete window: without the canary it would be judged
+    first = scheduler.tick()
+    assert first.checks["worse"].startswith("waiting:"), first.checks
+    evaluated = {n: workspace.triggers.state(n).evaluated_at for n in ("drift", "worse")}
+    serve_rows(svc, rows.iloc[900:1100])
+    second = scheduler.tick()  # the canary still holds: skipped, saying what it said
+    assert second.checks == first.checks
+    assert {n: workspace.triggers.state(n).evaluated_at for n in evaluated} == evaluated
+
+    workspace.remove_alias(MODEL, "canary", reason="decided")
+    third = scheduler.tick()  # the alias moved: judged again, on the windows it has
+    assert not third.checks["worse"].startswith("waiting:"), third.checks
+    assert workspace.triggers.state("worse").evaluated_at > evaluated["worse"]
+    assert workspace.triggers.state("worse").watermark["index"] >= 0
+    svc.stop()

@@ -280,21 +280,32 @@ class SqlModelRegistry(SqlStore):
     def versions(self, name: str) -> list[ModelVersion]:
         # schedulers and services ask on every pass: whether the model exists is asked only when
         # it has no version (a model is created with its first one)
+        v, a = t.model_versions, t.aliases
+        held = sa.and_(a.c.name == v.c.name, a.c.version == v.c.version)
+        query = (
+            sa.select(v, a.c.alias.label("held_alias"))
+            .select_from(v.outerjoin(a, held))  # versions and their aliases in one round trip
+            .where(v.c.name == name)
+            .order_by(v.c.version, a.c.alias)
+        )
         with self._read() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(t.model_versions)
-                    .where(t.model_versions.c.name == name)
-                    .order_by(t.model_versions.c.version)
-                )
-                .mappings()
-                .all()
-            )
+            rows = conn.execute(query).mappings().all()
             if not rows:
                 self._exists(conn, name)
                 return []
-            by_version = self._aliases_of(conn, name)
-            return [_version(r, by_version.get(r["version"], ())) for r in rows]
+        found: dict[int, tuple[Mapping[Any, Any], list[str]]] = {}
+        for r in rows:
+            _, names = found.setdefault(r["version"], (r, []))
+            if r["held_alias"] is not None:
+                names.append(r["held_alias"])
+        return [_version(r, tuple(names)) for r, names in found.values()]
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.name == name)
+            )
+            return {alias: int(version) for alias, version in rows}
 
     def models(self) -> list[Model]:
         with self._read() as conn:
