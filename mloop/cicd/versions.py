@@ -81,13 +81,10 @@ def environment() -> tuple[str, dict[str, str]]:
 def _git_state(root: Path, workspace: Path | None) -> tuple[str | None, bool | None]:
     """The commit checked out around ``root`` and whether the tree under it has changes; the
     workspace's own folder (often ``.mloop/`` inside the project) is state, not a change."""
-    commit = fingerprint._git(root, "rev-parse", "HEAD")
-    if not commit:
-        return None, None
     spec = ["."]
     if workspace is not None and workspace.resolve().is_relative_to(root):
         spec.append(f":(exclude){workspace.resolve().relative_to(root).as_posix()}")
-    return commit, bool(fingerprint._git(root, "status", "--porcelain", "--", *spec))
+    return fingerprint.git_state(root, *spec)
 
 
 # the annotations a parameter's value is checked against without importing the pipeline's module

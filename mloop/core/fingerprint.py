@@ -140,11 +140,22 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 def git_commit(path: Path) -> str | None:
     """The commit checked out around ``path``, with ``+dirty`` when that file has uncommitted changes."""
-    directory = path if path.is_dir() else path.parent
-    commit = _git(directory, "rev-parse", "HEAD")
-    if not commit:
-        return None
-    return f"{commit}+dirty" if _git(directory, "status", "--porcelain", "--", str(path)) else commit
+    commit, dirty = git_state(path if path.is_dir() else path.parent, str(path))
+    return f"{commit}+dirty" if commit and dirty else commit
+
+
+def git_state(directory: Path, *pathspec: str) -> tuple[str | None, bool | None]:
+    """The commit checked out around ``directory`` and whether anything under ``pathspec`` differs
+    from it (untracked files included); ``(None, None)`` outside a repository or before its first
+    commit. One ``git status`` (it prints the commit too): a run asks at every start."""
+    out = _git(directory, "status", "--porcelain=v2", "--branch", "--", *pathspec)
+    if out is None:
+        return None, None
+    lines = out.splitlines()
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":
+        return None, None
+    return commit, any(not line.startswith("#") for line in lines)
 
 
 def _git(directory: Path, *args: str) -> str | None:

@@ -81,12 +81,18 @@ def test_git_commit_and_dirty_flag(tmp_path: Path) -> None:
     git("config", "user.email", "ci@example.invalid")
     git("config", "user.name", "ci")
     (tmp_path / "pipe.py").write_text("x = 1\n")
+    assert git_commit(tmp_path / "pipe.py") is None  # a repository without a commit yet
     git("add", "pipe.py")
     git("commit", "-qm", "init")
     head = git("rev-parse", "HEAD")
     assert git_commit(tmp_path / "pipe.py") == head
+    (tmp_path / "other.py").write_text("y = 1\n")  # another file's change is not this one's
+    assert git_commit(tmp_path / "pipe.py") == head
     (tmp_path / "pipe.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "pipe.py") == f"{head}+dirty"
+    git("checkout", "-q", "pipe.py")
+    (tmp_path / "new.py").write_text("z = 1\n")  # untracked, and the pipeline itself
+    assert git_commit(tmp_path / "new.py") == f"{head}+dirty"
 
 
 def test_the_hash_is_of_the_code_loaded_not_of_the_file_edited_since(tmp_path: Path) -> None:
