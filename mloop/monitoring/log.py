@@ -411,9 +411,13 @@ def _segments(root: Path, model: str, kind: str, since_segment: str | None) -> l
         names = [n for n in names if n[: -len(".parquet")] >= since_segment]
     key = (str(folder), since_segment)
     known = _LISTED.get(key)
-    if known is not None and known[0] == names:  # a scheduler lists every pass: reuse the paths
-        return list(known[1])
-    paths = [folder / n for n in names]
+    # a scheduler lists every pass, and a log mostly grows at its end: reuse the paths made before
+    if known is not None and names[: len(known[0])] == known[0]:
+        if len(names) == len(known[0]):
+            return list(known[1])
+        paths = [*known[1], *(folder / n for n in names[len(known[0]) :])]
+    else:
+        paths = [folder / n for n in names]
     if len(_LISTED) >= 256:
         _LISTED.clear()
     _LISTED[key] = (names, paths)
@@ -500,6 +504,11 @@ class LogHealth:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LogHealth:
+        # immutable: pandas deep-copies a frame's attrs into every frame derived from it, and a read's
+        # frame is filtered and sliced many times per pass
+        return self
 
 
 def labelled_predictions(
