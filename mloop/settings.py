@@ -16,9 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mloop.errors import ConfigurationError
 
-__all__ = ["CONFIG_FILE", "Settings", "load_settings", "read_config_file"]
+__all__ = ["CONFIG_FILE", "CONFIG_TABLES", "Settings", "load_settings", "read_config_file"]
 
 CONFIG_FILE = "mloop.toml"  # in the folder holding the workspace (Workspace.config_dir)
+# its tables, and who reads them: settings, the loop (scheduler, backtest), the service, pipeline CI
+CONFIG_TABLES = ("mloop", "triggers", "rollout", "scheduler", "serve", "ci")
 
 
 class Settings(BaseSettings):
@@ -59,15 +61,29 @@ def load_settings(toml_dir: Path | None = None, **overrides: Any) -> Settings:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The tables of a TOML configuration file; ConfigurationError naming the file when it is not TOML."""
+    """The tables of a TOML configuration file; ConfigurationError naming the file when it is not TOML,
+    or, for ``mloop.toml``, when it has a table mloop does not read (a misspelt ``[[trigger]]`` would
+    otherwise leave the loop without its trigger, silently)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
     except RecursionError:
         raise ConfigurationError(f"{path}: its values nest too deeply", field=str(path)) from None
     except IsADirectoryError:
         raise ConfigurationError(f"{path} is a folder, not a TOML file", field=str(path)) from None
+    if path.name == CONFIG_FILE:
+        for key in data:
+            if key not in CONFIG_TABLES:
+                import difflib
+
+                near = difflib.get_close_matches(key, CONFIG_TABLES, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ConfigurationError(
+                    f"{path}: unknown table {key!r} ({hint}mloop reads {', '.join(CONFIG_TABLES)})",
+                    field=key,
+                )
+    return data
 
 
 def _explicit_env(settings: Settings) -> dict[str, Any]:

@@ -9,12 +9,12 @@ overrides; only the keys in :data:`TOML_KEYS` may appear there, each checked whe
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mloop.errors import ConfigurationError
+from mloop.settings import CONFIG_FILE, read_config_file
 
 __all__ = ["TOML_KEYS", "ServeConfig", "serve_defaults"]
 
@@ -53,13 +53,10 @@ TOML_KEYS = {"batch_rows": "an integer >= 1"}
 
 def serve_defaults(config_dir: Path | None) -> dict[str, Any]:
     """The ``[serve]`` table of ``config_dir/mloop.toml`` (empty when there is none), checked."""
-    path = (config_dir / "mloop.toml") if config_dir is not None else None
+    path = (config_dir / CONFIG_FILE) if config_dir is not None else None
     if path is None or not path.is_file():
         return {}
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
+    table = read_config_file(path).get("serve", {})
     if not isinstance(table, dict):
         raise ConfigurationError(f"{path}: [serve] must be a table", field="serve")
     for key, value in table.items():

@@ -264,3 +264,15 @@ def test_demo_through_the_installed_command(tmp_path: Path) -> None:
         timeout=120,
     )
     assert skew.returncode == 0 and skew.stdout.startswith("skew: inputs served to rainfall v"), skew.stdout
+
+
+def test_a_misspelt_table_in_mloop_toml_is_one_error_line(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (env / "mloop.toml").write_text(
+        '[[trigger]]\nname = "t"\nkind = "manual"\npipeline = "pipes.py:numbers"\n'
+    )
+    for argv in (("scheduler", "status"), ("runs", "list")):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, out, err)
+        assert err.count("\n") == 1 and "unknown table 'trigger'" in err and "'triggers'" in err, err
