@@ -36,7 +36,7 @@ from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
-from mloop.orchestration.triggers import check_trigger, validate_trigger
+from mloop.orchestration.triggers import check_live_metric, check_trigger, validate_trigger
 from mloop.stores.base import TriggerStore
 from mloop.workspace import Workspace, _pid_alive
 
@@ -108,9 +108,15 @@ class Scheduler:
         self._next_recovery = 0.0  # time.monotonic() of the next look for expired leases
 
     def check(self) -> None:
-        """Fail now, with a clear error, on a trigger that could never work."""
+        """Fail now, with a clear error, on a trigger or rollout that could never work."""
         for spec in self.config.triggers:
             validate_trigger(spec, self.ws)
+        for policy in self.config.rollout:
+            try:
+                newest = self.ws.registry.get(policy.model)
+            except NotFoundError:
+                continue  # a trigger may register its first version later
+            check_live_metric(newest, policy.metric, f"rollout {policy.model!r}")
 
     def spec(self, name: str) -> TriggerSpec:
         for spec in self.config.triggers:

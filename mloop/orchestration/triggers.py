@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloop.entities import TriggerState, id_floor
+from mloop.entities import ModelVersion, TriggerState, id_floor
 from mloop.errors import ConfigurationError, NotFoundError
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
@@ -80,7 +80,20 @@ def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
             f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"
         )
     if spec.kind in ("drift", "degradation") and spec.model is not None:
-        workspace.registry.get(spec.model)  # NotFoundError names the model
+        newest = workspace.registry.get(spec.model)  # NotFoundError names the model
+        if spec.kind == "degradation":
+            check_live_metric(newest, spec.metric, f"trigger {spec.name!r}")
+
+
+def check_live_metric(version: ModelVersion, metric: str, who: str) -> None:
+    """ConfigurationError when ``metric`` cannot judge ``version``'s live predictions (a regression
+    model judged by accuracy would never degrade, and its canaries never be promoted)."""
+    from mloop.validation.model import live_metric_problem
+
+    output = version.signature.get("output", {})
+    problem = live_metric_problem(metric, output.get("task", "classification"), output.get("classes"))
+    if problem is not None:
+        raise ConfigurationError(f"{who}: {problem} ({version.name} v{version.version})", field="metric")
 
 
 def _exists(path: str) -> bool:

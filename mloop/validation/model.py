@@ -33,6 +33,23 @@ __all__ = [
 ]
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape", "calibration_error"})
+# what live predictions are scored with (score_predictions), by task
+LIVE_METRICS = {
+    "regression": ("mae", "rmse", "r2", "mape"),
+    "classification": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"),
+}
+
+
+def live_metric_problem(metric: str, task: str, classes: Sequence[Any] | None) -> str | None:
+    """Why ``metric`` cannot judge a ``task`` model's live predictions (None when it can): a trigger or
+    a canary judged by it would wait for a number that never comes."""
+    fits = LIVE_METRICS.get(task, ())
+    if metric not in fits:
+        use = ", ".join(fits)
+        return f"metric {metric!r} is not measured on a {task} model's live predictions (use one of: {use})"
+    if metric == "brier" and classes is not None and len(classes) != 2:
+        return f"metric 'brier' needs two classes; the model has {len(classes)}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,42 @@ def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_
         )
     assert info.value.field == "param"
     validate_trigger(parse(kind="new_data", path=str(tmp_path / "in"), param="data").triggers[0], workspace)
+
+
+def test_a_misspelt_table_of_mloop_toml_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "mloop.toml").write_text(
+        '[[trigger]]\nname = "t"\nkind = "manual"\npipeline = "p.py:p"\n\n[[rollout]]\nmodel = "m"\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"unknown table 'trigger' \(did you mean 'triggers'\?"):
+        load_loop_config(tmp_path)
+    (tmp_path / "mloop.toml").write_text("[mloop]\nmax_workers = 2\n[serve]\nbatch_rows = 8\n[ci]\n")
+    assert load_loop_config(tmp_path).triggers == []  # every table mloop reads is accepted
+
+
+def test_a_metric_the_model_is_not_judged_by_is_refused_at_start(workspace: mloop.Workspace) -> None:
+    from mloop.orchestration.scheduler import Scheduler
+
+    workspace.register_model("prices", {"kind": "regressor"}, signature={"output": {"task": "regression"}})
+    workspace.register_model(
+        "species", {"kind": "iris"}, signature={"output": {"task": "classification", "classes": [0, 1, 2]}}
+    )
+
+    def scheduler(triggers: list[dict], rollout: list[dict]) -> Scheduler:
+        return Scheduler(workspace, LoopConfig.parse({"triggers": triggers, "rollout": rollout}))
+
+    pipeline = "mloop.steps.retrain:retrain"
+    worse = {"name": "worse", "kind": "degradation", "model": "prices", "pipeline": pipeline}
+    with pytest.raises(
+        ConfigurationError,
+        match=r"trigger 'worse': metric 'accuracy' is not measured on a "
+        r"regression model's live predictions \(use one of: mae, rmse, r2, mape\)",
+    ) as info:
+        scheduler([worse], []).check()  # the default metric: such a trigger could never fire
+    assert info.value.field == "metric"
+    scheduler([{**worse, "metric": "mae"}], []).check()
+    with pytest.raises(ConfigurationError, match=r"rollout 'prices': metric 'f1' is not measured"):
+        scheduler([], [{"model": "prices", "metric": "f1"}]).check()  # every canary would roll back
+    with pytest.raises(ConfigurationError, match=r"'brier' needs two classes; the model has 3"):
+        scheduler([], [{"model": "species", "metric": "brier"}]).check()
+    scheduler([], [{"model": "species"}, {"model": "prices", "metric": "rmse"}]).check()
+    scheduler([], [{"model": "not-yet-trained", "metric": "mae"}]).check()  # its first version comes later
