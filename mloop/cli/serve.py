@@ -12,7 +12,7 @@ import signal
 import tempfile
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,7 +20,10 @@ from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace,
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, MloopError, ParameterError
 from mloop.names import decimal
-from mloop.workspace import find_workspace_dir
+from mloop.workspace import Workspace, find_workspace_dir
+
+if TYPE_CHECKING:
+    from mloop.serving.config import ServeConfig
 
 PARENT_ENV = "MLOOP_PARENT_PID"  # a service stops once this process (its launcher) is gone
 _watching = threading.Event()
@@ -132,6 +135,10 @@ def serve(
             **serve_defaults(ws.config_dir),
             **({} if batch_rows is None else {"batch_rows": batch_rows}),
         }
+        if workers > 1:
+            # one worker loads the model before uvicorn starts it (app_in_worker); several start in
+            # uvicorn's processes, where a version that does not load is a traceback per worker
+            _check_loads(ws, ServeConfig(model=name, alias=alias, compiled=compiled, log_predictions=False))
     config = ServeConfig(
         model=name,
         alias=alias,
@@ -202,6 +209,17 @@ def app_in_worker() -> object:
 
 
 _ONE_WORKER = "MLOOP_SERVE_ONE_WORKER"
+
+
+def _check_loads(ws: Workspace, config: ServeConfig) -> None:
+    """Load the served version and answer its smoke test once, here (MloopError when it cannot)."""
+    from mloop.serving.service import ModelService
+
+    service = ModelService(ws, config)
+    try:
+        service.refresh()
+    finally:
+        service.stop()
 
 
 def exit_with_parent() -> None:

@@ -89,10 +89,10 @@ def start(ws_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
 
 
-def serve_until_it_exits(ws_dir: Path) -> subprocess.CompletedProcess[str]:
+def serve_until_it_exits(ws_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """``mloop serve clf`` that is expected to stop at start-up (its output, its exit code)."""
     return subprocess.run(
-        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir)],
+        [*mloop_command(), "serve", "clf", "--port", str(free_port()), "--workspace", str(ws_dir), *options],
         capture_output=True,
         text=True,
         timeout=120,
@@ -375,7 +375,8 @@ def test_a_production_model_that_does_not_load_is_an_error_line_not_a_traceback(
         sys.path.remove(str(tmp_path))
         sys.modules.pop("gone_model", None)
     module.unlink()
-    done = serve_until_it_exits(ws_dir)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
-    assert "gone_model" in done.stderr.strip().splitlines()[-1], done.stderr
+    for options in ((), ("--workers", "2")):  # one worker loads it before uvicorn; several, the supervisor
+        done = serve_until_it_exits(ws_dir, *options)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
+        assert "gone_model" in done.stderr.strip().splitlines()[-1], done.stderr
