@@ -6,6 +6,7 @@ on SQLite), reads through the plain one. Rows are turned into frozen entities be
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -473,18 +474,7 @@ class SqlMetadataStore(SqlStore):
             "uri": artifact.uri,
             "created_at": utcnow(),
         }
-        insert = insert_ignoring_conflicts(conn.dialect.name, t.artifacts).values(values)
-        # one statement whether the digest is new or known: a no-op update returns the stored row
-        # (DO NOTHING would return none), the one every later step links to
-        row = (
-            conn.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["digest"], set_={"digest": insert.excluded.digest}
-                ).returning(*t.artifacts.c)
-            )
-            .mappings()
-            .one()
-        )
+        row = conn.execute(_artifact_upsert(conn.dialect.name), values).mappings().one()
         return _artifact(row)
 
     @staticmethod
@@ -602,6 +592,18 @@ def _upsert(dialect: str, table: sa.Table, key: tuple[str, ...]) -> Any:
     )
 
 
+@functools.cache
+def _artifact_upsert(dialect: str) -> Any:
+    """One statement whether the digest is new or known: a no-op update returns the stored row (DO
+    NOTHING would return none), the one every later step links to. Built once per dialect: making
+    ``excluded`` costs ~0.5 ms, and a run records every output of every step."""
+    insert = insert_ignoring_conflicts(dialect, t.artifacts)
+    return insert.on_conflict_do_update(
+        index_elements=["digest"], set_={"digest": insert.excluded.digest}
+    ).returning(*t.artifacts.c)
+
+
+@functools.cache
 def _latest_upsert(dialect: str) -> Any:
     """The upsert of a run's latest metric values, stamping each row's ``seq`` (when it changed)."""
     insert = insert_ignoring_conflicts(dialect, t.latest_metrics).values(seq=t.latest_metrics_seq(dialect))
