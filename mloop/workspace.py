@@ -740,6 +740,14 @@ def _dask_executor(spec: str) -> Iterator[Executor]:
             "executor 'dask://…' needs dask.distributed: pip install 'mloop[dask]'", field="executor"
         ) from exc
     parts = urlsplit(spec)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if not parts.hostname or port is None:
+        raise ConfigurationError(
+            f"executor {spec[:200]!r} needs a scheduler's host and port (dask://host:8786)", field="executor"
+        )
     address = f"tcp://{parts.netloc}"
     given = parse_qs(parts.query).get("timeout", ["10"])[-1]
     try:  # seconds to wait for the scheduler before giving up (dask retries a refused connection)

@@ -35,6 +35,9 @@ def test_workspace_reads_its_toml(tmp_path: Path) -> None:
         ("[mloop]\nmax_workers = 0\n", "setting max_workers: Input should be greater than or equal to 1"),
         ("[mloop]\nbogus = 1\n", "setting bogus: Extra inputs are not permitted"),
         ("[mloop\n", "not valid TOML"),
+        ("mloop = 5\n", r"mloop must be a table \(\[mloop\]\), got int"),
+        ("[[mloop]]\nexecutor = 'threads'\n", r"mloop must be a table \(\[mloop\]\), got list"),
+        ("[mloop]\nstale_after_s = inf\n", "setting stale_after_s: Input should be a finite number"),
     ],
 )
 def test_bad_settings_are_clear_errors(tmp_path: Path, toml: str, message: str) -> None:
@@ -58,6 +61,20 @@ def test_unknown_executor(tmp_path: Path) -> None:
         pytest.raises(ConfigurationError, match="executor 'celery'"),
     ):
         ws.executor()
+    pytest.importorskip("distributed")
+    for spec in ("dask://", "dask://host", "dask://host:port"):
+        with (
+            mloop.Workspace.open(tmp_path / "ws", executor=spec) as ws,
+            pytest.raises(ConfigurationError, match="needs a scheduler's host and port"),
+            ws.executor(),
+        ):
+            pass
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_metadata_database_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigurationError, match="in-memory SQLite database, which keeps nothing"):
+        mloop.Workspace.open(tmp_path / "ws", metadata_url=url)
 
 
 def test_settings_and_the_loop_read_one_file_beside_the_workspace(tmp_path: Path) -> None:

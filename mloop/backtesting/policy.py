@@ -122,7 +122,9 @@ def adapt(
             "max_rows": initial_rows,
             "enforce_latency": False,  # a replay's decisions never depend on the machine's load
         }
-        triggers.append(spec.model_copy(update={"model": model, "window": window_rows, "params": params}))
+        # the backtest's windows replace theirs: a window holds at most its rows' labels
+        fitted = {"window": window_rows, "min_labelled": min(spec.min_labelled, window_rows)}
+        triggers.append(spec.model_copy(update={"model": model, "params": params, **fitted}))
     rollout = [
         p.model_copy(
             update={"model": model, "mode": "auto"}

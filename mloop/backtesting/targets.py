@@ -16,7 +16,7 @@ __all__ = ["CLASSIFICATION_METRICS", "REGRESSION_METRICS", "check_target", "choo
 DOMINANT = 0.8  # a class with at least this share of the rows dominates
 CLASSIFICATION_METRICS = ("accuracy", "f1", "precision", "recall")
 BINARY_METRICS = ("roc_auc", "log_loss", "brier")  # need the positive class's score
-REGRESSION_METRICS = ("mae", "rmse", "r2")
+REGRESSION_METRICS = ("mae", "rmse", "r2", "mape")  # as a live regression window is scored
 
 
 def check_target(y: pd.Series, target: str, rows: str = "") -> None:

@@ -36,7 +36,7 @@ from mloop.core.serialize import serialize
 from mloop.core.sources import collect_sources, is_pipeline_decorator, sources_hash
 from mloop.entities import CiRecord, utcnow
 from mloop.errors import ConfigurationError, MloopError, NotFoundError, StepFailedError
-from mloop.settings import CONFIG_FILE, read_config_file
+from mloop.settings import CONFIG_FILE, config_file_there, read_config_file
 from mloop.stores.base import PipelineStore
 from mloop.testing import (
     CheckFailed,
@@ -162,19 +162,34 @@ def smoke_specs(project: Path, *, names: Sequence[str] = (), rows: int | None = 
     found; ``names`` (a pipeline's function name or ``file.py:name``) keeps only those."""
     config: dict[str, Any] = {}
     toml = project / CONFIG_FILE
-    if toml.is_file():
+    if config_file_there(toml):
         config = read_config_file(toml).get("ci", {})
-    default_rows = int(config.get("rows", 1000))
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{toml}: ci must be a table ([ci])", field="ci")
+    default_rows = config.get("rows", 1000)
+    if isinstance(default_rows, bool) or not isinstance(default_rows, int) or default_rows < 1:
+        raise ConfigurationError(
+            f"{toml}: [ci] rows must be an integer >= 1, got {default_rows!r}", field="ci.rows"
+        )
     listed = config.get("pipelines")
+    if listed is not None and not isinstance(listed, list):
+        raise ConfigurationError(
+            f"{toml}: ci.pipelines must be a list of tables ([[ci.pipelines]])", field="ci.pipelines"
+        )
     specs: list[SmokeSpec] = []
     if listed:
         for i, entry in enumerate(listed):
+            if not isinstance(entry, dict):
+                raise ConfigurationError(
+                    f"{toml}: ci.pipelines[{i}] must be a table ([[ci.pipelines]])", field="ci.pipelines"
+                )
             unknown = set(entry) - set(SmokeSpec.__dataclass_fields__)
             if unknown or "ref" not in entry:
                 what = sorted(unknown)[0] if unknown else "ref"
                 raise ConfigurationError(
                     f"{toml}: ci.pipelines[{i}] has a bad or missing key {what!r}", field=what
                 )
+            _check_entry(toml, i, entry)
             specs.append(SmokeSpec(**{"rows": default_rows, **entry}))
     else:
         specs = [SmokeSpec(ref, rows=default_rows) for ref in find_pipelines(project)]
@@ -188,6 +203,31 @@ def smoke_specs(project: Path, *, names: Sequence[str] = (), rows: int | None = 
         if missing:
             raise NotFoundError(f"no pipeline {sorted(missing)[0]!r} in {project}", field="pipeline")
     return specs
+
+
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "ref": (str,),
+    "sample": (str,),
+    "schema": (str,),
+    "rows": (int,),
+    "data_param": (str,),
+    "params": (dict,),
+    "budget_p99_ms": (int, float),
+    "budget_load_s": (int, float),
+}
+
+
+def _check_entry(toml: Path, i: int, entry: dict[str, Any]) -> None:
+    """Each key of a ``[[ci.pipelines]]`` entry of its type (a number of rows, a table of params, …)."""
+    for key, value in entry.items():
+        kinds = _ENTRY_TYPES[key]
+        too_few = key == "rows" and isinstance(value, int) and value < 1
+        if isinstance(value, bool) or not isinstance(value, kinds) or too_few:
+            wanted = " or ".join("a table" if k is dict else k.__name__ for k in kinds)
+            raise ConfigurationError(
+                f"{toml}: ci.pipelines[{i}].{key} must be {wanted}, got {value!r}",
+                field=f"ci.pipelines.{key}",
+            )
 
 
 def _pytest(project: Path) -> Check:

@@ -61,7 +61,7 @@ def serve(
         ),
     ] = None,
     flush_interval: Annotated[
-        float, typer.Option("--flush-interval", min=0.01, help="Prediction log flush, s.")
+        float, typer.Option("--flush-interval", min=0.01, max=3600.0, help="Prediction log flush, s.")
     ] = 1.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not keep a prediction log.")] = False,
     compiled: Annotated[

@@ -57,7 +57,12 @@ def parse_window(spec: str | int | timedelta) -> int | timedelta:
         raise ParameterError(
             f"window {spec!r} is neither a row count (1000) nor a duration (30m, 1h, 7d)", field="window"
         )
-    return timedelta(**{units[unit]: value})
+    try:
+        return timedelta(**{units[unit]: value})
+    except OverflowError:
+        raise ParameterError(
+            f"window {spec!r} is longer than any duration can be (at most 999999999 days)", field="window"
+        ) from None
 
 
 def split_windows(frame: pd.DataFrame, window: int | timedelta) -> list[tuple[int, int, bool]]:

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mloop.errors import ConfigurationError, MloopError
-from mloop.settings import CONFIG_FILE, read_config_file
+from mloop.names import check_name
+from mloop.settings import CONFIG_FILE, CONFIG_TABLES, config_file_there, read_config_file
 
 __all__ = [
     "LoadTestPolicy",
@@ -72,7 +73,11 @@ def _checked(parse: Any, *args: Any) -> None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or nan: a lease, a tick or a threshold of infinity is never a setting that works
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_DAY = 86_400.0  # upper bound of the scheduler's intervals, in seconds
 
 
 class TriggerSpec(_Strict):
@@ -82,11 +87,11 @@ class TriggerSpec(_Strict):
     kind: Literal["manual", "schedule", "new_data", "drift", "degradation"]
     pipeline: str = Field(min_length=3, description="file.py:name or package.module:name")
     params: dict[str, Any] = Field(default_factory=dict)
-    cooldown: str = "0s"
+    cooldown: str | int | float = "0s"
     # schedule
     cron: str | None = None
     # new_data
-    path: str | None = None
+    path: str | None = Field(None, min_length=1)
     pattern: str = "*"
     table: str | None = None
     column: str | None = None
@@ -141,6 +146,20 @@ class TriggerSpec(_Strict):
             raise ValueError(f"unknown metric {value!r} (known: {', '.join(sorted(known))})")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):  # it heads log lines and error lines
+            raise ValueError(f"trigger name {value[:80]!r} must be one line, without control characters")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is not None:
+            _checked(check_name, value)
+        return value
+
     @field_validator("window")
     @classmethod
     def _window(cls, value: str | int) -> str | int:
@@ -149,8 +168,15 @@ class TriggerSpec(_Strict):
 
     @field_validator("cooldown")
     @classmethod
-    def _cooldown(cls, value: str) -> str:
+    def _cooldown(cls, value: str | int | float) -> str | int | float:
         _checked(parse_duration, value, "cooldown")
+        return value
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"window must be a number of rows or a duration such as '1h', got {value}")
         return value
 
     @model_validator(mode="after")
@@ -166,6 +192,13 @@ class TriggerSpec(_Strict):
                 )
             if self.table is not None and (self.column is None or self.url is None):
                 raise ValueError("a new_data trigger on a table needs 'url' (SQLAlchemy) and 'column'")
+        # a window of fewer rows than min_labelled would never hold enough labels to be judged
+        windowed = self.kind == "degradation" and isinstance(self.window, int)
+        if windowed and isinstance(self.window, int) and self.window < self.min_labelled:
+            raise ValueError(
+                f"window {self.window} rows is smaller than min_labelled {self.min_labelled}: "
+                "no window could be judged"
+            )
         return self
 
     @property
@@ -215,7 +248,7 @@ class RolloutPolicy(_Strict):
     metric: str = "accuracy"
     min_labelled: int = Field(200, ge=1)
     min_labelled_at_budget: int = Field(30, ge=1)
-    budget: str = "1h"
+    budget: str | int | float = "1h"
     max_degradation: float = Field(0.01, ge=0)
     z: float = Field(2.0, ge=0, description="noise allowance: standard errors a canary may trail by")
     # ``live``: each version judged on the traffic it answered itself; ``paired``: both versions
@@ -231,8 +264,14 @@ class RolloutPolicy(_Strict):
 
     @field_validator("budget")
     @classmethod
-    def _budget(cls, value: str) -> str:
+    def _budget(cls, value: str | int | float) -> str | int | float:
         _checked(parse_duration, value, "budget")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        _checked(check_name, value)
         return value
 
     @property
@@ -249,12 +288,12 @@ class LoopConfig(_Strict):
     # current directory. None: built in Python, paths as given.
     root: str | None = None
     rollout: list[RolloutPolicy] = Field(default_factory=list)
-    tick_s: float = Field(5.0, gt=0)
+    tick_s: float = Field(5.0, ge=0.05, le=_DAY)  # as `mloop scheduler run --tick`
     # [scheduler]: an event's lease, renewed every heartbeat_s while its run is prepared and runs;
     # another scheduler may take the event over only once the lease has expired
-    lease_s: float = Field(30.0, gt=0)
-    heartbeat_s: float | None = Field(None, gt=0, description="default: a third of lease_s")
-    max_backoff_s: float = Field(60.0, gt=0, description="longest wait between failing passes")
+    lease_s: float = Field(30.0, ge=1, le=_DAY)
+    heartbeat_s: float | None = Field(None, gt=0, le=_DAY, description="default: a third of lease_s")
+    max_backoff_s: float = Field(60.0, gt=0, le=_DAY, description="longest wait between failing passes")
 
     @model_validator(mode="after")
     def _unique(self) -> LoopConfig:
@@ -264,6 +303,10 @@ class LoopConfig(_Strict):
             raise ValueError(f"trigger names must be unique; repeated: {sorted(dup)}")
         if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s:
             raise ValueError(f"heartbeat_s {self.heartbeat_s} must be shorter than lease_s {self.lease_s}")
+        models = [p.model for p in self.rollout]
+        dup = {m for m in models if models.count(m) > 1}
+        if dup:  # the first would silently win
+            raise ValueError(f"one [[rollout]] per model; repeated: {sorted(dup)}")
         return self
 
     @property
@@ -279,7 +322,8 @@ class LoopConfig(_Strict):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             message = str(first["msg"]).removeprefix("Value error, ")
-            raise ConfigurationError(f"{source}: {where}: {message}", field=where) from exc
+            place = f"{source}: {where}" if where else source
+            raise ConfigurationError(f"{place}: {message}", field=where or "config") from exc
 
     def policy(self, model: str) -> RolloutPolicy | None:
         return next((p for p in self.rollout if p.model == model), None)
@@ -288,12 +332,13 @@ class LoopConfig(_Strict):
 def load_loop_config(location: Path) -> LoopConfig:
     """``[[triggers]]``, ``[[rollout]]`` and ``[scheduler]`` of a TOML file, or of ``mloop.toml`` in a
     directory (empty when the directory has none)."""
-    path = location if location.suffix == ".toml" else location / CONFIG_FILE
-    if location.suffix == ".toml" and not path.is_file():
+    named = location.suffix.lower() == ".toml" or (location.exists() and not location.is_dir())
+    path = location if named else location / CONFIG_FILE
+    if named and not path.exists():
         raise ConfigurationError(f"configuration file {path} does not exist", field="config")
-    if not path.is_file():
+    if not config_file_there(path):
         return LoopConfig()
-    data = read_config_file(path)
+    data = read_config_file(path, tables=CONFIG_TABLES)
     base = path.resolve().parent
     for key in ("triggers", "rollout"):
         if not isinstance(data.get(key, []), list):
@@ -303,6 +348,14 @@ def load_loop_config(location: Path) -> LoopConfig:
             )
     if not isinstance(data.get("scheduler", {}), dict):
         raise ConfigurationError(f"{path}: scheduler must be a table ([scheduler])", field="scheduler")
+    for key in ("triggers", "rollout", "root"):  # the file's own lists and folder, not settings
+        if key in data.get("scheduler", {}):
+            raise ConfigurationError(
+                f"{path}: [scheduler] has no key {key!r} ([[{key}]] tables hold triggers and rollouts)"
+                if key != "root"
+                else f"{path}: [scheduler] has no key 'root' (paths are relative to the file's folder)",
+                field=f"scheduler.{key}",
+            )
     triggers = [_anchored(t, base) if isinstance(t, dict) else t for t in data.get("triggers", [])]
     section: dict[str, Any] = {"triggers": triggers, "rollout": data.get("rollout", [])}
     if "scheduler" in data:

@@ -75,10 +75,20 @@ def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
             f"so the new files would reach no run (parameters: {', '.join(accepted)})",
             field="param",
         )
-    if spec.kind == "new_data" and spec.path is not None and not _exists(spec.path):
+    if spec.kind == "new_data" and spec.path is not None and not _exists(spec.path, spec.name):
         raise ConfigurationError(
             f"trigger {spec.name!r}: watched path {spec.path} does not exist", field="path"
         )
+    if spec.kind == "new_data" and spec.url is not None:
+        import sqlalchemy as sa
+
+        try:
+            sa.create_engine(spec.url).dispose()  # a URL it cannot parse, or a driver not installed
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise ConfigurationError(
+                f"trigger {spec.name!r}: url {spec.url[:200]!r} is not a database URL mloop can open ({exc})",
+                field="url",
+            ) from None
     if spec.kind in ("drift", "degradation") and spec.model is not None:
         newest = workspace.registry.get(spec.model)  # NotFoundError names the model
         if spec.kind == "degradation":
@@ -91,17 +101,21 @@ def check_live_metric(version: ModelVersion, metric: str, who: str) -> None:
     from mloop.validation.model import live_metric_problem
 
     output = version.signature.get("output", {})
-    problem = live_metric_problem(metric, output.get("task", "classification"), output.get("classes"))
+    task, classes = output.get("task", "classification"), output.get("classes")
+    problem = live_metric_problem(metric, task, classes, version.metrics)
     if problem is not None:
         raise ConfigurationError(f"{who}: {problem} ({version.name} v{version.version})", field="metric")
 
 
-def _exists(path: str) -> bool:
+def _exists(path: str, trigger: str) -> bool:
     if "://" not in path:
         return Path(path).expanduser().exists()
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(path)
+    try:
+        fs, root = fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as exc:  # an unknown protocol, or its package is not installed
+        raise ConfigurationError(f"trigger {trigger!r}: cannot watch {path}: {exc}", field="path") from None
     return bool(fs.exists(root))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mloop.errors import ConfigurationError
-from mloop.settings import CONFIG_FILE, read_config_file
+from mloop.settings import CONFIG_FILE, config_file_there, read_config_file
 
 __all__ = ["TOML_KEYS", "ServeConfig", "serve_defaults"]
 
@@ -54,7 +54,7 @@ TOML_KEYS = {"batch_rows": "an integer >= 1"}
 def serve_defaults(config_dir: Path | None) -> dict[str, Any]:
     """The ``[serve]`` table of ``config_dir/mloop.toml`` (empty when there is none), checked."""
     path = (config_dir / CONFIG_FILE) if config_dir is not None else None
-    if path is None or not path.is_file():
+    if path is None or not config_file_there(path):
         return {}
     table = read_config_file(path).get("serve", {})
     if not isinstance(table, dict):

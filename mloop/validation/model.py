@@ -40,15 +40,28 @@ LIVE_METRICS = {
 }
 
 
-def live_metric_problem(metric: str, task: str, classes: Sequence[Any] | None) -> str | None:
+PROBABILITY_METRICS = ("roc_auc", "log_loss", "brier")  # live: a binary classifier's logged score
+
+
+def live_metric_problem(
+    metric: str, task: str, classes: Sequence[Any] | None, evaluated: Mapping[str, Any] | None = None
+) -> str | None:
     """Why ``metric`` cannot judge a ``task`` model's live predictions (None when it can): a trigger or
-    a canary judged by it would wait for a number that never comes."""
+    a canary judged by it would wait for a number that never comes. ``evaluated``: the version's own
+    evaluation metrics, which say whether it gives probabilities (no ``log_loss``: it does not)."""
     fits = LIVE_METRICS.get(task, ())
     if metric not in fits:
         use = ", ".join(fits)
         return f"metric {metric!r} is not measured on a {task} model's live predictions (use one of: {use})"
-    if metric == "brier" and classes is not None and len(classes) != 2:
-        return f"metric 'brier' needs two classes; the model has {len(classes)}"
+    if metric in PROBABILITY_METRICS:
+        plain = ", ".join(m for m in fits if m not in PROBABILITY_METRICS)
+        if classes is not None and len(classes) != 2:
+            return (
+                f"metric {metric!r} is measured live only for two classes (the logged score of the "
+                f"second); the model has {len(classes)} (use one of: {plain})"
+            )
+        if evaluated and "log_loss" not in evaluated:
+            return f"metric {metric!r} needs probabilities, and the model gives none (use one of: {plain})"
     return None
 
 

@@ -129,6 +129,36 @@ def test_an_unreadable_mloop_toml_is_one_configuration_error(tmp_path: Path) -> 
         smoke_specs(project)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("ci = 5\n", r"ci must be a table \(\[ci\]\)"),
+        ('[ci]\nrows = "abc"\n', r"\[ci\] rows must be an integer >= 1, got 'abc'"),
+        ("[ci]\nrows = 0\n", r"\[ci\] rows must be an integer >= 1, got 0"),
+        ('[ci]\npipelines = "p.py:training"\n', r"ci\.pipelines must be a list of tables"),
+        ("[ci]\npipelines = [5]\n", r"ci\.pipelines\[0\] must be a table"),
+        (
+            '[[ci.pipelines]]\nref = "p.py:t"\nparams = 5\n',
+            r"ci\.pipelines\[0\]\.params must be a table, got 5",
+        ),
+        (
+            '[[ci.pipelines]]\nref = "p.py:t"\nrows = true\n',
+            r"ci\.pipelines\[0\]\.rows must be int, got True",
+        ),
+    ],
+)
+def test_a_ci_table_of_the_wrong_shape_is_one_configuration_error(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    from mloop.cicd.ci import smoke_specs
+    from mloop.errors import ConfigurationError
+
+    project = make_project(tmp_path / "proj")
+    (project / "mloop.toml").write_text(toml)
+    with pytest.raises(ConfigurationError, match=message):
+        smoke_specs(project)
+
+
 def test_init_writes_a_valid_github_workflow_and_a_gitlab_pipeline(tmp_path: Path, capsys) -> None:
     code, _, _ = run(capsys, "ci", "init", str(tmp_path), "--github")
     assert code == 0

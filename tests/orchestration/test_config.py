@@ -10,12 +10,40 @@ import mloop
 from mloop.errors import ConfigurationError, MloopError, PipelineLoadError
 from mloop.orchestration.config import LoopConfig, load_loop_config
 from mloop.orchestration.triggers import validate_trigger
+from mloop.settings import load_settings
 
 RETRAIN = "mloop.steps.retrain:retrain"
 
 
 def parse(**trigger: object) -> LoopConfig:
     return LoopConfig.parse({"triggers": [{"name": "t", "pipeline": RETRAIN, **trigger}]})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"lease_s": float("inf")}, "lease_s: Input should be a finite number"),
+        ({"tick_s": 1e-300}, "tick_s: Input should be greater than or equal to 0.05"),
+        ({"max_backoff_s": 1e9}, "max_backoff_s: Input should be less than or equal to 86400"),
+        ({"rollout": [{"model": "m"}, {"model": "m", "mode": "manual"}]}, "one [[rollout]] per model"),
+        ({"rollout": [{"model": "../evil"}]}, "model name '../evil'"),
+    ],
+)
+def test_bad_scheduler_and_rollout_settings_are_refused(config: dict, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        LoopConfig.parse(config)
+    assert message in info.value.message and not info.value.message.startswith("configuration: :")
+
+
+def test_durations_may_be_numbers_of_seconds() -> None:
+    config = LoopConfig.parse(
+        {
+            "triggers": [{"name": "t", "kind": "manual", "pipeline": RETRAIN, "cooldown": 3600}],
+            "rollout": [{"model": "m", "budget": 90.5}],
+        }
+    )
+    assert config.triggers[0].cooldown_td.total_seconds() == 3600
+    assert config.rollout[0].budget_td.total_seconds() == 90.5
 
 
 @pytest.mark.parametrize(
@@ -34,6 +62,15 @@ def parse(**trigger: object) -> LoopConfig:
         ({"kind": "manual", "colour": "red"}, "colour"),
         ({"kind": "degradation", "model": "m", "cadence": 1.5}, "cadence"),
         ({"kind": "degradation", "model": "m", "cadence": 0}, "cadence"),
+        # settings that were accepted and then could never work
+        ({"kind": "degradation", "model": "m", "window": 50}, "smaller than min_labelled 100"),
+        ({"kind": "degradation", "model": "m", "threshold": float("nan")}, "finite number"),
+        ({"kind": "degradation", "model": "m", "margin": float("inf")}, "finite number"),
+        ({"kind": "drift", "model": "m", "window": True}, "number of rows or a duration"),
+        ({"kind": "drift", "model": "m", "window": "1000000000d"}, "longer than any duration"),
+        ({"kind": "drift", "model": "../etc"}, "model name '../etc'"),
+        ({"kind": "new_data", "path": ""}, "at least 1 character"),
+        ({"kind": "manual", "name": "a\nb"}, "must be one line"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:
@@ -134,6 +171,37 @@ def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_
         )
     assert info.value.field == "param"
     validate_trigger(parse(kind="new_data", path=str(tmp_path / "in"), param="data").triggers[0], workspace)
+    rows = {"kind": "new_data", "table": "t", "column": "id"}
+    for url in ("notaurl", "nosuchdb://x/y"):  # a traceback on every pass, before
+        with pytest.raises(ConfigurationError, match="is not a database URL mloop can open") as info:
+            validate_trigger(parse(**rows, url=url).triggers[0], workspace)
+        assert info.value.field == "url"
+    with pytest.raises(ConfigurationError, match="cannot watch nosuchproto://x/y") as info:
+        validate_trigger(parse(kind="new_data", path="nosuchproto://x/y").triggers[0], workspace)
+    assert info.value.field == "path"
+
+
+def test_what_mloop_toml_cannot_be(tmp_path: Path) -> None:
+    (tmp_path / "mloop.toml").mkdir()  # as `docker -v` makes of a missing file
+    with pytest.raises(ConfigurationError, match=r"mloop\.toml is a folder, not a TOML file"):
+        load_loop_config(tmp_path)
+    (tmp_path / "mloop.toml").rmdir()
+    (tmp_path / "mloop.toml").symlink_to(tmp_path / "gone.toml")
+    for read in (load_loop_config, load_settings):
+        with pytest.raises(ConfigurationError, match=r"mloop\.toml is a broken link"):
+            read(tmp_path)
+    (tmp_path / "mloop.toml").unlink()
+    (tmp_path / "mloop.toml").write_text(
+        '[scheduler]\ntriggers = []\n\n[[triggers]]\nname = "t"\nkind = "manual"\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"\[scheduler\] has no key 'triggers'"):
+        load_loop_config(tmp_path)
+    # a file given by name is read whatever its name ends with, and checked for unknown tables
+    (tmp_path / "loop.cfg").write_text(f'[[triggers]]\nname = "t"\nkind = "manual"\npipeline = "{RETRAIN}"\n')
+    assert [t.name for t in load_loop_config(tmp_path / "loop.cfg").triggers] == ["t"]
+    (tmp_path / "loop.toml").write_text(f'[[trigger]]\nname = "t"\nkind = "manual"\npipeline = "{RETRAIN}"\n')
+    with pytest.raises(ConfigurationError, match="unknown table 'trigger'"):
+        load_loop_config(tmp_path / "loop.toml")
 
 
 def test_a_misspelt_table_of_mloop_toml_is_refused_naming_it(tmp_path: Path) -> None:
@@ -169,7 +237,19 @@ def test_a_metric_the_model_is_not_judged_by_is_refused_at_start(workspace: mloo
     scheduler([{**worse, "metric": "mae"}], []).check()
     with pytest.raises(ConfigurationError, match=r"rollout 'prices': metric 'f1' is not measured"):
         scheduler([], [{"model": "prices", "metric": "f1"}]).check()  # every canary would roll back
-    with pytest.raises(ConfigurationError, match=r"'brier' needs two classes; the model has 3"):
+    with pytest.raises(
+        ConfigurationError, match=r"'brier' is measured live only for two classes .*; the model has 3"
+    ):
         scheduler([], [{"model": "species", "metric": "brier"}]).check()
+    with pytest.raises(ConfigurationError, match=r"'roc_auc' is measured live only for two classes"):
+        scheduler([{**worse, "model": "species", "metric": "roc_auc", "threshold": 0.7}], []).check()
+    workspace.register_model(
+        "plain",  # a binary classifier that gives no probabilities (its evaluation has no log_loss)
+        {"kind": "ridge"},
+        signature={"output": {"task": "classification", "classes": [0, 1]}},
+        metrics={"accuracy": 0.9},
+    )
+    with pytest.raises(ConfigurationError, match="needs probabilities, and the model gives none"):
+        scheduler([], [{"model": "plain", "metric": "log_loss"}]).check()
     scheduler([], [{"model": "species"}, {"model": "prices", "metric": "rmse"}]).check()
     scheduler([], [{"model": "not-yet-trained", "metric": "mae"}]).check()  # its first version comes later

@@ -125,7 +125,13 @@ def _server_engine(url: sa.URL) -> Engine:
 
 def _sqlite_engine(url: sa.URL) -> Engine:
     database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    if database in ("", ":memory:"):  # each connection its own empty database: runs would vanish
+        raise ConfigurationError(
+            f"metadata URL {url} is an in-memory SQLite database, which keeps nothing once a command "
+            "ends: give a file (sqlite:///path/mloop.db), or leave it empty for the workspace's own",
+            field="metadata_url",
+        )
+    if not database.startswith("file:"):
         parent = Path(database).expanduser().resolve().parent
         if not parent.is_dir():
             raise StoreUnavailableError(
