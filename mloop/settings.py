@@ -94,7 +94,7 @@ def read_config_file(path: Path, *, tables: tuple[str, ...] | None = None) -> di
     or when it has a table mloop does not read (``tables``; for ``mloop.toml`` always checked): a
     misspelt ``[[trigger]]`` would otherwise leave the loop without its trigger, silently."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as editors write
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})", field=str(path)) from exc
     except RecursionError:

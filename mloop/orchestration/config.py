@@ -361,7 +361,17 @@ def load_loop_config(location: Path) -> LoopConfig:
     if "scheduler" in data:
         section.update(data["scheduler"])
     section["root"] = str(base)
-    return LoopConfig.parse(section, str(path))
+    try:
+        return LoopConfig.parse(section, str(path))
+    except ConfigurationError as exc:  # a [scheduler] key is validated among the file's top level
+        key = (exc.field or "").split(".")[0]
+        if key not in data.get("scheduler", {}):
+            raise
+        where = f"{path}: {exc.field}: "
+        raise ConfigurationError(
+            f"{path}: scheduler.{exc.field}: {exc.message.removeprefix(where)}",
+            field=f"scheduler.{exc.field}",
+        ) from exc
 
 
 def _local_relative(value: Any) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mloop.entities import ModelVersion, TriggerState, id_floor
-from mloop.errors import ConfigurationError, NotFoundError
+from mloop.errors import ConfigurationError, NotFoundError, PipelineLoadError
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import WindowResult, degradation, parse_window
@@ -58,6 +58,15 @@ class TriggerCheck:
 
 def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
     """Check what only the running system can: the pipeline loads, the watched path exists."""
+    try:
+        _validate(spec, workspace)
+    except (NotFoundError, PipelineLoadError) as exc:  # say which trigger: a file may hold hundreds
+        if exc.message.startswith("trigger "):
+            raise
+        raise type(exc)(f"trigger {spec.name!r}: {exc.message}", field=exc.field) from exc
+
+
+def _validate(spec: TriggerSpec, workspace: Workspace) -> None:
     from mloop.core.loader import load_pipeline
 
     pipeline = load_pipeline(spec.pipeline, workspace=workspace)

@@ -158,7 +158,7 @@ def test_what_only_the_running_system_can_check(workspace: mloop.Workspace, tmp_
         )
     with pytest.raises(PipelineLoadError, match="no @pipeline"):
         validate_trigger(parse(kind="manual", pipeline="mloop.steps.retrain:nothing").triggers[0], workspace)
-    with pytest.raises(MloopError, match="not found"):
+    with pytest.raises(MloopError, match="trigger 't': model 'unknown' not found"):
         validate_trigger(parse(kind="drift", model="unknown").triggers[0], workspace)
     # refused at the first firing (unknown), or dropped without a word (the new files' parameter)
     (tmp_path / "in").mkdir()
@@ -202,6 +202,15 @@ def test_what_mloop_toml_cannot_be(tmp_path: Path) -> None:
     (tmp_path / "loop.toml").write_text(f'[[trigger]]\nname = "t"\nkind = "manual"\npipeline = "{RETRAIN}"\n')
     with pytest.raises(ConfigurationError, match="unknown table 'trigger'"):
         load_loop_config(tmp_path / "loop.toml")
+
+
+def test_scheduler_keys_are_named_in_their_table_and_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    (tmp_path / "mloop.toml").write_bytes(b"\xef\xbb\xbf[scheduler]\ntick_s = 0\n")
+    with pytest.raises(ConfigurationError, match=r"mloop\.toml: scheduler\.tick_s: Input should be") as info:
+        load_loop_config(tmp_path)
+    assert info.value.field == "scheduler.tick_s"
+    (tmp_path / "mloop.toml").write_bytes(b"\xef\xbb\xbf[scheduler]\ntick_s = 2\n")
+    assert load_loop_config(tmp_path).tick_s == 2
 
 
 def test_a_misspelt_table_of_mloop_toml_is_refused_naming_it(tmp_path: Path) -> None:
