@@ -200,6 +200,14 @@ def main() -> None:
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="demo loops timed; the median share counts")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the demo's workspace (default: the system's temp folder; `mloop demo` uses the "
+        "current one): the prediction log creates two files a batch, and creating files costs very "
+        "differently from one folder to another on some machines",
+    )
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -208,7 +216,7 @@ def main() -> None:
     if not args.skip_loop:
         runs = []
         for _ in range(max(args.repeat, 1)):
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 runs.append(loop_latency(Path(tmp)))
         table = Table(title="demo stream: first drifted request → new model answers 100 % of traffic")
         for col in ("run", "training s", "traffic s", "bookkeeping s", "total s", "bookkeeping share"):
