@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import math
 import os
 import subprocess
 import sys
@@ -166,6 +167,11 @@ def smoke_specs(project: Path, *, names: Sequence[str] = (), rows: int | None = 
         config = read_config_file(toml).get("ci", {})
     if not isinstance(config, dict):
         raise ConfigurationError(f"{toml}: ci must be a table ([ci])", field="ci")
+    for key in config:
+        if key not in ("rows", "pipelines"):
+            raise ConfigurationError(
+                f"{toml}: [ci] has no key {key[:80]!r} (known: pipelines, rows)", field=f"ci.{key}"
+            )
     default_rows = config.get("rows", 1000)
     if isinstance(default_rows, bool) or not isinstance(default_rows, int) or default_rows < 1:
         raise ConfigurationError(
@@ -222,8 +228,10 @@ def _check_entry(toml: Path, i: int, entry: dict[str, Any]) -> None:
     for key, value in entry.items():
         kinds = _ENTRY_TYPES[key]
         too_few = key == "rows" and isinstance(value, int) and value < 1
-        if isinstance(value, bool) or not isinstance(value, kinds) or too_few:
+        budget = key.startswith("budget_") and isinstance(value, int | float) and not 0 <= value < math.inf
+        if isinstance(value, bool) or not isinstance(value, kinds) or too_few or budget:
             wanted = " or ".join("a table" if k is dict else k.__name__ for k in kinds)
+            wanted = "a number >= 0" if key.startswith("budget_") else wanted
             raise ConfigurationError(
                 f"{toml}: ci.pipelines[{i}].{key} must be {wanted}, got {value!r}",
                 field=f"ci.pipelines.{key}",

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mloop.errors import ConfigurationError, MloopError
 from mloop.names import check_name
@@ -47,20 +55,38 @@ def _parse_window(spec: str | int | timedelta) -> int | timedelta:
 
 def parse_duration(spec: str | float | int, field: str = "duration") -> timedelta:
     """``"90s"``, ``"15m"``, ``"1h"``, ``"7d"`` or a number of seconds."""
-    if isinstance(spec, int | float) and not isinstance(spec, bool):
-        if spec < 0:
+    if isinstance(spec, bool):
+        raise ConfigurationError(
+            f"{field} must be a duration such as '1h' or seconds, got {spec}", field=field
+        )
+    if isinstance(spec, int | float):
+        if not spec >= 0:  # negative, or nan
             raise ConfigurationError(f"{field} must not be negative, got {spec}", field=field)
-        return timedelta(seconds=spec)
+        try:
+            return timedelta(seconds=spec)
+        except OverflowError:
+            raise ConfigurationError(
+                f"{field} {spec} s is longer than any duration can be", field=field
+            ) from None
     if str(spec).strip() in ("0", "0s", ""):
         return timedelta(0)
     try:
         value = _parse_window(str(spec))
-    except Exception as exc:
+    except MloopError as exc:
+        if "longer than any duration" in exc.message:
+            raise ConfigurationError(
+                f"{field} {spec!r} is longer than any duration can be", field=field
+            ) from None
         raise ConfigurationError(
             f"{field} {spec!r} is not a duration like 90s, 15m, 1h, 7d", field=field
         ) from exc
     if not isinstance(value, timedelta):
-        value = timedelta(seconds=value)
+        try:
+            value = timedelta(seconds=value)
+        except OverflowError:
+            raise ConfigurationError(
+                f"{field} {spec!r} is longer than any duration can be", field=field
+            ) from None
     return value
 
 
@@ -85,7 +111,7 @@ class TriggerSpec(_Strict):
 
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["manual", "schedule", "new_data", "drift", "degradation"]
-    pipeline: str = Field(min_length=3, description="file.py:name or package.module:name")
+    pipeline: str = Field(min_length=1, description="file.py:name, package.module:name or a deployed NAME")
     params: dict[str, Any] = Field(default_factory=dict)
     cooldown: str | int | float = "0s"
     # schedule
@@ -172,11 +198,12 @@ class TriggerSpec(_Strict):
         _checked(parse_duration, value, "cooldown")
         return value
 
-    @field_validator("window", mode="before")
+    @field_validator("window", "cooldown", mode="before")
     @classmethod
-    def _not_a_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"window must be a number of rows or a duration such as '1h', got {value}")
+    def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):  # TOML's true would otherwise be read as 1
+            what = "a number of rows or" if info.field_name == "window" else "seconds or"
+            raise ValueError(f"{info.field_name} must be {what} a duration such as '1h', got {value}")
         return value
 
     @model_validator(mode="after")
@@ -261,6 +288,13 @@ class RolloutPolicy(_Strict):
     @classmethod
     def _metric(cls, value: str) -> str:
         return TriggerSpec._metric(value)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"budget must be seconds or a duration such as '1h', got {value}")
+        return value
 
     @field_validator("budget")
     @classmethod

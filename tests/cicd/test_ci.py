@@ -133,6 +133,15 @@ def test_an_unreadable_mloop_toml_is_one_configuration_error(tmp_path: Path) -> 
     ("toml", "message"),
     [
         ("ci = 5\n", r"ci must be a table \(\[ci\]\)"),
+        ("[ci]\nrowz = 50\n", r"\[ci\] has no key 'rowz' \(known: pipelines, rows\)"),
+        (
+            '[[ci.pipelines]]\nref = "p.py:t"\nbudget_p99_ms = -5\n',
+            r"budget_p99_ms must be a number >= 0",
+        ),
+        (
+            '[[ci.pipelines]]\nref = "p.py:t"\nbudget_load_s = nan\n',
+            r"budget_load_s must be a number >= 0",
+        ),
         ('[ci]\nrows = "abc"\n', r"\[ci\] rows must be an integer >= 1, got 'abc'"),
         ("[ci]\nrows = 0\n", r"\[ci\] rows must be an integer >= 1, got 0"),
         ('[ci]\npipelines = "p.py:training"\n', r"ci\.pipelines must be a list of tables"),

@@ -44,6 +44,10 @@ def test_durations_may_be_numbers_of_seconds() -> None:
     )
     assert config.triggers[0].cooldown_td.total_seconds() == 3600
     assert config.rollout[0].budget_td.total_seconds() == 90.5
+    with pytest.raises(ConfigurationError, match=r"budget 1e\+300 s is longer than any duration"):
+        LoopConfig.parse({"rollout": [{"model": "m", "budget": 1e300}]})
+    # a deployed pipeline's name may be one character (names are 1-128 characters)
+    assert LoopConfig.parse({"triggers": [{"name": "t", "kind": "manual", "pipeline": "x"}]}).triggers
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,9 @@ def test_durations_may_be_numbers_of_seconds() -> None:
         ({"kind": "drift", "model": "../etc"}, "model name '../etc'"),
         ({"kind": "new_data", "path": ""}, "at least 1 character"),
         ({"kind": "manual", "name": "a\nb"}, "must be one line"),
+        ({"kind": "manual", "cooldown": 1e20}, "cooldown 1e+20 s is longer than any duration can be"),
+        ({"kind": "manual", "cooldown": "99999999999d"}, "longer than any duration can be"),
+        ({"kind": "manual", "cooldown": True}, "cooldown must be seconds or a duration such as '1h'"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:
