@@ -122,7 +122,8 @@ def scheduler_run(
     """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first).
 
     Faults inside a pass (database unreachable, failing pipeline…) are logged and retried with
-    back-off; only bad configuration at start stops it.
+    back-off; only bad configuration at start stops it. With ``--once``: exit 1 when the pass logged
+    an error or a run it started failed, 2 for bad configuration.
     """
     configure_logging(log_level, log_format)
     with open_workspace(workspace, create=True) as ws:
@@ -153,6 +154,10 @@ def scheduler_run(
             report = scheduler.tick()
             for name, message in report.errors.items():
                 log.error("%s: %s", name, message)
+            failed = [run for run, status in report.runs if status != "succeeded"]
+            if report.errors or failed:  # a cron job's pass must say it went wrong
+                log.info("scheduler: stopped (%s)", plural(len(report.errors) + len(failed), "problem"))
+                raise typer.Exit(1)
         else:
             scheduler.serve_forever()
     log.info("scheduler: stopped")
@@ -302,6 +307,10 @@ def backtest(
         check_output_file(html, "--html")
         if html.exists() and html.resolve() == data.resolve():
             raise ParameterError(f"--html {html} is the data file: name another file", field="html")
+    if config is not None and not config.exists():  # a folder name with a typo would read as no policy
+        raise ParameterError(f"--config {config} does not exist", field="config")
+    if config is not None and config.is_dir() and not (config / "mloop.toml").exists():
+        raise ParameterError(f"--config {config} is a folder without an mloop.toml", field="config")
     loop_config = load_loop_config(config) if config is not None else None
     with count_progress() as update:
         report = run_backtest(

@@ -20,6 +20,7 @@ from mloop.cli.common import WorkspaceOpt, check_port_free, err, open_workspace,
 from mloop.cli.logs import configure_logging
 from mloop.errors import ArtifactCorruptedError, ConfigurationError, MloopError, ParameterError
 from mloop.names import decimal
+from mloop.serving.config import BATCH_ROWS_MAX
 from mloop.workspace import Workspace, find_workspace_dir
 
 if TYPE_CHECKING:
@@ -49,13 +50,15 @@ def serve(
     ] = None,
     out_of_domain: Annotated[str, typer.Option("--out-of-domain", help="count or reject.")] = "count",
     max_batch_rows: Annotated[
-        int, typer.Option("--max-batch-rows", min=1, help="Most rows one request may carry.")
+        int,
+        typer.Option("--max-batch-rows", min=1, max=BATCH_ROWS_MAX, help="Most rows one request may carry."),
     ] = 1000,
     batch_rows: Annotated[
         int | None,
         typer.Option(
             "--batch-rows",
             min=1,
+            max=BATCH_ROWS_MAX,
             help="Concurrent requests are answered by one model call of up to this many rows; 1 turns"
             " batching off (default: batch_rows in mloop.toml's [serve] table, else 64).",
         ),

@@ -16,7 +16,7 @@ from typing import Any
 from mloop.errors import ConfigurationError
 from mloop.settings import CONFIG_FILE, config_file_there, read_config_file
 
-__all__ = ["TOML_KEYS", "ServeConfig", "serve_defaults"]
+__all__ = ["BATCH_ROWS_MAX", "TOML_KEYS", "ServeConfig", "serve_defaults"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class ServeConfig:
     predict_auth: bool = False  # prediction routes take any valid token too (off: open)
 
 
-TOML_KEYS = {"batch_rows": "an integer >= 1"}
+BATCH_ROWS_MAX = 1_000_000  # a bound, so a typo of a few extra digits is refused rather than served
+TOML_KEYS = {"batch_rows": f"an integer from 1 to {BATCH_ROWS_MAX:,}"}
 
 
 def serve_defaults(config_dir: Path | None) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def serve_defaults(config_dir: Path | None) -> dict[str, Any]:
             raise ConfigurationError(
                 f"{path}: [serve] has no key {key!r} (known: {known})", field=f"serve.{key}"
             )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= BATCH_ROWS_MAX:
             raise ConfigurationError(
                 f"{path}: [serve] {key} must be {TOML_KEYS[key]}, got {value!r}", field=f"serve.{key}"
             )

@@ -160,6 +160,8 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["backtest", str(data), "--target", "y", "--time-col", "when"], "no time column 'when'"),
         (["backtest", str(data), "--target", "y", "--initial", "1.5"], "initial"),
         (["backtest", str(data), "--target", "y", "--config", str(tmp_path / "none.toml")], "does not exist"),
+        (["backtest", str(data), "--target", "y", "--config", str(tmp_path / "no-suffix")], "does not exist"),
+        (["backtest", str(data), "--target", "y", "--config", str(tmp_path)], "folder without an mloop.toml"),
         (["backtest", str(data), "--target", "y", "--time-col", "y"], "is the target"),
         (
             ["backtest", str(data), "--target", "y", "--html", str(tmp_path / "no" / "x.html")],

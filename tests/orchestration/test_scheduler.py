@@ -280,3 +280,23 @@ def test_cli_refuses_bad_configuration(project: Path) -> None:
         cwd=project, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "does not exist" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_one_pass_exits_1_when_its_run_failed(project: Path) -> None:
+    """``scheduler run --once`` from cron: a pass whose run failed must not look like a good one."""
+    _toml(project)
+    (project / "mloop.toml").write_text((project / "mloop.toml").read_text().replace('"k"', '"boom"'))
+    (project / "inbox" / "a.csv").write_text("1")
+
+    def one_pass() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*mloop_command(), "scheduler", "run", "--once", "--workspace", str(project / ".mloop")],
+            cwd=project, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "MARK_DIR": str(project / "marks")},
+        )  # fmt: skip
+
+    failed = one_pass()
+    assert failed.returncode == 1, failed.stderr
+    assert "the pipeline broke" in failed.stderr and "Traceback" not in failed.stderr
+    quiet = one_pass()  # nothing new: a clean pass
+    assert quiet.returncode == 0, quiet.stderr

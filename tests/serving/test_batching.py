@@ -274,7 +274,11 @@ def test_batch_rows_from_the_command_line_and_mloop_toml(ws, tmp_path: Path) -> 
     for text, expected in (
         (
             "[serve]\nbatch_rows = 0\n",
-            "[serve] batch_rows must be an integer >= 1, got 0",
+            "[serve] batch_rows must be an integer from 1 to 1,000,000, got 0",
+        ),
+        (
+            "[serve]\nbatch_rows = 64000000000\n",
+            "[serve] batch_rows must be an integer from 1 to 1,000,000, got 64000000000",
         ),
         (
             "[serve]\nbatch_size = 8\n",
@@ -287,13 +291,14 @@ def test_batch_rows_from_the_command_line_and_mloop_toml(ws, tmp_path: Path) -> 
         )
         assert (done.returncode, done.stderr.strip()) == (2, f"error: {toml}: {expected}")
     toml.unlink()
-    done = subprocess.run(
-        [*exe, "serve", "clf", "--batch-rows", "0", "--workspace", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "--batch-rows" in done.stderr
+    for value in ("0", "1000001"):
+        done = subprocess.run(
+            [*exe, "serve", "clf", "--batch-rows", value, "--workspace", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and "--batch-rows" in done.stderr
 
 
 def test_a_lone_request_is_answered_at_once_and_a_pending_batch_still_takes_it(ws, tmp_path: Path) -> None:
