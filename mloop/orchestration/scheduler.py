@@ -109,8 +109,11 @@ class Scheduler:
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger or rollout that could never work."""
+        # a schedule, new data or a manual firing may train a monitored model's first version: a
+        # file that sets up the whole loop before anything is trained is accepted
+        trains = any(t.kind not in ("drift", "degradation") for t in self.config.triggers)
         for spec in self.config.triggers:
-            validate_trigger(spec, self.ws)
+            validate_trigger(spec, self.ws, first_version_later=trains)
         for policy in self.config.rollout:
             try:
                 newest = self.ws.registry.get(policy.model)

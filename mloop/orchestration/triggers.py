@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from mloop.validation.model import LOWER_IS_BETTER
 from mloop.workspace import Workspace
 
 __all__ = ["Firing", "TriggerCheck", "check_trigger", "persisted", "validate_trigger"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,17 +59,19 @@ class TriggerCheck:
     unchanged: Callable[[], bool] | None = None
 
 
-def validate_trigger(spec: TriggerSpec, workspace: Workspace) -> None:
-    """Check what only the running system can: the pipeline loads, the watched path exists."""
+def validate_trigger(spec: TriggerSpec, workspace: Workspace, *, first_version_later: bool = False) -> None:
+    """Check what only the running system can: the pipeline loads, the watched path exists, the
+    monitored model is registered (with ``first_version_later``, when another trigger may train its
+    first version, a model not registered yet is accepted: the trigger waits for it)."""
     try:
-        _validate(spec, workspace)
+        _validate(spec, workspace, first_version_later)
     except (NotFoundError, PipelineLoadError) as exc:  # say which trigger: a file may hold hundreds
         if exc.message.startswith("trigger "):
             raise
         raise type(exc)(f"trigger {spec.name!r}: {exc.message}", field=exc.field) from exc
 
 
-def _validate(spec: TriggerSpec, workspace: Workspace) -> None:
+def _validate(spec: TriggerSpec, workspace: Workspace, first_version_later: bool = False) -> None:
     from mloop.core.loader import load_pipeline
 
     pipeline = load_pipeline(spec.pipeline, workspace=workspace)
@@ -99,7 +104,17 @@ def _validate(spec: TriggerSpec, workspace: Workspace) -> None:
                 field="url",
             ) from None
     if spec.kind in ("drift", "degradation") and spec.model is not None:
-        newest = workspace.registry.get(spec.model)  # NotFoundError names the model
+        try:
+            newest = workspace.registry.get(spec.model)  # NotFoundError names the model
+        except NotFoundError:
+            if not first_version_later:
+                raise
+            log.warning(
+                "trigger %s: model %r has no version yet; the trigger waits for its first one",
+                spec.name,
+                spec.model,
+            )
+            return
         if spec.kind == "degradation":
             check_live_metric(newest, spec.metric, f"trigger {spec.name!r}")
 

@@ -269,3 +269,25 @@ def test_a_metric_the_model_is_not_judged_by_is_refused_at_start(workspace: mloo
         scheduler([], [{"model": "plain", "metric": "log_loss"}]).check()
     scheduler([], [{"model": "species"}, {"model": "prices", "metric": "rmse"}]).check()
     scheduler([], [{"model": "not-yet-trained", "metric": "mae"}]).check()  # its first version comes later
+
+
+def test_a_loop_set_up_before_its_first_version(
+    workspace: mloop.Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file with a nightly training run and a degradation trigger on the model it trains starts
+    before anything was trained (the trigger waits); a monitoring trigger alone, on a model nobody
+    registered nor trains, is a typo and is refused."""
+    from mloop.errors import NotFoundError
+    from mloop.orchestration.scheduler import Scheduler
+
+    pipeline = "mloop.steps.retrain:retrain"
+    watch = {"name": "worse", "kind": "degradation", "model": "fresh", "pipeline": pipeline, "metric": "mae"}
+    nightly = {"name": "nightly", "kind": "schedule", "cron": "0 3 * * *", "pipeline": pipeline}
+    alone = Scheduler(workspace, LoopConfig.parse({"triggers": [watch]}))
+    with pytest.raises(NotFoundError, match=r"trigger 'worse': .*fresh"):
+        alone.check()
+    with caplog.at_level("WARNING", logger="mloop"):
+        both = Scheduler(workspace, LoopConfig.parse({"triggers": [nightly, watch]}))
+        both.check()
+    assert "model 'fresh' has no version yet" in caplog.text
+    assert both.tick().checks["worse"] == "fresh has no production version yet"
