@@ -38,6 +38,25 @@ __all__ = [
 
 EXIT_USAGE = 2
 EXIT_CHECK_FAILED = 1
+TOKEN_MAX = 300  # longer runs without a space in a message are a value echoed back: shortened
+MESSAGE_MAX = 10_000
+
+
+def bounded(text: str, limit: int = MESSAGE_MAX) -> str:
+    """``text`` with every run of more than :data:`TOKEN_MAX` non-space characters shortened to its
+    start and end, and at most ``limit`` characters in all: an error that quotes the value it refuses
+    (a megabyte cron expression, a request field) stays one readable line, not the value again."""
+    import re
+
+    def shorten(match: re.Match[str]) -> str:
+        token = match.group()
+        return f"{token[:120]}…[{len(token) - 160:,} characters]…{token[-40:]}"
+
+    if len(text) > TOKEN_MAX:
+        text = re.sub(rf"\S{{{TOKEN_MAX + 1},}}", shorten, text)
+    if len(text) > limit:
+        text = f"{text[: limit - 1000]}…[{len(text) - limit + 200:,} characters]…{text[-800:]}"
+    return text
 
 
 class MloopError(Exception):
@@ -53,9 +72,10 @@ class MloopError(Exception):
     stops_run: bool = False
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = bounded(field, TOKEN_MAX) if field is not None else None
 
     def to_dict(self) -> dict[str, object]:
         """The JSON error body of the HTTP contract: ``{"error": {code, message, field}}``."""

@@ -41,7 +41,7 @@ from mloop.cli.server import server_app
 from mloop.core.loader import load_pipeline
 from mloop.core.runner import RunResult, StepListener
 from mloop.entities import StepStatus
-from mloop.errors import MloopError
+from mloop.errors import MloopError, bounded
 from mloop.stores.base import RunQuery
 
 __all__ = ["app", "main"]
@@ -277,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("MLOOP_DEBUG"):
                 raise
             err.print(
-                f"error: unexpected {type(exc).__name__}: {exc} "
+                f"error: unexpected {type(exc).__name__}: {bounded(str(exc))} "
                 "(a bug in mloop; MLOOP_DEBUG=1 shows the traceback)",
                 markup=False,
                 soft_wrap=True,
             )
             return 1
         # pydantic-style enum errors arrive as "Value error, …": the user needs the rest only
-        message = exc.format_message().replace("Value error, ", "")
+        message = bounded(exc.format_message().replace("Value error, ", ""))
         if message:  # empty for "no arguments: help was shown"
             err.print(f"error: {message}", markup=False, soft_wrap=True)
         return int(exc.exit_code)

@@ -61,6 +61,11 @@ class Pipeline:
         except Exception:
             return {}
 
+    def coerce(self, name: str, value: Any) -> Any:
+        """``value`` as parameter ``name``'s declared type (ParameterError when it cannot be): a
+        trigger's parameters are checked when its scheduler starts, not at its first firing."""
+        return coerce_param(name, value, self._hints.get(name))
+
     def path_params(self) -> set[str]:
         """The parameters annotated ``Path`` (or ``Path | None``): files a run reads."""
         return {

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mloop.entities import ModelVersion, TriggerState, id_floor
-from mloop.errors import ConfigurationError, NotFoundError, PipelineLoadError
+from mloop.errors import ConfigurationError, NotFoundError, ParameterError, PipelineLoadError
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import WindowResult, degradation, parse_window
@@ -76,13 +76,19 @@ def _validate(spec: TriggerSpec, workspace: Workspace, first_version_later: bool
 
     pipeline = load_pipeline(spec.pipeline, workspace=workspace)
     accepted = sorted(inspect.signature(pipeline.fn).parameters)
-    for key in spec.params:  # the run would refuse it, at the first firing
+    for key, value in spec.params.items():  # the run would refuse it, at the first firing
         if key not in accepted:
             raise ConfigurationError(
                 f"trigger {spec.name!r}: params.{key} is not a parameter of pipeline {spec.pipeline!r} "
                 f"(parameters: {', '.join(accepted)})",
                 field=f"params.{key}",
             )
+        try:
+            pipeline.coerce(key, value)
+        except ParameterError as exc:
+            raise ConfigurationError(
+                f"trigger {spec.name!r}: params.{key}: {exc.message}", field=f"params.{key}"
+            ) from None
     if spec.param is not None and spec.param not in accepted:  # the new files would reach no parameter
         raise ConfigurationError(
             f"trigger {spec.name!r}: param {spec.param!r} is not a parameter of pipeline {spec.pipeline!r}, "

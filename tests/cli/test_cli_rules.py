@@ -173,3 +173,25 @@ def test_a_title_printed_to_a_pipe_stays_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert f"2 anomalies in {folder / 'batch.csv'}" in done.stdout.splitlines(), done.stdout
+
+
+def test_an_error_quoting_a_huge_value_stays_one_short_line(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A megabyte value (a pasted file as a cron expression, a model name) is quoted shortened: its
+    start, its end and how much was left out, then the rule it broke."""
+    huge = "x" * 1_000_000
+    (project / "mloop.toml").write_text(
+        f'[[triggers]]\nname = "t"\nkind = "schedule"\ncron = "{huge}"\npipeline = "pipes.py:numbers"\n'
+    )
+    code, _, err = run_cli(capsys, "scheduler", "run", "--once")
+    assert code == 2 and err.count("\n") == 1 and len(err) < 1_000, err[:2000]
+    assert "…[999,842 characters]…" in err and err.rstrip().endswith("(minute hour day month weekday)")
+    (project / "mloop.toml").unlink()
+    mloop.Workspace.open(project / ".mloop").close()
+    spaced = "y " * 200_000  # no long token, a long message: its start and its end
+    for argv in (["models", "show", huge], ["lineage", spaced]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and len(err) < 11_000, err[
+            :300
+        ]

@@ -187,6 +187,7 @@ kind = "degradation"
 model = "clf"
 window = 10
 min_labelled = 5
+threshold = 0.5
 pipeline = "{job}:job"
 """
 

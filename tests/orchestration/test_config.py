@@ -291,3 +291,36 @@ def test_a_loop_set_up_before_its_first_version(
         both.check()
     assert "model 'fresh' has no version yet" in caplog.text
     assert both.tick().checks["worse"] == "fresh has no production version yet"
+
+
+def test_a_trigger_parameter_of_the_wrong_type_is_refused_at_start(workspace: mloop.Workspace) -> None:
+    """``params = { max_rows = "lots" }`` would fail every firing, hours after the daemon started."""
+    from mloop.orchestration.scheduler import Scheduler
+
+    nightly = {
+        "name": "nightly",
+        "kind": "schedule",
+        "cron": "0 3 * * *",
+        "pipeline": "mloop.steps.retrain:retrain",
+    }
+    for params, problem in (
+        ({"max_rows": "lots"}, "expected int, got 'lots'"),
+        ({"refit": 3}, "expected bool, got 3"),
+        ({"model_name": ["a", "b"]}, "expected str, got ['a', 'b']"),
+    ):
+        scheduler = Scheduler(workspace, LoopConfig.parse({"triggers": [{**nightly, "params": params}]}))
+        with pytest.raises(ConfigurationError) as info:
+            scheduler.check()
+        key = next(iter(params))
+        assert (
+            info.value.message.startswith(f"trigger 'nightly': params.{key}: ")
+            and problem in info.value.message
+        )
+        assert info.value.field == f"params.{key}"
+    fine = {
+        "max_rows": "500",
+        "refit": True,
+        "model_name": "m",
+        "target": "y",
+    }  # text is parsed, as on the CLI
+    Scheduler(workspace, LoopConfig.parse({"triggers": [{**nightly, "params": fine}]})).check()
