@@ -156,6 +156,10 @@ class LineageStore(Protocol):
         """An artifact by id or by digest."""
         ...
 
+    def get_artifacts(self, artifact_ids: Sequence[str]) -> dict[str, ArtifactRef]:
+        """The artifacts of these ids that exist, by id: a run's page reads its dozens at once."""
+        ...
+
     def find_artifacts(self, prefix: str, *, limit: int = 2) -> list[ArtifactRef]:
         """Artifacts whose id or digest starts with ``prefix`` (what users type from a listing)."""
         ...
@@ -341,6 +345,10 @@ class ModelRegistry(Protocol):
     def get(self, name: str, *, version: int | None = None, alias: str | None = None) -> ModelVersion: ...
 
     def versions(self, name: str) -> list[ModelVersion]: ...
+
+    def versions_of_run(self, run_id: str) -> list[ModelVersion]:
+        """The versions (of any model) that run ``run_id`` registered, with their aliases."""
+        ...
 
     def aliases(self, name: str) -> dict[str, int]:
         """Which version holds each alias of ``name`` now (empty for an unknown model): one small

@@ -160,3 +160,10 @@ def test_artifacts_are_found_by_a_prefix_of_their_id_or_digest(store: SqlMetadat
     assert {a.id for a in store.find_artifacts(digest_prefix.upper(), limit=5)} == {first.id, second.id}
     assert store.find_artifacts(first.digest[:62], limit=1) == [min((first, second), key=lambda a: a.id)]
     assert store.find_artifacts("%") == [] and store.find_artifacts("zz_z") == []
+
+
+def test_artifacts_by_id_in_one_read(store: SqlMetadataStore) -> None:
+    made = [store.add_artifact(_art(n)) for n in range(1, 1203)]  # more than one IN list of 500
+    wanted = [a.id for a in made[::-1]] + [made[0].id, "nope"]  # any order, repeats, unknown ids
+    found = store.get_artifacts(wanted)
+    assert found == {a.id: a for a in made} and store.get_artifacts([]) == {}

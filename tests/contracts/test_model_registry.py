@@ -186,3 +186,18 @@ def test_unknown_names(stores) -> None:
     with pytest.raises(NotFoundError, match="model 'nope' not found"):
         reg.versions("nope")
     assert reg.history("churn") == []  # known, never moved: empty, not "not found"
+
+
+def test_the_versions_a_run_registered_with_their_aliases(stores) -> None:
+    meta, reg = stores
+    run = meta.create_run("train", params={}, trigger="manual", code_commit="c", code_hash="h").id
+    other = meta.create_run("train", params={}, trigger="manual", code_commit="c", code_hash="h").id
+    a1 = register(stores, "a", 1, run_id=run)
+    register(stores, "a", 2, run_id=other)
+    b1 = register(stores, "b", 3, run_id=run)
+    reg.set_alias("b", "production", 1, who="alice", reason="first")
+    reg.set_alias("b", "canary", 1, who="alice", reason="also")
+    found = reg.versions_of_run(run)
+    assert [(v.name, v.version, v.id) for v in found] == [("a", 1, a1.id), ("b", 1, b1.id)]
+    assert found[0].aliases == () and found[1].aliases == ("canary", "production")
+    assert reg.versions_of_run("nope") == []

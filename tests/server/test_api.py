@@ -317,3 +317,35 @@ def test_a_cursor_is_refused_outside_the_sort_it_was_given_for(shared_server: Se
                 answer.text,
             )
         assert json.loads(base64.urlsafe_b64decode(cursor + "==="))[-1] == "-metric.accuracy"
+
+
+def test_a_run_page_reads_a_fixed_number_of_queries(server: Server) -> None:
+    """A run's page read each artifact and every model's versions one query at a time (61 queries
+    for a retraining run in a workspace of nine models); now a handful, however many there are."""
+    import sqlalchemy as sa
+
+    ws, run_id = server.ws, server.seeded.model_run
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    with server.client() as http:
+        http.get(f"/api/v1/runs/{run_id}").raise_for_status()  # warm: token cache, resolvers
+        sa.event.listen(ws.metadata.engine, "before_cursor_execute", count)
+        try:
+            few = http.get(f"/api/v1/runs/{run_id}").json()
+            before = len(statements)
+            for i in range(12):
+                ws.register_model(f"other{i}", {"k": i})
+            ws.register_model("churn", {"weights": [3]}, run_id=run_id)
+            statements.clear()
+            many = http.get(f"/api/v1/runs/{run_id}").json()
+        finally:
+            sa.event.remove(ws.metadata.engine, "before_cursor_execute", count)
+    assert len(statements) == before <= 10, statements
+    assert [m["name"] for m in few["models"]] == ["churn"]
+    assert [(m["name"], m["version"]) for m in many["models"]] == [("churn", 1), ("churn", 3)]
+    assert many["models"][0]["aliases"] == ["production"] and many["artifacts"] == few["artifacts"]
+    assert {a["id"] for a in many["artifacts"]} >= {e.artifact_id for e in ws.metadata.events(
+        step_run_ids=[s.id for s in ws.metadata.list_steps(run_id)])}  # fmt: skip

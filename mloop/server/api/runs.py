@@ -163,16 +163,14 @@ def get_run(run_id: str, ws: Annotated[Workspace, Depends(workspace)]) -> dict[s
     steps = ws.metadata.list_steps(run.id)
     names = {s.id: s.name for s in steps}
     events = ws.metadata.events(step_run_ids=[s.id for s in steps]) if steps else []
-    artifacts = {e.artifact_id: ws.metadata.get_artifact(e.artifact_id) for e in events}
+    artifacts = ws.metadata.get_artifacts([e.artifact_id for e in events])
     latest: dict[str, Any] = {}
     for m in ws.metadata.get_metrics(run.id):
         latest[m.key] = {"value": m.value, "step": m.step, "step_name": names.get(m.step_run_id or "")}
     event = ws.triggers.event_of_run(run.id)
     models = [
         {"name": v.name, "version": v.version, "aliases": list(v.aliases), "artifact_id": v.artifact_id}
-        for model in ws.registry.models()
-        for v in ws.registry.versions(model.name)
-        if v.run_id == run.id
+        for v in ws.registry.versions_of_run(run.id)
     ]
     return {
         "run": jsonable(run) | {"duration_s": run.duration_s},

@@ -358,6 +358,16 @@ class SqlMetadataStore(SqlStore):
             raise NotFoundError(f"artifact {artifact_id!r} not found", field="artifact_id")
         return _artifact(row)
 
+    def get_artifacts(self, artifact_ids: Sequence[str]) -> dict[str, ArtifactRef]:
+        ids = list(dict.fromkeys(artifact_ids))
+        found: dict[str, ArtifactRef] = {}
+        with self._read() as conn:
+            for lo in range(0, len(ids), 500):  # bounded IN lists: SQLite's variable limit
+                chunk = ids[lo : lo + 500]
+                for row in conn.execute(sa.select(t.artifacts).where(t.artifacts.c.id.in_(chunk))).mappings():
+                    found[row["id"]] = _artifact(row)
+        return found
+
     def find_artifacts(self, prefix: str, *, limit: int = 2) -> list[ArtifactRef]:
         # ids are ULIDs ([0-9A-Z]), digests hex ([0-9a-f]): keeping letters and digits leaves no LIKE wildcard
         clean = "".join(c for c in prefix if c.isalnum())

@@ -280,25 +280,15 @@ class SqlModelRegistry(SqlStore):
     def versions(self, name: str) -> list[ModelVersion]:
         # schedulers and services ask on every pass: whether the model exists is asked only when
         # it has no version (a model is created with its first one)
-        v, a = t.model_versions, t.aliases
-        held = sa.and_(a.c.name == v.c.name, a.c.version == v.c.version)
-        query = (
-            sa.select(v, a.c.alias.label("held_alias"))
-            .select_from(v.outerjoin(a, held))  # versions and their aliases in one round trip
-            .where(v.c.name == name)
-            .order_by(v.c.version, a.c.alias)
-        )
         with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
-            if not rows:
+            found = _with_aliases(conn, t.model_versions.c.name == name)
+            if not found:
                 self._exists(conn, name)
-                return []
-        found: dict[int, tuple[Mapping[Any, Any], list[str]]] = {}
-        for r in rows:
-            _, names = found.setdefault(r["version"], (r, []))
-            if r["held_alias"] is not None:
-                names.append(r["held_alias"])
-        return [_version(r, tuple(names)) for r, names in found.values()]
+        return found
+
+    def versions_of_run(self, run_id: str) -> list[ModelVersion]:
+        with self._read() as conn:
+            return _with_aliases(conn, t.model_versions.c.run_id == run_id)
 
     def aliases(self, name: str) -> dict[str, int]:
         with self._read() as conn:
@@ -345,6 +335,24 @@ class SqlModelRegistry(SqlStore):
         for alias, version in rows:
             found.setdefault(version, []).append(alias)
         return {v: tuple(a) for v, a in found.items()}
+
+
+def _with_aliases(conn: sa.Connection, where: Any) -> list[ModelVersion]:
+    """The versions ``where`` selects, each with the aliases it holds, in one round trip."""
+    v, a = t.model_versions, t.aliases
+    held = sa.and_(a.c.name == v.c.name, a.c.version == v.c.version)
+    query = (
+        sa.select(v, a.c.alias.label("held_alias"))
+        .select_from(v.outerjoin(a, held))
+        .where(where)
+        .order_by(v.c.name, v.c.version, a.c.alias)
+    )
+    found: dict[tuple[str, int], tuple[Mapping[Any, Any], list[str]]] = {}
+    for r in conn.execute(query).mappings().all():
+        _, names = found.setdefault((r["name"], r["version"]), (r, []))
+        if r["held_alias"] is not None:
+            names.append(r["held_alias"])
+    return [_version(r, tuple(names)) for r, names in found.values()]
 
 
 def _no_version(name: str, version: int | None, last: int) -> str:
