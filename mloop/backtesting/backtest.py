@@ -31,7 +31,7 @@ import pandas as pd
 from mloop.backtesting.policy import MODEL, adapt, default_loop_config
 from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
 from mloop.backtesting.targets import check_target, choose_metric
-from mloop.errors import DataError, NotFoundError, ParameterError
+from mloop.errors import DataError, MloopError, NotFoundError, ParameterError, StepFailedError
 from mloop.orchestration.config import LoopConfig
 from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task, labelled_rows
 from mloop.validation.io import read_table, separator_hint
@@ -497,7 +497,10 @@ def backtest(
                 "data": str(initial_path),
             }
             accepted = set(pipeline.signature.parameters)
-            result = ws.run(pipeline, **{k: v for k, v in params.items() if k in accepted})
+            try:
+                result = ws.run(pipeline, **{k: v for k, v in params.items() if k in accepted})
+            except StepFailedError as exc:
+                raise _initial_failed(exc, n0, estimator) from None
             try:
                 first = ws.model_version(f"{MODEL}@production")
             except NotFoundError:
@@ -562,6 +565,27 @@ def backtest(
         workspace="" if tmp is not None else str(workspace_dir),
         gain_se={k: round(v, 6) for k, v in noise.items() if v is not None},
     )
+
+
+def _initial_failed(exc: StepFailedError, n0: int, estimator: str) -> MloopError:
+    """What a failed first training run says: the data's problem (one class in its training part, a
+    column it cannot use) is bad input naming ``--initial``; a user estimator's failure names the
+    estimator; anything else is the run's own failure."""
+    import mloop.errors
+
+    kind = getattr(mloop.errors, exc.error_type, None)
+    where = f"the initial model could not be trained on the first {n0} rows (step {exc.step!r})"
+    if isinstance(kind, type) and issubclass(kind, MloopError) and kind.exit_code == 2:
+        why = exc.error_message.removesuffix("; the production version keeps serving")  # there is none
+        return DataError(
+            f"{where}: {why}; raise --initial, or order the rows by another --time-col",
+            field="initial",
+        )
+    if estimator != "auto":
+        return ParameterError(
+            f"--estimator {estimator}: {where}: {exc.error_type}: {exc.error_message}", field="estimator"
+        )
+    return exc
 
 
 def score_policies(

@@ -463,3 +463,17 @@ def test_an_estimator_that_fails_refitting_the_baseline_is_named_not_called_a_bu
     ) as info:
         score_policies(frame, "y", "classification", 120, 120, static, replay, factory)
     assert info.value.field == "estimator" and "RuntimeError: no licence" in info.value.message
+
+
+def test_an_initial_model_that_cannot_be_trained_is_bad_input_not_a_failed_run(tmp_path: Path) -> None:
+    """Ordered by a feature the label follows, the initial rows' training part held one class: the
+    backtest ended with exit 1 and "run … failed: step 'fit_model' failed: DataError …"."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"rank": np.arange(600.0), "x": rng.normal(size=600)})
+    frame["y"] = (frame["rank"] >= 100).astype(int)  # the first 96 training rows: all 0
+    with pytest.raises(DataError, match=r"initial model could not be trained on the first 120 rows") as info:
+        backtest(frame.sample(frac=1.0, random_state=0), "y", time_col="rank")
+    assert info.value.field == "initial" and "single class" in info.value.message
+    assert "production version keeps serving" not in info.value.message
+    with pytest.raises(ParameterError, match=r"--estimator loop_helpers:unlicensed_estimator: .*no licence"):
+        backtest(stream(300), "y", estimator="loop_helpers:unlicensed_estimator")
