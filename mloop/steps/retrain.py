@@ -167,6 +167,11 @@ def estimator_factory(estimator: str) -> Callable[[pd.DataFrame, str], Any]:
         raise ParameterError(
             f"estimator {estimator!r} is not 'auto' or an importable module:function", field="estimator"
         ) from exc
+    except (Exception, SystemExit) as exc:  # the module itself fails on import: its error, named
+        raise ParameterError(
+            f"estimator {estimator!r}: importing {module!r} failed: {type(exc).__name__}: {exc}",
+            field="estimator",
+        ) from exc
     if not callable(factory):
         raise ParameterError(
             f"estimator {estimator!r} is a {type(factory).__name__}, not a factory(features, task)",
@@ -200,6 +205,23 @@ def _datetime_inputs(ws: Workspace, model_name: str) -> list[str]:
     return [n for n, rule in columns.items() if isinstance(rule, dict) and rule.get("type") == "datetime"]
 
 
+def _masked(dtype: Any) -> bool:
+    """A pandas nullable integer, boolean or float dtype (``Int64``, ``boolean``: missing is ``pd.NA``)."""
+    return (
+        isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        and getattr(dtype, "kind", "") in "iufb"
+        and hasattr(dtype, "numpy_dtype")
+    )
+
+
+def _unmasked(column: pd.Series) -> pd.Series:
+    """A nullable (masked) integer, boolean or float column as NumPy types: as it is when it has no
+    missing value, else as floats with NaN for the missing ones (scikit-learn refuses ``pd.NA``)."""
+    if not column.isna().any():
+        return column.astype(getattr(column.dtype, "numpy_dtype"))  # noqa: B009 (an extension dtype's)
+    return pd.Series(column.to_numpy(dtype="float64", na_value=np.nan), index=column.index, name=column.name)
+
+
 def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     """``rows`` with a label, the target typed again without the blanks and decimals as floats; refused
     in one line when a model could not learn or answer them: no target column, times as the target,
@@ -211,6 +233,8 @@ def labelled_rows(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     for name in labelled.columns:
         if name != target and labelled[name].isna().all():
             raise DataError(f"column {name!r} holds no values: drop it", field=str(name))
+        if _masked(labelled[name].dtype):  # Parquet's nullable ints and bools: pd.NA
+            labelled[name] = _unmasked(labelled[name])
         first = labelled[name].dropna().head(1).tolist() if labelled[name].dtype == object else []
         if first and isinstance(first[0], decimal.Decimal):  # a number (the schema's float), not a category
             labelled[name] = pd.to_numeric(labelled[name].astype(float))

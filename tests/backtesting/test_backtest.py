@@ -477,3 +477,33 @@ def test_an_initial_model_that_cannot_be_trained_is_bad_input_not_a_failed_run(t
     assert "production version keeps serving" not in info.value.message
     with pytest.raises(ParameterError, match=r"--estimator loop_helpers:unlicensed_estimator: .*no licence"):
         backtest(stream(300), "y", estimator="loop_helpers:unlicensed_estimator")
+
+
+def test_nullable_integer_and_boolean_columns_train(tmp_path: Path) -> None:
+    """Parquet written from pandas' nullable ``Int64``/``boolean`` columns reads back with ``pd.NA``,
+    which scikit-learn refused: the first run failed with "uses pandas.NA to represent null values"."""
+    frame = stream(400, seed=2)
+    frame["count"] = pd.array([None if k % 7 == 0 else k % 5 for k in range(400)], dtype="Int64")
+    frame["flag"] = pd.array([None if k % 9 == 0 else bool(k % 2) for k in range(400)], dtype="boolean")
+    frame["y"] = frame["y"].astype("Int64")
+    path = tmp_path / "nullable.parquet"
+    frame.to_parquet(path)
+    report = backtest(load_stream(path, "y"), "y")
+    assert report.loop.metrics["accuracy"] > 0.7 and report.refused_rows == 0
+
+
+def test_an_estimator_module_that_fails_on_import_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its import error was "unexpected RuntimeError … (a bug in mloop)", exit 1."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "broken_factory.py").write_text('raise RuntimeError("import-time failure")\n')
+    (tmp_path / "exiting_factory.py").write_text("import sys\nsys.exit(3)\n")
+    for estimator, problem in (
+        ("broken_factory:make", "importing 'broken_factory' failed: RuntimeError: import-time failure"),
+        ("exiting_factory:make", "importing 'exiting_factory' failed: SystemExit: 3"),
+        (".relative:make", "importing '.relative' failed: TypeError"),
+    ):
+        with pytest.raises(ParameterError, match="estimator") as info:
+            backtest(stream(300), "y", estimator=estimator)
+        assert problem in info.value.message and info.value.field == "estimator"
