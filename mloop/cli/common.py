@@ -88,17 +88,42 @@ def open_workspace(workspace: Path | None, *, create: bool = False) -> Iterator[
         ws.close()
 
 
+# what the start of a report a command may overwrite looks like, by option
+_REPORT_STARTS = {"--html": (b"<!doctype html", b"<html"), "--junit": (b"<?xml", b"<testsuite")}
+
+
 def check_output_file(path: Path, option: str) -> None:
     """Refuse, before any work, a file a command would write where it cannot: in a missing folder, or
-    at a path that is a folder."""
+    at a path that is a folder; or over a file that is not such a report already (the data file
+    through a hard link, the workspace's database, a configuration file: all were overwritten)."""
     if path.is_dir():
         raise ParameterError(f"{option} {path}: is a directory, not a file", field=option.lstrip("-"))
     if path.exists() and not (path.is_file() and os.access(path, os.W_OK)):
         what = "cannot be written" if path.is_file() else "is not a regular file"
         raise ParameterError(f"{option} {path}: {what}", field=option.lstrip("-"))
+    starts = _REPORT_STARTS.get(option)
+    if starts is not None and path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            head = f.read(64).lstrip().lower()
+        if not head.startswith(starts):
+            raise ParameterError(
+                f"{option} {path}: the file exists and is not a report this command wrote: name another "
+                "file (or remove it first)",
+                field=option.lstrip("-"),
+            )
     parent = path.expanduser().absolute().parent
     if not parent.is_dir():
         raise ParameterError(f"{option} {path}: folder {parent} does not exist", field=option.lstrip("-"))
+
+
+def write_output(path: Path, text: str, option: str) -> None:
+    """Write a report checked by :func:`check_output_file`; a full disk (say) is one error line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ParameterError(
+            f"{option} {path}: cannot be written ({exc.strerror})", field=option.lstrip("-")
+        ) from None
 
 
 def check_output_dir(path: Path, option: str) -> None:

@@ -25,6 +25,7 @@ from mloop.cli.common import (
     paint,
     plural,
     print_json,
+    write_output,
 )
 from mloop.cli.logs import configure_logging
 from mloop.cli.remote import ServerOpt, TokenOpt
@@ -65,6 +66,8 @@ def monitor(
     """Drift, prediction drift and live metrics of NAME's prediction log, window by window."""
     from mloop.monitoring.monitor import monitor as run_monitor
 
+    if html is not None:  # before the windows are measured and the run recorded, not after
+        check_output_file(html, "--html")
     with open_workspace(workspace) as ws:
         report = run_monitor(
             ws, name, window=window, slices=slices, share_threshold=share, store=not no_store
@@ -72,7 +75,7 @@ def monitor(
     if html is not None:
         from mloop.monitoring.report import monitor_html
 
-        html.write_text(monitor_html(report), encoding="utf-8")
+        write_output(html, monitor_html(report), "--html")
     if as_json:
         print_json(report.to_dict())
         return
@@ -304,9 +307,9 @@ def backtest(
     if time_col is not None and time_col == target:
         raise ParameterError(f"--time-col {time_col!r} is the target: name the time column", field="time_col")
     if html is not None:  # before the replay, not after it
-        check_output_file(html, "--html")
         if html.exists() and html.resolve() == data.resolve():
             raise ParameterError(f"--html {html} is the data file: name another file", field="html")
+        check_output_file(html, "--html")
     if config is not None and not config.exists():  # a folder name with a typo would read as no policy
         raise ParameterError(f"--config {config} does not exist", field="config")
     if config is not None and config.is_dir() and not (config / "mloop.toml").exists():
@@ -328,10 +331,7 @@ def backtest(
             progress=update,
         )
     if html is not None:
-        try:
-            html.write_text(backtest_html(report), encoding="utf-8")
-        except OSError as exc:
-            raise ParameterError(f"--html {html}: cannot be written ({exc.strerror})", field="html") from None
+        write_output(html, backtest_html(report), "--html")
     if as_json:
         print_json(report.to_dict())
         return

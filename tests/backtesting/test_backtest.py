@@ -507,3 +507,30 @@ def test_an_estimator_module_that_fails_on_import_is_named(
         with pytest.raises(ParameterError, match="estimator") as info:
             backtest(stream(300), "y", estimator=estimator)
         assert problem in info.value.message and info.value.field == "estimator"
+
+
+def test_html_never_overwrites_what_is_not_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--html`` replaced a configuration file, the data file through a hard link, the workspace's
+    database; ``monitor --html`` to a missing folder failed with "unexpected FileNotFoundError"
+    after recording its run."""
+    data = tmp_path / "d.csv"
+    stream(300).to_csv(data, index=False)
+    config = tmp_path / "mloop.toml"
+    config.write_text("[scheduler]\n")
+    linked = tmp_path / "linked.html"
+    linked.hardlink_to(data)
+    for target in (config, linked):
+        code = main(["backtest", str(data), "--target", "y", "--html", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and "exists and is not a report this command wrote" in err and err.count("\n") == 1
+    assert config.read_text() == "[scheduler]\n" and data.read_bytes() == linked.read_bytes()
+    assert main(["backtest", str(data), "--target", "y", "--html", str(tmp_path / "bt.html")]) == 0
+    assert main(["backtest", str(data), "--target", "y", "--html", str(tmp_path / "bt.html")]) == 0  # ours
+    capsys.readouterr()
+    code = main(
+        ["monitor", "backtest", "--html", str(tmp_path / "no" / "m.html"), "-w", str(tmp_path / "ws")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--html" in err and "does not exist" in err and "unexpected" not in err
