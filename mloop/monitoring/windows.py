@@ -58,11 +58,17 @@ def parse_window(spec: str | int | timedelta) -> int | timedelta:
             f"window {spec!r} is neither a row count (1000) nor a duration (30m, 1h, 7d)", field="window"
         )
     try:
-        return timedelta(**{units[unit]: value})
+        duration = timedelta(**{units[unit]: value})
     except OverflowError:
+        duration = timedelta.max
+    longest = pd.Timedelta.max.to_pytimedelta()  # what a log's timestamps can be divided by
+    if duration > longest:
         raise ParameterError(
-            f"window {spec!r} is longer than any duration can be (at most 999999999 days)", field="window"
-        ) from None
+            f"window {spec!r} is longer than a log's time can span (at most {longest.days}d)", field="window"
+        )
+    if duration < timedelta(microseconds=1):
+        raise ParameterError(f"window {spec!r} is shorter than a microsecond", field="window")
+    return duration
 
 
 def split_windows(frame: pd.DataFrame, window: int | timedelta) -> list[tuple[int, int, bool]]:

@@ -73,7 +73,7 @@ def parse_duration(spec: str | float | int, field: str = "duration") -> timedelt
     try:
         value = _parse_window(str(spec))
     except MloopError as exc:
-        if "longer than any duration" in exc.message:
+        if "longer than" in exc.message:
             raise ConfigurationError(
                 f"{field} {spec!r} is longer than any duration can be", field=field
             ) from None

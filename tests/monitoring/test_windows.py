@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -49,3 +50,16 @@ def test_window_frame_keeps_the_rows_from_since_on() -> None:
     frame = pd.DataFrame({"ts": [start + timedelta(hours=h) for h in range(5)], "x": range(5)})
     assert list(window_frame(frame, (start + timedelta(hours=2)).isoformat())["x"]) == [2, 3, 4]
     assert window_frame(frame, None) is frame
+
+
+def test_a_window_a_log_cannot_be_divided_by_is_refused() -> None:
+    """``--window 500000000d`` fits a Python timedelta but not pandas' (exit 1, "unexpected
+    OutOfBoundsTimedelta"); ``1e-9s`` was a zero window."""
+    for spec, problem in (
+        ("500000000d", "longer than a log's time can span (at most 106751d)"),
+        ("999999999d", "longer than a log's time can span"),
+        ("1e-9s", "shorter than a microsecond"),
+    ):
+        with pytest.raises(ParameterError, match=re.escape(problem)):
+            parse_window(spec)
+    assert parse_window("100000d").days == 100000 and parse_window("1e-6s").microseconds == 1
