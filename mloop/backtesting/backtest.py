@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mloop import errors
 from mloop.backtesting.policy import MODEL, adapt, default_loop_config
 from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
 from mloop.backtesting.targets import check_target, choose_metric
@@ -571,14 +572,11 @@ def _initial_failed(exc: StepFailedError, n0: int, estimator: str) -> MloopError
     """What a failed first training run says: the data's problem (one class in its training part, a
     column it cannot use) is bad input naming ``--initial``; a user estimator's failure names the
     estimator; anything else is the run's own failure."""
-    import mloop.errors
-
-    kind = getattr(mloop.errors, exc.error_type, None)
+    kind = getattr(errors, exc.error_type, None)
     where = f"the initial model could not be trained on the first {n0} rows (step {exc.step!r})"
     if isinstance(kind, type) and issubclass(kind, MloopError) and kind.exit_code == 2:
-        why = exc.error_message.removesuffix("; the production version keeps serving")  # there is none
         return DataError(
-            f"{where}: {why}; raise --initial, or order the rows by another --time-col",
+            f"{where}: {exc.error_message}; raise --initial, or order the rows by another --time-col",
             field="initial",
         )
     if estimator != "auto":

@@ -392,8 +392,7 @@ def fit_model(
             only = train[target].dropna().unique()
             shown = repr(only[0].item() if hasattr(only[0], "item") else only[0]) if len(only) else "none"
             raise DataError(
-                f"the {len(wider)} labelled rows to train on hold a single class ({shown}): nothing to "
-                "learn; the production version keeps serving",
+                f"the {len(wider)} labelled rows to train on hold a single class ({shown}): nothing to learn",
                 field="target",
             )
         train, older, compare_wider, window = wider, None, False, "wider: the regime holds one class"
