@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from mloop.cli.ci import ci_app
 from mloop.cli.common import (
@@ -126,7 +128,7 @@ def _parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
-def _steps_table(result: RunResult, title: str) -> Table:
+def _steps_table(result: RunResult, title: str | Text) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("step", "status", "duration", "cached from"):
         table.add_column(col)
@@ -154,7 +156,8 @@ def run(
     if as_json:
         print_json({"run": result.run, "steps": result.steps})
         return
-    out.print(_steps_table(result, f"run {result.run.id} of {pipe.name}: {paint(result.run.status.value)}"))
+    title = Text.assemble(f"run {result.run.id} of {pipe.name}: ", paint(result.run.status.value))
+    out.print(_steps_table(result, title))
 
 
 @app.command()
@@ -237,12 +240,15 @@ def _print_demo(report: Any, root: Path | None) -> None:
             markup=False,
         )
     out.print(
-        f"[bold]incoming batch {report.refused_batch.name}[/] → run {report.refused_run} "
-        f"{paint('stopped')} by the schema gate:"
+        f"[bold]incoming batch {escape(report.refused_batch.name)}[/] → run {report.refused_run} "
+        f"{paint('stopped').markup} by the schema gate:"
     )
     out.print(anomalies_table(report.anomalies))
-    out.print(f"HTML report: {loop.html}")
-    out.print(f"workspace left at {root}; try: mloop monitor rainfall --window 1816 --workspace {root}")
+    out.print(f"HTML report: {loop.html}", markup=False)
+    out.print(
+        f"workspace left at {root}; try: mloop monitor rainfall --window 1816 --workspace {root}",
+        markup=False,
+    )
 
 
 def _uppercase_arguments(command: Any) -> None:

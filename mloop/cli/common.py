@@ -28,14 +28,28 @@ err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stder
 
 
 class Table(rich.table.Table):
-    """rich's Table, except that a title printed to a pipe stays one line: rich wraps a title to the
-    table's width, so a narrow table broke the path or the source named in its title mid-word."""
+    """rich's Table, except that text is shown as it is and a title printed to a pipe stays one line.
+
+    A ``str`` title or cell is never read as console markup: column names, paths and error messages
+    come from users, and ``temp [c]`` lost its ``[c]`` while ``[/]`` crashed the command. Style a cell
+    by passing a :class:`rich.text.Text` (see :func:`styled`). rich wraps a title to the table's
+    width, so a narrow table broke the path or the source named in its title mid-word."""
 
     def __init__(self, *headers: Any, title: str | Text | None = None, **options: Any) -> None:
-        if isinstance(title, str) and not sys.stdout.isatty():
-            title = Text.from_markup(title, overflow="ignore")
+        if isinstance(title, str):
+            title = Text(title)
+        if isinstance(title, Text) and not sys.stdout.isatty():
+            title.overflow = "ignore"
             title.no_wrap = True
         super().__init__(*headers, title=title, **options)
+
+    def add_row(self, *renderables: Any, **options: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **options)
+
+
+def styled(text: str, style: str) -> Text:
+    """``text`` in ``style``, taken literally (a table cell or a part of :meth:`Text.assemble`)."""
+    return Text(text, style=style)
 
 
 WorkspaceOpt = Annotated[
@@ -67,8 +81,9 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def paint(value: str) -> str:
-    return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
+def paint(value: str) -> Text:
+    """A status in its colour: a table cell, or (its ``.markup``) part of a printed line."""
+    return styled(value, STATUS_STYLE.get(value, "white"))
 
 
 def duration(seconds: float | None) -> str:
@@ -195,8 +210,6 @@ def count_progress(enabled: bool = True) -> Iterator[Any]:
 def alias_history_table(title: str, events: list[Any]) -> Any:
     """Alias moves (of a model or a deployed pipeline), one row each: when, alias, action, from, to,
     who, why."""
-    from rich.table import Table
-
     table = Table(title=title, title_justify="left")
     for col in ("when", "alias", "action", "from", "to", "who", "reason"):
         table.add_column(col)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mloop.cli import remote
 from mloop.cli.common import (
@@ -20,6 +21,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     print_json,
+    styled,
 )
 from mloop.cli.remote import LocalServerOpt, LocalTokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
@@ -103,7 +105,9 @@ def stats_command(
         )
     out.print(table)
     if artifact_id:
-        out.print(f"saved as artifact {artifact_id} (use it as REFERENCE in `mloop data drift`)")
+        out.print(
+            f"saved as artifact {artifact_id} (use it as REFERENCE in `mloop data drift`)", markup=False
+        )
 
 
 @schema_app.command("infer")
@@ -144,9 +148,11 @@ def schema_infer(
     if as_json:
         print_json({"output": str(output), "artifact_id": artifact_id, "schema": schema.to_dict()})
         return
-    out.print(f"schema for {len(schema.columns)} columns written to {output}")
+    out.print(f"schema for {len(schema.columns)} columns written to {output}", markup=False)
     if artifact_id:
-        out.print(f"saved as artifact {artifact_id} (use it as --schema in `mloop data validate`)")
+        out.print(
+            f"saved as artifact {artifact_id} (use it as --schema in `mloop data validate`)", markup=False
+        )
 
 
 @data_app.command("validate")
@@ -174,7 +180,9 @@ def validate_command(
     if as_json:
         print_json(anomalies.to_dict())
     elif anomalies.ok:
-        out.print(f"[green]ok[/]: {file} ({anomalies.rows:,} rows) conforms to {schema}")
+        out.print(
+            f"[green]ok[/]: {escape(str(file))} ({anomalies.rows:,} rows) conforms to {escape(str(schema))}"
+        )
     else:
         out.print(anomalies_table(anomalies))
     if not anomalies.ok:
@@ -202,7 +210,7 @@ def anomalies_table(anomalies: Any) -> Table:
         table.add_column(col)
     for a in anomalies.items:
         examples = ", ".join(map(repr, a.examples))
-        table.add_row(a.column or "(unnamed)", f"[red]{a.kind}[/]", a.expected, a.found, examples)
+        table.add_row(a.column or "(unnamed)", styled(a.kind, "red"), a.expected, a.found, examples)
     return table
 
 
@@ -331,13 +339,14 @@ def _print_drift(report: Any) -> None:
             "-" if f.p_value is None else f"{f.p_value:.3g}",
             f"{f.threshold:g}",
             f"{f.psi:.3f}",
-            "[red]drifted[/]" if f.drifted else "[green]ok[/]",
+            styled("drifted", "red") if f.drifted else styled("ok", "green"),
         )
     out.print(table)
     if report.only_in_reference or report.only_in_current:
         out.print(
-            f"[yellow]columns on one side only[/]: missing from current {report.only_in_reference or '-'}, "
-            f"new in current {report.only_in_current or '-'}"
+            "[yellow]columns on one side only[/]: missing from current "
+            f"{escape(str(report.only_in_reference or '-'))}, "
+            f"new in current {escape(str(report.only_in_current or '-'))}"
         )
     what = "training–serving skew" if report.kind == "skew" else "dataset drift"
     verdict = f"[red]{what}[/]" if report.dataset_drift else f"[green]no {what}[/]"

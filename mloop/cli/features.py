@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mloop.cli import remote
 from mloop.cli.common import JsonOpt, Table, WorkspaceOpt, open_workspace, out, plural, print_json
@@ -73,7 +74,7 @@ def apply(
             if c.action == "updated":
                 out.print(f"    {key}: {old!r} → {new!r}", markup=False)
         for why in c.breaking:
-            out.print(f"    [red]breaking[/]: {why}")
+            out.print(f"    [red]breaking[/]: {escape(why)}")
 
 
 @features_app.command("list")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 
 from mloop.cli import remote
 from mloop.cli.common import (
@@ -25,6 +26,7 @@ from mloop.cli.common import (
     paint,
     plural,
     print_json,
+    styled,
     write_output,
 )
 from mloop.cli.logs import configure_logging
@@ -92,7 +94,7 @@ def monitor(
             str(w.rows),
             str(w.labelled),
             " ".join(f"v{v}:{n}" for v, n in w.versions.items()),
-            f"[red]{w.drift_share:.2f}[/]" if w.dataset_drift else f"{w.drift_share:.2f}",
+            styled(f"{w.drift_share:.2f}", "red") if w.dataset_drift else f"{w.drift_share:.2f}",
             ", ".join(w.drifted[:4]) + ("…" if len(w.drifted) > 4 else ""),
             metrics or "-",
         )
@@ -100,7 +102,7 @@ def monitor(
     if report.log_health:
         out.print("log: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.log_health.items()))
     if report.run_id:
-        out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""))
+        out.print(f"recorded as run {report.run_id}" + (f"; HTML: {html}" if html else ""), markup=False)
 
 
 def _scheduler(ws: Workspace, tick: float | None) -> Scheduler:
@@ -208,7 +210,7 @@ def scheduler_status(
             r["last_error"] or "-",
             str(r["fired_at"] or "-")[:19],
             str(r["next_due_at"] or "-")[:19],
-            f"{paint(last['status'])} {last['run_id'] or ''}" if last else "-",
+            Text.assemble(paint(last["status"]), f" {last['run_id'] or ''}") if last else "-",
         )
     out.print(table)
 
@@ -247,7 +249,7 @@ def scheduler_fire(
         print_json({"trigger": name, "runs": runs, "errors": report.errors})
     else:
         for r in runs:
-            out.print(f"run {r['run_id']} {paint(r['status'])}")
+            out.print(f"run {r['run_id']} {paint(r['status']).markup}")
     if report.failures:
         where, exc = next(iter(report.failures.items()))
         err.print(f"error: trigger {where}: {report.errors[where]}", markup=False, soft_wrap=True)
@@ -359,7 +361,7 @@ def backtest(
     if report.recovered is not None:
         out.print(_kept_line(report), markup=False)
     if html is not None:
-        out.print(f"HTML report: {html}")
+        out.print(f"HTML report: {html}", markup=False)
 
 
 def _kept_line(report: BacktestReport) -> str:

@@ -17,6 +17,7 @@ from mloop.cli.common import (
     out,
     plural,
     print_json,
+    styled,
 )
 from mloop.cli.remote import LocalServerOpt, LocalTokenOpt, ServerOpt, TokenOpt
 from mloop.entities import AliasEvent, Model, ModelVersion, PipelineVersion, Run
@@ -169,7 +170,7 @@ def versions(
         table.add_column(col)
     for v in found:
         metrics = ", ".join(f"{k}={_fmt(x)}" for k, x in list(v.metrics.items())[:3])
-        status = f"[red]{v.status.value}[/]" if v.status.value == "rejected" else v.status.value
+        status = styled(v.status.value, "red") if v.status.value == "rejected" else v.status.value
         table.add_row(
             str(v.version),
             status,
@@ -201,20 +202,26 @@ def show(
         return
     v, run, pipeline = card["version"], card["run"], card["pipeline_version"]
     out.print(f"[bold]{v.name} v{v.version}[/] ({v.status.value}) aliases: {', '.join(v.aliases) or '-'}")
-    out.print(f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}")
+    out.print(
+        f"artifact {v.artifact_id} · registered {v.created_at:%Y-%m-%d %H:%M:%S} UTC by {v.created_by}",
+        markup=False,
+    )
     if run is not None:
-        out.print(f"made by run {run.id} of {run.pipeline} · code {run.code_commit or run.code_hash[:12]}")
+        out.print(
+            f"made by run {run.id} of {run.pipeline} · code {run.code_commit or run.code_hash[:12]}",
+            markup=False,
+        )
     if pipeline is not None:
         commit = (
             f"commit {pipeline.git_commit or '(not in git)'}{' (dirty tree)' if pipeline.git_dirty else ''}"
         )
         out.print(f"deployed pipeline version {pipeline.ref} · {commit}", markup=False)
-    out.print("metrics: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.metrics.items()))
+    out.print("metrics: " + ", ".join(f"{k}={_fmt(x)}" for k, x in v.metrics.items()), markup=False)
     inputs = v.signature.get("inputs", {}).get("columns", {})
     if inputs:
-        out.print("inputs: " + ", ".join(f"{n}:{c.get('type')}" for n, c in inputs.items()))
+        out.print("inputs: " + ", ".join(f"{n}:{c.get('type')}" for n, c in inputs.items()), markup=False)
     if v.signature.get("output"):
-        out.print(f"output: {v.signature['output']}")
+        out.print(f"output: {v.signature['output']}", markup=False)
     form = v.signature.get("serving_form")
     if form:
         served = (
@@ -224,7 +231,7 @@ def show(
         )
         out.print(f"serving form: {served}", markup=False)
     if v.tags:
-        out.print(f"tags: {v.tags}")
+        out.print(f"tags: {v.tags}", markup=False)
 
 
 @models_app.command("promote")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mloop.cli import remote
 from mloop.cli.common import (
@@ -190,7 +191,10 @@ def show(
     if as_json:
         print_json(v)
         return
-    out.print(f"[bold]{v.ref}[/] {v.entry} · deployed {v.created_at:%Y-%m-%d %H:%M:%S} by {v.created_by}")
+    out.print(
+        f"[bold]{v.ref}[/] {escape(v.entry)} · deployed {v.created_at:%Y-%m-%d %H:%M:%S} "
+        f"by {escape(v.created_by)}"
+    )
     out.print(f"code {v.code_hash} · snapshot artifact {v.snapshot_artifact_id}", markup=False)
     out.print(
         f"commit {v.git_commit or '(not in git)'}{' (dirty tree)' if v.git_dirty else ''}", markup=False

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from mloop.cli import remote
@@ -167,7 +168,9 @@ def runs_show(
         print_json(detail.to_dict())
         return
     run_ = detail.run
-    out.print(f"[bold]run {run_.id}[/] of [bold]{run_.pipeline}[/]: {paint(run_.status.value)}")
+    out.print(
+        f"[bold]run {run_.id}[/] of [bold]{escape(run_.pipeline)}[/]: {paint(run_.status.value).markup}"
+    )
     out.print(
         f"trigger {run_.trigger} · started {run_.created_at:%Y-%m-%d %H:%M:%S} UTC"
         f" · {duration(run_.duration_s)}"
@@ -176,9 +179,9 @@ def runs_show(
         f"code commit {run_.code_commit or '(not in a git repository)'} · code hash {run_.code_hash[:16]}"
     )
     if run_.resumed_from:
-        out.print(f"resumed from {run_.resumed_from}")
+        out.print(f"resumed from {run_.resumed_from}", markup=False)
     if run_.error:
-        out.print(f"[red]error:[/] {run_.error}")
+        out.print(f"[red]error:[/] {escape(run_.error)}")
     table = Table(title="steps", title_justify="left")
     for col in ("step", "status", "duration", "error"):
         table.add_column(col)
@@ -187,7 +190,7 @@ def runs_show(
         table.add_row(s.name, paint(s.status.value), duration(s.duration_s), error)
     out.print(table)
     if detail.params:
-        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in detail.params.items()))
+        out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in detail.params.items()), markup=False)
     if detail.outputs:
         at = Table(title="artifacts", title_justify="left")
         for col in ("step", "output", "type", "artifact"):
@@ -232,7 +235,7 @@ def artifacts_show(
         return
     out.print(f"[bold]artifact {art.id}[/] ({art.type}, {art.python_type}, {art.size:,} bytes)")
     out.print(f"digest sha256:{art.digest}")
-    out.print(f"uri {art.uri}")
+    out.print(f"uri {art.uri}", markup=False)
     table = Table(title="events", title_justify="left")
     for col in ("kind", "as", "step", "run", "status"):
         table.add_column(col)
@@ -264,11 +267,13 @@ def lineage_tree(graph: LineageGraph) -> Tree:
     for a in graph.artifacts.values():
         labels[a.id] = f"[cyan]{a.type}[/] {a.id} [dim]sha256:{a.digest[:12]} {a.size:,} B[/]"
         if a.type in ("file", "directory", "source", "feature_view"):
-            labels[a.id] += f" [dim]{a.uri}[/]"
+            labels[a.id] += f" [dim]{escape(a.uri)}[/]"
     for s in graph.steps.values():
         r = graph.runs.get(s.run_id)
         code = f" code {(r.code_commit or r.code_hash)[:12]}" if r else ""
-        labels[s.id] = f"[bold]{s.name}[/] {paint(s.status.value)} [dim]run {s.run_id}{code}[/]"
+        labels[s.id] = (
+            f"[bold]{escape(s.name)}[/] {paint(s.status.value).markup} [dim]run {s.run_id}{code}[/]"
+        )
         if s.cached_from:
             labels[s.id] += f" [dim]reused {s.cached_from}[/]"
     children: dict[str, list[tuple[str, str]]] = {}

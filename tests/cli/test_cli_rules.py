@@ -195,3 +195,25 @@ def test_an_error_quoting_a_huge_value_stays_one_short_line(
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and len(err) < 11_000, err[
             :300
         ]
+
+
+def test_text_from_users_is_printed_as_it_is(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Column names, paths and errors that look like console markup print literally (``temp [c]`` lost
+    its ``[c]``; a column named ``[/]`` crashed the command with rich's MarkupError)."""
+    names = ["temp [c]", "[/]", "[red]x[/red]", "price [USD]"]
+    folder = project / "data [red]"
+    folder.mkdir()
+    frame = pd.DataFrame({n: np.arange(20.0) + i for i, n in enumerate(names)})
+    frame.to_csv(folder / "a.csv", index=False)
+    frame.assign(**{"[/]": frame["[/]"] + 100}).to_csv(folder / "b.csv", index=False)
+    code, out, err = run_cli(capsys, "data", "stats", str(folder / "a.csv"))
+    assert code == 0, err
+    assert str(folder / "a.csv") in out and all(n in out for n in names), out
+    code, out, err = run_cli(capsys, "data", "drift", str(folder / "a.csv"), str(folder / "b.csv"))
+    assert code == 0 and all(n in out for n in names), (out, err)
+    (project / "bad.txt").write_text("1 2 [/]")
+    code, out, err = run_cli(capsys, "run", "pipes.py:numbers", "-p", "path=bad.txt")
+    assert code == 1, err
+    run_id = json.loads(run_cli(capsys, "runs", "list", "--json")[1])[0]["id"]
+    code, out, err = run_cli(capsys, "runs", "show", run_id)
+    assert code == 0 and "'[/]'" in out, (out, err)
