@@ -7,6 +7,7 @@ Every reading problem becomes a :class:`~mloop.errors.DataError` that names the 
 from __future__ import annotations
 
 import codecs
+import gzip
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -75,18 +76,36 @@ def read_batches(
     if _is_parquet(path):
         yield from _parquet_batches(path, progress)
     else:
-        _check_encoding(encoding)
+        _check_encoding(encoding, path)
         yield from _csv_batches(path, encoding, progress, _strings)
 
 
-def _check_encoding(encoding: str) -> None:
-    """A known codec that decodes bytes to text (``base64`` and ``rot13`` are codecs, not text)."""
+_NOT_FOR_FILES = {"punycode", "undefined"}  # text codecs that cannot decode a file's bytes as a stream
+
+
+def _check_encoding(encoding: str, path: Path | None = None) -> None:
+    """A known codec that decodes bytes to text (``base64`` and ``rot13`` are codecs, not text), and
+    that decodes the start of ``path``. Checked here, before pyarrow decodes in its own threads: a
+    codec failing there surfaced as an AttributeError, and now and then aborted the process at exit
+    after the error was printed (``undefined``; ``utf-16`` on a UTF-8 file)."""
     try:
         info = codecs.lookup(encoding)
     except (LookupError, TypeError, ValueError):
         raise DataError(f"unknown text encoding {encoding!r}", field="encoding") from None
-    if not getattr(info, "_is_text_encoding", True):
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_FOR_FILES:
         raise DataError(f"{encoding!r} is not a text encoding (e.g. utf-8, latin-1)", field="encoding")
+    if path is None or info.name == "utf-8":  # pyarrow reads UTF-8 itself, with its own errors
+        return
+    try:
+        opener: Any = gzip.open if path.suffix.lower() in (".gz", ".gzip") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except (OSError, EOFError):
+        return  # reading the file proper reports what is wrong with it
+    try:
+        codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except UnicodeError as exc:
+        raise _csv_error(path, encoding, exc) from None
 
 
 def scan(
@@ -242,6 +261,16 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
 def _csv_error(path: Path, encoding: str, exc: Exception) -> DataError:
     message = str(exc).strip().splitlines()[0]
     if "Empty CSV file" in message:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        if size:  # bytes, but no line: blank lines, or bytes that decode to no line break
+            return DataError(
+                f"{path}: no CSV header line in its {size:,} bytes read as {encoding} "
+                "(blank lines only, or text in another encoding?)",
+                field="encoding" if encoding.lower().replace("_", "-") not in ("utf-8", "utf8") else "path",
+            )
         return DataError(f"{path}: the file is empty", field="path")
     if (
         isinstance(exc, UnicodeError)

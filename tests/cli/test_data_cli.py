@@ -97,6 +97,12 @@ def test_drift_against_saved_statistics(data: Path, capsys: pytest.CaptureFixtur
         (["data", "stats", "missing.csv"], "missing.csv: no such file"),
         (["data", "stats", "empty.csv"], "empty.csv: the file is empty"),
         (["data", "stats", "latin.csv"], "not valid utf-8 text"),
+        # codecs that cannot decode a file: pyarrow failed with an AttributeError, or aborted at exit
+        (["data", "stats", "ref.csv", "--encoding", "punycode"], "'punycode' is not a text encoding"),
+        (["data", "stats", "ref.csv", "--encoding", "undefined"], "'undefined' is not a text encoding"),
+        (["data", "stats", "ref.csv", "--encoding", "utf-16"], "not valid utf-16 text"),
+        (["data", "stats", "ref.csv", "--encoding", "cp500"], "read as cp500 (blank lines only, or text in"),
+        (["data", "stats", "blank.csv"], "no CSV header line in its 3 bytes"),
         (["data", "validate", "ref.csv", "--schema", "nope.json"], "schema file nope.json does not exist"),
         (["data", "validate", "ref.csv", "--schema", "bad-schema.json"], "schema version 9 is not supported"),
         (["data", "drift", "header.csv", "ref.csv"], "the reference data (header.csv) has zero rows"),
@@ -115,6 +121,7 @@ def test_bad_input_is_one_error_line(
 ) -> None:
     (data / "empty.csv").write_text("")
     (data / "header.csv").write_text("x,y,k\n")
+    (data / "blank.csv").write_text("\n\n\n")
     (data / "latin.csv").write_bytes("k\n\xe9t\xe9\n".encode("latin-1"))
     (data / "bad-schema.json").write_text('{"mloop_schema_version": 9, "columns": {}}')
     code, out, err = run(capsys, *argv)
