@@ -440,28 +440,55 @@ _LISTED: dict[tuple[str, str | None], tuple[list[str], list[Path]]] = {}
 
 
 def _read_segment(path: Path) -> pa.Table | None:
-    """A segment, or None when it is gone or cannot be read (then it is moved to quarantine)."""
+    """A segment, or None when it is gone or cannot be read, or holds predictions mloop cannot have
+    written (then it is moved to quarantine)."""
     try:
-        return _SEGMENTS.read(path)
+        table = _SEGMENTS.read(path)
     except FileNotFoundError:  # another reader quarantined it a moment ago
         return None
     except PermissionError as exc:  # the file may be fine: skip it this time, do not move it
         log.warning("prediction log: segment %s is not readable here (%s); skipped", path, exc)
         return None
     except (pa.ArrowException, OSError) as exc:  # pyarrow reports corrupt footers as either
-        target = path.parent.parent / "quarantine" / f"{path.parent.name}-{path.name}"
-        try:
-            target.parent.mkdir(exist_ok=True)
-            os.replace(path, target)
-        except FileNotFoundError:
-            return None
-        except OSError as move:
-            log.error(
-                "prediction log: segment %s cannot be read (%s) nor moved (%s); skipped", path, exc, move
-            )
-            return None
-        log.error("prediction log: segment %s cannot be read (%s); moved to %s", path, exc, target)
+        _quarantine(path, exc)
         return None
+    problem = _malformed(table) if path.parent.name == "predictions" else None
+    if problem is not None:
+        _quarantine(path, problem)
+        return None
+    return table
+
+
+def _malformed(table: pa.Table) -> str | None:
+    """Why a predictions segment cannot be attributed to a version at a time (None: it can). Every
+    row names the version that answered it: monitoring compares that version's statistics, and
+    canary judgements count by version, so a row without one cannot be read as anyone's."""
+    schema = table.schema
+    for name in ("prediction_id", "ts", "version", "prediction"):
+        if schema.get_field_index(name) < 0:
+            return f"no {name!r} column"
+    if not pa.types.is_integer(schema.field("version").type):
+        return f"'version' is {schema.field('version').type}, not an integer"
+    if not pa.types.is_timestamp(schema.field("ts").type):
+        return f"'ts' is {schema.field('ts').type}, not a timestamp"
+    for name in ("version", "ts"):
+        if table.column(name).null_count:
+            return f"{table.column(name).null_count} row(s) without a {name!r}"
+    return None
+
+
+def _quarantine(path: Path, why: object) -> None:
+    """Move an unusable segment aside (``<root>/<model>/quarantine/``), where it is counted."""
+    target = path.parent.parent / "quarantine" / f"{path.parent.name}-{path.name}"
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+    except FileNotFoundError:
+        return
+    except OSError as move:
+        log.error("prediction log: segment %s cannot be used (%s) nor moved (%s); skipped", path, why, move)
+        return
+    log.error("prediction log: segment %s cannot be used (%s); moved to %s", path, why, target)
 
 
 class _SegmentCache:

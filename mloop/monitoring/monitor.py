@@ -183,10 +183,23 @@ def monitor(
         ],
         log_health=frame.attrs.get("log_health", LogHealth()).to_dict(),
     )
-    report.feature_freshness = _feature_freshness(workspace, model, int(frame["version"].iloc[-1]))
+    latest = _newest_registered(workspace, model, frame)
+    report.feature_freshness = _feature_freshness(workspace, model, latest)
     if store:
-        report.run_id = _record(workspace, model, report, int(frame["version"].iloc[-1]))
+        report.run_id = _record(workspace, model, report, latest)
     return report
+
+
+def _newest_registered(workspace: Workspace, model: str, frame: pd.DataFrame) -> int:
+    """The version that answered the newest logged rows among those registered here: a log may name
+    a version this registry does not hold (copied from another workspace, or written by hand), which
+    must not refuse the report on the versions it does hold (``measure`` ensured there is one)."""
+    for number in reversed(frame["version"].drop_duplicates(keep="last").tolist()):
+        try:
+            return workspace.model_version(f"{model}:{int(number)}").version
+        except NotFoundError:
+            continue
+    raise NotFoundError(f"none of the versions in {model!r}'s prediction log is registered", field="model")
 
 
 def _feature_freshness(workspace: Workspace, model: str, version: int) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def score_window(
                 "rows": float(len(part)),
                 **score_predictions(task, y, predicted, proba, all_classes),
             }
-        named = labelled.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+        named = _sliceable(labelled)
         for spec in (SliceSpec.parse(s) for s in slices or []):
             for name, mask in spec.masks(named).items():
                 if mask.sum():
@@ -187,6 +187,15 @@ def score_window(
                         **score_predictions(task, y, predicted, proba, all_classes),
                     }
     return result
+
+
+def _sliceable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The log's rows with its features under their own names, beside the log's own columns
+    (``role``, ``version``, …) that no feature shadows: a feature named ``version`` is what
+    ``--slice version`` means (the two under one name made pandas' grouping fail)."""
+    features = {c.removeprefix(INPUT_PREFIX): c for c in frame.columns if c.startswith(INPUT_PREFIX)}
+    own = [c for c in frame.columns if not c.startswith(INPUT_PREFIX) and c not in features]
+    return frame[[*own, *features.values()]].set_axis([*own, *features], axis=1)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,7 +85,7 @@ class SliceSpec:
             return cls(
                 str(spec["column"]),
                 tuple(values) if values else None,
-                tuple(map(float, bins)) if bins else None,
+                _edges(tuple(map(float, bins)), dict(spec)) if bins else None,
             )
         if ":" in spec:
             column, _, edges = spec.partition(":")
@@ -94,11 +95,7 @@ class SliceSpec:
                 raise ParameterError(
                     f"slice {spec!r}: bins must be numbers, e.g. age:0,30,60", field="slices"
                 ) from exc
-            if len(bins) < 2 or list(bins) != sorted(bins):
-                raise ParameterError(
-                    f"slice {spec!r}: give at least two increasing bin edges", field="slices"
-                )
-            return cls(column, None, bins)
+            return cls(column, None, _edges(bins, spec))
         if "=" in spec:
             column, _, values = spec.partition("=")
             return cls(column, tuple(v for v in values.split(",") if v), None)
@@ -111,6 +108,14 @@ class SliceSpec:
                 field="slices",
             )
         col = data[self.column]
+        if self.bins is not None and (
+            not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+        ):
+            raise DataError(
+                f"slice column {self.column!r} is not numeric ({col.dtype}): bin edges need "
+                f"numbers; slice it by value instead ({self.column} or {self.column}=a,b)",
+                field="slices",
+            )
         if self.bins is not None:
             out = {}
             for lo, hi in zip(self.bins[:-1], self.bins[1:], strict=True):
@@ -119,6 +124,14 @@ class SliceSpec:
         values = self.values if self.values is not None else tuple(col.value_counts().index[:20])
         text = col.astype(str)
         return {f"{self.column}={v}": (text == str(v)).to_numpy() for v in values}
+
+
+def _edges(bins: tuple[float, ...], spec: object) -> tuple[float, ...]:
+    if len(bins) < 2 or any(not lo < hi for lo, hi in pairwise(bins)):
+        raise ParameterError(
+            f"slice {spec!r}: give at least two increasing bin edges (no repeats, no nan)", field="slices"
+        )
+    return bins
 
 
 @dataclass

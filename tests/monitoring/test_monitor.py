@@ -91,3 +91,36 @@ def test_cli(served: tuple, tmp_path: Path) -> None:
         )
         assert bad.returncode == 2, bad.stderr
         assert bad.stderr.count("\n") == 1 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rows_no_registered_version_can_claim_are_set_aside_or_skipped(served: tuple, tmp_path: Path) -> None:
+    """Segments mloop cannot have written (rows without a version, a text version, no version column)
+    are quarantined and counted, as unreadable ones are (they crashed monitor); rows answered by a
+    version this registry does not hold no longer refuse the report when they are the newest."""
+    import shutil
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mloop.entities import new_id
+
+    ws, _, _ = served
+    root = tmp_path / "log"
+    shutil.copytree(ws.prediction_log_dir, root)
+    folder = root / MODEL / "predictions"
+    good = pq.read_table(sorted(folder.glob("*.parquet"))[-1])
+    n, at = good.num_rows, good.schema.get_field_index("version")
+    for table in (
+        good.set_column(at, "version", pa.nulls(n, pa.int64())),
+        good.set_column(at, "version", pa.array(["1"] * n)),
+        good.drop_columns(["version"]),
+        good.set_column(at, "version", pa.array([7] * n, pa.int64())),  # newest: a version not registered
+    ):
+        time.sleep(0.002)  # distinct, ordered segment ids
+        pq.write_table(table, folder / f"{new_id()}.parquet")
+    report = monitor(ws, MODEL, window=200, log_dir=root, store=False)
+    assert report.log_health["quarantined_segments"] == 3
+    assert len(list((root / MODEL / "quarantine").iterdir())) == 3
+    assert sum(w.rows for w in report.windows) == 1000 + n
+    assert sum(w.versions.get("7", 0) for w in report.windows) == n

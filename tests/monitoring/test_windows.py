@@ -63,3 +63,47 @@ def test_a_window_a_log_cannot_be_divided_by_is_refused() -> None:
         with pytest.raises(ParameterError, match=re.escape(problem)):
             parse_window(spec)
     assert parse_window("100000d").days == 100000 and parse_window("1e-6s").microseconds == 1
+
+
+def test_slices_by_a_feature_named_like_a_log_column_and_bins_need_numbers() -> None:
+    """A feature named ``version`` beside the log's own ``version``: ``--slice version`` is the
+    feature (the two under one name failed in pandas: "Grouper … not 1-dimensional"); bin edges on a
+    text column are one error naming the slice (was: "unexpected TypeError")."""
+    from mloop.errors import DataError
+    from mloop.monitoring.windows import score_window
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pd.DataFrame(
+        {
+            "ts": [t0 + timedelta(seconds=i) for i in range(6)],
+            "version": [1] * 6,
+            "role": ["production"] * 6,
+            "prediction": [0, 1, 0, 1, 0, 1],
+            "label": [0, 1, 1, 1, 0, 0],
+            "input.version": ["a", "a", "a", "b", "b", "b"],
+            "input.prediction": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+    scored = score_window(
+        frame,
+        reference=None,
+        task="classification",
+        label="y",
+        classes=[0, 1],
+        slices=["version", "prediction:0,3.5,10", "role"],
+    )
+    assert scored.slices["version=a"]["rows"] == 3 and scored.slices["version=b"][
+        "accuracy"
+    ] == pytest.approx(2 / 3)
+    assert (
+        scored.slices["prediction in [0, 3.5)"]["rows"] == 3 and scored.slices["role=production"]["rows"] == 6
+    )
+    with pytest.raises(DataError, match=r"slice column 'version' is not numeric .* slice it by value"):
+        score_window(
+            frame, reference=None, task="classification", label="y", classes=[0, 1], slices=["version:0,1"]
+        )
+    for spec in ("x:0,0", "x:nan,1", "x:2,1"):
+        with pytest.raises(ParameterError, match="increasing bin edges"):
+            score_window(
+                frame, reference=None, task="classification", label="y", classes=[0, 1], slices=[spec]
+            )
