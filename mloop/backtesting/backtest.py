@@ -34,6 +34,7 @@ from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
 from mloop.backtesting.targets import check_target, choose_metric
 from mloop.errors import DataError, MloopError, NotFoundError, ParameterError, StepFailedError
 from mloop.orchestration.config import LoopConfig
+from mloop.serving.predictor import PROBABILITY_DECIMALS
 from mloop.steps.retrain import describe_default_model, estimator_factory, infer_task, labelled_rows
 from mloop.validation.io import read_table, separator_hint
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
@@ -395,7 +396,9 @@ def _positive(model: Any, x: pd.DataFrame) -> np.ndarray | None:
     classes = getattr(model, "classes_", None)
     if classes is None or len(classes) != 2 or not hasattr(model, "predict_proba"):
         return None
-    return np.asarray(model.predict_proba(x))[:, 1]
+    # at the precision the service answers with: the loop's scores are what it answered, and a metric
+    # of rankings (ROC-AUC) differs between full and rounded precision where many scores are near 0 or 1
+    return np.asarray(model.predict_proba(x), dtype=float)[:, 1].round(PROBABILITY_DECIMALS)
 
 
 def backtest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ def replay_stream(
             on_event(event)
 
     last_window = max(len(stream) - 1, 0) // window_rows
+    refusals: set[str] = set()
 
     def react(row: int, tick: TickReport | None, decisions: list[RolloutDecision]) -> None:
         # the window from which a decision serves (one taken after the last batch: the last window)
@@ -198,9 +200,13 @@ def replay_stream(
             hi = min(lo + batch_rows, (lo // window_rows + 1) * window_rows, len(stream))
             try:
                 answer = channel.predict(_records(features.iloc[lo:hi]), f"batch-{lo}")
-            except InputError:
+            except InputError as exc:
                 out.refused_rows += hi - lo
                 answer = None
+                reason = re.sub(r"^row \d+: ", "", str(exc))
+                if reason not in refusals:  # each reason once: the report says why rows went unanswered
+                    refusals.add(reason)
+                    note(LoopEvent(lo, lo // window_rows, "refused", f"from row {lo}: {reason}"))
             if answer is not None:
                 _keep(out, lo, answer)
                 items = [

@@ -360,6 +360,13 @@ def backtest(
         )
     if report.recovered is not None:
         out.print(_kept_line(report), markup=False)
+    if report.refused_rows:
+        replayed = report.rows - report.initial_rows
+        out.print(
+            f"{report.refused_rows:,} of {replayed:,} replayed rows were refused by the serving version "
+            "(see the 'refused' events): the loop's figures count them as wrong answers",
+            markup=False,
+        )
     if html is not None:
         out.print(f"HTML report: {html}", markup=False)
 

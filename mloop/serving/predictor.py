@@ -43,6 +43,7 @@ def quoted(value: Any, limit: int = 60) -> str:
 _NUMERIC = ("int", "float")
 _INT64 = 2**63  # an integer column's values are 64-bit integers (the prediction log's type)
 _SMALL_BATCH = 16
+PROBABILITY_DECIMALS = 6  # answers carry probabilities to 6 decimals (what a backtest scores offline too)
 _LARGEST = 1e308  # integers beyond a float's range cannot be predicted on
 
 
@@ -337,7 +338,7 @@ class Predictor:
         predicted = np.asarray(model.predict(frame))
         proba = None
         if self._probabilistic:
-            proba = np.asarray(model.predict_proba(frame), dtype=float).round(6).tolist()
+            proba = np.asarray(model.predict_proba(frame), dtype=float).round(PROBABILITY_DECIMALS).tolist()
         return predicted.tolist(), proba
 
     def predict_rows(
@@ -360,16 +361,18 @@ class Predictor:
                 if self._probabilistic and self.proba_decides:
                     proba = np.asarray(model.predict_proba(x), dtype=float)
                     predicted = np.asarray(self.loaded.classes)[proba.argmax(axis=1)]
-                    return predicted.tolist(), proba.round(6).tolist()
+                    return predicted.tolist(), proba.round(PROBABILITY_DECIMALS).tolist()
                 if not self._probabilistic:
                     return np.asarray(model.predict(x)).tolist(), None
                 return np.asarray(model.predict(x)).tolist(), np.asarray(model.predict_proba(x)).round(
-                    6
+                    PROBABILITY_DECIMALS
                 ).tolist()
         frame = self.frame(rows)
         if self._probabilistic and self.proba_decides:
             proba = np.asarray(model.predict_proba(frame), dtype=float)
-            return np.asarray(self.loaded.classes)[proba.argmax(axis=1)].tolist(), proba.round(6).tolist()
+            return np.asarray(self.loaded.classes)[proba.argmax(axis=1)].tolist(), proba.round(
+                PROBABILITY_DECIMALS
+            ).tolist()
         return self.predict(frame)
 
     def _predict_compiled(self, x: np.ndarray) -> tuple[list[Any], list[list[float]] | None]:
@@ -379,10 +382,12 @@ class Predictor:
         if self._probabilistic and self.proba_decides:
             proba = model.predict_proba(x)
             predicted = np.asarray(self.loaded.classes)[proba.argmax(axis=1)]
-            return predicted.tolist(), proba.round(6).tolist()
+            return predicted.tolist(), proba.round(PROBABILITY_DECIMALS).tolist()
         if not self._probabilistic:
             return np.asarray(model.predict(x)).tolist(), None
-        return np.asarray(model.predict(x)).tolist(), model.predict_proba(x).round(6).tolist()
+        return np.asarray(model.predict(x)).tolist(), model.predict_proba(x).round(
+            PROBABILITY_DECIMALS
+        ).tolist()
 
     def predict_batch(
         self, parts: Sequence[tuple[Sequence[Mapping[str, Any]], Validation]]

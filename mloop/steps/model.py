@@ -182,7 +182,7 @@ def model_signature(
     )
     classes = getattr(model, "classes_", None)
     return {
-        "inputs": infer_schema(inputs, range_margin=0).to_dict(),
+        "inputs": infer_schema(inputs, range_margin=0, numeric_text=False).to_dict(),
         "output": {
             "task": task or ("classification" if classes is not None else "regression"),
             "label": label,

@@ -178,7 +178,9 @@ def _column_from_dict(name: str, spec: Any) -> ColumnSchema:
     return col
 
 
-def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGIN) -> Schema:
+def infer_schema(
+    stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGIN, numeric_text: bool = True
+) -> Schema:
     """A schema that the data behind ``stats`` satisfies, with default tolerances to edit.
 
     A sample's minimum and maximum are not the population's: each inferred numeric range is widened by
@@ -188,6 +190,9 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
     the observed range exactly (what a model's signature records: the range it was trained on).
     A column that numbers the rows (integers, all distinct, filling their range: a CSV's written-out
     index, an id sequence) gets no inferred range, since other rows carry other numbers.
+    Text that is all numbers is validated as numbers (``numeric_text``), as a file's quoted numbers
+    are meant; a model's signature keeps it text (``numeric_text=False``), since the model was
+    trained on the text: ZIP codes turned into floats made the first version fail to load.
     Tighten the written schema by hand where the domain is known.
     """
     if range_margin < 0:
@@ -216,7 +221,7 @@ def infer_schema(stats: Statistics, *, range_margin: float = DEFAULT_RANGE_MARGI
             and 0 < c.distinct <= VOCABULARY_LIMIT
         ):
             col.vocabulary = sorted(str(k) for k in (c.counts or {}))
-        if c.dtype == "string" and c.numeric_text == c.count and c.count:
+        if numeric_text and c.dtype == "string" and c.numeric_text == c.count and c.count:
             col.type = "float"  # text that is all numbers (e.g. quoted): validate as numbers
             col.vocabulary = None
         columns[name] = col

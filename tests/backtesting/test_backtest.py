@@ -98,8 +98,20 @@ def test_a_workspace_that_holds_a_backtest_is_refused_and_blank_bool_labels_trai
 def test_a_stationary_stream_triggers_no_retraining() -> None:
     report = backtest(stream(4000, seed=11), "y")
     assert report.loop.retrains == 0 and report.events == []
-    assert report.loop.metrics == pytest.approx(report.static.metrics, abs=1e-4)
+    assert report.loop.metrics == report.static.metrics  # the same model, scored at the same precision
     assert report.every_window.retrains == 7 and report.task == "classification"
+
+
+def test_without_a_retrain_the_loop_scores_exactly_as_static_on_a_rare_class() -> None:
+    """The loop is scored on the probabilities the service answered (6 decimals); static and
+    every_window were scored at full precision, so on a rare class with many scores near 0 the loop's
+    ROC-AUC differed from static's with zero retrains (0.4894 against 0.4973)."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
+    frame["y"] = (frame["a"] + 0.5 * rng.normal(size=3000) > 2.3).astype(int)  # about 2 % positive
+    report = backtest(frame, "y", metric="roc_auc")
+    assert report.loop.retrains == 0, report.events
+    assert report.loop.metrics == report.static.metrics
 
 
 @pytest.mark.slow
@@ -490,6 +502,41 @@ def test_nullable_integer_and_boolean_columns_train(tmp_path: Path) -> None:
     frame.to_parquet(path)
     report = backtest(load_stream(path, "y"), "y")
     assert report.loop.metrics["accuracy"] > 0.7 and report.refused_rows == 0
+
+
+def test_text_of_digits_stays_text_in_the_signature(tmp_path: Path) -> None:
+    """ZIP codes as Parquet text: the model trains on the text, so its signature says string (it said
+    float, as for a file's quoted numbers, and the first version failed to load: exit 2)."""
+    from mloop.validation.schema import infer_schema
+    from mloop.validation.stats import compute_statistics
+
+    frame = stream(400, seed=3)
+    frame["zip"] = np.where(frame["x1"] > 0, "02139", "10001")
+    path = tmp_path / "zip.parquet"
+    frame.to_parquet(path)
+    report = backtest(load_stream(path, "y"), "y")
+    assert report.refused_rows == 0 and report.loop.metrics["accuracy"] > 0.7
+    stats = compute_statistics(frame[["zip"]])
+    assert infer_schema(stats).columns["zip"].type == "float"  # a file's rule: validate as numbers
+    assert infer_schema(stats, numeric_text=False).columns["zip"].type == "string"
+
+
+def test_rows_the_service_refuses_are_reported_with_their_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A feature that goes empty late in the stream: the service refuses those rows (the model never
+    saw a null there). They count as wrong answers, and the report says so and why (it was silent: only
+    ``refused_rows`` in the JSON told)."""
+    frame = stream(1000, seed=4)
+    frame.loc[800:, "x2"] = np.nan
+    path = tmp_path / "gap.parquet"
+    frame.to_parquet(path)
+    report = backtest(load_stream(path, "y"), "y")
+    refused = [e for e in report.events if e.kind == "refused"]
+    assert report.refused_rows == 200 and len(refused) == 1 and "column 'x2' is null" in refused[0].detail
+    code = main(["backtest", str(path), "--target", "y", "--workspace", str(tmp_path / "ws")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "200 of 800 replayed rows were refused by the serving version" in printed, printed
 
 
 def test_an_estimator_module_that_fails_on_import_is_named(
