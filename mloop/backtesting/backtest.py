@@ -154,6 +154,9 @@ def load_stream(
         if isinstance(source, pd.DataFrame)
         else read_table(Path(source), encoding=encoding).to_pandas()
     )
+    if len(frame) == 0:
+        where = "the table" if isinstance(source, pd.DataFrame) else str(source)
+        raise DataError(f"{where}: no rows, only column names: nothing to replay", field="data")
     if target not in frame.columns:
         hint = separator_hint(str(frame.columns[0])) if len(frame.columns) == 1 else ""
         raise DataError(f"no target column {target!r} (columns: {list(frame.columns)}){hint}", field="target")
@@ -194,6 +197,18 @@ def load_stream(
         if time_col not in frame.columns:
             raise DataError(f"no time column {time_col!r} (columns: {list(frame.columns)})", field="time_col")
         order = frame[time_col]
+        if pd.api.types.is_bool_dtype(order):
+            raise DataError(
+                f"time column {time_col!r} holds true/false values, not times: name the column that "
+                "orders the rows",
+                field="time_col",
+            )
+        if pd.api.types.is_numeric_dtype(order) and np.isinf(order.to_numpy(dtype=float)).any():
+            raise DataError(
+                f"time column {time_col!r} has {int(np.isinf(order.to_numpy(dtype=float)).sum())} "
+                "infinite value(s), which order no rows in time: drop or fix them",
+                field="time_col",
+            )
         if not (pd.api.types.is_numeric_dtype(order) or pd.api.types.is_datetime64_any_dtype(order)):
             try:  # strings sort as text: only ISO-like dates sort in time order
                 order = _as_time(order)
@@ -278,8 +293,11 @@ def _window_rows(rows: int, windows: int) -> int:
     size = int(np.ceil(rows / windows))
     if _last_window(rows, windows) >= MIN_WINDOW_ROWS:
         return size
-    fits = next((w for w in range(windows - 1, 1, -1) if _last_window(rows, w) >= MIN_WINDOW_ROWS), None)
-    hint = f"; {fits} windows fit" if fits else ""
+    below = next((w for w in range(windows - 1, 1, -1) if _last_window(rows, w) >= MIN_WINDOW_ROWS), None)
+    top = rows // MIN_WINDOW_ROWS
+    above = next((w for w in range(windows + 1, top + 1) if _last_window(rows, w) >= MIN_WINDOW_ROWS), None)
+    fits = " or ".join(str(w) for w in (below, above) if w)
+    hint = f"; the nearest counts that fit: {fits}" if fits else ""
     raise ParameterError(
         f"windows: {rows} replayed rows cannot make {windows} windows of about {size} "
         f"rows with a last one of at least {MIN_WINDOW_ROWS} "

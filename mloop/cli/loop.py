@@ -304,7 +304,13 @@ def backtest(
     from mloop.orchestration.config import load_loop_config
 
     if not data.is_file():
-        what = "is a folder, not a file" if data.is_dir() else "does not exist"
+        what = (
+            "is a folder, not a file"
+            if data.is_dir()
+            else "is not a regular file (a device or a pipe: save the data to a file)"
+            if data.exists()
+            else "does not exist"
+        )
         raise ParameterError(f"data file {data} {what}", field="data")
     if time_col is not None and time_col == target:
         raise ParameterError(f"--time-col {time_col!r} is the target: name the time column", field="time_col")

@@ -283,7 +283,10 @@ def _csv_error(path: Path, encoding: str, exc: Exception) -> DataError:
             "pass the file's encoding, e.g. --encoding latin-1",
             field="encoding",
         )
-    return DataError(f"{path}: cannot parse CSV ({message}){_sniffed(path)}", field="path")
+    hint = _sniffed(path)
+    if hint.startswith("; the file is "):  # compressed or archived: the parse error quotes its bytes
+        return DataError(f"{path}: not CSV text{hint}", field="path")
+    return DataError(f"{path}: cannot parse CSV ({message}){hint}", field="path")
 
 
 def _sniffed(path: Path) -> str:
@@ -294,6 +297,10 @@ def _sniffed(path: Path) -> str:
             head = fh.read(4096)
     except OSError:
         return ""
+    if head.startswith(b"\x1f\x8b"):
+        return "; the file is gzip-compressed: name it with .gz at the end (data.csv.gz) or decompress it"
+    if head.startswith(b"PK\x03\x04"):
+        return "; the file is a ZIP archive (an Excel workbook?): save the sheet as CSV or Parquet"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "; the file starts with a UTF-16/32 byte-order mark: pass --encoding utf-16 (or utf-32)"
     return separator_hint(head.split(b"\n", 1)[0].decode("utf-8", "replace"))

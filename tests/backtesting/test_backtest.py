@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_hostile_tables_and_options_are_one_line_before_any_replay(
     (tmp_path / "deep.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     data = tmp_path / "d.csv"
     base.to_csv(data, index=False)
+    (tmp_path / "header.csv").write_text("x1,x2,y\n")
+    (tmp_path / "packed.csv").write_bytes(gzip.compress(data.read_bytes()))
     at = str(tmp_path)
     cases = [
         ([f"{at}/dup.csv"], "column 'x1' appears twice"),
@@ -62,6 +65,12 @@ def test_hostile_tables_and_options_are_one_line_before_any_replay(
         ([f"{at}/times.parquet"], "target 'y' holds times"),
         ([f"{at}/untimed.csv", "--time-col", "t"], "time column 't' has 60 row(s) without a time"),
         ([f"{at}/rare.csv"], "could not be scored by 'roc_auc' on its validation rows"),
+        ([f"{at}/header.csv"], "header.csv: no rows, only column names"),  # was "column 'x1' holds no values"
+        (["/dev/null"], "data file /dev/null is not a regular file"),  # was "does not exist"
+        (
+            [f"{at}/packed.csv"],
+            "not CSV text; the file is gzip-compressed",
+        ),  # was its bytes, "separated by ';'"
         ([str(data), "--config", f"{at}/mae.toml"], "trigger 'd': metric 'mae' does not fit"),
         ([str(data), "--config", f"{at}/five.toml"], "triggers must be a list of tables"),
         ([str(data), "--config", f"{at}/deep.toml"], "its values nest too deeply"),
@@ -261,7 +270,7 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
         ),
         (
             ["backtest", str(uneven), "--target", "y", "--windows", "13"],
-            "a last one of at least 20 (it would have 12); 12 windows fit",
+            "a last one of at least 20 (it would have 12); the nearest counts that fit: 12",
         ),
     ]
     # the first through a real process (its exit status and stderr), the rest in-process: the same
@@ -282,6 +291,11 @@ def test_bad_data_and_metrics_are_one_clear_line(tmp_path: Path, capsys: pytest.
     mixed = stream(300).assign(when=[1, "b", 2.5] * 100)
     with pytest.raises(DataError, match="not sortable"):
         backtest(mixed, "y", time_col="when")
+    infinite = stream(300).assign(when=[1.0, np.inf, -np.inf] * 100)
+    with pytest.raises(DataError, match="has 200 infinite value"):
+        load_stream(infinite, "y", "when")
+    with pytest.raises(DataError, match="holds true/false values, not times"):
+        load_stream(stream(300).assign(when=[True, False, True] * 100), "y", "when")
 
 
 @pytest.mark.slow
