@@ -156,12 +156,17 @@ def scheduler_run(
             config.lease_s,
         )
         if once:
-            report = scheduler.tick()
-            for name, message in report.errors.items():
-                log.error("%s: %s", name, message)
+            report = scheduler.tick()  # it logs each problem as it meets it: said once, not again here
             failed = [run for run, status in report.runs if status != "succeeded"]
             if report.errors or failed:  # a cron job's pass must say it went wrong
-                log.info("scheduler: stopped (%s)", plural(len(report.errors) + len(failed), "problem"))
+                problems = [f"run {run}" for run in failed] + [
+                    name  # a run's failure is also its trigger's: named once, by the run
+                    for name, exc in report.failures.items()
+                    if getattr(exc, "run_id", None) not in failed
+                ]
+                log.error(
+                    "scheduler: the pass met %s: %s", plural(len(problems), "problem"), ", ".join(problems)
+                )
                 raise typer.Exit(1)
         else:
             scheduler.serve_forever()

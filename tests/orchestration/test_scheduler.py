@@ -298,5 +298,7 @@ def test_one_pass_exits_1_when_its_run_failed(project: Path) -> None:
     failed = one_pass()
     assert failed.returncode == 1, failed.stderr
     assert "the pipeline broke" in failed.stderr and "Traceback" not in failed.stderr
+    assert failed.stderr.count("ERROR mloop.scheduler: inbox:") == 0, failed.stderr  # was said twice
+    assert "the pass met 1 problem: run " in failed.stderr
     quiet = one_pass()  # nothing new: a clean pass
     assert quiet.returncode == 0, quiet.stderr
