@@ -397,3 +397,23 @@ def test_the_workspace_serves_the_pages(any_workspace: mloop.Workspace) -> None:
     direct = SqlRunPages(ws.metadata.engine).page(query)  # type: ignore[attr-defined]
     assert [r.id for r in page.runs] == [r.id for r in direct.runs]
     assert page.sort_values == [2.0, 1.0] and page.next_after is not None
+
+
+# migration 0012 -----------------------------------------------------------------------------------
+
+
+def test_migration_indexes_the_run_that_registered_each_version(metadata_url: str) -> None:
+    """A database made before 0012 gets the index ``versions_of_run`` reads by, as a new one has."""
+    engine = sa.create_engine(metadata_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0011")
+    assert "ix_model_versions_run_id" not in {
+        i["name"] for i in sa.inspect(engine).get_indexes("model_versions")
+    }
+    engine.dispose()
+    engine = connect(metadata_url)  # as a workspace opens its database: upgraded to the head
+    assert "ix_model_versions_run_id" in {i["name"] for i in sa.inspect(engine).get_indexes("model_versions")}
+    engine.dispose()

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -213,6 +213,7 @@ model_versions = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.UniqueConstraint("name", "version"),
+    sa.Index(None, "run_id"),  # which versions a run registered (a run's page)
 )
 
 aliases = sa.Table(
