@@ -61,6 +61,16 @@ class Pipeline:
         except Exception:
             return {}
 
+    def takes_list(self, name: str) -> bool | None:
+        """Whether parameter ``name`` is annotated as a list (``list[str]``, ``list[Path] | None``);
+        None when it is not annotated (or ``Any``): it takes whatever it is given."""
+        hint = self._hints.get(name)
+        if hint is None or hint is Any:
+            return None
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = typing.get_args(hint) if union else (hint,)
+        return any(o is list or typing.get_origin(o) is list for o in options)
+
     def coerce(self, name: str, value: Any) -> Any:
         """``value`` as parameter ``name``'s declared type (ParameterError when it cannot be): a
         trigger's parameters are checked when its scheduler starts, not at its first firing."""

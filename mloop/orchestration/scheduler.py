@@ -33,7 +33,7 @@ from typing import Any
 
 from mloop.core.loader import load_pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
-from mloop.errors import MloopError, NotFoundError, StepFailedError, StoreUnavailableError
+from mloop.errors import MloopError, NotFoundError, ParameterError, StepFailedError, StoreUnavailableError
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import check_live_metric, check_trigger, validate_trigger
@@ -367,6 +367,21 @@ class Scheduler:
         params = anchor_path_params(
             {**pipeline.version_params, **spec.params}, pipeline.path_params(), self.config.root
         )
+        param = spec.param or ""
+        many = pipeline.takes_list(param) if param in extra else None
+        files = extra.get(param)
+        if isinstance(files, str) and many:
+            extra[param] = [files]  # one new file, to a parameter that takes a list of them
+        if isinstance(files, list) and many is False:
+            self.store.update(event.id, status="failed")
+            refused = ParameterError(
+                f"{len(files)} new files arrived in one pass, but parameter {spec.param!r} of "
+                f"{spec.pipeline} takes one: annotate it list[str] to receive them all",
+                field="param",
+            )
+            report.fail(event.trigger, refused)
+            log.error("trigger %s: %s", spec.name, refused.message, extra=context)
+            return
         params.update(extra)
 
         def started(run: Run) -> None:

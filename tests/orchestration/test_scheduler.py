@@ -111,6 +111,54 @@ def test_new_files_fire_once_with_the_files_as_a_parameter(workspace: mloop.Work
     assert [e.status for e in workspace.triggers.events("inbox")] == ["succeeded", "succeeded"]
 
 
+LIST_JOB = """
+import os, json, time
+from pathlib import Path
+import mloop
+
+@mloop.step
+def record(files: list) -> int:
+    (Path(os.environ["MARK_DIR"]) / f"list-{time.time_ns()}").write_text(json.dumps(files))
+    return len(files)
+
+@mloop.pipeline
+def job(files: list[str]) -> None:
+    record(files)
+"""
+
+
+def test_new_files_reach_a_list_parameter_as_a_list_and_a_one_file_parameter_is_told(
+    workspace: mloop.Workspace, project: Path
+) -> None:
+    """One new file used to reach the pipeline as a string and several as a list: a ``list[str]``
+    parameter failed on one file, a ``str`` one on several (with a type error about the value)."""
+    (project / "lists.py").write_text(LIST_JOB)
+    inbox = project / "inbox"
+    cfg = LoopConfig.parse(
+        {
+            "triggers": [
+                {"name": "many", "kind": "new_data", "path": str(inbox), "param": "files",
+                 "pipeline": f"{project / 'lists.py'}:job"},
+                {"name": "one", "kind": "new_data", "path": str(inbox), "param": "data",
+                 "pipeline": f"{project / 'job.py'}:job", "params": {"tag": "one"}},
+            ]
+        }
+    )  # fmt: skip
+    scheduler = Scheduler(workspace, cfg)
+    scheduler.check()
+    assert scheduler.tick().runs == []
+    (inbox / "a.csv").write_text("1")
+    assert [s for _, s in scheduler.tick().runs] == ["succeeded", "succeeded"]
+    assert marks(project, "list") == [json.dumps([str(inbox / "a.csv")])]
+    (inbox / "b.csv").write_text("2")
+    (inbox / "c.csv").write_text("3")
+    report = scheduler.tick()
+    assert [s for _, s in report.runs] == ["succeeded"]  # the list parameter's run
+    assert json.loads(marks(project, "list")[-1]) == [str(inbox / "b.csv"), str(inbox / "c.csv")]
+    assert "2 new files arrived in one pass, but parameter 'data'" in report.errors["one"]
+    assert "annotate it list[str]" in report.errors["one"]
+
+
 def test_new_rows_past_the_watermark(workspace: mloop.Workspace, project: Path) -> None:
     url = f"sqlite:///{project / 'source.db'}"
     engine = sa.create_engine(url)
