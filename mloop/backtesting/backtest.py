@@ -642,6 +642,14 @@ def score_policies(
             refit = factory(features.iloc[lo:hi], task).fit(features.iloc[lo:hi], frame[target].iloc[lo:hi])
             every_pred[bounds[w] : bounds[w + 1]] = refit.predict(part)
         except Exception as exc:  # the user's estimator, most likely: said as such, not as a bug
+            empty = [str(c) for c in features.columns if features[c].iloc[lo:hi].isna().all()]
+            if empty:  # the data, not the estimator: a column with no value in the rows it refitted on
+                raise DataError(
+                    f"column {empty[0]!r} holds no values in rows {lo}-{hi}, on which the every-window "
+                    f"baseline refits before window {w + 1} ({type(exc).__name__}: {exc}): drop the column "
+                    "or fill it",
+                    field=empty[0],
+                ) from exc
             raise ParameterError(
                 f"the estimator failed refitting the every-window baseline on rows {lo}-{hi} before "
                 f"window {w + 1}: {type(exc).__name__}: {exc}",

@@ -553,6 +553,16 @@ def test_rows_the_service_refuses_are_reported_with_their_reason(
     assert code == 0 and "200 of 800 replayed rows were refused by the serving version" in printed, printed
 
 
+def test_a_column_empty_in_a_refit_slice_is_named_not_blamed_on_the_estimator() -> None:
+    """A sensor that dies: a numeric feature empty from row 400 on. The every-window baseline cannot
+    refit on rows that hold none of its values; the error names the column, not the estimator."""
+    frame = stream(1000, seed=6)
+    frame.loc[400:, "x2"] = np.nan
+    with pytest.raises(DataError, match=r"column 'x2' holds no values in rows 400-600") as info:
+        backtest(frame, "y")
+    assert info.value.field == "x2"
+
+
 def test_an_estimator_module_that_fails_on_import_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
