@@ -32,6 +32,7 @@ from mloop import errors
 from mloop.backtesting.policy import MODEL, adapt, default_loop_config
 from mloop.backtesting.replay import LoopEvent, Replay, replay_stream
 from mloop.backtesting.targets import check_target, choose_metric
+from mloop.entities import new_id
 from mloop.errors import DataError, MloopError, NotFoundError, ParameterError, StepFailedError
 from mloop.orchestration.config import LoopConfig
 from mloop.serving.predictor import PROBABILITY_DECIMALS
@@ -507,8 +508,11 @@ def backtest(
                 )
             stage = (lambda name, done, total: progress(name, done, total)) if progress else (lambda *a: None)
             stage("initial model", 0, 1)
-            initial_path = Path(workspace_dir) / "initial.parquet"
-            frame.iloc[:n0].to_parquet(initial_path)
+            # a new file of its own: a folder given as --workspace may hold the user's files (it
+            # replaced an 'initial.parquet' there, the replayed data itself included)
+            initial_path = Path(workspace_dir) / f"backtest-initial-{new_id()}.parquet"
+            with open(initial_path, "xb") as fh:
+                frame.iloc[:n0].to_parquet(fh)
             from mloop.core.loader import load_pipeline
 
             pipeline = load_pipeline(loop_config.triggers[0].pipeline, workspace=ws)

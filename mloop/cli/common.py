@@ -104,7 +104,11 @@ def open_workspace(workspace: Path | None, *, create: bool = False) -> Iterator[
 
 
 # what the start of a report a command may overwrite looks like, by option
-_REPORT_STARTS = {"--html": (b"<!doctype html", b"<html"), "--junit": (b"<?xml", b"<testsuite")}
+_REPORT_STARTS = {
+    "--html": (b"<!doctype html", b"<html"),
+    "--junit": (b"<?xml", b"<testsuite"),
+    "--output": (b"{",),  # a JSON document (a schema)
+}
 
 
 def check_output_file(path: Path, option: str) -> None:

@@ -17,11 +17,13 @@ from mloop.cli.common import (
     Table,
     WorkspaceOpt,
     byte_progress,
+    check_output_file,
     err,
     open_workspace,
     out,
     print_json,
     styled,
+    write_output,
 )
 from mloop.cli.remote import LocalServerOpt, LocalTokenOpt
 from mloop.errors import DataError, NotFoundError, ParameterError
@@ -33,10 +35,7 @@ data_app.add_typer(schema_app, name="schema")
 
 
 def _write_html(path: Path, content: str) -> None:
-    try:
-        path.write_text(content, encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror}", field="html") from exc
+    write_output(path, content, "--html")
     err.print(f"report written to {path}", markup=False)
 
 
@@ -63,6 +62,8 @@ def stats_command(
 ) -> None:
     """Per-column statistics in one pass (exact counts; quantiles and large distinct counts approximate)."""
     remote.local_only(server, "data stats", "reads FILE on this machine")
+    if html is not None:  # before reading: never over the data itself, nor after the work
+        check_output_file(html, "--html")
     from mloop.validation.report import statistics_html
     from mloop.validation.stats import Statistics, compute_statistics
 
@@ -134,13 +135,11 @@ def schema_infer(
     from mloop.validation.schema import infer_schema
     from mloop.validation.stats import compute_statistics
 
+    check_output_file(output, "--output")  # a schema file may be replaced; the data, never
     with byte_progress(f"reading {file.name}") as progress:
         stats = compute_statistics(file, encoding=encoding, progress=progress)
     schema = infer_schema(stats, range_margin=range_margin)
-    try:
-        output.write_text(schema.to_json(), encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot write {output}: {exc.strerror}", field="output") from exc
+    write_output(output, schema.to_json(), "--output")
     artifact_id = None
     if save:
         with open_workspace(workspace, create=True) as ws:
@@ -289,6 +288,8 @@ def drift_command(
 ) -> None:
     """Per-feature drift tests and a dataset verdict. Exit 1 when the dataset drifted."""
     remote.local_only(server, "data drift", "reads its data files on this machine and tests drift here")
+    if html is not None:
+        check_output_file(html, "--html")
     from mloop.validation.drift import detect_drift
     from mloop.validation.report import drift_html
 

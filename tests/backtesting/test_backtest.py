@@ -518,6 +518,18 @@ def test_nullable_integer_and_boolean_columns_train(tmp_path: Path) -> None:
     assert report.loop.metrics["accuracy"] > 0.7 and report.refused_rows == 0
 
 
+def test_a_workspace_folder_holding_the_data_keeps_it(tmp_path: Path) -> None:
+    """``--workspace DIR`` where DIR holds the data as ``initial.parquet``: the backtest wrote its
+    initial rows to that very name, replacing the user's file (2,000 rows became 400)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    data = folder / "initial.parquet"
+    stream(600, seed=7).to_parquet(data)
+    before = data.read_bytes()
+    code = main(["backtest", str(data), "--target", "y", "--workspace", str(folder), "--json"])
+    assert code == 0 and data.read_bytes() == before
+
+
 def test_text_of_digits_stays_text_in_the_signature(tmp_path: Path) -> None:
     """ZIP codes as Parquet text: the model trains on the text, so its signature says string (it said
     float, as for a file's quoted numbers, and the first version failed to load: exit 2)."""

@@ -103,6 +103,13 @@ def test_drift_against_saved_statistics(data: Path, capsys: pytest.CaptureFixtur
         (["data", "stats", "ref.csv", "--encoding", "utf-16"], "not valid utf-16 text"),
         (["data", "stats", "ref.csv", "--encoding", "cp500"], "read as cp500 (blank lines only, or text in"),
         (["data", "stats", "blank.csv"], "no CSV header line in its 3 bytes"),
+        # an output over the input data (it was replaced by the schema or the report, exit 0)
+        (
+            ["data", "schema", "infer", "ref.csv", "-o", "ref.csv"],
+            "--output ref.csv: the file exists and is not",
+        ),
+        (["data", "stats", "ref.csv", "--html", "ref.csv"], "--html ref.csv: the file exists and is not a"),
+        (["data", "drift", "ref.csv", "cur.csv", "--html", "cur.csv"], "--html cur.csv: the file exists and"),
         (["data", "validate", "ref.csv", "--schema", "nope.json"], "schema file nope.json does not exist"),
         (["data", "validate", "ref.csv", "--schema", "bad-schema.json"], "schema version 9 is not supported"),
         (["data", "drift", "header.csv", "ref.csv"], "the reference data (header.csv) has zero rows"),
@@ -124,7 +131,9 @@ def test_bad_input_is_one_error_line(
     (data / "blank.csv").write_text("\n\n\n")
     (data / "latin.csv").write_bytes("k\n\xe9t\xe9\n".encode("latin-1"))
     (data / "bad-schema.json").write_text('{"mloop_schema_version": 9, "columns": {}}')
+    before = (data / "ref.csv").read_bytes(), (data / "cur.csv").read_bytes()
     code, out, err = run(capsys, *argv)
+    assert ((data / "ref.csv").read_bytes(), (data / "cur.csv").read_bytes()) == before
     assert code == 2 and out == "", err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
