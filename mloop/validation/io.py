@@ -199,6 +199,7 @@ def _parquet_batches(path: Path, progress: Progress | None) -> Iterator[pa.Recor
         raise DataError(f"{path}: not a readable Parquet file ({exc})", field="path") from exc
     meta = file.metadata
     names = file.schema_arrow.names
+    _check_unique(path, names)
     widest = 1
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)
@@ -247,6 +248,15 @@ def _csv_input(path: Path, progress: Progress | None) -> Any:
     if path.suffix.lower() in (".gz", ".gzip"):
         stream = pa.CompressedInputStream(stream, "gzip")
     return stream
+
+
+def _check_unique(path: Path, names: list[str]) -> None:
+    """Column names are keys: two columns under one name were counted as one (twice the rows)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice: name each column once", field=name)
+        seen.add(name)
 
 
 def _csv_header(path: Path, encoding: str) -> list[str]:
@@ -340,6 +350,7 @@ def _csv_batches(
             ]
         except UnicodeError as exc:
             raise _csv_error(path, encoding, exc) from exc
+        _check_unique(path, reader.schema.names)
         if binary:  # pyarrow infers text it cannot decode as raw bytes instead of failing
             raise DataError(
                 f"{path}: column {binary[0]!r} is not valid {encoding} text; "

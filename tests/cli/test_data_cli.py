@@ -103,6 +103,7 @@ def test_drift_against_saved_statistics(data: Path, capsys: pytest.CaptureFixtur
         (["data", "stats", "ref.csv", "--encoding", "utf-16"], "not valid utf-16 text"),
         (["data", "stats", "ref.csv", "--encoding", "cp500"], "read as cp500 (blank lines only, or text in"),
         (["data", "stats", "blank.csv"], "no CSV header line in its 3 bytes"),
+        (["data", "stats", "dup.csv"], "dup.csv: column 'a' appears twice"),  # was: merged, 2x rows
         # an output over the input data (it was replaced by the schema or the report, exit 0)
         (
             ["data", "schema", "infer", "ref.csv", "-o", "ref.csv"],
@@ -129,6 +130,7 @@ def test_bad_input_is_one_error_line(
     (data / "empty.csv").write_text("")
     (data / "header.csv").write_text("x,y,k\n")
     (data / "blank.csv").write_text("\n\n\n")
+    (data / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
     (data / "latin.csv").write_bytes("k\n\xe9t\xe9\n".encode("latin-1"))
     (data / "bad-schema.json").write_text('{"mloop_schema_version": 9, "columns": {}}')
     before = (data / "ref.csv").read_bytes(), (data / "cur.csv").read_bytes()
