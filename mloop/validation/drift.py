@@ -36,6 +36,29 @@ _EPS = 1e-4
 _GRID = np.linspace(0.0005, 0.9995, 1000)
 
 
+def _threshold(column: str, method: str, given: float | None) -> float:
+    """A column's threshold: a p-value strictly between 0 and 1 for the tests, a positive finite
+    distance for the others (nan read as no threshold, 1 divided by zero, 0 took a log of zero)."""
+    if given is None:
+        return DEFAULT_THRESHOLDS[method]
+    value = float(given)
+    if method in P_VALUE_METHODS and not 0 < value < 1:
+        raise ParameterError(
+            f"threshold for {column!r}: {method} compares a p-value, so its threshold must be between 0 "
+            f"and 1 (e.g. {DEFAULT_THRESHOLDS[method]}), got {given!r}",
+            field=column,
+        )
+    if method not in P_VALUE_METHODS and not (0 < value < math.inf):
+        raise ParameterError(
+            f"threshold for {column!r}: {method} is a distance, so its threshold must be a positive "
+            f"number (e.g. {DEFAULT_THRESHOLDS[method]}), got {given!r}",
+            field=column,
+        )
+    if value < 1e-300:  # below what a p-value's log can be compared at
+        raise ParameterError(f"threshold for {column!r}: {given!r} is too small", field=column)
+    return value
+
+
 @dataclass
 class FeatureDrift:
     """One feature's comparison. For p-value tests drift means p < threshold, for distances ≥ threshold."""
@@ -179,7 +202,7 @@ def detect_drift(
                     f"{r.kind} on the reference side, {c.kind} on the current side: not comparable"
                 )
                 continue
-        threshold = float((thresholds or {}).get(name, DEFAULT_THRESHOLDS[method]))
+        threshold = _threshold(name, method, (thresholds or {}).get(name))
         features.append(_compare(name, r, c, method, threshold))
     features.sort(key=lambda f: (not f.drifted, -f.score))
     share = sum(f.drifted for f in features) / len(features) if features else 0.0

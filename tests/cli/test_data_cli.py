@@ -122,6 +122,16 @@ def test_drift_against_saved_statistics(data: Path, capsys: pytest.CaptureFixtur
         (["data", "drift", "ref.csv", "cur.csv", "--threshold", "x"], "expected COLUMN=THRESHOLD"),
         (["data", "drift", "ref.csv", "cur.csv", "--threshold", "x=high"], "'high' is not a float"),
         (["data", "drift", "ref.csv", "cur.csv", "--method", "k=ks"], "holds categories; ks needs numbers"),
+        # thresholds a test cannot use: 1 divided by zero, 0 took log(0), nan flipped the verdict
+        (
+            ["data", "drift", "ref.csv", "cur.csv", "--method", "x=ks", "--threshold", "x=1"],
+            "its threshold must be between 0 and 1",
+        ),
+        (["data", "drift", "ref.csv", "cur.csv", "--threshold", "x=nan"], "must be a positive number"),
+        (
+            ["data", "drift", "ref.csv", "cur.csv", "--method", "x=psi", "--threshold", "x=-1"],
+            "a positive number",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line(
