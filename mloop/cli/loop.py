@@ -85,9 +85,7 @@ def monitor(
     for col in ("#", "from", "rows", "labelled", "versions", "drift share", "drifted", "metrics"):
         table.add_column(col)
     for w in report.windows:
-        metrics = ", ".join(
-            f"{k} {v:.4f}" for k, v in w.metrics.items() if k in ("accuracy", "roc_auc", "rmse", "mae")
-        )
+        metrics = _headline(w.metrics)
         table.add_row(
             f"{w.index + 1}{'' if w.complete else '*'}",
             w.start[:19],
@@ -99,6 +97,16 @@ def monitor(
             metrics or "-",
         )
     out.print(table)
+    if any(w.slices for w in report.windows):  # --slice: each window's slices, as the JSON has them
+        sliced = Table(title="slices (labelled rows)")
+        for col in ("#", "slice", "rows", "metrics"):
+            sliced.add_column(col)
+        for w in report.windows:
+            for segment, values in w.slices.items():
+                sliced.add_row(
+                    str(w.index + 1), segment, f"{values.get('rows', 0):.0f}", _headline(values) or "-"
+                )
+        out.print(sliced)
     if report.log_health:
         out.print("log: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.log_health.items()))
     if report.run_id:
@@ -114,6 +122,13 @@ def _scheduler(ws: Workspace, tick: float | None) -> Scheduler:
     if tick is not None:
         config = config.model_copy(update={"tick_s": tick})
     return Scheduler(ws, config, gate=LoadTestGate())
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """The metrics a window's row shows (the JSON has all of them)."""
+    return ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if k in ("accuracy", "roc_auc", "rmse", "mae")
+    )
 
 
 @scheduler_app.command("run")

@@ -87,6 +87,10 @@ class SliceSpec:
                 tuple(values) if values else None,
                 _edges(tuple(map(float, bins)), dict(spec)) if bins else None,
             )
+        if not str(spec).strip() or str(spec).startswith(("=", ":")):
+            raise ParameterError(
+                f"slice {spec!r} names no column: e.g. city, city=paris or age:0,30,60", field="slices"
+            )
         if ":" in spec:
             column, _, edges = spec.partition(":")
             try:
@@ -121,9 +125,27 @@ class SliceSpec:
             for lo, hi in zip(self.bins[:-1], self.bins[1:], strict=True):
                 out[f"{self.column} in [{lo:g}, {hi:g})"] = ((col >= lo) & (col < hi)).to_numpy()
             return out
+        present = col.dropna()
+        flag = bool(
+            pd.api.types.is_bool_dtype(col)
+            or (col.dtype == object and len(present) and all(isinstance(v, bool) for v in present))
+        )
+        if self.values is None and not flag and pd.api.types.is_numeric_dtype(col) and col.nunique() > 20:
+            raise DataError(
+                f"slice column {self.column!r} holds {col.nunique():,} distinct numbers: give bin edges "
+                f"({self.column}:0,10,20) or the values to score ({self.column}=1,2)",
+                field="slices",
+            )
         values = self.values if self.values is not None else tuple(col.value_counts().index[:20])
-        text = col.astype(str)
-        return {f"{self.column}={v}": (text == str(v)).to_numpy() for v in values}
+        # true/false as the schema writes them match a bool column's True/False
+        text = col.astype(str).str.lower() if flag else col.astype(str)
+        out = {
+            f"{self.column}={v}": (text == (str(v).lower() if flag else str(v))).to_numpy() for v in values
+        }
+        missing = col.isna().to_numpy()
+        if self.values is None and missing.any():  # rows without a value are a slice of their own
+            out[f"{self.column}=(missing)"] = missing
+        return out
 
 
 def _edges(bins: tuple[float, ...], spec: object) -> tuple[float, ...]:

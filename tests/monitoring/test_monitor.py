@@ -65,6 +65,19 @@ def test_time_windows_and_slices(served: tuple) -> None:
     assert set(report.windows[0].slices) == {"city=paris", "city=rome", "city=oslo"}
 
 
+def test_the_text_report_shows_the_slices(served: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--slice`` without ``--json`` printed nothing of the slices it measured."""
+    from mloop.cli import main
+
+    ws, _, _ = served
+    code = main(
+        ["monitor", MODEL, "--window", "500", "--slice", "city", "--no-store", "--workspace", str(ws.root)]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and "slices (labelled rows)" in printed
+    assert all(f"city={c}" in printed for c in ("paris", "rome", "oslo")), printed
+
+
 def test_monitoring_an_unserved_model_is_a_clear_error(workspace: mloop.Workspace) -> None:
     with pytest.raises(DataError, match="no logged predictions"):
         monitor(workspace, "nothing")

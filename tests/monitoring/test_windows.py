@@ -107,3 +107,29 @@ def test_slices_by_a_feature_named_like_a_log_column_and_bins_need_numbers() -> 
             score_window(
                 frame, reference=None, task="classification", label="y", classes=[0, 1], slices=[spec]
             )
+
+
+def test_slices_of_true_false_missing_and_continuous_values() -> None:
+    """``flag=true`` selects a bool column's True rows (only ``flag=True`` did); rows without a value
+    are a slice of their own (they fell out of every slice); a continuous column without bin edges
+    is one error (it gave 20 slices of one row each); an empty spec names no column."""
+    from mloop.errors import DataError
+    from mloop.validation.model import SliceSpec
+
+    frame = pd.DataFrame(
+        {
+            "flag": [True, False, True, True],
+            "city": ["a", None, "b", "a"],
+            "x": [0.1, 0.2, 0.3, 0.4] * 1,
+        }
+    )
+    assert SliceSpec.parse("flag=true").masks(frame)["flag=true"].tolist() == [True, False, True, True]
+    assert SliceSpec.parse("flag").masks(frame)["flag=True"].sum() == 3
+    masks = SliceSpec.parse("city").masks(frame)
+    assert masks["city=(missing)"].tolist() == [False, True, False, False] and masks["city=a"].sum() == 2
+    wide = pd.DataFrame({"x": [i / 7 for i in range(100)]})
+    with pytest.raises(DataError, match=r"holds 100 distinct numbers: give bin edges \(x:0,10,20\)"):
+        SliceSpec.parse("x").masks(wide)
+    for spec in ("", "  ", "=a", ":0,1"):
+        with pytest.raises(ParameterError, match="names no column"):
+            SliceSpec.parse(spec)
