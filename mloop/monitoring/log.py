@@ -471,7 +471,7 @@ def _malformed(table: pa.Table) -> str | None:
         return f"'version' is {schema.field('version').type}, not an integer"
     if not pa.types.is_timestamp(schema.field("ts").type):
         return f"'ts' is {schema.field('ts').type}, not a timestamp"
-    for name in ("version", "ts"):
+    for name in ("prediction_id", "version", "ts"):
         if table.column(name).null_count:
             return f"{table.column(name).null_count} row(s) without a {name!r}"
     return None
@@ -540,6 +540,7 @@ class LogHealth:
     uncastable_values: int = 0  # values of old, mixed-type segments read as null
     unmatched_labels: int = 0  # labelled ids with no logged prediction (yet, or ever)
     conflicting_labels: int = 0  # ids labelled more than once with different labels (latest wins)
+    duplicate_predictions: int = 0  # rows repeating a logged prediction id (a copied segment): left out
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -577,8 +578,12 @@ def labelled_predictions(
         empty.attrs["log_health"] = LogHealth(quarantined_segments(root, model), uncastable)
         return empty
     all_ids = table.column("prediction_id")
-    if not include_shadow:
+    duplicates = 0
+    if not include_shadow:  # a shadow's answer shares its request's id
         table = table.filter(pc.invert(pc.fill_null(pc.equal(table.column("role"), "shadow"), False)))
+        if pc.count_distinct(table.column("prediction_id")).as_py() < table.num_rows:
+            first = _first_per_id(table)  # each id once, in arrival order: a copied segment counts once
+            duplicates, table = table.num_rows - first.num_rows, first
     feedback_table = read_log(root, model, "feedback")
     uncastable += _uncastable(feedback_table)
     unmatched = conflicts = 0
@@ -623,7 +628,9 @@ def labelled_predictions(
         where = pc.index_in(table.column("prediction_id"), value_set=latest.column("prediction_id"))
         out = predictions.assign(label=latest.column("label").take(where).to_pandas())
     out = out.reset_index(drop=True)
-    out.attrs["log_health"] = LogHealth(quarantined_segments(root, model), uncastable, unmatched, conflicts)
+    out.attrs["log_health"] = LogHealth(
+        quarantined_segments(root, model), uncastable, unmatched, conflicts, duplicates
+    )
     return out
 
 

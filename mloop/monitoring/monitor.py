@@ -183,11 +183,29 @@ def monitor(
         ],
         log_health=frame.attrs.get("log_health", LogHealth()).to_dict(),
     )
+    report.log_health["labels_outside_classes"] = _labels_outside_classes(workspace, model, frame)
     latest = _newest_registered(workspace, model, frame)
     report.feature_freshness = _feature_freshness(workspace, model, latest)
     if store:
         report.run_id = _record(workspace, model, report, latest)
     return report
+
+
+def _labels_outside_classes(workspace: Workspace, model: str, frame: pd.DataFrame) -> int:
+    """Labels none of the serving version's classes: scored as wrong answers (a class the model
+    cannot predict is one it gets wrong), and counted so that a report says where its errors came
+    from (a new class in the world, or labels from another encoding)."""
+    labelled = frame[frame["label"].notna()]
+    if labelled.empty:
+        return 0
+    outside = 0
+    versions = sorted({int(v) for v in labelled["version"].unique()})
+    for number, served in served_versions(workspace, model, versions, statistics=False).items():
+        if served.classes is None:
+            continue
+        part = labelled.loc[labelled["version"] == number, "label"]
+        outside += int((~part.isin(served.classes)).sum())  # by value: 1.0 (a nullable int column) is 1
+    return outside
 
 
 def _newest_registered(workspace: Workspace, model: str, frame: pd.DataFrame) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from commands import mloop_command
 from loop_helpers import MODEL, serve_rows, service, stream, train_first
@@ -128,7 +129,9 @@ def test_rows_no_registered_version_can_claim_are_set_aside_or_skipped(served: t
         good.set_column(at, "version", pa.nulls(n, pa.int64())),
         good.set_column(at, "version", pa.array(["1"] * n)),
         good.drop_columns(["version"]),
-        good.set_column(at, "version", pa.array([7] * n, pa.int64())),  # newest: a version not registered
+        good.set_column(at, "version", pa.array([7] * n, pa.int64())).set_column(
+            0, "prediction_id", pa.array([f"new-{i}" for i in range(n)])
+        ),  # newest: a version not registered
     ):
         time.sleep(0.002)  # distinct, ordered segment ids
         pq.write_table(table, folder / f"{new_id()}.parquet")
@@ -137,3 +140,41 @@ def test_rows_no_registered_version_can_claim_are_set_aside_or_skipped(served: t
     assert len(list((root / MODEL / "quarantine").iterdir())) == 3
     assert sum(w.rows for w in report.windows) == 1000 + n
     assert sum(w.versions.get("7", 0) for w in report.windows) == n
+
+
+def test_a_copied_segment_counts_once_and_labels_outside_the_classes_are_counted(
+    served: tuple, tmp_path: Path
+) -> None:
+    """A predictions segment copied under a new name counted its rows twice (an extra window); labels
+    none of the model's classes were scored without a word."""
+    import shutil
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mloop.entities import new_id
+
+    ws, _, _ = served
+    assert monitor(ws, MODEL, window=200, store=False).log_health["labels_outside_classes"] == 0
+    root = tmp_path / "log"
+    shutil.copytree(ws.prediction_log_dir, root)
+    folder = root / MODEL / "predictions"
+    newest = sorted(folder.glob("*.parquet"))[-1]
+    shutil.copy(newest, folder / f"{new_id()}.parquet")
+    ids = pq.read_table(newest).column("prediction_id").to_pylist()[:20]
+    time.sleep(0.002)
+    pq.write_table(
+        pa.table(
+            {
+                "prediction_id": ids,
+                "label": pa.array([2] * 20, pa.int64()),
+                "ts": pa.array([pd.Timestamp.now(tz="UTC")] * 20, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        root / MODEL / "feedback" / f"{new_id()}.parquet",
+    )
+    report = monitor(ws, MODEL, window=200, log_dir=root, store=False)
+    assert sum(w.rows for w in report.windows) == 1000 and len(report.windows) == 5
+    assert report.log_health["duplicate_predictions"] == pq.read_table(newest).num_rows
+    assert report.log_health["labels_outside_classes"] == 20
