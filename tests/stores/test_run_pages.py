@@ -316,13 +316,19 @@ def test_bad_queries_name_the_field(any_workspace: mloop.Workspace) -> None:
 # migration 0009 -----------------------------------------------------------------------------------
 
 
-def test_migration_backfills_each_runs_last_point(metadata_url: str) -> None:
-    engine = sa.create_engine(metadata_url)
+def _database_at(url: str, revision: str) -> sa.Engine:
+    """An engine on a database whose schema stops at ``revision``, as an older mloop left it."""
+    engine = sa.create_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0008")
+        command.upgrade(config, revision)
+    return engine
+
+
+def test_migration_backfills_each_runs_last_point(metadata_url: str) -> None:
+    engine = _database_at(metadata_url, "0008")
     at = datetime(2026, 1, 1, tzinfo=UTC)
     points = [
         ("r1", "acc", 0.5),
@@ -404,12 +410,7 @@ def test_the_workspace_serves_the_pages(any_workspace: mloop.Workspace) -> None:
 
 def test_migration_indexes_the_run_that_registered_each_version(metadata_url: str) -> None:
     """A database made before 0012 gets the index ``versions_of_run`` reads by, as a new one has."""
-    engine = sa.create_engine(metadata_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0011")
+    engine = _database_at(metadata_url, "0011")
     assert "ix_model_versions_run_id" not in {
         i["name"] for i in sa.inspect(engine).get_indexes("model_versions")
     }
