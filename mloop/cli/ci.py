@@ -18,6 +18,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     print_json,
+    styled,
 )
 from mloop.errors import ParameterError
 
@@ -74,7 +75,7 @@ def run(
             table.add_column(col)
         for c in report.checks:
             table.add_row(
-                c.pipeline, c.check, f"[{_STYLE[c.status]}]{c.status}[/]", c.step or "", c.value or c.detail
+                c.pipeline, c.check, styled(c.status, _STYLE[c.status]), c.step or "", c.value or c.detail
             )
         out.print(table)
     for c in report.failures:

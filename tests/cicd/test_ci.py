@@ -77,10 +77,10 @@ def test_a_failing_check_exits_1_naming_check_step_and_value(
     project = make_project(tmp_path / "proj", kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        code, _, err = run(
+        code, printed, err = run(
             capsys, "ci", "run", str(project), "--no-tests", "--workspace", str(tmp_path / "ws")
         )
-    assert code == 1
+    assert code == 1 and "[/]" not in printed and "failed" in printed, printed  # statuses styled, not raw
     import re
 
     assert re.search(expected, err), err
