@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import socket
 import sys
@@ -73,7 +74,24 @@ STATUS_STYLE = {
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(jsonable(value), indent=2, default=str) + "\n")
+    """``value`` as strict JSON: a NaN or an infinity (a metric, a missing key) is null, since
+    ``NaN`` is not JSON and strict parsers (jq, JavaScript) refuse the whole document."""
+    data = jsonable(value)
+    try:
+        text = json.dumps(data, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:

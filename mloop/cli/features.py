@@ -227,7 +227,9 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
         raise DataError(f"entities file {entities} does not exist", field="entities")
     try:
         frame = (
-            pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities, dtype=str)
+            pd.read_parquet(entities)
+            if entities.suffix == ".parquet"
+            else pd.read_csv(entities, dtype=str, keep_default_na=False)
         )
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read {entities}: {exc}", field="entities") from exc

@@ -176,7 +176,9 @@ def _entity_relation(
             raise NotFoundError(f"entity file {path} does not exist", field="entities")
         if path.endswith((".csv", ".csv.gz")):
             try:
-                frame = pd.read_csv(path)
+                # as the sources are read (DuckDB): only an empty field is missing; NA (Namibia), null
+                # or None are keys like any other (pandas' default turned them into missing values)
+                frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
             except pd.errors.EmptyDataError as exc:
                 raise DataError(f"entity file {path} is empty (no header row)", field="entities") from exc
             return _entity_relation(con, _parse_time_columns(frame))

@@ -135,6 +135,25 @@ def test_compound_keys_and_two_views(tmp_path: Path) -> None:
     assert out["rating:rating"].tolist() == [4.5] * 3
 
 
+def test_keys_that_read_like_missing_values_are_keys(tmp_path: Path) -> None:
+    """Country codes NA (Namibia) and a key spelled null, in CSV files on both sides: the source is
+    read by DuckDB (they are strings), the entity file was read by pandas (they became NaN, in the
+    output too), so they never joined."""
+    (tmp_path / "countries.csv").write_text(
+        "country,event_timestamp,gdp\nNA,2024-01-01T00:00:00Z,1.0\nFR,2024-01-01T00:00:00Z,2.0\n"
+        "null,2024-01-01T00:00:00Z,3.0\n"
+    )
+    (tmp_path / "labels.csv").write_text(
+        "country,event_timestamp\nNA,2024-02-01T00:00:00Z\nFR,2024-02-01T00:00:00Z\nnull,2024-02-01T00:00:00Z\n"
+    )
+    view = FeatureView(
+        "cv", [Entity("country", "country")], tmp_path / "countries.csv", "event_timestamp", None
+    )
+    out = historical(str(tmp_path / "labels.csv"), [(view, ["gdp"])])
+    assert isinstance(out, pd.DataFrame)
+    assert out["country"].tolist() == ["NA", "FR", "null"] and out["cv:gdp"].tolist() == [1.0, 2.0, 3.0]
+
+
 def _reference(features: pd.DataFrame, entities: pd.DataFrame, ttl: pd.Timedelta) -> list[object]:
     """The definition, by brute force: latest (event time, created) ≤ t within the TTL, else None."""
     result = []
