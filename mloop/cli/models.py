@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -90,6 +91,10 @@ def register(
             raise DataError(f"--label {label!r} is not a column of {data}", field="label")
         producer = ws.metadata.events(artifact_ids=[art.id], kind="output")
         run_id = ws.metadata.get_step(producer[0].step_run_id).run_id if producer else None
+        try:
+            known = {v.version for v in ws.registry.versions(name)}
+        except NotFoundError:
+            known = set()
         version = ws.register_model(
             name,
             art,
@@ -100,8 +105,17 @@ def register(
         )
         if alias:
             ws.promote(name, version.version, alias, reason=reason)
+    again = version.version in known  # the same bytes: the version they already are, unchanged
     if as_json:
-        print_json({"version": version, "alias": alias})
+        print_json({"version": version, "alias": alias, "registered": not again})
+        return
+    if again:
+        kept = "; its metrics and signature are unchanged (--metric not stored)" if metrics else ""
+        out.print(
+            f"{name} v{version.version} already holds these model bytes: nothing registered{kept}"
+            + (f"; {name}@{alias} is v{version.version}" if alias else ""),
+            markup=False,
+        )
         return
     out.print(
         f"registered {name} v{version.version}" + (f" as {name}@{alias}" if alias else ""), markup=False
@@ -113,11 +127,16 @@ def _key_values(items: list[str], what: str) -> dict[str, float]:
     for item in items:
         key, sep, value = item.partition("=")
         try:
-            parsed[key.strip()] = float(value)
+            number = float(value)
         except ValueError:
             sep = ""
         if not sep or not key.strip():
             raise DataError(f"--{what} {item!r}: expected KEY=NUMBER", field=what)
+        if not math.isfinite(number):
+            raise DataError(f"--{what} {item!r}: {value.strip()} is not a finite number", field=what)
+        if key.strip() in parsed:
+            raise DataError(f"--{what} {key.strip()!r} is given twice: give each once", field=what)
+        parsed[key.strip()] = number
     return parsed
 
 
@@ -273,7 +292,12 @@ def rollback(
     if as_json:
         print_json(event)
         return
-    out.print(f"{name}@{alias}: v{event.from_version} → v{event.to_version} (rolled back)")
+    if event.from_version is None:  # the last move removed the alias: rolling back undoes the removal
+        out.print(f"{name}@{alias}: no version → v{event.to_version} (rolled back: its removal undone)")
+    elif event.to_version is None:
+        out.print(f"{name}@{alias}: v{event.from_version} → no version (rolled back: it held none before)")
+    else:
+        out.print(f"{name}@{alias}: v{event.from_version} → v{event.to_version} (rolled back)")
 
 
 @models_app.command("history")

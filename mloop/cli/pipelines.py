@@ -43,7 +43,9 @@ def _params(items: list[str]) -> dict[str, str]:
 
 
 def _event_line(e: AliasEvent, name: str) -> str:
-    return f"{name}@{e.alias}: v{e.from_version or '-'} → v{e.to_version or '-'} ({e.action} by {e.who})"
+    before = "no version" if e.from_version is None else f"v{e.from_version}"
+    after = "no version" if e.to_version is None else f"v{e.to_version}"
+    return f"{name}@{e.alias}: {before} → {after} ({e.action} by {e.who})"
 
 
 @pipelines_app.command("deploy")

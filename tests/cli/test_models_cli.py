@@ -67,6 +67,16 @@ def test_promote_history_rollback(ws_dir: Path, capsys: pytest.CaptureFixture[st
         assert code == 0 and out, err
 
 
+def test_rolling_back_a_removal_says_so(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished canary's alias was removed; rolling it back restores it, and the line says that
+    (it printed "vNone → v2")."""
+    with mloop.Workspace.open(ws_dir / ".mloop") as ws:
+        ws.promote("m", 2, "canary", reason="try")
+        ws.remove_alias("m", "canary", reason="v2 is production now")
+    code, out, err = run(capsys, "models", "rollback", "m", "--alias", "canary", "--reason", "undo")
+    assert code == 0 and "m@canary: no version → v2 (rolled back: its removal undone)" in out, (out, err)
+
+
 def test_rejected_needs_force(ws_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "models", "promote", "m", "3")
     assert code == 2 and "rejected by model validation" in err and err.count("\n") == 1
@@ -156,13 +166,24 @@ def test_models_register_cli(
     assert version["version"] == 1 and shown["alias"] == "staging" and version["metrics"]["accuracy"] == 0.9
     assert set(version["signature"]["inputs"]["columns"]) == {"a", "b"}
     assert version["signature"]["output"] == {"task": "classification", "label": "y", "classes": [0, 1]}
-    code, out, err = _register(capsys, "clf", art.id, "--data", "train.csv", "--label", "y", "--no-compile")
-    assert code == 0 and "v1" in out, err  # the same bytes: the same version (issue 12, obs. 8)
+    code, out, err = _register(
+        capsys, "clf", art.id, "--data", "train.csv", "--label", "y", "--no-compile", "--metric", "accuracy=1"
+    )
+    assert code == 0, err  # the same bytes: the same version (issue 12, obs. 8), and said so
+    assert "clf v1 already holds these model bytes: nothing registered" in out and "not stored" in out
     for argv, message in (
         (["clf", "NOPE", "--data", "train.csv", "--label", "y"], "no artifact id"),
         (["clf", table.id, "--data", "train.csv", "--label", "y"], "not a model"),
         (["clf", art.id, "--data", "train.csv", "--label", "nope"], "not a column"),
         (["clf", art.id, "--data", "train.csv", "--label", "y", "--metric", "acc"], "expected KEY=NUMBER"),
+        (
+            ["clf", art.id, "--data", "train.csv", "--label", "y", "--metric", "acc=nan"],
+            "not a finite number",
+        ),
+        (
+            ["clf", art.id, "--data", "train.csv", "--label", "y", "--metric", "a=1", "--metric", "a=2"],
+            "twice",
+        ),
         (["../x", art.id, "--data", "train.csv", "--label", "y"], "name"),
     ):
         code, _, err = _register(capsys, *argv)
