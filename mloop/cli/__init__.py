@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -294,7 +295,22 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # empty for "no arguments: help was shown"
             err.print(f"error: {message}", markup=False, soft_wrap=True)
         return int(exc.exit_code)
+    if result == 130:  # typer turns Ctrl-C into a quiet exit status 130
+        err.print("error: interrupted", markup=False)
     return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    """The ``mloop`` command: :func:`main`, then exit. After Ctrl-C it exits at once, even while a
+    step still runs in a worker thread (its run and step are already recorded as failed): the
+    interpreter would otherwise wait for the step to end before exiting (a minute, or forever)."""
+    code = main()
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if code == 130 and any(t.is_alive() for t in stuck):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """``python -m mloop.cli`` runs the command line."""
 
-import sys
+from mloop.cli import entry
 
-from mloop.cli import main
-
-sys.exit(main())
+entry()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import threading
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -226,9 +227,13 @@ class Runner:
         try:
             outputs, failure = self._execute(run, graph.order, graph.nodes, bound, files, cache)
         except BaseException as exc:
-            self.metadata.finish_run(
-                run.id, RunStatus.FAILED, error=f"run aborted: {type(exc).__name__}: {exc}"
-            )
+            why = f"run aborted: {type(exc).__name__}: {exc}"
+            for step in self.metadata.list_steps(run.id):  # Ctrl-C mid-step: it never finished either
+                if step.status == StepStatus.RUNNING:
+                    self.metadata.finish_step(
+                        step.id, StepStatus.FAILED, error_type=type(exc).__name__, error_message=why
+                    )
+            self.metadata.finish_run(run.id, RunStatus.FAILED, error=why)
             raise
         finally:
             stop_beat.set()
@@ -335,7 +340,7 @@ class Runner:
                 if consumers[parent] == 0:
                     values.pop(parent, None)
 
-        with self.stores.executor() as executor:
+        with _interruptible(self.stores.executor()) as executor:
             keep_values = isinstance(executor, ThreadPoolExecutor)
             while ready or running:
                 while ready and failure is None:
@@ -435,6 +440,26 @@ class Runner:
     def _notify(self, name: str, status: StepStatus) -> None:
         if self.listener is not None:
             self.listener(name, status)
+
+
+@contextmanager
+def _interruptible(manager: AbstractContextManager[Executor]) -> Iterator[Executor]:
+    """``manager``'s executor; after Ctrl-C, a thread pool is left without waiting for the step that
+    runs in it (leaving the pool would wait for it: a minute, or forever, before Ctrl-C took effect)."""
+    executor = manager.__enter__()
+    try:
+        yield executor
+    except KeyboardInterrupt:
+        if isinstance(executor, ThreadPoolExecutor):
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        if not manager.__exit__(*sys.exc_info()):
+            raise
+    except BaseException:
+        if not manager.__exit__(*sys.exc_info()):
+            raise
+    else:
+        manager.__exit__(None, None, None)
 
 
 def _private_copy(value: Any) -> Any:

@@ -217,3 +217,46 @@ def test_text_from_users_is_printed_as_it_is(project: Path, capsys: pytest.Captu
     run_id = json.loads(run_cli(capsys, "runs", "list", "--json")[1])[0]["id"]
     code, out, err = run_cli(capsys, "runs", "show", run_id)
     assert code == 0 and "'[/]'" in out, (out, err)
+
+
+SLOW = """
+import time
+from pathlib import Path
+import mloop
+
+@mloop.step
+def slow(marker: str) -> int:
+    Path(marker).write_text("started")
+    time.sleep(60)
+    return 1
+
+@mloop.pipeline
+def p(marker: str) -> None:
+    slow(marker)
+"""
+
+
+def test_ctrl_c_fails_the_run_and_its_running_step(tmp_path: Path) -> None:
+    """SIGINT mid-step: the run was marked failed, but its step stayed 'running' forever; and the
+    process waited for the step to end (a minute here) before exiting, saying nothing."""
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    marker = tmp_path / "started"
+    ws = tmp_path / ".mloop"
+    proc = subprocess.Popen(
+        [*mloop_command(), "run", "slow.py:p", "-p", f"marker={marker}", "--workspace", str(ws)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)  # the step sleeps 60 s: exiting sooner means it did not wait
+    assert proc.returncode == 130 and err.strip() == "error: interrupted", err
+    with mloop.Workspace.open(ws) as opened:
+        [run] = opened.runs()
+        steps = opened.metadata.list_steps(run.id)
+    assert run.status.value == "failed" and "KeyboardInterrupt" in (run.error or "")
+    assert [s.status.value for s in steps] == ["failed"] and steps[0].error_type == "KeyboardInterrupt"
