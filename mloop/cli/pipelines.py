@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -255,6 +257,28 @@ def _docker(out_dir: Path, build: bool) -> None:
         raise ConfigurationError(f"docker build {out_dir} failed (exit {done.returncode})", field="build")
 
 
+def _check_context_dir(output: Path) -> None:
+    """A build context goes to a new or empty folder, or over one mloop wrote before: its Dockerfile
+    and requirements replaced a user's files of those names without a word."""
+    check_output_dir(output, "--output")
+    if output.is_dir() and any(output.iterdir()) and not (output / "app" / "entrypoint.py").is_file():
+        raise ParameterError(
+            f"--output {output}: the folder holds files and is not a build context mloop wrote: name a new "
+            "or empty folder",
+            field="output",
+        )
+
+
+@contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:  # a folder nothing may be created in (/proc), a full disk
+        raise ParameterError(
+            f"--output {output}: cannot be written ({exc.strerror or exc})", field="output"
+        ) from None
+
+
 @build_app.command("serve")
 def build_serve(
     ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The model version to serve.")],
@@ -265,8 +289,8 @@ def build_serve(
     """Write a build context serving a model version (Dockerfile, wheel, pinned requirements, model)."""
     from mloop.cicd.build import build_serve_context
 
-    check_output_dir(output, "--output")
-    with open_workspace(workspace) as ws:
+    _check_context_dir(output)
+    with open_workspace(workspace) as ws, _writing(output):
         build_serve_context(ws, ref, output)
     out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
     _docker(output, build)
@@ -282,8 +306,8 @@ def build_pipeline(
     """Write a build context running a deployed pipeline version in its recorded environment."""
     from mloop.cicd.build import build_pipeline_context
 
-    check_output_dir(output, "--output")
-    with open_workspace(workspace) as ws:
+    _check_context_dir(output)
+    with open_workspace(workspace) as ws, _writing(output):
         build_pipeline_context(ws, ref, output)
     out.print(f"wrote build context {output} (runs {ref})", markup=False)
     _docker(output, build)

@@ -119,6 +119,19 @@ def test_build_errors_are_one_line_exit_2(tmp_path: Path, capsys, fake_wheel: Pa
     )
     assert code == 2 and err.startswith("error: --build: no container daemon here") and err.count("\n") == 1
     assert (tmp_path / "c2" / "Dockerfile").is_file()
+    monkeypatch.undo()
+    code, _, err = run(
+        capsys, "build", "pipeline", "toy@staging", "-o", str(tmp_path / "c2"), "--workspace", ws
+    )
+    assert code == 0, err  # over a context it wrote before: replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "Dockerfile").write_text("precious\n")
+    code, _, err = run(capsys, "build", "pipeline", "toy@staging", "-o", str(mine), "--workspace", ws)
+    assert code == 2 and "holds files and is not a build context mloop wrote" in err, err
+    assert (mine / "Dockerfile").read_text() == "precious\n"  # was replaced without a word
+    code, _, err = run(capsys, "build", "pipeline", "toy@staging", "-o", "/proc/mloop-ctx", "--workspace", ws)
+    assert code == 2 and err.startswith("error: --output /proc/mloop-ctx: cannot be written"), err
     with pytest.raises(
         NotFoundError, match="'surely-not-a-package' is needed but neither recorded nor installed"
     ):
