@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command(args=argv, prog_name="mloop", standalone_mode=False)
     except MloopError as exc:
-        err.print(f"error: {exc.message}", markup=False, soft_wrap=True)
+        err.print(f"error: {_one_line(exc.message)}", markup=False, soft_wrap=True)
         return exc.exit_code
     except typer.Abort:
         err.print("error: aborted", markup=False)
@@ -298,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     if result == 130:  # typer turns Ctrl-C into a quiet exit status 130
         err.print("error: interrupted", markup=False)
     return result if isinstance(result, int) else 0
+
+
+def _one_line(message: str) -> str:
+    """An error quoting a library's multi-line message (scikit-learn's) stays one line."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def entry() -> None:

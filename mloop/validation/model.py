@@ -256,7 +256,17 @@ def evaluate_model(
             f"the model could not predict on the evaluation data: {type(exc).__name__}: {exc}"
         ) from exc
     sanity = _sanity(model, predicted, proba, task)
-    classes = list(getattr(model, "classes_", [])) or sorted(set(y.tolist()))
+    known = list(getattr(model, "classes_", []))
+    if task == "classification" and known and not pd.Series(y).isin(known).any():
+        seen = sorted({str(v) for v in y.tolist()})
+        shown = np.asarray(known[:10]).tolist()
+        raise DataError(
+            f"no label in column {label!r} is one of the model's classes {shown} (labels: "
+            f"{', '.join(seen[:5])}{', …' if len(seen) > 5 else ''}): the labels are written otherwise "
+            "than the model learnt them (text for numbers?), or it is not this model's label",
+            field="label",
+        )
+    classes = known or sorted(set(y.tolist()))
     score = _classification_metrics if task == "classification" else _regression_metrics
     metrics = score(y, predicted, proba, classes)
     per_slice = {}

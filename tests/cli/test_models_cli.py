@@ -25,6 +25,8 @@ def ws_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     df["y"] = (df["a"] + df["b"] > 0).astype(int)
     df.to_csv("eval.csv", index=False)
+    df.assign(y=df["y"].map({0: "no", 1: "yes"})).to_csv("text-labels.csv", index=False)
+    df.assign(a=df["a"].where(df.index % 3 != 0)).to_csv("nan.csv", index=False)
     with mloop.Workspace.open(tmp_path / ".mloop") as ws:
         sig = {"output": {"label": "y"}}
         ws.register_model(
@@ -114,6 +116,10 @@ def test_evaluate_and_compare(ws_dir: Path, capsys: pytest.CaptureFixture[str]) 
         (["models", "evaluate", "m:1", "eval.csv", "--label", "target"], "no label column 'target'"),
         (["models", "evaluate", "m:1", "eval.csv", "--slice", "town"], "slice column 'town'"),
         (["models", "evaluate", "m:1", "missing.csv"], "missing.csv: no such file"),
+        # labels written otherwise than the model learnt them: accuracy 0 and log-loss 34.5, exit 0
+        (["models", "evaluate", "m:1", "text-labels.csv"], "no label in column 'y' is one of the model's"),
+        # scikit-learn's message about NaN has a line break: still one line
+        (["models", "evaluate", "m:1", "nan.csv"], "the model could not predict on the evaluation data"),
         (["models", "show", "m:zero"], "expected NAME:VERSION"),
         (["models", "show", "m:99999999999999999999"], "expected NAME:VERSION"),
     ],
