@@ -30,6 +30,7 @@ from mloop.cli.common import (
     open_workspace,
     out,
     paint,
+    parse_params,
     plural,
     print_json,
 )
@@ -119,16 +120,6 @@ def _progress(total: int, enabled: bool) -> Iterator[StepListener | None]:
         yield listener
 
 
-def _parse_params(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise MloopError(f"--param {item!r}: expected key=value", field="param")
-        params[key.strip()] = value
-    return params
-
-
 def _steps_table(result: RunResult, title: str | Text) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("step", "status", "duration", "cached from"):
@@ -151,8 +142,10 @@ def run(
 ) -> None:
     """Run a pipeline defined in a Python file."""
     pipe = load_pipeline(pipeline_ref)
-    params: dict[str, Any] = dict(_parse_params(param or []))
+    params: dict[str, Any] = dict(parse_params(param or []))
     with open_workspace(workspace, create=True) as ws, _progress(len(pipe.graph.nodes), True) as listener:
+        if resume is not None:  # a unique prefix, as every command takes run ids
+            resume = ws.resolve_run(resume).id
         result = ws.run(pipe, cache=not no_cache, resume=resume, listener=listener, **params)
     if as_json:
         print_json({"run": result.run, "steps": result.steps})

@@ -94,6 +94,20 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``--param key=value`` options as a dict; a key given twice is refused (the last one silently
+    won, whatever the first said)."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--param {item!r}: expected key=value", field="param")
+        if key.strip() in params:
+            raise ParameterError(f"--param {key.strip()!r} is given twice: give it once", field=key.strip())
+        params[key.strip()] = value
+    return params
+
+
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``1 rollout policy``, ``2 rollout policies``."""
     return f"{n} {one if n == 1 else (many or one + 's')}"

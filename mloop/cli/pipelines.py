@@ -22,6 +22,7 @@ from mloop.cli.common import (
     err,
     open_workspace,
     out,
+    parse_params,
     plural,
     print_json,
 )
@@ -32,16 +33,6 @@ from mloop.errors import ConfigurationError, ParameterError
 __all__ = ["build_app", "pipelines_app"]
 
 pipelines_app = typer.Typer(help="Deployed pipeline versions (pipeline CD).", no_args_is_help=True)
-
-
-def _params(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ParameterError(f"--param {item!r}: expected key=value", field="param")
-        params[key.strip()] = value
-    return params
 
 
 def _event_line(e: AliasEvent, name: str) -> str:
@@ -65,7 +56,7 @@ def deploy(
 
     with open_workspace(workspace, create=True) as ws:
         done = deploy_pipeline(
-            ws, pipeline_ref, name=name, params=_params(param or []), force=force, reason=reason
+            ws, pipeline_ref, name=name, params=parse_params(param or []), force=force, reason=reason
         )
     version = done.version
     for warning in done.warnings:

@@ -124,8 +124,10 @@ def test_failing_step_exits_1_and_is_recorded(env: Path, capsys: pytest.CaptureF
     assert code == 1 and err.count("\n") == 1 and "step 'boom' failed: RuntimeError: disk full" in err
     runs = json.loads(run_cli(capsys, "runs", "list", "--json")[1])
     assert runs[0]["status"] == "failed"
-    code, _, err = run_cli(capsys, "run", "bad.py:pipe", "--resume", runs[0]["id"])
+    code, _, err = run_cli(capsys, "run", "bad.py:pipe", "--resume", runs[0]["id"][:12])  # a unique prefix
     assert code == 1 and "disk full" in err
+    code, _, err = run_cli(capsys, "run", "bad.py:pipe", "-p", "n=1", "--param", "n=2")
+    assert code == 2 and "--param 'n' is given twice" in err  # the last one silently won
 
 
 def test_import_error_in_pipeline_file(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
