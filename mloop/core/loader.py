@@ -102,7 +102,7 @@ def load_pipeline(ref: str, *, workspace: FrozenPipelines | None = None) -> Pipe
     sys.modules[module_name_] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import ended mloop with its status
         sys.modules.pop(module_name_, None)
         raise PipelineLoadError(
             f"importing {file_part} failed: {type(exc).__name__}: {exc}", field="pipeline"

@@ -241,7 +241,7 @@ def load_definitions(path: str | Path) -> Definitions:
         spec.loader.exec_module(module)
     except ParameterError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import: exit 0 with nothing applied
         raise PipelineLoadError(f"{file}: {type(exc).__name__}: {exc}", field="path") from exc
     finally:
         sys.path.pop(0)

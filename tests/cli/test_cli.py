@@ -134,6 +134,11 @@ def test_import_error_in_pipeline_file(env: Path, capsys: pytest.CaptureFixture[
     (env / "broken.py").write_text("import no_such_module_xyz\n")
     code, _, err = run_cli(capsys, "run", "broken.py:pipe")
     assert code == 2 and "importing broken.py failed: ModuleNotFoundError" in err
+    (env / "exits.py").write_text("import sys\nsys.exit(0)\n")  # exit 0 with nothing done, silently
+    code, _, err = run_cli(capsys, "run", "exits.py:pipe")
+    assert code == 2 and "importing exits.py failed: SystemExit: 0" in err
+    code, _, err = run_cli(capsys, "features", "apply", "exits.py")
+    assert code == 2 and "exits.py: SystemExit: 0" in err
 
 
 def test_unreachable_metadata_store(
