@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ def _ttl_value(ttl: timedelta | str | float) -> timedelta:
     if isinstance(ttl, timedelta):
         value = ttl
     elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        if not math.isfinite(ttl):
+            raise ParameterError(f"ttl {ttl!r} is not a finite number of seconds (None: no TTL)", field="ttl")
         value = timedelta(seconds=float(ttl))
     elif isinstance(ttl, str) and (m := _TTL.match(ttl)):
         value = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])

@@ -170,6 +170,9 @@ def test_bad_definitions_are_clear_errors(tmp_path: Path) -> None:
         FeatureView("v\n", entities=[Entity("e", ["id"])], source="x.parquet", timestamp="ts", ttl=None)
     with pytest.raises(ParameterError, match="too long"):
         parse_ttl("99999999999d")
+    for endless in (float("nan"), float("inf")):  # was: "ValueError: cannot convert float NaN to integer"
+        with pytest.raises(ParameterError, match="is not a finite number of seconds"):
+            parse_ttl(endless)
     (tmp_path / "v.parquet").write_bytes(b"")
     two = tmp_path / "two.py"
     two.write_text(
