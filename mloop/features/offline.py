@@ -158,7 +158,7 @@ def _pandas_index(column: str) -> bool:
 
 
 def _entity_relation(
-    con: duckdb.DuckDBPyConnection, entities: pd.DataFrame | str | Path
+    con: duckdb.DuckDBPyConnection, entities: pd.DataFrame | str | Path, timestamp_col: str
 ) -> tuple[str, dict[str, str]]:
     """Register the entity rows with a row number that records input order."""
     if isinstance(entities, pd.DataFrame):
@@ -181,7 +181,7 @@ def _entity_relation(
                 frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
             except pd.errors.EmptyDataError as exc:
                 raise DataError(f"entity file {path} is empty (no header row)", field="entities") from exc
-            return _entity_relation(con, _parse_time_columns(frame))
+            return _entity_relation(con, _parse_time_columns(frame, timestamp_col), timestamp_col)
         if Path(path).is_file():
             # one file: its row number is the input order already, with no sort over the entity rows
             relation = (
@@ -199,10 +199,12 @@ def _entity_relation(
     return relation, columns
 
 
-def _parse_time_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """CSV has no types: columns whose name says time are parsed, and mixed zones are refused."""
+def _parse_time_columns(frame: pd.DataFrame, timestamp_col: str) -> pd.DataFrame:
+    """CSV has no types: the timestamp column and columns whose name says time are parsed, and mixed
+    zones are refused."""
     for col in frame.columns:
-        if _texty(frame[col]) and ("time" in str(col).lower() or str(col).lower().endswith("_at")):
+        name = str(col).lower()
+        if _texty(frame[col]) and (col == timestamp_col or "time" in name or name.endswith("_at")):
             _reject_mixed_zones(frame[col], str(col))
             try:
                 frame[col] = pd.to_datetime(frame[col], format="ISO8601")
@@ -251,7 +253,7 @@ def historical(
     ``out``, writes it to that Parquet file without holding it in memory and returns the row count.
     """
     con = con or connect()
-    entity_rel, ecols = _entity_relation(con, entities)
+    entity_rel, ecols = _entity_relation(con, entities, timestamp_col)
     if timestamp_col not in ecols:
         raise DataError(f"entity rows have no timestamp column {timestamp_col!r}", field=timestamp_col)
     etype = ecols[timestamp_col]

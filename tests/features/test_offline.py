@@ -152,6 +152,10 @@ def test_keys_that_read_like_missing_values_are_keys(tmp_path: Path) -> None:
     out = historical(str(tmp_path / "labels.csv"), [(view, ["gdp"])])
     assert isinstance(out, pd.DataFrame)
     assert out["country"].tolist() == ["NA", "FR", "null"] and out["cv:gdp"].tolist() == [1.0, 2.0, 3.0]
+    # a timestamp column named otherwise (ts): parsed because it is the one named, not by its name
+    (tmp_path / "by-ts.csv").write_text("country,ts\nFR,2024-02-01T00:00:00Z\n")
+    out = historical(str(tmp_path / "by-ts.csv"), [(view, ["gdp"])], timestamp_col="ts")
+    assert isinstance(out, pd.DataFrame) and out["cv:gdp"].tolist() == [2.0]
 
 
 def _reference(features: pd.DataFrame, entities: pd.DataFrame, ttl: pd.Timedelta) -> list[object]:
