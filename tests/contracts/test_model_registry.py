@@ -201,3 +201,17 @@ def test_the_versions_a_run_registered_with_their_aliases(stores) -> None:
     assert [(v.name, v.version, v.id) for v in found] == [("a", 1, a1.id), ("b", 1, b1.id)]
     assert found[0].aliases == () and found[1].aliases == ("canary", "production")
     assert reg.versions_of_run("nope") == []
+
+
+def test_names_that_differ_only_by_case_are_refused(stores) -> None:
+    """``clf@Production`` beside ``clf@production`` (a typo that serves nothing) and a model ``CHURN``
+    beside ``churn`` (two models a reader takes for one) were both accepted."""
+    register(stores, n=1)
+    _, reg = stores
+    reg.set_alias("churn", "production", 1, who="a", reason="first")
+    with pytest.raises(ParameterError, match="only by case: use 'production'") as info:
+        reg.set_alias("churn", "Production", 1, who="a", reason="typo")
+    assert info.value.field == "alias"
+    with pytest.raises(ParameterError, match="model 'CHURN' differs from model 'churn' only by case"):
+        register(stores, "CHURN", n=2)
+    assert register(stores, n=1).version == 1  # the name itself is still fine

@@ -47,6 +47,12 @@ _SAME_BYTES = (
 _STATUS = sa.select(t.model_versions.c.status).where(
     t.model_versions.c.name == _B("n"), t.model_versions.c.version == _B("v")
 )
+_ALIAS_NAMES = sa.select(t.alias_events.c.alias).where(t.alias_events.c.name == _B("n")).distinct()
+_CASE_TWIN = (
+    sa.select(t.models.c.name)
+    .where(sa.func.lower(t.models.c.name) == sa.func.lower(_B("n")), t.models.c.name != _B("n"))
+    .limit(1)
+)
 _HOLDER = sa.select(t.aliases.c.version).where(t.aliases.c.name == _B("n"), t.aliases.c.alias == _B("a"))
 _HELD = _HOLDER.scalar_subquery()  # the version an alias names, inside one query
 _SET_HOLDER = (
@@ -102,6 +108,11 @@ class SqlModelRegistry(SqlStore):
         """
         check_name(name)
         with self._write() as conn:
+            twin = conn.execute(_CASE_TWIN, {"n": name}).scalar()
+            if twin is not None:  # CLF beside clf: two models a reader takes for one
+                raise ParameterError(
+                    f"model {name!r} differs from model {twin!r} only by case: use {twin!r}", field="name"
+                )
             conn.execute(self._ensure_model, {"n": name, "at": utcnow()})
             conn.execute(self._last, {"n": name})  # PostgreSQL: lock the counter row before looking
             same = conn.execute(_SAME_BYTES, {"n": name, "a": artifact_id}).mappings().first()
@@ -144,6 +155,13 @@ class SqlModelRegistry(SqlStore):
                 )
             if force and not reason.strip():
                 raise ParameterError("forcing a promotion needs a reason", field="reason")
+            known = conn.execute(_ALIAS_NAMES, {"n": name}).scalars()
+            twin = next((a for a in known if a != alias and a.lower() == alias.lower()), None)
+            if twin is not None:  # clf@Production beside clf@production: a typo that serves nothing
+                raise ParameterError(
+                    f"alias {alias!r} differs from {name}'s alias {twin!r} only by case: use {twin!r}",
+                    field="alias",
+                )
             if self._holder(conn, name, alias) == version:
                 return AliasEvent(name, alias, PROMOTE, version, version, utcnow(), who, reason, {})
             return self._move(conn, name, alias, version, PROMOTE, who, reason)
