@@ -339,7 +339,7 @@ class Workspace:
         except NotFoundError:
             pass
         matches = self.metadata.search_runs(RunQuery(id_prefix=ref, limit=2)) if len(ref) >= 4 else []
-        return self._one(matches, ref, "run", "run_id")
+        return self._one(matches, ref, "run", "run_id", shortest=4)
 
     def resolve_artifact(self, ref: str) -> ArtifactRef:
         """An artifact by id, digest (``sha256:`` optional) or a unique prefix of either (as printed)."""
@@ -349,13 +349,17 @@ class Workspace:
         except NotFoundError:
             pass
         matches = self.metadata.find_artifacts(ref, limit=2) if len(ref) >= 6 else []
-        return self._one(matches, ref, "artifact", "artifact_id")
+        return self._one(matches, ref, "artifact", "artifact_id", shortest=6)
 
-    def _one(self, matches: Sequence[_T], ref: str, what: str, field: str) -> _T:
+    def _one(self, matches: Sequence[_T], ref: str, what: str, field: str, *, shortest: int) -> _T:
         """The one match of a typed prefix; an error naming the workspace, or the first two candidates."""
         if len(matches) > 1:
             first, second = (getattr(m, "id", m) for m in matches[:2])
             raise ParameterError(f"{what} id prefix {ref!r} is ambiguous: {first}, {second}, …", field=field)
+        if not matches and 0 < len(ref) < shortest:  # not looked up: "no artifact '01M98'" misled
+            raise ParameterError(
+                f"{what} id prefix {ref!r} is too short: give at least {shortest} characters", field=field
+            )
         if not matches:
             raise NotFoundError(f"no {what} {ref!r} in workspace {self.location}", field=field)
         return matches[0]

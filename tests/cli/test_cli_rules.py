@@ -121,6 +121,8 @@ def test_artifacts_by_digest_or_a_unique_prefix(project: Path, capsys: pytest.Ca
         assert code == 2 and "ambiguous" in err
     code, _, err = run_cli(capsys, "artifacts", "show", "ZZZZZZZZ")
     assert code == 2 and "no artifact 'ZZZZZZZZ' in workspace " in err
+    code, _, err = run_cli(capsys, "artifacts", "show", art["id"][:5])  # said "no artifact '01M98'"
+    assert code == 2 and "is too short: give at least 6 characters" in err
     code, out, err = run_cli(capsys, "lineage", art["digest"][:12], "--json")  # lineage takes prefixes too
     assert code == 0 and json.loads(out)["root"] == art["id"], err
 
