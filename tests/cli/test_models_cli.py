@@ -178,7 +178,7 @@ def test_models_register_cli(
     assert code == 0, err  # the same bytes: the same version (issue 12, obs. 8), and said so
     assert "clf v1 already holds these model bytes: nothing registered" in out and "not stored" in out
     for argv, message in (
-        (["clf", "NOPE", "--data", "train.csv", "--label", "y"], "no artifact id"),
+        (["clf", "NOPENOPE", "--data", "train.csv", "--label", "y"], "no artifact id"),
         (["clf", table.id, "--data", "train.csv", "--label", "y"], "not a model"),
         (["clf", art.id, "--data", "train.csv", "--label", "nope"], "not a column"),
         (["clf", art.id, "--data", "train.csv", "--label", "y", "--metric", "acc"], "expected KEY=NUMBER"),
