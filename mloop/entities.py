@@ -190,6 +190,7 @@ class Event:
     artifact_id: str
     kind: str
     name: str
+    uri: str | None = None  # where a file input was read, when the step recorded it
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,22 +277,27 @@ def lineage_tree(graph: LineageGraph) -> Tree:
         if s.cached_from:
             labels[s.id] += f" [dim]reused {s.cached_from}[/]"
     children: dict[str, list[tuple[str, str]]] = {}
+    read_at: dict[tuple[str, str, str], str] = {}  # (parent, child, name) → where a same-bytes file was read
     for src, dst, name in graph.edges:
         parent, child = (dst, src) if graph.direction == "upstream" else (src, dst)
         children.setdefault(parent, []).append((child, name))
+        read = graph.read_path((src, dst, name))
+        if read is not None:
+            read_at[(parent, child, name)] = f" [dim](read at {escape(read)})[/]"
     shown: set[str] = set()
 
     def grow(branch: Tree, node: str) -> None:
         shown.add(node)
         for child, name in children.get(node, []):
             step = graph.steps.get(child)
+            label = f"[dim]{name}:[/] {labels.get(child, child)}{read_at.get((node, child, name), '')}"
             if child in shown:
-                branch.add(f"[dim]{name}:[/] {labels.get(child, child)} [dim]↑ see above[/]")
+                branch.add(f"{label} [dim]↑ see above[/]")
             elif step is not None and step.cached_from and graph.direction == "downstream":
                 shown.add(child)  # a cached rerun: same outputs as the execution it reused
-                branch.add(f"[dim]{name}:[/] {labels.get(child, child)}")
+                branch.add(label)
             else:
-                grow(branch.add(f"[dim]{name}:[/] {labels.get(child, child)}"), child)
+                grow(branch.add(label), child)
 
     if graph.root in labels:
         tree = Tree(labels[graph.root])

@@ -28,6 +28,21 @@ class LineageGraph:
     steps: dict[str, StepRun] = field(default_factory=dict)
     runs: dict[str, Run] = field(default_factory=dict)
     edges: list[tuple[str, str, str]] = field(default_factory=list)
+    # where a step read a file input, by input edge ``(artifact, step, name)``: the same bytes at
+    # another path are one artifact, recorded with the first path they were read at
+    read_at: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def add_edge(self, edge: tuple[str, str, str], uri: str | None = None) -> None:
+        if edge not in self.edges:
+            self.edges.append(edge)
+        if uri is not None:
+            self.read_at[edge] = uri
+
+    def read_path(self, edge: tuple[str, str, str]) -> str | None:
+        """Where the step of input ``edge`` read its file, when that differs from the artifact's URI."""
+        uri = self.read_at.get(edge)
+        artifact = self.artifacts.get(edge[0])
+        return uri if uri is not None and (artifact is None or uri != artifact.uri) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +86,15 @@ class LineageGraph:
                 }
                 for r in self.runs.values()
             ],
-            "edges": [{"from": a, "to": b, "name": n} for a, b, n in self.edges],
+            "edges": [
+                {
+                    "from": a,
+                    "to": b,
+                    "name": n,
+                    **({"uri": uri} if (uri := self.read_path((a, b, n))) else {}),
+                }
+                for a, b, n in self.edges
+            ],
         }
 
 
@@ -126,6 +149,8 @@ def lineage(
                     else (aid, ev.step_run_id, ev.name)
                 )
                 graph.edges.append(edge)
+                if ev.kind == "input" and ev.uri is not None:
+                    graph.read_at[edge] = ev.uri
         for sid in frontier_steps:
             if sid in seen_s:
                 continue
@@ -142,8 +167,7 @@ def lineage(
                     if direction == "upstream"
                     else (sid, ev.artifact_id, ev.name)
                 )
-                if edge not in graph.edges:
-                    graph.edges.append(edge)
+                graph.add_edge(edge, ev.uri if ev.kind == "input" else None)
         frontier_artifacts, frontier_steps = next_a, next_s
     return graph
 

@@ -9,6 +9,7 @@ process, or ``dask.distributed.Client.get_executor()`` on a cluster sharing the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import sys
 import threading
@@ -165,6 +166,7 @@ class _Prepared:
     params: dict[str, Any]
     key_params: dict[str, Any]
     inputs: dict[str, ArtifactRef]
+    uris: dict[str, str]  # where the file inputs were read
 
 
 class Runner:
@@ -281,7 +283,10 @@ class Runner:
                         f"step {node.name!r} input {arg!r}: file {path} does not exist",
                         field=src.name if isinstance(src, ParamRef) else arg,
                     )
-                files[(node.name, arg)] = self.metadata.add_artifact(file_artifact(path))
+                read = file_artifact(path)
+                # the same bytes are one artifact, recorded at the first path they were read at:
+                # this step read them here (its events record the path; lineage shows it)
+                files[(node.name, arg)] = dataclasses.replace(self.metadata.add_artifact(read), uri=read.uri)
         return files
 
     def _prepare(
@@ -294,6 +299,7 @@ class Runner:
         params: dict[str, Any] = {}
         key_params: dict[str, Any] = {}
         inputs: dict[str, ArtifactRef] = {}
+        uris: dict[str, str] = {}
         for arg, src in node.inputs.items():
             if isinstance(src, OutputRef):
                 inputs[arg] = results[src.node][src.output]
@@ -301,10 +307,11 @@ class Runner:
             value = bound[src.name] if isinstance(src, ParamRef) else src.value
             if (node.name, arg) in files:
                 inputs[arg] = files[(node.name, arg)]
+                uris[arg] = inputs[arg].uri
                 params[arg] = Path(value)
             else:
                 params[arg] = key_params[arg] = value
-        return _Prepared(params, key_params, inputs)
+        return _Prepared(params, key_params, inputs, uris)
 
     def _execute(
         self,
@@ -368,13 +375,19 @@ class Runner:
                             inputs=input_ids,
                             cached_from=source.cached_from or source.id,
                             outputs={o: ref.id for o, ref in outs.items()},
+                            input_uris=prep.uris,
                         )
                         results[name] = outs
                         self._notify(name, StepStatus.CACHED)
                         done(name)
                         continue
                     step_run = self.metadata.start_step(
-                        run.id, name, cache_key=key, params=record_params, inputs=input_ids
+                        run.id,
+                        name,
+                        cache_key=key,
+                        params=record_params,
+                        inputs=input_ids,
+                        input_uris=prep.uris,
                     )
                     self._notify(name, StepStatus.RUNNING)
                     preloaded = {}

@@ -111,8 +111,18 @@ class StepStore(Protocol):
     """Step executions and the cache index over them."""
 
     def start_step(
-        self, run_id: str, name: str, *, cache_key: str, params: Mapping[str, Any], inputs: Mapping[str, str]
-    ) -> StepRun: ...
+        self,
+        run_id: str,
+        name: str,
+        *,
+        cache_key: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        input_uris: Mapping[str, str] | None = None,
+    ) -> StepRun:
+        """A step execution begins, reading ``inputs`` (artifact ids by name); ``input_uris`` names
+        where it read the file inputs (a same-bytes copy is the same artifact, at another path)."""
+        ...
 
     def finish_step(
         self,
@@ -138,6 +148,7 @@ class StepStore(Protocol):
         inputs: Mapping[str, str],
         cached_from: str,
         outputs: Mapping[str, str],
+        input_uris: Mapping[str, str] | None = None,
     ) -> StepRun: ...
 
     def find_cached(self, cache_key: str) -> tuple[StepRun, dict[str, ArtifactRef]] | None: ...

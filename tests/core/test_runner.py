@@ -42,6 +42,24 @@ def test_run_records_results_metrics_and_lineage(any_workspace: mloop.Workspace,
     assert {s.name for s in down.steps.values()} == {"read_numbers", "scale", "total", "as_array"}
 
 
+def test_lineage_names_the_path_each_run_read_of_the_same_bytes(
+    any_workspace: mloop.Workspace, data_file: Path
+) -> None:
+    """A byte-identical copy is the same artifact, recorded at the first path: the run that read
+    the copy was shown reading the original (which may since be gone, or in another project)."""
+    copy = data_file.with_name("copy.txt")
+    copy.write_bytes(data_file.read_bytes())
+    first = any_workspace.run(sp.numbers, path=str(data_file))
+    second = any_workspace.run(sp.numbers, path=str(copy), factor=2.0)
+    graph = any_workspace.lineage(second.run.id).to_dict()
+    [source] = [a for a in graph["artifacts"] if a["type"] == "file"]
+    assert source["uri"] == data_file.resolve().as_uri()  # one artifact, its first path
+    assert [e["uri"] for e in graph["edges"] if "uri" in e] == [copy.resolve().as_uri()]
+    assert all("uri" not in e for e in any_workspace.lineage(first.run.id).to_dict()["edges"])
+    events = any_workspace.metadata.events(step_run_ids=[second.step("read_numbers").id], kind="input")
+    assert [e.uri for e in events] == [copy.resolve().as_uri()]
+
+
 def test_second_identical_run_is_fully_cached(workspace: mloop.Workspace, data_file: Path) -> None:
     first = workspace.run(sp.numbers, path=str(data_file))
     second = workspace.run(sp.numbers, path=str(data_file))

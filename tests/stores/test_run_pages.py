@@ -418,3 +418,13 @@ def test_migration_indexes_the_run_that_registered_each_version(metadata_url: st
     engine = connect(metadata_url)  # as a workspace opens its database: upgraded to the head
     assert "ix_model_versions_run_id" in {i["name"] for i in sa.inspect(engine).get_indexes("model_versions")}
     engine.dispose()
+
+
+def test_migration_adds_where_each_input_was_read(metadata_url: str) -> None:
+    """0013: events made before it have no path of their own (null: lineage shows the artifact's)."""
+    engine = _database_at(metadata_url, "0012")
+    assert "uri" not in {c["name"] for c in sa.inspect(engine).get_columns("events")}
+    engine.dispose()
+    engine = connect(metadata_url)
+    assert "uri" in {c["name"] for c in sa.inspect(engine).get_columns("events")}
+    engine.dispose()

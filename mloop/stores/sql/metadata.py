@@ -208,7 +208,14 @@ class SqlMetadataStore(SqlStore):
     # steps --------------------------------------------------------------------------------------
 
     def start_step(
-        self, run_id: str, name: str, *, cache_key: str, params: Mapping[str, Any], inputs: Mapping[str, str]
+        self,
+        run_id: str,
+        name: str,
+        *,
+        cache_key: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        input_uris: Mapping[str, str] | None = None,
     ) -> StepRun:
         row: dict[str, Any] = {
             "id": new_id(),
@@ -221,7 +228,7 @@ class SqlMetadataStore(SqlStore):
         }
         with self._write() as conn:
             conn.execute(t.step_runs.insert(), row)
-            self._link(conn, row["id"], "input", inputs)
+            self._link(conn, row["id"], "input", inputs, input_uris)
         return _step(row)
 
     def finish_step(
@@ -275,6 +282,7 @@ class SqlMetadataStore(SqlStore):
         inputs: Mapping[str, str],
         cached_from: str,
         outputs: Mapping[str, str],
+        input_uris: Mapping[str, str] | None = None,
     ) -> StepRun:
         """A cache hit: a finished step run that re-links the outputs of ``cached_from``."""
         now = utcnow()
@@ -291,7 +299,7 @@ class SqlMetadataStore(SqlStore):
         }
         with self._write() as conn:
             conn.execute(t.step_runs.insert(), row)
-            self._link(conn, row["id"], "input", inputs)
+            self._link(conn, row["id"], "input", inputs, input_uris)
             self._link(conn, row["id"], "output", outputs)
         return _step(row)
 
@@ -488,12 +496,24 @@ class SqlMetadataStore(SqlStore):
         return _artifact(row)
 
     @staticmethod
-    def _link(conn: sa.Connection, step_run_id: str, kind: str, artifact_ids: Mapping[str, str]) -> None:
+    def _link(
+        conn: sa.Connection,
+        step_run_id: str,
+        kind: str,
+        artifact_ids: Mapping[str, str],
+        uris: Mapping[str, str] | None = None,
+    ) -> None:
         if artifact_ids:
             conn.execute(
                 t.events.insert(),
                 [
-                    {"step_run_id": step_run_id, "artifact_id": aid, "kind": kind, "name": name}
+                    {
+                        "step_run_id": step_run_id,
+                        "artifact_id": aid,
+                        "kind": kind,
+                        "name": name,
+                        "uri": (uris or {}).get(name),
+                    }
                     for name, aid in artifact_ids.items()
                 ],
             )

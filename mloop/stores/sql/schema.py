@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 __all__ = ["HEAD_REVISION", "VERSION_TABLE", "UTCDateTime", "metadata"]
 
 # The newest Alembic revision this code knows; a database at another, unknown revision is newer.
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 VERSION_TABLE = "mloop_schema_version"
 
 
@@ -123,6 +123,7 @@ events = sa.Table(
     sa.Column("artifact_id", ID, sa.ForeignKey("artifacts.id"), primary_key=True),
     sa.Column("kind", sa.String(8), primary_key=True),
     sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("uri", sa.Text),  # where the step read a file input (a same-bytes copy: its own path)
     sa.Index(None, "artifact_id", "kind"),
 )
 
