@@ -117,4 +117,5 @@ def to_lineage(d: dict[str, Any]) -> LineageGraph:
         steps={step["id"]: entity(StepRun, step) for step in d["steps"]},
         runs={r["id"]: entity(Run, r) for r in d["runs"]},
         edges=[(e["from"], e["to"], e["name"]) for e in d["edges"]],
+        read_at={(e["from"], e["to"], e["name"]): e["uri"] for e in d["edges"] if e.get("uri")},
     )
