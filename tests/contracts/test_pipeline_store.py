@@ -161,3 +161,13 @@ def test_ci_verdicts_are_kept_per_code_hash_newest_first(store: PipelineStore) -
     got = store.get_ci("f" * 64)
     assert got is not None and got.passed and got.report == {"checks": []} and got.pipeline == "p.py:t"
     assert store.get_ci("e" * 64).passed is False
+
+
+def test_a_name_that_differs_only_by_case_is_refused(store: PipelineStore) -> None:
+    """``Churn`` beside ``churn`` was deployed as a second pipeline."""
+    store.create_version(draft())
+    with pytest.raises(
+        ParameterError, match="pipeline 'Churn' differs from deployed pipeline 'churn' only by case"
+    ):
+        store.create_version(draft("Churn", code="b" * 64))
+    assert store.create_version(draft(code="b" * 64)).version == 2

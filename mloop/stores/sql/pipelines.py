@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from mloop.entities import AliasEvent, CiRecord, PipelineVersion, new_id, utcnow
-from mloop.errors import ConflictError, NotFoundError
+from mloop.errors import ConflictError, NotFoundError, ParameterError
 from mloop.names import check_name
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.base import SqlStore, dumps
@@ -49,6 +49,17 @@ class SqlPipelineStore(SqlStore):
         for _ in range(20):
             try:
                 with translate_errors(self.store_name, integrity=False), self._writer.begin() as conn:
+                    twin = conn.execute(
+                        sa.select(_V.c.name)
+                        .where(sa.func.lower(_V.c.name) == version.name.lower(), _V.c.name != version.name)
+                        .limit(1)
+                    ).scalar()
+                    if twin is not None:  # Churn beside churn: two pipelines a reader takes for one
+                        raise ParameterError(
+                            f"pipeline {version.name!r} differs from deployed pipeline {twin!r} only by "
+                            f"case: use {twin!r}",
+                            field="name",
+                        )
                     if same is not None:  # looked for inside the write: two identical deploys make one
                         # The match and the next number come from one statement, so from one snapshot:
                         # under PostgreSQL's READ COMMITTED a second statement could see a version
