@@ -357,7 +357,7 @@ class Workspace:
             first, second = (getattr(m, "id", m) for m in matches[:2])
             raise ParameterError(f"{what} id prefix {ref!r} is ambiguous: {first}, {second}, …", field=field)
         if not matches and 0 < len(ref) < shortest:  # not looked up: "no artifact '01M98'" misled
-            raise ParameterError(
+            raise NotFoundError(
                 f"{what} id prefix {ref!r} is too short: give at least {shortest} characters", field=field
             )
         if not matches:
