@@ -167,14 +167,22 @@ def check_output_file(path: Path, option: str) -> None:
         raise ParameterError(f"{option} {path}: folder {parent} does not exist", field=option.lstrip("-"))
 
 
-def write_output(path: Path, text: str, option: str) -> None:
-    """Write a report checked by :func:`check_output_file`; a full disk (say) is one error line."""
+@contextmanager
+def writing(path: Path, option: str) -> Iterator[None]:
+    """What the block writes to ``path`` (a file, or a folder it fills) failing at the OS (a full disk,
+    a folder nothing may be created in such as /proc) is one error line naming ``option``."""
     try:
-        path.write_text(text, encoding="utf-8")
+        yield
     except OSError as exc:
         raise ParameterError(
-            f"{option} {path}: cannot be written ({exc.strerror})", field=option.lstrip("-")
+            f"{option} {path}: cannot be written ({exc.strerror or exc})", field=option.lstrip("-")
         ) from None
+
+
+def write_output(path: Path, text: str, option: str) -> None:
+    """Write a report checked by :func:`check_output_file`."""
+    with writing(path, option):
+        path.write_text(text, encoding="utf-8")
 
 
 def check_output_dir(path: Path, option: str) -> None:

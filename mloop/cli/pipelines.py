@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +23,7 @@ from mloop.cli.common import (
     parse_params,
     plural,
     print_json,
+    writing,
 )
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.entities import AliasEvent, PipelineVersion, jsonable
@@ -260,16 +259,6 @@ def _check_context_dir(output: Path) -> None:
         )
 
 
-@contextmanager
-def _writing(output: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:  # a folder nothing may be created in (/proc), a full disk
-        raise ParameterError(
-            f"--output {output}: cannot be written ({exc.strerror or exc})", field="output"
-        ) from None
-
-
 @build_app.command("serve")
 def build_serve(
     ref: Annotated[str, typer.Argument(metavar="NAME@ALIAS", help="The model version to serve.")],
@@ -281,7 +270,7 @@ def build_serve(
     from mloop.cicd.build import build_serve_context
 
     _check_context_dir(output)
-    with open_workspace(workspace) as ws, _writing(output):
+    with open_workspace(workspace) as ws, writing(output, "--output"):
         build_serve_context(ws, ref, output)
     out.print(f"wrote build context {output} (serves {ref} on port 8080)", markup=False)
     _docker(output, build)
@@ -298,7 +287,7 @@ def build_pipeline(
     from mloop.cicd.build import build_pipeline_context
 
     _check_context_dir(output)
-    with open_workspace(workspace) as ws, _writing(output):
+    with open_workspace(workspace) as ws, writing(output, "--output"):
         build_pipeline_context(ws, ref, output)
     out.print(f"wrote build context {output} (runs {ref})", markup=False)
     _docker(output, build)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import sys
 import threading
 import traceback
 from collections import Counter, deque
@@ -462,14 +461,11 @@ def _interruptible(manager: AbstractContextManager[Executor]) -> Iterator[Execut
     executor = manager.__enter__()
     try:
         yield executor
-    except KeyboardInterrupt:
-        if isinstance(executor, ThreadPoolExecutor):
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and isinstance(executor, ThreadPoolExecutor):
             executor.shutdown(wait=False, cancel_futures=True)
             raise
-        if not manager.__exit__(*sys.exc_info()):
-            raise
-    except BaseException:
-        if not manager.__exit__(*sys.exc_info()):
+        if not manager.__exit__(type(exc), exc, exc.__traceback__):
             raise
     else:
         manager.__exit__(None, None, None)

@@ -185,7 +185,7 @@ def monitor(
     )
     report.log_health["labels_outside_classes"] = _labels_outside_classes(workspace, model, frame)
     latest = _newest_registered(workspace, model, frame)
-    report.feature_freshness = _feature_freshness(workspace, model, latest)
+    report.feature_freshness = _feature_freshness(workspace, latest)
     if store:
         report.run_id = _record(workspace, model, report, latest)
     return report
@@ -208,25 +208,25 @@ def _labels_outside_classes(workspace: Workspace, model: str, frame: pd.DataFram
     return outside
 
 
-def _newest_registered(workspace: Workspace, model: str, frame: pd.DataFrame) -> int:
+def _newest_registered(workspace: Workspace, model: str, frame: pd.DataFrame) -> ModelVersion:
     """The version that answered the newest logged rows among those registered here: a log may name
     a version this registry does not hold (copied from another workspace, or written by hand), which
     must not refuse the report on the versions it does hold (``measure`` ensured there is one)."""
     for number in reversed(frame["version"].drop_duplicates(keep="last").tolist()):
         try:
-            return workspace.model_version(f"{model}:{int(number)}").version
+            return workspace.model_version(f"{model}:{int(number)}")
         except NotFoundError:
             continue
     raise NotFoundError(f"none of the versions in {model!r}'s prediction log is registered", field="model")
 
 
-def _feature_freshness(workspace: Workspace, model: str, version: int) -> dict[str, Any]:
+def _feature_freshness(workspace: Workspace, version: ModelVersion) -> dict[str, Any]:
     """Freshness of the online features a version reads by key (empty when it has no feature service)."""
-    service = workspace.model_version(f"{model}:{version}").signature.get("feature_service")
+    service = version.signature.get("feature_service")
     return dict(workspace.features.freshness(service=service)) if service else {}
 
 
-def _record(workspace: Workspace, model: str, report: MonitorReport, version: int) -> str:
+def _record(workspace: Workspace, model: str, report: MonitorReport, version: ModelVersion) -> str:
     metrics = [
         (f"{key}", float(value), w.index)
         for w in report.windows
@@ -241,9 +241,9 @@ def _record(workspace: Workspace, model: str, report: MonitorReport, version: in
     run = workspace.record_step_run(
         f"monitor/{model}",
         "monitor",
-        params={"model": model, "window": report.window, "version": version},
+        params={"model": model, "window": report.window, "version": version.version},
         step_params={"window": report.window},
-        inputs={"model": workspace.model_version(f"{model}:{version}").artifact_id},
+        inputs={"model": version.artifact_id},
         outputs={"report": report},
         metrics=metrics,
         trigger="monitor",
