@@ -64,7 +64,7 @@ def _record_monitoring(ws: mloop.Workspace) -> None:
         "reason": "validated",
     }
     report = MonitorReport("churn", "100 rows", windows, start.isoformat(), deployments=[deployed])
-    _record(ws, "churn", report, 1)
+    _record(ws, "churn", report, ws.model_version("churn:1"))
 
 
 @pytest.mark.slow  # a browser: the slow tier
