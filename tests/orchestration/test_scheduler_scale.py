@@ -38,7 +38,10 @@ time.sleep(float(os.environ.get("IMPORT_DELAY", "0")))  # a pipeline whose impor
 def record(files: list[str] | str, note: str) -> int:
     names = [files] if isinstance(files, str) else files
     out = Path(os.environ["MARK_DIR"]) / f"run-{time.time_ns()}-{os.getpid()}.json"
-    out.write_text(json.dumps(names))
+    # whole or not at all: the test reads the marks while other runs are writing theirs
+    partial = out.with_name("." + out.name)
+    partial.write_text(json.dumps(names))
+    partial.rename(out)
     return len(names)
 
 
