@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,28 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
     engine = connect(f"sqlite:///{tmp_path / 'm.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def test_sqlite_opener_waits_for_another_writer_of_a_new_database(tmp_path: Path) -> None:
+    # The CI race: another process opening the same new workspace holds the write lock while the
+    # database is still in rollback mode; SQLite refused the switch to WAL at once ("database is
+    # locked") instead of waiting as busy_timeout promises.
+    path = tmp_path / "m.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        engine = connect(f"sqlite:///{path}")
+    finally:
+        release.join()
+        other.close()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("SELECT x FROM t").scalar() == 1
     engine.dispose()
 
 

@@ -8,6 +8,8 @@ migrations so several processes opening a fresh database at once apply them once
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,7 @@ __all__ = ["WRITE", "connect", "insert_ignoring_conflicts", "translate_errors", 
 WRITE = "mloop_write"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x6D6C6F6F70  # "mloop"
+_SQLITE_BUSY_SECONDS = 60.0
 
 
 def connect(url: str) -> Engine:
@@ -137,16 +140,16 @@ def _sqlite_engine(url: sa.URL) -> Engine:
             raise StoreUnavailableError(
                 f"cannot connect to metadata store {url}: directory {parent} does not exist"
             )
-    engine = sa.create_engine(url, connect_args={"timeout": 60.0, "check_same_thread": False})
+    engine = sa.create_engine(url, connect_args={"timeout": _SQLITE_BUSY_SECONDS, "check_same_thread": False})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
+        _enter_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -156,6 +159,26 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
     return engine
+
+
+def _enter_wal(cur: sqlite3.Cursor) -> None:
+    """Switch a new database to WAL, waiting for other openers as the busy timeout would.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once, without the
+    busy handler, while another connection holds a write lock on a database still in rollback mode
+    (several processes opening one new workspace at once); so the switch is retried here.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    pause = 0.002
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _current_revision(conn: sa.Connection) -> str | None:
