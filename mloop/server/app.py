@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mloop.auth import TokenCache, challenge
+from mloop.auth import ROLES, TokenCache, bearer_hash, challenge, principal_of, require_role
 from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
@@ -35,6 +36,7 @@ from mloop.server.api import (
     triggers,
     versions,
 )
+from mloop.serving.limits import read_body
 from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.workspace import Workspace
 
@@ -106,6 +108,56 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# The API's bodies are a few hundred bytes of JSON (a version, a reason, entity keys): a megabyte is
+# a generous bound, and a body must arrive within READ_TIMEOUT_S (the prediction service's limits)
+MAX_BODY_BYTES = 1024 * 1024
+READ_TIMEOUT_S = 30.0
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _BodyGate:
+    """A request that may carry a body is authenticated before its body is read, and the body is
+    then read here whole, bounded (413 beyond MAX_BODY_BYTES) and timed (408 after READ_TIMEOUT_S).
+    Before, the server read 150 MB from anyone before answering 401, and waited forever for a body
+    short of its Content-Length. The route still checks the caller's role; this only checks that
+    the caller is someone."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _BODYLESS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            state = scope["app"].state
+            if state.auth:
+                tokens: TokenCache = state.tokens
+                token_hash = bearer_hash(request.headers.get("authorization"))
+                token = tokens.cached(token_hash)
+                if token is None:
+                    token = await anyio.to_thread.run_sync(tokens.token_by_hash, token_hash)
+                require_role(principal_of(token, ROLES), "viewer")
+            body = await read_body(request, MAX_BODY_BYTES, READ_TIMEOUT_S)
+        except MloopError as exc:
+            # the body is not wanted (or not all of it was read): the connection cannot be reused
+            headers = {**(challenge(exc.http_status) or {}), "Connection": "close"}
+            refusal = JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+            await refusal(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if sent:
+                return await receive()  # only http.disconnect comes after the body
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     """The team server over ``workspace``. ``auth=False`` serves without tokens (the caller makes sure
     it only listens on loopback, as ``mloop server start --no-auth`` does)."""
@@ -153,6 +205,12 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is (body, character offset): not a field
+            at = next((p for p in first.get("loc", ()) if isinstance(p, int)), None)
+            position = "" if at is None else f" at character {at}"
+            detail = (first.get("ctx") or {}).get("error", "")
+            message = f"the body is not valid JSON{position}" + (f" ({detail})" if detail else "")
+            return _error(400, "bad_request", message, "body")
         where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(where) or None
         return _error(400, "bad_request", f"{field or 'request'}: {first.get('msg', 'invalid')}", field)
@@ -169,7 +227,8 @@ def create_server_app(workspace: Workspace, *, auth: bool = True) -> FastAPI:
         )
         return _error(500, "internal_error", "unexpected server error (logged)")
 
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_BodyGate)
+    app.add_middleware(_SecurityHeaders)  # added last: the outermost, so the gate's answers get them too
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

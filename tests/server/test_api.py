@@ -349,3 +349,63 @@ def test_a_run_page_reads_a_fixed_number_of_queries(server: Server) -> None:
     assert many["models"][0]["aliases"] == ["production"] and many["artifacts"] == few["artifacts"]
     assert {a["id"] for a in many["artifacts"]} >= {e.artifact_id for e in ws.metadata.events(
         step_run_ids=[s.id for s in ws.metadata.list_steps(run_id)])}  # fmt: skip
+
+
+def _raw(url: str, head: bytes, body: bytes = b"", wait: float = 10.0) -> bytes:
+    """Send ``head`` and ``body`` on one raw socket; what the server answers before ``wait`` s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=wait) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_a_body_is_not_read_before_the_caller_is_known(server: Server) -> None:
+    # a 150 MB body was read whole before the 401; now the refusal comes with nothing read, and closes
+    started = time.monotonic()
+    head = (
+        b"POST /api/v1/models/churn/aliases/x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 157286400\r\n\r\n"
+    )
+    answer = _raw(server.url, head, b" " * 1024)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert time.monotonic() - started < 8  # answered, not waiting for the 150 MB
+
+
+def test_large_slow_and_malformed_bodies_are_4xx_naming_the_body(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mloop.server import app as server_app
+
+    token = server.seeded.tokens["editor"].encode()
+    head = (
+        b"POST /api/v1/models/churn/aliases/staging HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + token
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    )
+    too_large = _raw(server.url, head % (server_app.MAX_BODY_BYTES + 1))
+    assert too_large.startswith(b"HTTP/1.1 413") and b'"field":"body"' in too_large, too_large[:300]
+    monkeypatch.setattr(server_app, "READ_TIMEOUT_S", 0.5)
+    short = _raw(server.url, head % 100, b'{"version": 1')  # 13 of the 100 bytes it announced
+    assert short.startswith(b"HTTP/1.1 408") and b"not received within" in short, short[:300]
+    with server.client("editor") as c:
+        bad = c.post(
+            "/api/v1/models/churn/aliases/staging",
+            content=b'{"version": 1,,}',
+            headers={"content-type": "application/json"},
+        )
+        assert bad.status_code == 400
+        assert bad.json()["error"]["field"] == "body"
+        assert bad.json()["error"]["message"].startswith("the body is not valid JSON at character 14")
+        ok = c.post("/api/v1/models/churn/aliases/staging", json={"version": 1, "reason": "gate test"})
+        assert ok.status_code == 200, ok.text  # a body within the limits reaches the route whole
+    assert server.ws.model_version("churn@staging").version == 1
