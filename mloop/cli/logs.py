@@ -71,9 +71,11 @@ def configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("mloop")
-    for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
-        logger.removeHandler(old)
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    logging.getLogger("mloop").setLevel(level.upper())
+    # uvicorn's own records ("Invalid HTTP request received.") go out the same way: in its format a
+    # JSON log had plain-text lines (the level of uvicorn's loggers is its Config's log_level)
+    for logger in (logging.getLogger("mloop"), logging.getLogger("uvicorn")):
+        for old in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False

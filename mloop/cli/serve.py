@@ -94,11 +94,11 @@ def serve(
 ) -> None:
     """Serve NAME@ALIAS over HTTP (Open Inference Protocol v2 and /predict); follows alias moves."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (only: is the serve extra installed)
     except ImportError as exc:
         raise ConfigurationError("serving needs the serve extra: pip install 'mloop[serve]'") from exc
     from mloop.serving.config import ServeConfig, serve_defaults
-    from mloop.serving.server import header_timeout_protocol
+    from mloop.serving.server import header_timeout_protocol, run_foreground
 
     configure_logging(log_level, log_format)
     if out_of_domain not in ("count", "reject"):
@@ -174,8 +174,14 @@ def serve(
         metrics_dir = tempfile.mkdtemp(prefix="mloop-metrics-")
         atexit.register(shutil.rmtree, metrics_dir, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    err.print(f"serving {name}@{alias} on http://{host}:{port} ({plural(workers, 'worker')})", markup=False)
-    uvicorn.run(
+    started = f"serving {name}@{alias} on http://{host}:{port} ({plural(workers, 'worker')})"
+    if log_format.lower() == "json":  # every stderr line is then a JSON object
+        logging.getLogger("mloop.serving").info(
+            started, extra={"url": f"http://{host}:{port}", "model": name, "alias": alias, "workers": workers}
+        )
+    else:
+        err.print(started, markup=False)
+    run_foreground(
         "mloop.cli.serve:app_in_worker",
         factory=True,
         host=host,

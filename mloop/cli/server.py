@@ -119,9 +119,11 @@ def start(
 
     A daemon: what it prints is its log on stderr, one JSON object per line with --log-format json."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (only: is the serve extra installed)
     except ImportError as exc:
         raise ConfigurationError("the team server needs the serve extra: pip install 'mloop[serve]'") from exc
+    from mloop.serving.server import header_timeout_protocol, run_foreground
+
     configure_logging(log_level, log_format)  # a bad value is one error line, before anything starts
     if no_auth and not is_loopback(host):
         raise ParameterError(
@@ -142,7 +144,7 @@ def start(
         )
     else:
         err.print(started, markup=False)
-    uvicorn.run(
+    run_foreground(
         "mloop.cli.server:server_in_worker",
         factory=True,
         host=host,
@@ -150,6 +152,9 @@ def start(
         workers=workers,
         log_level="warning",
         access_log=False,  # access lines carry query strings; tokens only travel in headers, but be safe
+        timeout_keep_alive=5,
+        http=header_timeout_protocol(),  # half-sent headers are cut off after 10 s
+        h11_max_incomplete_event_size=64 * 1024,
     )
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["JsonClient", "RunningServer", "serve_in_thread"]
+__all__ = ["JsonClient", "RunningServer", "run_foreground", "serve_in_thread"]
 
 
 class RunningServer:
@@ -81,3 +84,29 @@ def header_timeout_protocol() -> Any:
     except ImportError:
         return "auto"
     return HeaderTimeoutProtocol
+
+
+def run_foreground(app: str, **options: Any) -> None:
+    """Run ``app`` (an import string) under uvicorn in this process until SIGTERM or SIGINT, as
+    ``uvicorn.run`` does, but a requested stop exits 0 whatever the number of workers: after its
+    graceful shutdown one uvicorn server re-raised the signal and died by it (status 143), while its
+    multi-process supervisor exited 0."""
+    import uvicorn
+
+    options.setdefault("log_config", None)  # uvicorn's records go to mloop's handler (configure_logging)
+    if options.get("workers", 1) > 1:
+        uvicorn.run(app, **options)
+        return
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()  # the stop was asked for and done: not a death by signal
+
+    config = uvicorn.Config(app, **options)
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's own status for a server that never started
