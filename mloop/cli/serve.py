@@ -82,11 +82,11 @@ def serve(
         typer.Option(
             "--auth/--no-auth",
             help="POST /feedback needs a feedback, editor or admin token (`mloop server token create`)."
-            " Default: on unless --host is a loopback address.",
+            " Default: on, unless --host is a loopback address and --auth-predictions is not given.",
         ),
     ] = None,
     auth_predictions: Annotated[
-        bool, typer.Option("--auth-predictions", help="Prediction routes need a token too.")
+        bool, typer.Option("--auth-predictions", help="Prediction routes need a token too, and /feedback.")
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     log_format: Annotated[str, typer.Option("--log-format", help="text or json (to stderr).")] = "text",
@@ -153,7 +153,7 @@ def serve(
         log_predictions=not no_log,
         compiled=compiled,
         max_body_bytes=max_body_bytes,
-        feedback_auth=not _loopback(host) if auth is None else auth,
+        feedback_auth=_feedback_auth(host, auth, auth_predictions),
         predict_auth=auth_predictions,
         **options,
     )
@@ -249,6 +249,19 @@ def exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="mloop-parent-watch", daemon=True).start()
+
+
+def _feedback_auth(host: str, auth: bool | None, auth_predictions: bool) -> bool:
+    """Whether POST /feedback needs a token: as ``--auth`` says, else off the loopback address and
+    whenever predictions need one (labels drive retraining: they were left open while /predict was
+    closed). ``--no-auth --auth-predictions`` is refused for the same reason."""
+    if auth is False and auth_predictions:
+        raise ParameterError(
+            "--auth-predictions with --no-auth would leave POST /feedback, whose labels drive "
+            "retraining, open while predictions need a token: drop --no-auth",
+            field="auth_predictions",
+        )
+    return auth if auth is not None else (auth_predictions or not _loopback(host))
 
 
 def _loopback(host: str) -> bool:

@@ -385,3 +385,18 @@ def test_a_production_model_that_does_not_load_is_an_error_line_not_a_traceback(
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
         assert "gone_model" in done.stderr.strip().splitlines()[-1], done.stderr
+
+
+def test_auth_predictions_closes_feedback_too(ws_dir: Path) -> None:
+    # labels drive retraining: /feedback stayed open on loopback while /predict needed a token
+    done = serve_until_it_exits(ws_dir, "--no-auth", "--auth-predictions")
+    assert done.returncode == 2 and done.stderr.startswith("error: --auth-predictions with --no-auth")
+    assert done.stderr.count("\n") == 1, done.stderr
+    proc, url = start(ws_dir, "--auth-predictions")
+    try:
+        label = {"prediction_id": "01M98TK6PT9303MN3NREQNMJRW-0", "label": 1}
+        assert httpx.post(f"{url}/feedback", json=label, timeout=30).status_code == 401
+        assert httpx.post(f"{url}/predict", json={"instances": rows(1)}, timeout=30).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
