@@ -190,6 +190,10 @@ def test_invocations_csv_and_errors(ws, serve) -> None:
     x = sample(3)
     csv = c.post("/invocations", content=x.to_csv(index=False), headers={"content-type": "text/csv"})
     assert csv.status_code == 200 and csv.json()["predictions"] == ws.load_model("clf:1").predict(x).tolist()
+    excel = x.to_csv(index=False, encoding="utf-8-sig").encode("utf-8-sig")  # Excel's "CSV UTF-8": a BOM
+    with_bom = c.post("/invocations", content=excel, headers={"content-type": "text/csv"})
+    assert with_bom.status_code == 200, with_bom.text
+    assert with_bom.json()["predictions"] == csv.json()["predictions"]
     two = c.post("/invocations", json={"instances": x.to_dict("records"), "inputs": x.to_dict("list")})
     assert (
         two.status_code == 400

@@ -125,7 +125,7 @@ def _rows_from_columns(columns: dict[str, Any], key: str) -> list[dict[str, Any]
 
 def _rows_from_csv(raw: bytes, rules: dict[str, Any]) -> list[dict[str, Any]]:
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM (pandas drops it too)
     except UnicodeDecodeError as exc:
         raise InputError("the CSV body is not UTF-8 text", field="body") from exc
     try:
