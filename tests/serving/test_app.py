@@ -345,3 +345,26 @@ def test_errors_quote_the_clients_json_not_pythons_spelling(ws, serve) -> None:
     assert v2.status_code == 400 and v2.json()["error"] == "input 'a': true is not a value of type FP64"
     odd = served.client.post("/predict", json={"instances": [{"a": {"x": None}, "b": 1.0}]})
     assert odd.json()["error"]["message"] == "row 0: column 'a': expected a number, got {\"x\": null}"
+
+
+@pytest.mark.parametrize(
+    ("datatype", "too_large", "fits"),
+    [("FP16", 70000.0, 65504.0), ("FP32", 1e39, 3.4e38), ("BF16", 3.4e38, 3.3e38)],
+)
+def test_v2_float_values_must_fit_their_declared_type(
+    ws, serve, datatype: str, too_large: float, fits: float
+) -> None:
+    # integers out of their type's range were refused (UINT8 300) but FP16 70000 was answered
+    served = serve(ws)
+
+    def infer(a: float) -> httpx.Response:
+        tensors = [
+            {"name": "a", "shape": [1], "datatype": datatype, "data": [a]},
+            {"name": "b", "shape": [1], "datatype": "FP64", "data": [0.5]},
+        ]
+        return served.client.post("/v2/models/clf/infer", json={"inputs": tensors})
+
+    refused = infer(-too_large)
+    assert refused.status_code == 400
+    assert refused.json()["error"].endswith(f"is not a value of type {datatype}"), refused.text
+    assert infer(fits).status_code == 200

@@ -28,7 +28,14 @@ _INTS = {
     "UINT32": (0, 2**32 - 1),
     "UINT64": (0, 2**64 - 1),
 }
-_FLOATS = ("FP16", "FP32", "FP64", "BF16")
+# the largest finite value of each float type (FP64: mloop's bound for any number, as in JSON bodies);
+# a JSON value beyond it does not fit the type the client declared, as 300 does not fit UINT8
+_FLOATS = {
+    "FP16": float(np.finfo(np.float16).max),
+    "FP32": float(np.finfo(np.float32).max),
+    "FP64": LARGEST,
+    "BF16": 3.3895313892515355e38,
+}
 DATATYPES = frozenset({"BOOL", "BYTES", *_INTS, *_FLOATS})
 _NUMPY = {
     "BOOL": "<?",
@@ -67,12 +74,9 @@ def check_data(values: list[Any], datatype: str, where: str) -> None:
             (v for v in values if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi), _OK
         )
     elif datatype in _FLOATS:
+        top = _FLOATS[datatype]
         bad = next(
-            (
-                v
-                for v in values
-                if isinstance(v, bool) or not isinstance(v, int | float) or not _finite_number(v)
-            ),
+            (v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or not abs(v) <= top),
             _OK,
         )
     else:  # BYTES
@@ -82,10 +86,6 @@ def check_data(values: list[Any], datatype: str, where: str) -> None:
 
 
 _OK = object()
-
-
-def _finite_number(v: int | float) -> bool:
-    return -LARGEST <= v <= LARGEST  # beyond, a model's arithmetic overflows (as in JSON bodies)
 
 
 def compatible(datatype: str, rule: dict[str, Any]) -> bool:
