@@ -328,6 +328,8 @@ class ModelService:
             checked = shadow.validate(rows)
             started = time.perf_counter()
             predictions, probabilities = shadow.predict_rows(rows, checked)
+            version = str(shadow.loaded.version.version)
+            self.metrics.of(self.metrics.rows, self.config.model, version, "shadow").inc(len(rows))
             self.recorder.record(
                 shadow,
                 checked.columns,

@@ -153,3 +153,6 @@ def test_shadow_is_logged_never_returned(ws, serve, tmp_path: Path) -> None:
     shadow = log[log["role"] == "shadow"]
     assert set(shadow["version"]) == {2} and set(shadow["prediction"]) == {1}
     assert set(shadow["prediction_id"]) == set(log[log["role"] == "production"]["prediction_id"])
+    # the shadow's rows are counted under their role, as the README's metrics table says
+    metrics = served.client.get("/metrics").text
+    assert 'mloop_predicted_rows_total{model="clf",role="shadow",version="2"} 40.0' in metrics, metrics
