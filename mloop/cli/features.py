@@ -205,6 +205,10 @@ def _definition(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[str, Any]]:
+    """Entity keys from the command line or a file; a value given as text (``--entity``, CSV) is read
+    as the team server's JSON would give it: a JSON number is that number, anything else is text."""
+    from mloop.features.offline import typed_value
+
     if (entity is None) == (entities is None):
         raise ParameterError("give --entity KEY=VALUE (repeatable) or --entities FILE", field="entity")
     if entity is not None:
@@ -218,7 +222,7 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
                     f"--entity {key} is given twice ({row[key]!r} and {value!r}); one value per key",
                     field="entity",
                 )
-            row[key] = value
+            row[key] = typed_value(value)
         return [row]
     import pandas as pd
 
@@ -226,11 +230,11 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
     if not entities.is_file():
         raise DataError(f"entities file {entities} does not exist", field="entities")
     try:
-        frame = (
-            pd.read_parquet(entities)
-            if entities.suffix == ".parquet"
-            else pd.read_csv(entities, dtype=str, keep_default_na=False)
-        )
+        if entities.suffix == ".parquet":
+            frame = pd.read_parquet(entities)
+        else:
+            frame = pd.read_csv(entities, dtype=str, keep_default_na=False)
+            frame = frame.apply(lambda column: column.map(typed_value))
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read {entities}: {exc}", field="entities") from exc
     return [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
@@ -292,6 +296,9 @@ def skew(
     else:
         mismatches = plural(report["mismatches"], "mismatch", "mismatches")
         title = f"skew: {mismatches}, {report['missing_online']} missing online"
+        never = sum(report["not_materialized"].values())
+        if never:  # no row materialization writes (after its end, no key or time): not skew
+            title += f" ({plural(never, 'entity', 'entities')} with nothing to materialize not compared)"
         table = Table(title=title, title_justify="left")
         for col in ("feature", "compared", "missing online", "mismatches"):
             table.add_column(col)

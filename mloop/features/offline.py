@@ -5,14 +5,27 @@ For each entity row and each view: the latest feature row with the same join key
 time broken by the view's created column (latest wins); no such row → nulls. Every entity row comes
 back exactly once, in input order, duplicates included (Feast drops rows with no match; we do not).
 
+Ties: rows of one entity with the same event time and the same created value (or no created column)
+are ordered by where they sit in the source, and the row read last wins: files in the order DuckDB
+lists them (by name), rows in file order; a SQL source in the order its query returns rows. The same
+rule picks the row :func:`latest_rows` hands to materialization, so offline and online agree.
+
+Keys: an entity key column must be of the same kind (text, number, bool or time) as the source's key
+column; integers and floats are one kind (``1`` and ``1.0`` match, online too, where keys compare as
+canonical text). Text is never matched against numbers (``"01"`` is not driver 1): cast the column.
+
 DuckDB's ``ASOF LEFT JOIN`` streams the Parquet sources and spills to disk, so entity and feature data
 larger than memory still join.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +37,23 @@ from mloop.errors import DataError, NotFoundError
 from mloop.features.definitions import FeatureView
 from mloop.features.sources import SqlSource, register_filesystem, sql_table
 
-__all__ = ["connect", "describe", "historical", "latest_rows", "relation", "resolve_view", "source_sql"]
+__all__ = [
+    "connect",
+    "describe",
+    "historical",
+    "key_kind",
+    "latest_rows",
+    "ordered_relation",
+    "relation",
+    "resolve_view",
+    "source_sql",
+    "typed_text",
+    "typed_value",
+]
 
 ROW = "__mloop_row"
+SOURCE_ORDER = "__mloop_src"
+_TOP = "9223372036854775807"
 _TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
 
 
@@ -75,24 +102,76 @@ def relation(con: duckdb.DuckDBPyConnection, view: FeatureView) -> str:
     return _microseconds(con, source_sql(view.source))
 
 
-_NS_TYPES = {"TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ_NS": "TIMESTAMP WITH TIME ZONE"}
+_MICROS = {
+    "TIMESTAMP_NS": "TIMESTAMP",
+    "TIMESTAMP_MS": "TIMESTAMP",
+    "TIMESTAMP_S": "TIMESTAMP",
+    "TIMESTAMPTZ_NS": "TIMESTAMP WITH TIME ZONE",
+}
 
 
-def _microseconds(con: duckdb.DuckDBPyConnection, table_sql: str) -> str:
-    """``table_sql`` with nanosecond timestamps (pandas' default in Parquet) read as microseconds, the
-    precision every other timestamp here has, so they join and compare like any other."""
+def _microseconds(con: duckdb.DuckDBPyConnection, table_sql: str, extra: str = "") -> str:
+    """``table_sql`` with nanosecond (pandas' default in Parquet), millisecond and second timestamps
+    read as microseconds, the precision every other timestamp here has, so they join and compare like
+    any other. ``extra``: more select items (e.g. the table function's virtual columns)."""
     try:
         kinds = con.execute(f"DESCRIBE SELECT * FROM {table_sql}").fetchall()
     except duckdb.Error:
         return table_sql  # the caller's own read reports what is wrong with the source
     casts = [
-        f"CAST({_q(str(r[0]))} AS {_NS_TYPES[str(r[1])]}) AS {_q(str(r[0]))}"
+        f"CAST({_q(str(r[0]))} AS {_MICROS[str(r[1])]}) AS {_q(str(r[0]))}"
         for r in kinds
-        if str(r[1]) in _NS_TYPES
+        if str(r[1]) in _MICROS
     ]
-    if not casts:
+    if not casts and not extra:
         return table_sql
-    return f"(SELECT * REPLACE ({', '.join(casts)}) FROM {table_sql})"
+    replace = f" REPLACE ({', '.join(casts)})" if casts else ""
+    return f"(SELECT *{replace}{', ' + extra if extra else ''} FROM {table_sql})"
+
+
+def ordered_relation(con: duckdb.DuckDBPyConnection, view: FeatureView) -> str:
+    """:func:`relation` with one more column, ``__mloop_src``: the row's place in the source (see the
+    module docstring's tie rule). Parquet gives it for free (file index, row number); CSV has no row
+    number, so a CSV source is loaded into a temporary table once per connection, as SQL sources are."""
+    if isinstance(view.source, SqlSource):
+        return f"(SELECT *, rowid AS {SOURCE_ORDER} FROM {relation(con, view)})"
+    register_filesystem(con, view.source)
+    table_sql = source_sql(view.source)
+    if table_sql.startswith("read_csv("):
+        name = "__mloop_csv_" + hashlib.sha256(table_sql.encode()).hexdigest()[:16]
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary", [name]
+        ).fetchall()
+        if not exists[0][0]:
+            try:
+                con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {table_sql}")
+            except duckdb.Error as exc:
+                raise DataError(
+                    f"feature view {view.name!r}: cannot read {view.source}: {_first_line(exc)}",
+                    field="source",
+                ) from exc
+        return f"(SELECT *, rowid AS {SOURCE_ORDER} FROM {name})"
+    # a file's index in the listing, then its row number: one BIGINT (2^40 rows per file, 2^23 files)
+    order = f"(CAST(file_index AS BIGINT) << 40) + file_row_number AS {SOURCE_ORDER}"
+    return _microseconds(con, table_sql, extra=order)
+
+
+def key_kind(duck_type: str) -> str:
+    """What a key of DuckDB type ``duck_type`` compares as: ``text``, ``number``, ``bool``, ``time``, or
+    the type itself for anything else (a key must be of one kind on both sides of a join)."""
+    kind = duck_type.upper()
+    if kind.startswith(("VARCHAR", "CHAR", "TEXT", "STRING")):
+        return "text"
+    if kind == "BOOLEAN":
+        return "bool"
+    if kind.startswith(("TIMESTAMP", "DATE", "TIME")):
+        return "time"
+    if kind.startswith(("DECIMAL", "NUMERIC")) or kind in (
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+        "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL",
+    ):  # fmt: skip
+        return "number"
+    return kind
 
 
 def describe(con: duckdb.DuckDBPyConnection, relation_sql: str, what: str) -> dict[str, str]:
@@ -169,7 +248,7 @@ def _entity_relation(
             if _texty(frame[col]):
                 _reject_mixed_zones(frame[col], str(col))
         con.register("__mloop_entities_df", frame.assign(**{ROW: np.arange(len(frame), dtype="int64")}))
-        relation = "__mloop_entities_df"
+        relation = _microseconds(con, "__mloop_entities_df")
     else:
         path = str(entities)
         if not Path(path).exists():
@@ -178,10 +257,14 @@ def _entity_relation(
             try:
                 # as the sources are read (DuckDB): only an empty field is missing; NA (Namibia), null
                 # or None are keys like any other (pandas' default turned them into missing values)
-                frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
             except pd.errors.EmptyDataError as exc:
                 raise DataError(f"entity file {path} is empty (no header row)", field="entities") from exc
-            return _entity_relation(con, _parse_time_columns(frame, timestamp_col), timestamp_col)
+            frame = _parse_time_columns(frame, timestamp_col)
+            for col in frame.columns:
+                if _texty(frame[col]):
+                    frame[col] = typed_text(frame[col])
+            return _entity_relation(con, frame, timestamp_col)
         if Path(path).is_file():
             # one file: its row number is the input order already, with no sort over the entity rows
             relation = (
@@ -194,9 +277,40 @@ def _entity_relation(
                 f"row_number() OVER (ORDER BY filename, file_row_number) AS {ROW} "
                 f"FROM read_parquet({_lit(path)}, file_row_number = true, filename = true))"
             )
+        relation = _microseconds(con, relation)
     columns = describe(con, relation, "entity rows")
     columns.pop(ROW, None)
     return relation, columns
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def typed_value(text: str) -> Any:
+    """A key typed as text (a CSV cell, a command-line value) as JSON would give it: text that is a
+    JSON number is that number (``7`` → 7, ``1.0`` → 1.0), anything else stays text (``01``, `` 1``,
+    ``true``), so it finds what the HTTP API's JSON finds."""
+    if _NUMBER.fullmatch(text):
+        value = json.loads(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            return text
+        return value
+    return text
+
+
+def typed_text(values: pd.Series) -> pd.Series:
+    """A CSV column (text) typed as :func:`typed_value` types each value: numbers when every value is
+    one, booleans when every value is ``true``/``false`` (any case), else text."""
+    present = values.dropna()
+    if present.empty:
+        return values
+    text = present.astype(str)
+    if text.map(lambda v: bool(_NUMBER.fullmatch(v))).all():
+        return pd.to_numeric(values)
+    lowered = text.str.lower()
+    if lowered.isin(["true", "false"]).all():
+        return values.map(lambda v: v if v is None or v != v else str(v).lower() == "true")
+    return values
 
 
 def _parse_time_columns(frame: pd.DataFrame, timestamp_col: str) -> pd.DataFrame:
@@ -239,6 +353,19 @@ def _orderable(column: str, kind: str) -> tuple[str, str]:
     raise DataError(f"created column {column!r} is {kind}: expected a timestamp or a number", field=column)
 
 
+def _check_keys(view: FeatureView, ecols: Mapping[str, str], scols: Mapping[str, str]) -> None:
+    """Refuse an entity key column of another kind than the source's (see the module docstring)."""
+    for key in view.join_keys:
+        ekind, skind = key_kind(ecols[key]), key_kind(scols[key])
+        if ekind != skind and ecols[key] != '"NULL"':  # an all-null column matches nothing anyway
+            raise DataError(
+                f"entity column {key!r} is {ecols[key]} ({ekind}) but feature view {view.name!r} key "
+                f"{key!r} is {scols[key]} ({skind}); keys match only within one kind: cast the entity "
+                f"column to {skind}",
+                field=key,
+            )
+
+
 def historical(
     entities: pd.DataFrame | str | Path,
     selection: Sequence[tuple[FeatureView, Sequence[str]]],
@@ -262,6 +389,8 @@ def historical(
             f"entity column {timestamp_col!r} is {etype}, not a timestamp (mixed or unparsable values?)",
             field=timestamp_col,
         )
+    # no rows: nothing to check the types of (a header-only CSV has none), and an empty result
+    empty = not con.execute(f"SELECT 1 FROM {entity_rel} LIMIT 1").fetchall()
     select = [f"e.{_q(c)}" for c in ecols]
     joins: list[str] = []
     for i, (view, features) in enumerate(selection):
@@ -272,7 +401,16 @@ def historical(
                 f"entity rows lack join key(s) {', '.join(missing)} of feature view {view.name!r}",
                 field=missing[0],
             )
-        if _zone(scols[view.timestamp]) != _zone(etype):
+        clash = [f"{view.name}:{f}" for f in features if f"{view.name}:{f}" in ecols]
+        if clash:
+            raise DataError(
+                f"entity rows have a column named {clash[0]!r}, the name of a requested feature's "
+                "output column; rename or drop that column",
+                field=clash[0],
+            )
+        if not empty:
+            _check_keys(view, ecols, scols)
+        if not empty and _zone(scols[view.timestamp]) != _zone(etype):
             raise DataError(
                 f"entity column {timestamp_col!r} is timezone-{_zone(etype)} but feature view "
                 f"{view.name!r} column {view.timestamp!r} is timezone-{_zone(scols[view.timestamp])}; "
@@ -283,20 +421,21 @@ def historical(
         cols = [*view.join_keys, *features]
         inner = f"SELECT {', '.join(_q(c) for c in dict.fromkeys(cols))}, {_q(view.timestamp)} AS {ts}"
         on = " AND ".join(f"e.{_q(k)} = {alias}.{_q(k)}" for k in view.join_keys)
-        if view.created:
-            # ASOF matches on one inequality, so order by (event time, created) as one struct: the entity
-            # side's created is +∞, so the match is the latest-created row at the latest event time.
-            # (A window dedupe before the join would sort the whole source; this costs nothing extra.)
-            created, top = _orderable(view.created, scols[view.created])
-            stype = scols[view.timestamp]
-            inner += f", struct_pack(t := {_q(view.timestamp)}, c := {created}) AS __mloop_o{i}"
-            on += (
-                f" AND struct_pack(t := CAST(e.{_q(timestamp_col)} AS {stype}), c := {top}) "
-                f">= {alias}.__mloop_o{i}"
-            )
-        else:
-            on += f" AND e.{_q(timestamp_col)} >= {alias}.{ts}"
-        inner += f" FROM {relation(con, view)}"
+        # ASOF matches on one inequality, so order by (event time, created, place in the source) as
+        # one struct: the entity side's created and place are +∞, so the match is the latest-created,
+        # last-read row at the latest event time (the module docstring's tie rule). A window dedupe
+        # before the join would sort the whole source; this costs nothing extra.
+        stype = scols[view.timestamp]
+        created, top = _orderable(view.created, scols[view.created]) if view.created else ("0", "0")
+        inner += (
+            f", struct_pack(t := {_q(view.timestamp)}, c := {created}, s := {SOURCE_ORDER}) AS __mloop_o{i}"
+            f" FROM {ordered_relation(con, view)} WHERE {_q(view.timestamp)} IS NOT NULL"
+        )
+        etime = f"e.{_q(timestamp_col)}"
+        on += (
+            f" AND (CASE WHEN {etime} IS NOT NULL THEN struct_pack(t := CAST({etime} AS {stype}), "
+            f"c := {top}, s := {_TOP}) END) >= {alias}.__mloop_o{i}"
+        )
         joins.append(f"ASOF LEFT JOIN ({inner}) {alias} ON {on}")
         within = "TRUE"
         if view.ttl is not None:
@@ -324,7 +463,12 @@ def latest_rows(
     """
     keys = ", ".join(_q(k) for k in view.join_keys)
     features = ", ".join(_q(f) for f in view.features or ())
-    order = _q(view.timestamp) + " DESC" + (f", {_q(view.created)} DESC" if view.created else "")
+    created = ""
+    if view.created:
+        kind = describe(con, relation(con, view), f"feature view {view.name!r} source")[view.created]
+        created = f"{_orderable(view.created, kind)[0]} DESC, "
+    # the tie rule of the point-in-time join (module docstring): created, then place in the source
+    order = f"{_q(view.timestamp)} DESC, {created}{SOURCE_ORDER} DESC"
     where = []
     params: list[Any] = []
     if start is not None:
@@ -335,7 +479,7 @@ def latest_rows(
         params.append(end)
     sql = (
         f"SELECT {keys}, epoch_us({_q(view.timestamp)}) / 1e6 AS __mloop_ts, {features} "
-        f"FROM {relation(con, view)} {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"FROM {ordered_relation(con, view)} {'WHERE ' + ' AND '.join(where) if where else ''} "
         f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     )
     try:

@@ -53,6 +53,10 @@ def _key_part(value: Any) -> str:
     return text
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def plain(value: Any) -> Any:
     """A value as JSON can hold it: numpy scalars unwrapped, NaN/NA/NaT → None, times as ISO strings.
 
@@ -91,8 +95,8 @@ def materialize(
             break
         batch = []
         for row in rows:
-            if any(v is None for v in row[:nkeys]) or row[nkeys] is None:
-                continue  # a row without a key or an event time can never be looked up
+            if any(_missing(v) for v in row[:nkeys]) or row[nkeys] is None:
+                continue  # a row without a key (null, NaN) or an event time can never be looked up
             payload = json.dumps(
                 {f: plain(v) for f, v in zip(features, row[nkeys + 1 :], strict=True)},
                 separators=(",", ":"),

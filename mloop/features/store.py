@@ -380,20 +380,34 @@ class FeatureStore:
 
         A mismatch means the online store does not hold what the source says (a backfilled or rewritten
         source, a failed or partial materialization). Per feature: compared, mismatches, examples.
+
+        Only entities that materialization can have written are sampled: a row with a key (not null or
+        NaN) and an event time up to the view's last materialization end. Entities with no such row
+        can never be online; per view they are counted apart as ``not_materialized`` (not skew).
         """
         if sample < 1:
             raise ParameterError(f"sample {sample} must be ≥ 1", field="sample")
         selection = self.selection(features, service)
         report: dict[str, Any] = {"sample": sample, "features": {}}
         missing_online = 0
+        not_materialized: dict[str, int] = {}
         con = self._connect()
         try:
             for view, names in selection:
                 keys = ", ".join(f'"{k}"' for k in view.join_keys)
+                rel = offline.relation(con, view)
+                eligible = _materializable(
+                    view, offline.describe(con, rel, view.name), self.registry.last_materialization(view.name)
+                )
                 frame = con.execute(
-                    f"SELECT DISTINCT {keys} FROM {offline.relation(con, view)} "
+                    f"SELECT DISTINCT {keys} FROM {rel} WHERE {eligible} "
                     f"USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE ({int(seed)})"
                 ).df()
+                ((never,),) = con.execute(
+                    f"SELECT count(*) FROM (SELECT bool_or(coalesce({eligible}, false)) AS ok "
+                    f"FROM {rel} GROUP BY {keys} HAVING NOT ok)"
+                ).fetchall()
+                not_materialized[view.name] = int(never)
                 rows = frame.to_dict("records")
                 stored = self.online_store().read(
                     view.name, [online.entity_key([r[k] for k in view.join_keys]) for r in rows]
@@ -433,6 +447,7 @@ class FeatureStore:
             con.close()
         report["mismatches"] = sum(v["mismatches"] for v in report["features"].values())
         report["missing_online"] = missing_online
+        report["not_materialized"] = not_materialized
         report["checked_at"] = datetime.fromtimestamp(time.time(), UTC).isoformat()
         return report
 
@@ -445,6 +460,21 @@ class FeatureStore:
 def _rekeyed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether online rows written under ``old`` are keyed or timed differently under ``new``."""
     return any(old.get(k) != new.get(k) for k in ("entities", "join_keys", "timestamp"))
+
+
+def _materializable(view: FeatureView, columns: Mapping[str, str], last: Materialization | None) -> str:
+    """SQL: whether a source row is one materialization writes (keys present, an event time up to the
+    last materialization's end; with no end when the view was never materialized: all are missing)."""
+    conditions = [f'"{view.timestamp}" IS NOT NULL']
+    for k in view.join_keys:
+        conditions.append(f'"{k}" IS NOT NULL')
+        if columns.get(k) in ("FLOAT", "DOUBLE"):
+            conditions.append(f'NOT isnan("{k}")')
+    if last is not None:
+        # compared as materialize compares its end (a zoned instant; naive source times read as UTC)
+        end = last.end if last.end.tzinfo is not None else last.end.replace(tzinfo=UTC)
+        conditions.append(f"\"{view.timestamp}\" <= TIMESTAMPTZ '{end.isoformat()}'")
+    return " AND ".join(conditions)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -102,7 +102,7 @@ def test_historical_materialize_online_and_skew_from_the_shell(
         capsys, "features", "online", "--entity", "driver_id=2", "--service", "driver_model", *w, "--json"
     )
     [row] = json.loads(out)
-    assert row["driver_id"] == "2" and row["found"] == {"driver_stats": True}
+    assert row["driver_id"] == 2 and row["found"] == {"driver_stats": True}  # as JSON gives it
     assert row["features"] == {
         "driver_stats:conv_rate": None,
         "driver_stats:trips": None,
@@ -264,3 +264,98 @@ def test_bad_times_and_arguments(capsys: pytest.CaptureFixture[str], tmp_path: P
     )
     assert "either features" in _error(capsys, "features", "skew", *w)
     assert "no feature view, service or entity named 'zzz'" in _error(capsys, "features", "show", "zzz", *w)
+
+
+@pytest.mark.parametrize(("value", "found"), [("1", True), ("1.0", True), ("01", False), (" 1", False)])
+def test_an_entity_value_is_read_as_the_http_api_reads_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path, value: str, found: bool
+) -> None:
+    """``--entity driver_id=1.0`` is the number 1.0, as ``{"driver_id": 1.0}`` is to the team server, so
+    it finds the key stored as 1; text that is not a JSON number stays text and finds nothing."""
+    w = _applied(capsys, tmp_path, repo)
+    assert run(capsys, "features", "materialize", *w)[0] == 0
+    code, out, err = run(
+        capsys,
+        "features",
+        "online",
+        "--entity",
+        f"driver_id={value}",
+        "--service",
+        "driver_model",
+        *w,
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)[0]["found"] == {"driver_stats": found}
+    (tmp_path / "keys.csv").write_text(f"driver_id\n{value}\n", encoding="utf-8")
+    code, out, err = run(
+        capsys, "features", "online", "--entities", str(tmp_path / "keys.csv"), "--service", "driver_model",
+        *w, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)[0]["found"] == {"driver_stats": found}
+
+
+def test_historical_entity_errors_name_the_column(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path
+) -> None:
+    w = _applied(capsys, tmp_path, repo)
+    o = str(tmp_path / "o.parquet")
+    text_keys = pd.DataFrame({"driver_id": ["01"], "event_timestamp": [utc("2024-01-02")]})
+    err = _error(
+        capsys,
+        "features",
+        "historical",
+        _entities(tmp_path, text_keys),
+        "--service",
+        "driver_model",
+        "-o",
+        o,
+        *w,
+    )
+    assert "entity column 'driver_id' is VARCHAR (text)" in err and "cast the entity column" in err
+    clash = GOOD.assign(**{"driver_stats:trips": [7]})
+    err = _error(
+        capsys, "features", "historical", _entities(tmp_path, clash), "--service", "driver_model", "-o", o, *w
+    )
+    assert "column named 'driver_stats:trips'" in err
+
+
+def test_historical_reads_nanosecond_parquet_and_header_only_csv(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path
+) -> None:
+    w = _applied(capsys, tmp_path, repo)
+    o = str(tmp_path / "o.parquet")
+    ns = GOOD.assign(event_timestamp=GOOD["event_timestamp"].dt.as_unit("ns"))
+    code, out, err = run(
+        capsys, "features", "historical", _entities(tmp_path, ns), "--service", "driver_model", "-o", o, *w,
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 1 and pd.read_parquet(o)["driver_stats:trips"].tolist() == [3]
+    (tmp_path / "h.csv").write_text("driver_id,event_timestamp\n", encoding="utf-8")
+    code, out, err = run(
+        capsys, "features", "historical", str(tmp_path / "h.csv"), "--service", "driver_model", "-o", o, *w,
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 0
+
+
+def test_skew_is_clean_when_the_only_unmatched_entities_were_never_materialized(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path
+) -> None:
+    """Driver 2's rows are all after the materialization's end: it can never be online, so it is not
+    skew (exit 0), and the report says it was left out."""
+    w = _applied(capsys, tmp_path, repo)
+    frame = stats_frame()
+    frame = frame[(frame.driver_id == 1) | (frame.event_timestamp > utc("2024-01-02"))]
+    frame.to_parquet(tmp_path / "stats.parquet")
+    assert run(capsys, "features", "materialize", "--end", "2024-01-01T12:00:00Z", *w)[0] == 0
+    code, out, err = run(capsys, "features", "skew", "--service", "driver_model", *w, "--json")
+    assert code == 0, (out, err)
+    report = json.loads(out)
+    assert (report["mismatches"], report["missing_online"]) == (0, 0)
+    assert report["not_materialized"] == {"driver_stats": 1}
+    code, out, _ = run(capsys, "features", "skew", "--service", "driver_model", *w)
+    assert code == 0 and "1 entity with nothing to materialize not compared" in out

@@ -11,6 +11,7 @@ import pytest
 from feature_helpers import utc
 
 import mloop
+from mloop.errors import DataError
 from mloop.features import Entity, FeatureView
 from mloop.features.offline import historical
 
@@ -198,3 +199,93 @@ def test_matches_a_brute_force_reference_on_random_data(tmp_path: Path, seed: in
     assert isinstance(out, pd.DataFrame)
     got = [None if pd.isna(v) else int(v) for v in out["v:trips"]]
     assert got == _reference(features, entities, pd.Timedelta(hours=36))
+
+
+@pytest.mark.parametrize(
+    ("keys", "kind"),
+    [
+        (["01", "1"], "VARCHAR"),
+        ([" 1", "1"], "VARCHAR"),
+        (["1.0", "1"], "VARCHAR"),
+        ([True, False], "BOOLEAN"),
+    ],
+)
+def test_an_entity_key_of_another_kind_than_the_source_key_is_refused(
+    fws: mloop.Workspace, keys: list[object], kind: str
+) -> None:
+    """Online keys compare as canonical text, so "01" never finds driver 1 there: offline it must not
+    either (DuckDB would cast it to 1 and join): the kind is refused, with what to do."""
+    entities = pd.DataFrame({"driver_id": keys, "event_timestamp": [utc("2024-01-02 12:00")] * 2})
+    with pytest.raises(DataError) as err:
+        fws.features.historical(entities, FEATURES)
+    assert err.value.field == "driver_id"
+    message = str(err.value)
+    assert "entity column 'driver_id'" in message and kind in message and "'driver_stats'" in message
+    assert "BIGINT" in message and "cast the entity column to number" in message
+
+
+def test_integer_and_float_keys_are_one_kind_offline_and_online(fws: mloop.Workspace) -> None:
+    entities = pd.DataFrame(
+        {"driver_id": [1.0, 2.0, float("nan")], "event_timestamp": [utc("2024-01-03")] * 3}
+    )
+    out = fws.features.historical(entities, FEATURES)
+    assert out["driver_stats:trips"].tolist()[:2] == [3, 6] and pd.isna(out["driver_stats:trips"].iloc[2])
+    fws.features.materialize()
+    found = fws.features.online([{"driver_id": 1.0}, {"driver_id": "01"}], FEATURES)
+    assert [r["found"]["driver_stats"] for r in found] == [True, False]
+
+
+def test_text_keys_of_a_csv_entity_file_stay_text_unless_they_are_numbers(
+    fws: mloop.Workspace, tmp_path: Path
+) -> None:
+    """CSV has no types: a column is numbers when every value is a JSON number (as the CLI and the
+    HTTP API read keys), so "01" stays text and is refused rather than read as driver 1."""
+    (tmp_path / "n.csv").write_text(
+        "driver_id,event_timestamp\n1,2024-01-03T00:00:00Z\n2.0,2024-01-03T00:00:00Z\n"
+    )
+    out = fws.features.historical(tmp_path / "n.csv", FEATURES)
+    assert out["driver_stats:trips"].tolist() == [3, 6]
+    (tmp_path / "t.csv").write_text("driver_id,event_timestamp\n01,2024-01-03T00:00:00Z\n")
+    with pytest.raises(DataError, match="entity column 'driver_id' is VARCHAR"):
+        fws.features.historical(tmp_path / "t.csv", FEATURES)
+
+
+@pytest.mark.parametrize("unit", ["ns", "ms", "s"])
+def test_entity_timestamps_of_any_precision_are_timestamps(
+    fws: mloop.Workspace, tmp_path: Path, unit: str
+) -> None:
+    """pandas writes nanoseconds to Parquet by default (TIMESTAMPTZ_NS): read as microseconds."""
+    entities = pd.DataFrame(
+        {
+            "driver_id": [2, 1],
+            "event_timestamp": pd.Series([utc("2024-01-03"), utc("2024-01-02")]).dt.as_unit(unit),
+        }
+    )
+    entities.to_parquet(tmp_path / "e.parquet")
+    assert fws.features.historical(tmp_path / "e.parquet", FEATURES, out=tmp_path / "o.parquet") == 2
+    assert pd.read_parquet(tmp_path / "o.parquet")["driver_stats:trips"].tolist() == [6, 3]
+    assert fws.features.historical(entities, FEATURES)["driver_stats:trips"].tolist() == [6, 3]
+
+
+def test_a_header_only_csv_gives_no_rows_like_an_empty_parquet_file(
+    fws: mloop.Workspace, tmp_path: Path
+) -> None:
+    (tmp_path / "e.csv").write_text("driver_id,event_timestamp\n")
+    GOOD = pd.DataFrame({"driver_id": [1], "event_timestamp": [utc("2024-01-02")]})
+    GOOD.iloc[:0].to_parquet(tmp_path / "e.parquet")
+    for name in ("e.csv", "e.parquet"):
+        assert fws.features.historical(tmp_path / name, FEATURES, out=tmp_path / f"{name}.parquet") == 0
+        out = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert list(out.columns) == ["driver_id", "event_timestamp", *FEATURES] and out.empty
+
+
+def test_an_entity_column_named_like_a_requested_feature_is_refused(fws: mloop.Workspace) -> None:
+    entities = pd.DataFrame(
+        {"driver_id": [1], "event_timestamp": [utc("2024-01-02")], "driver_stats:trips": [42]}
+    )
+    with pytest.raises(DataError, match="column named 'driver_stats:trips'") as err:
+        fws.features.historical(entities, FEATURES)
+    assert err.value.field == "driver_stats:trips"
+    # a column named like a feature that is not requested passes through
+    out = fws.features.historical(entities, ["driver_stats:conv_rate"])
+    assert out["driver_stats:trips"].tolist() == [42]

@@ -134,3 +134,118 @@ def test_skew_reports_a_source_rewritten_after_materialization(tmp_path: Path, f
         assert fresh["age_seconds"] < 600 and fresh["ttl_seconds"] == 86400
     finally:
         ws.close()
+
+
+def _tie_repo(tmp_path: Path, layout: str, values: tuple[float, float], created: bool) -> Path:
+    """Driver 2 has two rows with the same event time (and the same created time): ``values`` in
+    source order, in one Parquet file, one CSV file, or a folder of two Parquet files (one row each)."""
+    when = NOW - pd.Timedelta(minutes=10)
+    frame = pd.DataFrame(
+        {
+            "driver_id": [1, 2, 2],
+            "event_timestamp": [when] * 3,
+            "created": [when] * 3,
+            "conv_rate": [0.1, *values],
+        }
+    )
+    if layout == "parquet":
+        source = "src.parquet"
+        frame.to_parquet(tmp_path / source, index=False)
+    elif layout == "csv":
+        source = "src.csv"
+        frame.to_csv(tmp_path / source, index=False)
+    else:
+        source = "src"
+        (tmp_path / source).mkdir()
+        frame.iloc[:2].to_parquet(tmp_path / source / "part-0.parquet", index=False)
+        frame.iloc[2:].to_parquet(tmp_path / source / "part-1.parquet", index=False)
+    path = tmp_path / "features.py"
+    path.write_text(
+        "from mloop.features import Entity, FeatureView\n"
+        'driver = Entity("driver", join_keys=["driver_id"])\n'
+        f'stats = FeatureView("stats", entities=[driver], source={str(tmp_path / source)!r}, '
+        f'timestamp="event_timestamp", ttl="1d"{", created=" + repr("created") if created else ""})\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize("layout", ["parquet", "csv", "folder"])
+@pytest.mark.parametrize("created", [True, False])
+@pytest.mark.parametrize("values", [(0.4, 0.45), (0.45, 0.4)])
+def test_an_exact_tie_is_broken_alike_offline_and_online_the_last_row_wins(
+    tmp_path: Path, layout: str, created: bool, values: tuple[float, float]
+) -> None:
+    ws = mloop.Workspace.open(tmp_path / "ws")
+    try:
+        ws.features.apply(_tie_repo(tmp_path, layout, values, created))
+        ws.features.materialize()
+        online = ws.features.online([{"driver_id": 2}], ["stats:conv_rate"])
+        entities = pd.DataFrame({"driver_id": [2], "event_timestamp": [pd.Timestamp.now(tz="UTC")]})
+        offline = ws.features.historical(entities, ["stats:conv_rate"])
+        assert online[0]["features"]["stats:conv_rate"] == values[1]
+        assert offline["stats:conv_rate"].tolist() == [values[1]]
+        report = ws.features.skew(["stats:conv_rate"])
+        assert (report["mismatches"], report["missing_online"]) == (0, 0)
+    finally:
+        ws.close()
+
+
+def test_skew_leaves_out_entities_materialization_never_writes(tmp_path: Path) -> None:
+    """Rows after the materialization's end, with no key or no event time can never be online: they
+    are counted apart, not as missing."""
+    when = NOW - pd.Timedelta(minutes=10)
+    pd.DataFrame(
+        {
+            "driver_id": [1.0, 2.0, None, 4.0, float("nan"), 1.0],
+            "event_timestamp": [
+                when,
+                NOW + pd.Timedelta(days=3),
+                when,
+                pd.NaT,
+                when,
+                NOW + pd.Timedelta(days=3),
+            ],
+            "conv_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        }
+    ).to_parquet(tmp_path / "src.parquet", index=False)
+    (tmp_path / "features.py").write_text(
+        "from mloop.features import Entity, FeatureView\n"
+        'driver = Entity("driver", join_keys=["driver_id"])\n'
+        f'stats = FeatureView("stats", entities=[driver], source={str(tmp_path / "src.parquet")!r}, '
+        'timestamp="event_timestamp", ttl="1d")\n',
+        encoding="utf-8",
+    )
+    ws = mloop.Workspace.open(tmp_path / "ws")
+    try:
+        ws.features.apply(tmp_path / "features.py")
+        assert ws.features.materialize()[0].rows == 1
+        report = ws.features.skew(["stats:conv_rate"])
+        assert (report["mismatches"], report["missing_online"]) == (0, 0)
+        assert report["features"]["stats:conv_rate"]["compared"] == 1
+        assert report["not_materialized"] == {"stats": 3}  # driver 2, driver 4, the null key
+        # a null key finds nothing online, not the row whose key was missing
+        assert ws.features.online([{"driver_id": None}], ["stats:conv_rate"])[0]["found"] == {"stats": False}
+    finally:
+        ws.close()
+
+
+def test_redis_breaks_a_tie_as_the_offline_join_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = os.environ.get("MLOOP_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("MLOOP_TEST_REDIS_URL is not set: Redis tests skipped")
+    monkeypatch.setenv("MLOOP_ONLINE_URL", url)
+    ws = mloop.Workspace.open(tmp_path / "ws")
+    store = ws.features.online_store()
+    assert isinstance(store, RedisOnlineStore)
+    store.prefix = f"mloop-test:{uuid.uuid4().hex[:12]}:"
+    try:
+        ws.features.apply(_tie_repo(tmp_path, "parquet", (0.4, 0.45), created=True))
+        ws.features.materialize()
+        assert ws.features.online([{"driver_id": 2}], ["stats:conv_rate"])[0]["features"] == {
+            "stats:conv_rate": 0.45
+        }
+        assert ws.features.skew(["stats:conv_rate"])["mismatches"] == 0
+    finally:
+        store.drop_prefix()
+        ws.close()
