@@ -106,3 +106,15 @@ def registry_worker(args: tuple[str, str, int, int]) -> list[int]:
             numbers.append(version.version)
             ws.promote("shared", version.version, "production" if i % 2 else "canary", reason=f"w{worker}")
     return numbers
+
+
+@mloop.step
+def read_many(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.DataFrame({"x": [float(v) for v in p.read_text().split()]}) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"x": []})
+
+
+@mloop.pipeline
+def many_numbers(paths: list[Path], factor: float = 1.0):
+    df = read_many(paths)
+    total(scale(df, factor=factor))

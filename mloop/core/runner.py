@@ -14,7 +14,7 @@ import logging
 import threading
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -271,22 +271,36 @@ class Runner:
         files: dict[tuple[str, str], ArtifactRef] = {}
         for node in pipeline.graph.nodes.values():
             for arg, src in node.inputs.items():
-                if not node.step.is_path_input(arg) or isinstance(src, OutputRef):
+                if isinstance(src, OutputRef):
+                    continue
+                many = node.step.is_paths_input(arg)
+                if not (many or node.step.is_path_input(arg)):
                     continue
                 value = bound[src.name] if isinstance(src, ParamRef) else src.value
                 if value is None:
                     continue
-                path = Path(value).expanduser().resolve()
-                if not path.exists():
+                field = src.name if isinstance(src, ParamRef) else arg
+                if not many:
+                    files[(node.name, arg)] = self._file_input(node.name, arg, value, field)
+                    continue
+                if isinstance(value, str | Path) or not isinstance(value, Sequence):
                     raise ParameterError(
-                        f"step {node.name!r} input {arg!r}: file {path} does not exist",
-                        field=src.name if isinstance(src, ParamRef) else arg,
+                        f"step {node.name!r} input {arg!r} takes a list of files, got {type(value).__name__}",
+                        field=field,
                     )
-                read = file_artifact(path)
-                # the same bytes are one artifact, recorded at the first path they were read at:
-                # this step read them here (its events record the path; lineage shows it)
-                files[(node.name, arg)] = dataclasses.replace(self.metadata.add_artifact(read), uri=read.uri)
+                for i, item in enumerate(value):  # each file an input of its own: data[0], data[1], …
+                    name = f"{arg}[{i}]"
+                    files[(node.name, name)] = self._file_input(node.name, name, item, field)
         return files
+
+    def _file_input(self, node: str, arg: str, value: Any, field: str) -> ArtifactRef:
+        path = Path(value).expanduser().resolve()
+        if not path.exists():
+            raise ParameterError(f"step {node!r} input {arg!r}: file {path} does not exist", field=field)
+        read = file_artifact(path)
+        # the same bytes are one artifact, recorded at the first path they were read at: this step
+        # read them here (its events record the path; lineage shows it)
+        return dataclasses.replace(self.metadata.add_artifact(read), uri=read.uri)
 
     def _prepare(
         self,
@@ -308,6 +322,12 @@ class Runner:
                 inputs[arg] = files[(node.name, arg)]
                 uris[arg] = inputs[arg].uri
                 params[arg] = Path(value)
+            elif value is not None and node.step.is_paths_input(arg):
+                for i in range(len(value)):  # the files' digests key the cache, in order
+                    inputs[f"{arg}[{i}]"] = files[(node.name, f"{arg}[{i}]")]
+                    uris[f"{arg}[{i}]"] = inputs[f"{arg}[{i}]"].uri
+                params[arg] = [Path(v) for v in value]
+                key_params[arg] = len(value)  # [] and no list differ; the rest is in the digests
             else:
                 params[arg] = key_params[arg] = value
         return _Prepared(params, key_params, inputs, uris)
@@ -362,7 +382,7 @@ class Runner:
                         }
                     key = fingerprint.cache_key(node.step.code_hash, key_params, digests)
                     input_ids = {arg: ref.id for arg, ref in prep.inputs.items()}
-                    record_params = {k: str(v) if isinstance(v, Path) else v for k, v in prep.params.items()}
+                    record_params = {k: _recorded(v) for k, v in prep.params.items()}
                     hit = self._cache_hit(key, node) if use_cache and node.step.cache else None
                     if hit is not None:
                         source, outs = hit
@@ -397,7 +417,8 @@ class Runner:
                             # the last reader may have the object itself; earlier ones get private copies
                             last = handouts[(src.node, src.output)] == 0
                             preloaded[arg] = value if last else _private_copy(value)
-                    loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.params}
+                    # artifacts to load as values: not the files, which the step reads itself
+                    loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.uris}
                     task = StepTask(
                         run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
                         preloaded, self.artifacts, keep_values, self.stores if keep_values else None,
@@ -469,6 +490,15 @@ def _interruptible(manager: AbstractContextManager[Executor]) -> Iterator[Execut
             raise
     else:
         manager.__exit__(None, None, None)
+
+
+def _recorded(value: Any) -> Any:
+    """A parameter as the metadata store records it: paths (alone or in a list) as text."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+        return [str(v) for v in value]
+    return value
 
 
 def _private_copy(value: Any) -> Any:

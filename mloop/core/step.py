@@ -6,7 +6,9 @@ Called outside a pipeline, a step is just its function (handy in unit tests). Ca
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import types
 import typing
 from collections.abc import Callable, Sequence
 from functools import cached_property, update_wrapper
@@ -64,7 +66,21 @@ class Step:
     def is_path_input(self, name: str) -> bool:
         """Inputs annotated as ``pathlib.Path`` are files: their bytes, not their names, key the cache."""
         hint = self.type_hints.get(name)
-        return hint is Path or (typing.get_origin(hint) is typing.Union and Path in typing.get_args(hint))
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        return hint is Path or (union and Path in typing.get_args(hint))
+
+    def is_paths_input(self, name: str) -> bool:
+        """Inputs annotated as a list of files (``list[Path]``, ``tuple[Path, ...]``,
+        ``Sequence[Path]``, optionally ``| None``): each file's bytes key the cache, in order, as a
+        single ``Path``'s do (a new_data trigger hands such a parameter every file that arrived)."""
+        hint = self.type_hints.get(name)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = typing.get_args(hint) if union else (hint,)
+        for option in options:
+            origin, args = typing.get_origin(option), typing.get_args(option)
+            if origin in (list, tuple, collections.abc.Sequence) and args and args[0] is Path:
+                return origin is not tuple or len(args) == 1 or args[1] is Ellipsis
+        return False
 
     def named(self, name: str) -> Step:
         """The same step under another node name, to use it twice in one pipeline."""

@@ -94,6 +94,28 @@ def test_changing_input_file_bytes_reruns_its_descendants(
     assert set(statuses(workspace.run(sp.numbers, path=str(moved))).values()) == {"cached"}  # same bytes
 
 
+def test_a_list_of_files_is_keyed_by_each_files_bytes(any_workspace: mloop.Workspace, tmp_path: Path) -> None:
+    # a list[Path] was keyed by the names alone: a file rewritten under its name gave the old result
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("1 2")
+    b.write_text("3")
+    first = any_workspace.run(sp.many_numbers, paths=[str(a), str(b)])
+    assert first.load("total") == 6.0
+    assert set(statuses(any_workspace.run(sp.many_numbers, paths=[str(a), str(b)])).values()) == {"cached"}
+    a.write_text("1 2 10")
+    changed = any_workspace.run(sp.many_numbers, paths=[str(a), str(b)])
+    assert changed.step("read_many").status.value == "succeeded" and changed.load("total") == 16.0
+    swapped = any_workspace.run(sp.many_numbers, paths=[str(b), str(a)])  # order is part of the key
+    assert swapped.step("read_many").status.value == "succeeded"
+    assert any_workspace.run(sp.many_numbers, paths=[]).load("total") == 0.0
+    # each file is an input of the step, at the path it was read from
+    events = any_workspace.metadata.events(step_run_ids=[changed.step("read_many").id], kind="input")
+    assert sorted(e.uri for e in events) == sorted(p.resolve().as_uri() for p in (a, b))
+    missing = r"input 'paths\[1\]': file .*gone.txt does not exist"
+    with pytest.raises(mloop.errors.ParameterError, match=missing):
+        any_workspace.run(sp.many_numbers, paths=[str(a), str(tmp_path / "gone.txt")])
+
+
 def test_no_cache_executes_everything(workspace: mloop.Workspace, data_file: Path) -> None:
     workspace.run(sp.numbers, path=str(data_file))
     result = workspace.run(sp.numbers, path=str(data_file), cache=False)
