@@ -27,7 +27,7 @@ from mloop.core.graph import Node, OutputRef, ParamRef
 from mloop.core.pipeline import Pipeline
 from mloop.core.serialize import deserialize, file_artifact, python_type_name, serialize, store_value
 from mloop.entities import ArtifactRef, Run, RunStatus, StepRun, StepStatus
-from mloop.errors import MloopError, ParameterError, StepFailedError
+from mloop.errors import ConflictError, MloopError, ParameterError, StepFailedError
 from mloop.stores.base import ArtifactStore, MetadataStore, NewArtifact
 
 __all__ = ["RunResult", "Runner", "StepListener", "Stores", "execute_step"]
@@ -200,6 +200,12 @@ class Runner:
             if prior.pipeline != pipeline.name:
                 raise ParameterError(
                     f"run {resume!r} is of pipeline {prior.pipeline!r}, not {pipeline.name!r}", field="resume"
+                )
+            if prior.status == RunStatus.RUNNING:  # a dead one was marked failed when the store opened
+                raise ConflictError(
+                    f"run {prior.id} is still running (started {prior.created_at:%Y-%m-%d %H:%M:%S} UTC): "
+                    "resume it once it has ended, or it runs twice",
+                    field="resume",
                 )
             params = {**prior.params, **params}
             resumed_from = prior.id

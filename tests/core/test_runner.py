@@ -13,6 +13,7 @@ import sample_pipelines as sp
 import mloop
 from mloop.core.loader import load_pipeline
 from mloop.errors import ArtifactCorruptedError, StepFailedError
+from mloop.stores.base import RunQuery
 
 
 def statuses(result: mloop.RunResult) -> dict[str, str]:
@@ -163,6 +164,17 @@ def test_code_changes_rerun_exactly_the_affected_steps(workspace: mloop.Workspac
     helper_changed = workspace.run(_load(tmp_path, factor=3, offset=10))
     assert statuses(helper_changed) == {"first": "succeeded", "second": "cached", "combine": "succeeded"}
     assert helper_changed.load("combine") == 11 + 3
+
+
+def test_a_running_run_is_not_resumed(workspace: mloop.Workspace, data_file: Path) -> None:
+    # --resume of a run still in progress started a second execution of its steps beside it
+    live = workspace.metadata.create_run(
+        sp.numbers.name, params={"path": str(data_file)}, trigger="manual", code_commit=None, code_hash="x"
+    )
+    with pytest.raises(mloop.errors.ConflictError, match=f"run {live.id} is still running"):
+        workspace.run(sp.numbers, resume=live.id)
+    runs = workspace.metadata.search_runs(RunQuery(pipeline=sp.numbers.name))
+    assert [r.id for r in runs] == [live.id]  # nothing else was recorded
 
 
 def test_failing_step_is_recorded_and_resume_continues(workspace: mloop.Workspace, tmp_path: Path) -> None:
