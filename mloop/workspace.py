@@ -35,6 +35,7 @@ from mloop.errors import (
     MloopError,
     NotFoundError,
     ParameterError,
+    StoreUnavailableError,
 )
 from mloop.names import check_name, decimal
 from mloop.settings import Settings, load_settings
@@ -126,6 +127,22 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
     if not ref:
         raise ParameterError("model reference is empty", field="model")
     return ref, None, None
+
+
+def _check_not_truncated(database: Path, artifacts: Path | None) -> None:
+    """Refuse an empty ``mloop.db`` beside artifacts it would have recorded: SQLite reads an empty
+    file as a new database, so a truncated one was silently made again (``runs list``: 0 runs, and
+    the next run started over beside the old artifacts)."""
+    try:
+        empty = database.stat().st_size == 0
+    except OSError:
+        return
+    if empty and artifacts is not None and artifacts.is_dir() and any(artifacts.iterdir()):
+        raise StoreUnavailableError(
+            f"metadata database {database} is empty while the workspace holds artifacts: it was "
+            "truncated or replaced; restore it from a backup (or move the artifacts away to start over)",
+            field="metadata_url",
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -246,6 +263,8 @@ class Workspace:
                 ) from exc
         metadata_url = settings.metadata_url or f"sqlite:///{root / 'mloop.db'}"
         artifact_url = settings.artifact_url or str(root / "artifacts")
+        if not settings.metadata_url:
+            _check_not_truncated(root / "mloop.db", None if settings.artifact_url else root / "artifacts")
         metadata = SqlMetadataStore.from_url(metadata_url)
         try:
             artifacts = FsspecArtifactStore(artifact_url)

@@ -100,3 +100,27 @@ def test_a_file_given_as_the_workspace_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(mloop.ConfigurationError, match=r"data\.csv is a file, not a folder"):
         mloop.Workspace.open(data)
     assert data.read_text() == "x\n1\n"
+
+
+def test_a_truncated_database_beside_artifacts_is_refused_not_made_anew(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite reads an empty file as a new database: `runs list` said "0 runs" and rewrote the schema
+    from mloop.cli import main
+
+    root = tmp_path / "ws"
+    with mloop.Workspace.open(root) as ws:
+        ws.artifacts.put(b"model bytes")
+    (root / "mloop.db").write_bytes(b"")
+    for wal in root.glob("mloop.db-*"):
+        wal.unlink()
+    with pytest.raises(mloop.errors.StoreUnavailableError, match="is empty while the workspace holds"):
+        mloop.Workspace.open(root)
+    assert main(["runs", "list", "--workspace", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: metadata database") and err.count("\n") == 1, err
+    assert (root / "mloop.db").stat().st_size == 0  # left for the user to restore, not rewritten
+    fresh = tmp_path / "fresh"  # an empty file with nothing beside it is a new workspace, as before
+    fresh.mkdir()
+    (fresh / "mloop.db").write_bytes(b"")
+    mloop.Workspace.open(fresh).close()
