@@ -196,7 +196,9 @@ def test_writes_move_aliases_and_are_audited(server: Server) -> None:
         moved = http.post(
             "/api/v1/models/churn/aliases/production", json={"version": 2, "reason": "better auc"}
         )
-        assert moved.status_code == 200 and moved.json()["to_version"] == 2
+        assert moved.status_code == 200 and moved.json()["to_version"] == 2 and moved.json()["changed"]
+        again = http.post("/api/v1/models/churn/aliases/production", json={"version": 2, "reason": "again"})
+        assert again.status_code == 200 and again.json()["changed"] is False  # no event, no audit entry
         assert http.post("/api/v1/models/churn/aliases/production", json={"version": 2}).status_code == 400
         extra = http.post(
             "/api/v1/models/churn/aliases/production", json={"version": 2, "reason": "x", "sql": 1}

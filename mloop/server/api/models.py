@@ -77,6 +77,8 @@ def move_alias(name: str, alias: str, body: AliasMove, ws: Ws, who: Editor) -> d
     event = ws.registry.set_alias(
         name, alias, body.version, who=who.name, reason=body.reason, force=body.force
     )
+    if event.from_version == event.to_version:  # already there: the registry recorded nothing, nor do we
+        return {**jsonable(event), "changed": False}
     ws.tokens.record_audit(
         who.name,
         "alias.move",
@@ -84,7 +86,7 @@ def move_alias(name: str, alias: str, body: AliasMove, ws: Ws, who: Editor) -> d
         reason=body.reason,
         details={"from_version": event.from_version, "to_version": event.to_version, "force": body.force},
     )
-    return jsonable(event)
+    return {**jsonable(event), "changed": True}
 
 
 @router.post("/{name}/aliases/{alias}/rollback", summary="Give an alias back to its previous holder; editors")
