@@ -27,7 +27,8 @@ log = logging.getLogger("mloop.serving")
 # what the service hands out: a request's ULID and the row's number within it
 # a ULID is Crockford base32, which reads either case: ids are kept in the canonical upper case; a
 # row number is written without leading zeros ("-01" would be accepted and join no prediction)
-PREDICTION_ID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}-(0|[1-9][0-9]{0,8})")
+# a ULID is 128 bits in 26 Crockford base-32 digits: the first is 0-7 (8-Z would not fit)
+PREDICTION_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}-(0|[1-9][0-9]{0,8})")
 
 
 class Recorder:

@@ -122,7 +122,8 @@ def test_prediction_log_and_feedback(ws, serve, tmp_path: Path) -> None:
         "/feedback", json={"feedback": [{"prediction_id": i, "label": 1} for i in ids[:3]]}
     )
     assert ok.json() == {"accepted": 3}
-    for nope in ("nope", f"{ids[0][:-2]}-01", f"{ids[0][:-2]}-00"):  # "-01" would join no prediction
+    # "-01" would join no prediction; a ULID starting 8-Z is beyond 128 bits: no prediction has it
+    for nope in ("nope", f"{ids[0][:-2]}-01", f"{ids[0][:-2]}-00", "8" + ids[0][1:], "Z" * 26 + "-0"):
         malformed = served.client.post("/feedback", json={"prediction_id": nope, "label": 1})
         assert malformed.status_code == 422 and malformed.json()["error"]["field"] == "prediction_id", nope
     wrong = served.client.post("/feedback", json={"prediction_id": ids[3], "label": "rain"})
