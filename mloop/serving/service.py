@@ -56,6 +56,11 @@ class Prepared:
     entities: list[str | None] | None = None  # each row's entity keys (JSON), when served by key
 
 
+# a version that fails to load is tried again after 5 s, then 10, 20, … up to 5 minutes
+_RETRY_FIRST_S = 5.0
+_RETRY_MAX_S = 300.0
+
+
 class ModelService:
     """Everything behind the endpoints; kept apart from FastAPI so it can be driven directly."""
 
@@ -82,6 +87,8 @@ class ModelService:
         self._watcher: threading.Thread | None = None
         self.features = FeatureHook(workspace)  # serving by entity key (models with a feature service)
         self._registry_error: str | None = None
+        # versions that failed to load: when to try again, and the pause after that (doubling)
+        self._retry_at: dict[str, tuple[float, float]] = {}
 
     # loading ------------------------------------------------------------------------------------
 
@@ -94,6 +101,9 @@ class ModelService:
         current = getattr(self.slots, self._slot_of(alias))
         if current is not None and current.loaded.version.id == version.id:
             return current
+        retry = self._retry_at.get(version.id)
+        if retry is not None and time.monotonic() < retry[0]:
+            return current  # it failed a moment ago: not reloaded (and re-hashed, and logged) every poll
         try:
             model = self._model_of(version, alias)
             loaded = LoadedModel.from_version(version, model)
@@ -106,8 +116,11 @@ class ModelService:
                 f"v{version.version} ({alias}) failed to load: {type(exc).__name__}: {exc}"
             )
             kept = "still serving the previous version" if current is not None else "nothing served yet"
-            log.error("%s; %s", self.slots.last_error, kept)
+            pause = min(2 * retry[1], _RETRY_MAX_S) if retry is not None else _RETRY_FIRST_S
+            self._retry_at[version.id] = (time.monotonic() + pause, pause)
+            log.error("%s; %s; next try in %.0f s", self.slots.last_error, kept, pause)
             return current
+        self._retry_at.pop(version.id, None)
         self.metrics.loads.labels(self.config.model, str(version.version), "loaded").inc()
         log.info("%s v%s loaded for alias %r", self.config.model, version.version, alias)
         self.metrics.alias.labels(self.config.model, alias).set(version.version)

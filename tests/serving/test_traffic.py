@@ -75,7 +75,7 @@ def test_alias_move_under_load_drops_nothing(ws, serve) -> None:
 
 
 def test_a_version_that_fails_to_load_is_not_swapped_in(ws, serve) -> None:
-    served = serve(ws)
+    served = serve(ws)  # polls the registry every 0.1 s
     bad = ws.register_model("clf", _broken_model(), signature={})
     ws.promote("clf", bad.version, reason="bad build")
     deadline = time.monotonic() + 10
@@ -87,6 +87,11 @@ def test_a_version_that_fails_to_load_is_not_swapped_in(ws, serve) -> None:
     meta = served.client.get("/v2/models/clf").json()
     assert "failed to load" in meta["last_error"] and meta["production"]["version"] == 1
     assert 'outcome="failed"' in served.client.get("/metrics").text
+    # tried again after a pause that doubles, not at every poll (an ERROR line and a re-hash each)
+    time.sleep(1.0)
+    failed = f'mloop_model_loads_total{{model="clf",outcome="failed",version="{bad.version}"}} 1.0'
+    loads = [line for line in served.client.get("/metrics").text.splitlines() if "model_loads_total{" in line]
+    assert failed in loads, loads
 
 
 def test_a_first_version_that_fails_to_load_is_named_not_called_missing(ws, tmp_path: Path) -> None:
