@@ -265,7 +265,8 @@ class TriggerEvent:
     """One firing of a trigger: the evidence, the run it started and how that ended.
 
     ``status``: ``pending`` (claimed, no run yet), ``running``, ``succeeded``, ``failed``, ``stopped``
-    (a gate refused the data), ``suppressed`` (cool-down: recorded, not run).
+    (a gate refused the data), ``suppressed`` (recorded, not run: held by the cool-down, whose end
+    fires the same data again, or served by an identical run of the same pass).
     """
 
     id: str

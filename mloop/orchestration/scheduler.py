@@ -27,16 +27,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mloop.core.loader import load_pipeline
+from mloop.core.pipeline import Pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
 from mloop.errors import MloopError, NotFoundError, ParameterError, StepFailedError, StoreUnavailableError
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
-from mloop.orchestration.triggers import check_live_metric, check_trigger, validate_trigger
+from mloop.orchestration.triggers import (
+    TriggerCheck,
+    check_live_metric,
+    check_trigger,
+    next_due,
+    validate_trigger,
+)
 from mloop.stores.base import TriggerStore
 from mloop.workspace import Workspace, _pid_alive
 
@@ -61,6 +68,14 @@ class TickReport:
     def fail(self, where: str, exc: Exception) -> None:
         self.failures[where] = exc
         self.errors[where] = _describe(exc)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run ready to start: the loaded pipeline and every parameter it is given."""
+
+    pipeline: Pipeline
+    params: dict[str, Any]
 
 
 def _describe(exc: Exception) -> str:
@@ -106,6 +121,7 @@ class Scheduler:
         # trigger → (whether its inputs are unchanged, what it said then): passes skip it meanwhile
         self._quiet: dict[str, tuple[Callable[[], bool], str]] = {}
         self._next_recovery = 0.0  # time.monotonic() of the next look for expired leases
+        self._failures: dict[str, int] = {}  # trigger → firings in a row whose run could not start
 
     def check(self) -> None:
         """Fail now, with a clear error, on a trigger or rollout that could never work."""
@@ -144,7 +160,7 @@ class Scheduler:
             for event in self.recover():
                 self._run(event, report)
         cache: dict[Any, Any] = {}
-        started: dict[tuple[str, str], str] = {}  # (pipeline, params) → trigger that ran it this pass
+        started: dict[tuple[str, str], str] = {}  # (pipeline, run params) → trigger that ran it this pass
         for spec in self.config.triggers:
             if self._stop.is_set():
                 break
@@ -160,7 +176,7 @@ class Scheduler:
                 self.store.save_state(spec.name, evaluated_at=self.clock(), last_error=_describe(exc))
                 continue
             if fired is not None:
-                self._run(fired, report)
+                self._run(fired[0], report, fired[1])
         for policy in self.config.rollout:
             try:
                 decision = advance(self.ws, policy, self.clock(), log_dir=self.log_dir, gate=self.gate)
@@ -197,8 +213,9 @@ class Scheduler:
         report: TickReport,
         cache: dict[Any, Any],
         started: dict[tuple[str, str], str],
-    ) -> TriggerEvent | None:
-        """Evaluate one trigger under its evaluation lease; the event to run, if it fired."""
+    ) -> tuple[TriggerEvent, Prepared] | None:
+        """Evaluate one trigger under its evaluation lease; the event to run (and its prepared run),
+        if it fired."""
         with self.store.evaluating(spec.name, self.owner, self.config.lease_s) as mine:
             if not mine:
                 return None  # another scheduler is evaluating it right now
@@ -211,7 +228,11 @@ class Scheduler:
         report: TickReport,
         cache: dict[Any, Any],
         started: dict[tuple[str, str], str],
-    ) -> TriggerEvent | None:
+    ) -> tuple[TriggerEvent, Prepared] | None:
+        """Evaluate ``spec`` and claim the event it fired. A firing consumes its data (the watermark
+        moves past it) only when it is claimed to run, or coalesced with an identical run of this
+        pass: one held back by the cool-down, or whose run cannot start (its pipeline does not load,
+        it refuses the parameters), fires again on a later pass."""
         now = self.clock()
         state = self.store.state(spec.name)
         try:
@@ -224,41 +245,114 @@ class Scheduler:
             )
             return None
         report.checks[spec.name] = check.result
-        self.store.save_state(
+        fired = check.fired
+        if fired is None:
+            self._save_check(spec.name, now, check)
+            if check.unchanged is not None:  # only once its watermark is saved
+                self._quiet[spec.name] = (check.unchanged, check.result)
+            return None
+        evidence = {**fired.evidence, "params": fired.params}
+        cool_until = state.fired_at + spec.cooldown_td if state.fired_at is not None else None
+        if cool_until is not None and now < cool_until:
+            self._cooling(spec, now, check, evidence, cool_until, report)
+            return None
+        # the run this firing asks for: one already started this pass for the same run serves both
+        target = (spec.pipeline, json.dumps({**spec.params, **fired.params}, sort_keys=True, default=str))
+        if target in started:
+            self.store.claim(
+                spec.name,
+                fired.key,
+                kind=spec.kind,
+                pipeline=spec.pipeline,
+                evidence={**evidence, "coalesced_with": started[target]},
+                status="suppressed",
+                owner=self.owner,
+                lease_s=self.config.lease_s,
+            )
+            self._save_check(spec.name, now, check)
+            return None
+        try:
+            prepared = self._prepare(spec, fired.params)
+        except StoreUnavailableError:
+            raise
+        except MloopError as exc:
+            self._cannot_start(spec, now, exc, report)
+            return None
+        self._failures.pop(spec.name, None)
+        # claimed before the watermark moves: a scheduler dying in between loses no data (the next
+        # evaluation fires the same key, finds it claimed, and only then moves the watermark)
+        claimed = self.store.claim(
             spec.name,
+            fired.key,
+            kind=spec.kind,
+            pipeline=spec.pipeline,
+            evidence=evidence,
+            owner=self.owner,
+            lease_s=self.config.lease_s,
+        )
+        self._save_check(spec.name, now, check)
+        if claimed is None:
+            return None  # already handled
+        started[target] = spec.name
+        self.store.save_state(spec.name, fired_at=now)
+        report.events.append(claimed)
+        log.info("trigger %s fired: %s", spec.name, fired.key, extra={"trigger": spec.name})
+        return claimed, prepared
+
+    def _save_check(self, trigger: str, now: datetime, check: TriggerCheck) -> None:
+        """Record an evaluation whose data is consumed: its result, next due time and watermark."""
+        self.store.save_state(
+            trigger,
             evaluated_at=now,
             last_result=check.result,
             next_due_at=check.next_due,
             watermark=check.watermark,
             last_error="",
         )
-        if check.fired is None:
-            if check.unchanged is not None:  # only once its watermark is saved
-                self._quiet[spec.name] = (check.unchanged, check.result)
-            return None
-        cooling = state.fired_at is not None and now - state.fired_at < spec.cooldown_td
-        target = (spec.pipeline, json.dumps(spec.params, sort_keys=True, default=str))
-        evidence = {**check.fired.evidence, "params": check.fired.params}
-        if target in started:  # two triggers saw one event: one run serves both
-            evidence["coalesced_with"] = started[target]
-        skip = cooling or target in started
-        claimed = self.store.claim(
+
+    def _cooling(
+        self,
+        spec: TriggerSpec,
+        now: datetime,
+        check: TriggerCheck,
+        evidence: dict[str, Any],
+        until: datetime,
+        report: TickReport,
+    ) -> None:
+        """A firing inside the cool-down: recorded (``suppressed``) but held: the watermark and next
+        due time stay where they were, so the same data fires once the cool-down is over. Until then
+        this scheduler's passes skip the trigger (nothing it sees could run earlier)."""
+        assert check.fired is not None
+        result = f"{check.result}; held: cooling down until {until.isoformat()}"
+        report.checks[spec.name] = result
+        self.store.save_state(spec.name, evaluated_at=now, last_result=result, last_error="")
+        # its own key: the firing's is claimed when it runs, and an event key is claimed once ever
+        self.store.claim(
             spec.name,
-            check.fired.key,
+            f"cooldown/{check.fired.key}",
             kind=spec.kind,
             pipeline=spec.pipeline,
-            evidence=evidence,
-            status="suppressed" if skip else "pending",
+            evidence={**evidence, "held_until": until.isoformat()},
+            status="suppressed",
             owner=self.owner,
             lease_s=self.config.lease_s,
         )
-        if claimed is None or skip:
-            return None  # already handled, inside the cool-down, or coalesced (recorded, not run)
-        started[target] = spec.name
-        self.store.save_state(spec.name, fired_at=now)
-        report.events.append(claimed)
-        log.info("trigger %s fired: %s", spec.name, check.fired.key, extra={"trigger": spec.name})
-        return claimed
+        self._quiet[spec.name] = (lambda: self.clock() < until, result)
+
+    def _cannot_start(self, spec: TriggerSpec, now: datetime, exc: MloopError, report: TickReport) -> None:
+        """A firing whose run cannot start (the pipeline does not load while it is being edited, a
+        parameter it refuses): no event is claimed and its data is kept; the trigger is evaluated
+        again after ``tick_s × 2^n`` seconds (n failures in a row), at most ``max_backoff_s``."""
+        failures = self._failures.get(spec.name, 0) + 1
+        self._failures[spec.name] = failures
+        delay = min(self.config.max_backoff_s, self.config.tick_s * 2 ** min(failures, 20))
+        retry_at = now + timedelta(seconds=delay)
+        report.fail(spec.name, exc)
+        log.error("trigger %s: the run cannot start (its data is kept; next try in %.1f s): %s",
+                  spec.name, delay, exc.message, extra={"trigger": spec.name})  # fmt: skip
+        result = f"error: the run cannot start: {exc.message}"
+        self.store.save_state(spec.name, evaluated_at=now, last_result=result, last_error=exc.message)
+        self._quiet[spec.name] = (lambda: self.clock() < retry_at, f"{result} (retrying after back-off)")
 
     def fire(self, name: str, reason: str = "requested") -> TickReport:
         """Fire a trigger now (any kind; ``manual`` triggers fire only this way)."""
@@ -347,22 +441,16 @@ class Scheduler:
 
     # running --------------------------------------------------------------------------------------
 
-    def _run(self, event: TriggerEvent, report: TickReport) -> None:
+    def _run(self, event: TriggerEvent, report: TickReport, prepared: Prepared | None = None) -> None:
         with self._holding(event=event.id):
-            self._run_held(event, report)
+            self._run_held(event, report, prepared)
 
-    def _run_held(self, event: TriggerEvent, report: TickReport) -> None:
-        context = {"trigger": event.trigger, "event": event.event_key}
-        try:
-            spec = self.spec(event.trigger)
-            pipeline = load_pipeline(spec.pipeline, workspace=self.ws)
-        except MloopError as exc:
-            self.store.update(event.id, status="failed")
-            report.fail(event.trigger, exc)
-            log.error("trigger %s: cannot load its pipeline: %s", event.trigger, exc.message, extra=context)
-            return
+    def _prepare(self, spec: TriggerSpec, fired: dict[str, Any]) -> Prepared:
+        """The pipeline and parameters of the run an event of ``spec`` with the firing's parameters
+        ``fired`` starts; MloopError when it cannot start (the pipeline does not load, refuses them)."""
+        pipeline = load_pipeline(spec.pipeline, workspace=self.ws)
         accepted = set(inspect.signature(pipeline.fn).parameters)
-        extra = {k: v for k, v in event.evidence.get("params", {}).items() if k in accepted}
+        extra = {k: v for k, v in fired.items() if k in accepted}
         # relative file params (the trigger's and the deployed version's) are relative to mloop.toml
         params = anchor_path_params(
             {**pipeline.version_params, **spec.params}, pipeline.path_params(), self.config.root
@@ -373,16 +461,29 @@ class Scheduler:
         if isinstance(files, str) and many:
             extra[param] = [files]  # one new file, to a parameter that takes a list of them
         if isinstance(files, list) and many is False:
-            self.store.update(event.id, status="failed")
-            refused = ParameterError(
+            raise ParameterError(
                 f"{len(files)} new files arrived in one pass, but parameter {spec.param!r} of "
-                f"{spec.pipeline} takes one: annotate it list[str] to receive them all",
+                f"{spec.pipeline} takes one: annotate it list[Path] to receive them all",
                 field="param",
             )
-            report.fail(event.trigger, refused)
-            log.error("trigger %s: %s", spec.name, refused.message, extra=context)
-            return
         params.update(extra)
+        pipeline.bind(params)  # a parameter it refuses: said before an event consumes the data
+        return Prepared(pipeline, params)
+
+    def _run_held(self, event: TriggerEvent, report: TickReport, prepared: Prepared | None) -> None:
+        context = {"trigger": event.trigger, "event": event.event_key}
+        try:
+            spec = self.spec(event.trigger)
+            if prepared is None:  # a recovered or manually fired event
+                prepared = self._prepare(spec, event.evidence.get("params", {}))
+        except StoreUnavailableError:
+            raise
+        except MloopError as exc:
+            self.store.update(event.id, status="failed")
+            report.fail(event.trigger, exc)
+            log.error("trigger %s: the run cannot start: %s", event.trigger, exc.message, extra=context)
+            return
+        pipeline, params = prepared.pipeline, prepared.params
 
         def started(run: Run) -> None:
             self.store.update(event.id, status="running", run_id=run.id)
@@ -466,6 +567,7 @@ def trigger_status(store: TriggerStore, config: LoopConfig) -> list[dict[str, An
     """Each configured trigger: kind, pipeline, last evaluation, result and error, last firing, next
     due time and its latest event (what ``mloop scheduler status`` shows, locally or from a server)."""
     rows = []
+    now = utcnow()
     for spec in config.triggers:
         state = store.state(spec.name)
         last = store.events(spec.name, limit=1)
@@ -478,7 +580,8 @@ def trigger_status(store: TriggerStore, config: LoopConfig) -> list[dict[str, An
                 "result": state.last_result,
                 "last_error": state.last_error,
                 "fired_at": state.fired_at,
-                "next_due_at": state.next_due_at,
+                # as the next pass will see it (a cron expression edited since is not due then)
+                "next_due_at": next_due(spec, state, now) if spec.kind == "schedule" else state.next_due_at,
                 "last_event": {
                     "key": last[0].event_key,
                     "status": last[0].status,

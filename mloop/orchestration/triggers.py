@@ -32,7 +32,7 @@ from mloop.orchestration.config import TriggerSpec
 from mloop.validation.model import LOWER_IS_BETTER
 from mloop.workspace import Workspace
 
-__all__ = ["Firing", "TriggerCheck", "check_trigger", "persisted", "validate_trigger"]
+__all__ = ["Firing", "TriggerCheck", "check_trigger", "next_due", "persisted", "validate_trigger"]
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +169,34 @@ def check_trigger(
     return _monitored(spec, workspace, state, log_dir or workspace.prediction_log_dir, cache)
 
 
-def _schedule(spec: TriggerSpec, state: TriggerState, now: datetime) -> TriggerCheck:
+def next_due(spec: TriggerSpec, state: TriggerState, now: datetime) -> datetime | None:
+    """When schedule trigger ``spec`` is next due: the stored due time while it was computed from
+    ``spec.cron`` (the watermark records the expression), else the expression's next time after
+    ``now`` (the file was edited). A due time stored without its expression (by an older mloop) is
+    kept only if it is the earlier. None before its first evaluation."""
     from croniter import croniter
 
     assert spec.cron is not None
     due = state.next_due_at
+    if due is None or state.watermark.get("cron") == spec.cron:
+        return due
+    following: datetime = croniter(spec.cron, now).get_next(datetime)
+    return following if "cron" in state.watermark else min(due, following)
+
+
+def _schedule(spec: TriggerSpec, state: TriggerState, now: datetime) -> TriggerCheck:
+    from croniter import croniter
+
+    assert spec.cron is not None
+    due = next_due(spec, state, now)
     following = croniter(spec.cron, now).get_next(datetime)
+    mark = {"cron": spec.cron}  # what the next due time is computed from
     if due is None:
-        return TriggerCheck(f"next run at {following.isoformat()}", next_due=following)
+        return TriggerCheck(f"next run at {following.isoformat()}", watermark=mark, next_due=following)
     if now < due:
-        return TriggerCheck(f"next run at {due.isoformat()}", next_due=due)
+        return TriggerCheck(f"next run at {due.isoformat()}", watermark=mark, next_due=due)
     firing = Firing(f"schedule/{due.isoformat()}", {"cron": spec.cron, "due": due.isoformat()})
-    return TriggerCheck(f"due at {due.isoformat()}", firing, next_due=following)
+    return TriggerCheck(f"due at {due.isoformat()}", firing, mark, next_due=following)
 
 
 def _list_files(spec: TriggerSpec) -> dict[str, list[Any]]:

@@ -156,7 +156,7 @@ def test_new_files_reach_a_list_parameter_as_a_list_and_a_one_file_parameter_is_
     assert [s for _, s in report.runs] == ["succeeded"]  # the list parameter's run
     assert json.loads(marks(project, "list")[-1]) == [str(inbox / "b.csv"), str(inbox / "c.csv")]
     assert "2 new files arrived in one pass, but parameter 'data'" in report.errors["one"]
-    assert "annotate it list[str]" in report.errors["one"]
+    assert "annotate it list[Path]" in report.errors["one"]
 
 
 def test_new_rows_past_the_watermark(workspace: mloop.Workspace, project: Path) -> None:
