@@ -31,6 +31,7 @@ __all__ = [
     "SerializationError",
     "StepFailedError",
     "StoreUnavailableError",
+    "StoreUnreachableError",
     "UnauthorizedError",
     "UnsupportedEncodingError",
     "UnsupportedMediaTypeError",
@@ -199,6 +200,11 @@ class StoreUnavailableError(MloopError):
 
     code = "store_unavailable"
     http_status = 503
+
+
+class StoreUnreachableError(StoreUnavailableError):
+    """The database server did not answer at all (down, restarting, not up yet): worth waiting for,
+    unlike a store that answers with an error or a file that cannot be read."""
 
 
 class SchemaVersionError(MloopError):

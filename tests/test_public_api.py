@@ -81,6 +81,7 @@ def test_public_api_is_pinned() -> None:
         "SerializationError",
         "StepFailedError",
         "StoreUnavailableError",
+        "StoreUnreachableError",
         "UnauthorizedError",
         "ForbiddenError",
         # the team server's client

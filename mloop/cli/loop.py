@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,7 +32,7 @@ from mloop.cli.common import (
 )
 from mloop.cli.logs import configure_logging
 from mloop.cli.remote import ServerOpt, TokenOpt
-from mloop.errors import MloopError, ParameterError
+from mloop.errors import MloopError, ParameterError, StoreUnreachableError
 from mloop.settings import CONFIG_FILE
 
 if TYPE_CHECKING:
@@ -142,10 +143,13 @@ def scheduler_run(
     """Evaluate triggers and rollouts until SIGTERM/SIGINT (the run in progress finishes first).
 
     Faults inside a pass (database unreachable, failing pipeline…) are logged and retried with
-    back-off; only bad configuration at start stops it. With ``--once``: exit 1 when the pass logged
+    back-off, and a database server that does not answer yet at start is waited for; only bad
+    configuration at start stops it. With ``--once``: exit 1 when the pass logged
     an error or a run it started failed, 2 for bad configuration.
     """
     configure_logging(log_level, log_format)
+    if not once:
+        _wait_for_the_database(workspace)
     with open_workspace(workspace, create=True) as ws:
         scheduler = _scheduler(ws, tick)
         if not scheduler.config.triggers and not scheduler.config.rollout:
@@ -186,6 +190,29 @@ def scheduler_run(
         else:
             scheduler.serve_forever()
     log.info("scheduler: stopped")
+
+
+def _wait_for_the_database(workspace: Path | None) -> None:
+    """Wait, with back-off, for a metadata database server that does not answer yet: a daemon
+    started beside its database (at boot, or while it restarts) exited with "cannot connect"
+    instead of riding it out as it does an outage once running. SIGTERM/SIGINT end the wait."""
+    stopping = threading.Event()
+    handlers = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    pause = 1.0
+    try:
+        while True:
+            try:
+                with open_workspace(workspace, create=True):
+                    return
+            except StoreUnreachableError as exc:
+                log.warning("scheduler: %s; trying again in %g s", exc.message, pause)
+            if stopping.wait(pause):
+                log.info("scheduler: stopped before the database answered")
+                raise typer.Exit(0)
+            pause = min(pause * 2, 60.0)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @scheduler_app.command("status")

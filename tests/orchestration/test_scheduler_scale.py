@@ -295,6 +295,31 @@ def test_a_scheduler_rides_out_a_database_outage(project: Path, proxied: tuple[T
     assert sorted(Path(f).name for f in _marked(project)) == ["before.csv", "during.csv"]
 
 
+@pytest.mark.slow  # chaos: the daemon starts before its database does
+def test_a_daemon_started_before_its_database_waits_for_it(
+    project: Path, proxied: tuple[TcpProxy, str]
+) -> None:
+    proxy, url = proxied
+    _toml(project)
+    proxy.down()
+    daemon = Daemon(project, _env(project, url))
+    try:
+        _wait_for(
+            lambda: "trying again" in "".join(daemon.lines) or daemon.proc.poll() is not None,
+            what="the daemon to wait for the database",
+        )
+        assert daemon.proc.poll() is None, "".join(daemon.lines)  # it exited 2 ("cannot connect") before
+        proxy.up()
+        _wait_for(daemon.started, what="the daemon to start once the database answers")
+        _drop(project / "inbox", "late.csv")
+        _wait_for(lambda: len(_marked(project)) == 1, what="the file to be processed")
+        daemon.terminate()
+        log = daemon.stop()
+    finally:
+        daemon.stop()
+    assert daemon.proc.returncode == 0 and "Traceback" not in log, log[-3000:]
+
+
 @pytest.mark.slow
 def test_the_daemon_keeps_running_through_an_outage_and_processes_each_file_once(
     project: Path, proxied: tuple[TcpProxy, str]

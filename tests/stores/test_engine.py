@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError
+from mloop.errors import ConfigurationError, SchemaVersionError, StoreUnavailableError, StoreUnreachableError
 from mloop.stores.sql.engine import connect
 from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
 
@@ -63,7 +63,8 @@ def test_sqlite_opener_waits_for_another_writer_of_a_new_database(tmp_path: Path
 
 
 def test_unreachable_postgres_is_a_clear_error() -> None:
-    with pytest.raises(StoreUnavailableError, match=r"cannot connect to metadata store .*127\.0\.0\.1:1"):
+    # unreachable (worth waiting for: the scheduler daemon does), unlike a SQLite file that fails
+    with pytest.raises(StoreUnreachableError, match=r"cannot connect to metadata store .*127\.0\.0\.1:1"):
         connect("postgresql+psycopg://nobody:secret@127.0.0.1:1/db")
 
 

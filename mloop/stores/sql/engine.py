@@ -29,7 +29,13 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from mloop.errors import ConfigurationError, MetadataStoreError, SchemaVersionError, StoreUnavailableError
+from mloop.errors import (
+    ConfigurationError,
+    MetadataStoreError,
+    SchemaVersionError,
+    StoreUnavailableError,
+    StoreUnreachableError,
+)
 from mloop.stores.sql.schema import HEAD_REVISION, VERSION_TABLE
 
 __all__ = ["WRITE", "connect", "insert_ignoring_conflicts", "translate_errors", "upgrade"]
@@ -64,7 +70,9 @@ def connect(url: str) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreUnavailableError(f"cannot connect to metadata store {safe}: {reason}") from exc
+        # a server that does not answer may be on its way up; a SQLite file that fails will not be
+        kind = StoreUnavailableError if parsed.get_backend_name() == "sqlite" else StoreUnreachableError
+        raise kind(f"cannot connect to metadata store {safe}: {reason}") from exc
     except DatabaseError as exc:  # sqlite3: "file is not a database", "database disk image is malformed"
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
