@@ -99,6 +99,15 @@ class FsspecArtifactStore:
                 f"artifact {digest[:12]}… is recorded but its bytes are missing from {self.url}",
                 field="digest",
             ) from exc
+        except (IsADirectoryError, NotADirectoryError) as exc:  # replaced by a folder, or under a file
+            raise ArtifactCorruptedError(
+                f"artifact {digest[:12]}… is corrupted: {self.uri(digest)} is not a file", field="digest"
+            ) from exc
+        except PermissionError as exc:
+            raise ArtifactNotFoundError(
+                f"artifact {digest[:12]}… cannot be read: permission denied on {self.uri(digest)}",
+                field="digest",
+            ) from exc
         actual = digest_bytes(data)
         if actual != digest:
             raise ArtifactCorruptedError(

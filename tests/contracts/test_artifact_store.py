@@ -48,6 +48,17 @@ def test_tampered_bytes_are_refused(store: FsspecArtifactStore) -> None:
         store.get(digest)
 
 
+def test_a_folder_in_place_of_the_bytes_is_named_as_corruption(tmp_path: Path) -> None:
+    # it was "unexpected IsADirectoryError … (a bug in mloop)"
+    store = FsspecArtifactStore(str(tmp_path / "a"))
+    digest, uri = store.put(b"model weights")
+    path = Path(uri.removeprefix("file://"))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ArtifactCorruptedError, match="is not a file"):
+        store.get(digest)
+
+
 def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
     store = FsspecArtifactStore(str(tmp_path / "a"))
     for i in range(20):
