@@ -92,3 +92,24 @@ def test_corrupted_sqlite_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailableError, match="corrupted") as info:
         connect(f"sqlite:///{db}")
     assert str(db) in str(info.value) and info.value.exit_code == 2
+
+
+def test_a_workspace_on_a_read_only_file_system_says_so(tmp_path: Path) -> None:
+    # "unable to open database file" named no cause (SQLite writes its WAL beside the database)
+    import subprocess
+
+    source, mounted = tmp_path / "ws", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    connect(f"sqlite:///{source / 'mloop.db'}").dispose()
+    for leftover in source.glob("mloop.db-*"):
+        leftover.unlink()
+    binds = [["mount", "--bind", str(source), str(mounted)], ["mount", "-o", "remount,ro,bind", str(mounted)]]
+    try:
+        for command in binds:
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                pytest.skip("a read-only bind mount needs root and mount rights")
+        with pytest.raises(StoreUnavailableError, match=r"the folder .*ro is read-only: SQLite writes"):
+            connect(f"sqlite:///{mounted / 'mloop.db'}")
+    finally:
+        subprocess.run(["umount", str(mounted)], capture_output=True)

@@ -8,6 +8,8 @@ migrations so several processes opening a fresh database at once apply them once
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -70,9 +72,12 @@ def connect(url: str) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        # a server that does not answer may be on its way up; a SQLite file that fails will not be
-        kind = StoreUnavailableError if parsed.get_backend_name() == "sqlite" else StoreUnreachableError
-        raise kind(f"cannot connect to metadata store {safe}: {reason}") from exc
+        if parsed.get_backend_name() == "sqlite":
+            raise StoreUnavailableError(
+                f"cannot connect to metadata store {safe}: {reason}{_sqlite_hint(parsed, reason)}"
+            ) from exc
+        # a server that does not answer may be on its way up (a SQLite file that fails will not be)
+        raise StoreUnreachableError(f"cannot connect to metadata store {safe}: {reason}") from exc
     except DatabaseError as exc:  # sqlite3: "file is not a database", "database disk image is malformed"
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -167,6 +172,23 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
     return engine
+
+
+def _sqlite_hint(url: sa.URL, reason: str) -> str:
+    """Why SQLite could not open or write its file, where the file system says (its own message,
+    "unable to open database file" or "disk I/O error", names no cause)."""
+    database = url.database or ""
+    if database.startswith("file:") or not ("unable to open" in reason or "I/O error" in reason):
+        return ""
+    folder = Path(database).expanduser().resolve().parent
+    if not os.access(folder, os.W_OK):
+        return f" (the folder {folder} is read-only: SQLite writes its WAL beside the database)"
+    try:
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return f" (the disk holding {folder} is full)"
+    except OSError:
+        pass
+    return ""
 
 
 def _enter_wal(cur: sqlite3.Cursor) -> None:
