@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -93,9 +94,9 @@ def test_windows_and_incremental_materialization(tmp_path: Path, feature_repo: o
         ws.close()
 
 
-def test_redis_online_store_from_configuration(
-    tmp_path: Path, feature_repo: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def redis_ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[mloop.Workspace]:
+    """A workspace whose online store is Redis (``MLOOP_ONLINE_URL``), under a key prefix of its own."""
     url = os.environ.get("MLOOP_TEST_REDIS_URL")
     if not url:
         pytest.skip("MLOOP_TEST_REDIS_URL is not set: Redis tests skipped")
@@ -105,14 +106,19 @@ def test_redis_online_store_from_configuration(
     assert isinstance(store, RedisOnlineStore)
     store.prefix = f"mloop-test:{uuid.uuid4().hex[:12]}:"
     try:
-        ws.features.apply(feature_repo(recent_frame(4)))  # type: ignore[operator]
-        ws.features.materialize()
-        got = ws.features.online([{"driver_id": 3}], ["driver_stats:trips"])
-        assert got[0]["features"]["driver_stats:trips"] == 303
-        assert ws.features.skew(service="driver_model")["mismatches"] == 0
+        yield ws
     finally:
         store.drop_prefix()
         ws.close()
+
+
+def test_redis_online_store_from_configuration(redis_ws: mloop.Workspace, feature_repo: object) -> None:
+    ws = redis_ws
+    ws.features.apply(feature_repo(recent_frame(4)))  # type: ignore[operator]
+    ws.features.materialize()
+    got = ws.features.online([{"driver_id": 3}], ["driver_stats:trips"])
+    assert got[0]["features"]["driver_stats:trips"] == 303
+    assert ws.features.skew(service="driver_model")["mismatches"] == 0
 
 
 def test_skew_reports_a_source_rewritten_after_materialization(tmp_path: Path, feature_repo: object) -> None:
@@ -230,22 +236,11 @@ def test_skew_leaves_out_entities_materialization_never_writes(tmp_path: Path) -
         ws.close()
 
 
-def test_redis_breaks_a_tie_as_the_offline_join_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = os.environ.get("MLOOP_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("MLOOP_TEST_REDIS_URL is not set: Redis tests skipped")
-    monkeypatch.setenv("MLOOP_ONLINE_URL", url)
-    ws = mloop.Workspace.open(tmp_path / "ws")
-    store = ws.features.online_store()
-    assert isinstance(store, RedisOnlineStore)
-    store.prefix = f"mloop-test:{uuid.uuid4().hex[:12]}:"
-    try:
-        ws.features.apply(_tie_repo(tmp_path, "parquet", (0.4, 0.45), created=True))
-        ws.features.materialize()
-        assert ws.features.online([{"driver_id": 2}], ["stats:conv_rate"])[0]["features"] == {
-            "stats:conv_rate": 0.45
-        }
-        assert ws.features.skew(["stats:conv_rate"])["mismatches"] == 0
-    finally:
-        store.drop_prefix()
-        ws.close()
+def test_redis_breaks_a_tie_as_the_offline_join_does(redis_ws: mloop.Workspace, tmp_path: Path) -> None:
+    ws = redis_ws
+    ws.features.apply(_tie_repo(tmp_path, "parquet", (0.4, 0.45), created=True))
+    ws.features.materialize()
+    assert ws.features.online([{"driver_id": 2}], ["stats:conv_rate"])[0]["features"] == {
+        "stats:conv_rate": 0.45
+    }
+    assert ws.features.skew(["stats:conv_rate"])["mismatches"] == 0

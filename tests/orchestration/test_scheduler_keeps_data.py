@@ -118,14 +118,19 @@ def test_files_arriving_during_a_cooldown_run_once_it_ends(workspace: mloop.Work
     assert statuses == ["succeeded", "suppressed", "suppressed", "succeeded"]
 
 
-def test_a_schedule_due_during_its_cooldown_runs_once_the_cooldown_ends(
-    workspace: mloop.Workspace, project: Path
-) -> None:
-    clock = Clock()
+def _write_job(project: Path) -> None:
+    """``job.py``: a pipeline of one step that does nothing worth caching."""
     (project / "job.py").write_text(
         "import mloop\n\n@mloop.step\ndef nothing(tag: str) -> str:\n    return tag\n\n"
         "@mloop.pipeline\ndef job(tag: str = 'x') -> None:\n    nothing(tag)\n"
     )
+
+
+def test_a_schedule_due_during_its_cooldown_runs_once_the_cooldown_ends(
+    workspace: mloop.Workspace, project: Path
+) -> None:
+    clock = Clock()
+    _write_job(project)
     trigger = {"name": "nightly", "kind": "schedule", "cron": "0 3 * * *", "cooldown": "2h",
                "pipeline": f"{project / 'job.py'}:job"}  # fmt: skip
     scheduler = Scheduler(workspace, LoopConfig.parse({"triggers": [trigger]}), clock=clock)
@@ -144,10 +149,7 @@ def test_editing_a_cron_expression_recomputes_the_next_due_time(
     workspace: mloop.Workspace, project: Path
 ) -> None:
     clock = Clock()
-    (project / "job.py").write_text(
-        "import mloop\n\n@mloop.step\ndef nothing(tag: str) -> str:\n    return tag\n\n"
-        "@mloop.pipeline\ndef job(tag: str = 'x') -> None:\n    nothing(tag)\n"
-    )
+    _write_job(project)
 
     def scheduler(cron: str) -> Scheduler:
         trigger = {"name": "t", "kind": "schedule", "cron": cron, "pipeline": f"{project / 'job.py'}:job"}
