@@ -147,10 +147,21 @@ def _row(service: Any) -> dict[str, Any]:
         else:
             schema = {}
         properties[column] = schema
+    columns = list(properties)
+    keys = service.features.entity_keys(production.loaded.version, columns)
+    if not keys:
+        row = {"type": "object", "properties": properties, "required": columns}
+        return {**row, "additionalProperties": False}
+    # a model with a feature service: a row gives its entity keys (the store fills the features it
+    # reads; request-time ones are still needed), or every column itself
+    looked_up = {c for c in columns if ":" in c}
+    for key in keys:
+        properties.setdefault(key, {"type": ["string", "number"], "description": "entity key"})
+    by_key = [*keys, *(c for c in columns if c not in looked_up and c not in keys)]
     return {
         "type": "object",
         "properties": properties,
-        "required": list(properties),
+        "anyOf": [{"required": by_key}, {"required": columns}],
         "additionalProperties": False,
     }
 
