@@ -123,6 +123,7 @@ class TriggerSpec(_Strict):
     column: str | None = None
     url: str | None = None
     param: str | None = Field(None, description="pipeline parameter that receives the new files")
+    settle: str | int | float = "0s"  # a local file modified more recently than this is still being written
     # drift / degradation
     model: str | None = None
     window: str | int = 1000
@@ -192,13 +193,13 @@ class TriggerSpec(_Strict):
         _checked(_parse_window, value)
         return value
 
-    @field_validator("cooldown")
+    @field_validator("cooldown", "settle")
     @classmethod
-    def _cooldown(cls, value: str | int | float) -> str | int | float:
-        _checked(parse_duration, value, "cooldown")
+    def _duration(cls, value: str | int | float, info: ValidationInfo) -> str | int | float:
+        _checked(parse_duration, value, info.field_name)
         return value
 
-    @field_validator("window", "cooldown", mode="before")
+    @field_validator("window", "cooldown", "settle", mode="before")
     @classmethod
     def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, bool):  # TOML's true would otherwise be read as 1
@@ -231,6 +232,10 @@ class TriggerSpec(_Strict):
     @property
     def cooldown_td(self) -> timedelta:
         return parse_duration(self.cooldown, "cooldown")
+
+    @property
+    def settle_s(self) -> float:
+        return parse_duration(self.settle, "settle").total_seconds()
 
 
 class LoadTestPolicy(_Strict):

@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -228,13 +229,19 @@ def _list_files(spec: TriggerSpec) -> dict[str, list[Any]]:
 def _new_files(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
     seen: dict[str, list[Any]] = state.watermark.get("files", {})
     listed = _list_files(spec)
-    new = sorted(name for name, sig in listed.items() if seen.get(name) != sig)
-    watermark = {"files": listed}
+    # a local file modified within `settle` may still be written: left for a later pass, unseen
+    settling = {name for name, sig in listed.items() if _modified_within(sig, spec.settle_s)}
+    new = sorted(name for name, sig in listed.items() if seen.get(name) != sig and name not in settling)
+    kept = {n: sig for n, sig in listed.items() if n not in settling}
+    kept.update({n: seen[n] for n in settling if n in seen})  # the version seen whole before
+    watermark = {"files": kept}
     if not new:
+        held = f"; {len(settling)} still being written" if settling else ""
         return TriggerCheck(
-            f"no new files under {spec.path} ({len(listed)} seen)",
+            f"no new files under {spec.path} ({len(listed)} seen{held})",
             watermark=watermark,
-            unchanged=lambda: _list_files(spec) == listed,
+            # while a file settles, the next pass must look again even if nothing else changes
+            unchanged=None if settling else lambda: _list_files(spec) == listed,
         )
     digest = hashlib.sha256("\n".join(f"{n}:{listed[n]}" for n in new).encode()).hexdigest()[:24]
     params = {spec.param: new if len(new) > 1 else new[0]} if spec.param else {}
@@ -242,6 +249,12 @@ def _new_files(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
     return TriggerCheck(
         f"{len(new)} new file(s) under {spec.path}", Firing(f"files/{digest}", evidence, params), watermark
     )
+
+
+def _modified_within(sig: list[Any], seconds: float) -> bool:
+    """Whether a listed file's modification time (local files: nanoseconds) is under ``seconds`` old."""
+    mtime = sig[1] if len(sig) > 1 else None
+    return seconds > 0 and isinstance(mtime, int) and time.time_ns() - mtime < seconds * 1e9
 
 
 def _new_rows(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:

@@ -78,6 +78,8 @@ def test_durations_may_be_numbers_of_seconds() -> None:
         ({"kind": "manual", "cooldown": 1e20}, "cooldown 1e+20 s is longer than any duration can be"),
         ({"kind": "manual", "cooldown": "99999999999d"}, "longer than any duration can be"),
         ({"kind": "manual", "cooldown": True}, "cooldown must be seconds or a duration such as '1h'"),
+        ({"kind": "new_data", "path": "in", "settle": "a bit"}, "settle"),
+        ({"kind": "new_data", "path": "in", "settle": True}, "settle must be seconds or a duration"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:

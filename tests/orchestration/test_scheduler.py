@@ -111,6 +111,30 @@ def test_new_files_fire_once_with_the_files_as_a_parameter(workspace: mloop.Work
     assert [e.status for e in workspace.triggers.events("inbox")] == ["succeeded", "succeeded"]
 
 
+def test_a_file_still_being_written_waits_until_it_settles(workspace: mloop.Workspace, project: Path) -> None:
+    # a file copied in slowly fired once per pass as it grew (7 runs for one file)
+    inbox = project / "inbox"
+    cfg = config(
+        project,
+        {"name": "inbox", "kind": "new_data", "path": str(inbox), "pattern": "*.csv", "param": "data",
+         "params": {"tag": "settle"}, "settle": "1s"},
+    )  # fmt: skip
+    scheduler = Scheduler(workspace, cfg)
+    scheduler.check()
+    growing = inbox / "a.csv"
+    growing.write_text("x\n1\n")
+    assert scheduler.tick().runs == []  # modified just now: still being written
+    assert "1 still being written" in workspace.triggers.state("inbox").last_result
+    with growing.open("a") as fh:
+        fh.write("2\n")
+    assert scheduler.tick().runs == []
+    old = time.time() - 5
+    os.utime(growing, (old, old))  # it has not changed for a while: whole
+    assert len(scheduler.tick().runs) == 1
+    assert marks(project, "settle") == [str(growing)]
+    assert scheduler.tick().runs == []  # seen once, whole
+
+
 LIST_JOB = """
 import os, json, time
 from pathlib import Path
