@@ -14,14 +14,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mloop.auth import ROLES, TokenCache, bearer_hash, challenge, principal_of, require_role
+from mloop.auth import TokenCache, challenge
 from mloop.errors import MloopError
 from mloop.server.api import (
     artifacts,
@@ -36,6 +35,7 @@ from mloop.server.api import (
     triggers,
     versions,
 )
+from mloop.server.deps import caller
 from mloop.serving.limits import read_body
 from mloop.stores.sql.run_index import LatestMetricsIndex
 from mloop.workspace import Workspace
@@ -131,14 +131,7 @@ class _BodyGate:
             return
         request = Request(scope, receive)
         try:
-            state = scope["app"].state
-            if state.auth:
-                tokens: TokenCache = state.tokens
-                token_hash = bearer_hash(request.headers.get("authorization"))
-                token = tokens.cached(token_hash)
-                if token is None:
-                    token = await anyio.to_thread.run_sync(tokens.token_by_hash, token_hash)
-                require_role(principal_of(token, ROLES), "viewer")
+            await caller(request)  # someone with a token; the route checks the role
             body = await read_body(request, MAX_BODY_BYTES, READ_TIMEOUT_S)
         except MloopError as exc:
             # the body is not wanted (or not all of it was read): the connection cannot be reused

@@ -22,6 +22,7 @@ from mloop.workspace import Workspace
 
 __all__ = [
     "BadRequestError",
+    "caller",
     "check_id",
     "check_name",
     "json_response",
@@ -51,16 +52,22 @@ def principal(role: str = "viewer") -> Callable[[Request], Awaitable[Principal]]
     thread when the token is not in it)."""
 
     async def dependency(request: Request) -> Principal:
-        if not request.app.state.auth:
-            return ANONYMOUS
-        tokens: TokenCache = request.app.state.tokens
-        token_hash = bearer_hash(request.headers.get("authorization"))
-        token = tokens.cached(token_hash)
-        if token is None:
-            token = await anyio.to_thread.run_sync(tokens.token_by_hash, token_hash)
-        return require_role(principal_of(token, ROLES), role)
+        return await caller(request, role)
 
     return dependency
+
+
+async def caller(request: Request, role: str = "viewer") -> Principal:
+    """The caller of ``request``, who must hold ``role`` or better (UnauthorizedError/ForbiddenError
+    otherwise); anyone when the app serves without tokens."""
+    if not request.app.state.auth:
+        return ANONYMOUS
+    tokens: TokenCache = request.app.state.tokens
+    token_hash = bearer_hash(request.headers.get("authorization"))
+    token = tokens.cached(token_hash)
+    if token is None:
+        token = await anyio.to_thread.run_sync(tokens.token_by_hash, token_hash)
+    return require_role(principal_of(token, ROLES), role)
 
 
 def json_response(content: Any) -> Response:
