@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         10.0, gt=0, le=86_400, description="how often a live run refreshes its heartbeat"
     )
+    step_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        le=30 * 86_400,
+        description="a step running longer fails its run, unless it sets its own timeout (0: no limit)",
+    )
     online_url: str = Field(
         "", description="online feature store: '' (SQLite in the workspace), sqlite:///path or redis://…"
     )

@@ -187,6 +187,7 @@ class Workspace:
         # live runs (pipelines and tracking runs) beat at least 4 times per stale_after_s, so two missed
         # beats on a busy machine still leave a live run well inside the staleness limit
         self.heartbeat_s = min(settings.heartbeat_s, settings.stale_after_s / 4)
+        self.step_timeout_s = settings.step_timeout_s  # for a step without a timeout of its own
         self._shared: OrderedDict[str, Any] = OrderedDict()
 
     # what a workspace is made of: fixed when it opens, so read-only ----------------------------------

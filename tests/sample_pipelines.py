@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,14 @@ def read_many(paths: list[Path]) -> pd.DataFrame:
 def many_numbers(paths: list[Path], factor: float = 1.0):
     df = read_many(paths)
     total(scale(df, factor=factor))
+
+
+@mloop.step(timeout=1)
+def sleeps(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@mloop.pipeline
+def sleepy(seconds: float) -> None:
+    sleeps(seconds)

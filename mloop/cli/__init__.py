@@ -299,12 +299,14 @@ def _one_line(message: str) -> str:
 
 
 def entry() -> None:
-    """The ``mloop`` command: :func:`main`, then exit. After Ctrl-C it exits at once, even while a
-    step still runs in a worker thread (its run and step are already recorded as failed): the
-    interpreter would otherwise wait for the step to end before exiting (a minute, or forever)."""
+    """The ``mloop`` command: :func:`main`, then exit. After Ctrl-C, or a step past its timeout, it
+    exits at once, even while that step still runs in a worker thread (its run and step are already
+    recorded as failed): the interpreter would otherwise wait for the step to end before exiting (a
+    minute, or forever)."""
     code = main()
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if code == 130 and any(t.is_alive() for t in stuck):
+    abandoned = any(t.name.startswith("mloop-step") for t in stuck)  # a finished run's pool has none
+    if (code == 130 or abandoned) and any(t.is_alive() for t in stuck):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import logging
 import threading
+import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,8 @@ __all__ = ["RunResult", "Runner", "StepListener", "Stores", "execute_step"]
 
 log = logging.getLogger("mloop.runner")
 
+TIMEOUT_ERROR = "StepTimeoutError"  # the error type a step past its timeout is recorded with
+
 StepListener = Callable[[str, StepStatus], None]
 
 
@@ -47,6 +50,7 @@ class Stores(Protocol):
     def artifacts(self) -> ArtifactStore: ...
 
     heartbeat_s: float
+    step_timeout_s: float  # for a step without a timeout of its own (0: none)
 
     def executor(self) -> AbstractContextManager[Executor]: ...
 
@@ -359,6 +363,8 @@ class Runner:
         results: dict[str, dict[str, ArtifactRef]] = {}
         values: dict[str, dict[str, Any]] = {}
         running: dict[Future[StepOutcome], tuple[str, StepRun]] = {}
+        deadlines: dict[Future[StepOutcome], tuple[float, float]] = {}  # (monotonic deadline, timeout)
+        abandoned: list[str] = []  # steps that timed out: their threads are left to run on
         failure: tuple[str, StepOutcome] | None = None
 
         def done(name: str) -> None:
@@ -372,7 +378,7 @@ class Runner:
                 if consumers[parent] == 0:
                     values.pop(parent, None)
 
-        with _interruptible(self.stores.executor()) as executor:
+        with _interruptible(self.stores.executor(), lambda: bool(abandoned)) as executor:
             keep_values = isinstance(executor, ThreadPoolExecutor)
             while ready or running:
                 while ready and failure is None:
@@ -429,10 +435,24 @@ class Runner:
                         run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
                         preloaded, self.artifacts, keep_values, self.stores if keep_values else None,
                     )  # fmt: skip
-                    running[executor.submit(execute_step, task)] = (name, step_run)
+                    future = executor.submit(execute_step, task)
+                    running[future] = (name, step_run)
+                    limit = node.step.timeout_s or self.stores.step_timeout_s
+                    if limit:
+                        deadlines[future] = (time.monotonic() + limit, limit)
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                due = [deadlines[f][0] for f in running if f in deadlines]
+                wait_s = max(0.0, min(due) - time.monotonic()) if due else None
+                finished, _ = wait(running, timeout=wait_s, return_when=FIRST_COMPLETED)
+                if not finished:  # a step is past its timeout
+                    late = [f for f in running if f in deadlines and deadlines[f][0] <= time.monotonic()]
+                    for future in late:
+                        name, step_run = running.pop(future)
+                        timed_out = self._time_out(future, name, step_run, deadlines[future][1])
+                        abandoned.append(name)
+                        failure = failure or (name, timed_out)
+                    continue
                 for future in finished:
                     name, step_run = running.pop(future)
                     outcome = _outcome_of(future)
@@ -465,6 +485,24 @@ class Runner:
                     done(name)
         return results, failure
 
+    def _time_out(
+        self, future: Future[StepOutcome], name: str, step_run: StepRun, limit: float
+    ) -> StepOutcome:
+        """Fail a step still running after ``limit`` seconds. A thread cannot be stopped from outside:
+        the executor is left without waiting for it (a remote executor's task is cancelled), and its
+        late result, if one ever comes, is ignored."""
+        future.cancel()
+        outcome = StepOutcome(
+            error_type=TIMEOUT_ERROR,
+            error_message=f"still running after its timeout of {limit:g} s (its result is not used)",
+        )
+        self.metadata.finish_step(
+            step_run.id, StepStatus.FAILED, error_type=outcome.error_type, error_message=outcome.error_message
+        )
+        log.warning("step %s: %s: %s", name, outcome.error_type, outcome.error_message)
+        self._notify(name, StepStatus.FAILED)
+        return outcome
+
     def _cache_hit(self, key: str, node: Node) -> tuple[StepRun, dict[str, ArtifactRef]] | None:
         hit = self.metadata.find_cached(key)
         if hit is None:
@@ -482,9 +520,12 @@ class Runner:
 
 
 @contextmanager
-def _interruptible(manager: AbstractContextManager[Executor]) -> Iterator[Executor]:
-    """``manager``'s executor; after Ctrl-C, a thread pool is left without waiting for the step that
-    runs in it (leaving the pool would wait for it: a minute, or forever, before Ctrl-C took effect)."""
+def _interruptible(
+    manager: AbstractContextManager[Executor], abandoned: Callable[[], bool]
+) -> Iterator[Executor]:
+    """``manager``'s executor; after Ctrl-C, or once a step ran past its timeout (``abandoned()``), a
+    thread pool is left without waiting for the step that runs in it (leaving the pool would wait
+    for it: a minute, or forever)."""
     executor = manager.__enter__()
     try:
         yield executor
@@ -495,7 +536,10 @@ def _interruptible(manager: AbstractContextManager[Executor]) -> Iterator[Execut
         if not manager.__exit__(type(exc), exc, exc.__traceback__):
             raise
     else:
-        manager.__exit__(None, None, None)
+        if abandoned() and isinstance(executor, ThreadPoolExecutor):
+            executor.shutdown(wait=False, cancel_futures=True)
+        else:
+            manager.__exit__(None, None, None)
 
 
 def _recorded(value: Any) -> Any:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from functools import cached_property, update_wrapper
 from pathlib import Path
 from typing import Any, overload
@@ -33,11 +35,13 @@ class Step:
         outputs: Sequence[str] | None = None,
         cache: bool = True,
         external: Callable[[Any, dict[str, Any]], str] | None = None,
+        timeout: float | timedelta | None = None,
     ):
         self.fn = fn
         self.name = name or fn.__name__
         self.cache = cache
         self.external = external
+        self.timeout_s = _timeout_seconds(self.name, timeout)
         self.signature = inspect.signature(fn)
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -84,7 +88,10 @@ class Step:
 
     def named(self, name: str) -> Step:
         """The same step under another node name, to use it twice in one pipeline."""
-        return Step(self.fn, name=name, outputs=self.outputs, cache=self.cache, external=self.external)
+        return Step(
+            self.fn, name=name, outputs=self.outputs, cache=self.cache, external=self.external,
+            timeout=self.timeout_s,
+        )  # fmt: skip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         builder = current_builder()
@@ -105,6 +112,7 @@ def step(
     outputs: Sequence[str] | None = None,
     cache: bool = True,
     external: Callable[[Any, dict[str, Any]], str] | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -114,6 +122,7 @@ def step(
     outputs: Sequence[str] | None = None,
     cache: bool = True,
     external: Callable[[Any, dict[str, Any]], str] | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make ``fn`` a pipeline step.
 
@@ -122,7 +131,24 @@ def step(
     depends on state outside its inputs declares it: ``external(workspace, params) -> str`` describes
     that state and becomes part of the cache key (e.g. which version is in production now), or
     ``cache=False`` never reuses a result.
+
+    ``timeout`` (seconds, or a ``timedelta``) bounds one execution: a step still running after it
+    fails its run (``StepTimeoutError``), so that a hung fit or a stalled download cannot hold a
+    scheduler, or a backtest, forever. Without it the workspace's ``step_timeout_s`` applies (0: none).
     """
     if fn is not None:
-        return Step(fn, name=name, outputs=outputs, cache=cache, external=external)
-    return lambda f: Step(f, name=name, outputs=outputs, cache=cache, external=external)
+        return Step(fn, name=name, outputs=outputs, cache=cache, external=external, timeout=timeout)
+    return lambda f: Step(f, name=name, outputs=outputs, cache=cache, external=external, timeout=timeout)
+
+
+def _timeout_seconds(step: str, timeout: float | timedelta | None) -> float | None:
+    """``timeout`` as a positive, finite number of seconds (None: no timeout of its own)."""
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise PipelineDefinitionError(
+            f"step {step!r}: timeout must be a positive number of seconds or a timedelta, got {timeout!r}",
+            field="timeout",
+        )
+    return float(seconds)

@@ -262,3 +262,21 @@ def test_ctrl_c_fails_the_run_and_its_running_step(tmp_path: Path) -> None:
         steps = opened.metadata.list_steps(run.id)
     assert run.status.value == "failed" and "KeyboardInterrupt" in (run.error or "")
     assert [s.status.value for s in steps] == ["failed"] and steps[0].error_type == "KeyboardInterrupt"
+
+
+def test_a_step_past_its_timeout_fails_the_command_without_waiting_for_it(tmp_path: Path) -> None:
+    """The command exits once the step's timeout has passed: the interpreter would otherwise wait
+    at exit for the worker thread still running the step (60 s here)."""
+    import time
+
+    (tmp_path / "slow.py").write_text(SLOW.replace("@mloop.step\n", "@mloop.step(timeout=1)\n"))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*mloop_command(), "run", "slow.py:p", "-p", f"marker={tmp_path / 'started'}",
+         "--workspace", str(tmp_path / ".mloop")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert time.monotonic() - started < 50
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "step 'slow'" in lines[0] and "StepTimeoutError" in lines[0] and "timeout of 1 s" in lines[0]

@@ -51,3 +51,15 @@ def test_a_bad_connect_timeout_names_the_executor(tmp_path: Path, timeout: str) 
     ):
         ws.run(sp.arithmetic)
     assert info.value.field == "executor"
+
+
+def test_a_step_past_its_timeout_fails_its_run_on_dask_too(tmp_path: Path, scheduler: str) -> None:
+    import time
+
+    executor = scheduler.replace("tcp://", "dask://")
+    with mloop.Workspace.open(tmp_path / "ws", executor=executor) as ws:
+        started = time.monotonic()
+        with pytest.raises(mloop.errors.StepFailedError) as failed:
+            ws.run(sp.sleepy, seconds=20.0)
+        assert time.monotonic() - started < 15
+    assert failed.value.step == "sleeps" and failed.value.error_type == "StepTimeoutError"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -312,3 +313,88 @@ def test_in_place_mutation_never_leaks_between_consumers(workspace: mloop.Worksp
     result = workspace.run(pipe, cache=False)
     assert result.load("reader") == 3.0
     assert result.load("make")["x"].tolist() == [1.0, 2.0]
+
+
+# step timeouts --------------------------------------------------------------------------------------
+
+_RELEASE = threading.Event()  # what a hung step waits for; set by each test once it has asserted
+
+
+@mloop.step(timeout=0.5)
+def _hangs(x: int) -> int:
+    _RELEASE.wait(120)
+    return x
+
+
+@mloop.step
+def _hangs_without_timeout(x: int) -> int:
+    _RELEASE.wait(120)
+    return x
+
+
+@mloop.step(timeout=30)
+def _quick(x: int) -> int:
+    return x + 1
+
+
+@mloop.pipeline
+def hung(x: int) -> None:
+    _quick(x)
+    _hangs(x)
+
+
+@mloop.pipeline
+def hung_by_default(x: int) -> None:
+    _hangs_without_timeout(x)
+
+
+def test_a_step_past_its_timeout_fails_its_run_without_waiting_for_it(workspace: mloop.Workspace) -> None:
+    """A hung step (a fit that never converges, a stalled read) held its run, and the scheduler
+    that started it, forever: nothing ever failed it while its heartbeat kept it alive."""
+    _RELEASE.clear()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StepFailedError) as failed:
+            workspace.run(hung, x=1)
+        took = time.monotonic() - started
+    finally:
+        _RELEASE.set()
+    assert took < 60, took  # the step waits 120 s: failing sooner means the run did not wait for it
+    assert failed.value.step == "_hangs" and failed.value.error_type == "StepTimeoutError"
+    assert "timeout of 0.5 s" in failed.value.message
+    [run] = workspace.runs()
+    steps = {s.name: s for s in workspace.metadata.list_steps(run.id)}
+    assert run.status == mloop.RunStatus.FAILED and "StepTimeoutError" in (run.error or "")
+    assert steps["_hangs"].status.value == "failed" and steps["_hangs"].error_type == "StepTimeoutError"
+    assert steps["_quick"].status.value == "succeeded"  # the branch beside it finished as usual
+
+
+def test_the_workspace_timeout_bounds_steps_without_their_own(tmp_path: Path) -> None:
+    _RELEASE.clear()
+    try:
+        with mloop.Workspace.open(tmp_path / "ws", step_timeout_s=0.5) as ws:
+            with pytest.raises(StepFailedError) as failed:
+                ws.run(hung_by_default, x=1)
+            assert ws.run(sp.numbers, path=str(_numbers(tmp_path)), factor=2.0).load("total") == 20.0
+    finally:
+        _RELEASE.set()
+    assert failed.value.error_type == "StepTimeoutError" and "0.5 s" in failed.value.message
+
+
+def _numbers(folder: Path) -> Path:
+    path = folder / "numbers.txt"
+    path.write_text("1 2 3 4")
+    return path
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10m", True])
+def test_a_timeout_that_is_not_a_positive_duration_is_refused(timeout: object) -> None:
+    with pytest.raises(mloop.errors.PipelineDefinitionError) as refused:
+        mloop.step(timeout=timeout)(lambda x: x)  # type: ignore[arg-type]
+    assert refused.value.field == "timeout" and "positive number of seconds" in refused.value.message
+
+
+def test_a_timedelta_timeout_is_seconds() -> None:
+    from datetime import timedelta
+
+    assert mloop.step(timeout=timedelta(minutes=2))(lambda x: x).timeout_s == 120.0
