@@ -167,3 +167,28 @@ def test_artifacts_by_id_in_one_read(store: SqlMetadataStore) -> None:
     wanted = [a.id for a in made[::-1]] + [made[0].id, "nope"]  # any order, repeats, unknown ids
     found = store.get_artifacts(wanted)
     assert found == {a.id: a for a in made} and store.get_artifacts([]) == {}
+
+
+def test_a_live_run_on_a_host_with_a_slow_clock_is_not_failed_as_stale(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's heartbeat is judged by other hosts: with PostgreSQL both sides read its clock. A host
+    10 minutes slow wrote heartbeats 10 minutes old, and every other host failed its live runs."""
+    from datetime import UTC, datetime, timedelta
+
+    import mloop.entities
+    import mloop.stores.sql.base
+    import mloop.stores.sql.metadata
+
+    store = SqlMetadataStore.from_url(postgres_url)
+    try:
+        with monkeypatch.context() as slow:
+            skewed = lambda: datetime.now(UTC) - timedelta(minutes=10)  # noqa: E731
+            for module in (mloop.entities, mloop.stores.sql.base, mloop.stores.sql.metadata):
+                slow.setattr(module, "utcnow", skewed)
+            live = _run(store)
+            store.heartbeat(live)
+        assert store.fail_stale_runs(host="other-host", is_alive=lambda pid: True, stale_after_s=120) == []
+        assert store.get_run(live).status == RunStatus.RUNNING
+    finally:
+        store.close()

@@ -204,3 +204,41 @@ def test_database_errors_are_mloop_errors(metadata_url: str, tmp_path: Path) -> 
         _claim(down, "k")
     with pytest.raises(StoreUnavailableError):
         down.state("t")
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[SqlTriggerStore]:
+    engine = connect(postgres_url)
+    yield SqlTriggerStore(engine)
+    engine.dispose()
+
+
+def _slow_host(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
+    """This process's clock, ``minutes`` behind, as a host whose clock is off would read it."""
+    from datetime import timedelta
+
+    import mloop.entities
+    import mloop.stores.sql.base
+
+    skewed = lambda: datetime.now(UTC) - timedelta(minutes=minutes)  # noqa: E731
+    for module in (mloop.entities, mloop.stores.sql.base, sys.modules["mloop.stores.sql.triggers"]):
+        monkeypatch.setattr(module, "utcnow", skewed)
+
+
+def test_a_lease_held_by_a_host_with_a_slow_clock_is_not_taken_from_it(
+    pg_store: SqlTriggerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts sharing PostgreSQL judge a lease by the database's clock: a scheduler whose host was 10
+    minutes slow wrote leases that had "expired" for every other host, which ran its event a second
+    time beside it, and took its evaluation lease while it evaluated."""
+    with monkeypatch.context() as slow:
+        _slow_host(slow, 10)
+        event = _claim(pg_store, "k", owner="slow", lease_s=60)
+        assert event is not None
+        with pg_store.evaluating("t", "slow", lease_s=60) as mine:
+            assert mine
+            pg_store.renew("slow", 60, events=[event.id], triggers=["t"])  # type: ignore[attr-defined]
+            slow.undo()  # the other host's clock is right
+            assert pg_store.reclaim_expired("other", lease_s=60) == []
+            with pg_store.evaluating("t", "other", lease_s=60) as theirs:
+                assert not theirs

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mloop.entities import utcnow
 from mloop.stores.sql.engine import WRITE, translate_errors
 
 __all__ = ["SqlStore", "dumps"]
@@ -49,3 +51,16 @@ class SqlStore:
         """A read connection; database errors leave as mloop errors."""
         with translate_errors(self.store_name), self.engine.connect() as conn:
             yield conn
+
+    def _clock(self, conn: sa.Connection | None = None) -> datetime:
+        """Now, for leases and heartbeats: by the database's clock where hosts share the database
+        (PostgreSQL), since one host writes a lease or a heartbeat and another judges it, and hosts'
+        clocks differ (one 10 minutes slow had its live runs failed and its events run twice). A
+        SQLite file is one host's: its clock. ``conn``: ask in that transaction (else a short one)."""
+        if self.engine.dialect.name == "sqlite":
+            return utcnow()
+        if conn is None:
+            with self._read() as fresh:
+                return self._clock(fresh)
+        now: datetime = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+        return now.astimezone(UTC)

@@ -89,7 +89,7 @@ class SqlMetadataStore(SqlStore):
         code_hash: str,
         resumed_from: str | None = None,
     ) -> Run:
-        now = utcnow()
+        now = self._clock()  # its first heartbeat: judged by other hosts against the same clock
         row: dict[str, Any] = {
             "id": new_id(),
             "pipeline": pipeline,
@@ -124,7 +124,7 @@ class SqlMetadataStore(SqlStore):
             conn.execute(
                 t.runs.update()
                 .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.RUNNING.value)
-                .values(heartbeat_at=utcnow())
+                .values(heartbeat_at=self._clock(conn))
             )
 
     def get_run(self, run_id: str) -> Run:
@@ -170,8 +170,8 @@ class SqlMetadataStore(SqlStore):
         self, *, host: str, is_alive: Callable[[int], bool], stale_after_s: float
     ) -> list[str]:
         """Mark failed every running run whose process is gone (same host) or whose heartbeat expired."""
-        cutoff = utcnow() - timedelta(seconds=stale_after_s)
         with self._read() as conn:
+            cutoff = self._clock(conn) - timedelta(seconds=stale_after_s)
             rows = conn.execute(
                 sa.select(t.runs.c.id, t.runs.c.host, t.runs.c.pid, t.runs.c.heartbeat_at).where(
                     t.runs.c.status == RunStatus.RUNNING.value

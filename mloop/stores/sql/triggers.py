@@ -57,7 +57,7 @@ class SqlTriggerStore(SqlStore):
     ) -> TriggerEvent | None:
         """Record a new event held by ``owner`` for ``lease_s``; None when ``(trigger, event_key)`` was
         already recorded (by anyone)."""
-        now = utcnow()
+        now = self._clock()
         held = status in ACTIVE
         row = {
             "id": new_id(),
@@ -98,9 +98,9 @@ class SqlTriggerStore(SqlStore):
     ) -> set[str]:
         """Extend ``owner``'s leases on these active events and trigger evaluations; the event ids it
         still holds (one it lost was reclaimed by another scheduler after its lease expired)."""
-        until = utcnow() + timedelta(seconds=lease_s)
         held: set[str] = set()
         with self._write() as conn:
+            until = self._clock(conn) + timedelta(seconds=lease_s)
             if triggers:
                 conn.execute(
                     _state.update()
@@ -130,9 +130,9 @@ class SqlTriggerStore(SqlStore):
         ``may_take(event)`` may veto one (e.g. its owner is a live process on this host, only slow to
         renew). Past ``max_attempts`` an event is left failed instead of handed back.
         """
-        now = utcnow()
-        expired = sa.or_(_events.c.lease_until.is_(None), _events.c.lease_until < now)
         with self._read() as conn:
+            now = self._clock(conn)
+            expired = sa.or_(_events.c.lease_until.is_(None), _events.c.lease_until < now)
             rows = (
                 conn.execute(sa.select(_events).where(_events.c.status.in_(ACTIVE), expired)).mappings().all()
             )
@@ -141,7 +141,7 @@ class SqlTriggerStore(SqlStore):
             if not may_take(_event(row)):
                 continue
             retry = row["attempts"] < max_attempts
-            lease_until = utcnow() + timedelta(seconds=lease_s)
+            lease_until = self._clock() + timedelta(seconds=lease_s)
             values = {
                 "status": "pending" if retry else "failed",
                 "attempts": row["attempts"] + (1 if retry else 0),
@@ -181,15 +181,17 @@ class SqlTriggerStore(SqlStore):
     def evaluating(self, trigger: str, owner: str, lease_s: float = 30.0) -> Iterator[bool]:
         """Hold the right to evaluate ``trigger`` inside the block (yields False while another
         scheduler holds an unexpired one). Re-entrant for its owner, renewed by :meth:`renew`."""
-        now = utcnow()
-        free = sa.or_(_state.c.locked_by.is_(None), _state.c.locked_by == owner, _state.c.locked_until < now)
-        take = (
-            _state.update()
-            .where(_state.c.trigger == trigger, free)
-            .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
-            .returning(_state.c.trigger)
-        )
         with self._write() as conn:
+            now = self._clock(conn)
+            free = sa.or_(
+                _state.c.locked_by.is_(None), _state.c.locked_by == owner, _state.c.locked_until < now
+            )
+            take = (
+                _state.update()
+                .where(_state.c.trigger == trigger, free)
+                .values(locked_by=owner, locked_until=now + timedelta(seconds=lease_s))
+                .returning(_state.c.trigger)
+            )
             taken = conn.execute(take).first()
             if taken is None and self._ensure_state(conn, trigger):  # its first evaluation ever
                 taken = conn.execute(take).first()
