@@ -129,6 +129,12 @@ def _microseconds(con: duckdb.DuckDBPyConnection, table_sql: str, extra: str = "
     return f"(SELECT *{replace}{', ' + extra if extra else ''} FROM {table_sql})"
 
 
+def not_nan(column: str) -> str:
+    """SQL: the float ``column`` is not NaN. Not ``NOT isnan(…)``: DuckDB (2.0) folds ``isnan`` of a
+    Parquet column to false from the file's statistics, which leave NaN out, so NaN rows passed."""
+    return f"CAST({column} AS VARCHAR) NOT IN ('nan', '-nan')"
+
+
 def ordered_relation(con: duckdb.DuckDBPyConnection, view: FeatureView) -> str:
     """:func:`relation` with one more column, ``__mloop_src``: the row's place in the source (see the
     module docstring's tie rule). Parquet gives it for free (file index, row number); CSV has no row
@@ -431,6 +437,9 @@ def historical(
             f", struct_pack(t := {_q(view.timestamp)}, c := {created}, s := {SOURCE_ORDER}) AS __mloop_o{i}"
             f" FROM {ordered_relation(con, view)} WHERE {_q(view.timestamp)} IS NOT NULL"
         )
+        # a NaN key is no key (DuckDB's NaN = NaN would join it to every NaN entity key): as
+        # materialization leaves such rows out, online finds nothing for it either
+        inner += "".join(f" AND {not_nan(_q(k))}" for k in view.join_keys if scols[k] in ("FLOAT", "DOUBLE"))
         etime = f"e.{_q(timestamp_col)}"
         on += (
             f" AND (CASE WHEN {etime} IS NOT NULL THEN struct_pack(t := CAST({etime} AS {stype}), "

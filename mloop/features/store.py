@@ -469,7 +469,7 @@ def _materializable(view: FeatureView, columns: Mapping[str, str], last: Materia
     for k in view.join_keys:
         conditions.append(f'"{k}" IS NOT NULL')
         if columns.get(k) in ("FLOAT", "DOUBLE"):
-            conditions.append(f'NOT isnan("{k}")')
+            conditions.append(offline.not_nan(f'"{k}"'))
     if last is not None:
         # compared as materialize compares its end (a zoned instant; naive source times read as UTC)
         end = last.end if last.end.tzinfo is not None else last.end.replace(tzinfo=UTC)

@@ -289,3 +289,32 @@ def test_an_entity_column_named_like_a_requested_feature_is_refused(fws: mloop.W
     # a column named like a feature that is not requested passes through
     out = fws.features.historical(entities, ["driver_stats:conv_rate"])
     assert out["driver_stats:trips"].tolist() == [42]
+
+
+def test_a_nan_key_matches_nothing_offline_as_online(tmp_path: Path, feature_repo) -> None:  # type: ignore[no-untyped-def]
+    """A source row whose float key is NaN is never materialized, so online a NaN key finds nothing;
+    offline, DuckDB's NaN = NaN joined it to every entity row whose key was NaN (in a file: a
+    DataFrame's NaN reads as null)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from feature_helpers import stats_frame
+
+    def nan_kept(frame: pd.DataFrame) -> pa.Table:  # pandas writes a float NaN as null
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        keys = pa.array(frame["driver_id"].to_numpy(), from_pandas=False)
+        return table.set_column(table.schema.get_field_index("driver_id"), "driver_id", keys)
+
+    frame = stats_frame().astype({"driver_id": float})
+    frame.loc[len(frame)] = [float("nan"), utc("2024-01-03"), utc("2024-01-03"), 0.9, 9]
+    feature_repo()
+    pq.write_table(nan_kept(frame), tmp_path / "stats.parquet")
+    entities = pd.DataFrame({"driver_id": [float("nan"), 2.0], "event_timestamp": [utc("2024-01-03")] * 2})
+    pq.write_table(nan_kept(entities), tmp_path / "entities.parquet")
+    with mloop.Workspace.open(tmp_path / "ws") as ws:
+        ws.features.apply(tmp_path / "features.py")
+        for given in (entities, tmp_path / "entities.parquet"):
+            out = ws.features.historical(given, FEATURES)
+            assert pd.isna(out["driver_stats:trips"].iloc[0]) and out["driver_stats:trips"].iloc[1] == 6
+        ws.features.materialize()
+        [found] = ws.features.online([{"driver_id": float("nan")}], FEATURES)
+        assert found["found"]["driver_stats"] is False
