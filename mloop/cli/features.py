@@ -204,9 +204,23 @@ def _definition(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "versions": versions}
 
 
+def _quoted(value: str) -> str:
+    """``--entity id="1.0"``: a JSON string, the way to give a text key that reads like a number."""
+    import json
+
+    try:
+        text = json.loads(value)
+    except ValueError:
+        raise ParameterError(f"--entity value {value} is not a valid JSON string", field="entity") from None
+    if not isinstance(text, str):
+        raise ParameterError(f"--entity value {value} is not a valid JSON string", field="entity")
+    return text
+
+
 def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[str, Any]]:
     """Entity keys from the command line or a file; a value given as text (``--entity``, CSV) is read
-    as the team server's JSON would give it: a JSON number is that number, anything else is text."""
+    as the team server's JSON would give it: a JSON number is that number, anything else is text
+    (``--entity id='"1.0"'``, in JSON quotes, is the text 1.0)."""
     from mloop.features.offline import typed_value
 
     if (entity is None) == (entities is None):
@@ -222,7 +236,9 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
                     f"--entity {key} is given twice ({row[key]!r} and {value!r}); one value per key",
                     field="entity",
                 )
-            row[key] = typed_value(value)
+            row[key] = (
+                _quoted(value) if value[:1] == value[-1:] == '"' and len(value) > 1 else typed_value(value)
+            )
         return [row]
     import pandas as pd
 
@@ -243,7 +259,11 @@ def _entity_rows(entity: list[str] | None, entities: Path | None) -> list[dict[s
 @features_app.command("online")
 def online(
     entity: Annotated[
-        list[str] | None, typer.Option("--entity", help="KEY=VALUE; repeat for a compound key.")
+        list[str] | None,
+        typer.Option(
+            "--entity",
+            help='KEY=VALUE; repeat for a compound key. A number is a number; "…" in JSON quotes is text.',
+        ),
     ] = None,
     entities: Annotated[Path | None, typer.Option("--entities", help="CSV/Parquet of entity keys.")] = None,
     features: FeaturesOpt = None,

@@ -359,3 +359,25 @@ def test_skew_is_clean_when_the_only_unmatched_entities_were_never_materialized(
     assert report["not_materialized"] == {"driver_stats": 1}
     code, out, _ = run(capsys, "features", "skew", "--service", "driver_model", *w)
     assert code == 0 and "1 entity with nothing to materialize not compared" in out
+
+
+def test_a_text_key_that_reads_like_a_number_is_given_in_json_quotes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, feature_repo: Callable[..., Path]
+) -> None:
+    """``--entity driver_id=1.0`` is the number 1.0 (which finds key 1): a text key ``"1.0"`` could
+    not be asked for at all."""
+    frame = stats_frame().astype({"driver_id": str})
+    frame.loc[frame["driver_id"] == "2", "driver_id"] = "1.0"
+    w = _applied(capsys, tmp_path, feature_repo(frame, ttl="36500d"))
+    assert run(capsys, "features", "materialize", *w)[0] == 0
+    for value, trips in (("1.0", 3), ('"1.0"', 6), ('"1"', 3)):  # the number 1.0 is the key 1
+        code, out, err = run(
+            capsys, "features", "online", "--entity", f"driver_id={value}", "--service", "driver_model",
+            *w, "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)[0]["features"]["driver_stats:trips"] == trips, (value, out)
+    bad = _error(
+        capsys, "features", "online", "--entity", 'driver_id="a\\x"', "--service", "driver_model", *w
+    )
+    assert "not a valid JSON string" in bad and bad.strip().count("\n") == 0
