@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ulid import ULID
 
@@ -258,6 +258,10 @@ class Model:
     created_at: datetime
     last_version: int
     aliases: dict[str, int] = field(default_factory=dict)
+
+
+EventStatus = Literal["pending", "running", "succeeded", "failed", "stopped", "suppressed"]
+EVENT_STATUSES: tuple[str, ...] = get_args(EventStatus)
 
 
 @dataclass(frozen=True, slots=True)

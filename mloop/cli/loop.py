@@ -37,7 +37,7 @@ from mloop.settings import CONFIG_FILE
 
 if TYPE_CHECKING:
     from mloop.backtesting.backtest import BacktestReport
-    from mloop.orchestration.scheduler import Scheduler
+    from mloop.orchestration.scheduler import Scheduler, TickReport
     from mloop.workspace import Workspace
 
 log = logging.getLogger("mloop.scheduler")
@@ -291,9 +291,14 @@ def scheduler_fire(
     with open_workspace(workspace) as ws:
         scheduler = _scheduler(ws, None)
         report = scheduler.fire(name, reason)
+    _report_runs(report, as_json, {"trigger": name})
+
+
+def _report_runs(report: TickReport, as_json: bool, head: dict[str, Any]) -> None:
+    """What ``fire`` and ``retry`` print: the runs, or one error line and the exit code."""
     runs = [{"run_id": r, "status": s} for r, s in report.runs]
     if as_json:
-        print_json({"trigger": name, "runs": runs, "errors": report.errors})
+        print_json({**head, "runs": runs, "errors": report.errors})
     else:
         for r in runs:
             out.print(f"run {r['run_id']} {paint(r['status']).markup}")
@@ -303,6 +308,93 @@ def scheduler_fire(
         raise typer.Exit(exc.exit_code if isinstance(exc, MloopError) else 1)
     if any(r["status"] != "succeeded" for r in runs):
         raise typer.Exit(1)
+
+
+@scheduler_app.command("events")
+def scheduler_events(
+    trigger: Annotated[str | None, typer.Option("--trigger", help="Only this trigger's events.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only events in this status (pending, running, succeeded, failed, …)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = 50,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Trigger events, newest first: what fired, with what, and what became of it (a failed one can
+    be run again with ``mloop scheduler retry EVENT_ID``)."""
+    from mloop.entities import EVENT_STATUSES, TriggerEvent
+
+    if status is not None and status not in EVENT_STATUSES:
+        raise ParameterError(
+            f"--status {status!r} is not an event status ({', '.join(EVENT_STATUSES)})", field="status"
+        )
+    events = remote.read(
+        server,
+        token,
+        workspace,
+        lambda api: [
+            remote.entity(TriggerEvent, e) for e in api.trigger_events(trigger, limit=limit, status=status)
+        ],
+        lambda ws: ws.triggers.events(trigger, limit=limit, status=status),
+    )
+    rows = [
+        {
+            "id": e.id,
+            "trigger": e.trigger,
+            "key": e.event_key,
+            "kind": e.kind,
+            "status": e.status,
+            "attempts": e.attempts,
+            "fired_at": e.fired_at,
+            "run_id": e.run_id,
+            "params": e.evidence.get("params", {}),
+        }
+        for e in events
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="trigger events")
+    for col in ("id", "trigger", "status", "attempts", "fired", "run", "params"):
+        table.add_column(col)
+    for r in rows:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"
+        table.add_row(r["id"], r["trigger"], paint(r["status"]), str(r["attempts"]),
+                      str(r["fired_at"])[:19], r["run_id"] or "-", params)  # fmt: skip
+    out.print(table)
+
+
+def _short(value: Any) -> str:
+    """A parameter as an events row shows it: a list of files as its count and first one."""
+    if isinstance(value, list):
+        return f"[{len(value)} item(s): {value[0]}, …]" if len(value) > 1 else str(value)
+    return str(value)
+
+
+@scheduler_app.command("retry")
+def scheduler_retry(
+    event: Annotated[
+        str, typer.Argument(help="The id of a failed or stopped event (mloop scheduler events).")
+    ],
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="Also log to stderr at this level.")
+    ] = None,
+    log_format: LogFormatOpt = "text",
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a failed (or stopped) event again, with the parameters it fired with (a new_data event's
+    files), once its cause is fixed. Exit 0 when the run succeeds, 1 when it fails, 2 for bad input."""
+    if log_level is not None:
+        configure_logging(log_level, log_format)
+    else:  # the outcome is printed below; keep the log's copy of it off stderr
+        logging.getLogger("mloop").addHandler(logging.NullHandler())
+    with open_workspace(workspace, create=False) as ws:
+        report = _scheduler(ws, None).retry(event)
+    _report_runs(report, as_json, {"event": event, "trigger": report.events[0].trigger})
 
 
 def backtest(

@@ -34,7 +34,14 @@ from typing import Any
 from mloop.core.loader import load_pipeline
 from mloop.core.pipeline import Pipeline
 from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
-from mloop.errors import MloopError, NotFoundError, ParameterError, StepFailedError, StoreUnavailableError
+from mloop.errors import (
+    ConflictError,
+    MloopError,
+    NotFoundError,
+    ParameterError,
+    StepFailedError,
+    StoreUnavailableError,
+)
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
 from mloop.orchestration.triggers import (
@@ -371,6 +378,25 @@ class Scheduler:
         self.store.save_state(name, fired_at=report.at)
         report.events.append(event)
         log.info("trigger %s fired by request: %s", name, reason, extra={"trigger": name})
+        self._run(event, report)
+        return report
+
+    def retry(self, event_id: str) -> TickReport:
+        """Run an event that failed (or was stopped) again, with the parameters it fired with (a
+        new_data event's files): what brings back the data of a run that failed, or could not start,
+        once its cause is fixed. ConflictError when it is running, succeeded or was suppressed."""
+        found = self.store.event(event_id)
+        event = self.store.retry(event_id, owner=self.owner, lease_s=self.config.lease_s)
+        if event is None:
+            raise ConflictError(
+                f"event {event_id} of trigger {found.trigger!r} is {found.status}: only a failed or "
+                "stopped event is run again",
+                field="event",
+            )
+        report = TickReport(self.clock())
+        report.events.append(event)
+        log.info("trigger %s: event %s retried (attempt %d)", event.trigger, event.event_key, event.attempts,
+                 extra={"trigger": event.trigger, "event": event.event_key})  # fmt: skip
         self._run(event, report)
         return report
 

@@ -224,8 +224,10 @@ class Client:
 
     # triggers and audit -------------------------------------------------------------------------
 
-    def trigger_events(self, trigger: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return self._get("/triggers/events", trigger=trigger, limit=limit)["events"]
+    def trigger_events(
+        self, trigger: str | None = None, limit: int = 100, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self._get("/triggers/events", trigger=trigger, limit=limit, status=status)["events"]
 
     def fire_trigger(self, trigger: str, *, reason: str) -> dict[str, Any]:
         """Record a pending manual event for ``trigger``: the scheduler starts its run (editor role).

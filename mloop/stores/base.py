@@ -290,9 +290,20 @@ class TriggerStore(Protocol):
         max_attempts: int = 2,
     ) -> list[TriggerEvent]: ...
 
+    def retry(self, event_id: str, *, owner: str, lease_s: float = 30.0) -> TriggerEvent | None:
+        """Hand an event that ended without success (``failed``, ``stopped``) to ``owner`` to run again,
+        once (attempts + 1); None when it is not such an event (any more)."""
+        ...
+
     def evaluating(self, trigger: str, owner: str, lease_s: float = 30.0) -> AbstractContextManager[bool]: ...
 
-    def events(self, trigger: str | None = None, *, limit: int = 100) -> list[TriggerEvent]: ...
+    def events(
+        self, trigger: str | None = None, *, limit: int = 100, status: str | None = None
+    ) -> list[TriggerEvent]: ...
+
+    def event(self, event_id: str) -> TriggerEvent:
+        """One event by id; NotFoundError naming it when there is none."""
+        ...
 
     def event_of_run(self, run_id: str) -> TriggerEvent | None:
         """The event that started ``run_id`` (None for a run no trigger started)."""

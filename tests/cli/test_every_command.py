@@ -50,6 +50,7 @@ WRITES: dict[str, str] = {
     "pipelines rollback": "moves an alias",
     "run": "runs a pipeline",
     "scheduler fire": "runs a trigger's pipeline (Client.fire_trigger over the server)",
+    "scheduler retry": "runs a failed event's pipeline again (in this process, as scheduler fire does)",
     "scheduler run": "a daemon",
     "serve": "a daemon",
     "server start": "a daemon",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mloop.errors import MetadataStoreError, StoreUnavailableError
+from mloop.errors import MetadataStoreError, NotFoundError, StoreUnavailableError
 from mloop.stores.base import TriggerStore
 from mloop.stores.sql.engine import connect
 from mloop.stores.sql.triggers import SqlTriggerStore
@@ -242,3 +242,22 @@ def test_a_lease_held_by_a_host_with_a_slow_clock_is_not_taken_from_it(
             assert pg_store.reclaim_expired("other", lease_s=60) == []
             with pg_store.evaluating("t", "other", lease_s=60) as theirs:
                 assert not theirs
+
+
+def test_only_an_event_that_ended_without_success_is_retried_and_once(store: SqlTriggerStore) -> None:
+    event = _claim(store, "k", owner="a")
+    assert event is not None
+    assert store.retry(event.id, owner="b") is None  # still pending: its owner runs it
+    store.update(event.id, status="failed", run_id="run1")
+    first = store.retry(event.id, owner="b", lease_s=60)
+    assert first is not None and (first.status, first.attempts, first.owner) == ("pending", 2, "b")
+    assert first.lease_until is not None and first.lease_until > datetime.now(UTC)
+    assert store.retry(event.id, owner="c") is None  # taken by b: two callers never both win
+    store.update(event.id, status="succeeded")
+    assert store.retry(event.id, owner="c") is None
+    assert store.event(event.id).status == "succeeded"
+    assert [e.id for e in store.events(status="succeeded")] == [event.id] and store.events(
+        status="failed"
+    ) == []
+    with pytest.raises(NotFoundError, match="no trigger event 'nope'"):
+        store.event("nope")

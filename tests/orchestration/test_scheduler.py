@@ -33,6 +33,8 @@ def record(tag: str, data: str) -> dict:
         time.sleep(120)
     if tag == "boom":
         raise RuntimeError("the pipeline broke")
+    if (marks / "broken").exists():
+        raise RuntimeError("broken until the file is removed")
     return {"tag": tag, "data": data}
 
 @mloop.pipeline
@@ -374,3 +376,53 @@ def test_one_pass_exits_1_when_its_run_failed(project: Path) -> None:
     assert "the pass met 1 problem: run " in failed.stderr
     quiet = one_pass()  # nothing new: a clean pass
     assert quiet.returncode == 0, quiet.stderr
+
+
+def test_a_failed_event_is_run_again_with_its_files_once_its_cause_is_fixed(project: Path) -> None:
+    """A new_data event whose run failed had consumed its files (the watermark moved past them), and
+    nothing could bring them back but firing by hand with the paths retyped."""
+    (project / "mloop.toml").write_text(
+        f"""
+[[triggers]]
+name = "inbox"
+kind = "new_data"
+path = "{project / "inbox"}"
+pattern = "*.csv"
+param = "data"
+pipeline = "{project / "job.py"}:job"
+params = {{ tag = "retry" }}
+"""
+    )
+    env = {**os.environ, "MARK_DIR": str(project / "marks")}
+    ws = ["--workspace", str(project / ".mloop")]
+
+    def mloop_(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*mloop_command(), *argv, *ws], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    (project / "marks" / "broken").write_text("")
+    (project / "inbox" / "a.csv").write_text("x\n1\n")
+    assert mloop_("scheduler", "run", "--once").returncode == 1  # the run failed
+    assert mloop_("scheduler", "run", "--once").returncode == 0  # and the file is seen: nothing fires
+    listed = mloop_("scheduler", "events", "--status", "failed", "--json")
+    [failed] = json.loads(listed.stdout)
+    assert failed["params"] == {"data": str(project / "inbox" / "a.csv")} and failed["attempts"] == 1
+    (project / "marks" / "broken").unlink()
+    retried = mloop_("scheduler", "retry", failed["id"], "--json")
+    assert retried.returncode == 0, retried.stderr
+    [run] = json.loads(retried.stdout)["runs"]
+    assert run["status"] == "succeeded"
+    assert marks(project, "retry")[-1] == str(project / "inbox" / "a.csv")
+    [event] = json.loads(mloop_("scheduler", "events", "--json").stdout)
+    assert (event["id"], event["status"], event["attempts"], event["run_id"]) == (
+        failed["id"],
+        "succeeded",
+        2,
+        run["run_id"],
+    )
+    again = mloop_("scheduler", "retry", failed["id"])  # succeeded: nothing to run again
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "is succeeded" in again.stderr
+    bad = mloop_("scheduler", "events", "--status", "broken")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not an event status" in bad.stderr
+    unknown = mloop_("scheduler", "retry", "01NOSUCHEVENT")
+    assert unknown.returncode == 2 and "no trigger event '01NOSUCHEVENT'" in unknown.stderr

@@ -265,6 +265,11 @@ def test_firing_a_trigger_records_a_pending_event_for_the_scheduler(server: Serv
         assert event["status"] == "pending" and event["evidence"]["by"] == "editor-token"
         listed = http.get("/api/v1/triggers/events", params={"trigger": "nightly"}).json()["events"]
         assert [e["id"] for e in listed] == [event["id"]]
+        for status, found in (("pending", [event["id"]]), ("failed", [])):
+            got = http.get("/api/v1/triggers/events", params={"status": status}).json()["events"]
+            assert [e["id"] for e in got] == found
+        refused = http.get("/api/v1/triggers/events", params={"status": "nope"})
+        assert refused.status_code == 400 and "status" in refused.text
         triggers = http.get("/api/v1/triggers").json()["triggers"]
         assert [t["name"] for t in triggers] == ["nightly"]
         assert (

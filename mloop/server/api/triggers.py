@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mloop.auth import Principal
-from mloop.entities import new_id
+from mloop.entities import EventStatus, new_id
 from mloop.errors import NotFoundError
 from mloop.orchestration.config import load_loop_config
 from mloop.orchestration.scheduler import trigger_status
@@ -59,11 +59,15 @@ def scheduler_status(ws: Ws, _: Viewer) -> dict[str, Any]:
 
 @router.get("/triggers/events", summary="Trigger events, newest first: evidence, status, the run started")
 def list_events(
-    ws: Ws, _: Viewer, trigger: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ws: Ws,
+    _: Viewer,
+    trigger: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[EventStatus | None, Query(description="only events in this status")] = None,
 ) -> dict[str, Any]:
     if trigger is not None:
         check_name(trigger, "trigger")
-    return {"events": [jsonable(e) for e in ws.triggers.events(trigger, limit=limit)]}
+    return {"events": [jsonable(e) for e in ws.triggers.events(trigger, limit=limit, status=status)]}
 
 
 @router.post(

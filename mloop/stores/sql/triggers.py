@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mloop.entities import TriggerEvent, TriggerState, new_id, utcnow
+from mloop.errors import NotFoundError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.base import SqlStore, dumps
 from mloop.stores.sql.engine import insert_ignoring_conflicts
@@ -30,6 +31,7 @@ from mloop.stores.sql.engine import insert_ignoring_conflicts
 __all__ = ["SqlTriggerStore"]
 
 ACTIVE = ("pending", "running")
+RETRYABLE = ("failed", "stopped")  # ended without success: `mloop scheduler retry` runs them again
 _events = t.trigger_events
 _state = t.trigger_state
 
@@ -162,13 +164,48 @@ class SqlTriggerStore(SqlStore):
                 handed.append(_event({**row, **values}))
         return handed
 
-    def events(self, trigger: str | None = None, *, limit: int = 100) -> list[TriggerEvent]:
+    def retry(self, event_id: str, *, owner: str, lease_s: float = 30.0) -> TriggerEvent | None:
+        """Hand an event that ended without success (``failed``, ``stopped``) to ``owner`` to run again,
+        once (attempts + 1; a conditional update, so two callers cannot both win); None when it is not
+        such an event (any more)."""
+        with self._write() as conn:
+            now = self._clock(conn)
+            row = (
+                conn.execute(
+                    _events.update()
+                    .where(_events.c.id == event_id, _events.c.status.in_(RETRYABLE))
+                    .values(
+                        status="pending",
+                        attempts=_events.c.attempts + 1,
+                        owner=owner,
+                        lease_until=now + timedelta(seconds=lease_s),
+                        updated_at=utcnow(),
+                    )
+                    .returning(*_events.c)
+                )
+                .mappings()
+                .first()
+            )
+        return _event(row) if row is not None else None
+
+    def events(
+        self, trigger: str | None = None, *, limit: int = 100, status: str | None = None
+    ) -> list[TriggerEvent]:
         """Newest first."""
         query = sa.select(_events).order_by(_events.c.id.desc()).limit(limit)
         if trigger is not None:
             query = query.where(_events.c.trigger == trigger)
+        if status is not None:
+            query = query.where(_events.c.status == status)
         with self._read() as conn:
             return [_event(r) for r in conn.execute(query).mappings()]
+
+    def event(self, event_id: str) -> TriggerEvent:
+        with self._read() as conn:
+            row = conn.execute(sa.select(_events).where(_events.c.id == event_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no trigger event {event_id!r}", field="event")
+        return _event(row)
 
     def event_of_run(self, run_id: str) -> TriggerEvent | None:
         with self._read() as conn:
