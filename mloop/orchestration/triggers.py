@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -252,9 +252,29 @@ def _new_files(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
 
 
 def _modified_within(sig: list[Any], seconds: float) -> bool:
-    """Whether a listed file's modification time (local files: nanoseconds) is under ``seconds`` old."""
+    """Whether a listed file's modification time is under ``seconds`` old: local files' is
+    nanoseconds; an fsspec listing's is text, epoch seconds (``file://``) or a time (S3's
+    ``LastModified``). One without a readable time is not held."""
     mtime = sig[1] if len(sig) > 1 else None
-    return seconds > 0 and isinstance(mtime, int) and time.time_ns() - mtime < seconds * 1e9
+    if seconds <= 0 or mtime is None:
+        return False
+    if isinstance(mtime, int):
+        return time.time_ns() - mtime < seconds * 1e9
+    at = _listed_time(str(mtime))
+    return at is not None and time.time() - at < seconds
+
+
+def _listed_time(text: str) -> float | None:
+    """An fsspec listing's modification time as epoch seconds (None: none, or unreadable)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _new_rows(spec: TriggerSpec, state: TriggerState) -> TriggerCheck:
