@@ -52,6 +52,7 @@ from mloop.errors import (
     UnauthorizedError,
     UnsupportedEncodingError,
     UnsupportedMediaTypeError,
+    WorkspaceGoneError,
 )
 from mloop.stores.base import RunQuery
 from mloop.workspace import TrackingRun, Workspace
@@ -175,6 +176,7 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "Verdict",
     "Workspace",
+    "WorkspaceGoneError",
     "__version__",
     "backtest",
     "compute_statistics",

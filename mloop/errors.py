@@ -35,6 +35,7 @@ __all__ = [
     "UnauthorizedError",
     "UnsupportedEncodingError",
     "UnsupportedMediaTypeError",
+    "WorkspaceGoneError",
 ]
 
 EXIT_USAGE = 2
@@ -200,6 +201,15 @@ class StoreUnavailableError(MloopError):
 
     code = "store_unavailable"
     http_status = 503
+
+
+class WorkspaceGoneError(MloopError):
+    """The workspace's database file was deleted or replaced under a process that had it open: its
+    writes since went to a file no other process sees. A daemon stops on it rather than go on."""
+
+    code = "workspace_gone"
+    http_status = 503
+    exit_code = EXIT_CHECK_FAILED
 
 
 class StoreUnreachableError(StoreUnavailableError):

@@ -36,6 +36,7 @@ from mloop.errors import (
     NotFoundError,
     ParameterError,
     StoreUnavailableError,
+    WorkspaceGoneError,
 )
 from mloop.names import check_name, decimal
 from mloop.settings import Settings, load_settings
@@ -129,6 +130,15 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
     return ref, None, None
 
 
+def _identity(path: Path) -> tuple[Path, tuple[int, int]] | None:
+    """``path`` and the (device, inode) it names now; None when nothing is there."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return path, (found.st_dev, found.st_ino)
+
+
 def _check_not_truncated(database: Path, artifacts: Path | None) -> None:
     """Refuse an empty ``mloop.db`` beside artifacts it would have recorded: SQLite reads an empty
     file as a new database, so a truncated one was silently made again (``runs list``: 0 runs, and
@@ -172,8 +182,10 @@ class Workspace:
         *,
         metadata_url: str,
         run_pages: RunPages | None = None,
+        database: tuple[Path, tuple[int, int]] | None = None,
     ):
         self._root = root
+        self._database = database  # the embedded database file as opened: (path, (device, inode))
         self._settings = settings
         self._metadata = metadata
         self._artifacts = artifacts
@@ -267,6 +279,7 @@ class Workspace:
         if not settings.metadata_url:
             _check_not_truncated(root / "mloop.db", None if settings.artifact_url else root / "artifacts")
         metadata = SqlMetadataStore.from_url(metadata_url)
+        database = None if settings.metadata_url else _identity(root / "mloop.db")
         try:
             artifacts = FsspecArtifactStore(artifact_url)
             metadata.fail_stale_runs(
@@ -288,7 +301,25 @@ class Workspace:
             SqlPipelineStore(metadata.engine),
             metadata_url=metadata.engine.url.render_as_string(),  # password hidden: it names, never connects
             run_pages=SqlRunPages(metadata.engine),
+            database=database,
         )
+
+    def check_intact(self) -> None:
+        """Raise WorkspaceGoneError when the embedded database file this workspace opened was
+        deleted or replaced since (``rm -rf`` of the workspace, a restore copied over it): SQLite
+        keeps writing to the deleted file, where no other process sees anything. One ``stat``; a
+        daemon checks it every pass."""
+        if self._database is None:
+            return
+        path, opened = self._database
+        now = _identity(path)
+        if now is None or now[1] != opened:
+            what = "deleted" if now is None else "replaced"
+            raise WorkspaceGoneError(
+                f"the workspace database {path} was {what} while this process had it open: what it "
+                "wrote since is in a file no other process sees; start again on the workspace as it is",
+                field="workspace",
+            )
 
     def close(self) -> None:
         """Close the stores and drop the values this workspace kept in memory for its steps.

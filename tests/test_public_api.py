@@ -82,6 +82,7 @@ def test_public_api_is_pinned() -> None:
         "StepFailedError",
         "StoreUnavailableError",
         "StoreUnreachableError",
+        "WorkspaceGoneError",
         "UnauthorizedError",
         "ForbiddenError",
         # the team server's client

@@ -41,6 +41,7 @@ from mloop.errors import (
     ParameterError,
     StepFailedError,
     StoreUnavailableError,
+    WorkspaceGoneError,
 )
 from mloop.orchestration.config import LoopConfig, TriggerSpec, anchor_path_params
 from mloop.orchestration.rollout import CandidateGate, RolloutDecision, advance
@@ -159,6 +160,7 @@ class Scheduler:
         A fault in one trigger or rollout is recorded (report, trigger state, log) and the pass goes
         on; an unreachable database ends the pass with StoreUnavailableError (nothing else can work).
         """
+        self.ws.check_intact()  # a workspace deleted under the daemon: stop, not write where none reads
         report = TickReport(self.clock())
         if time.monotonic() >= self._next_recovery:
             # a lease is only reclaimable lease_s after its last renewal: looking more often than a
@@ -571,7 +573,9 @@ class Scheduler:
                 report = self.tick()
                 if on_tick is not None:
                     on_tick(report)
-            except Exception as exc:  # the daemon stops only when told to
+            except WorkspaceGoneError:
+                raise  # nothing this process writes can be seen any more
+            except Exception as exc:  # the daemon stops only when told to, or its workspace is gone
                 failures += 1
                 self.last_error = _describe(exc)
                 delay = min(self.config.max_backoff_s, self.config.tick_s * 2 ** min(failures, 20))

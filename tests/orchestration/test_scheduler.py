@@ -430,3 +430,27 @@ params = {{ tag = "retry" }}
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not an event status" in bad.stderr
     unknown = mloop_("scheduler", "retry", "01NOSUCHEVENT")
     assert unknown.returncode == 2 and "no trigger event '01NOSUCHEVENT'" in unknown.stderr
+
+
+def test_a_daemon_whose_workspace_is_deleted_under_it_stops_saying_so(project: Path) -> None:
+    """``rm -rf .mloop`` under a running daemon: SQLite went on writing to the deleted file, so the
+    daemon's runs and events were seen by no one, and a new workspace at the same place knew nothing
+    of a daemon that still fired on its inbox."""
+    import shutil
+
+    _toml(project)
+    ws = project / ".mloop"
+    daemon = _start(project, ws, "--tick", "0.2")
+    (project / "inbox" / "a.csv").write_text("1")
+    _wait_for(lambda: marks(project, "k"))
+    shutil.rmtree(ws)
+    try:
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "workspace database" in lines[0] and "was deleted" in lines[0], err
+    assert "Traceback" not in err
+    with mloop.Workspace.open(ws) as fresh:  # a workspace made again at the same place is its own
+        fresh.check_intact()
