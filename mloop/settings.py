@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mloop.errors import ConfigurationError
@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         le=30 * 86_400,
         description="a step running longer fails its run, unless it sets its own timeout (0: no limit)",
     )
+
+    @field_validator("max_workers", "stale_after_s", "heartbeat_s", "step_timeout_s", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        # TOML's `true` is no number of seconds or workers (pydantic reads it as 1)
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
     online_url: str = Field(
         "", description="online feature store: '' (SQLite in the workspace), sqlite:///path or redis://…"
     )

@@ -370,7 +370,7 @@ def scheduler_events(
 def _short(value: Any) -> str:
     """A parameter as an events row shows it: a list of files as its count and first one."""
     if isinstance(value, list):
-        return f"[{len(value)} item(s): {value[0]}, …]" if len(value) > 1 else str(value)
+        return f"[{plural(len(value), 'item')}: {value[0]}, …]" if len(value) > 1 else str(value)
     return str(value)
 
 

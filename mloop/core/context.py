@@ -38,6 +38,7 @@ class StepContext:
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     used: dict[str, Any] = field(default_factory=dict)  # name → NewArtifact read besides the inputs
+    abandoned: Any = None  # a threading.Event the runner sets once the step ran past its timeout
 
 
 _CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", default=None)
@@ -45,9 +46,13 @@ _CURRENT: ContextVar[StepContext | None] = ContextVar("mloop_step_context", defa
 
 @contextmanager
 def step_context(
-    run_id: str, step: str, workspace: object = None, inputs: dict[str, Any] | None = None
+    run_id: str,
+    step: str,
+    workspace: object = None,
+    inputs: dict[str, Any] | None = None,
+    abandoned: Any = None,
 ) -> Iterator[StepContext]:
-    ctx = StepContext(run_id, step, workspace, dict(inputs or {}))
+    ctx = StepContext(run_id, step, workspace, dict(inputs or {}), abandoned=abandoned)
     token = _CURRENT.set(ctx)
     try:
         yield ctx
@@ -80,6 +85,12 @@ def current_workspace() -> object:
     if ctx.workspace is None:
         raise MloopError(
             f"step {ctx.step!r} needs the workspace (model registry); run it with the in-process executor"
+        )
+    if ctx.abandoned is not None and ctx.abandoned.is_set():
+        # its run already failed: a model it registered or promoted now would ship from a failed run
+        raise MloopError(
+            f"step {ctx.step!r} ran past its timeout and its run has failed: it may not use the "
+            "workspace any more"
         )
     return ctx.workspace
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import threading
 import time
 import traceback
@@ -69,6 +70,7 @@ class StepTask:
     artifacts: ArtifactStore
     keep_values: bool
     workspace: object = None  # opaque: typed again by mloop.steps.workspace()
+    abandoned: threading.Event | None = None  # in process: set once the step ran past its timeout
 
 
 @dataclass
@@ -96,7 +98,9 @@ def execute_step(task: StepTask) -> StepOutcome:
                 kwargs[arg] = task.preloaded[arg]
             else:
                 kwargs[arg] = deserialize(ref.type, task.artifacts.get(ref.digest), ref.python_type)
-        with step_context(task.run_id, task.node, task.workspace, task.artifact_inputs) as ctx:
+        with step_context(
+            task.run_id, task.node, task.workspace, task.artifact_inputs, task.abandoned
+        ) as ctx:
             result = task.fn(**kwargs)
         outcome.metrics, outcome.params, outcome.inputs = ctx.metrics, ctx.params, ctx.used
         for name, value in _split_outputs(task, result).items():
@@ -363,7 +367,9 @@ class Runner:
         results: dict[str, dict[str, ArtifactRef]] = {}
         values: dict[str, dict[str, Any]] = {}
         running: dict[Future[StepOutcome], tuple[str, StepRun]] = {}
-        deadlines: dict[Future[StepOutcome], tuple[float, float]] = {}  # (monotonic deadline, timeout)
+        # a step's timeout and, once it started, its monotonic deadline (a queued step's clock waits:
+        # on a thread pool a future says when it starts; a remote executor's counts from submission)
+        deadlines: dict[Future[StepOutcome], tuple[float | None, float, threading.Event]] = {}
         abandoned: list[str] = []  # steps that timed out: their threads are left to run on
         failure: tuple[str, StepOutcome] | None = None
 
@@ -431,27 +437,39 @@ class Runner:
                             preloaded[arg] = value if last else _private_copy(value)
                     # artifacts to load as values: not the files, which the step reads itself
                     loads = {arg: ref for arg, ref in prep.inputs.items() if arg not in prep.uris}
+                    limit = self._timeout(node)
+                    flag = threading.Event() if keep_values and limit else None
                     task = StepTask(
                         run.id, name, node.step.fn, node.step.outputs, prep.params, loads,
                         preloaded, self.artifacts, keep_values, self.stores if keep_values else None,
+                        flag,
                     )  # fmt: skip
                     future = executor.submit(execute_step, task)
                     running[future] = (name, step_run)
-                    limit = node.step.timeout_s or self.stores.step_timeout_s
                     if limit:
-                        deadlines[future] = (time.monotonic() + limit, limit)
+                        due = None if keep_values else time.monotonic() + limit  # queued: not yet
+                        deadlines[future] = (due, limit, flag or threading.Event())
                 if not running:
                     break
-                due = [deadlines[f][0] for f in running if f in deadlines]
-                wait_s = max(0.0, min(due) - time.monotonic()) if due else None
-                finished, _ = wait(running, timeout=wait_s, return_when=FIRST_COMPLETED)
-                if not finished:  # a step is past its timeout
-                    late = [f for f in running if f in deadlines and deadlines[f][0] <= time.monotonic()]
+                finished, _ = wait(
+                    running, timeout=_next_wake(running, deadlines), return_when=FIRST_COMPLETED
+                )
+                if not finished:  # a step may be past its timeout
+                    late = [f for f in running if _past(f, deadlines)]
                     for future in late:
                         name, step_run = running.pop(future)
+                        deadlines[future][2].set()  # the step may no longer use the workspace
                         timed_out = self._time_out(future, name, step_run, deadlines[future][1])
                         abandoned.append(name)
                         failure = failure or (name, timed_out)
+                    if failure is not None:  # the run has failed: steps still queued never start
+                        for future in [f for f in running if f.cancel()]:
+                            name, step_run = running.pop(future)
+                            self.metadata.finish_step(
+                                step_run.id, StepStatus.SKIPPED,
+                                error_message=f"not started: step {failure[0]!r} failed the run first",
+                            )  # fmt: skip
+                            self._notify(name, StepStatus.SKIPPED)
                     continue
                 for future in finished:
                     name, step_run = running.pop(future)
@@ -485,6 +503,12 @@ class Runner:
                     done(name)
         return results, failure
 
+    def _timeout(self, node: Node) -> float:
+        """Seconds ``node``'s step may run (0: no limit): its own timeout, else the workspace's."""
+        own = node.step.timeout_s
+        limit = own if own is not None else getattr(self.stores, "step_timeout_s", 0.0)
+        return limit if 0 < limit < math.inf else 0.0
+
     def _time_out(
         self, future: Future[StepOutcome], name: str, step_run: StepRun, limit: float
     ) -> StepOutcome:
@@ -517,6 +541,33 @@ class Runner:
     def _notify(self, name: str, status: StepStatus) -> None:
         if self.listener is not None:
             self.listener(name, status)
+
+
+def _next_wake(
+    running: Mapping[Future[StepOutcome], Any],
+    deadlines: dict[Future[StepOutcome], tuple[float | None, float, threading.Event]],
+) -> float | None:
+    """How long the runner may wait for a step to finish before a timeout is due (None: no limit).
+    A step with a timeout that is still queued has no deadline yet: look again shortly, and start
+    its clock once its future says it runs."""
+    now, soonest = time.monotonic(), math.inf
+    for future in running:
+        if future not in deadlines:
+            continue
+        deadline, limit, flag = deadlines[future]
+        if deadline is None and (future.running() or future.done()):
+            deadline = now + limit
+            deadlines[future] = (deadline, limit, flag)
+        soonest = min(soonest, deadline - now if deadline is not None else _QUEUED_POLL_S)
+    return max(0.0, soonest) if soonest < math.inf else None
+
+
+def _past(future: Future[StepOutcome], deadlines: dict[Future[StepOutcome], Any]) -> bool:
+    deadline = deadlines[future][0] if future in deadlines else None
+    return deadline is not None and deadline <= time.monotonic()
+
+
+_QUEUED_POLL_S = 0.05  # how often a queued step with a timeout is looked at, to start its clock
 
 
 @contextmanager

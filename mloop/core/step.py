@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -142,13 +143,25 @@ def step(
 
 
 def _timeout_seconds(step: str, timeout: float | timedelta | None) -> float | None:
-    """``timeout`` as a positive, finite number of seconds (None: no timeout of its own)."""
+    """``timeout`` as a positive number of seconds (None: no timeout of its own, the workspace's
+    ``step_timeout_s`` applies; ``math.inf``, or anything beyond ~30 years such as ``timedelta.max``:
+    no limit, whatever the workspace says)."""
     if timeout is None:
         return None
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        seconds = math.nan
+    try:
+        value = float(seconds)
+    except OverflowError:  # an integer beyond any float: no limit
+        value = math.inf
+    if not value > 0:
         raise PipelineDefinitionError(
-            f"step {step!r}: timeout must be a positive number of seconds or a timedelta, got {timeout!r}",
+            f"step {step!r}: timeout must be a positive number of seconds or a timedelta (math.inf: "
+            f"no limit), got {timeout!r}",
             field="timeout",
         )
-    return float(seconds)
+    return value if value < _NO_LIMIT_FROM_S else math.inf
+
+
+_NO_LIMIT_FROM_S = 1e9  # ~30 years: a wait that long is no limit (and beyond what a thread can wait)

@@ -387,14 +387,105 @@ def _numbers(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10m", True])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("-inf"), "10m", True, 1j])
 def test_a_timeout_that_is_not_a_positive_duration_is_refused(timeout: object) -> None:
     with pytest.raises(mloop.errors.PipelineDefinitionError) as refused:
         mloop.step(timeout=timeout)(lambda x: x)  # type: ignore[arg-type]
     assert refused.value.field == "timeout" and "positive number of seconds" in refused.value.message
 
 
-def test_a_timedelta_timeout_is_seconds() -> None:
+def test_a_timeout_is_any_real_number_of_seconds_and_a_huge_one_is_no_limit() -> None:
     from datetime import timedelta
 
-    assert mloop.step(timeout=timedelta(minutes=2))(lambda x: x).timeout_s == 120.0
+    def timeout_s(timeout: object) -> float | None:
+        return mloop.step(timeout=timeout)(lambda x: x).timeout_s  # type: ignore[arg-type]
+
+    assert timeout_s(timedelta(minutes=2)) == 120.0 and timeout_s(np.int64(5)) == 5.0
+    # a step opts out of the workspace's step_timeout_s with math.inf; 1e10 s crashed a wait
+    for unlimited in (float("inf"), timedelta.max, 1e10, 10**400):
+        assert timeout_s(unlimited) == float("inf")
+
+
+_REFUSED: list[str] = []
+
+
+@mloop.step(timeout=0.5)
+def _late(x: int) -> int:
+    _RELEASE.wait(120)
+    try:  # after its timeout: the run has failed, so a model it registered now would ship from it
+        mloop.steps.workspace()
+    except mloop.MloopError as exc:
+        _REFUSED.append(exc.message)
+    return x
+
+
+@mloop.step
+def _after(x: int) -> int:
+    return x
+
+
+@mloop.pipeline
+def late_then_queued(x: int) -> None:
+    _after(_late(x))
+    _quick(x)
+
+
+@mloop.step(timeout=1)
+def _brief(x: int) -> int:
+    time.sleep(0.2)
+    return x
+
+
+@mloop.step
+def _long(x: int) -> int:
+    time.sleep(1.5)
+    return x
+
+
+@mloop.pipeline
+def queued_behind_a_long_step(x: int) -> None:
+    _long(x)
+    _brief(x)
+
+
+def test_a_timed_out_step_may_not_use_the_workspace_and_queued_steps_never_start(tmp_path: Path) -> None:
+    """One worker: the queued step waited behind the abandoned thread, so the run hung after its
+    step's timeout; and the abandoned step could still register and promote a model."""
+    _RELEASE.clear()
+    _REFUSED.clear()
+    try:
+        with mloop.Workspace.open(tmp_path / "ws", max_workers=1) as ws:
+            started = time.monotonic()
+            with pytest.raises(StepFailedError) as failed:
+                ws.run(late_then_queued, x=1)
+            assert time.monotonic() - started < 60 and failed.value.step == "_late"
+            [run] = ws.runs()
+            steps = {s.name: s.status.value for s in ws.metadata.list_steps(run.id)}
+            assert steps == {"_late": "failed", "_quick": "skipped"}  # _after never became ready
+            _RELEASE.set()
+            deadline = time.monotonic() + 30
+            while not _REFUSED and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        _RELEASE.set()
+    assert _REFUSED and "ran past its timeout" in _REFUSED[0]
+
+
+def test_a_step_waiting_in_the_queue_is_not_timed(tmp_path: Path) -> None:
+    with mloop.Workspace.open(tmp_path / "ws", max_workers=1) as ws:
+        result = ws.run(queued_behind_a_long_step, x=1)  # waits 1.5 s for the worker, runs 0.2 s
+    assert {s.status.value for s in result.steps} == {"succeeded"}
+
+
+def test_a_step_opts_out_of_the_workspace_timeout_with_no_limit(tmp_path: Path) -> None:
+    @mloop.step(timeout=float("inf"))
+    def unlimited(x: int) -> int:
+        time.sleep(1)
+        return x
+
+    @mloop.pipeline
+    def p(x: int) -> None:
+        unlimited(x)
+
+    with mloop.Workspace.open(tmp_path / "ws", step_timeout_s=0.3) as ws:
+        assert {s.status.value for s in ws.run(p, x=1).steps} == {"succeeded"}
