@@ -38,6 +38,9 @@ def test_workspace_reads_its_toml(tmp_path: Path) -> None:
         ("mloop = 5\n", r"mloop must be a table \(\[mloop\]\), got int"),
         ("[[mloop]]\nexecutor = 'threads'\n", r"mloop must be a table \(\[mloop\]\), got list"),
         ("[mloop]\nstale_after_s = inf\n", "setting stale_after_s: Input should be a finite number"),
+        # TOML's true was read as 1: a one-second timeout on every step
+        ("[mloop]\nstep_timeout_s = true\n", "setting step_timeout_s: .*expected a number, got true"),
+        ("[mloop]\nmax_workers = false\n", "setting max_workers: .*expected a number, got false"),
     ],
 )
 def test_bad_settings_are_clear_errors(tmp_path: Path, toml: str, message: str) -> None:
