@@ -48,6 +48,15 @@ LogLevelOpt = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error (logs go to stderr).")
 ]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text or json (one object per line).")]
+# a command that prints its own outcome (fire, retry): its log goes to stderr only when asked for
+OutcomeLogOpt = Annotated[str | None, typer.Option("--log-level", help="Also log to stderr at this level.")]
+
+
+def _log_when_asked(log_level: str | None, log_format: str) -> None:
+    if log_level is not None:
+        configure_logging(log_level, log_format)
+    else:  # the outcome is printed by the command; keep the log's copy of it off stderr
+        logging.getLogger("mloop").addHandler(logging.NullHandler())
 
 
 def monitor(
@@ -272,9 +281,7 @@ def _status_row(row: dict[str, Any]) -> dict[str, Any]:
 def scheduler_fire(
     name: Annotated[str, typer.Argument(help="Trigger name.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded as the evidence).")] = "requested",
-    log_level: Annotated[
-        str | None, typer.Option("--log-level", help="Also log to stderr at this level.")
-    ] = None,
+    log_level: OutcomeLogOpt = None,
     log_format: LogFormatOpt = "text",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -284,10 +291,7 @@ def scheduler_fire(
     A run that fails or cannot start is one ``error:`` line on stderr: exit 2 for bad input (e.g. a
     parameter the pipeline does not take), 1 for a failed run.
     """
-    if log_level is not None:
-        configure_logging(log_level, log_format)
-    else:  # the outcome is printed below; keep the log's copy of it off stderr
-        logging.getLogger("mloop").addHandler(logging.NullHandler())
+    _log_when_asked(log_level, log_format)
     with open_workspace(workspace) as ws:
         scheduler = _scheduler(ws, None)
         report = scheduler.fire(name, reason)
@@ -379,19 +383,14 @@ def scheduler_retry(
     event: Annotated[
         str, typer.Argument(help="The id of a failed or stopped event (mloop scheduler events).")
     ],
-    log_level: Annotated[
-        str | None, typer.Option("--log-level", help="Also log to stderr at this level.")
-    ] = None,
+    log_level: OutcomeLogOpt = None,
     log_format: LogFormatOpt = "text",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a failed (or stopped) event again, with the parameters it fired with (a new_data event's
     files), once its cause is fixed. Exit 0 when the run succeeds, 1 when it fails, 2 for bad input."""
-    if log_level is not None:
-        configure_logging(log_level, log_format)
-    else:  # the outcome is printed below; keep the log's copy of it off stderr
-        logging.getLogger("mloop").addHandler(logging.NullHandler())
+    _log_when_asked(log_level, log_format)
     with open_workspace(workspace, create=False) as ws:
         report = _scheduler(ws, None).retry(event)
     _report_runs(report, as_json, {"event": event, "trigger": report.events[0].trigger})
