@@ -210,7 +210,8 @@ def create_app(workspace: Workspace, config: ServeConfig | str, *, log_root: Pat
     @app.get("/v2/models/{name}/versions/{version}", **openapi.V2_METADATA)
     async def model_metadata(name: str, version: str | None = None) -> Response:
         predictor, _ = served(name, version)
-        return JSONResponse(oip_v2.metadata(model, predictor, versions(), service.describe()))
+        keys = service.features.entity_keys(predictor.loaded.version, predictor.loaded.columns)
+        return JSONResponse(oip_v2.metadata(model, predictor, versions(), service.describe(), keys))
 
     @app.get("/v2/models/{name}/ready", **openapi.V2_MODEL_READY)
     @app.get("/v2/models/{name}/versions/{version}/ready", **openapi.V2_MODEL_READY)

@@ -86,6 +86,8 @@ def test_a_request_with_entity_keys_is_served_from_the_online_store(
                            {"name": "hour", "shape": [1], "datatype": "FP64", "data": [5.0]}]}  # fmt: skip
         r = client.post("/v2/models/clf/infer", json=body)
         assert r.status_code == 200, r.text
+        # its metadata says which tensors may stand for the features (it listed the features only)
+        assert client.get("/v2/models/clf").json()["entity_keys"] == ["driver_id"]
         # the service's own OpenAPI says a row may carry the entity key instead of the features
         schemas = client.get("/openapi.json").json()["components"]["schemas"]
         row = schemas["PredictRequest"]["properties"]["instances"]["items"]

@@ -252,9 +252,14 @@ def infer_response(model: str, request: InferRequest, result: dict[str, Any]) ->
     )
 
 
-def metadata(model: str, predictor: Predictor, versions: list[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """Model metadata: the spec's fields (with ``inputs`` and ``outputs``), then mloop's own."""
+def metadata(
+    model: str, predictor: Predictor, versions: list[str], extra: dict[str, Any], entity_keys: list[str]
+) -> dict[str, Any]:
+    """Model metadata: the spec's fields (with ``inputs`` and ``outputs``), then mloop's own. A model
+    with a feature service lists its features as ``inputs`` and, in ``entity_keys``, the key tensors a
+    request may send instead of the features it reads by key (the spec has no way to say "either")."""
     loaded = predictor.loaded
+    keyed = {"entity_keys": entity_keys} if entity_keys else {}
     outputs = [{"name": "predict", "datatype": tensor_type(loaded.classes or [0.0]), "shape": [-1]}]
     if loaded.classes is not None:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(loaded.classes)]})
@@ -266,6 +271,7 @@ def metadata(model: str, predictor: Predictor, versions: list[str], extra: dict[
             {"name": c, "datatype": _datatype(loaded.rules[c]), "shape": [-1]} for c in loaded.columns
         ],
         "outputs": outputs,
+        **keyed,
         **extra,
     }
 
