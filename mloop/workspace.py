@@ -130,6 +130,14 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
     return ref, None, None
 
 
+def _sqlite_file(url: Any) -> str | None:
+    """The file a SQLite URL names (None for another database, or an in-memory or URI one)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return str(database)
+
+
 def _identity(path: Path) -> tuple[Path, tuple[int, int]] | None:
     """``path`` and the (device, inode) it names now; None when nothing is there."""
     try:
@@ -279,7 +287,7 @@ class Workspace:
         if not settings.metadata_url:
             _check_not_truncated(root / "mloop.db", None if settings.artifact_url else root / "artifacts")
         metadata = SqlMetadataStore.from_url(metadata_url)
-        database = None if settings.metadata_url else _identity(root / "mloop.db")
+        database = _identity(Path(file)) if (file := _sqlite_file(metadata.engine.url)) else None
         try:
             artifacts = FsspecArtifactStore(artifact_url)
             metadata.fail_stale_runs(
@@ -314,10 +322,11 @@ class Workspace:
         path, opened = self._database
         now = _identity(path)
         if now is None or now[1] != opened:
-            what = "deleted" if now is None else "replaced"
+            what = "deleted or moved" if now is None else "replaced"
             raise WorkspaceGoneError(
                 f"the workspace database {path} was {what} while this process had it open: what it "
-                "wrote since is in a file no other process sees; start again on the workspace as it is",
+                "wrote since is in a file other processes do not open; start again on the workspace "
+                "as it is",
                 field="workspace",
             )
 

@@ -30,9 +30,10 @@ from mloop.cli.common import (
     styled,
     write_output,
 )
-from mloop.cli.logs import configure_logging
+from mloop.cli.logs import FORMATS, configure_logging
 from mloop.cli.remote import ServerOpt, TokenOpt
-from mloop.errors import MloopError, ParameterError, StoreUnreachableError
+from mloop.errors import MloopError, NotFoundError, ParameterError, StoreUnreachableError
+from mloop.names import check_name
 from mloop.settings import CONFIG_FILE
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ OutcomeLogOpt = Annotated[str | None, typer.Option("--log-level", help="Also log
 
 
 def _log_when_asked(log_level: str | None, log_format: str) -> None:
+    if log_format.lower() not in FORMATS:
+        raise ParameterError(
+            f"--log-format {log_format!r}: expected one of {', '.join(FORMATS)}", field="log_format"
+        )
     if log_level is not None:
         configure_logging(log_level, log_format)
     else:  # the outcome is printed by the command; keep the log's copy of it off stderr
@@ -153,8 +158,9 @@ def scheduler_run(
 
     Faults inside a pass (database unreachable, failing pipeline…) are logged and retried with
     back-off, and a database server that does not answer yet at start is waited for; only bad
-    configuration at start stops it. With ``--once``: exit 1 when the pass logged
-    an error or a run it started failed, 2 for bad configuration.
+    configuration at start stops it, or (exit 1) its SQLite database file deleted or replaced under
+    it. With ``--once``: exit 1 when the pass logged an error or a run it started failed, 2 for bad
+    configuration.
     """
     configure_logging(log_level, log_format)
     if not once:
@@ -331,6 +337,8 @@ def scheduler_events(
     be run again with ``mloop scheduler retry EVENT_ID``)."""
     from mloop.entities import EVENT_STATUSES, TriggerEvent
 
+    if trigger is not None:
+        check_name(trigger, what="trigger name", field="trigger")
     if status is not None and status not in EVENT_STATUSES:
         raise ParameterError(
             f"--status {status!r} is not an event status ({', '.join(EVENT_STATUSES)})", field="status"
@@ -391,8 +399,11 @@ def scheduler_retry(
     """Run a failed (or stopped) event again, with the parameters it fired with (a new_data event's
     files), once its cause is fixed. Exit 0 when the run succeeds, 1 when it fails, 2 for bad input."""
     _log_when_asked(log_level, log_format)
+    given = event.strip()
+    if not (given.isascii() and given.isalnum()):  # ids are ULIDs: nothing else can name one
+        raise NotFoundError(f"no trigger event {event[:80]!r}", field="event")
     with open_workspace(workspace, create=False) as ws:
-        report = _scheduler(ws, None).retry(event)
+        report = _scheduler(ws, None).retry(given.upper())
     _report_runs(report, as_json, {"event": event, "trigger": report.events[0].trigger})
 
 

@@ -60,6 +60,9 @@ __all__ = ["Scheduler", "TickReport", "trigger_status"]
 log = logging.getLogger("mloop.scheduler")
 
 
+_MAX_ATTEMPTS = 2  # an event whose scheduler died is taken over once, then left failed (retry runs it)
+
+
 @dataclass
 class TickReport:
     """What one pass of the scheduler saw and did. ``failures`` keeps the errors themselves (their
@@ -388,10 +391,16 @@ class Scheduler:
         new_data event's files): what brings back the data of a run that failed, or could not start,
         once its cause is fixed. ConflictError when it is running, succeeded or was suppressed."""
         found = self.store.event(event_id)
+        prepared = None  # (another caller may fail the event meanwhile: then the run prepares it)
+        if found.status in ("failed", "stopped"):
+            # the trigger and its pipeline as configured now, with every parameter the event fired
+            # with: checked before the event is taken, so a retry that cannot start costs no attempt
+            prepared = self._prepare(self.spec(found.trigger), found.evidence.get("params", {}), strict=True)
         event = self.store.retry(event_id, owner=self.owner, lease_s=self.config.lease_s)
         if event is None:
+            now = self.store.event(event_id)  # as it is after the attempt: another caller may have won
             raise ConflictError(
-                f"event {event_id} of trigger {found.trigger!r} is {found.status}: only a failed or "
+                f"event {event_id} of trigger {now.trigger!r} is {now.status}: only a failed or "
                 "stopped event is run again",
                 field="event",
             )
@@ -399,12 +408,14 @@ class Scheduler:
         report.events.append(event)
         log.info("trigger %s: event %s retried (attempt %d)", event.trigger, event.event_key, event.attempts,
                  extra={"trigger": event.trigger, "event": event.event_key})  # fmt: skip
-        self._run(event, report)
+        self._run(event, report, prepared)
         return report
 
     def recover(self) -> list[TriggerEvent]:
         """Events whose lease expired (their scheduler died or lost the database), taken over once each."""
-        return self.store.reclaim_expired(self.owner, lease_s=self.config.lease_s, may_take=self._may_take)
+        return self.store.reclaim_expired(
+            self.owner, lease_s=self.config.lease_s, may_take=self._may_take, max_attempts=_MAX_ATTEMPTS
+        )
 
     def _may_take(self, event: TriggerEvent) -> bool:
         if event.owner == self.owner:
@@ -424,8 +435,13 @@ class Scheduler:
             if run.status == RunStatus.RUNNING:
                 why = f"its scheduler {event.owner} stopped renewing the lease on event {event.event_key}"
                 self.ws.metadata.finish_run(run.id, RunStatus.FAILED, why)
-        log.warning("event %s of trigger %s: lease of %s expired, taking it over",
-                    event.event_key, event.trigger, event.owner)  # fmt: skip
+        if event.attempts < _MAX_ATTEMPTS:
+            log.warning("event %s of trigger %s: lease of %s expired, taking it over",
+                        event.event_key, event.trigger, event.owner)  # fmt: skip
+        else:
+            log.error("event %s of trigger %s: lease of %s expired after %d attempts: marked failed "
+                      "(mloop scheduler retry %s runs it again)", event.event_key, event.trigger,
+                      event.owner, event.attempts, event.id)  # fmt: skip
         return True
 
     # leases ---------------------------------------------------------------------------------------
@@ -465,6 +481,11 @@ class Scheduler:
                 log.warning("could not renew leases: %s", _describe(exc))
                 continue
             for lost in events - kept:
+                with self._guard:
+                    if lost not in self._held:
+                        continue  # it ended between the snapshot and the renewal: nothing was lost
+                if self.store.event(lost).status not in ("pending", "running"):
+                    continue  # its final status is written; the run is over
                 log.error("lost the lease on event %s: another scheduler may take it over", lost)
 
     # running --------------------------------------------------------------------------------------
@@ -473,11 +494,20 @@ class Scheduler:
         with self._holding(event=event.id):
             self._run_held(event, report, prepared)
 
-    def _prepare(self, spec: TriggerSpec, fired: dict[str, Any]) -> Prepared:
+    def _prepare(self, spec: TriggerSpec, fired: dict[str, Any], *, strict: bool = False) -> Prepared:
         """The pipeline and parameters of the run an event of ``spec`` with the firing's parameters
-        ``fired`` starts; MloopError when it cannot start (the pipeline does not load, refuses them)."""
+        ``fired`` starts; MloopError when it cannot start (the pipeline does not load, refuses them).
+        ``strict`` (a retry): a fired parameter the pipeline no longer takes is refused, not dropped
+        (a new_data event's files would be lost while the event is marked done)."""
         pipeline = load_pipeline(spec.pipeline, workspace=self.ws)
         accepted = set(inspect.signature(pipeline.fn).parameters)
+        dropped = sorted(k for k in fired if k not in accepted)
+        if strict and dropped:
+            raise ParameterError(
+                f"the event fired with parameter {dropped[0]!r}, which {spec.pipeline} no longer takes: "
+                "its data would be dropped",
+                field=dropped[0],
+            )
         extra = {k: v for k, v in fired.items() if k in accepted}
         # relative file params (the trigger's and the deployed version's) are relative to mloop.toml
         params = anchor_path_params(
@@ -550,6 +580,9 @@ class Scheduler:
             report.fail(event.trigger, exc)
             log.exception("trigger %s: the run could not start", spec.name, extra=context)
             return
+        except BaseException:  # Ctrl-C (fire, retry): the run was marked failed; so is its event
+            self.store.update(event.id, status="failed")
+            raise
         self.store.update(event.id, status="succeeded")
         report.runs.append((result.run.id, "succeeded"))
         log.info("run %s succeeded (trigger %s)", result.run.id, spec.name,
@@ -566,6 +599,8 @@ class Scheduler:
 
         A failing pass is logged and retried after ``tick_s × 2^n`` seconds (n consecutive failures),
         at most ``config.max_backoff_s``; :attr:`last_error` says what failed until a pass succeeds.
+        WorkspaceGoneError (its database file deleted or replaced) ends it: nothing it wrote would be
+        seen.
         """
         failures = 0
         while not self._stop.is_set():

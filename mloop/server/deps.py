@@ -42,8 +42,12 @@ class BadRequestError(ParameterError):
 
 
 async def workspace(request: Request) -> Workspace:
-    """The workspace the app serves (one per process, opened by the factory)."""
-    return request.app.state.workspace
+    """The workspace the app serves (one per process, opened by the factory); a 503 once its database
+    file was deleted or replaced under the server (it would answer from, and write to, a file no
+    other process opens)."""
+    ws: Workspace = request.app.state.workspace
+    ws.check_intact()
+    return ws
 
 
 def principal(role: str = "viewer") -> Callable[[Request], Awaitable[Principal]]:

@@ -428,22 +428,37 @@ params = {{ tag = "retry" }}
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "is succeeded" in again.stderr
     bad = mloop_("scheduler", "events", "--status", "broken")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not an event status" in bad.stderr
+    for odd in ("01nosuchevent", "\udcff\udcfe", "../x"):  # any case; bytes that are no UTF-8 text
+        refused = subprocess.run(
+            [*mloop_command(), "scheduler", "retry", os.fsencode(odd), *ws],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2 and refused.stderr.startswith("error: no trigger event"), (
+            refused.stderr
+        )
     unknown = mloop_("scheduler", "retry", "01NOSUCHEVENT")
     assert unknown.returncode == 2 and "no trigger event '01NOSUCHEVENT'" in unknown.stderr
 
 
-def test_a_daemon_whose_workspace_is_deleted_under_it_stops_saying_so(project: Path) -> None:
+@pytest.mark.parametrize("by_url", [False, True], ids=["workspace-db", "metadata-url"])
+def test_a_daemon_whose_workspace_is_deleted_under_it_stops_saying_so(
+    project: Path, monkeypatch: pytest.MonkeyPatch, by_url: bool
+) -> None:
     """``rm -rf .mloop`` under a running daemon: SQLite went on writing to the deleted file, so the
     daemon's runs and events were seen by no one, and a new workspace at the same place knew nothing
-    of a daemon that still fired on its inbox."""
+    of a daemon that still fired on its inbox. A SQLite file named by ``metadata_url`` too."""
     import shutil
 
     _toml(project)
     ws = project / ".mloop"
+    database = project / "db"
+    if by_url:
+        database.mkdir()
+        monkeypatch.setenv("MLOOP_METADATA_URL", f"sqlite:///{database / 'meta.db'}")
     daemon = _start(project, ws, "--tick", "0.2")
     (project / "inbox" / "a.csv").write_text("1")
     _wait_for(lambda: marks(project, "k"))
-    shutil.rmtree(ws)
+    shutil.rmtree(database if by_url else ws)
     try:
         _, err = daemon.communicate(timeout=60)
     finally:
@@ -452,5 +467,42 @@ def test_a_daemon_whose_workspace_is_deleted_under_it_stops_saying_so(project: P
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "workspace database" in lines[0] and "was deleted" in lines[0], err
     assert "Traceback" not in err
+    database.mkdir(exist_ok=True)
     with mloop.Workspace.open(ws) as fresh:  # a workspace made again at the same place is its own
         fresh.check_intact()
+
+
+def test_a_retry_that_would_drop_the_files_or_cannot_start_is_refused_before_it_takes_the_event(
+    workspace: mloop.Workspace, project: Path
+) -> None:
+    """A pipeline whose parameter was renamed since took the retry without the event's files and
+    marked it succeeded; a retry that could not start (the trigger removed) used up an attempt."""
+    inbox = project / "inbox"
+    spec = {"name": "inbox", "kind": "new_data", "path": str(inbox), "pattern": "*.csv", "param": "data",
+            "params": {"tag": "strict"}}  # fmt: skip
+    (project / "marks" / "broken").write_text("")
+    (inbox / "a.csv").write_text("x\n1\n")
+    Scheduler(workspace, config(project, spec)).tick()
+    [event] = workspace.triggers.events("inbox")
+    assert event.status == "failed"
+    (project / "marks" / "broken").unlink()
+    (project / "job.py").write_text(
+        JOB.replace("data: str", "files: str").replace("record(tag, data)", "record(tag, files)")
+    )
+    renamed = Scheduler(workspace, config(project, {**spec, "param": "files"}))
+    with pytest.raises(mloop.errors.ParameterError, match=r"parameter 'data', which .* no longer takes"):
+        renamed.retry(event.id)
+    with pytest.raises(NotFoundError, match="no trigger named 'inbox'"):
+        Scheduler(workspace, config(project, {**spec, "name": "other"})).retry(event.id)
+    assert workspace.triggers.event(event.id).attempts == 1  # neither took it
+    (project / "job.py").write_text(JOB)
+
+    def interrupted(event: object, run: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the retried run starts
+
+    with pytest.raises(KeyboardInterrupt):
+        Scheduler(workspace, config(project, spec), on_run=interrupted).retry(event.id)
+    after = workspace.triggers.event(event.id)
+    assert (after.status, after.attempts) == ("failed", 2)  # not left "running" for good
+    assert [s for _, s in Scheduler(workspace, config(project, spec)).retry(event.id).runs] == ["succeeded"]
+    assert marks(project, "strict")[-1] == str(inbox / "a.csv")

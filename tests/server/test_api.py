@@ -416,3 +416,14 @@ def test_large_slow_and_malformed_bodies_are_4xx_naming_the_body(
         ok = c.post("/api/v1/models/churn/aliases/staging", json={"version": 1, "reason": "gate test"})
         assert ok.status_code == 200, ok.text  # a body within the limits reaches the route whole
     assert server.ws.model_version("churn@staging").version == 1
+
+
+def test_a_server_whose_workspace_database_was_deleted_answers_503(server: Server) -> None:
+    """It went on answering from the deleted file, and recorded fired triggers where no scheduler
+    would ever see them."""
+    assert server.ws.root is not None
+    (server.ws.root / "mloop.db").unlink()
+    with server.client("editor") as http:
+        r = http.get("/api/v1/runs")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "workspace_gone" and "was deleted" in r.json()["error"]["message"]
