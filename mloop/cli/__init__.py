@@ -271,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("error: interrupted", markup=False)
         return 130
+    except UnicodeEncodeError as exc:
+        if "surrogates not allowed" not in str(exc):
+            raise
+        # an argument of bytes that are no UTF-8 text (Python keeps them as surrogates), given on to
+        # a database or a file: it names nothing mloop can have stored
+        err.print(f"error: {exc.object[:80]!r} is not valid UTF-8 text", markup=False, soft_wrap=True)
+        return 2
     except Exception as exc:
         # typer vendors click: its usage errors carry format_message() and exit_code (2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

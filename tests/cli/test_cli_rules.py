@@ -280,3 +280,17 @@ def test_a_step_past_its_timeout_fails_the_command_without_waiting_for_it(tmp_pa
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "step 'slow'" in lines[0] and "StepTimeoutError" in lines[0] and "timeout of 1 s" in lines[0]
+
+
+def test_an_argument_that_is_no_utf8_text_is_one_error_line(tmp_path: Path) -> None:
+    """``runs show $'\\xff\\xfe'`` said "unexpected UnicodeEncodeError (a bug in mloop)"."""
+    import os
+
+    mloop.Workspace.open(tmp_path / "ws").close()
+    for argv in (["runs", "show"], ["models", "show"]):
+        done = subprocess.run(
+            [*mloop_command(), *argv, os.fsencode("\udcff\udcfe"), "--workspace", str(tmp_path / "ws")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: ") and "bug in mloop" not in done.stderr
