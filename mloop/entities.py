@@ -262,6 +262,8 @@ class Model:
 
 EventStatus = Literal["pending", "running", "succeeded", "failed", "stopped", "suppressed"]
 EVENT_STATUSES: tuple[str, ...] = get_args(EventStatus)
+ACTIVE_EVENT_STATUSES = ("pending", "running")  # held by a scheduler under a lease
+RETRYABLE_EVENT_STATUSES = ("failed", "stopped")  # ended without success: `mloop scheduler retry`
 
 
 @dataclass(frozen=True, slots=True)

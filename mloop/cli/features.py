@@ -211,7 +211,7 @@ def _quoted(value: str) -> str:
     try:
         text = json.loads(value)
     except ValueError:
-        raise ParameterError(f"--entity value {value} is not a valid JSON string", field="entity") from None
+        text = None
     if not isinstance(text, str):
         raise ParameterError(f"--entity value {value} is not a valid JSON string", field="entity")
     return text

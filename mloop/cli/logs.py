@@ -53,6 +53,14 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def check_format(fmt: str) -> None:
+    """Refuse a ``--log-format`` other than ``text`` or ``json`` (ParameterError naming the option)."""
+    if fmt.lower() not in FORMATS:
+        raise ParameterError(
+            f"--log-format {fmt!r}: expected one of {', '.join(FORMATS)}", field="log_format"
+        )
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Send mloop's log records at ``level`` and above to stderr in ``fmt`` (``text`` or ``json``).
 
@@ -61,10 +69,7 @@ def configure_logging(level: str, fmt: str) -> None:
     """
     if level.lower() not in LEVELS:
         raise ParameterError(f"--log-level {level!r}: expected one of {', '.join(LEVELS)}", field="log_level")
-    if fmt.lower() not in FORMATS:
-        raise ParameterError(
-            f"--log-format {fmt!r}: expected one of {', '.join(FORMATS)}", field="log_format"
-        )
+    check_format(fmt)
     handler = _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     if fmt.lower() == "json":

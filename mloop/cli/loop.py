@@ -30,7 +30,7 @@ from mloop.cli.common import (
     styled,
     write_output,
 )
-from mloop.cli.logs import FORMATS, configure_logging
+from mloop.cli.logs import check_format, configure_logging
 from mloop.cli.remote import ServerOpt, TokenOpt
 from mloop.errors import MloopError, NotFoundError, ParameterError, StoreUnreachableError
 from mloop.names import check_name
@@ -54,10 +54,7 @@ OutcomeLogOpt = Annotated[str | None, typer.Option("--log-level", help="Also log
 
 
 def _log_when_asked(log_level: str | None, log_format: str) -> None:
-    if log_format.lower() not in FORMATS:
-        raise ParameterError(
-            f"--log-format {log_format!r}: expected one of {', '.join(FORMATS)}", field="log_format"
-        )
+    check_format(log_format)
     if log_level is not None:
         configure_logging(log_level, log_format)
     else:  # the outcome is printed by the command; keep the log's copy of it off stderr

@@ -33,7 +33,15 @@ from typing import Any
 
 from mloop.core.loader import load_pipeline
 from mloop.core.pipeline import Pipeline
-from mloop.entities import Run, RunStatus, TriggerEvent, new_id, utcnow
+from mloop.entities import (
+    ACTIVE_EVENT_STATUSES,
+    RETRYABLE_EVENT_STATUSES,
+    Run,
+    RunStatus,
+    TriggerEvent,
+    new_id,
+    utcnow,
+)
 from mloop.errors import (
     ConflictError,
     MloopError,
@@ -392,7 +400,7 @@ class Scheduler:
         once its cause is fixed. ConflictError when it is running, succeeded or was suppressed."""
         found = self.store.event(event_id)
         prepared = None  # (another caller may fail the event meanwhile: then the run prepares it)
-        if found.status in ("failed", "stopped"):
+        if found.status in RETRYABLE_EVENT_STATUSES:
             # the trigger and its pipeline as configured now, with every parameter the event fired
             # with: checked before the event is taken, so a retry that cannot start costs no attempt
             prepared = self._prepare(self.spec(found.trigger), found.evidence.get("params", {}), strict=True)
@@ -484,7 +492,7 @@ class Scheduler:
                 with self._guard:
                     if lost not in self._held:
                         continue  # it ended between the snapshot and the renewal: nothing was lost
-                if self.store.event(lost).status not in ("pending", "running"):
+                if self.store.event(lost).status not in ACTIVE_EVENT_STATUSES:
                     continue  # its final status is written; the run is over
                 log.error("lost the lease on event %s: another scheduler may take it over", lost)
 

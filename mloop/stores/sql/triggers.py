@@ -22,7 +22,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mloop.entities import TriggerEvent, TriggerState, new_id, utcnow
+from mloop.entities import (
+    ACTIVE_EVENT_STATUSES,
+    RETRYABLE_EVENT_STATUSES,
+    TriggerEvent,
+    TriggerState,
+    new_id,
+    utcnow,
+)
 from mloop.errors import NotFoundError
 from mloop.stores.sql import schema as t
 from mloop.stores.sql.base import SqlStore, dumps
@@ -30,8 +37,6 @@ from mloop.stores.sql.engine import insert_ignoring_conflicts
 
 __all__ = ["SqlTriggerStore"]
 
-ACTIVE = ("pending", "running")
-RETRYABLE = ("failed", "stopped")  # ended without success: `mloop scheduler retry` runs them again
 _events = t.trigger_events
 _state = t.trigger_state
 
@@ -59,29 +64,29 @@ class SqlTriggerStore(SqlStore):
     ) -> TriggerEvent | None:
         """Record a new event held by ``owner`` for ``lease_s``; None when ``(trigger, event_key)`` was
         already recorded (by anyone)."""
-        now = self._clock()
-        held = status in ACTIVE
-        row = {
+        held = status in ACTIVE_EVENT_STATUSES
+        row: dict[str, Any] = {
             "id": new_id(),
             "trigger": trigger,
             "event_key": event_key,
             "kind": kind,
             "pipeline": pipeline,
-            "fired_at": now,
             "evidence": dumps(evidence),
             "status": status,
             "attempts": 0 if status == "suppressed" else 1,
             "run_id": None,
-            "updated_at": now,
             "owner": owner,
-            "lease_until": now + timedelta(seconds=lease_s) if held else None,
         }
-        insert = insert_ignoring_conflicts(self._dialect, _events).values(**row)
-        # RETURNING, not rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING
-        insert = insert.on_conflict_do_nothing(index_elements=["trigger", "event_key"]).returning(
-            _events.c.id
-        )
         with self._write() as conn:
+            now = self._clock(conn)  # the lease is judged by the database's clock (see _clock)
+            row.update(
+                fired_at=now, updated_at=now, lease_until=now + timedelta(seconds=lease_s) if held else None
+            )
+            insert = insert_ignoring_conflicts(self._dialect, _events).values(**row)
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING
+            insert = insert.on_conflict_do_nothing(index_elements=["trigger", "event_key"]).returning(
+                _events.c.id
+            )
             inserted = conn.execute(insert).first() is not None
         return _event(row) if inserted else None
 
@@ -90,7 +95,7 @@ class SqlTriggerStore(SqlStore):
         values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
         if run_id is not None:
             values["run_id"] = run_id
-        if status not in ACTIVE:
+        if status not in ACTIVE_EVENT_STATUSES:
             values["lease_until"] = None
         with self._write() as conn:
             conn.execute(_events.update().where(_events.c.id == event_id).values(**values))
@@ -113,7 +118,7 @@ class SqlTriggerStore(SqlStore):
                 mine = (
                     _events.c.id.in_(list(events)),
                     _events.c.owner == owner,
-                    _events.c.status.in_(ACTIVE),
+                    _events.c.status.in_(ACTIVE_EVENT_STATUSES),
                 )
                 conn.execute(_events.update().where(*mine).values(lease_until=until))
                 held = set(conn.execute(sa.select(_events.c.id).where(*mine)).scalars())
@@ -136,29 +141,30 @@ class SqlTriggerStore(SqlStore):
             now = self._clock(conn)
             expired = sa.or_(_events.c.lease_until.is_(None), _events.c.lease_until < now)
             rows = (
-                conn.execute(sa.select(_events).where(_events.c.status.in_(ACTIVE), expired)).mappings().all()
+                conn.execute(sa.select(_events).where(_events.c.status.in_(ACTIVE_EVENT_STATUSES), expired))
+                .mappings()
+                .all()
             )
         handed: list[TriggerEvent] = []
         for row in rows:
             if not may_take(_event(row)):
                 continue
             retry = row["attempts"] < max_attempts
-            lease_until = self._clock() + timedelta(seconds=lease_s)
-            values = {
-                "status": "pending" if retry else "failed",
-                "attempts": row["attempts"] + (1 if retry else 0),
-                "updated_at": utcnow(),
-                "owner": owner if retry else row["owner"],
-                "lease_until": lease_until if retry else None,
-            }
-            stmt = (
-                _events.update()
-                .where(_events.c.id == row["id"], _events.c.attempts == row["attempts"])
-                .where(_events.c.status.in_(ACTIVE), expired)
-                .values(**values)
-                .returning(_events.c.id)
-            )
             with self._write() as conn:
+                values = {
+                    "status": "pending" if retry else "failed",
+                    "attempts": row["attempts"] + (1 if retry else 0),
+                    "updated_at": utcnow(),
+                    "owner": owner if retry else row["owner"],
+                    "lease_until": self._clock(conn) + timedelta(seconds=lease_s) if retry else None,
+                }
+                stmt = (
+                    _events.update()
+                    .where(_events.c.id == row["id"], _events.c.attempts == row["attempts"])
+                    .where(_events.c.status.in_(ACTIVE_EVENT_STATUSES), expired)
+                    .values(**values)
+                    .returning(_events.c.id)
+                )
                 won = conn.execute(stmt).first() is not None
             if won and retry:
                 handed.append(_event({**row, **values}))
@@ -173,7 +179,7 @@ class SqlTriggerStore(SqlStore):
             row = (
                 conn.execute(
                     _events.update()
-                    .where(_events.c.id == event_id, _events.c.status.in_(RETRYABLE))
+                    .where(_events.c.id == event_id, _events.c.status.in_(RETRYABLE_EVENT_STATUSES))
                     .values(
                         status="pending",
                         attempts=_events.c.attempts + 1,
