@@ -426,6 +426,12 @@ params = {{ tag = "retry" }}
     )
     again = mloop_("scheduler", "retry", failed["id"])  # succeeded: nothing to run again
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "is succeeded" in again.stderr
+    bad_format = mloop_("scheduler", "retry", failed["id"], "--log-format", "bogus")
+    assert (
+        bad_format.returncode == 2
+        and bad_format.stderr.count("\n") == 1
+        and "--log-format" in bad_format.stderr
+    )
     bad = mloop_("scheduler", "events", "--status", "broken")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not an event status" in bad.stderr
     for odd in ("01nosuchevent", "\udcff\udcfe", "../x"):  # any case; bytes that are no UTF-8 text
