@@ -30,7 +30,10 @@ def default_loop_config(
       version has degraded, when the version in production has served three quarters of the median
       life of the versions that degraded (``cadence``: drift that never stops is kept up with on
       schedule rather than waited for; a scheduled candidate that does not beat production ends it
-      until the next version degrades). The baseline
+      until the next version degrades), or a challenger (the version's own recipe refitted on the
+      newest ``initial_rows`` logged rows before a window) beats it on that window beyond 3 standard
+      errors, paired (drift that never stops makes a fresher model better before the version in
+      production degrades enough for any test of it alone to see). The baseline
       belongs to the version in production, and that version was validated on the newest rows of the
       regime it was trained on;
     - **on what**: the rows since the change point (estimated where the loss rose most when no
@@ -74,6 +77,7 @@ def default_loop_config(
                 detector="adwin" if changepoint.available() else "none",
                 min_rows=min_rows,
                 trend_z=3.0,
+                challenger_z=3.0,
                 cadence=0.75,
                 **common,
             ),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -102,6 +102,23 @@ class _Strict(BaseModel):
     # no inf or nan: a lease, a tick or a threshold of infinity is never a setting that works
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # TOML's `true` is no z, margin or fraction (pydantic reads it as 1): only a bool field takes it
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _takes_bool(annotation):
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field annotated ``annotation`` may hold True/False (bool, Any, or a union with one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(arg) for arg in get_args(annotation))
+
 
 _DAY = 86_400.0  # upper bound of the scheduler's intervals, in seconds
 
@@ -148,6 +165,13 @@ class TriggerSpec(_Strict):
     # that does not beat production ends the schedule until new versions degrade again
     cadence: float | None = Field(
         None, gt=0, le=1, description="share of recent versions' median life before a scheduled retrain"
+    )
+    # degradation: drift that never stops also shows in what production has not learnt. A challenger
+    # (production's own recipe, fitted again on the labelled rows it served before the newest window)
+    # that beats it on that window by more than ``challenger_z`` standard errors (paired) and ``margin``
+    # fires; the run trains on the newest rows
+    challenger_z: float | None = Field(
+        None, gt=0, description="z of a challenger fitted on served rows beating production (None: off)"
     )
 
     @field_validator("cron")

@@ -27,10 +27,16 @@ from mloop.entities import ModelVersion, TriggerState, id_floor
 from mloop.errors import ConfigurationError, NotFoundError, ParameterError, PipelineLoadError
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
-from mloop.monitoring.windows import WindowResult, degradation, parse_window
+from mloop.monitoring.windows import (
+    INPUT_PREFIX,
+    WindowResult,
+    degradation,
+    labels_and_predictions,
+    parse_window,
+)
 from mloop.orchestration import changepoint
 from mloop.orchestration.config import TriggerSpec
-from mloop.validation.model import LOWER_IS_BETTER
+from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace
 
 __all__ = ["Firing", "TriggerCheck", "check_trigger", "next_due", "persisted", "validate_trigger"]
@@ -380,6 +386,13 @@ def _monitored(
         scheduled = bool(mark.get("scheduled")) if same else False
         lived = bool(mark.get("lived")) if same else False
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
+
+        def history() -> pd.DataFrame:
+            """The whole labelled log, whichever version answered (read once a pass)."""
+            if (model, "history") not in cache:
+                cache[(model, "history")] = labelled_predictions(root, model)
+            return cache[(model, "history")]
+
         check = _degradation(
             spec,
             workspace,
@@ -393,6 +406,7 @@ def _monitored(
             rebased,
             retry,
             cadence=Cadence(lives, scheduled, lived),
+            history=history,
         )
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
@@ -450,6 +464,7 @@ def _degradation(
     rebased: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
     cadence: Cadence | None = None,
+    history: Callable[[], pd.DataFrame] | None = None,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
@@ -510,6 +525,8 @@ def _degradation(
             change = _retry(frame, w.end, size, w.index, retry, _losses(info), spec.z)
         if change is None and not pending:
             change = _trend(spec, info, frame, w.end, size, w.index, acted)
+        if change is None and not pending:
+            change = _challenger(spec, workspace, info, frame, size, w.index, acted, history)
         if change is None and not pending and not verdict.degraded:
             upto = _labelled_upto(frame, w.end, size, w.index) if frame is not None else None
             change = cadence.due(spec, upto, _losses(info))
@@ -544,6 +561,15 @@ def _degradation(
                     f"v{version} has served {change['served']} labelled rows; the last versions "
                     f"degraded after {', '.join(str(n) for n in change['lives'])}: retrain on schedule, "
                     "before it degrades too"
+                )
+            elif change.get("challenger"):
+                detail = (
+                    f"a challenger (v{version}'s recipe fitted on the newest {change['fitted']} "
+                    f"labelled rows logged before) scored {spec.metric} "
+                    f"{change['challenger_score']:.4f} against {change['production_score']:.4f} "
+                    f"on the newest {change['rows']} labelled rows "
+                    f"(mean loss difference {change['difference']:+.4f}, {change['z']:.1f} standard "
+                    "errors): retrain on the newest rows"
                 )
             elif change.get("trend"):
                 detail = (
@@ -764,6 +790,96 @@ def _trend(
         "rows": len(part),
         "rise": round(rise, 6),
         "z": round(z, 3),
+    }
+
+
+def _challenger(
+    spec: TriggerSpec,
+    workspace: Workspace,
+    info: Any,
+    frame: pd.DataFrame | None,
+    size: Any,
+    index: int,
+    acted: int,
+    history: Callable[[], pd.DataFrame] | None = None,
+) -> dict[str, Any] | None:
+    """Drift that never stops, seen in what production has not learnt: the version's own recipe
+    (``sklearn.base.clone`` of its model) fitted on the newest labelled rows logged before window
+    ``index`` (at most ``max_rows``, whichever version answered them: ``history``, else the
+    version's own) beats it on that window's labelled rows, by more than ``spec.challenger_z``
+    standard errors of the paired loss difference and by ``margin`` (relative for regression and
+    lower-is-better metrics). It waits for ``min_rows`` rows served since the trigger last acted.
+
+    Why: under continuous drift a version can stay within noise of its own hold-out score while a
+    model of the newest rows is far better; no degradation test sees it, and a stationary stream
+    never gives a challenger fitted on fewer rows the win. None when the model cannot be cloned or
+    fitted on the logged inputs (a custom model, a regime of one class)."""
+    if spec.challenger_z is None or frame is None or frame.empty or not isinstance(size, int):
+        return None
+    from sklearn.base import clone
+
+    from mloop.orchestration.rollout import _predict, _row_losses
+
+    window = frame.iloc[index * size : (index + 1) * size]
+    window = window[window["label"].notna()]
+    before = frame.iloc[: index * size]
+    before = before[before["label"].notna()]
+    if len(window) < max(spec.min_labelled, 2) or len(before) - max(acted, 0) < max(spec.min_rows, 1):
+        return None
+    # as many rows as a retrain takes (else as the version was trained on, else four windows)
+    limit = int(spec.params.get("max_rows") or 0) or int(info.version.tags.get("trained_rows", 0))
+    limit = limit or (4 * size)
+    served = before
+    if history is not None and len(before) < limit:  # a young version: rows others answered count
+        logged = history()
+        logged = logged[logged["label"].notna()]
+        first = pd.Timestamp(window["ts"].iloc[0])
+        served = logged[pd.to_datetime(logged["ts"], utc=True) < first]
+    served = served.iloc[-limit:]
+    classes = info.classes
+    try:
+        model = workspace.load_artifact(info.version.artifact_id, shared=True)
+        names = getattr(model, "feature_names_in_", None)
+
+        def inputs(part: pd.DataFrame) -> pd.DataFrame:
+            x = part[[c for c in part.columns if c.startswith(INPUT_PREFIX)]]
+            x = x.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX)).reset_index(drop=True)
+            return x[list(names)] if names is not None else x
+
+        y_fit = labels_and_predictions(served, info.task, classes)[0]
+        y = labels_and_predictions(window, info.task, classes)[0]
+        probe = clone(model).fit(inputs(served), y_fit)
+        losses, scores = [], []
+        for candidate in (probe, model):
+            predicted, proba = _predict(candidate, inputs(window), info.task, classes)
+            losses.append(_row_losses(spec.metric, info.task, classes, y, predicted, proba))
+            scores.append(score_predictions(info.task, y, predicted, proba, classes).get(spec.metric))
+    except Exception as exc:  # a user's recipe may fail in any way; the trigger must not fail with it
+        log.warning(
+            "challenger of %s v%s not fitted: %s: %s",
+            info.version.name, info.version.version, type(exc).__name__, exc,
+        )  # fmt: skip
+        return None
+    d = losses[1] - losses[0]  # positive: the challenger is better
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    mean = float(d.mean())
+    relative = info.task == "regression" or spec.metric in LOWER_IS_BETTER
+    effect = mean / max(float(losses[1].mean()), 1e-12) if relative else mean
+    ours, theirs = scores
+    if mean <= spec.challenger_z * max(se, 1e-12) or effect < spec.margin or ours is None or theirs is None:
+        return None
+    start = pd.to_datetime(served["ts"], utc=True).iloc[0].isoformat()
+    return {
+        "challenger": True,
+        "row": len(before) + len(window),
+        "start": start,
+        "rows_since": len(served) + len(window),
+        "fitted": len(served),
+        "rows": len(window),
+        "challenger_score": round(float(ours), 6),
+        "production_score": round(float(theirs), 6),
+        "difference": round(-mean, 6),
+        "z": round(mean / max(se, 1e-12), 3),
     }
 
 

@@ -80,6 +80,11 @@ def test_durations_may_be_numbers_of_seconds() -> None:
         ({"kind": "manual", "cooldown": True}, "cooldown must be seconds or a duration such as '1h'"),
         ({"kind": "new_data", "path": "in", "settle": "a bit"}, "settle"),
         ({"kind": "new_data", "path": "in", "settle": True}, "settle must be seconds or a duration"),
+        # TOML's `true` is no number (pydantic would read it as 1)
+        ({"kind": "degradation", "model": "m", "z": True}, "z: expected a number"),
+        ({"kind": "degradation", "model": "m", "challenger_z": True}, "challenger_z: expected"),
+        ({"kind": "degradation", "model": "m", "min_rows": False}, "min_rows: expected"),
+        ({"kind": "degradation", "model": "m", "challenger_z": 0}, "challenger_z: Input should be greater"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:
@@ -94,6 +99,13 @@ def test_names_are_unique_and_rollout_is_checked() -> None:
         LoopConfig.parse({"triggers": [twice, twice]})
     with pytest.raises(ConfigurationError, match="canary_fraction"):
         LoopConfig.parse({"rollout": [{"model": "m", "canary_fraction": 1.5}]})
+    with pytest.raises(ConfigurationError, match="canary_fraction: expected a number"):
+        LoopConfig.parse({"rollout": [{"model": "m", "canary_fraction": True}]})
+    assert (
+        not LoopConfig.parse({"rollout": [{"model": "m", "load_test": {"enabled": False}}]})
+        .rollout[0]
+        .load_test.enabled
+    )  # a bool setting still takes a bool
     with pytest.raises(ConfigurationError, match="budget"):
         LoopConfig.parse({"rollout": [{"model": "m", "budget": "eventually"}]})
     with pytest.raises(

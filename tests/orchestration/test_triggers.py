@@ -105,3 +105,62 @@ def test_only_a_degrading_version_adds_a_life_once_and_a_scheduled_run_is_not_re
     scheduled = fresh.fired({"cadence": True}, frame, w, 200)
     assert scheduled["scheduled"] and scheduled["lives"] == [400]
     assert len(Cadence([1, 2, 3, 4], False, False).fired(None, frame, w, 200)["lives"]) == 4  # kept
+
+
+def _served_log(ws: object, rows: pd.DataFrame) -> pd.DataFrame:
+    """A labelled prediction log of ``rows`` as production (v1) answered them."""
+    import mloop
+
+    assert isinstance(ws, mloop.Workspace)
+    version = ws.model_version("m@production")
+    model = ws.load_artifact(version.artifact_id)
+    x = rows.drop(columns=["y"])
+    ts = pd.date_range("2026-01-01", periods=len(rows), freq="min", tz="UTC")
+    frame = pd.DataFrame({"ts": ts.astype(str), "version": version.version})
+    frame["prediction"] = model.predict(x)
+    frame["label"] = rows["y"].to_numpy()
+    for name in x.columns:
+        frame[f"input.{name}"] = x[name].to_numpy()
+    return frame
+
+
+def test_a_challenger_fitted_on_logged_rows_fires_only_when_it_beats_production(tmp_path, caplog) -> None:
+    """Production trained on x1 + x2. When the concept has moved (x1 - x2), its own recipe fitted on
+    the newest logged rows beats it on the newest window: the trigger fires and trains on the newest
+    rows. On rows of its own concept a challenger never wins."""
+    import mloop
+    from mloop.monitoring.monitor import served_versions
+    from mloop.orchestration.triggers import _challenger
+    from tests.loop_helpers import stream, train_first
+
+    spec = SPEC.model_copy(update={"challenger_z": 3.0, "margin": 0.02, "min_labelled": 100})
+    with mloop.Workspace.open(tmp_path / ".mloop") as ws:
+        train_first(ws, stream(800, seed=0), tmp_path)
+        info = served_versions(ws, "m", [1])[1]
+        same = _served_log(ws, stream(1000, seed=1))
+        for index in range(5):
+            assert _challenger(spec, ws, info, same, 200, index, -1) is None
+        moved = _served_log(ws, stream(1000, drift_at=0, seed=2))
+        assert _challenger(spec, ws, info, moved, 200, 0, -1) is None  # nothing served before it yet
+        fired = _challenger(spec, ws, info, moved, 200, 2, -1)
+        assert fired is not None and fired["challenger"]
+        assert fired["fitted"] == 400 and fired["rows"] == 200 and fired["row"] == 600
+        assert fired["challenger_score"] > fired["production_score"] + 0.2 and fired["z"] > 3
+        assert fired["start"] == moved["ts"].iloc[0].replace(" ", "T")
+        # after it acted at row 600, the next one waits for min_rows rows served since
+        assert _challenger(spec, ws, info, moved, 200, 3, 600) is None
+        again = _challenger(spec, ws, info, moved, 200, 4, 600)
+        assert again is not None and again["fitted"] == 800  # the newest max_rows rows
+        assert _challenger(SPEC, ws, info, moved, 200, 2, -1) is None  # off unless challenger_z is set
+        # a version that took production after row 400: the rows other versions answered count too
+        late = moved.iloc[400:].reset_index(drop=True)
+        own = _challenger(spec, ws, info, late, 200, 1, -1)
+        logged = _challenger(spec, ws, info, late, 200, 1, -1, history=lambda: moved)
+        assert own is not None and own["fitted"] == 200
+        assert logged is not None and logged["fitted"] == 600
+        assert logged["start"] == moved["ts"].iloc[0].replace(" ", "T")
+        # a recipe that cannot be fitted on the logged inputs (a column was not logged): no verdict,
+        # a warning, and the trigger goes on with its other tests
+        with caplog.at_level("WARNING", logger="mloop.orchestration.triggers"):
+            assert _challenger(spec, ws, info, moved.drop(columns=["input.x1"]), 200, 2, -1) is None
+        assert "challenger of m v1 not fitted: KeyError" in caplog.text
