@@ -652,12 +652,37 @@ def _first_per_id(feedback: pa.Table) -> pa.Table:
     return feedback.take(pc.index_in(pc.unique(ids), value_set=ids))
 
 
-def label_values(labels: pd.Series) -> np.ndarray:
+def label_values(labels: pd.Series, like: pd.Series | None = None) -> np.ndarray:
     """The labels of labelled rows as an array of their own type. A log's ``label`` column holds
     None where no label came, so pandas keeps bool (and string) labels as Python objects, which
-    scikit-learn calls an "unknown" target; after the unlabelled rows are dropped the values get
-    their type back (bools stay bools, ints may come back as floats, which compare equal)."""
-    return labels.infer_objects().to_numpy()
+    scikit-learn calls an "unknown" target, and integer labels as floats; after the unlabelled rows
+    are dropped the values get their type back, and (``like``: the rows' ``prediction`` column,
+    whose type the labels were cast to when logged) integers come back as integers: a label 1.0
+    is not the class 1 to a model fitted on it, nor to a comparison of answers as text."""
+    import numpy as np
+
+    values = labels.infer_objects().to_numpy()
+    answers = like.to_numpy() if like is not None else None
+    if (
+        answers is not None
+        and values.dtype.kind == "f"
+        and answers.dtype.kind in "iu"
+        and np.isfinite(values).all()
+        and (values == np.round(values)).all()
+    ):
+        return values.astype(answers.dtype)
+    return values
+
+
+def wrong_answers(predicted: Any, labels: Any) -> np.ndarray:
+    """1.0 where an answer is not its label, else 0.0. Numbers compare as numbers (a model fitted on
+    labels read back as floats answers 1.0 for the class 1), anything else as text."""
+    import numpy as np
+
+    p, y = np.asarray(predicted), np.asarray(labels)
+    if p.dtype.kind in "iuf" and y.dtype.kind in "iuf":
+        return (p.astype(float) != y.astype(float)).astype(float)
+    return np.asarray([str(a) != str(b) for a, b in zip(p, y, strict=True)], dtype=float)
 
 
 def _uncastable(table: pa.Table) -> int:

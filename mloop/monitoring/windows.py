@@ -114,7 +114,7 @@ class WindowResult:
 def labels_and_predictions(
     frame: pd.DataFrame, task: str, classes: list[Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    y = label_values(frame["label"])
+    y = label_values(frame["label"], frame["prediction"])
     predicted = frame["prediction"].to_numpy()
     if task == "regression":
         return y.astype(float), predicted.astype(float), None

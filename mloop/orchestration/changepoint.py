@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloop.monitoring.log import label_values
+from mloop.monitoring.log import label_values, wrong_answers
 
 __all__ = ["ChangePoint", "available", "detect", "row_losses", "split", "trend"]
 
@@ -67,7 +67,7 @@ def row_losses(frame: pd.DataFrame, task: str, classes: list[Any] | None, scale:
     """One loss per labelled row, in [0, 1]: the Brier score of the true class for binary models
     that log a score (sensitive when one class dominates), else 0/1 error; for regression the
     absolute error over four times ``scale`` (the version's hold-out MAE), clipped at 1."""
-    y = label_values(frame["label"])
+    y = label_values(frame["label"], frame["prediction"])
     if task == "regression":
         err = np.abs(y.astype(float) - frame["prediction"].to_numpy(dtype=float))
         unit = 4 * scale if scale and scale > 0 else max(float(np.median(err)) * 4, 1e-12)
@@ -76,7 +76,7 @@ def row_losses(frame: pd.DataFrame, task: str, classes: list[Any] | None, scale:
         positive = np.asarray([str(v) == str(classes[1]) for v in y], dtype=float)
         return np.asarray((positive - frame["score"].to_numpy(dtype=float)) ** 2)
     predicted = frame["prediction"].to_numpy()
-    return np.asarray([str(p) != str(t) for p, t in zip(predicted, y, strict=True)], dtype=float)
+    return wrong_answers(predicted, y)
 
 
 def split(losses: np.ndarray, lo_rows: int) -> int:

@@ -251,6 +251,14 @@ class TriggerSpec(_Strict):
                 f"window {self.window} rows is smaller than min_labelled {self.min_labelled}: "
                 "no window could be judged"
             )
+        if self.challenger_z is not None:
+            if self.kind != "degradation":
+                raise ValueError("challenger_z is a test of the degradation trigger, not of a " + self.kind)
+            if not isinstance(_parse_window(self.window), int):
+                raise ValueError(
+                    f"challenger_z needs a window of rows (a challenger is judged on the newest "
+                    f"window's rows), not {self.window!r}"
+                )
         return self
 
     @property

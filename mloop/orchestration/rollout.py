@@ -43,7 +43,7 @@ import pandas as pd
 
 from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
-from mloop.monitoring.log import labelled_predictions, recent_requests
+from mloop.monitoring.log import labelled_predictions, recent_requests, wrong_answers
 from mloop.monitoring.monitor import served_versions
 from mloop.monitoring.windows import INPUT_PREFIX, degradation, labels_and_predictions
 from mloop.orchestration.config import RolloutPolicy
@@ -332,7 +332,7 @@ def _row_losses(
         if metric == "log_loss":
             return np.asarray(-(positive * np.log(s) + (1 - positive) * np.log(1 - s)))
         return np.asarray((positive - s) ** 2)
-    return np.asarray([str(a) != str(b) for a, b in zip(predicted, y, strict=True)], dtype=float)
+    return wrong_answers(predicted, y)
 
 
 @dataclass(frozen=True)

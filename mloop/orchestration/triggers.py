@@ -385,6 +385,7 @@ def _monitored(
         lives = [int(n) for n in mark.get("lives", [])]
         scheduled = bool(mark.get("scheduled")) if same else False
         lived = bool(mark.get("lived")) if same else False
+        challenged = bool(mark.get("challenged")) if same else False
         logged: pd.DataFrame | None = cache.get((model, version, held)) if fresh else None
 
         def history() -> pd.DataFrame:
@@ -406,7 +407,8 @@ def _monitored(
             rebased,
             retry,
             cadence=Cadence(lives, scheduled, lived),
-            history=history,
+            history=None if challenged else history,
+            challenged=challenged,
         )
     if check.watermark is not None:
         check.watermark["held"] = held  # a version promoted again starts its windows afresh
@@ -465,6 +467,7 @@ def _degradation(
     retry: dict[str, Any] | None = None,
     cadence: Cadence | None = None,
     history: Callable[[], pd.DataFrame] | None = None,
+    challenged: bool = False,
 ) -> TriggerCheck:
     """Fire when a complete window falls below the production version's baseline beyond noise (its
     hold-out score: its validation on the newest rows it was trained on), or (``detector``) when its
@@ -525,7 +528,7 @@ def _degradation(
             change = _retry(frame, w.end, size, w.index, retry, _losses(info), spec.z)
         if change is None and not pending:
             change = _trend(spec, info, frame, w.end, size, w.index, acted)
-        if change is None and not pending:
+        if change is None and not pending and not challenged:
             change = _challenger(spec, workspace, info, frame, size, w.index, acted, history)
         if change is None and not pending and not verdict.degraded:
             upto = _labelled_upto(frame, w.end, size, w.index) if frame is not None else None
@@ -563,13 +566,18 @@ def _degradation(
                     "before it degrades too"
                 )
             elif change.get("challenger"):
+                more = (
+                    f", more than the {trained_rows} v{version} was trained on"
+                    if trained_rows and change["fitted"] > trained_rows
+                    else ""
+                )
                 detail = (
-                    f"a challenger (v{version}'s recipe fitted on the newest {change['fitted']} "
-                    f"labelled rows logged before) scored {spec.metric} "
-                    f"{change['challenger_score']:.4f} against {change['production_score']:.4f} "
-                    f"on the newest {change['rows']} labelled rows "
-                    f"(mean loss difference {change['difference']:+.4f}, {change['z']:.1f} standard "
-                    "errors): retrain on the newest rows"
+                    f"a challenger (v{version}'s own recipe refitted on the newest {change['fitted']} "
+                    f"labelled rows logged before the last window{more}) scored {spec.metric} "
+                    f"{change['challenger_score']:.4f} on that window's {change['rows']} labelled rows, "
+                    f"v{version} {change['production_score']:.4f} (loss lower by "
+                    f"{-change['difference']:.4f} a row, {change['z']:.1f} standard errors): a model "
+                    "of the newest rows is better"
                 )
             elif change.get("trend"):
                 detail = (
@@ -609,6 +617,9 @@ def _degradation(
                 "streak": [],
                 "acted": (-2 if change.get("refresh") else change["row"]) if change is not None else acted,
                 **cadence.fired(change, frame, w, size),
+                # one challenger run a version: if its candidate did not replace it, the other tests
+                # (degradation, change point, trend, cadence) judge it from then on
+                "challenged": challenged or bool(change is not None and change.get("challenger")),
             }
             if baseline is not None and spec.threshold is None:
                 worse = max if spec.metric in LOWER_IS_BETTER else min
@@ -630,7 +641,9 @@ def _degradation(
             params: dict[str, Any] = {"since": since}
             if spec.min_rows:
                 params["min_rows"] = spec.min_rows
-            if change is not None and "rows_since" in change and not change.get("refresh"):
+            if change is not None and change.get("challenger"):
+                detail += f"; trains on the newest {change['rows_since']} labelled rows"
+            elif change is not None and "rows_since" in change and not change.get("refresh"):
                 detail += f"; trains on the {change['rows_since']} labelled rows since the change"
             firing = Firing(f"degradation/{model}/v{version}/{spec.window}/{w.index}", evidence, params)
             return TriggerCheck(f"degraded: {detail}", firing, watermark)
@@ -641,6 +654,7 @@ def _degradation(
         "streak": streak,
         "acted": acted,
         **cadence.state(),
+        "challenged": challenged,
     }
     if rebased is not None:
         watermark["rebased"] = rebased
@@ -837,7 +851,11 @@ def _challenger(
         served = logged[pd.to_datetime(logged["ts"], utc=True) < first]
     served = served.iloc[-limit:]
     classes = info.classes
+    if info.task == "classification" and served["label"].nunique() < 2:
+        return None  # one class has nothing to learn (the run it started would refuse it too)
     try:
+        from threadpoolctl import threadpool_limits
+
         model = workspace.load_artifact(info.version.artifact_id, shared=True)
         names = getattr(model, "feature_names_in_", None)
 
@@ -848,7 +866,8 @@ def _challenger(
 
         y_fit = labels_and_predictions(served, info.task, classes)[0]
         y = labels_and_predictions(window, info.task, classes)[0]
-        probe = clone(model).fit(inputs(served), y_fit)
+        with threadpool_limits(1):  # a scheduler pass: one core, not a team fighting a busy machine
+            probe = clone(model).fit(inputs(served), y_fit)
         losses, scores = [], []
         for candidate in (probe, model):
             predicted, proba = _predict(candidate, inputs(window), info.task, classes)
@@ -867,6 +886,13 @@ def _challenger(
     effect = mean / max(float(losses[1].mean()), 1e-12) if relative else mean
     ours, theirs = scores
     if mean <= spec.challenger_z * max(se, 1e-12) or effect < spec.margin or ours is None or theirs is None:
+        return None
+    # the per-row loss is the metric's only for accuracy-like metrics (0/1), MAE, log-loss, Brier;
+    # precision, recall, F1 and ROC-AUC must also agree that the challenger is better by margin
+    gain = (theirs - ours) if spec.metric in LOWER_IS_BETTER else (ours - theirs)
+    if relative:
+        gain /= max(abs(theirs), 1e-12)
+    if gain < spec.margin:
         return None
     start = pd.to_datetime(served["ts"], utc=True).iloc[0].isoformat()
     return {

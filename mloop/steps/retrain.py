@@ -192,7 +192,7 @@ def _log_rows(frame: pd.DataFrame, target: str, times: Sequence[str] = ()) -> pd
             parsed = to_datetimes(rows[name])  # UTC: one column may hold several offsets (DST)
             if parsed is not None:
                 rows[name] = parsed
-    rows[target] = label_values(frame["label"])
+    rows[target] = label_values(frame["label"], frame.get("prediction"))
     return rows.reset_index(drop=True)
 
 

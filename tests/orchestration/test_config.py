@@ -85,6 +85,8 @@ def test_durations_may_be_numbers_of_seconds() -> None:
         ({"kind": "degradation", "model": "m", "challenger_z": True}, "challenger_z: expected"),
         ({"kind": "degradation", "model": "m", "min_rows": False}, "min_rows: expected"),
         ({"kind": "degradation", "model": "m", "challenger_z": 0}, "challenger_z: Input should be greater"),
+        ({"kind": "drift", "model": "m", "challenger_z": 3}, "challenger_z is a test of the degradation"),
+        ({"kind": "degradation", "model": "m", "window": "1h", "challenger_z": 3}, "window of rows"),
     ],
 )
 def test_bad_triggers_are_refused_with_the_reason(trigger: dict, message: str) -> None:

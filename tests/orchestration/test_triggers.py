@@ -159,8 +159,62 @@ def test_a_challenger_fitted_on_logged_rows_fires_only_when_it_beats_production(
         assert own is not None and own["fitted"] == 200
         assert logged is not None and logged["fitted"] == 600
         assert logged["start"] == moved["ts"].iloc[0].replace(" ", "T")
+        # labels still to come leave gaps, and pandas reads integer labels with gaps as floats:
+        # 1.0 is still the class 1, so nothing fires on rows of production's own concept
+        gaps = same.copy()
+        gaps["label"] = gaps["label"].astype(float)  # as the log's reader gives them
+        gaps.loc[gaps.index % 25 == 0, "label"] = np.nan
+        for index in range(5):
+            assert _challenger(spec, ws, info, gaps, 200, index, -1) is None
         # a recipe that cannot be fitted on the logged inputs (a column was not logged): no verdict,
         # a warning, and the trigger goes on with its other tests
         with caplog.at_level("WARNING", logger="mloop.orchestration.triggers"):
             assert _challenger(spec, ws, info, moved.drop(columns=["input.x1"]), 200, 2, -1) is None
         assert "challenger of m v1 not fitted: KeyError" in caplog.text
+
+
+def test_a_challenger_must_be_better_on_the_metric_the_trigger_judges(tmp_path) -> None:
+    """Positives become rare (label shift): a challenger fitted on the newest rows answers "no" more
+    often. Its accuracy is far better and its recall far worse: judged by recall, it does not fire;
+    and newest rows of one class have nothing to learn."""
+    import mloop
+    from mloop.monitoring.monitor import served_versions
+    from mloop.orchestration.triggers import _challenger
+    from tests.loop_helpers import train_first
+
+    def rows(n: int, positive: float, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        y = (rng.random(n) < positive).astype(int)
+        return pd.DataFrame({"x1": rng.normal(size=n) + 1.5 * y, "x2": rng.normal(size=n), "y": y})
+
+    with mloop.Workspace.open(tmp_path / ".mloop") as ws:
+        train_first(ws, rows(800, 0.5, 0), tmp_path)
+        info = served_versions(ws, "m", [1])[1]
+        rare = _served_log(ws, rows(1000, 0.1, 1))
+        by = {m: SPEC.model_copy(update={"challenger_z": 3.0, "metric": m}) for m in ("accuracy", "recall")}
+        fired = _challenger(by["accuracy"], ws, info, rare, 200, 2, -1)
+        assert fired is not None and fired["challenger_score"] > fired["production_score"]
+        assert _challenger(by["recall"], ws, info, rare, 200, 2, -1) is None
+        none = _served_log(ws, rows(1000, 0.0, 2))  # no positive at all in the newest rows
+        assert _challenger(by["accuracy"], ws, info, none, 200, 2, -1) is None
+
+
+def test_labels_read_back_as_floats_are_the_classes_they_were() -> None:
+    from mloop.monitoring.log import label_values, wrong_answers
+
+    labels = pd.Series([1, None, 0, 1], dtype=object).astype(float).dropna()
+    predictions = pd.Series([1, 0, 0], dtype="int64")
+    values = label_values(labels, predictions)
+    assert values.dtype == np.int64 and values.tolist() == [1, 0, 1]
+    assert label_values(pd.Series([0.5, 1.0]), predictions).dtype.kind == "f"  # not integers: kept
+    assert label_values(pd.Series(["a", "b"]), predictions).tolist() == ["a", "b"]
+    assert wrong_answers(np.array([1.0, 0.0, 1.0]), np.array([1, 1, 1])).tolist() == [0.0, 1.0, 0.0]
+    assert wrong_answers(np.array(["1", "b"]), np.array([1, "b"], dtype=object)).tolist() == [0.0, 0.0]
+    # what the change-point detector and the paired canary judge count as errors: none here
+    from mloop.orchestration import changepoint
+    from mloop.orchestration.rollout import _row_losses
+
+    frame = pd.DataFrame({"label": [1.0, 0.0, 1.0], "prediction": [1, 0, 1]})
+    assert changepoint.row_losses(frame, "classification", [0, 1], None).tolist() == [0, 0, 0]
+    y = np.array([1.0, 0.0, 1.0])
+    assert _row_losses("accuracy", "classification", [0, 1], y, np.array([1, 0, 1]), None).sum() == 0
