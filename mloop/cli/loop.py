@@ -360,6 +360,7 @@ def scheduler_events(
             "fired_at": e.fired_at,
             "run_id": e.run_id,
             "params": e.evidence.get("params", {}),
+            "why": str(e.evidence.get("why") or e.evidence.get("reason") or ""),
         }
         for e in events
     ]
@@ -367,12 +368,12 @@ def scheduler_events(
         print_json(rows)
         return
     table = Table(title="trigger events")
-    for col in ("id", "trigger", "status", "attempts", "fired", "run", "params"):
-        table.add_column(col)
+    for col in ("id", "trigger", "status", "attempts", "fired", "run", "params", "why"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         params = ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items()) or "-"
         table.add_row(r["id"], r["trigger"], paint(r["status"]), str(r["attempts"]),
-                      str(r["fired_at"])[:19], r["run_id"] or "-", params)  # fmt: skip
+                      str(r["fired_at"])[:19], r["run_id"] or "-", params, r["why"] or "-")  # fmt: skip
     out.print(table)
 
 

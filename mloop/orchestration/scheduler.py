@@ -271,7 +271,8 @@ class Scheduler:
             if check.unchanged is not None:  # only once its watermark is saved
                 self._quiet[spec.name] = (check.unchanged, check.result)
             return None
-        evidence = {**fired.evidence, "params": fired.params}
+        # "why": what the trigger saw, in words (`mloop scheduler events` shows it after the state moved on)
+        evidence = {**fired.evidence, "params": fired.params, "why": check.result}
         cool_until = state.fired_at + spec.cooldown_td if state.fired_at is not None else None
         if cool_until is not None and now < cool_until:
             self._cooling(spec, now, check, evidence, cool_until, report)

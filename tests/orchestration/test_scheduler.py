@@ -411,6 +411,9 @@ params = {{ tag = "retry" }}
     listed = mloop_("scheduler", "events", "--status", "failed", "--json")
     [failed] = json.loads(listed.stdout)
     assert failed["params"] == {"data": str(project / "inbox" / "a.csv")} and failed["attempts"] == 1
+    assert failed["why"] == "1 new file(s) under " + str(project / "inbox")  # what it saw, in words
+    table = mloop_("scheduler", "events")
+    assert table.returncode == 0 and "why" in table.stdout  # a column of its own in the table
     (project / "marks" / "broken").unlink()
     retried = mloop_("scheduler", "retry", failed["id"], "--json")
     assert retried.returncode == 0, retried.stderr
