@@ -111,6 +111,13 @@ class WindowResult:
         return asdict(self)
 
 
+def logged_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The request inputs of a logged frame (its ``input.*`` columns) under their own names, indexed
+    from 0: what a model is asked again, or its statistics computed on."""
+    inputs = frame[[c for c in frame.columns if c.startswith(INPUT_PREFIX)]]
+    return inputs.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX)).reset_index(drop=True)
+
+
 def labels_and_predictions(
     frame: pd.DataFrame, task: str, classes: list[Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -138,8 +145,7 @@ def score_window(
     share_threshold: float = 0.5,
 ) -> WindowResult:
     """Measure one window of the log (columns ``input.*``, ``prediction``, ``label``, ``role``, …)."""
-    inputs = frame[[c for c in frame.columns if c.startswith(INPUT_PREFIX)]]
-    inputs = inputs.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+    inputs = logged_inputs(frame)
     ts = pd.to_datetime(frame["ts"], utc=True) if "ts" in frame else None
     result = WindowResult(
         index=index,

@@ -45,7 +45,7 @@ from mloop.entities import ModelStatus, ModelVersion, id_floor
 from mloop.errors import NotFoundError
 from mloop.monitoring.log import labelled_predictions, recent_requests, wrong_answers
 from mloop.monitoring.monitor import served_versions
-from mloop.monitoring.windows import INPUT_PREFIX, degradation, labels_and_predictions
+from mloop.monitoring.windows import degradation, labels_and_predictions, logged_inputs
 from mloop.orchestration.config import RolloutPolicy
 from mloop.validation.model import LOWER_IS_BETTER, score_predictions
 from mloop.workspace import Workspace, current_user
@@ -307,6 +307,12 @@ def _judge_canary(
     return RolloutDecision(model, "promote", canary.version, reason, evidence)
 
 
+def _fitted_columns(model: Any, x: pd.DataFrame) -> pd.DataFrame:
+    """``x`` with the columns ``model`` was fitted on, in that order (as they are when it names none)."""
+    names = getattr(model, "feature_names_in_", None)
+    return x[list(names)] if names is not None else x
+
+
 def _predict(model: Any, x: pd.DataFrame, task: str, classes: list[Any] | None) -> tuple[Any, Any]:
     """Labels (or values) and, for a binary model, the probabilities of ``classes`` in that order."""
     predicted = np.asarray(model.predict(x))
@@ -360,16 +366,14 @@ def _paired(
     part = frame[frame["label"].notna() & frame["version"].isin([production.version, canary.version])]
     if part.empty:
         return _Paired(0, {"rows": 0.0}, {"rows": 0.0}, 0.0, math.inf)
-    inputs = part[[c for c in part.columns if c.startswith(INPUT_PREFIX)]]
-    x = inputs.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX)).reset_index(drop=True)
+    x = logged_inputs(part)
     y = labels_and_predictions(part, task, classes)[0]
     classes = classes or sorted(pd.unique(part["label"]).tolist(), key=str)
     scores, losses = [], []
     for version in (canary, production):
         model = workspace.load_artifact(version.artifact_id, shared=True)
-        names = getattr(model, "feature_names_in_", None)
         try:
-            predicted, proba = _predict(model, x[list(names)] if names is not None else x, task, classes)
+            predicted, proba = _predict(model, _fitted_columns(model, x), task, classes)
         except (KeyError, ValueError, TypeError):
             return None
         scores.append({"rows": float(len(part)), **score_predictions(task, y, predicted, proba, classes)})

@@ -28,10 +28,10 @@ from mloop.errors import ConfigurationError, NotFoundError, ParameterError, Pipe
 from mloop.monitoring.log import count_logged, labelled_predictions
 from mloop.monitoring.monitor import measure, served_versions
 from mloop.monitoring.windows import (
-    INPUT_PREFIX,
     WindowResult,
     degradation,
     labels_and_predictions,
+    logged_inputs,
     parse_window,
 )
 from mloop.orchestration import changepoint
@@ -407,7 +407,7 @@ def _monitored(
             rebased,
             retry,
             cadence=Cadence(lives, scheduled, lived),
-            history=None if challenged else history,
+            history=history,
             challenged=challenged,
         )
     if check.watermark is not None:
@@ -832,7 +832,7 @@ def _challenger(
         return None
     from sklearn.base import clone
 
-    from mloop.orchestration.rollout import _predict, _row_losses
+    from mloop.orchestration.rollout import _fitted_columns, _predict, _row_losses
 
     window = frame.iloc[index * size : (index + 1) * size]
     window = window[window["label"].notna()]
@@ -857,20 +857,15 @@ def _challenger(
         from threadpoolctl import threadpool_limits
 
         model = workspace.load_artifact(info.version.artifact_id, shared=True)
-        names = getattr(model, "feature_names_in_", None)
-
-        def inputs(part: pd.DataFrame) -> pd.DataFrame:
-            x = part[[c for c in part.columns if c.startswith(INPUT_PREFIX)]]
-            x = x.rename(columns=lambda c: c.removeprefix(INPUT_PREFIX)).reset_index(drop=True)
-            return x[list(names)] if names is not None else x
-
+        x_fit = _fitted_columns(model, logged_inputs(served))
+        x = _fitted_columns(model, logged_inputs(window))
         y_fit = labels_and_predictions(served, info.task, classes)[0]
         y = labels_and_predictions(window, info.task, classes)[0]
         with threadpool_limits(1):  # a scheduler pass: one core, not a team fighting a busy machine
-            probe = clone(model).fit(inputs(served), y_fit)
+            probe = clone(model).fit(x_fit, y_fit)
         losses, scores = [], []
         for candidate in (probe, model):
-            predicted, proba = _predict(candidate, inputs(window), info.task, classes)
+            predicted, proba = _predict(candidate, x, info.task, classes)
             losses.append(_row_losses(spec.metric, info.task, classes, y, predicted, proba))
             scores.append(score_predictions(info.task, y, predicted, proba, classes).get(spec.metric))
     except Exception as exc:  # a user's recipe may fail in any way; the trigger must not fail with it

@@ -32,7 +32,7 @@ from mloop.core.serialize import serialize
 from mloop.core.step import step
 from mloop.errors import DataError, NotFoundError, ParameterError
 from mloop.monitoring.log import label_values, labelled_predictions
-from mloop.monitoring.windows import INPUT_PREFIX, window_frame
+from mloop.monitoring.windows import logged_inputs, window_frame
 from mloop.steps.context import workspace as step_workspace
 from mloop.steps.data import check_drift, statistics, validate_schema
 from mloop.steps.model import evaluate_model, infra_check, register_model, validate_model
@@ -185,8 +185,7 @@ def _log_rows(frame: pd.DataFrame, target: str, times: Sequence[str] = ()) -> pd
     clients sent: those of a column the production version was trained on as datetime are parsed
     back, so the retrain sees the type its schema gate expects (left as text when any value does
     not parse: the gate then names them)."""
-    inputs = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
-    rows = frame[inputs].rename(columns=lambda c: c.removeprefix(INPUT_PREFIX))
+    rows = logged_inputs(frame)
     for name in times:
         if name in rows.columns and not pd.api.types.is_datetime64_any_dtype(rows[name]):
             parsed = to_datetimes(rows[name])  # UTC: one column may hold several offsets (DST)
